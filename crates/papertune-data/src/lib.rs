@@ -1,0 +1,32 @@
+//! Data for papertune: read paper tables (CSV, TSV, Parquet, JSON lines) with polars, map and
+//! validate their columns, build model inputs from templates, split them stratified, tokenize
+//! with a checkpoint's `tokenizer.json`, and batch them for burn.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use papertune_data::{ColumnMap, EmptyTextPolicy, LoadOptions, TextTemplate, load_papers};
+//!
+//! # fn main() -> Result<(), papertune_data::DataError> {
+//! let columns = ColumnMap::default();
+//! let options = LoadOptions { columns: &columns, max_rows: Some(100), require_label: true, empty_text: EmptyTextPolicy::Error };
+//! let (papers, _report) = load_papers(Path::new("train.csv"), &options)?;
+//! let template = TextTemplate::parse("{title} [SEP] {author} [SEP] {abstract}")?;
+//! println!("{}", template.render(&papers[0]));
+//! # Ok(()) }
+//! ```
+
+pub mod batch;
+pub mod error;
+pub mod papers;
+pub mod split;
+pub mod table;
+pub mod template;
+pub mod tokenize;
+
+pub use batch::{ClassificationBatcher, ClassificationDataset, ClassificationItem, TokenBatch, pad_right};
+pub use error::{DataError, Result};
+pub use papers::{ColumnMap, EmptyTextPolicy, LoadOptions, LoadReport, PaperRecord, load_papers};
+pub use split::stratified_split;
+pub use table::{Table, TableFormat};
+pub use template::{DEFAULT_TEMPLATE, TextTemplate};
+pub use tokenize::{Encoded, TextTokenizer, encode_papers};

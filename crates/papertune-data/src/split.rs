@@ -1,0 +1,75 @@
+//! Seeded, stratified train/valid splits.
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+
+use crate::error::{DataError, Result};
+
+/// Splits row indices into `(train, valid)` so that each label keeps its share in both parts.
+///
+/// Each class contributes `round(n_class * valid_fraction)` rows to the validation part (at least
+/// one when the class has two rows or more). The same labels, fraction and seed always give the
+/// same split. Both index lists come back sorted.
+pub fn stratified_split(labels: &[u8], valid_fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
+    if !(valid_fraction > 0.0 && valid_fraction < 1.0) {
+        return Err(DataError::Split {
+            message: format!("data.valid_fraction must be in (0, 1), found {valid_fraction}"),
+        });
+    }
+    let mut classes: Vec<u8> = labels.to_vec();
+    classes.sort_unstable();
+    classes.dedup();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut train = Vec::new();
+    let mut valid = Vec::new();
+    for class in classes {
+        let mut members: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).collect();
+        members.shuffle(&mut rng);
+        let mut n_valid = (members.len() as f64 * valid_fraction).round() as usize;
+        if n_valid == 0 && members.len() >= 2 {
+            n_valid = 1;
+        }
+        if n_valid >= members.len() {
+            return Err(DataError::Split {
+                message: format!(
+                    "label {class} has only {} row(s), too few for a validation share of {valid_fraction}",
+                    members.len()
+                ),
+            });
+        }
+        valid.extend_from_slice(&members[..n_valid]);
+        train.extend_from_slice(&members[n_valid..]);
+    }
+    train.sort_unstable();
+    valid.sort_unstable();
+    Ok((train, valid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_class_shares_and_is_seeded() {
+        let labels: Vec<u8> = (0..100).map(|i| u8::from(i % 4 == 0)).collect(); // 25 ones, 75 zeros
+        let (train, valid) = stratified_split(&labels, 0.2, 7).unwrap();
+        assert_eq!(train.len() + valid.len(), 100);
+        assert_eq!(valid.iter().filter(|&&i| labels[i] == 1).count(), 5);
+        assert_eq!(valid.iter().filter(|&&i| labels[i] == 0).count(), 15);
+        let mut all: Vec<usize> = train.iter().chain(&valid).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..100).collect::<Vec<_>>());
+
+        assert_eq!(stratified_split(&labels, 0.2, 7).unwrap(), (train.clone(), valid.clone()));
+        assert_ne!(stratified_split(&labels, 0.2, 8).unwrap().1, valid);
+    }
+
+    #[test]
+    fn rejects_bad_fraction_and_tiny_classes() {
+        assert!(stratified_split(&[0, 1, 0, 1], 0.0, 1).is_err());
+        assert!(stratified_split(&[0, 1, 0, 1], 1.0, 1).is_err());
+        let err = stratified_split(&[0, 0, 0, 1], 0.5, 1).unwrap_err().to_string();
+        assert!(err.contains("label 1"), "{err}");
+    }
+}

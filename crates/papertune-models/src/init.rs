@@ -1,0 +1,80 @@
+//! Random initialisation of a BERT-family checkpoint, as Hugging Face initialises a new model:
+//! weights ~ N(0, 0.02), biases 0, LayerNorm scale 1 and shift 0. Used for tiny test models and
+//! for training from scratch; the result goes through the same loader as a real checkpoint.
+
+use std::collections::BTreeMap;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::bert_config::BertConfig;
+use crate::safetensors_io::{Checkpoint, HostTensor};
+
+/// Normal samples by the Box–Muller transform.
+pub(crate) fn normal(rng: &mut StdRng, n: usize, std: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let u1: f32 = rng.random::<f32>().max(f32::MIN_POSITIVE);
+            let u2: f32 = rng.random();
+            std * (-2.0f32 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+        })
+        .collect()
+}
+
+/// Collects randomly initialised tensors under their names.
+struct RandomTensors {
+    rng: StdRng,
+    tensors: BTreeMap<String, HostTensor>,
+}
+
+impl RandomTensors {
+    fn normal(&mut self, name: String, shape: Vec<usize>) {
+        let n = shape.iter().product();
+        let data = normal(&mut self.rng, n, 0.02);
+        self.tensors.insert(name, HostTensor::new(shape, data));
+    }
+
+    fn constant(&mut self, name: String, d: usize, value: f32) {
+        self.tensors.insert(name, HostTensor::new(vec![d], vec![value; d]));
+    }
+
+    fn linear(&mut self, name: &str, d_in: usize, d_out: usize) {
+        self.normal(format!("{name}.weight"), vec![d_out, d_in]);
+        self.constant(format!("{name}.bias"), d_out, 0.0);
+    }
+
+    fn layer_norm(&mut self, name: &str, d: usize) {
+        self.constant(format!("{name}.weight"), d, 1.0);
+        self.constant(format!("{name}.bias"), d, 0.0);
+    }
+}
+
+/// A randomly initialised BERT checkpoint (with pooler) under Hugging Face names, no prefix.
+pub fn random_bert_checkpoint(config: &BertConfig, seed: u64) -> Checkpoint {
+    let h = config.hidden_size;
+    let mut init = RandomTensors { rng: StdRng::seed_from_u64(seed), tensors: BTreeMap::new() };
+    init.normal("embeddings.word_embeddings.weight".into(), vec![config.vocab_size, h]);
+    init.normal("embeddings.position_embeddings.weight".into(), vec![config.max_position_embeddings, h]);
+    init.normal("embeddings.token_type_embeddings.weight".into(), vec![config.type_vocab_size, h]);
+    init.layer_norm("embeddings.LayerNorm", h);
+    for i in 0..config.num_hidden_layers {
+        let p = format!("encoder.layer.{i}");
+        for part in ["query", "key", "value"] {
+            init.linear(&format!("{p}.attention.self.{part}"), h, h);
+        }
+        init.linear(&format!("{p}.attention.output.dense"), h, h);
+        init.layer_norm(&format!("{p}.attention.output.LayerNorm"), h);
+        init.linear(&format!("{p}.intermediate.dense"), h, config.intermediate_size);
+        init.linear(&format!("{p}.output.dense"), config.intermediate_size, h);
+        init.layer_norm(&format!("{p}.output.LayerNorm"), h);
+    }
+    init.linear("pooler.dense", h, h);
+    Checkpoint::from_tensors("<random init>", init.tensors)
+}
+
+/// A randomly initialised linear layer `{name}.weight` `[d_out, d_in]` ~ N(0, 0.02), bias 0.
+pub fn random_linear(name: &str, d_in: usize, d_out: usize, seed: u64) -> Checkpoint {
+    let mut init = RandomTensors { rng: StdRng::seed_from_u64(seed), tensors: BTreeMap::new() };
+    init.linear(name, d_in, d_out);
+    Checkpoint::from_tensors("<random init>", init.tensors)
+}

@@ -1,0 +1,206 @@
+//! Sequence classification on a BERT-family encoder: pooling, dropout and a linear layer to 2
+//! logits (cross-entropy) or 1 logit (BCE with logits).
+
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::tensor::activation::{relu, sigmoid, softmax};
+use burn::tensor::{Device, Int, Tensor};
+use papertune_data::TokenBatch;
+use papertune_models::{BertInput, BertModel, Checkpoint, ModelError, TensorReader, TensorWriter, masked_mean};
+use papertune_train::TrainModel;
+use serde::{Deserialize, Serialize};
+
+/// How the token states become one vector per example.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Pooling {
+    /// BERT's pooler: `tanh(W·h_[CLS] + b)` (as BertForSequenceClassification does).
+    #[default]
+    #[serde(rename = "pooler")]
+    Pooler,
+    /// The `[CLS]` token's state.
+    #[serde(rename = "cls")]
+    Cls,
+    /// Mean over real tokens.
+    #[serde(rename = "mean")]
+    Mean,
+    /// The topline's fusion: the average of the classifier applied to the pooled `[CLS]`
+    /// (the pooler output when the checkpoint has one) and to the mean.
+    #[serde(rename = "cls+mean")]
+    ClsMean,
+}
+
+/// Training objective, which also fixes the number of logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ClassificationLoss {
+    /// Two logits, softmax cross-entropy.
+    #[default]
+    #[serde(rename = "cross-entropy")]
+    CrossEntropy,
+    /// One logit, binary cross-entropy with logits.
+    #[serde(rename = "bce")]
+    Bce,
+}
+
+impl ClassificationLoss {
+    /// Logits the classifier outputs.
+    pub fn num_outputs(self) -> usize {
+        match self {
+            Self::CrossEntropy => 2,
+            Self::Bce => 1,
+        }
+    }
+}
+
+/// The classification head's options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeadConfig {
+    /// `pooler`, `cls`, `mean` or `cls+mean`.
+    pub pooling: Pooling,
+    /// Dropout before the classifier (the encoder's `hidden_dropout_prob` when unset).
+    pub dropout: Option<f64>,
+    /// `cross-entropy` (2 logits) or `bce` (1 logit).
+    pub loss: ClassificationLoss,
+    /// Width of an optional hidden layer with ReLU before the classifier (the BERT baseline
+    /// of the challenge uses 256); none when unset.
+    pub hidden_layer: Option<usize>,
+    /// Probability of class 1 above which the label is 1.
+    pub threshold: f64,
+}
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        Self {
+            pooling: Pooling::Pooler,
+            dropout: None,
+            loss: ClassificationLoss::CrossEntropy,
+            hidden_layer: None,
+            threshold: 0.5,
+        }
+    }
+}
+
+/// Encoder + pooling + dropout + linear classifier.
+#[derive(Module, Debug)]
+pub struct SequenceClassifier {
+    pub encoder: BertModel,
+    pub dropout: Dropout,
+    /// Optional `[hidden] -> [hidden_layer]` projection followed by ReLU.
+    pub pre_classifier: Option<Linear>,
+    /// `[hidden or hidden_layer] -> [num_outputs]`
+    pub classifier: Linear,
+    #[module(skip)]
+    pub pooling: Pooling,
+}
+
+impl SequenceClassifier {
+    /// Wraps an encoder with a new head; the classifier is drawn from N(0, 0.02), bias 0.
+    pub fn new(encoder: BertModel, head: &HeadConfig, hidden_dropout: f64, seed: u64) -> Result<Self, ModelError> {
+        if head.pooling == Pooling::Pooler && encoder.pooler.is_none() {
+            return Err(ModelError::Config {
+                path: "head.pooling".into(),
+                message: "pooling \"pooler\" needs a checkpoint with pooler weights; use \"cls\" or \"mean\"".into(),
+            });
+        }
+        let hidden = encoder.hidden_size();
+        let device = encoder.device();
+        let mut checkpoint = papertune_models::init::random_linear(
+            "classifier",
+            head.hidden_layer.unwrap_or(hidden),
+            head.loss.num_outputs(),
+            seed,
+        );
+        if let Some(width) = head.hidden_layer {
+            let pre = papertune_models::init::random_linear("pre_classifier", hidden, width, seed.wrapping_add(1));
+            for name in ["pre_classifier.weight", "pre_classifier.bias"] {
+                let tensor = pre.get(name).expect("just initialised").clone();
+                checkpoint.insert(name, tensor);
+            }
+        }
+        Self::load(encoder, &mut checkpoint, head, hidden_dropout, &device)
+    }
+
+    /// Rebuilds a trained classifier: the encoder, then `classifier.weight`/`classifier.bias`,
+    /// from one checkpoint; fails on anything missing or left over.
+    pub fn load(
+        encoder: BertModel,
+        checkpoint: &mut Checkpoint,
+        head: &HeadConfig,
+        hidden_dropout: f64,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let hidden = encoder.hidden_size();
+        let mut reader = TensorReader::new(checkpoint, device);
+        let pre_classifier = match head.hidden_layer {
+            Some(width) => Some(reader.linear("pre_classifier", hidden, width, true)?),
+            None => None,
+        };
+        let classifier =
+            reader.linear("classifier", head.hidden_layer.unwrap_or(hidden), head.loss.num_outputs(), true)?;
+        checkpoint.ensure_consumed(&["position_ids"])?;
+        Ok(Self {
+            encoder,
+            dropout: DropoutConfig::new(head.dropout.unwrap_or(hidden_dropout)).init(),
+            pre_classifier,
+            classifier,
+            pooling: head.pooling,
+        })
+    }
+
+    /// All tensors under Hugging Face names (encoder without prefix, then `classifier.*`).
+    pub fn export(&self) -> Checkpoint {
+        let mut writer = TensorWriter::new();
+        self.encoder.export(&mut writer, "");
+        if let Some(pre) = &self.pre_classifier {
+            writer.linear("pre_classifier", pre);
+        }
+        writer.linear("classifier", &self.classifier);
+        writer.into_checkpoint()
+    }
+
+    /// Logits `[batch, num_outputs]`.
+    pub fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Tensor<2, Int>, attention_mask: Tensor<2>) -> Tensor<2> {
+        let output = self.encoder.forward(BertInput { input_ids, token_type_ids, attention_mask: attention_mask.clone() });
+        let hidden = output.last_hidden_state; // [batch, seq, hidden]
+        let [batch, _, width] = hidden.dims();
+        let cls = || hidden.clone().narrow(1, 0, 1).reshape([batch, width]); // [batch, hidden]
+        let classify = |pooled: Tensor<2>| {
+            let x = self.dropout.forward(pooled);
+            let x = match &self.pre_classifier {
+                Some(pre) => relu(pre.forward(x)),
+                None => x,
+            };
+            self.classifier.forward(x)
+        };
+        match self.pooling {
+            Pooling::Pooler => classify(output.pooler_output.expect("checked at construction")),
+            Pooling::Cls => classify(cls()),
+            Pooling::Mean => classify(masked_mean(hidden.clone(), attention_mask)),
+            Pooling::ClsMean => {
+                let pooled_cls = output.pooler_output.unwrap_or_else(cls);
+                let mean = masked_mean(hidden.clone(), attention_mask);
+                (classify(pooled_cls) + classify(mean)).div_scalar(2.0)
+            }
+        }
+    }
+
+    /// Probability of class 1 for each example: `[batch]`.
+    pub fn positive_probability(&self, batch: &TokenBatch) -> Tensor<1> {
+        let logits = self.forward(batch.input_ids.clone(), batch.token_type_ids.clone(), batch.attention_mask.clone());
+        let [n, width] = logits.dims();
+        if width == 1 {
+            sigmoid(logits).reshape([n])
+        } else {
+            softmax(logits, 1).narrow(1, 1, 1).reshape([n])
+        }
+    }
+}
+
+impl TrainModel<TokenBatch> for SequenceClassifier {
+    type Output = Tensor<2>;
+    type Target = Tensor<1, Int>;
+
+    fn forward_train(&self, batch: TokenBatch) -> (Tensor<2>, Tensor<1, Int>) {
+        (self.forward(batch.input_ids, batch.token_type_ids, batch.attention_mask), batch.labels)
+    }
+}

@@ -1,0 +1,22 @@
+//! Tasks of papertune: medical-paper classification (task 1) on BERT-family encoders, its
+//! metrics and the challenge's submission file, plus sentence embeddings.
+//!
+//! This crate wires the others together: rows and tokens from `papertune-data`, encoders from
+//! `papertune-models`, the loop from `papertune-train`.
+
+pub mod classifier;
+pub mod classify;
+pub mod config;
+pub mod embed;
+pub mod error;
+pub mod metrics;
+pub mod run_dir;
+pub mod submission;
+
+pub use classifier::{ClassificationLoss, HeadConfig, Pooling, SequenceClassifier};
+pub use classify::{InspectReport, LoadedRun, PredictReport, TrainReport, evaluate, inspect, predict, train};
+pub use config::{ClassifyConfig, DataConfig, ModelConfig};
+pub use error::TaskError;
+pub use metrics::BinaryMetrics;
+pub use run_dir::{CheckpointState, RunDir, Which};
+pub use submission::{SubmissionRow, write_submission};

@@ -1,0 +1,133 @@
+//! A run folder: `config.toml` (resolved), `metrics.jsonl`, `tokenizer.json`, `summary.json`, and
+//! the `best/` and `last/` checkpoints, each written whole or not at all.
+
+use std::path::{Path, PathBuf};
+
+use papertune_models::fsutil::write_atomic;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{TaskError, io_error};
+
+/// What a checkpoint folder records about training when it was written.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CheckpointState {
+    /// Optimizer steps done.
+    pub step: usize,
+    pub epoch: usize,
+    pub total_steps: usize,
+    /// Name and best value of the metric that picks the best checkpoint.
+    pub metric_for_best: String,
+    pub best_metric: Option<f64>,
+    pub best_step: Option<usize>,
+}
+
+/// Which checkpoint of a run to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Which {
+    #[default]
+    Best,
+    Last,
+}
+
+impl Which {
+    fn dir_name(self) -> &'static str {
+        match self {
+            Self::Best => "best",
+            Self::Last => "last",
+        }
+    }
+}
+
+/// Paths of a run folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+    pub fn tokenizer(&self) -> PathBuf {
+        self.root.join("tokenizer.json")
+    }
+    pub fn summary(&self) -> PathBuf {
+        self.root.join("summary.json")
+    }
+
+    /// Folder of a checkpoint, falling back to the previous copy if a swap was interrupted.
+    pub fn checkpoint(&self, which: Which) -> Result<PathBuf, TaskError> {
+        let dir = self.root.join(which.dir_name());
+        if dir.join("model.safetensors").exists() {
+            return Ok(dir);
+        }
+        let previous = self.root.join(format!("{}.old", which.dir_name()));
+        if previous.join("model.safetensors").exists() {
+            return Ok(previous);
+        }
+        if which == Which::Best {
+            // A run stopped before its first evaluation has only `last/`.
+            if let Ok(last) = self.checkpoint(Which::Last) {
+                return Ok(last);
+            }
+        }
+        Err(TaskError::Run {
+            path: self.root.clone(),
+            message: format!("no {} checkpoint (is this a papertune run folder?)", which.dir_name()),
+        })
+    }
+
+    /// Writes a checkpoint folder: files go to `<name>.tmp`, which then replaces `<name>`;
+    /// the old copy stays as `<name>.old` until the new one is in place.
+    pub fn write_checkpoint(
+        &self,
+        which: Which,
+        write_files: impl FnOnce(&Path) -> Result<(), TaskError>,
+    ) -> Result<(), TaskError> {
+        let name = which.dir_name();
+        let target = self.root.join(name);
+        let staging = self.root.join(format!("{name}.tmp"));
+        let previous = self.root.join(format!("{name}.old"));
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(io_error(&staging))?;
+        }
+        std::fs::create_dir_all(&staging).map_err(io_error(&staging))?;
+        write_files(&staging)?;
+        if previous.exists() {
+            std::fs::remove_dir_all(&previous).map_err(io_error(&previous))?;
+        }
+        if target.exists() {
+            std::fs::rename(&target, &previous).map_err(io_error(&target))?;
+        }
+        std::fs::rename(&staging, &target).map_err(io_error(&target))?;
+        if previous.exists() {
+            std::fs::remove_dir_all(&previous).map_err(io_error(&previous))?;
+        }
+        Ok(())
+    }
+
+    /// Reads a checkpoint's `trainer_state.json`.
+    pub fn checkpoint_state(&self, which: Which) -> Result<CheckpointState, TaskError> {
+        let path = self.checkpoint(which)?.join("trainer_state.json");
+        read_json(&path)
+    }
+}
+
+/// Serialises `value` as pretty JSON and writes it atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TaskError> {
+    let text = serde_json::to_string_pretty(value).expect("serialisable value");
+    write_atomic(path, text.as_bytes()).map_err(TaskError::from)
+}
+
+/// Reads a JSON file, naming it in any error.
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TaskError> {
+    let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+    serde_json::from_str(&text).map_err(|e| TaskError::Run { path: path.to_path_buf(), message: e.to_string() })
+}

@@ -1,0 +1,74 @@
+//! The classification pipeline end to end on a tiny random encoder written to disk: train on 32
+//! examples until they are learnt, then evaluate, predict and inspect the run folder.
+
+
+use burn::tensor::Device;
+use papertune_integration::{synthetic_words, write_synthetic_rows, write_tiny_bert};
+use papertune_tasks::{ClassifyConfig, Which};
+
+#[test]
+fn tiny_encoder_learns_32_examples_and_the_run_folder_serves_eval_predict_inspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let words = synthetic_words();
+    let model_dir = dir.path().join("tiny-bert");
+    write_tiny_bert(&model_dir, &words, 7);
+    let data = dir.path().join("rows.csv");
+    write_synthetic_rows(&data);
+
+    let mut config = ClassifyConfig::default();
+    config.data.train = Some(data.clone());
+    config.data.valid = Some(data.clone());
+    config.model.source = model_dir.to_string_lossy().into_owned();
+    config.model.max_len = 32;
+    config.train.epochs = 20;
+    config.train.batch_size = 8;
+    config.train.lr = 5e-3;
+    config.train.warmup_ratio = 0.0;
+    config.train.log_every_steps = 4;
+    config.train.seed = 3;
+
+    let device = Device::flex();
+    let out = dir.path().join("run");
+    let report = papertune_tasks::train(&config, &out, &device, false).unwrap();
+    assert_eq!(report.steps, 80);
+    assert_eq!(report.best_metrics.as_ref().unwrap()["f1"], 1.0, "{report:?}");
+
+    // The loss fell: compare the first and the last logged training loss.
+    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let losses: Vec<f64> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "train")
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect();
+    assert!(losses.len() >= 10);
+    assert!(losses.last().unwrap() < &(losses[0] * 0.5), "loss did not fall: {losses:?}");
+
+    for file in ["config.toml", "metrics.jsonl", "tokenizer.json", "summary.json", "best/model.safetensors", "last/model.safetensors", "best/config.json", "best/trainer_state.json"] {
+        assert!(out.join(file).exists(), "{file} missing from the run folder");
+    }
+
+    let metrics = papertune_tasks::evaluate(&out, &data, &device).unwrap();
+    assert_eq!((metrics.f1, metrics.accuracy, metrics.n), (1.0, 1.0, 32));
+
+    let submission = dir.path().join("submission.csv");
+    let predicted = papertune_tasks::predict(&out, &data, &submission, &device).unwrap();
+    assert_eq!((predicted.rows, predicted.label_1), (32, 16));
+    let text = std::fs::read_to_string(&submission).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("uuid,Keywords,label"));
+    assert_eq!(lines.next(), Some("id0,,0"));
+    assert_eq!(lines.next(), Some("id1,,1"));
+
+    let best = papertune_tasks::inspect(&out, Which::Best).unwrap();
+    let last = papertune_tasks::inspect(&out, Which::Last).unwrap();
+    assert_eq!(last.step, 80);
+    assert_eq!(best.params, last.params);
+    assert_eq!(best.weights_digest.len(), 64);
+    // The digest is a function of the weights alone.
+    assert_eq!(papertune_tasks::inspect(&out, Which::Last).unwrap().weights_digest, last.weights_digest);
+
+    // A second run into the same folder is refused, nothing overwritten.
+    let err = papertune_tasks::train(&config, &out, &device, false).unwrap_err().to_string();
+    assert!(err.contains("already exists"), "{err}");
+}

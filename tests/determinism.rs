@@ -1,0 +1,35 @@
+//! Two runs with the same seed end with bit-identical weights. This test has a process of its
+//! own: burn's random generator (dropout) is global to the process, so a test running beside it
+//! would draw from the same stream.
+
+use burn::tensor::Device;
+use papertune_integration::{synthetic_words, write_synthetic_rows, write_tiny_bert};
+use papertune_tasks::{ClassifyConfig, Which};
+
+#[test]
+fn same_seed_gives_bit_identical_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let words = synthetic_words();
+    let model_dir = dir.path().join("tiny-bert");
+    write_tiny_bert(&model_dir, &words, 11);
+    let data = dir.path().join("rows.csv");
+    write_synthetic_rows(&data);
+    let mut config = ClassifyConfig::default();
+    config.data.train = Some(data.clone());
+    config.model.source = model_dir.to_string_lossy().into_owned();
+    config.model.max_len = 16;
+    config.data.valid_fraction = 0.25;
+    config.train.max_steps = Some(5);
+    config.train.batch_size = 4;
+    config.train.lr = 1e-3;
+
+    let device = Device::flex();
+    let digests: Vec<String> = (0..2)
+        .map(|i| {
+            let out = dir.path().join(format!("run{i}"));
+            papertune_tasks::train(&config, &out, &device, false).unwrap();
+            papertune_tasks::inspect(&out, Which::Last).unwrap().weights_digest
+        })
+        .collect();
+    assert_eq!(digests[0], digests[1]);
+}

@@ -1,0 +1,85 @@
+//! Helpers shared by the integration tests: tiny tokenizers and models written to disk, so that
+//! tests run the same loading code as real checkpoints.
+
+use std::path::Path;
+
+use papertune_models::{BertConfig, init::random_bert_checkpoint};
+
+/// Special tokens first, in BERT's order of ids 0..5.
+const SPECIAL: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+
+/// Writes a BERT-style WordPiece `tokenizer.json` (lowercasing, `[CLS] a [SEP] b [SEP]`) whose
+/// vocabulary is the special tokens followed by `words`.
+pub fn write_wordpiece_tokenizer(path: &Path, words: &[&str]) {
+    let vocab: serde_json::Map<String, serde_json::Value> = SPECIAL
+        .iter()
+        .chain(words)
+        .enumerate()
+        .map(|(i, w)| (w.to_string(), serde_json::json!(i)))
+        .collect();
+    let added: Vec<serde_json::Value> = SPECIAL
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            serde_json::json!({"id": i, "content": t, "single_word": false, "lstrip": false,
+                               "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let special = |t: &str, type_id: u32| serde_json::json!({"SpecialToken": {"id": t, "type_id": type_id}});
+    let sequence = |s: &str, type_id: u32| serde_json::json!({"Sequence": {"id": s, "type_id": type_id}});
+    let tokenizer = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                       "strip_accents": null, "lowercase": true},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [special("[CLS]", 0), sequence("A", 0), special("[SEP]", 0)],
+            "pair": [special("[CLS]", 0), sequence("A", 0), special("[SEP]", 0), sequence("B", 1), special("[SEP]", 1)],
+            "special_tokens": {
+                "[CLS]": {"id": "[CLS]", "ids": [2], "tokens": ["[CLS]"]},
+                "[SEP]": {"id": "[SEP]", "ids": [3], "tokens": ["[SEP]"]}
+            }
+        },
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": 100, "vocab": vocab}
+    });
+    std::fs::write(path, serde_json::to_string_pretty(&tokenizer).unwrap()).unwrap();
+}
+
+/// Writes a randomly initialised tiny BERT checkpoint folder (config.json, model.safetensors,
+/// tokenizer.json) for `words`, and returns its configuration.
+pub fn write_tiny_bert(dir: &Path, words: &[&str], seed: u64) -> BertConfig {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = BertConfig::tiny(SPECIAL.len() + words.len());
+    config.write(&dir.join("config.json")).unwrap();
+    random_bert_checkpoint(&config, seed).write(&dir.join("model.safetensors"), None).unwrap();
+    write_wordpiece_tokenizer(&dir.join("tokenizer.json"), words);
+    config
+}
+
+pub const MEDICAL: [&str; 8] = ["patient", "clinical", "therapy", "cardiac", "surgery", "dose", "tumor", "hospital"];
+pub const TECHNICAL: [&str; 8] = ["graph", "algorithm", "network", "compiler", "protocol", "cache", "parser", "kernel"];
+
+/// 32 rows: label 1 draws words from MEDICAL, label 0 from TECHNICAL; shared filler words.
+pub fn write_synthetic_rows(path: &Path) {
+    let filler = ["study", "results", "method"];
+    let mut csv = String::from("uuid,title,author,abstract,Keywords,label,source\n");
+    for i in 0..32 {
+        let label = i % 2;
+        let words = if label == 1 { &MEDICAL } else { &TECHNICAL };
+        let title = format!("{} {}", words[i % 8], filler[i % 3]);
+        let abstract_text = format!("{} {} {} {}", words[(i + 3) % 8], filler[(i + 1) % 3], words[(i + 5) % 8], filler[(i + 2) % 3]);
+        csv.push_str(&format!("id{i},{title},\"A, B\",{abstract_text},k1; k2,{label},synthetic\n"));
+    }
+    std::fs::write(path, csv).unwrap();
+}
+
+/// The vocabulary of the synthetic rows.
+pub fn synthetic_words() -> Vec<&'static str> {
+    MEDICAL.iter().chain(&TECHNICAL).chain(&["study", "results", "method", "a", "b"]).copied().collect()
+}

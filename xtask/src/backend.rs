@@ -1,0 +1,64 @@
+//! Backend choice: `--backend NAME` among those compiled in by cargo features.
+
+use anyhow::{Result, bail};
+use burn::tensor::Device;
+
+/// Backends papertune knows, with the cargo feature that compiles each in.
+pub const BACKENDS: &[(&str, &str)] = &[
+    ("flex", "flex"),
+    ("ndarray", "ndarray"),
+    ("wgpu", "wgpu"),
+    ("cuda", "cuda"),
+];
+
+/// Names of the backends this binary was built with.
+pub fn compiled_in() -> Vec<&'static str> {
+    let mut names = Vec::new();
+    if cfg!(feature = "flex") {
+        names.push("flex");
+    }
+    if cfg!(feature = "ndarray") {
+        names.push("ndarray");
+    }
+    if cfg!(feature = "wgpu") {
+        names.push("wgpu");
+    }
+    if cfg!(feature = "cuda") {
+        names.push("cuda");
+    }
+    names
+}
+
+/// The default backend: the first compiled in, CPU first.
+pub fn default_name() -> &'static str {
+    compiled_in().first().copied().unwrap_or("flex")
+}
+
+/// The device of a backend, or an error naming the feature to enable.
+pub fn device(name: &str) -> Result<Device> {
+    let Some((_, feature)) = BACKENDS.iter().find(|(n, _)| *n == name) else {
+        bail!(
+            "unknown backend {name:?}; known backends: {}",
+            BACKENDS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        );
+    };
+    if !compiled_in().contains(&name) {
+        bail!(
+            "backend {name:?} is not compiled in (this build has: {}); rebuild with `--features {feature}`, \
+             e.g. `cargo run --release -p xtask --features {feature} -- ...`",
+            compiled_in().join(", ")
+        );
+    }
+    Ok(match name {
+        #[cfg(feature = "flex")]
+        "flex" => Device::flex(),
+        #[cfg(feature = "ndarray")]
+        #[allow(deprecated)]
+        "ndarray" => Device::ndarray(),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Device::wgpu(Default::default()),
+        #[cfg(feature = "cuda")]
+        "cuda" => Device::cuda(0),
+        _ => unreachable!("every compiled-in backend has a device"),
+    })
+}

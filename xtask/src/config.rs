@@ -1,0 +1,102 @@
+//! Reading a run config: TOML file, `--set key=value` overrides, `dataset:` references.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use papertune_tasks::ClassifyConfig;
+use toml::{Table, Value};
+
+/// Parses `value` as a TOML value (number, bool, array, quoted string), else takes it as text.
+fn parse_value(value: &str) -> Value {
+    toml::from_str::<Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| Value::String(value.to_owned()))
+}
+
+/// Applies `a.b.c=value` to a TOML table, creating tables on the way.
+pub fn apply_override(table: &mut Table, assignment: &str) -> Result<()> {
+    let (key, value) = assignment
+        .split_once('=')
+        .with_context(|| format!("--set {assignment:?}: expected key=value, e.g. train.epochs=2"))?;
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        bail!("--set {assignment:?}: empty key component");
+    }
+    let mut current = table;
+    for part in &parts[..parts.len() - 1] {
+        let entry = current.entry(part.to_string()).or_insert_with(|| Value::Table(Table::new()));
+        current = entry
+            .as_table_mut()
+            .with_context(|| format!("--set {assignment:?}: {part} is not a section"))?;
+    }
+    current.insert(parts[parts.len() - 1].to_owned(), parse_value(value.trim()));
+    Ok(())
+}
+
+/// Reads `path`, applies overrides, and checks every key against the config's fields.
+pub fn load(path: &Path, overrides: &[String]) -> Result<ClassifyConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+    let mut table: Table = toml::from_str(&text).with_context(|| format!("{}: not valid TOML", path.display()))?;
+    for assignment in overrides {
+        apply_override(&mut table, assignment)?;
+    }
+    let mut config: ClassifyConfig = Value::Table(table)
+        .try_into()
+        .with_context(|| format!("{}: invalid configuration (after --set overrides)", path.display()))?;
+    config.data.train = config.data.train.map(resolve_dataset).transpose()?;
+    config.data.valid = config.data.valid.map(resolve_dataset).transpose()?;
+    config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(config)
+}
+
+/// `dataset:medline-2021/train` names a split of a data set papertune builds itself.
+pub fn resolve_dataset(path: PathBuf) -> Result<PathBuf> {
+    let text = path.to_string_lossy();
+    let Some(reference) = text.strip_prefix("dataset:") else {
+        return Ok(path);
+    };
+    match reference.split_once('/') {
+        Some(("medline-2021", split)) => crate::medline::ensure(split),
+        _ => bail!("unknown data set reference {text:?}; known: dataset:medline-2021/{{train,valid,test}}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_set_nested_keys_with_typed_values() {
+        let mut table: Table = toml::from_str("[train]\nepochs = 1\n").unwrap();
+        apply_override(&mut table, "train.epochs=3").unwrap();
+        apply_override(&mut table, "train.lr=2e-5").unwrap();
+        apply_override(&mut table, "data.train=../x/train.csv").unwrap();
+        apply_override(&mut table, "head.pooling=\"mean\"").unwrap();
+        let config: ClassifyConfig = Value::Table(table).try_into().unwrap();
+        assert_eq!(config.train.epochs, 3);
+        assert_eq!(config.train.lr, 2e-5);
+        assert_eq!(config.data.train, Some(PathBuf::from("../x/train.csv")));
+        assert_eq!(config.head.pooling, papertune_tasks::Pooling::Mean);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let mut table = Table::new();
+        apply_override(&mut table, "train.epoch=3").unwrap();
+        let err = Value::Table(table).try_into::<ClassifyConfig>().unwrap_err().to_string();
+        assert!(err.contains("epoch"), "{err}");
+        assert!(apply_override(&mut Table::new(), "novalue").is_err());
+    }
+
+    #[test]
+    fn shipped_configs_parse_and_validate() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let config: ClassifyConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            config.validate().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    }
+}
