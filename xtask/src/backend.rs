@@ -62,3 +62,23 @@ pub fn device(name: &str) -> Result<Device> {
         _ => unreachable!("every compiled-in backend has a device"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_backend_lists_the_known_ones() {
+        let err = device("tpu").unwrap_err().to_string();
+        assert!(err.contains("unknown backend \"tpu\"") && err.contains("wgpu"), "{err}");
+    }
+
+    #[test]
+    fn backend_not_compiled_in_names_its_feature() {
+        if !compiled_in().contains(&"cuda") {
+            let err = device("cuda").unwrap_err().to_string();
+            assert!(err.contains("--features cuda"), "{err}");
+        }
+        assert!(device(default_name()).is_ok());
+    }
+}

@@ -167,7 +167,9 @@ pub fn build() -> Result<MedlineFiles> {
         split.shuffle(&mut rng);
         write_csv(path, split)?;
     }
-    let _ = std::fs::remove_file(&archive);
+    if let Some(staging) = archive.parent() {
+        let _ = std::fs::remove_dir_all(staging);
+    }
     tracing::info!("wrote {}", dir.display());
     Ok(files)
 }

@@ -93,7 +93,8 @@ pub struct LoadReport {
     pub path: PathBuf,
     /// Rows read from the file (after `max_rows`).
     pub rows_read: usize,
-    /// Rows dropped for an empty text (with [`EmptyTextPolicy::Skip`]).
+    /// Rows with an empty text (dropped with [`EmptyTextPolicy::Skip`], kept with
+    /// [`EmptyTextPolicy::Keep`]).
     pub empty_rows: Vec<usize>,
 }
 
