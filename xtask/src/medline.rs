@@ -14,6 +14,7 @@ use quick_xml::events::Event;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use papertune_tasks::submission::csv_field;
 use serde::Deserialize;
 
 const MANIFEST: &str = include_str!("../../datasets/medline-2021.toml");
@@ -294,10 +295,6 @@ fn is_captured(path: &[String]) -> bool {
         || tail(&["AuthorList", "Author", "LastName"])
         || tail(&["AuthorList", "Author", "ForeName"])
         || tail(&["AuthorList", "Author", "CollectiveName"])
-}
-
-fn csv_field(value: &str) -> String {
-    if value.contains([',', '"', '\n', '\r']) { format!("\"{}\"", value.replace('"', "\"\"")) } else { value.to_owned() }
 }
 
 fn write_csv(path: &Path, rows: &[(Record, u8)]) -> Result<()> {

@@ -248,7 +248,12 @@ impl Trainer {
                 let elapsed = window_start.elapsed().as_secs_f64().max(1e-9);
                 final_loss = window_loss / window_steps as f64;
                 let throughput = window_examples as f64 / elapsed;
-                bar.set_message(format!("loss {final_loss:.4} lr {lr:.2e} {throughput:.1} ex/s"));
+                let message = format!("loss {final_loss:.4} lr {lr:.2e} {throughput:.1} ex/s");
+                if bar.is_hidden() {
+                    // No terminal (a log file, CI): the same figures as log lines.
+                    tracing::info!("step {}/{total_steps}: {message}", progress.step);
+                }
+                bar.set_message(message);
                 if let Some(log) = log.as_mut() {
                     log.write(json!({
                         "event": "train", "step": progress.step, "epoch": progress.epoch,
@@ -256,7 +261,6 @@ impl Trainer {
                         "examples_per_second": throughput,
                     }))?;
                 }
-                tracing::debug!(step = progress.step, loss = final_loss, lr, "train");
                 window_loss = 0.0;
                 window_steps = 0;
                 window_examples = 0;
@@ -283,14 +287,19 @@ impl Trainer {
                     hooks.save(&model, SaveKind::Best, &progress)?;
                 }
                 let summary: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-                bar.println(format!(
-                    "step {}/{} (epoch {}): {}{}",
+                let line = format!(
+                    "eval at step {}/{} (epoch {}): {}{}",
                     progress.step,
                     total_steps,
                     progress.epoch,
                     summary.join(", "),
                     if improved { "  [best]" } else { "" }
-                ));
+                );
+                if bar.is_hidden() {
+                    tracing::info!("{line}");
+                } else {
+                    bar.println(line);
+                }
                 if let Some(log) = log.as_mut() {
                     log.write(json!({
                         "event": "eval", "step": progress.step, "epoch": progress.epoch,
