@@ -45,6 +45,14 @@ pub enum ModelError {
     #[error("model source {source_spec:?}: {message}")]
     Source { source_spec: String, message: String },
 
+    /// A LoRA setting or adapter that does not fit the model.
+    #[error("LoRA: {message}")]
+    Lora { message: String },
+
+    /// A tokenizer that cannot be built or used.
+    #[error("{path}: tokenizer: {message}")]
+    Tokenizer { path: PathBuf, message: String },
+
     /// A downloaded file does not have the published checksum.
     #[error("{path}: sha256 {found} does not match the expected {expected}; delete the file and retry")]
     Checksum { path: PathBuf, expected: String, found: String },

@@ -78,3 +78,36 @@ pub fn random_linear(name: &str, d_in: usize, d_out: usize, seed: u64) -> Checkp
     init.linear(name, d_in, d_out);
     Checkpoint::from_tensors("<random init>", init.tensors)
 }
+
+/// A randomly initialised Llama-family checkpoint under Hugging Face names (weights ~ N(0, 0.02),
+/// RMSNorm scales 1, biases 0).
+pub fn random_llama_checkpoint(config: &crate::llama_config::LlamaConfig, seed: u64) -> Checkpoint {
+    let c = config;
+    let mut t = RandomTensors { rng: StdRng::seed_from_u64(seed), tensors: BTreeMap::new() };
+    let (q_width, kv_width) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
+    t.normal("model.embed_tokens.weight".into(), vec![c.vocab_size, c.hidden_size]);
+    for i in 0..c.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        t.constant(format!("{p}.input_layernorm.weight"), c.hidden_size, 1.0);
+        t.constant(format!("{p}.post_attention_layernorm.weight"), c.hidden_size, 1.0);
+        for (name, d_in, d_out, bias) in [
+            ("self_attn.q_proj", c.hidden_size, q_width, c.qkv_bias),
+            ("self_attn.k_proj", c.hidden_size, kv_width, c.qkv_bias),
+            ("self_attn.v_proj", c.hidden_size, kv_width, c.qkv_bias),
+            ("self_attn.o_proj", q_width, c.hidden_size, c.o_bias),
+            ("mlp.gate_proj", c.hidden_size, c.intermediate_size, false),
+            ("mlp.up_proj", c.hidden_size, c.intermediate_size, false),
+            ("mlp.down_proj", c.intermediate_size, c.hidden_size, false),
+        ] {
+            t.normal(format!("{p}.{name}.weight"), vec![d_out, d_in]);
+            if bias {
+                t.constant(format!("{p}.{name}.bias"), d_out, 0.0);
+            }
+        }
+    }
+    t.constant("model.norm.weight".into(), c.hidden_size, 1.0);
+    if !c.tie_word_embeddings {
+        t.normal("lm_head.weight".into(), vec![c.vocab_size, c.hidden_size]);
+    }
+    Checkpoint::from_tensors("<random>", t.tensors)
+}

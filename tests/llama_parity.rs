@@ -1,0 +1,157 @@
+//! Parity of papertune's Llama-family decoder with Python's transformers.
+//!
+//! - SmolLM2-135M-Instruct from its Q4_1 GGUF (the `smollm2-135m` preset), against
+//!   transformers loading the same file (`scripts/make_smollm2_reference.py`): tokenizer ids on
+//!   20 strings, the chat template, next-token logits for 3 prompts, greedy continuations.
+//! - Tiny random Llama and Qwen2 checkpoints in Hugging Face's layout, and a PEFT adapter made by
+//!   Python's PEFT (`scripts/make_tiny_llama_peft.py`): logits with and without the adapter.
+//!
+//! Tokenizer note: transformers rebuilds this GGUF's tokenizer with plain GPT-2 pre-tokenization,
+//! dropping the `smollm` rule that splits every digit off first (llama.cpp applies it, as did the
+//! model's training tokenizer). papertune keeps the rule, so on the two strings where the two
+//! differ (runs of spaces before a digit, a space before a non-ASCII numeral) it is checked
+//! against llama.cpp's ids, recorded as `ids_llama_cpp`.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use papertune_models::generate::{FinishReason, GenerationConfig, Generator};
+use papertune_models::lora::{LoraModel, load_peft_adapter, save_peft_adapter};
+use papertune_models::{ChatMessage, LlamaModel, PretrainedCausalLm, source};
+
+fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(path)
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn ids(value: &serde_json::Value) -> Vec<u32> {
+    value.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()
+}
+
+fn last_logits(model: &LlamaModel, prompt: &[u32]) -> Vec<f32> {
+    let input = model.input(&[prompt.to_vec()], &[vec![1; prompt.len()]]);
+    let logits = model.forward(input, None); // [1, seq, vocab]
+    let [_, seq, vocab] = logits.dims();
+    logits.narrow(1, seq - 1, 1).reshape([vocab]).into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+}
+
+#[test]
+fn smollm2_gguf_matches_transformers() {
+    let device = Device::flex();
+    let files = source::resolve_llm("smollm2-135m").expect("the smollm2-135m preset resolves (fetched once)");
+    let lm = PretrainedCausalLm::load(&files, &device).unwrap();
+    let reference = read_json(&fixture("smollm2_reference.json"));
+
+    // Tokenizer: ids and round trip.
+    for case in reference["tokenizer"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let expected = ids(case.get("ids_llama_cpp").unwrap_or(&case["ids"]));
+        let found = lm.tokenizer.encode(text, true).unwrap();
+        assert_eq!(found, expected, "token ids of {text:?}");
+        assert_eq!(lm.tokenizer.decode(&found, false).unwrap(), case["decoded"].as_str().unwrap());
+    }
+
+    // Chat template and prompt ids.
+    let chat = &reference["chat"];
+    let question = chat["messages"][0]["content"].as_str().unwrap();
+    let rendered = lm.tokenizer.apply_chat_template(&[ChatMessage::user(question)], true).unwrap();
+    assert_eq!(rendered, chat["rendered"].as_str().unwrap());
+    let prompt_ids = lm.tokenizer.encode(&rendered, true).unwrap();
+    assert_eq!(prompt_ids, ids(&chat["prompt_ids"]));
+
+    // Next-token logits within 1e-3 relative (to the larger of |reference| and 1).
+    let model = &lm.model;
+    for case in reference["logits"].as_array().unwrap() {
+        let prompt = ids(&case["ids"]);
+        let logits = last_logits(model, &prompt);
+        let close = |found: f32, expected: f64, what: String| {
+            let tolerance = 1e-3 * expected.abs().max(1.0);
+            assert!((f64::from(found) - expected).abs() <= tolerance, "{what}: {found} vs {expected}");
+        };
+        for pair in case["top"].as_array().unwrap() {
+            let (id, value) = (pair[0].as_u64().unwrap() as usize, pair[1].as_f64().unwrap());
+            close(logits[id], value, format!("logit of token {id} after {} tokens", prompt.len()));
+        }
+        for (i, value) in case["strided"].as_array().unwrap().iter().enumerate() {
+            close(logits[i * 16], value.as_f64().unwrap(), format!("logit of token {} after {} tokens", i * 16, prompt.len()));
+        }
+        let top_id = case["top"][0][0].as_u64().unwrap() as u32;
+        assert_eq!(papertune_models::generate::argmax(&logits), top_id);
+    }
+
+    // Greedy decoding with the KV cache: the chat answer (stops at EOS) ...
+    let generator = Generator::new(model, &lm.tokenizer);
+    let greedy = GenerationConfig { max_new_tokens: 20, ..Default::default() };
+    let out = generator.generate(&[prompt_ids.clone()], &greedy).unwrap().remove(0);
+    let mut expected = ids(&chat["greedy_ids"]);
+    assert_eq!(expected.pop(), Some(2), "the reference answer ends with <|im_end|>");
+    assert_eq!(out.ids, expected);
+    assert_eq!(out.finish_reason, FinishReason::Eos);
+    assert_eq!(out.text, "The capital of France is Paris.");
+
+    // ... and 20 tokens of a plain continuation, also batched with a shorter prompt (left padding).
+    let continuation = &reference["continuation"];
+    let prompt = ids(&continuation["prompt_ids"]);
+    let mut no_eos = lm.tokenizer.clone();
+    no_eos.eos_token_ids.clear();
+    let generator = Generator::new(model, &no_eos);
+    let outs = generator.generate(&[prompt.clone(), prompt_ids[..5].to_vec()], &greedy).unwrap();
+    assert_eq!(outs[0].ids, ids(&continuation["greedy_ids"]));
+    assert_eq!(outs[0].finish_reason, FinishReason::Length);
+    let alone = generator.generate(&[prompt_ids[..5].to_vec()], &greedy).unwrap();
+    assert_eq!(outs[1].ids, alone[0].ids, "left padding does not change a shorter prompt's continuation");
+}
+
+fn logits_rows(value: &serde_json::Value) -> Vec<f32> {
+    value[0].as_array().unwrap().iter().flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32)).collect()
+}
+
+fn all_logits(model: &LlamaModel, input_ids: &[u32]) -> Vec<f32> {
+    let input = model.input(&[input_ids.to_vec()], &[vec![1; input_ids.len()]]);
+    model.forward(input, None).into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+}
+
+fn assert_close(found: &[f32], expected: &[f32], tolerance: f32, what: &str) {
+    assert_eq!(found.len(), expected.len(), "{what}: length");
+    let worst = found.iter().zip(expected).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(worst <= tolerance, "{what}: max abs diff {worst}");
+}
+
+#[test]
+fn tiny_hugging_face_checkpoints_and_peft_adapter_match_python() {
+    let device = Device::flex();
+    for (folder, expected_key) in [("tiny_llama", "base_logits"), ("tiny_qwen2", "logits")] {
+        let dir = fixture(folder);
+        let config = papertune_models::LlamaConfig::read(&dir.join("config.json")).unwrap();
+        let mut checkpoint = papertune_models::Checkpoint::read(&dir.join("model.safetensors")).unwrap();
+        let model = LlamaModel::load(&config, &mut checkpoint, &device).unwrap();
+        checkpoint.ensure_consumed(LlamaModel::ignorable_tensors()).unwrap();
+        let expected = read_json(&dir.join("expected.json"));
+        let input_ids = ids(&expected["input_ids"][0]);
+        assert_close(&all_logits(&model, &input_ids), &logits_rows(&expected[expected_key]), 1e-4, folder);
+
+        if folder == "tiny_llama" {
+            // PEFT -> papertune: the adapter made by Python's PEFT gives PEFT's logits.
+            let (adapted, lora) = load_peft_adapter(model, &dir.join("adapter")).unwrap();
+            assert_eq!((lora.r, lora.alpha), (4, 8.0));
+            let adapted_logits = all_logits(&adapted, &input_ids);
+            assert_close(&adapted_logits, &logits_rows(&expected["adapted_logits"]), 1e-4, "PEFT adapter");
+
+            // papertune -> PEFT layout -> papertune: written and read back unchanged; merged
+            // weights give the same logits as the separate adapter.
+            let out = tempfile::tempdir().unwrap();
+            save_peft_adapter(&adapted, &lora, "tiny_llama", out.path()).unwrap();
+            let written = read_json(&out.path().join("adapter_config.json"));
+            assert_eq!(written["r"], 4);
+            assert_eq!(written["task_type"], "CAUSAL_LM");
+            let fresh = LlamaModel::load(&config, &mut papertune_models::Checkpoint::read(&dir.join("model.safetensors")).unwrap(), &device).unwrap();
+            let (reloaded, _) = load_peft_adapter(fresh, out.path()).unwrap();
+            assert_close(&all_logits(&reloaded, &input_ids), &adapted_logits, 1e-6, "adapter round trip");
+            let merged = reloaded.merge_lora();
+            assert_close(&all_logits(&merged, &input_ids), &adapted_logits, 1e-4, "merged adapter");
+        }
+    }
+}
