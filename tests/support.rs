@@ -83,3 +83,60 @@ pub fn write_synthetic_rows(path: &Path) {
 pub fn synthetic_words() -> Vec<&'static str> {
     MEDICAL.iter().chain(&TECHNICAL).chain(&["study", "results", "method", "a", "b"]).copied().collect()
 }
+
+/// Special tokens of the tiny chat tokenizer, ids 0..3.
+pub const LLM_SPECIAL: [&str; 3] = ["[UNK]", "<|im_start|>", "<|im_end|>"];
+
+/// ChatML without a default system message.
+pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// Writes a tiny causal LM folder: a word-level tokenizer over `words` (plus chat words and
+/// punctuation) with a ChatML template in `tokenizer_config.json`, and a random Llama checkpoint
+/// sized to it. Returns the vocabulary size.
+pub fn write_tiny_llm(dir: &Path, words: &[&str], seed: u64) -> usize {
+    std::fs::create_dir_all(dir).unwrap();
+    let chat_words = ["system", "user", "assistant", "title", "author", "abstract", "answer", ":", ",", "-->", "0", "1"];
+    let mut vocab_words: Vec<&str> = LLM_SPECIAL.to_vec();
+    for w in chat_words.iter().chain(words) {
+        if !vocab_words.contains(w) {
+            vocab_words.push(w);
+        }
+    }
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        vocab_words.iter().enumerate().map(|(i, w)| (w.to_string(), serde_json::json!(i))).collect();
+    let added: Vec<serde_json::Value> = LLM_SPECIAL
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            serde_json::json!({"id": i, "content": t, "single_word": false, "lstrip": false,
+                               "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+        "normalizer": {"type": "Lowercase"},
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+    });
+    std::fs::write(dir.join("tokenizer.json"), serde_json::to_string_pretty(&tokenizer).unwrap()).unwrap();
+    let tokenizer_config = serde_json::json!({
+        "chat_template": CHATML_TEMPLATE, "eos_token": "<|im_end|>", "pad_token": "<|im_end|>", "bos_token": null
+    });
+    std::fs::write(dir.join("tokenizer_config.json"), tokenizer_config.to_string()).unwrap();
+    let mut config = papertune_models::LlamaConfig::tiny();
+    config.vocab_size = vocab_words.len();
+    config.eos_token_ids = vec![2];
+    config.pad_token_id = Some(2);
+    config.bos_token_id = None;
+    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config.to_hf_json()).unwrap()).unwrap();
+    // A frozen tied embedding of std 0.02 bounds the logits of a 32-wide model to about +-0.6, too
+    // flat to overfit anything; std 0.2 lets the adapters reach confident answers.
+    let mut checkpoint = papertune_models::init::random_llama_checkpoint(&config, seed);
+    let mut embedding = checkpoint.remove("model.embed_tokens.weight").unwrap();
+    embedding.data.iter_mut().for_each(|v| *v *= 10.0);
+    checkpoint.insert("model.embed_tokens.weight", embedding);
+    checkpoint.write(&dir.join("model.safetensors"), None).unwrap();
+    vocab_words.len()
+}

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use papertune_tasks::ClassifyConfig;
+use papertune_tasks::{ClassifyConfig, LlmConfig};
 use toml::{Table, Value};
 
 /// Parses `value` as a TOML value (number, bool, array, quoted string), else takes it as text.
@@ -34,13 +34,44 @@ pub fn apply_override(table: &mut Table, assignment: &str) -> Result<()> {
     Ok(())
 }
 
+/// A run configuration: an encoder classifier, or LoRA tuning of a causal LM (a config with a
+/// `[lora]` section).
+pub enum RunConfig {
+    Classify(ClassifyConfig),
+    Llm(LlmConfig),
+}
+
 /// Reads `path`, applies overrides, and checks every key against the config's fields.
-pub fn load(path: &Path, overrides: &[String]) -> Result<ClassifyConfig> {
+pub fn load_run_config(path: &Path, overrides: &[String]) -> Result<RunConfig> {
+    let table = read_table(path, overrides)?;
+    if !table.contains_key("lora") {
+        return load_table(path, table).map(RunConfig::Classify);
+    }
+    let mut config: LlmConfig = Value::Table(table)
+        .try_into()
+        .with_context(|| format!("{}: invalid configuration (after --set overrides)", path.display()))?;
+    config.data.train = config.data.train.map(resolve_dataset).transpose()?;
+    config.data.valid = config.data.valid.map(resolve_dataset).transpose()?;
+    config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(RunConfig::Llm(config))
+}
+
+fn read_table(path: &Path, overrides: &[String]) -> Result<Table> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
     let mut table: Table = toml::from_str(&text).with_context(|| format!("{}: not valid TOML", path.display()))?;
     for assignment in overrides {
         apply_override(&mut table, assignment)?;
     }
+    Ok(table)
+}
+
+/// Reads a classification config (see [`load_run_config`]).
+#[cfg(test)]
+pub fn load(path: &Path, overrides: &[String]) -> Result<ClassifyConfig> {
+    load_table(path, read_table(path, overrides)?)
+}
+
+fn load_table(path: &Path, table: Table) -> Result<ClassifyConfig> {
     let mut config: ClassifyConfig = Value::Table(table)
         .try_into()
         .with_context(|| format!("{}: invalid configuration (after --set overrides)", path.display()))?;

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use papertune_data::TextTokenizer;
-use papertune_models::{PretrainedEncoder, source};
+use papertune_models::generate::{GenerationConfig, Generator};
+use papertune_models::lora::LoraModel;
+use papertune_models::{ChatMessage, PretrainedCausalLm, PretrainedEncoder, source};
+use config::RunConfig;
 use papertune_tasks::Which;
 use tracing_subscriber::EnvFilter;
 
@@ -45,6 +48,42 @@ enum Command {
         run: PathBuf,
         #[arg(long)]
         data: PathBuf,
+        /// LoRA runs: evaluate the base model without the adapter (zero-shot, same prompt).
+        #[arg(long)]
+        no_adapter: bool,
+        /// LoRA runs: score only the first N rows.
+        #[arg(long)]
+        max_rows: Option<usize>,
+        #[arg(long)]
+        backend: Option<String>,
+    },
+    /// Continue a prompt with a causal LM; prints the new text.
+    Generate {
+        /// Preset (smollm2-135m), .gguf file, model folder or hub id.
+        #[arg(long, default_value = "smollm2-135m")]
+        model: String,
+        #[arg(long)]
+        prompt: String,
+        /// Wrap the prompt as a user message in the model's chat template.
+        #[arg(long)]
+        chat: bool,
+        #[arg(long, default_value_t = 64)]
+        max_new_tokens: usize,
+        /// 0 decodes greedily.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        #[arg(long)]
+        top_k: Option<usize>,
+        #[arg(long)]
+        top_p: Option<f64>,
+        /// Stop when the text contains this (repeatable).
+        #[arg(long = "stop")]
+        stop: Vec<String>,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// A PEFT adapter folder to apply.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
         #[arg(long)]
         backend: Option<String>,
     },
@@ -111,11 +150,14 @@ fn device_for(backend: Option<&str>) -> Result<burn::tensor::Device> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train { config, backend, overrides, out } => {
-            let resolved = config::load(&config, &overrides)?;
+            let resolved = config::load_run_config(&config, &overrides)?;
             let device = device_for(backend.as_deref())?;
             let out = out.unwrap_or_else(|| default_run_dir(&config));
             tracing::info!("run folder: {}", out.display());
-            let report = papertune_tasks::train(&resolved, &out, &device, !cli.quiet)?;
+            let report = match &resolved {
+                RunConfig::Classify(c) => papertune_tasks::train(c, &out, &device, !cli.quiet)?,
+                RunConfig::Llm(c) => papertune_tasks::llm::train(c, &out, &device, !cli.quiet)?,
+            };
             println!("run: {}", report.run.display());
             println!(
                 "trained {} on {} examples ({} validation): {} steps in {:.0} s ({:.2} examples/s), final loss {:.4}",
@@ -133,15 +175,41 @@ fn run(cli: Cli) -> Result<()> {
             }
             println!("next: cargo xtask eval --run {} --data FILE", report.run.display());
         }
-        Command::Eval { run, data, backend } => {
+        Command::Eval { run, data, no_adapter, max_rows, backend } => {
             let device = device_for(backend.as_deref())?;
-            let metrics = papertune_tasks::evaluate(&run, &data, &device)?;
-            println!("{}", serde_json::to_string(&metrics)?);
+            if papertune_tasks::llm::is_llm_run(&run) {
+                let metrics = papertune_tasks::llm::evaluate(&run, &data, !no_adapter, max_rows, &device)?;
+                println!("{}", serde_json::to_string(&metrics)?);
+            } else {
+                anyhow::ensure!(!no_adapter && max_rows.is_none(), "--no-adapter and --max-rows apply to LoRA runs only");
+                let metrics = papertune_tasks::evaluate(&run, &data, &device)?;
+                println!("{}", serde_json::to_string(&metrics)?);
+            }
         }
         Command::Predict { run, data, output, backend } => {
             let device = device_for(backend.as_deref())?;
-            let report = papertune_tasks::predict(&run, &data, &output, &device)?;
-            tracing::info!("wrote {} rows ({} labelled 1) to {}", report.rows, report.label_1, report.output.display());
+            if papertune_tasks::llm::is_llm_run(&run) {
+                let rows = papertune_tasks::llm::predict(&run, &data, &output, &device)?;
+                tracing::info!("wrote {rows} rows to {}", output.display());
+            } else {
+                let report = papertune_tasks::predict(&run, &data, &output, &device)?;
+                tracing::info!("wrote {} rows ({} labelled 1) to {}", report.rows, report.label_1, report.output.display());
+            }
+        }
+        Command::Generate { model, prompt, chat, max_new_tokens, temperature, top_k, top_p, stop, seed, adapter, backend } => {
+            let device = device_for(backend.as_deref())?;
+            let files = source::resolve_llm(&model)?;
+            let lm = PretrainedCausalLm::load(&files, &device)?;
+            let mut weights = lm.model;
+            if let Some(dir) = adapter {
+                weights = papertune_models::lora::load_peft_adapter(weights, &dir)?.0.merge_lora();
+            }
+            let text = if chat { lm.tokenizer.apply_chat_template(&[ChatMessage::user(prompt)], true)? } else { prompt };
+            let ids = lm.tokenizer.encode(&text, true)?;
+            let generation = GenerationConfig { max_new_tokens, temperature, top_k, top_p, stop_strings: stop, seed };
+            let out = Generator::new(&weights, &lm.tokenizer).generate(&[ids], &generation)?.remove(0);
+            tracing::info!("{} new tokens, finished by {:?}", out.ids.len(), out.finish_reason);
+            println!("{}", out.text);
         }
         Command::Embed { model, text, max_len, backend } => {
             let device = device_for(backend.as_deref())?;

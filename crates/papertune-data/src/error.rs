@@ -58,6 +58,10 @@ pub enum DataError {
     #[error("cannot split: {message}")]
     Split { message: String },
 
+    /// A cell holds a value that cannot be used.
+    #[error("{path}: row {row}, column {column:?}: {message}")]
+    Invalid { path: PathBuf, row: usize, column: String, message: String },
+
     /// The tokenizer file could not be loaded or used.
     #[error("tokenizer {path}: {message}")]
     Tokenizer { path: PathBuf, message: String },

@@ -17,6 +17,7 @@
 
 pub mod batch;
 pub mod error;
+pub mod instruct;
 pub mod papers;
 pub mod split;
 pub mod table;
@@ -25,6 +26,10 @@ pub mod tokenize;
 
 pub use batch::{ClassificationBatcher, ClassificationDataset, ClassificationItem, TokenBatch, pad_right};
 pub use error::{DataError, Result};
+pub use instruct::{
+    CausalLmBatch, CausalLmBatcher, CausalLmDataset, CausalLmExample, InstructionRecord, InstructionTask, read_alpaca,
+    records_from_papers,
+};
 pub use papers::{ColumnMap, EmptyTextPolicy, LoadOptions, LoadReport, PaperRecord, load_papers};
 pub use split::stratified_split;
 pub use table::{Table, TableFormat};

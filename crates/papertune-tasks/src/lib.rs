@@ -1,5 +1,6 @@
-//! Tasks of papertune: medical-paper classification (task 1) on BERT-family encoders, its
-//! metrics and the challenge's submission file, plus sentence embeddings.
+//! Tasks of papertune: medical-paper classification (task 1) on BERT-family encoders, both
+//! tasks (classification and keyword generation) through a LoRA-tuned causal LM, their metrics
+//! and the challenge's submission file, plus sentence embeddings.
 //!
 //! This crate wires the others together: rows and tokens from `papertune-data`, encoders from
 //! `papertune-models`, the loop from `papertune-train`.
@@ -9,6 +10,7 @@ pub mod classify;
 pub mod config;
 pub mod embed;
 pub mod error;
+pub mod llm;
 pub mod metrics;
 pub mod run_dir;
 pub mod submission;
@@ -17,6 +19,7 @@ pub use classifier::{ClassificationLoss, HeadConfig, Pooling, SequenceClassifier
 pub use classify::{InspectReport, LoadedRun, PredictReport, TrainReport, evaluate, inspect, predict, train};
 pub use config::{ClassifyConfig, DataConfig, ModelConfig};
 pub use error::TaskError;
-pub use metrics::BinaryMetrics;
+pub use llm::{LlmConfig, LoadedLlmRun};
+pub use metrics::{BinaryMetrics, KeywordMetrics};
 pub use run_dir::{CheckpointState, RunDir, Which};
 pub use submission::{SubmissionRow, write_submission};

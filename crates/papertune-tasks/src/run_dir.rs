@@ -65,11 +65,12 @@ impl RunDir {
     /// Folder of a checkpoint, falling back to the previous copy if a swap was interrupted.
     pub fn checkpoint(&self, which: Which) -> Result<PathBuf, TaskError> {
         let dir = self.root.join(which.dir_name());
-        if dir.join("model.safetensors").exists() {
+        // A checkpoint folder is renamed into place whole, with trainer_state.json in it.
+        if dir.join("trainer_state.json").exists() {
             return Ok(dir);
         }
         let previous = self.root.join(format!("{}.old", which.dir_name()));
-        if previous.join("model.safetensors").exists() {
+        if previous.join("trainer_state.json").exists() {
             return Ok(previous);
         }
         if which == Which::Best {

@@ -12,8 +12,11 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// Stop after this many optimizer steps (overrides `epochs` when set).
     pub max_steps: Option<usize>,
-    /// Examples per step.
+    /// Examples per forward/backward pass (micro-batch).
     pub batch_size: usize,
+    /// Micro-batches whose gradients are summed before each optimizer step (the effective batch
+    /// is `batch_size * gradient_accumulation_steps`); each micro-batch's loss is divided by it.
+    pub gradient_accumulation_steps: usize,
     /// Peak learning rate.
     pub lr: f64,
     /// AdamW decoupled weight decay (not applied to biases and LayerNorm).
@@ -52,6 +55,7 @@ impl Default for TrainConfig {
             epochs: 1,
             max_steps: None,
             batch_size: 16,
+            gradient_accumulation_steps: 1,
             lr: 5e-5,
             weight_decay: 0.01,
             adam_beta1: 0.9,
@@ -77,6 +81,9 @@ impl TrainConfig {
         if self.batch_size == 0 {
             return Err("train.batch_size must be at least 1".into());
         }
+        if self.gradient_accumulation_steps == 0 {
+            return Err("train.gradient_accumulation_steps must be at least 1".into());
+        }
         if self.epochs == 0 && self.max_steps.is_none() {
             return Err("train.epochs must be at least 1 (or set train.max_steps)".into());
         }
@@ -98,9 +105,15 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// Optimizer steps in one epoch of `n` examples (the last batch may be smaller).
-    pub fn steps_per_epoch(&self, n: usize) -> usize {
+    /// Micro-batches in one epoch of `n` examples (the last may be smaller).
+    pub fn batches_per_epoch(&self, n: usize) -> usize {
         n.div_ceil(self.batch_size)
+    }
+
+    /// Optimizer steps in one epoch of `n` examples (the last step may gather fewer
+    /// micro-batches).
+    pub fn steps_per_epoch(&self, n: usize) -> usize {
+        self.batches_per_epoch(n).div_ceil(self.gradient_accumulation_steps)
     }
 
     /// All optimizer steps of the run.

@@ -10,7 +10,7 @@ use std::time::Instant;
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::module::{Module, ParamGroup};
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
@@ -216,31 +216,51 @@ impl Trainer {
                 order = epoch_order(n, c.seed, epoch);
                 progress.epoch = epoch + 1;
             }
-            let start = position * c.batch_size;
-            let indices = &order[start..(start + c.batch_size).min(n)];
-            let items = indices
-                .iter()
-                .map(|&i| data.get(i).map_err(|e| TrainError::Data { index: i, message: e.to_string() }))
-                .collect::<Result<Vec<I>, _>>()?;
-            let batch = batcher.batch(items, &self.device);
-
-            let (output, target) = model.forward_train(batch);
-            let loss = loss_fn.forward(output, target);
-            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            // The micro-batches of this step: `accumulation` batches of `batch_size`, the last
+            // step of an epoch taking what is left.
+            let accumulation = c.gradient_accumulation_steps;
+            let batches_per_epoch = c.batches_per_epoch(n);
+            let first_batch = position * accumulation;
+            let last_batch = (first_batch + accumulation).min(batches_per_epoch);
+            let mut accumulator = GradientsAccumulator::<M>::new();
+            let mut loss_value = 0.0f32;
+            let mut step_examples = 0usize;
+            for batch_index in first_batch..last_batch {
+                let start = batch_index * c.batch_size;
+                let indices = &order[start..(start + c.batch_size).min(n)];
+                let items = indices
+                    .iter()
+                    .map(|&i| data.get(i).map_err(|e| TrainError::Data { index: i, message: e.to_string() }))
+                    .collect::<Result<Vec<I>, _>>()?;
+                let batch = batcher.batch(items, &self.device);
+                let (output, target) = model.forward_train(batch);
+                let mut loss = loss_fn.forward(output, target);
+                if accumulation > 1 {
+                    loss = loss.div_scalar(accumulation as f64);
+                }
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                accumulator.accumulate(&model, grads);
+                loss_value += loss.into_scalar::<f32>();
+                step_examples += indices.len();
+            }
+            if accumulation > 1 {
+                // Report the mean micro-batch loss, comparable across accumulation settings.
+                loss_value *= accumulation as f32 / (last_batch - first_batch) as f32;
+            }
+            let mut grads = accumulator.grads();
             let grad_norm = c.max_grad_norm.map(|max| clip_grad_norm(&model, &mut grads, max));
             let lr = schedule.lr(step);
             model = optimizer.step(lr, model, grads);
 
-            let loss_value: f32 = loss.into_scalar();
             if !loss_value.is_finite() {
                 bar.abandon();
                 return Err(TrainError::NonFiniteLoss { step: step + 1, value: loss_value });
             }
             progress.step = step + 1;
-            examples_seen += indices.len();
+            examples_seen += step_examples;
             window_loss += f64::from(loss_value);
             window_steps += 1;
-            window_examples += indices.len();
+            window_examples += step_examples;
 
             let end_of_epoch = position + 1 == steps_per_epoch;
             let last_step = step + 1 == total_steps;
