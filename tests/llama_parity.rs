@@ -5,6 +5,9 @@
 //!   20 strings, the chat template, next-token logits for 3 prompts, greedy continuations.
 //! - Tiny random Llama and Qwen2 checkpoints in Hugging Face's layout, and a PEFT adapter made by
 //!   Python's PEFT (`scripts/make_tiny_llama_peft.py`): logits with and without the adapter.
+//!   The other direction: the test writes an adapter of its own with its logits to
+//!   `<target>/tmp/peft-roundtrip/`; `python3 scripts/make_tiny_llama_peft.py check
+//!   <that>/adapter <that>/logits.json` loads it into PEFT and compares.
 //!
 //! Tokenizer note: transformers rebuilds this GGUF's tokenizer with plain GPT-2 pre-tokenization,
 //! dropping the `smollm` rule that splits every digit off first (llama.cpp applies it, as did the
@@ -16,7 +19,9 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use papertune_models::generate::{FinishReason, GenerationConfig, Generator};
-use papertune_models::lora::{LoraModel, load_peft_adapter, save_peft_adapter};
+use burn::module::Param;
+use burn::tensor::{Tensor, TensorData};
+use papertune_models::lora::{LoraConfig, LoraModel, load_peft_adapter, save_peft_adapter};
 use papertune_models::{ChatMessage, LlamaModel, PretrainedCausalLm, source};
 
 fn fixture(path: &str) -> PathBuf {
@@ -152,6 +157,28 @@ fn tiny_hugging_face_checkpoints_and_peft_adapter_match_python() {
             assert_close(&all_logits(&reloaded, &input_ids), &adapted_logits, 1e-6, "adapter round trip");
             let merged = reloaded.merge_lora();
             assert_close(&all_logits(&merged, &input_ids), &adapted_logits, 1e-4, "merged adapter");
+
+            // papertune -> PEFT: an adapter made here (all linear layers, B filled so that it
+            // matters) with its logits, for `scripts/make_tiny_llama_peft.py check` to load
+            // into PEFT and compare.
+            let base = LlamaModel::load(&config, &mut papertune_models::Checkpoint::read(&dir.join("model.safetensors")).unwrap(), &device).unwrap();
+            let own = LoraConfig { r: 2, alpha: 4.0, dropout: 0.0, target_modules: vec!["all-linear".into()], ..Default::default() };
+            let mut ours = base.attach_lora(&own).unwrap();
+            for (_, _, linear) in ours.lora_linears_mut() {
+                let Some(lora) = linear.lora.as_mut() else { continue }; // the LM head
+                let [r, out] = lora.b.val().dims();
+                let values: Vec<f32> = (0..r * out).map(|i| ((i * 7919 % 89) as f32 / 89.0 - 0.5) * 0.3).collect();
+                lora.b = Param::from_tensor(Tensor::from_data(TensorData::new(values, [r, out]), &device));
+            }
+            let check_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("peft-roundtrip");
+            save_peft_adapter(&ours, &own, "tiny_llama", &check_dir.join("adapter")).unwrap();
+            let logits = all_logits(&ours, &input_ids);
+            let vocab = config.vocab_size;
+            let rows: Vec<Vec<f32>> = logits.chunks(vocab).map(<[f32]>::to_vec).collect();
+            let json = serde_json::json!({"input_ids": [input_ids], "logits": [rows]});
+            std::fs::write(check_dir.join("logits.json"), json.to_string()).unwrap();
+            let reloaded = load_peft_adapter(LlamaModel::load(&config, &mut papertune_models::Checkpoint::read(&dir.join("model.safetensors")).unwrap(), &device).unwrap(), &check_dir.join("adapter")).unwrap().0;
+            assert_close(&all_logits(&reloaded, &input_ids), &logits, 1e-6, "papertune adapter round trip");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask`: papertune's command line. Reads configs, picks the backend, wires the crates.
 
 mod backend;
+mod bench;
 mod config;
 mod medline;
 
@@ -119,6 +120,20 @@ enum Command {
         #[arg(long, default_value = "best")]
         checkpoint: String,
     },
+    /// Measure workload throughput (medians after a warm-up); prints JSON.
+    Bench {
+        /// Workloads to run, comma-separated.
+        #[arg(long, default_value = "W3,W4")]
+        only: String,
+        /// Timed repeats after one warm-up.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Also write the JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(long)]
+        backend: Option<String>,
+    },
     /// Build a data set papertune makes itself and print its files (medline-2021).
     Dataset {
         #[arg(default_value = "medline-2021")]
@@ -228,6 +243,21 @@ fn run(cli: Cli) -> Result<()> {
             };
             let report = papertune_tasks::inspect(&run, which)?;
             println!("{}", serde_json::to_string(&report)?);
+        }
+        Command::Bench { only, repeats, json, backend } => {
+            let name = backend.clone().unwrap_or_else(|| backend::default_name().to_owned());
+            let device = device_for(Some(&name))?;
+            let options = bench::BenchOptions {
+                only: only.split(',').map(|w| w.trim().to_owned()).filter(|w| !w.is_empty()).collect(),
+                repeats: repeats.max(1),
+                backend: name,
+            };
+            let results = bench::run(&device, &options)?;
+            let text = serde_json::to_string_pretty(&results)?;
+            if let Some(path) = json {
+                papertune_models::fsutil::write_atomic(&path, text.as_bytes())?;
+            }
+            println!("{text}");
         }
         Command::Dataset { name } => {
             anyhow::ensure!(name == "medline-2021", "unknown data set {name:?}; known: medline-2021");

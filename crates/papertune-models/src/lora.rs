@@ -289,7 +289,12 @@ pub fn save_peft_adapter<M: LoraModel>(model: &M, config: &LoraConfig, base_mode
         r: config.r,
         lora_alpha: config.alpha,
         lora_dropout: config.dropout,
-        target_modules: serde_json::json!(config.target_modules),
+        // PEFT reads `all-linear` only as a plain string (in a list it would be a module name).
+        target_modules: if config.target_modules == ["all-linear"] {
+            serde_json::json!("all-linear")
+        } else {
+            serde_json::json!(config.target_modules)
+        },
         bias: bias_none(),
         use_rslora: config.use_rslora,
         fan_in_fan_out: false,
