@@ -8,6 +8,18 @@ use papertune_models::{BertConfig, init::random_bert_checkpoint};
 /// Special tokens first, in BERT's order of ids 0..5.
 const SPECIAL: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
 
+/// `added_tokens` entries of a tokenizer.json: the special tokens with ids 0, 1, ...
+fn added_tokens(specials: &[&str]) -> Vec<serde_json::Value> {
+    specials
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            serde_json::json!({"id": i, "content": t, "single_word": false, "lstrip": false,
+                               "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect()
+}
+
 /// Writes a BERT-style WordPiece `tokenizer.json` (lowercasing, `[CLS] a [SEP] b [SEP]`) whose
 /// vocabulary is the special tokens followed by `words`.
 pub fn write_wordpiece_tokenizer(path: &Path, words: &[&str]) {
@@ -17,14 +29,7 @@ pub fn write_wordpiece_tokenizer(path: &Path, words: &[&str]) {
         .enumerate()
         .map(|(i, w)| (w.to_string(), serde_json::json!(i)))
         .collect();
-    let added: Vec<serde_json::Value> = SPECIAL
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            serde_json::json!({"id": i, "content": t, "single_word": false, "lstrip": false,
-                               "rstrip": false, "normalized": false, "special": true})
-        })
-        .collect();
+    let added = added_tokens(&SPECIAL);
     let special = |t: &str, type_id: u32| serde_json::json!({"SpecialToken": {"id": t, "type_id": type_id}});
     let sequence = |s: &str, type_id: u32| serde_json::json!({"Sequence": {"id": s, "type_id": type_id}});
     let tokenizer = serde_json::json!({
@@ -104,14 +109,7 @@ pub fn write_tiny_llm(dir: &Path, words: &[&str], seed: u64) -> usize {
     }
     let vocab: serde_json::Map<String, serde_json::Value> =
         vocab_words.iter().enumerate().map(|(i, w)| (w.to_string(), serde_json::json!(i))).collect();
-    let added: Vec<serde_json::Value> = LLM_SPECIAL
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            serde_json::json!({"id": i, "content": t, "single_word": false, "lstrip": false,
-                               "rstrip": false, "normalized": false, "special": true})
-        })
-        .collect();
+    let added = added_tokens(&LLM_SPECIAL);
     let tokenizer = serde_json::json!({
         "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
         "normalizer": {"type": "Lowercase"},

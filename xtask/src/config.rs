@@ -47,13 +47,17 @@ pub fn load_run_config(path: &Path, overrides: &[String]) -> Result<RunConfig> {
     if !table.contains_key("lora") {
         return load_table(path, table).map(RunConfig::Classify);
     }
-    let mut config: LlmConfig = Value::Table(table)
-        .try_into()
-        .with_context(|| format!("{}: invalid configuration (after --set overrides)", path.display()))?;
+    let mut config: LlmConfig = typed(path, table)?;
     config.data.train = config.data.train.map(resolve_dataset).transpose()?;
     config.data.valid = config.data.valid.map(resolve_dataset).transpose()?;
     config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(RunConfig::Llm(config))
+}
+
+fn typed<T: serde::de::DeserializeOwned>(path: &Path, table: Table) -> Result<T> {
+    Value::Table(table)
+        .try_into()
+        .with_context(|| format!("{}: invalid configuration (after --set overrides)", path.display()))
 }
 
 fn read_table(path: &Path, overrides: &[String]) -> Result<Table> {
@@ -72,9 +76,7 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<ClassifyConfig> {
 }
 
 fn load_table(path: &Path, table: Table) -> Result<ClassifyConfig> {
-    let mut config: ClassifyConfig = Value::Table(table)
-        .try_into()
-        .with_context(|| format!("{}: invalid configuration (after --set overrides)", path.display()))?;
+    let mut config: ClassifyConfig = typed(path, table)?;
     config.data.train = config.data.train.map(resolve_dataset).transpose()?;
     config.data.valid = config.data.valid.map(resolve_dataset).transpose()?;
     config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;

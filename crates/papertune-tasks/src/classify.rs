@@ -13,7 +13,7 @@ use papertune_data::{
 use papertune_models::fsutil::write_atomic;
 use papertune_models::{BertConfig, Checkpoint, PretrainedEncoder, load_encoder, source};
 use papertune_train::{
-    BceWithLogitsLoss, CrossEntropyLoss, Metrics, SaveKind, TrainError, TrainHooks, TrainProgress, Trainer,
+    BceWithLogitsLoss, CrossEntropyLoss, Metrics, SaveKind, TrainError, TrainHooks, TrainProgress, TrainSummary, Trainer,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -39,6 +39,32 @@ pub struct TrainReport {
     pub best_step: Option<usize>,
     /// Validation metrics of the best checkpoint.
     pub best_metrics: Option<BTreeMap<String, f64>>,
+}
+
+impl TrainReport {
+    /// The report of a finished `fit`, written to the run's `summary.json`.
+    pub(crate) fn write(
+        run: &RunDir,
+        model: &str,
+        (train_examples, valid_examples): (usize, usize),
+        summary: &TrainSummary,
+        best_metrics: Option<Metrics>,
+    ) -> Result<Self, TaskError> {
+        let report = Self {
+            run: run.root.clone(),
+            model: model.to_owned(),
+            train_examples,
+            valid_examples,
+            steps: summary.steps,
+            train_seconds: summary.train_seconds,
+            examples_per_second: summary.examples_per_second,
+            final_loss: summary.final_loss,
+            best_step: summary.best.map(|b| b.1),
+            best_metrics,
+        };
+        write_json(&run.summary(), &report)?;
+        Ok(report)
+    }
 }
 
 /// Tokenized, labelled rows.
@@ -106,14 +132,7 @@ impl TrainHooks<SequenceClassifier> for ClassifyHooks<'_> {
             }
             SaveKind::Last => Which::Last,
         };
-        let state = CheckpointState {
-            step: progress.step,
-            epoch: progress.epoch,
-            total_steps: progress.total_steps,
-            metric_for_best: self.metric_for_best.clone(),
-            best_metric: progress.best.map(|b| b.0),
-            best_step: progress.best.map(|b| b.1),
-        };
+        let state = CheckpointState::at(progress, &self.metric_for_best);
         let checkpoint = model.export();
         self.run
             .write_checkpoint(which, |dir| {
@@ -149,7 +168,7 @@ fn label_counts(labels: &[u8]) -> [usize; 2] {
 }
 
 /// Creates a fresh run folder; refuses one that already holds files.
-fn create_run_dir(out: &Path) -> Result<RunDir, TaskError> {
+pub(crate) fn create_run_dir(out: &Path) -> Result<RunDir, TaskError> {
     if out.exists() && std::fs::read_dir(out).map_err(io_error(out))?.next().is_some() {
         return Err(TaskError::Run {
             path: out.to_path_buf(),
@@ -244,20 +263,13 @@ pub fn train(config: &ClassifyConfig, out: &Path, device: &Device, show_progress
         ClassificationLoss::Bce => trainer.fit(model, &BceWithLogitsLoss, &dataset, &batcher, &mut hooks)?,
     };
 
-    let report = TrainReport {
-        run: run.root.clone(),
-        model: config.model.source.clone(),
-        train_examples: dataset.items().len(),
-        valid_examples: valid_set.labels.len(),
-        steps: summary.steps,
-        train_seconds: summary.train_seconds,
-        examples_per_second: summary.examples_per_second,
-        final_loss: summary.final_loss,
-        best_step: summary.best.map(|b| b.1),
-        best_metrics: hooks.best_metrics.clone(),
-    };
-    write_json(&run.summary(), &report)?;
-    Ok(report)
+    TrainReport::write(
+        &run,
+        &config.model.source,
+        (dataset.items().len(), valid_set.labels.len()),
+        &summary,
+        hooks.best_metrics.clone(),
+    )
 }
 
 /// A trained run, loaded for inference.

@@ -27,7 +27,7 @@ use papertune_train::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::classify::TrainReport;
+use crate::classify::{TrainReport, create_run_dir};
 use crate::error::{TaskError, io_error};
 use crate::metrics::{BinaryMetrics, KeywordMetrics};
 use crate::run_dir::{CheckpointState, RunDir, Which, read_json, write_json};
@@ -415,14 +415,7 @@ impl TrainHooks<CausalLmTrainer> for LlmHooks<'_> {
             }
             SaveKind::Last => Which::Last,
         };
-        let state = CheckpointState {
-            step: progress.step,
-            epoch: progress.epoch,
-            total_steps: progress.total_steps,
-            metric_for_best: self.config.train.metric_for_best.clone(),
-            best_metric: progress.best.map(|b| b.0),
-            best_step: progress.best.map(|b| b.1),
-        };
+        let state = CheckpointState::at(progress, &self.config.train.metric_for_best);
         self.run
             .write_checkpoint(which, |dir| {
                 save_peft_adapter(&model.lm, &self.config.lora, &self.base_model, dir)?;
@@ -430,17 +423,6 @@ impl TrainHooks<CausalLmTrainer> for LlmHooks<'_> {
             })
             .map_err(|e| TrainError::Hook(e.to_string()))
     }
-}
-
-fn create_run_dir(out: &Path) -> Result<RunDir, TaskError> {
-    if out.exists() && std::fs::read_dir(out).map_err(io_error(out))?.next().is_some() {
-        return Err(TaskError::Run {
-            path: out.to_path_buf(),
-            message: "the run folder already exists and is not empty; choose another --out".into(),
-        });
-    }
-    std::fs::create_dir_all(out).map_err(io_error(out))?;
-    Ok(RunDir::new(out))
 }
 
 /// The name written as the adapter's base model: the hub id for a preset, else the spec.
@@ -540,20 +522,13 @@ pub fn train(config: &LlmConfig, out: &Path, device: &Device, show_progress: boo
     let batcher = CausalLmBatcher { pad_id: lm.tokenizer.pad_id() };
     let (_, summary) = trainer.fit(CausalLmTrainer { lm: model }, &CrossEntropyLoss, &dataset, &batcher, &mut hooks)?;
 
-    let report = TrainReport {
-        run: run.root.clone(),
-        model: config.model.source.clone(),
-        train_examples: dataset.examples().len(),
-        valid_examples: valid.prompts.len(),
-        steps: summary.steps,
-        train_seconds: summary.train_seconds,
-        examples_per_second: summary.examples_per_second,
-        final_loss: summary.final_loss,
-        best_step: summary.best.map(|b| b.1),
-        best_metrics: hooks.best_metrics.clone(),
-    };
-    write_json(&run.summary(), &report)?;
-    Ok(report)
+    TrainReport::write(
+        &run,
+        &config.model.source,
+        (dataset.examples().len(), valid.prompts.len()),
+        &summary,
+        hooks.best_metrics.clone(),
+    )
 }
 
 /// A LoRA run loaded for inference: the base model with the run's adapter merged in (or none).

@@ -21,6 +21,20 @@ pub struct CheckpointState {
     pub best_step: Option<usize>,
 }
 
+impl CheckpointState {
+    /// The state at `progress`, with the metric that picks the best checkpoint.
+    pub fn at(progress: &papertune_train::TrainProgress, metric_for_best: &str) -> Self {
+        Self {
+            step: progress.step,
+            epoch: progress.epoch,
+            total_steps: progress.total_steps,
+            metric_for_best: metric_for_best.to_owned(),
+            best_metric: progress.best.map(|b| b.0),
+            best_step: progress.best.map(|b| b.1),
+        }
+    }
+}
+
 /// Which checkpoint of a run to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Which {
