@@ -62,6 +62,15 @@ fn lora_adapters_start_neutral_merge_exactly_and_train_alone() {
     assert_eq!(read_config.target_modules, vec!["all-linear".to_owned()]);
     assert_eq!(max_diff(&logits(&reloaded, &ids), &unmerged), 0.0);
 
+    // An adapter made for another model shape is refused, naming the tensor.
+    let mut wider = papertune_models::LlamaConfig::tiny();
+    wider.vocab_size = lm.config.vocab_size;
+    wider.hidden_size = 48;
+    wider.head_dim = 12;
+    let other = papertune_models::random_llama(&wider, 1, &device).unwrap();
+    let err = load_peft_adapter(other, out.path()).unwrap_err().to_string();
+    assert!(err.contains("lora_A.weight") && err.contains("48"), "{err}");
+
     // A pattern that matches nothing is refused, naming it.
     let bad = LoraConfig { target_modules: vec!["query_key_value".into()], ..config.clone() };
     let err = lm.model.clone().attach_lora(&bad).unwrap_err().to_string();

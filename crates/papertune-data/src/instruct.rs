@@ -331,3 +331,30 @@ mod tests {
         assert_eq!(targets, vec![20, 2, 30, 2]);
     }
 }
+
+#[cfg(test)]
+mod alpaca_tests {
+    use super::*;
+
+    #[test]
+    fn reads_alpaca_json_and_jsonl_and_names_missing_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("records.json");
+        std::fs::write(&json, r#"[{"instruction": "Say hi", "input": "", "output": "hi"},
+            {"instruction": "Add", "input": "1 + 1", "output": "2", "system": "Be exact."}]"#).unwrap();
+        let records = read_alpaca(&json, None).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].user_content(), "Say hi");
+        assert_eq!(records[1].user_content(), "Add\n1 + 1");
+        assert_eq!(records[1].system.as_deref(), Some("Be exact."));
+
+        let jsonl = dir.path().join("records.jsonl");
+        std::fs::write(&jsonl, "{\"instruction\": \"Say hi\", \"output\": \"hi\"}\n").unwrap();
+        assert_eq!(read_alpaca(&jsonl, None).unwrap()[0].input, "");
+
+        let bad = dir.path().join("bad.jsonl");
+        std::fs::write(&bad, "{\"prompt\": \"x\", \"output\": \"y\"}\n").unwrap();
+        let err = read_alpaca(&bad, None).unwrap_err().to_string();
+        assert!(err.contains("instruction") && err.contains("prompt"), "{err}");
+    }
+}

@@ -282,3 +282,48 @@ mod tests {
         assert!(err.to_string().contains("num_key_value_heads"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod gguf_tests {
+    use super::*;
+    use crate::gguf::{GgufValue, GgufWriter};
+    use crate::llm_tokenizer::LlmTokenizer;
+
+    fn metadata(arch: &str, tokenizer_model: &str) -> GgufFile {
+        let mut w = GgufWriter::new();
+        let u32v = GgufValue::U32;
+        w.metadata("general.architecture", GgufValue::String(arch.into()))
+            .metadata(&format!("{arch}.embedding_length"), u32v(8))
+            .metadata(&format!("{arch}.feed_forward_length"), u32v(16))
+            .metadata(&format!("{arch}.block_count"), u32v(1))
+            .metadata(&format!("{arch}.attention.head_count"), u32v(2))
+            .metadata(&format!("{arch}.attention.head_count_kv"), u32v(1))
+            .metadata(&format!("{arch}.attention.layer_norm_rms_epsilon"), GgufValue::F32(1e-5))
+            .metadata("tokenizer.ggml.model", GgufValue::String(tokenizer_model.into()))
+            .metadata(
+                "tokenizer.ggml.tokens",
+                GgufValue::Array(["a", "b", "ab"].iter().map(|t| GgufValue::String((*t).into())).collect()),
+            )
+            .metadata("tokenizer.ggml.merges", GgufValue::Array(vec![GgufValue::String("a b".into())]))
+            .tensor_f32("token_embd.weight", &[3, 8], &[0.0; 24]);
+        GgufFile::parse(Path::new("m.gguf"), w.to_bytes()).unwrap()
+    }
+
+    #[test]
+    fn architecture_and_tokenizer_from_gguf_metadata() {
+        let file = metadata("llama", "gpt2");
+        let config = LlamaConfig::from_gguf(&file).unwrap();
+        assert_eq!((config.hidden_size, config.num_key_value_heads, config.head_dim, config.vocab_size), (8, 1, 4, 3));
+        assert!(config.tie_word_embeddings, "no output.weight: tied head");
+        let tokenizer = LlmTokenizer::from_gguf(&file).unwrap();
+        assert_eq!(tokenizer.encode("ab", false).unwrap(), vec![2]);
+    }
+
+    #[test]
+    fn unknown_architecture_and_tokenizer_model_are_named() {
+        let err = LlamaConfig::from_gguf(&metadata("falcon", "gpt2")).unwrap_err().to_string();
+        assert!(err.contains("falcon") && err.contains("llama"), "{err}");
+        let err = LlmTokenizer::from_gguf(&metadata("llama", "llama")).unwrap_err().to_string();
+        assert!(err.contains("\"llama\"") && err.contains("tokenizer.json"), "{err}");
+    }
+}
