@@ -164,6 +164,18 @@ fn tiny_llama_learns_both_tasks_from_instruction_records() {
     assert!(run.join("best/adapter_config.json").exists() && run.join("best/adapter_model.safetensors").exists());
     assert!(matches!(source::resolve_llm(model_dir.to_str().unwrap()).unwrap(), LlmFiles::Folder { .. }));
 
+    // Without validation data nothing is evaluated during training and the last checkpoint
+    // serves evaluation.
+    let mut no_valid = tiny_config(&model_dir, &keywords, InstructionTask::Keywords);
+    no_valid.data.valid = None;
+    no_valid.data.valid_fraction = 0.0;
+    no_valid.train.max_steps = Some(4);
+    let run = work.path().join("kw-no-valid");
+    let report = llm::train(&no_valid, &run, &device, false).unwrap();
+    assert_eq!((report.steps, report.best_step), (4, None));
+    assert!(run.join("last/adapter_model.safetensors").exists() && !run.join("best").exists());
+    assert_eq!(llm::evaluate(&run, &keywords, true, Some(2), &device).unwrap()["n"], 2);
+
     // Task 1: "1" / "0" read from the logits.
     let papers = work.path().join("papers.csv");
     write_synthetic_rows(&papers);

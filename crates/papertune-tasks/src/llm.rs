@@ -43,7 +43,8 @@ pub struct LlmDataConfig {
     /// output columns; training only).
     pub format: LlmDataFormat,
     pub train: Option<PathBuf>,
-    /// Validation file; without it `valid_fraction` of the training rows are held out.
+    /// Validation file; without it `valid_fraction` of the training rows are held out (0: no
+    /// validation during training; the last checkpoint is used).
     pub valid: Option<PathBuf>,
     /// Read at most this many training rows.
     pub max_rows: Option<usize>,
@@ -177,6 +178,9 @@ impl LlmConfig {
                 metrics.join(", ")
             ));
         }
+        if !(0.0..1.0).contains(&self.data.valid_fraction) {
+            return Err(format!("data.valid_fraction must be in [0, 1), found {}", self.data.valid_fraction));
+        }
         if self.data.format == LlmDataFormat::Alpaca && self.data.valid.is_none() {
             return Err("data.format = \"alpaca\" needs data.valid (papers-layout validation rows)".into());
         }
@@ -286,6 +290,41 @@ impl TrainModel<CausalLmBatch> for CausalLmTrainer {
     }
 }
 
+/// Progress over `total` prompts: a bar on a terminal, else a log line every tenth.
+struct PromptProgress {
+    bar: indicatif::ProgressBar,
+    what: &'static str,
+    total: usize,
+    done: usize,
+}
+
+impl PromptProgress {
+    fn new(total: usize, what: &'static str) -> Self {
+        let bar = indicatif::ProgressBar::new(total as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg} [{elapsed_precise} < {eta_precise}] {bar:30} {pos}/{len}")
+                .expect("valid template"),
+        );
+        bar.set_message(what);
+        Self { bar, what, total, done: 0 }
+    }
+
+    fn advance(&mut self, n: usize) {
+        let before = self.done * 10 / self.total.max(1);
+        self.done += n;
+        self.bar.inc(n as u64);
+        if self.bar.is_hidden() && self.done * 10 / self.total.max(1) > before {
+            tracing::info!("{}: {}/{} prompts", self.what, self.done, self.total);
+        }
+    }
+}
+
+impl Drop for PromptProgress {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
 /// Sorts indices by prompt length (longest first) so that batches pad little.
 fn by_length(prompts: &[Vec<u32>]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..prompts.len()).collect();
@@ -306,6 +345,7 @@ pub fn classify_probabilities(
     let answer_index = Tensor::<1, Int>::from_data(TensorData::new(answer_ids.map(i64::from).to_vec(), [2]), &device);
     let mut out = vec![0.0f32; prompts.len()];
     let pad = tokenizer.pad_id();
+    let mut progress = PromptProgress::new(prompts.len(), "scoring");
     for chunk in by_length(prompts).chunks(batch_size) {
         let longest = chunk.iter().map(|&i| prompts[i].len()).max().unwrap_or(1);
         let mut ids = Vec::with_capacity(chunk.len());
@@ -323,6 +363,7 @@ pub fn classify_probabilities(
         for (row, &i) in chunk.iter().enumerate() {
             out[i] = probs[row * 2 + 1];
         }
+        progress.advance(chunk.len());
     }
     Ok(out)
 }
@@ -337,11 +378,13 @@ pub fn generate_keywords(
 ) -> Result<Vec<Vec<String>>, TaskError> {
     let generator = Generator::new(model, tokenizer);
     let mut out = vec![Vec::new(); prompts.len()];
+    let mut progress = PromptProgress::new(prompts.len(), "generating");
     for chunk in by_length(prompts).chunks(batch_size) {
         let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
         for (generated, &i) in generator.generate(&batch, generation)?.into_iter().zip(chunk) {
             out[i] = parse_generated_keywords(&generated.text);
         }
+        progress.advance(chunk.len());
     }
     Ok(out)
 }
@@ -401,6 +444,9 @@ struct LlmHooks<'a> {
 
 impl TrainHooks<CausalLmTrainer> for LlmHooks<'_> {
     fn evaluate(&mut self, model: &CausalLmTrainer, _progress: &TrainProgress) -> Result<Metrics, TrainError> {
+        if self.valid.prompts.is_empty() {
+            return Ok(Metrics::new());
+        }
         let (metrics, _) = evaluate_model(self.config, &model.lm, self.tokenizer, self.valid)
             .map_err(|e| TrainError::Hook(e.to_string()))?;
         self.last_metrics = Some(metrics.clone());
@@ -461,6 +507,7 @@ pub fn train(config: &LlmConfig, out: &Path, device: &Device, show_progress: boo
                     let (valid, _) = load_papers(valid_path, &config.load_options(require_label, config.data.max_valid_rows))?;
                     (papers, valid)
                 }
+                None if config.data.valid_fraction == 0.0 => (papers, Vec::new()),
                 None => {
                     let labels: Vec<u8> = papers.iter().map(|p| p.label.unwrap_or(0)).collect();
                     let seed = config.data.split_seed.unwrap_or(config.train.seed);

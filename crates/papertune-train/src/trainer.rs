@@ -289,9 +289,11 @@ impl Trainer {
             bar.inc(1);
 
             let eval_due = end_of_epoch || last_step || c.eval_every_steps.is_some_and(|k| progress.step % k == 0);
-            if eval_due {
+            // A task without validation data returns no metrics: nothing to compare, and the
+            // last checkpoint is the one to use.
+            let metrics = if eval_due { Some(hooks.evaluate(&model.valid(), &progress)?) } else { None };
+            if let Some(metrics) = metrics.filter(|m| !m.is_empty()) {
                 let eval_start = Instant::now();
-                let metrics = hooks.evaluate(&model.valid(), &progress)?;
                 let value = *metrics.get(&c.metric_for_best).ok_or_else(|| TrainError::MissingMetric {
                     metric: c.metric_for_best.clone(),
                     found: metrics.keys().cloned().collect(),
