@@ -90,7 +90,7 @@ def target_text(task: str, row: dict) -> str:
     keywords: the gold `Keywords` split on ';', each stripped, then trailing '.' characters
     stripped, empty ones dropped, joined with ", ".  classify: "1" or "0" from `label`."""
     if task == "keywords":
-        parts = [k.strip().rstrip(".") for k in (row.get("Keywords") or "").split(";")]
+        parts = [k.strip().rstrip(".").strip() for k in (row.get("Keywords") or "").split(";")]
         return ", ".join(p for p in parts if p)
     label = int(str(row["label"]).strip())
     assert label in (0, 1), f"label must be 0 or 1, got {row['label']!r}"

@@ -2,7 +2,8 @@
 //!
 //! - SmolLM2-135M-Instruct from its Q4_1 GGUF (the `smollm2-135m` preset), against
 //!   transformers loading the same file (`scripts/make_smollm2_reference.py`): tokenizer ids on
-//!   20 strings, the chat template, next-token logits for 3 prompts, greedy continuations.
+//!   20 strings, the chat template, next-token logits for 3 prompts, greedy continuations, and
+//!   the instruction recipe's token ids and loss (`scripts/make_instruction_reference.py`).
 //! - Tiny random Llama and Qwen2 checkpoints in Hugging Face's layout, and a PEFT adapter made by
 //!   Python's PEFT (`scripts/make_tiny_llama_peft.py`): logits with and without the adapter.
 //!   The other direction: the test writes an adapter of its own with its logits to
@@ -22,7 +23,11 @@ use papertune_models::generate::{FinishReason, GenerationConfig, Generator};
 use burn::module::Param;
 use burn::tensor::{Tensor, TensorData};
 use papertune_models::lora::{LoraConfig, LoraModel, load_peft_adapter, save_peft_adapter};
+use burn::data::dataloader::batcher::Batcher;
+use papertune_data::{CausalLmBatcher, PaperRecord};
 use papertune_models::{ChatMessage, LlamaModel, PretrainedCausalLm, source};
+use papertune_tasks::llm::{CausalLmTrainer, LlmConfig, PromptEncoder};
+use papertune_train::{CrossEntropyLoss, Loss, TrainModel};
 
 fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(path)
@@ -96,6 +101,46 @@ fn smollm2_gguf_matches_transformers() {
     assert_eq!(out.ids, expected);
     assert_eq!(out.finish_reason, FinishReason::Eos);
     assert_eq!(out.text, "The capital of France is Paris.");
+
+    // The instruction recipe: token ids of prompt + answer (prompt masked, cut to fit) and the
+    // base model's mean answer-token loss over a right-padded batch, as the PEFT reference
+    // script computes them (`scripts/make_instruction_reference.py`).
+    let instruction = read_json(&fixture("instruction_reference.json"));
+    let papers: Vec<PaperRecord> = instruction["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, r)| PaperRecord {
+            row: i + 1,
+            uuid: r["uuid"].as_str().unwrap().into(),
+            title: r["title"].as_str().unwrap().into(),
+            author: r["author"].as_str().unwrap().into(),
+            abstract_text: r["abstract"].as_str().unwrap().into(),
+            keywords: Some(r["Keywords"].as_str().unwrap().into()),
+            label: r["label"].as_str().unwrap().parse().ok(),
+        })
+        .collect();
+    for case in instruction["cases"].as_array().unwrap() {
+        let mut config = LlmConfig::default();
+        config.data.task = serde_json::from_value(case["task"].clone()).unwrap();
+        let (max_len, max_answer) = (case["max_len"].as_u64().unwrap() as usize, case["max_target_len"].as_u64().unwrap() as usize);
+        let encoder = PromptEncoder { tokenizer: &lm.tokenizer, chat_template: true };
+        let mut examples = Vec::new();
+        for (record, expected) in config.records(&papers).unwrap().iter().zip(case["examples"].as_array().unwrap()) {
+            let example = encoder.training_example(record, max_len, max_answer).unwrap();
+            assert_eq!(example.input_ids, ids(&expected["input_ids"]), "{} input ids", case["task"]);
+            let labels: Vec<Option<u32>> =
+                expected["labels"].as_array().unwrap().iter().map(|l| l.as_i64().filter(|&v| v >= 0).map(|v| v as u32)).collect();
+            assert_eq!(example.labels, labels, "{} labels", case["task"]);
+            examples.push(example);
+        }
+        let batch = CausalLmBatcher { pad_id: 2 }.batch(examples, &device);
+        let (output, target) = CausalLmTrainer { lm: model.clone() }.forward_train(batch);
+        let loss: f32 = CrossEntropyLoss.forward(output, target).into_scalar();
+        let expected = case["batch_loss"].as_f64().unwrap();
+        assert!((f64::from(loss) - expected).abs() <= 1e-4 * expected, "{} batch loss {loss} vs {expected}", case["task"]);
+    }
 
     // ... and 20 tokens of a plain continuation, also batched with a shorter prompt (left padding).
     let continuation = &reference["continuation"];

@@ -65,8 +65,9 @@ impl InstructionRecord {
     }
 }
 
-/// Builds records from paper rows. The output is the label ("1"/"0") for classification and
-/// the keyword target ([`keywords_target`]) for keywords; rows without them get an empty output.
+/// Builds records from paper rows: the input is the template rendered with the fields trimmed;
+/// the output is the label ("1"/"0") for classification and the keyword target
+/// ([`keywords_target`]) for keywords; rows without them get an empty output.
 pub fn records_from_papers(
     papers: &[PaperRecord],
     task: InstructionTask,
@@ -77,7 +78,12 @@ pub fn records_from_papers(
         .iter()
         .map(|paper| InstructionRecord {
             instruction: instruction.to_owned(),
-            input: input_template.render(paper),
+            input: input_template.render(&PaperRecord {
+                title: paper.title.trim().to_owned(),
+                author: paper.author.trim().to_owned(),
+                abstract_text: paper.abstract_text.trim().to_owned(),
+                ..paper.clone()
+            }),
             output: match task {
                 InstructionTask::Classify => paper.label.map(|l| l.to_string()).unwrap_or_default(),
                 InstructionTask::Keywords => paper.keywords.as_deref().map(keywords_target).unwrap_or_default(),
