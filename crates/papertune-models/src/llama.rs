@@ -84,10 +84,14 @@ impl Rotary {
     }
 }
 
-/// Keys and values of earlier positions, per layer: `[batch, kv_heads, past, head_dim]`.
+/// One layer's cached keys and values, `[batch, kv_heads, past, head_dim]` each (`None` before
+/// the first pass).
+pub type LayerCache = Option<(Tensor<4>, Tensor<4>)>;
+
+/// Keys and values of earlier positions, per layer.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    layers: Vec<LayerCache>,
 }
 
 impl KvCache {
@@ -132,7 +136,7 @@ impl LlamaAttention {
         x: Tensor<3>,
         rotary: &Rotary,
         mask_bias: Tensor<4>,
-        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+        cache: Option<&mut LayerCache>,
     ) -> Tensor<3> {
         let [batch, seq, _] = x.dims();
         let (heads, kv_heads, head_dim) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -196,7 +200,7 @@ impl LlamaLayer {
         x: Tensor<3>,
         rotary: &Rotary,
         mask_bias: Tensor<4>,
-        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+        cache: Option<&mut LayerCache>,
     ) -> Tensor<3> {
         let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rotary, mask_bias, cache);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
