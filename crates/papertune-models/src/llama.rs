@@ -266,6 +266,9 @@ pub struct LlamaModel {
     pub norm: RmsNorm,
     /// `None` when the head is tied to `embed_tokens`.
     pub lm_head: Option<LoraLinear>,
+    /// The tied head: `embed_tokens`' weight transposed once into a contiguous `[hidden, vocab]`
+    /// copy (frozen), so that computing logits does not re-layout 28M values at every call.
+    pub tied_head: Option<Param<Tensor<2>>>,
     pub head_dim: usize,
     pub rope_theta: f64,
 }
@@ -316,7 +319,11 @@ impl LlamaModel {
         } else {
             Some(linear(r, "lm_head", c.hidden_size, c.vocab_size, false)?)
         };
-        Ok(Self { embed_tokens, layers, norm, lm_head, head_dim: c.head_dim, rope_theta: c.rope_theta })
+        let tied_head = c.tie_word_embeddings.then(|| {
+            let transposed = crate::weights::to_host(embed_tokens.weight.val()).transposed();
+            Param::from_tensor(crate::weights::to_device(transposed, r.device())).set_require_grad(false)
+        });
+        Ok(Self { embed_tokens, layers, norm, lm_head, tied_head, head_dim: c.head_dim, rope_theta: c.rope_theta })
     }
 
     /// Tensors a checkpoint may hold that the model does not need.
@@ -381,9 +388,10 @@ impl LlamaModel {
 
     /// Next-token logits from hidden states: `[.., hidden]` -> `[.., vocab]`.
     pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
-        match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => hidden.matmul(self.embed_tokens.weight.val().transpose().unsqueeze()),
+        match (&self.lm_head, &self.tied_head) {
+            (Some(head), _) => head.forward(hidden),
+            (None, Some(weight)) => hidden.matmul(weight.val().unsqueeze()),
+            (None, None) => hidden.matmul(self.embed_tokens.weight.val().transpose().unsqueeze()),
         }
     }
 
