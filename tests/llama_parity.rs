@@ -6,9 +6,10 @@
 //!   the instruction recipe's token ids and loss (`scripts/make_instruction_reference.py`).
 //! - Tiny random Llama and Qwen2 checkpoints in Hugging Face's layout, and a PEFT adapter made by
 //!   Python's PEFT (`scripts/make_tiny_llama_peft.py`): logits with and without the adapter.
-//!   The other direction: the test writes an adapter of its own with its logits to
-//!   `<target>/tmp/peft-roundtrip/`; `python3 scripts/make_tiny_llama_peft.py check
-//!   <that>/adapter <that>/logits.json` loads it into PEFT and compares.
+//!   The other direction: the test writes an adapter of its own with its logits to the folder
+//!   named by `PAPERTUNE_PEFT_EXPORT` (a temporary folder when unset); `python3
+//!   scripts/make_tiny_llama_peft.py check DIR/adapter DIR/logits.json` loads it into PEFT and
+//!   compares.
 //!
 //! Tokenizer note: transformers rebuilds this GGUF's tokenizer with plain GPT-2 pre-tokenization,
 //! dropping the `smollm` rule that splits every digit off first (llama.cpp applies it, as did the
@@ -215,7 +216,8 @@ fn tiny_hugging_face_checkpoints_and_peft_adapter_match_python() {
                 let values: Vec<f32> = (0..r * out).map(|i| ((i * 7919 % 89) as f32 / 89.0 - 0.5) * 0.3).collect();
                 lora.b = Param::from_tensor(Tensor::from_data(TensorData::new(values, [r, out]), &device));
             }
-            let check_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("peft-roundtrip");
+            let scratch = tempfile::tempdir().unwrap();
+            let check_dir = std::env::var_os("PAPERTUNE_PEFT_EXPORT").map_or_else(|| scratch.path().to_path_buf(), Into::into);
             save_peft_adapter(&ours, &own, "tiny_llama", &check_dir.join("adapter")).unwrap();
             let logits = all_logits(&ours, &input_ids);
             let vocab = config.vocab_size;
