@@ -8,7 +8,9 @@ use burn::data::dataset::InMemDataset;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use papertune_train::{Loss, Metrics, SaveKind, TrainConfig, TrainError, TrainHooks, TrainModel, TrainProgress, Trainer};
+use papertune_train::{
+    CheckpointContext, Loss, Metrics, SaveKind, TrainConfig, TrainError, TrainHooks, TrainModel, TrainProgress, Trainer,
+};
 
 #[derive(Module, Debug)]
 struct LineClassifier {
@@ -68,7 +70,7 @@ impl TrainHooks<LineClassifier> for Hooks {
         let correct = scores.iter().zip(&self.points).filter(|(s, (_, l))| (**s > 0.0) == (*l == 1)).count();
         Ok(Metrics::from([("accuracy".to_owned(), correct as f64 / self.points.len() as f64)]))
     }
-    fn save(&mut self, _: &LineClassifier, _: SaveKind, _: &TrainProgress) -> Result<(), TrainError> {
+    fn save(&mut self, _: &LineClassifier, _: SaveKind, _: &CheckpointContext<'_>) -> Result<(), TrainError> {
         Ok(())
     }
 }

@@ -52,3 +52,22 @@ pub fn clip_grad_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_no
     }
     norm
 }
+
+struct ClampValues<'a> {
+    grads: &'a mut GradientsParams,
+    max: f64,
+}
+
+impl ModuleVisitor for ClampValues<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(grad) = self.grads.remove::<D>(param.id) {
+            self.grads.register(param.id, grad.clamp(-self.max, self.max));
+        }
+    }
+}
+
+/// Clamps every gradient element into `[-max_value, max_value]` (PyTorch's
+/// `clip_grad_value_`).
+pub fn clip_grad_value<M: Module>(module: &M, grads: &mut GradientsParams, max_value: f64) {
+    module.visit(&mut ClampValues { grads, max: max_value });
+}

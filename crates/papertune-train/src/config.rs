@@ -2,7 +2,20 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::schedule::ScheduleKind;
+use crate::schedule::{LrSchedule, ScheduleKind};
+
+/// When evaluation or saving happens besides the end of training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// At the end of every epoch (and every N steps when the `*_every_steps` key is set).
+    #[default]
+    Epoch,
+    /// Only every N steps (the `*_every_steps` key), and at the end.
+    Steps,
+    /// Only at the end of training.
+    No,
+}
 
 /// Options of [`crate::Trainer`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,18 +40,43 @@ pub struct TrainConfig {
     pub adam_beta2: f64,
     /// AdamW denominator epsilon.
     pub adam_epsilon: f64,
-    /// Decay after warmup: `linear`, `cosine` or `constant`.
+    /// Decay after warmup: `linear`, `cosine`, `cosine_with_restarts`, `polynomial` or
+    /// `constant`.
     pub schedule: ScheduleKind,
+    /// `cosine_with_restarts`: number of cosine cycles.
+    pub schedule_cycles: usize,
+    /// `polynomial`: exponent of the decay.
+    pub poly_power: f64,
+    /// `polynomial`: learning rate reached at the last step.
+    pub lr_end: f64,
     /// Warmup as a share of all steps (used when `warmup_steps` is unset).
     pub warmup_ratio: f64,
     /// Warmup steps (overrides `warmup_ratio`).
     pub warmup_steps: Option<usize>,
     /// Clip gradients to this global L2 norm (none when unset).
     pub max_grad_norm: Option<f64>,
-    /// Evaluate every N steps (besides the end of each epoch).
+    /// Clamp every gradient element into `[-v, v]` (none when unset; applied before the norm
+    /// clipping).
+    pub max_grad_value: Option<f64>,
+    /// When to evaluate: `epoch` (each epoch end), `steps` (every `eval_every_steps` only) or
+    /// `no`; training always ends with an evaluation unless `no`.
+    pub eval_strategy: Strategy,
+    /// Evaluate every N steps.
     pub eval_every_steps: Option<usize>,
-    /// Save the last checkpoint every N steps (besides the end of training).
+    /// When to save the `last/` checkpoint: `epoch`, `steps` (every `save_every_steps`) or `no`;
+    /// it is always saved at the end and when the run is interrupted.
+    pub save_strategy: Strategy,
+    /// Save the `last/` checkpoint every N steps.
     pub save_every_steps: Option<usize>,
+    /// How many periodic checkpoints to keep: the newest is `last/`, older ones stay as
+    /// `checkpoint-<step>/` (the best checkpoint is kept apart, always).
+    pub save_total_limit: usize,
+    /// Hand back the best weights (by `metric_for_best`) at the end instead of the last ones.
+    pub load_best_model_at_end: bool,
+    /// Stop after this many evaluations without an improvement of `metric_for_best`.
+    pub early_stopping_patience: Option<usize>,
+    /// Smallest change of `metric_for_best` that counts as an improvement for early stopping.
+    pub early_stopping_threshold: f64,
     /// Log the running loss every N steps.
     pub log_every_steps: usize,
     /// Seed of the data order and of dropout.
@@ -62,11 +100,21 @@ impl Default for TrainConfig {
             adam_beta2: 0.999,
             adam_epsilon: 1e-8,
             schedule: ScheduleKind::Linear,
+            schedule_cycles: 1,
+            poly_power: 1.0,
+            lr_end: 0.0,
             warmup_ratio: 0.1,
             warmup_steps: None,
             max_grad_norm: Some(1.0),
+            max_grad_value: None,
+            eval_strategy: Strategy::Epoch,
             eval_every_steps: None,
+            save_strategy: Strategy::Epoch,
             save_every_steps: None,
+            save_total_limit: 1,
+            load_best_model_at_end: true,
+            early_stopping_patience: None,
+            early_stopping_threshold: 0.0,
             log_every_steps: 10,
             seed: 42,
             metric_for_best: "f1".into(),
@@ -102,7 +150,90 @@ impl TrainConfig {
         if self.max_grad_norm.is_some_and(|n| n <= 0.0) {
             return Err("train.max_grad_norm must be positive".into());
         }
+        if self.max_grad_value.is_some_and(|n| n <= 0.0) {
+            return Err("train.max_grad_value must be positive".into());
+        }
+        if self.schedule_cycles == 0 {
+            return Err("train.schedule_cycles must be at least 1".into());
+        }
+        if !(self.poly_power > 0.0 && self.poly_power.is_finite()) {
+            return Err(format!("train.poly_power must be positive, found {}", self.poly_power));
+        }
+        if !(self.lr_end >= 0.0 && self.lr_end < self.lr) {
+            return Err(format!("train.lr_end must be in [0, train.lr), found {} (train.lr {})", self.lr_end, self.lr));
+        }
+        if self.eval_strategy == Strategy::Steps && self.eval_every_steps.is_none() {
+            return Err("train.eval_strategy = \"steps\" needs train.eval_every_steps".into());
+        }
+        if self.save_strategy == Strategy::Steps && self.save_every_steps.is_none() {
+            return Err("train.save_strategy = \"steps\" needs train.save_every_steps".into());
+        }
+        if self.eval_strategy == Strategy::No && self.eval_every_steps.is_some() {
+            return Err("train.eval_every_steps is set but train.eval_strategy is \"no\"".into());
+        }
+        if self.save_total_limit == 0 {
+            return Err("train.save_total_limit must be at least 1 (the last checkpoint)".into());
+        }
+        if self.early_stopping_patience == Some(0) {
+            return Err("train.early_stopping_patience must be at least 1".into());
+        }
+        if self.early_stopping_patience.is_some() && self.eval_strategy == Strategy::No {
+            return Err("train.early_stopping_patience needs evaluations, but train.eval_strategy is \"no\"".into());
+        }
+        if !(self.early_stopping_threshold >= 0.0 && self.early_stopping_threshold.is_finite()) {
+            return Err(format!("train.early_stopping_threshold must be >= 0, found {}", self.early_stopping_threshold));
+        }
         Ok(())
+    }
+
+    /// Rejects options that contradict the size of the training data (`n` examples), naming
+    /// the keys; runs before the first step.
+    pub fn validate_for_data(&self, n: usize) -> Result<(), String> {
+        let batches = self.batches_per_epoch(n);
+        if self.gradient_accumulation_steps > batches {
+            return Err(format!(
+                "train.gradient_accumulation_steps ({}) is larger than the micro-batches in one epoch ({batches}: {n} examples / train.batch_size {})",
+                self.gradient_accumulation_steps, self.batch_size
+            ));
+        }
+        let total = self.total_steps(n);
+        let warmup = self.warmup(total);
+        if self.warmup_steps.is_some() && warmup >= total {
+            return Err(format!("train.warmup_steps ({warmup}) is not shorter than training ({total} steps)"));
+        }
+        Ok(())
+    }
+
+    /// The learning-rate schedule of a run of `total_steps` steps.
+    pub fn lr_schedule(&self, total_steps: usize) -> LrSchedule {
+        LrSchedule {
+            kind: self.schedule,
+            peak_lr: self.lr,
+            warmup_steps: self.warmup(total_steps),
+            total_steps,
+            cycles: self.schedule_cycles,
+            power: self.poly_power,
+            lr_end: self.lr_end,
+        }
+    }
+
+    /// Whether evaluation is due after step `step` (1-based count of steps done).
+    pub fn eval_due(&self, step: usize, end_of_epoch: bool, last_step: bool) -> bool {
+        match self.eval_strategy {
+            Strategy::No => false,
+            Strategy::Steps => last_step || self.eval_every_steps.is_some_and(|k| step % k == 0),
+            Strategy::Epoch => last_step || end_of_epoch || self.eval_every_steps.is_some_and(|k| step % k == 0),
+        }
+    }
+
+    /// Whether the `last/` checkpoint is due after step `step` (besides the end of training).
+    pub fn save_due(&self, step: usize, end_of_epoch: bool) -> bool {
+        let every = self.save_every_steps.is_some_and(|k| step % k == 0);
+        match self.save_strategy {
+            Strategy::No => false,
+            Strategy::Steps => every,
+            Strategy::Epoch => end_of_epoch || every,
+        }
     }
 
     /// Micro-batches in one epoch of `n` examples (the last may be smaller).

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::data::dataloader::batcher::Batcher;
@@ -16,12 +18,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use serde_json::json;
+use serde::Serialize;
+use serde_json::{Value, json};
 
-use crate::clip::clip_grad_norm;
+use crate::clip::{clip_grad_norm, clip_grad_value};
 use crate::config::TrainConfig;
 use crate::loss::Loss;
-use crate::schedule::LrSchedule;
+use crate::state::{CheckpointContext, EvalRecord, ResumePoint, TrainerState, write_file_atomic};
 
 /// Named evaluation results, e.g. `f1`, `accuracy`.
 pub type Metrics = BTreeMap<String, f64>;
@@ -61,8 +64,9 @@ pub struct TrainProgress {
 pub trait TrainHooks<M> {
     /// Evaluates `model` (a copy in evaluation mode, without autodiff).
     fn evaluate(&mut self, model: &M, progress: &TrainProgress) -> Result<Metrics, TrainError>;
-    /// Saves `model` as the best or the last checkpoint.
-    fn save(&mut self, model: &M, kind: SaveKind, progress: &TrainProgress) -> Result<(), TrainError>;
+    /// Saves `model` as the best or the last checkpoint. A resumable checkpoint also needs
+    /// [`CheckpointContext::write_resume_files`] called on its folder.
+    fn save(&mut self, model: &M, kind: SaveKind, checkpoint: &CheckpointContext<'_>) -> Result<(), TrainError>;
 }
 
 /// Why training stopped early.
@@ -74,7 +78,7 @@ pub enum TrainError {
     EmptyData,
     #[error("the model is not on an autodiff device; load it on `device.autodiff()` to train it")]
     NotAutodiff,
-    #[error("step {step}: the loss is {value}; stopped (the last saved checkpoint is kept)")]
+    #[error("step {step}: the loss is {value}; stopped before applying it (the last saved checkpoint is kept)")]
     NonFiniteLoss { step: usize, value: f32 },
     #[error("evaluation metrics have no {metric:?} (train.metric_for_best); found {found:?}")]
     MissingMetric { metric: String, found: Vec<String> },
@@ -86,8 +90,37 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    #[error("cannot resume: {0}")]
+    Resume(String),
     #[error("{0}")]
     Hook(String),
+}
+
+/// Why the run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// All steps done.
+    Completed,
+    /// `metric_for_best` stopped improving (`early_stopping_patience`).
+    EarlyStopping,
+    /// The stop signal was raised (Ctrl-C); the last checkpoint holds the current step.
+    Interrupted,
+}
+
+/// Wall-clock seconds spent in each phase of training.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct PhaseTimings {
+    /// Reading items and building batches.
+    pub data: f64,
+    /// Forward and backward passes.
+    pub forward_backward: f64,
+    /// Clipping and the optimizer update.
+    pub optimizer: f64,
+    pub evaluation: f64,
+    pub checkpoint: f64,
 }
 
 /// What a finished run reports.
@@ -100,8 +133,14 @@ pub struct TrainSummary {
     pub last_metrics: Option<Metrics>,
     /// Mean loss over the last `log_every_steps` steps.
     pub final_loss: f64,
+    /// Seconds of training (evaluation excluded), over all sessions of a resumed run.
     pub train_seconds: f64,
     pub examples_per_second: f64,
+    pub stop_reason: StopReason,
+    /// This session's time per phase.
+    pub timings: PhaseTimings,
+    /// Step the run was resumed from, if it was.
+    pub resumed_from: Option<usize>,
 }
 
 /// Trains a model; see [`Trainer::fit`].
@@ -110,13 +149,16 @@ pub struct Trainer {
     device: Device,
     metrics_log: Option<PathBuf>,
     show_progress: bool,
+    resume: Option<ResumePoint>,
+    stop: Option<Arc<AtomicBool>>,
+    report_dir: Option<PathBuf>,
 }
 
 impl Trainer {
     /// A trainer with these options, running on `device` (the autodiff form is used).
     pub fn new(config: TrainConfig, device: &Device) -> Result<Self, TrainError> {
         config.validate().map_err(TrainError::Config)?;
-        Ok(Self { config, device: device.clone(), metrics_log: None, show_progress: true })
+        Ok(Self { config, device: device.clone(), metrics_log: None, show_progress: true, resume: None, stop: None, report_dir: None })
     }
 
     /// Appends one JSON object per log, evaluation and save event to `path`.
@@ -125,9 +167,41 @@ impl Trainer {
         self
     }
 
+    /// Rewrites `dir/report.html` (see [`crate::report`]) after every evaluation and at the end;
+    /// `dir` is the run folder holding the metrics log.
+    pub fn with_report(mut self, dir: &Path) -> Self {
+        self.report_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Refreshes the report, if one is kept; a failure is a warning, never the end of a run.
+    fn refresh_report(&self) {
+        if let Some(dir) = &self.report_dir
+            && let Err(e) = crate::report::write_report(dir)
+        {
+            tracing::warn!("report not updated: {e}");
+        }
+    }
+
     /// Shows (default) or hides the progress bar.
     pub fn with_progress(mut self, show: bool) -> Self {
         self.show_progress = show;
+        self
+    }
+
+    /// Continues from a checkpoint written by an earlier run of the same model and data. The
+    /// options may differ in the learning rate, step budget, evaluation and saving (recorded in
+    /// the log); the batch size, accumulation and seed may not (they fix the data order).
+    pub fn with_resume(mut self, resume: ResumePoint) -> Self {
+        self.resume = Some(resume);
+        self
+    }
+
+    /// Stops cleanly when `flag` becomes true: the current step finishes, the `last/`
+    /// checkpoint is written, and [`Trainer::fit`] returns with [`StopReason::Interrupted`].
+    /// See [`crate::stop_on_signals`] for Ctrl-C and SIGTERM.
+    pub fn with_stop_signal(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.stop = Some(flag);
         self
     }
 
@@ -152,12 +226,45 @@ impl Trainer {
         adamw(c.weight_decay).init().with_group(no_decay, adamw(0.0).build(), None)
     }
 
-    /// Trains `model` on `data` and returns the last weights with a summary.
+    /// Checks a resume point against this run; returns the option keys that changed.
+    fn check_resume(&self, resume: &ResumePoint, n: usize) -> Result<Vec<String>, TrainError> {
+        let before = &resume.state.config;
+        let c = &self.config;
+        let refuse = |message: String| Err(TrainError::Resume(format!("{}: {message}", resume.dir.display())));
+        if resume.state.examples != n {
+            return refuse(format!(
+                "the training data had {} examples, now {n}; resuming needs the same data",
+                resume.state.examples
+            ));
+        }
+        for (key, was, now) in [
+            ("train.batch_size", before.batch_size, c.batch_size),
+            ("train.gradient_accumulation_steps", before.gradient_accumulation_steps, c.gradient_accumulation_steps),
+        ] {
+            if was != now {
+                return refuse(format!("{key} was {was}, now {now}; it fixes the data order, so it cannot change on resume"));
+            }
+        }
+        if before.seed != c.seed {
+            return refuse(format!("train.seed was {}, now {}; it fixes the data order and dropout", before.seed, c.seed));
+        }
+        let (Value::Object(was), Value::Object(now)) =
+            (serde_json::to_value(before).expect("config"), serde_json::to_value(c).expect("config"))
+        else {
+            unreachable!("a config serialises as an object")
+        };
+        Ok(now.iter().filter(|(k, v)| was.get(*k) != Some(*v)).map(|(k, v)| format!("train.{k}: {} -> {v}", was.get(k).unwrap_or(&Value::Null))).collect())
+    }
+
+    /// Trains `model` on `data` and returns the final weights (the best ones with
+    /// `load_best_model_at_end`, when an evaluation ran) with a summary.
     ///
     /// The model must live on an autodiff device. Each epoch visits the data in an order drawn
-    /// from `train.seed` and the epoch number, so that a run is reproducible.
+    /// from `train.seed` and the epoch number, and the random stream (dropout) is re-seeded from
+    /// `train.seed` and the step before every step, so that a run is reproducible and a
+    /// resumed run continues exactly.
     pub fn fit<M, I, Batch, L, Bt, H>(
-        &self,
+        mut self,
         mut model: M,
         loss_fn: &L,
         data: &dyn Dataset<I>,
@@ -170,7 +277,6 @@ impl Trainer {
         Bt: Batcher<I, Batch>,
         H: TrainHooks<M>,
     {
-        let c = &self.config;
         let n = data.len();
         if n == 0 {
             return Err(TrainError::EmptyData);
@@ -178,18 +284,42 @@ impl Trainer {
         if !model.devices().first().is_some_and(|d| d.is_autodiff()) {
             return Err(TrainError::NotAutodiff);
         }
+        self.config.validate_for_data(n).map_err(TrainError::Config)?;
+        let c = self.config.clone();
         let steps_per_epoch = c.steps_per_epoch(n);
         let total_steps = c.total_steps(n);
-        let schedule = LrSchedule {
-            kind: c.schedule,
-            peak_lr: c.lr,
-            warmup_steps: c.warmup(total_steps),
-            total_steps,
-        };
-        self.device.seed(c.seed);
+        let schedule = c.lr_schedule(total_steps);
         let mut optimizer = self.optimizer();
-        let mut log = self.metrics_log.as_deref().map(MetricsLog::open).transpose()?;
-        let bar = self.progress_bar(total_steps);
+
+        let mut run = RunState::fresh(n, total_steps, &c);
+        let resume = self.resume.take();
+        let mut log = match (&self.metrics_log, &resume) {
+            (Some(path), Some(r)) => Some(MetricsLog::open_resumed(path, r.state.step)?),
+            (Some(path), None) => Some(MetricsLog::open(path)?),
+            (None, _) => None,
+        };
+        let resumed_from = resume.as_ref().map(|r| r.state.step);
+        if let Some(resume) = resume {
+            let changes = self.check_resume(&resume, n)?;
+            model = resume.restore_param_ids(model)?;
+            if resume.state.step >= total_steps {
+                return Err(TrainError::Resume(format!(
+                    "{}: the checkpoint is at step {} and the run has {total_steps} steps; raise train.max_steps or train.epochs to train further",
+                    resume.dir.display(),
+                    resume.state.step
+                )));
+            }
+            run = RunState::resumed(&resume.state, total_steps);
+            tracing::info!("resuming from {} at step {}/{total_steps}", resume.dir.display(), run.progress.step);
+            for change in &changes {
+                tracing::warn!("changed on resume: {change}");
+            }
+            if let Some(log) = log.as_mut() {
+                log.write(json!({"event": "resume", "step": run.progress.step, "from": resume.dir, "changes": changes}))?;
+            }
+            optimizer = optimizer.load_record(resume.into_optimizer_record());
+        }
+        let bar = self.progress_bar(total_steps, run.progress.step);
         tracing::info!(
             examples = n,
             steps_per_epoch,
@@ -198,41 +328,55 @@ impl Trainer {
             "training"
         );
 
-        let started = Instant::now();
-        let mut progress = TrainProgress { step: 0, epoch: 0, total_steps, best: None };
+        let session_start = Instant::now();
+        let seconds_before = run.train_seconds;
+        let mut timings = PhaseTimings::default();
+        let mut eval_seconds = 0.0;
         let mut order: Vec<usize> = Vec::new();
-        let mut window_loss = 0.0;
-        let mut window_steps = 0usize;
-        let mut window_start = Instant::now();
-        let mut window_examples = 0usize;
+        let mut window = LossWindow::new();
         let mut final_loss = f64::NAN;
-        let mut last_metrics = None;
-        let mut examples_seen = 0usize;
+        let mut last_metrics = run.eval_history.last().map(|e| e.metrics.clone());
+        let mut best_model: Option<M> = None;
+        let mut stop_reason = StopReason::Completed;
+        let mut saved_at = None;
+        let first_step = run.progress.step;
 
-        for step in 0..total_steps {
+        for step in first_step..total_steps {
+            if self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
+                stop_reason = StopReason::Interrupted;
+                break;
+            }
             let epoch = step / steps_per_epoch;
             let position = step % steps_per_epoch;
             if position == 0 || order.is_empty() {
                 order = epoch_order(n, c.seed, epoch);
-                progress.epoch = epoch + 1;
+                run.progress.epoch = epoch + 1;
             }
+            self.device.seed(step_seed(c.seed, step));
             // The micro-batches of this step: `accumulation` batches of `batch_size`, the last
             // step of an epoch taking what is left.
             let accumulation = c.gradient_accumulation_steps;
-            let batches_per_epoch = c.batches_per_epoch(n);
             let first_batch = position * accumulation;
-            let last_batch = (first_batch + accumulation).min(batches_per_epoch);
+            let last_batch = (first_batch + accumulation).min(c.batches_per_epoch(n));
             let mut accumulator = GradientsAccumulator::<M>::new();
             let mut loss_value = 0.0f32;
             let mut step_examples = 0usize;
             for batch_index in first_batch..last_batch {
-                let start = batch_index * c.batch_size;
-                let indices = &order[start..(start + c.batch_size).min(n)];
-                let items = indices
-                    .iter()
-                    .map(|&i| data.get(i).map_err(|e| TrainError::Data { index: i, message: e.to_string() }))
-                    .collect::<Result<Vec<I>, _>>()?;
-                let batch = batcher.batch(items, &self.device);
+                let started = Instant::now();
+                let batch = {
+                    let _span = tracing::debug_span!("data", step = step + 1).entered();
+                    let start = batch_index * c.batch_size;
+                    let indices = &order[start..(start + c.batch_size).min(n)];
+                    step_examples += indices.len();
+                    let items = indices
+                        .iter()
+                        .map(|&i| data.get(i).map_err(|e| TrainError::Data { index: i, message: e.to_string() }))
+                        .collect::<Result<Vec<I>, _>>()?;
+                    batcher.batch(items, &self.device)
+                };
+                timings.data += started.elapsed().as_secs_f64();
+                let started = Instant::now();
+                let _span = tracing::debug_span!("forward_backward", step = step + 1).entered();
                 let (output, target) = model.forward_train(batch);
                 let mut loss = loss_fn.forward(output, target);
                 if accumulation > 1 {
@@ -241,124 +385,175 @@ impl Trainer {
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 accumulator.accumulate(&model, grads);
                 loss_value += loss.into_scalar::<f32>();
-                step_examples += indices.len();
+                timings.forward_backward += started.elapsed().as_secs_f64();
             }
             if accumulation > 1 {
                 // Report the mean micro-batch loss, comparable across accumulation settings.
                 loss_value *= accumulation as f32 / (last_batch - first_batch) as f32;
             }
-            let mut grads = accumulator.grads();
-            let grad_norm = c.max_grad_norm.map(|max| clip_grad_norm(&model, &mut grads, max));
-            let lr = schedule.lr(step);
-            model = optimizer.step(lr, model, grads);
-
             if !loss_value.is_finite() {
                 bar.abandon();
+                if let Some(log) = log.as_mut() {
+                    log.write(json!({"event": "error", "step": step + 1, "message": format!("loss is {loss_value}")}))?;
+                }
                 return Err(TrainError::NonFiniteLoss { step: step + 1, value: loss_value });
             }
-            progress.step = step + 1;
-            examples_seen += step_examples;
-            window_loss += f64::from(loss_value);
-            window_steps += 1;
-            window_examples += step_examples;
+            let started = Instant::now();
+            let lr = schedule.lr(step);
+            let grad_norm = {
+                let _span = tracing::debug_span!("optimizer_step", step = step + 1).entered();
+                let mut grads = accumulator.grads();
+                if let Some(max) = c.max_grad_value {
+                    clip_grad_value(&model, &mut grads, max);
+                }
+                let norm = c.max_grad_norm.map(|max| clip_grad_norm(&model, &mut grads, max));
+                model = optimizer.step(lr, model, grads);
+                norm
+            };
+            timings.optimizer += started.elapsed().as_secs_f64();
+            run.progress.step = step + 1;
+            run.examples_seen += step_examples;
+            window.add(f64::from(loss_value), step_examples);
 
             let end_of_epoch = position + 1 == steps_per_epoch;
             let last_step = step + 1 == total_steps;
-            if window_steps == c.log_every_steps || last_step {
-                let elapsed = window_start.elapsed().as_secs_f64().max(1e-9);
-                final_loss = window_loss / window_steps as f64;
-                let throughput = window_examples as f64 / elapsed;
-                let message = format!("loss {final_loss:.4} lr {lr:.2e} {throughput:.1} ex/s");
+            if window.steps == c.log_every_steps || last_step {
+                let (loss, throughput) = window.take();
+                final_loss = loss;
+                let message = format!("loss {loss:.4} lr {lr:.2e} {throughput:.1} ex/s");
                 if bar.is_hidden() {
                     // No terminal (a log file, CI): the same figures as log lines.
-                    tracing::info!("step {}/{total_steps}: {message}", progress.step);
+                    tracing::info!("step {}/{total_steps}: {message}", run.progress.step);
                 }
                 bar.set_message(message);
                 if let Some(log) = log.as_mut() {
                     log.write(json!({
-                        "event": "train", "step": progress.step, "epoch": progress.epoch,
-                        "loss": final_loss, "lr": lr, "grad_norm": grad_norm,
+                        "event": "train", "step": run.progress.step, "epoch": run.progress.epoch,
+                        "loss": loss, "lr": lr, "grad_norm": grad_norm,
                         "examples_per_second": throughput,
                     }))?;
                 }
-                window_loss = 0.0;
-                window_steps = 0;
-                window_examples = 0;
-                window_start = Instant::now();
             }
             bar.inc(1);
 
-            let eval_due = end_of_epoch || last_step || c.eval_every_steps.is_some_and(|k| progress.step % k == 0);
-            // A task without validation data returns no metrics: nothing to compare, and the
-            // last checkpoint is the one to use.
-            let metrics = if eval_due { Some(hooks.evaluate(&model.valid(), &progress)?) } else { None };
-            if let Some(metrics) = metrics.filter(|m| !m.is_empty()) {
-                let eval_start = Instant::now();
-                let value = *metrics.get(&c.metric_for_best).ok_or_else(|| TrainError::MissingMetric {
-                    metric: c.metric_for_best.clone(),
-                    found: metrics.keys().cloned().collect(),
-                })?;
-                let improved = match progress.best {
-                    None => true,
-                    Some((best, _)) => {
-                        if c.greater_is_better { value > best } else { value < best }
-                    }
+            if c.eval_due(run.progress.step, end_of_epoch, last_step) {
+                let started = Instant::now();
+                // A task without validation data returns no metrics: nothing to compare, and the
+                // last checkpoint is the one to use.
+                let metrics = {
+                    let _span = tracing::info_span!("evaluation", step = run.progress.step).entered();
+                    hooks.evaluate(&model.valid(), &run.progress)?
                 };
-                if improved {
-                    progress.best = Some((value, progress.step));
-                    hooks.save(&model, SaveKind::Best, &progress)?;
+                let seconds = started.elapsed().as_secs_f64();
+                timings.evaluation += seconds;
+                eval_seconds += seconds;
+                if !metrics.is_empty() {
+                    let outcome = run.record_eval(&c, metrics.clone())?;
+                    if outcome.improved {
+                        let started = Instant::now();
+                        let _span = tracing::info_span!("checkpoint", kind = "best").entered();
+                        let context = CheckpointContext { progress: &run.progress, state: run.snapshot(&c, seconds_before, &session_start, eval_seconds), optimizer: None };
+                        hooks.save(&model, SaveKind::Best, &context)?;
+                        if c.load_best_model_at_end {
+                            best_model = Some(model.clone());
+                        }
+                        timings.checkpoint += started.elapsed().as_secs_f64();
+                    }
+                    let summary: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+                    let line = format!(
+                        "eval at step {}/{} (epoch {}): {}{}",
+                        run.progress.step,
+                        total_steps,
+                        run.progress.epoch,
+                        summary.join(", "),
+                        if outcome.improved { "  [best]" } else { "" }
+                    );
+                    if bar.is_hidden() {
+                        tracing::info!("{line}");
+                    } else {
+                        bar.println(line);
+                    }
+                    if let Some(log) = log.as_mut() {
+                        log.write(json!({
+                            "event": "eval", "step": run.progress.step, "epoch": run.progress.epoch,
+                            "metrics": metrics, "best": outcome.improved, "seconds": seconds,
+                        }))?;
+                    }
+                    last_metrics = Some(metrics);
+                    self.refresh_report();
+                    if outcome.stop {
+                        stop_reason = StopReason::EarlyStopping;
+                        tracing::info!(
+                            "early stopping at step {}: {} evaluations without an improvement of {} above {}",
+                            run.progress.step,
+                            run.evals_without_improvement,
+                            c.metric_for_best,
+                            c.early_stopping_threshold
+                        );
+                    }
                 }
-                let summary: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-                let line = format!(
-                    "eval at step {}/{} (epoch {}): {}{}",
-                    progress.step,
-                    total_steps,
-                    progress.epoch,
-                    summary.join(", "),
-                    if improved { "  [best]" } else { "" }
-                );
-                if bar.is_hidden() {
-                    tracing::info!("{line}");
-                } else {
-                    bar.println(line);
-                }
-                if let Some(log) = log.as_mut() {
-                    log.write(json!({
-                        "event": "eval", "step": progress.step, "epoch": progress.epoch,
-                        "metrics": metrics, "best": improved,
-                        "seconds": eval_start.elapsed().as_secs_f64(),
-                    }))?;
-                }
-                last_metrics = Some(metrics);
                 // Evaluation time does not count towards training throughput.
-                window_start = Instant::now();
+                window.restart_clock();
             }
-            let save_due = last_step || c.save_every_steps.is_some_and(|k| progress.step % k == 0);
-            if save_due {
-                hooks.save(&model, SaveKind::Last, &progress)?;
+            if last_step || stop_reason != StopReason::Completed || c.save_due(run.progress.step, end_of_epoch) {
+                let started = Instant::now();
+                let _span = tracing::info_span!("checkpoint", kind = "last").entered();
+                let context = CheckpointContext {
+                    progress: &run.progress,
+                    state: run.snapshot(&c, seconds_before, &session_start, eval_seconds),
+                    optimizer: Some(&optimizer),
+                };
+                hooks.save(&model, SaveKind::Last, &context)?;
+                saved_at = Some(run.progress.step);
+                timings.checkpoint += started.elapsed().as_secs_f64();
+            }
+            if stop_reason != StopReason::Completed {
+                break;
             }
         }
-        bar.finish_and_clear();
-        let train_seconds = started.elapsed().as_secs_f64();
+        if stop_reason == StopReason::Interrupted && saved_at != Some(run.progress.step) && run.progress.step > first_step {
+            let context = CheckpointContext {
+                progress: &run.progress,
+                state: run.snapshot(&c, seconds_before, &session_start, eval_seconds),
+                optimizer: Some(&optimizer),
+            };
+            hooks.save(&model, SaveKind::Last, &context)?;
+        }
+        if stop_reason == StopReason::Interrupted {
+            bar.abandon_with_message(format!("interrupted at step {}; the last checkpoint holds it", run.progress.step));
+        } else {
+            bar.finish_and_clear();
+        }
+        let state = run.snapshot(&c, seconds_before, &session_start, eval_seconds);
         let summary = TrainSummary {
-            steps: progress.step,
-            best: progress.best,
+            steps: run.progress.step,
+            best: run.progress.best,
             last_metrics,
             final_loss,
-            train_seconds,
-            examples_per_second: examples_seen as f64 / train_seconds.max(1e-9),
+            train_seconds: state.train_seconds,
+            examples_per_second: state.examples_seen as f64 / state.train_seconds.max(1e-9),
+            stop_reason,
+            timings,
+            resumed_from,
         };
         if let Some(log) = log.as_mut() {
             log.write(json!({
                 "event": "end", "step": summary.steps, "train_seconds": summary.train_seconds,
                 "examples_per_second": summary.examples_per_second,
                 "best_metric": summary.best.map(|b| b.0), "best_step": summary.best.map(|b| b.1),
+                "stop_reason": summary.stop_reason, "timings": summary.timings,
+                "device": format!("{:?}", self.device),
             }))?;
         }
+        self.refresh_report();
+        let model = match best_model {
+            Some(best) if c.load_best_model_at_end => best,
+            _ => model,
+        };
         Ok((model, summary))
     }
 
-    fn progress_bar(&self, total_steps: usize) -> ProgressBar {
+    fn progress_bar(&self, total_steps: usize, done: usize) -> ProgressBar {
         if !self.show_progress {
             return ProgressBar::hidden();
         }
@@ -367,7 +562,132 @@ impl Trainer {
             ProgressStyle::with_template("{spinner} [{elapsed_precise} < {eta_precise}] {bar:30} {pos}/{len} {msg}")
                 .expect("the progress template is valid"),
         );
+        bar.set_position(done as u64);
+        bar.reset_eta();
         bar
+    }
+}
+
+/// The seed of the random stream for step `step` (0-based) of a run seeded with `seed`.
+fn step_seed(seed: u64, step: usize) -> u64 {
+    let mut x = seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    // splitmix64 finaliser: nearby steps get unrelated seeds.
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Counters that a checkpoint carries.
+struct RunState {
+    progress: TrainProgress,
+    examples: usize,
+    examples_seen: usize,
+    train_seconds: f64,
+    evals_without_improvement: usize,
+    early_stopping_best: Option<f64>,
+    eval_history: Vec<EvalRecord>,
+}
+
+struct EvalOutcome {
+    improved: bool,
+    stop: bool,
+}
+
+impl RunState {
+    fn fresh(examples: usize, total_steps: usize, _config: &TrainConfig) -> Self {
+        Self {
+            progress: TrainProgress { step: 0, epoch: 0, total_steps, best: None },
+            examples,
+            examples_seen: 0,
+            train_seconds: 0.0,
+            evals_without_improvement: 0,
+            early_stopping_best: None,
+            eval_history: Vec::new(),
+        }
+    }
+
+    fn resumed(state: &TrainerState, total_steps: usize) -> Self {
+        Self {
+            progress: TrainProgress { step: state.step, epoch: state.epoch, total_steps, best: state.best },
+            examples: state.examples,
+            examples_seen: state.examples_seen,
+            train_seconds: state.train_seconds,
+            evals_without_improvement: state.evals_without_improvement,
+            early_stopping_best: state.early_stopping_best,
+            eval_history: state.eval_history.clone(),
+        }
+    }
+
+    /// Records an evaluation: best checkpoint and early-stopping bookkeeping.
+    fn record_eval(&mut self, c: &TrainConfig, metrics: Metrics) -> Result<EvalOutcome, TrainError> {
+        let value = *metrics.get(&c.metric_for_best).ok_or_else(|| TrainError::MissingMetric {
+            metric: c.metric_for_best.clone(),
+            found: metrics.keys().cloned().collect(),
+        })?;
+        let better = |a: f64, b: f64| if c.greater_is_better { a > b } else { a < b };
+        let improved = self.progress.best.is_none_or(|(best, _)| better(value, best));
+        if improved {
+            self.progress.best = Some((value, self.progress.step));
+        }
+        // Early stopping counts evaluations that do not beat the best by more than the threshold.
+        let significant = self
+            .early_stopping_best
+            .is_none_or(|best| better(value, best) && (value - best).abs() > c.early_stopping_threshold);
+        if significant {
+            self.evals_without_improvement = 0;
+            self.early_stopping_best = Some(value);
+        } else {
+            self.evals_without_improvement += 1;
+        }
+        self.eval_history.push(EvalRecord { step: self.progress.step, epoch: self.progress.epoch, metrics });
+        let stop = c.early_stopping_patience.is_some_and(|p| self.evals_without_improvement >= p);
+        Ok(EvalOutcome { improved, stop })
+    }
+
+    fn snapshot(&self, c: &TrainConfig, seconds_before: f64, session_start: &Instant, eval_seconds: f64) -> TrainerState {
+        TrainerState {
+            format: TrainerState::FORMAT,
+            step: self.progress.step,
+            epoch: self.progress.epoch,
+            total_steps: self.progress.total_steps,
+            examples: self.examples,
+            examples_seen: self.examples_seen,
+            train_seconds: seconds_before + (session_start.elapsed().as_secs_f64() - eval_seconds).max(0.0),
+            best: self.progress.best,
+            evals_without_improvement: self.evals_without_improvement,
+            early_stopping_best: self.early_stopping_best,
+            eval_history: self.eval_history.clone(),
+            config: c.clone(),
+        }
+    }
+}
+
+/// Running loss and throughput between two log lines.
+struct LossWindow {
+    loss: f64,
+    steps: usize,
+    examples: usize,
+    start: Instant,
+}
+
+impl LossWindow {
+    fn new() -> Self {
+        Self { loss: 0.0, steps: 0, examples: 0, start: Instant::now() }
+    }
+    fn add(&mut self, loss: f64, examples: usize) {
+        self.loss += loss;
+        self.steps += 1;
+        self.examples += examples;
+    }
+    /// Mean loss and examples per second since the last call; starts a new window.
+    fn take(&mut self) -> (f64, f64) {
+        let elapsed = self.start.elapsed().as_secs_f64().max(1e-9);
+        let result = (self.loss / self.steps.max(1) as f64, self.examples as f64 / elapsed);
+        *self = Self::new();
+        result
+    }
+    fn restart_clock(&mut self) {
+        self.start = Instant::now();
     }
 }
 
@@ -394,6 +714,26 @@ impl MetricsLog {
         }
         let file = OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
         Ok(Self { path: path.to_path_buf(), file })
+    }
+
+    /// Reopens the log of a run resumed at `step`: events after that step (written by the
+    /// interrupted session after its checkpoint) are dropped, so that the log reads as one run.
+    fn open_resumed(path: &Path, step: usize) -> Result<Self, TrainError> {
+        if path.exists() {
+            let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io { path: path.to_path_buf(), source })?;
+            let mut kept = String::new();
+            for line in text.lines() {
+                // A torn last line (a crash mid-write) is dropped too.
+                let Ok(event) = serde_json::from_str::<Value>(line) else { continue };
+                let at = event.get("step").and_then(Value::as_u64).unwrap_or(0) as usize;
+                if at <= step && event.get("event").and_then(Value::as_str) != Some("end") {
+                    kept.push_str(line);
+                    kept.push('\n');
+                }
+            }
+            write_file_atomic(path, kept.as_bytes())?;
+        }
+        Self::open(path)
     }
 
     fn write(&mut self, value: serde_json::Value) -> Result<(), TrainError> {
