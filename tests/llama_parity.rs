@@ -28,7 +28,7 @@ use burn::data::dataloader::batcher::Batcher;
 use papertune_data::{CausalLmBatcher, PaperRecord};
 use papertune_models::{ChatMessage, LlamaModel, PretrainedCausalLm, source};
 use papertune_tasks::llm::{CausalLmTrainer, LlmConfig, PromptEncoder};
-use papertune_train::{CrossEntropyLoss, Loss, TrainModel};
+use papertune_train::{CausalLmLoss, Loss, TrainModel};
 
 fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(path)
@@ -138,7 +138,7 @@ fn smollm2_gguf_matches_transformers() {
         }
         let batch = CausalLmBatcher { pad_id: 2 }.batch(examples, &device);
         let (output, target) = CausalLmTrainer { lm: model.clone() }.forward_train(batch);
-        let loss: f32 = CrossEntropyLoss.forward(output, target).into_scalar();
+        let loss: f32 = CausalLmLoss::default().forward(output, target).into_scalar();
         let expected = case["batch_loss"].as_f64().unwrap();
         assert!((f64::from(loss) - expected).abs() <= 1e-4 * expected, "{} batch loss {loss} vs {expected}", case["task"]);
     }

@@ -13,7 +13,7 @@ use papertune_integration::{MEDICAL, TECHNICAL, write_synthetic_rows, write_tiny
 use papertune_models::lora::{LoraConfig, LoraModel, load_peft_adapter, save_peft_adapter};
 use papertune_models::{LlamaModel, LlmFiles, PretrainedCausalLm, source};
 use papertune_tasks::llm::{self, CausalLmTrainer, LlmConfig};
-use papertune_train::{CrossEntropyLoss, Loss, TrainModel};
+use papertune_train::{CausalLmLoss, Loss, TrainModel};
 
 fn tiny_lm(dir: &Path, device: &Device) -> PretrainedCausalLm {
     let words: Vec<&str> = MEDICAL.iter().chain(&TECHNICAL).chain(&["study", "results", "method", "k1", "k2", "a", "b"]).copied().collect();
@@ -91,7 +91,7 @@ fn lora_adapters_start_neutral_merge_exactly_and_train_alone() {
         &train_device,
     );
     let (output, target) = model.forward_train(batch);
-    let loss = CrossEntropyLoss.forward(output, target);
+    let loss = CausalLmLoss::default().forward(output, target);
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let adapters = model.lm.lora_linears().len();
     assert_eq!(grads.len(), 2 * adapters, "gradients for A and B of every adapter, nothing else");

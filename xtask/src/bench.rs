@@ -19,7 +19,7 @@ use papertune_models::generate::{GenerationConfig, Generator};
 use papertune_models::lora::{LoraConfig, LoraModel};
 use papertune_models::{PretrainedCausalLm, source};
 use papertune_tasks::llm::CausalLmTrainer;
-use papertune_train::{CrossEntropyLoss, Loss, TrainModel};
+use papertune_train::{CausalLmLoss, Loss, TrainModel};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -73,7 +73,7 @@ fn w3(device: &Device, options: &BenchOptions) -> Result<Value> {
         let start = Instant::now();
         let batch_data = batcher.batch(examples.clone(), &train_device);
         let (output, target) = model.forward_train(batch_data);
-        let loss = CrossEntropyLoss.forward(output, target);
+        let loss = CausalLmLoss::default().forward(output, target);
         let _ = loss.clone().into_scalar::<f32>();
         let forward_done = Instant::now();
         let grads = GradientsParams::from_grads(loss.backward(), &model);

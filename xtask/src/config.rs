@@ -69,12 +69,6 @@ fn read_table(path: &Path, overrides: &[String]) -> Result<Table> {
     Ok(table)
 }
 
-/// Reads a classification config (see [`load_run_config`]).
-#[cfg(test)]
-pub fn load(path: &Path, overrides: &[String]) -> Result<ClassifyConfig> {
-    load_table(path, read_table(path, overrides)?)
-}
-
 fn load_table(path: &Path, table: Table) -> Result<ClassifyConfig> {
     let mut config: ClassifyConfig = typed(path, table)?;
     config.data.train = config.data.train.map(resolve_dataset).transpose()?;

@@ -25,14 +25,18 @@ struct Cli {
     /// Only warnings and errors on stderr, no progress bar.
     #[arg(long, global = true)]
     quiet: bool,
+    /// Log lines on stderr as `text` or as one JSON object per line (`json`, for scripts).
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Train a model from a TOML config (default: configs/default.toml).
     Train {
-        #[arg(long, default_value = "configs/default.toml")]
-        config: PathBuf,
+        /// The run config (default: configs/default.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Backend: flex (CPU), ndarray (CPU), wgpu or cuda, if compiled in.
         #[arg(long)]
         backend: Option<String>,
@@ -42,11 +46,28 @@ enum Command {
         /// Run folder (default: runs/<config name>, numbered if taken).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Continue the run in this folder from its last checkpoint, with its own config
+        /// (training options may be changed with --set).
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "out", "folds"])]
+        resume: Option<PathBuf>,
+        /// Train K runs on stratified folds of data.train (out/fold-1 ... fold-K); eval and
+        /// predict take the parent folder as the ensemble of the folds. Classification only.
+        #[arg(long, value_name = "K")]
+        folds: Option<usize>,
+        /// Stop after this optimizer step with a resumable checkpoint (train in sessions).
+        #[arg(long, value_name = "N")]
+        stop_at_step: Option<usize>,
+    },
+    /// Rebuild a run folder's report.html from its files.
+    Report {
+        #[arg(long)]
+        run: PathBuf,
     },
     /// Score a run on a labelled file; prints one line of JSON.
     Eval {
-        #[arg(long)]
-        run: PathBuf,
+        /// Run folder; repeat it (or give a k-fold folder) to average the runs' probabilities.
+        #[arg(long, required = true)]
+        run: Vec<PathBuf>,
         #[arg(long)]
         data: PathBuf,
         /// LoRA runs: evaluate the base model without the adapter (zero-shot, same prompt).
@@ -90,8 +111,9 @@ enum Command {
     },
     /// Write the submission CSV (uuid,Keywords,label) for a file.
     Predict {
-        #[arg(long)]
-        run: PathBuf,
+        /// Run folder; repeat it (or give a k-fold folder) to average the runs' probabilities.
+        #[arg(long, required = true)]
+        run: Vec<PathBuf>,
         #[arg(long)]
         data: PathBuf,
         #[arg(long)]
@@ -144,11 +166,13 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let default_level = if cli.quiet { "warn" } else { "info" };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)))
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    if cli.log_format == "json" {
+        logs.json().with_current_span(true).init();
+    } else {
+        logs.init();
+    }
     if let Err(error) = run(cli) {
         eprintln!("error: {error:#}");
         std::process::exit(1);
@@ -164,50 +188,61 @@ fn device_for(backend: Option<&str>) -> Result<burn::tensor::Device> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train { config, backend, overrides, out } => {
-            let resolved = config::load_run_config(&config, &overrides)?;
-            let device = device_for(backend.as_deref())?;
-            let out = out.unwrap_or_else(|| default_run_dir(&config));
-            tracing::info!("run folder: {}", out.display());
-            let report = match &resolved {
-                RunConfig::Classify(c) => papertune_tasks::train(c, &out, &device, !cli.quiet)?,
-                RunConfig::Llm(c) => papertune_tasks::llm::train(c, &out, &device, !cli.quiet)?,
+        Command::Train { config, backend, overrides, out, resume, folds, stop_at_step } => {
+            let resuming = resume.is_some();
+            let (config, out) = match resume {
+                Some(dir) => (dir.join("config.toml"), dir),
+                None => {
+                    let config = config.unwrap_or_else(|| PathBuf::from("configs/default.toml"));
+                    let out = out.unwrap_or_else(|| default_run_dir(&config));
+                    (config, out)
+                }
             };
-            println!("run: {}", report.run.display());
-            println!(
-                "trained {} on {} examples ({} validation): {} steps in {:.0} s ({:.2} examples/s), final loss {:.4}",
-                report.model,
-                report.train_examples,
-                report.valid_examples,
-                report.steps,
-                report.train_seconds,
-                report.examples_per_second,
-                report.final_loss
-            );
-            if let (Some(step), Some(metrics)) = (report.best_step, &report.best_metrics) {
-                let line: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-                println!("best checkpoint at step {step}: valid {}", line.join(", "));
+            let resolved = config::load_run_config(&config, &overrides)?;
+            let backend_name = backend.clone().unwrap_or_else(|| backend::default_name().to_owned());
+            let device = device_for(Some(&backend_name))?;
+            let options = papertune_tasks::TrainOptions {
+                show_progress: !cli.quiet && cli.log_format == "text",
+                resume: resuming,
+                stop: Some(papertune_train::stop_on_signals()?),
+                stop_at_step,
+                backend: Some(backend_name),
+            };
+            tracing::info!("run folder: {}{}", out.display(), if options.resume { " (resuming)" } else { "" });
+            let reports = match (&resolved, folds) {
+                (RunConfig::Classify(c), Some(k)) => papertune_tasks::train_folds(c, &out, k, &device, &options)?,
+                (RunConfig::Classify(c), None) => vec![papertune_tasks::train_with(c, &out, &device, &options)?],
+                (RunConfig::Llm(_), Some(_)) => anyhow::bail!("--folds applies to classification configs only"),
+                (RunConfig::Llm(c), None) => vec![papertune_tasks::llm::train_with(c, &out, &device, &options)?],
+            };
+            for report in &reports {
+                print_train_report(report);
             }
-            println!("next: cargo xtask eval --run {} --data FILE", report.run.display());
+            let shown = if folds.is_some() { out.clone() } else { reports[0].run.clone() };
+            println!("next: cargo xtask eval --run {} --data FILE", shown.display());
+        }
+        Command::Report { run } => {
+            let path = papertune_train::report::write_report(&run)?;
+            println!("{}", path.display());
         }
         Command::Eval { run, data, no_adapter, max_rows, backend } => {
             let device = device_for(backend.as_deref())?;
-            if papertune_tasks::llm::is_llm_run(&run) {
+            if let Some(run) = single_llm_run(&run)? {
                 let metrics = papertune_tasks::llm::evaluate(&run, &data, !no_adapter, max_rows, &device)?;
                 println!("{}", serde_json::to_string(&metrics)?);
             } else {
                 anyhow::ensure!(!no_adapter && max_rows.is_none(), "--no-adapter and --max-rows apply to LoRA runs only");
-                let metrics = papertune_tasks::evaluate(&run, &data, &device)?;
+                let metrics = papertune_tasks::evaluate_runs(&run, &data, &device)?;
                 println!("{}", serde_json::to_string(&metrics)?);
             }
         }
         Command::Predict { run, data, output, backend } => {
             let device = device_for(backend.as_deref())?;
-            if papertune_tasks::llm::is_llm_run(&run) {
+            if let Some(run) = single_llm_run(&run)? {
                 let rows = papertune_tasks::llm::predict(&run, &data, &output, &device)?;
                 tracing::info!("wrote {rows} rows to {}", output.display());
             } else {
-                let report = papertune_tasks::predict(&run, &data, &output, &device)?;
+                let report = papertune_tasks::predict_runs(&run, &data, &output, &device)?;
                 tracing::info!("wrote {} rows ({} labelled 1) to {}", report.rows, report.label_1, report.output.display());
             }
         }
@@ -268,6 +303,42 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The LoRA run among `runs`, if they are one; several runs are an ensemble of classifiers.
+fn single_llm_run(runs: &[PathBuf]) -> Result<Option<PathBuf>> {
+    let llm = runs.iter().filter(|r| papertune_tasks::llm::is_llm_run(r)).count();
+    match (llm, runs.len()) {
+        (0, _) => Ok(None),
+        (1, 1) => Ok(Some(runs[0].clone())),
+        _ => anyhow::bail!("ensembles (several --run) are supported for classification runs only"),
+    }
+}
+
+fn print_train_report(report: &papertune_tasks::TrainReport) {
+    println!("run: {}", report.run.display());
+    println!(
+        "trained {} on {} examples ({} validation): {} steps in {:.0} s ({:.2} examples/s, {:.0} tokens/s), final loss {:.4}{}",
+        report.model,
+        report.train_examples,
+        report.valid_examples,
+        report.steps,
+        report.train_seconds,
+        report.examples_per_second,
+        report.tokens_per_second,
+        report.final_loss,
+        match report.stop_reason {
+            papertune_train::StopReason::Completed => String::new(),
+            papertune_train::StopReason::EarlyStopping => ", stopped early".into(),
+            papertune_train::StopReason::Interrupted =>
+                format!(" -- interrupted; continue with: cargo xtask train --resume {}", report.run.display()),
+        }
+    );
+    if let (Some(step), Some(metrics)) = (report.best_step, &report.best_metrics) {
+        let line: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+        println!("best checkpoint at step {step}: valid {}", line.join(", "));
+    }
+    println!("report: {}", report.run.join("report.html").display());
 }
 
 /// `runs/<config stem>`, or `runs/<stem>-2`, `-3`, ... when taken.

@@ -31,7 +31,7 @@ pub use instruct::{
     records_from_papers,
 };
 pub use papers::{ColumnMap, EmptyTextPolicy, LoadOptions, LoadReport, PaperRecord, load_papers};
-pub use split::stratified_split;
+pub use split::{stratified_folds, stratified_split};
 pub use table::{Table, TableFormat};
 pub use template::{DEFAULT_TEMPLATE, TextTemplate};
 pub use tokenize::{Encoded, TextTokenizer, encode_papers};

@@ -46,9 +46,55 @@ pub fn stratified_split(labels: &[u8], valid_fraction: f64, seed: u64) -> Result
     Ok((train, valid))
 }
 
+/// Splits row indices into `k` folds so that each label keeps its share in every fold: each
+/// class is shuffled (seeded) and dealt round-robin, continuing where the previous class left
+/// off so that fold sizes differ by at most one. Each fold comes back sorted.
+pub fn stratified_folds(labels: &[u8], k: usize, seed: u64) -> Result<Vec<Vec<usize>>> {
+    if k < 2 {
+        return Err(DataError::Split { message: format!("--folds must be at least 2, found {k}") });
+    }
+    if labels.len() < k {
+        return Err(DataError::Split { message: format!("{} rows cannot make {k} folds", labels.len()) });
+    }
+    let mut classes: Vec<u8> = labels.to_vec();
+    classes.sort_unstable();
+    classes.dedup();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut folds = vec![Vec::new(); k];
+    let mut next = 0usize;
+    for class in classes {
+        let mut members: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).collect();
+        members.shuffle(&mut rng);
+        for i in members {
+            folds[next % k].push(i);
+            next += 1;
+        }
+    }
+    for fold in &mut folds {
+        fold.sort_unstable();
+    }
+    Ok(folds)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folds_partition_the_rows_and_keep_class_shares() {
+        let labels: Vec<u8> = (0..103).map(|i| u8::from(i % 4 == 0)).collect(); // 26 ones
+        let folds = stratified_folds(&labels, 5, 3).unwrap();
+        let mut all: Vec<usize> = folds.iter().flatten().copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..103).collect::<Vec<_>>());
+        for fold in &folds {
+            assert!((20..=21).contains(&fold.len()), "{}", fold.len());
+            let ones = fold.iter().filter(|&&i| labels[i] == 1).count();
+            assert!((5..=6).contains(&ones), "{ones}");
+        }
+        assert_eq!(stratified_folds(&labels, 5, 3).unwrap(), folds);
+        assert!(stratified_folds(&labels, 1, 3).is_err());
+    }
 
     #[test]
     fn keeps_class_shares_and_is_seeded() {

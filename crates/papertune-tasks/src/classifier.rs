@@ -29,28 +29,6 @@ pub enum Pooling {
     ClsMean,
 }
 
-/// Training objective, which also fixes the number of logits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum ClassificationLoss {
-    /// Two logits, softmax cross-entropy.
-    #[default]
-    #[serde(rename = "cross-entropy")]
-    CrossEntropy,
-    /// One logit, binary cross-entropy with logits.
-    #[serde(rename = "bce")]
-    Bce,
-}
-
-impl ClassificationLoss {
-    /// Logits the classifier outputs.
-    pub fn num_outputs(self) -> usize {
-        match self {
-            Self::CrossEntropy => 2,
-            Self::Bce => 1,
-        }
-    }
-}
-
 /// The classification head's options.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -59,13 +37,15 @@ pub struct HeadConfig {
     pub pooling: Pooling,
     /// Dropout before the classifier (the encoder's `hidden_dropout_prob` when unset).
     pub dropout: Option<f64>,
-    /// `cross-entropy` (2 logits) or `bce` (1 logit).
-    pub loss: ClassificationLoss,
     /// Width of an optional hidden layer with ReLU before the classifier (the BERT baseline
     /// of the challenge uses 256); none when unset.
     pub hidden_layer: Option<usize>,
     /// Probability of class 1 above which the label is 1.
     pub threshold: f64,
+    /// Pick the threshold that maximises validation F1 at each evaluation and store it with the
+    /// best checkpoint (`threshold.json`); `eval` and `predict` then use it instead of
+    /// `threshold`.
+    pub tune_threshold: bool,
 }
 
 impl Default for HeadConfig {
@@ -73,9 +53,9 @@ impl Default for HeadConfig {
         Self {
             pooling: Pooling::Pooler,
             dropout: None,
-            loss: ClassificationLoss::CrossEntropy,
             hidden_layer: None,
             threshold: 0.5,
+            tune_threshold: false,
         }
     }
 }
@@ -95,7 +75,14 @@ pub struct SequenceClassifier {
 
 impl SequenceClassifier {
     /// Wraps an encoder with a new head; the classifier is drawn from N(0, 0.02), bias 0.
-    pub fn new(encoder: BertModel, head: &HeadConfig, hidden_dropout: f64, seed: u64) -> Result<Self, ModelError> {
+    /// `num_outputs` is 2 for softmax losses, 1 for BCE ([`papertune_train::LossConfig::num_outputs`]).
+    pub fn new(
+        encoder: BertModel,
+        head: &HeadConfig,
+        num_outputs: usize,
+        hidden_dropout: f64,
+        seed: u64,
+    ) -> Result<Self, ModelError> {
         if head.pooling == Pooling::Pooler && encoder.pooler.is_none() {
             return Err(ModelError::Config {
                 path: "head.pooling".into(),
@@ -107,7 +94,7 @@ impl SequenceClassifier {
         let mut checkpoint = papertune_models::init::random_linear(
             "classifier",
             head.hidden_layer.unwrap_or(hidden),
-            head.loss.num_outputs(),
+            num_outputs,
             seed,
         );
         if let Some(width) = head.hidden_layer {
@@ -117,7 +104,7 @@ impl SequenceClassifier {
                 checkpoint.insert(name, tensor);
             }
         }
-        Self::load(encoder, &mut checkpoint, head, hidden_dropout, &device)
+        Self::load(encoder, &mut checkpoint, head, num_outputs, hidden_dropout, &device)
     }
 
     /// Rebuilds a trained classifier: the encoder, then `classifier.weight`/`classifier.bias`,
@@ -126,6 +113,7 @@ impl SequenceClassifier {
         encoder: BertModel,
         checkpoint: &mut Checkpoint,
         head: &HeadConfig,
+        num_outputs: usize,
         hidden_dropout: f64,
         device: &Device,
     ) -> Result<Self, ModelError> {
@@ -136,7 +124,7 @@ impl SequenceClassifier {
             None => None,
         };
         let classifier =
-            reader.linear("classifier", head.hidden_layer.unwrap_or(hidden), head.loss.num_outputs(), true)?;
+            reader.linear("classifier", head.hidden_layer.unwrap_or(hidden), num_outputs, true)?;
         checkpoint.ensure_consumed(&["position_ids"])?;
         Ok(Self {
             encoder,

@@ -10,19 +10,21 @@ use papertune_data::{
     ClassificationBatcher, ClassificationDataset, ClassificationItem, EmptyTextPolicy, Encoded, LoadOptions,
     PaperRecord, TextTemplate, TextTokenizer, encode_papers, load_papers, stratified_split,
 };
-use papertune_models::fsutil::write_atomic;
 use papertune_models::{BertConfig, Checkpoint, PretrainedEncoder, load_encoder, source};
+use papertune_train::report::{EVAL_PREDICTIONS_FILE, EvalPredictions};
 use papertune_train::{
-    BceWithLogitsLoss, CrossEntropyLoss, Metrics, SaveKind, TrainError, TrainHooks, TrainProgress, TrainSummary, Trainer,
+    CheckpointContext, Metrics, PhaseTimings, SaveKind, StopReason, TrainError, TrainHooks, TrainProgress, TrainSummary,
+    Trainer,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::classifier::{ClassificationLoss, SequenceClassifier};
+use crate::classifier::SequenceClassifier;
 use crate::config::ClassifyConfig;
 use crate::error::{TaskError, io_error};
 use crate::metrics::BinaryMetrics;
-use crate::run_dir::{CheckpointState, RunDir, Which, read_json, write_json};
+use crate::run_dir::{CheckpointState, RunDir, STATE_FILE, Which, read_json, write_json};
+use crate::session::{FOLDS_FILE, TrainOptions, expand_runs, open_run};
 use crate::submission::{SubmissionRow, write_submission};
 
 /// What [`train`] reports at the end.
@@ -39,6 +41,21 @@ pub struct TrainReport {
     pub best_step: Option<usize>,
     /// Validation metrics of the best checkpoint.
     pub best_metrics: Option<BTreeMap<String, f64>>,
+    /// Input tokens (padding excluded) per second of training.
+    pub tokens_per_second: f64,
+    pub stop_reason: StopReason,
+    /// Step the run was resumed from, if it was.
+    pub resumed_from: Option<usize>,
+    /// This session's seconds per phase.
+    pub timings: PhaseTimings,
+    pub backend: Option<String>,
+}
+
+/// What the task knows about a run that the trainer does not.
+pub(crate) struct RunFacts {
+    /// Mean input tokens of a training example (padding excluded).
+    pub tokens_per_example: f64,
+    pub backend: Option<String>,
 }
 
 impl TrainReport {
@@ -49,6 +66,7 @@ impl TrainReport {
         (train_examples, valid_examples): (usize, usize),
         summary: &TrainSummary,
         best_metrics: Option<Metrics>,
+        facts: RunFacts,
     ) -> Result<Self, TaskError> {
         let report = Self {
             run: run.root.clone(),
@@ -61,6 +79,11 @@ impl TrainReport {
             final_loss: summary.final_loss,
             best_step: summary.best.map(|b| b.1),
             best_metrics,
+            tokens_per_second: summary.examples_per_second * facts.tokens_per_example,
+            stop_reason: summary.stop_reason,
+            resumed_from: summary.resumed_from,
+            timings: summary.timings,
+            backend: facts.backend,
         };
         write_json(&run.summary(), &report)?;
         Ok(report)
@@ -101,6 +124,52 @@ fn threshold_labels(probabilities: &[f32], threshold: f64) -> Vec<u8> {
     probabilities.iter().map(|&p| u8::from(f64::from(p) > threshold)).collect()
 }
 
+/// The decision threshold that maximises F1 on `labels` (label 1 when the probability is
+/// above it), with that F1. Candidates lie halfway between consecutive distinct scores; among
+/// equal F1s the one closest to 0.5 wins.
+pub fn best_f1_threshold(probabilities: &[f32], labels: &[u8]) -> (f64, f64) {
+    let positives = labels.iter().filter(|&&l| l == 1).count();
+    if positives == 0 || probabilities.is_empty() {
+        return (0.5, 0.0);
+    }
+    let mut order: Vec<usize> = (0..probabilities.len()).collect();
+    order.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]));
+    let (mut tp, mut fp) = (0usize, 0usize);
+    let mut best = (0.5f64, 0.0f64);
+    for (k, &i) in order.iter().enumerate() {
+        if labels[i] == 1 {
+            tp += 1;
+        } else {
+            fp += 1;
+        }
+        let next = order.get(k + 1).map(|&j| probabilities[j]);
+        if next == Some(probabilities[i]) {
+            continue;
+        }
+        // Everything down to this score is predicted 1.
+        let threshold = match next {
+            Some(lower) => (f64::from(probabilities[i]) + f64::from(lower)) / 2.0,
+            None => f64::from(probabilities[i]) / 2.0,
+        };
+        let f1 = 2.0 * tp as f64 / (tp + fp + positives) as f64;
+        let closer = (threshold - 0.5).abs() < (best.0 - 0.5).abs();
+        if f1 > best.1 + 1e-12 || ((f1 - best.1).abs() <= 1e-12 && closer) {
+            best = (threshold, f1);
+        }
+    }
+    best
+}
+
+/// `threshold.json` in a best checkpoint: the threshold tuned on validation data.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct TunedThreshold {
+    pub threshold: f64,
+    /// Validation F1 at that threshold.
+    pub valid_f1: f64,
+}
+
+const THRESHOLD_FILE: &str = "threshold.json";
+
 /// Evaluation and checkpoint saving during training.
 struct ClassifyHooks<'a> {
     run: &'a RunDir,
@@ -109,39 +178,75 @@ struct ClassifyHooks<'a> {
     pad_id: u32,
     batch_size: usize,
     threshold: f64,
+    tune_threshold: bool,
     device: Device,
     metric_for_best: String,
     best_metrics: Option<Metrics>,
     last_metrics: Option<Metrics>,
+    last_probabilities: Vec<f32>,
+}
+
+impl ClassifyHooks<'_> {
+    fn write_files(
+        &self,
+        dir: &Path,
+        model: &SequenceClassifier,
+        context: &CheckpointContext<'_>,
+        tuned: Option<&TunedThreshold>,
+    ) -> Result<(), TaskError> {
+        let metadata = BTreeMap::from([("format".to_owned(), "pt".to_owned())]);
+        model.export().write(&dir.join("model.safetensors"), Some(metadata))?;
+        self.encoder_config.write(&dir.join("config.json"))?;
+        if let Some(tuned) = tuned {
+            write_json(&dir.join(THRESHOLD_FILE), tuned)?;
+        }
+        context.write_resume_files(model, dir)?;
+        CheckpointState::at(context.progress, &self.metric_for_best).seal(dir)
+    }
 }
 
 impl TrainHooks<SequenceClassifier> for ClassifyHooks<'_> {
     fn evaluate(&mut self, model: &SequenceClassifier, _progress: &TrainProgress) -> Result<Metrics, TrainError> {
         let probabilities = predict_probabilities(model, &self.valid.tokens, self.pad_id, self.batch_size, &self.device);
         let predicted = threshold_labels(&probabilities, self.threshold);
-        let metrics = BinaryMetrics::compute(&predicted, &self.valid.labels).as_map();
+        let mut metrics = BinaryMetrics::compute(&predicted, &self.valid.labels).as_map();
+        if self.tune_threshold {
+            let (threshold, f1) = best_f1_threshold(&probabilities, &self.valid.labels);
+            metrics.insert("tuned_threshold".into(), threshold);
+            metrics.insert("tuned_f1".into(), f1);
+        }
         self.last_metrics = Some(metrics.clone());
+        self.last_probabilities = probabilities;
         Ok(metrics)
     }
 
-    fn save(&mut self, model: &SequenceClassifier, kind: SaveKind, progress: &TrainProgress) -> Result<(), TrainError> {
-        let which = match kind {
+    fn save(&mut self, model: &SequenceClassifier, kind: SaveKind, context: &CheckpointContext<'_>) -> Result<(), TrainError> {
+        let hook = |e: TaskError| TrainError::Hook(e.to_string());
+        match kind {
             SaveKind::Best => {
                 self.best_metrics = self.last_metrics.clone();
-                Which::Best
+                let tuned = self.tune_threshold.then(|| {
+                    let (threshold, valid_f1) = best_f1_threshold(&self.last_probabilities, &self.valid.labels);
+                    TunedThreshold { threshold, valid_f1 }
+                });
+                self.run
+                    .write_checkpoint(Which::Best, |dir| self.write_files(dir, model, context, tuned.as_ref()))
+                    .map_err(hook)?;
+                let predictions = EvalPredictions {
+                    probabilities: self.last_probabilities.clone(),
+                    labels: self.valid.labels.clone(),
+                    threshold: tuned.map_or(self.threshold, |t| t.threshold),
+                    step: Some(context.progress.step),
+                };
+                write_json(&self.run.root.join(EVAL_PREDICTIONS_FILE), &predictions).map_err(hook)
             }
-            SaveKind::Last => Which::Last,
-        };
-        let state = CheckpointState::at(progress, &self.metric_for_best);
-        let checkpoint = model.export();
-        self.run
-            .write_checkpoint(which, |dir| {
-                let metadata = BTreeMap::from([("format".to_owned(), "pt".to_owned())]);
-                checkpoint.write(&dir.join("model.safetensors"), Some(metadata))?;
-                self.encoder_config.write(&dir.join("config.json"))?;
-                write_json(&dir.join("trainer_state.json"), &state)
-            })
-            .map_err(|e| TrainError::Hook(e.to_string()))
+            SaveKind::Last => {
+                let keep = context.state().config.save_total_limit;
+                self.run
+                    .write_checkpoint_keeping(Which::Last, keep, |dir| self.write_files(dir, model, context, None))
+                    .map_err(hook)
+            }
+        }
     }
 }
 
@@ -167,33 +272,21 @@ fn label_counts(labels: &[u8]) -> [usize; 2] {
     [labels.len() - ones, ones]
 }
 
-/// Creates a fresh run folder; refuses one that already holds files.
-pub(crate) fn create_run_dir(out: &Path) -> Result<RunDir, TaskError> {
-    if out.exists() && std::fs::read_dir(out).map_err(io_error(out))?.next().is_some() {
-        return Err(TaskError::Run {
-            path: out.to_path_buf(),
-            message: "the run folder already exists and is not empty; choose another --out".into(),
-        });
-    }
-    std::fs::create_dir_all(out).map_err(io_error(out))?;
-    Ok(RunDir::new(out))
-}
-
 /// Trains a classifier as `config` says, writing the run to `out`.
 pub fn train(config: &ClassifyConfig, out: &Path, device: &Device, show_progress: bool) -> Result<TrainReport, TaskError> {
+    train_with(config, out, device, &TrainOptions::with_progress(show_progress))
+}
+
+fn read_training_papers(config: &ClassifyConfig) -> Result<Vec<PaperRecord>, TaskError> {
+    let train_path =
+        config.data.train.as_deref().ok_or_else(|| TaskError::Config("data.train is not set".into()))?;
+    Ok(load_papers(train_path, &load_options(config, true, config.data.empty_text))?.0)
+}
+
+/// [`train`] with the session options: resuming, stop requests, the backend's name.
+pub fn train_with(config: &ClassifyConfig, out: &Path, device: &Device, options: &TrainOptions) -> Result<TrainReport, TaskError> {
     config.validate().map_err(TaskError::Config)?;
-    let train_path = config
-        .data
-        .train
-        .as_deref()
-        .ok_or_else(|| TaskError::Config("data.train is not set".into()))?;
-
-    let files = source::resolve(&config.model.source)?;
-    let encoder_config = BertConfig::read(&files.config)?;
-    let max_len = config.model.max_len.min(encoder_config.max_sequence_len());
-    let tokenizer = TextTokenizer::from_file(&files.tokenizer, max_len)?;
-
-    let (train_papers, _) = load_papers(train_path, &load_options(config, true, config.data.empty_text))?;
+    let train_papers = read_training_papers(config)?;
     let (train_papers, valid_papers) = match &config.data.valid {
         Some(valid_path) => {
             let (valid, _) = load_papers(valid_path, &load_options(config, true, config.data.empty_text))?;
@@ -207,8 +300,53 @@ pub fn train(config: &ClassifyConfig, out: &Path, device: &Device, show_progress
             (pick(&train_idx), pick(&valid_idx))
         }
     };
-    let train_set = labelled(config, &tokenizer, &train_papers)?;
-    let valid_set = labelled(config, &tokenizer, &valid_papers)?;
+    train_on(config, out, &train_papers, &valid_papers, device, options)
+}
+
+/// K-fold training: the rows of `data.train` are dealt into `k` stratified folds, and run
+/// `out/fold-<i>` trains on all folds but fold `i`, which is its validation data. `out/folds.json`
+/// lists the runs, so that `eval` and `predict` can take `out` for the ensemble of all folds.
+pub fn train_folds(config: &ClassifyConfig, out: &Path, k: usize, device: &Device, options: &TrainOptions) -> Result<Vec<TrainReport>, TaskError> {
+    config.validate().map_err(TaskError::Config)?;
+    if options.resume {
+        return Err(TaskError::Config("--resume applies to one run; resume a fold with --resume <out>/fold-<i>".into()));
+    }
+    if config.data.valid.is_some() {
+        tracing::warn!("data.valid is not used by k-fold training: each fold validates on its held-out part of data.train");
+    }
+    let papers = read_training_papers(config)?;
+    let labels: Vec<u8> = papers.iter().map(|p| p.label.unwrap_or(0)).collect();
+    let folds = papertune_data::stratified_folds(&labels, k, config.data.split_seed.unwrap_or(config.train.seed))?;
+    let names: Vec<String> = (1..=k).map(|i| format!("fold-{i}")).collect();
+    std::fs::create_dir_all(out).map_err(io_error(out))?;
+    write_json(&out.join(FOLDS_FILE), &names)?;
+    let mut reports = Vec::new();
+    for (i, valid_idx) in folds.iter().enumerate() {
+        tracing::info!("fold {}/{k}: {} validation rows", i + 1, valid_idx.len());
+        let valid: Vec<PaperRecord> = valid_idx.iter().map(|&j| papers[j].clone()).collect();
+        let mut in_valid = vec![false; papers.len()];
+        valid_idx.iter().for_each(|&j| in_valid[j] = true);
+        let train: Vec<PaperRecord> = papers.iter().zip(&in_valid).filter(|(_, v)| !**v).map(|(p, _)| p.clone()).collect();
+        reports.push(train_on(config, &out.join(&names[i]), &train, &valid, device, options)?);
+    }
+    Ok(reports)
+}
+
+fn train_on(
+    config: &ClassifyConfig,
+    out: &Path,
+    train_papers: &[PaperRecord],
+    valid_papers: &[PaperRecord],
+    device: &Device,
+    options: &TrainOptions,
+) -> Result<TrainReport, TaskError> {
+    let files = source::resolve(&config.model.source)?;
+    let encoder_config = BertConfig::read(&files.config)?;
+    let max_len = config.model.max_len.min(encoder_config.max_sequence_len());
+    let tokenizer = TextTokenizer::from_file(&files.tokenizer, max_len)?;
+
+    let train_set = labelled(config, &tokenizer, train_papers)?;
+    let valid_set = labelled(config, &tokenizer, valid_papers)?;
     let [train_0, train_1] = label_counts(&train_set.labels);
     let [valid_0, valid_1] = label_counts(&valid_set.labels);
     tracing::info!(
@@ -219,20 +357,26 @@ pub fn train(config: &ClassifyConfig, out: &Path, device: &Device, show_progress
     if train_0 == 0 || train_1 == 0 {
         tracing::warn!("the training data holds only one label; the classifier cannot learn the other");
     }
+    let tokens_per_example =
+        train_set.tokens.iter().map(|e| e.ids.len()).sum::<usize>() as f64 / train_set.tokens.len().max(1) as f64;
 
-    let run = create_run_dir(out)?;
     let config_text = toml::to_string_pretty(config).map_err(|e| TaskError::Config(e.to_string()))?;
-    write_atomic(&run.config(), config_text.as_bytes())?;
+    let (run, resume) = open_run(out, &config_text, options.resume, &["train"])?;
     tokenizer.save(&run.tokenizer())?;
 
     let train_device = device.clone().autodiff();
-    let encoder = PretrainedEncoder::load(&files, &train_device)?;
-    let model = SequenceClassifier::new(
-        encoder.model,
-        &config.head,
-        encoder_config.hidden_dropout_prob,
-        config.train.seed,
-    )?;
+    let num_outputs = config.loss.num_outputs();
+    let model = match &resume {
+        None => {
+            let encoder = PretrainedEncoder::load(&files, &train_device)?;
+            SequenceClassifier::new(encoder.model, &config.head, num_outputs, encoder_config.hidden_dropout_prob, config.train.seed)?
+        }
+        Some((last, _)) => {
+            let mut checkpoint = Checkpoint::read(&last.join("model.safetensors"))?;
+            let encoder = load_encoder(&encoder_config, &mut checkpoint, &train_device)?;
+            SequenceClassifier::load(encoder, &mut checkpoint, &config.head, num_outputs, encoder_config.hidden_dropout_prob, &train_device)?
+        }
+    };
 
     let dataset = ClassificationDataset::new(
         train_set
@@ -249,27 +393,44 @@ pub fn train(config: &ClassifyConfig, out: &Path, device: &Device, show_progress
         pad_id: tokenizer.pad_id(),
         batch_size: config.eval_batch_size(),
         threshold: config.head.threshold,
+        tune_threshold: config.head.tune_threshold,
         device: device.clone(),
         metric_for_best: config.train.metric_for_best.clone(),
         best_metrics: None,
         last_metrics: None,
+        last_probabilities: Vec::new(),
     };
-    let trainer = Trainer::new(config.train.clone(), &train_device)?
-        .with_metrics_log(&run.metrics())
-        .with_progress(show_progress);
+    let mut trainer = options.configure(Trainer::new(config.train.clone(), &train_device)?, &run);
+    if let Some((_, point)) = resume {
+        hooks.best_metrics = best_metrics_from_history(&point.state);
+        trainer = trainer.with_resume(point);
+    }
     let batcher = ClassificationBatcher::new(tokenizer.pad_id());
-    let (_, summary) = match config.head.loss {
-        ClassificationLoss::CrossEntropy => trainer.fit(model, &CrossEntropyLoss, &dataset, &batcher, &mut hooks)?,
-        ClassificationLoss::Bce => trainer.fit(model, &BceWithLogitsLoss, &dataset, &batcher, &mut hooks)?,
-    };
+    let (_, summary) = trainer.fit(model, &config.loss.build(), &dataset, &batcher, &mut hooks)?;
 
-    TrainReport::write(
+    let report = TrainReport::write(
         &run,
         &config.model.source,
         (dataset.items().len(), valid_set.labels.len()),
         &summary,
         hooks.best_metrics.clone(),
-    )
+        RunFacts { tokens_per_example, backend: options.backend.clone() },
+    )?;
+    refresh_report(&run);
+    Ok(report)
+}
+
+/// The metrics of the best evaluation recorded in a resumed run's history.
+pub(crate) fn best_metrics_from_history(state: &papertune_train::TrainerState) -> Option<Metrics> {
+    let (_, step) = state.best?;
+    state.eval_history.iter().find(|e| e.step == step).map(|e| e.metrics.clone())
+}
+
+/// Rewrites the run's `report.html` once `summary.json` is in place.
+pub(crate) fn refresh_report(run: &RunDir) {
+    if let Err(e) = papertune_train::report::write_report(&run.root) {
+        tracing::warn!("report not written: {e}");
+    }
 }
 
 /// A trained run, loaded for inference.
@@ -279,17 +440,21 @@ pub struct LoadedRun {
     pub model: SequenceClassifier,
     pub tokenizer: TextTokenizer,
     pub state: CheckpointState,
+    /// Decision threshold: the one tuned on validation data when the run has it
+    /// (`head.tune_threshold`), else `head.threshold`.
+    pub threshold: f64,
 }
 
 impl LoadedRun {
-    /// Loads the run's config, tokenizer and the chosen checkpoint.
+    /// Loads the run's config, tokenizer and the chosen checkpoint, after checking the
+    /// checkpoint's files against their recorded checksums.
     pub fn open(run: &Path, which: Which, device: &Device) -> Result<Self, TaskError> {
         let dir = RunDir::new(run);
         let config_path = dir.config();
         let text = std::fs::read_to_string(&config_path).map_err(io_error(&config_path))?;
         let config: ClassifyConfig =
             toml::from_str(&text).map_err(|e| TaskError::Run { path: config_path.clone(), message: e.to_string() })?;
-        let checkpoint_dir = dir.checkpoint(which)?;
+        let checkpoint_dir = dir.verified_checkpoint(which)?;
         let encoder_config = BertConfig::read(&checkpoint_dir.join("config.json"))?;
         let mut checkpoint = Checkpoint::read(&checkpoint_dir.join("model.safetensors"))?;
         let encoder = load_encoder(&encoder_config, &mut checkpoint, device)?;
@@ -297,13 +462,16 @@ impl LoadedRun {
             encoder,
             &mut checkpoint,
             &config.head,
+            config.loss.num_outputs(),
             encoder_config.hidden_dropout_prob,
             device,
         )?;
         let max_len = config.model.max_len.min(encoder_config.max_sequence_len());
         let tokenizer = TextTokenizer::from_file(&dir.tokenizer(), max_len)?;
-        let state: CheckpointState = read_json(&checkpoint_dir.join("trainer_state.json"))?;
-        Ok(Self { dir, config, model, tokenizer, state })
+        let state: CheckpointState = read_json(&checkpoint_dir.join(STATE_FILE))?;
+        let tuned = checkpoint_dir.join(THRESHOLD_FILE);
+        let threshold = if tuned.exists() { read_json::<TunedThreshold>(&tuned)?.threshold } else { config.head.threshold };
+        Ok(Self { dir, config, model, tokenizer, state, threshold })
     }
 
     /// Probability of class 1 for each paper.
@@ -313,13 +481,57 @@ impl LoadedRun {
     }
 }
 
+/// Several runs as one model: the mean of their probabilities against the mean of their
+/// thresholds (the topline's model averaging). One run is an ensemble of one.
+pub struct Ensemble {
+    pub runs: Vec<LoadedRun>,
+}
+
+impl Ensemble {
+    /// Loads the best checkpoint of each run (a k-fold parent folder stands for its folds).
+    pub fn open(runs: &[PathBuf], device: &Device) -> Result<Self, TaskError> {
+        let runs = expand_runs(runs)?.iter().map(|r| LoadedRun::open(r, Which::Best, device)).collect::<Result<Vec<_>, _>>()?;
+        if runs.len() > 1 {
+            tracing::info!("ensemble of {} runs", runs.len());
+        }
+        Ok(Self { runs })
+    }
+
+    /// The first run's config: its column names and empty-text policy read the data.
+    fn config(&self) -> &ClassifyConfig {
+        &self.runs[0].config
+    }
+
+    pub fn threshold(&self) -> f64 {
+        self.runs.iter().map(|r| r.threshold).sum::<f64>() / self.runs.len() as f64
+    }
+
+    /// Mean probability of class 1 over the runs, for each paper.
+    pub fn probabilities(&self, papers: &[PaperRecord], device: &Device) -> Result<Vec<f32>, TaskError> {
+        let mut total = vec![0.0f32; papers.len()];
+        for run in &self.runs {
+            for (sum, p) in total.iter_mut().zip(run.probabilities(papers, device)?) {
+                *sum += p;
+            }
+        }
+        let n = self.runs.len() as f32;
+        Ok(total.into_iter().map(|p| p / n).collect())
+    }
+}
+
 /// Scores a run's best checkpoint on a labelled file.
 pub fn evaluate(run: &Path, data: &Path, device: &Device) -> Result<BinaryMetrics, TaskError> {
-    let loaded = LoadedRun::open(run, Which::Best, device)?;
-    let options = LoadOptions { max_rows: None, ..load_options(&loaded.config, true, loaded.config.data.empty_text) };
+    evaluate_runs(&[run.to_path_buf()], data, device)
+}
+
+/// Scores the ensemble of several runs on a labelled file.
+pub fn evaluate_runs(runs: &[PathBuf], data: &Path, device: &Device) -> Result<BinaryMetrics, TaskError> {
+    let ensemble = Ensemble::open(runs, device)?;
+    let config = ensemble.config();
+    let options = LoadOptions { max_rows: None, ..load_options(config, true, config.data.empty_text) };
     let (papers, _) = load_papers(data, &options)?;
-    let probabilities = loaded.probabilities(&papers, device)?;
-    let predicted = threshold_labels(&probabilities, loaded.config.head.threshold);
+    let probabilities = ensemble.probabilities(&papers, device)?;
+    let predicted = threshold_labels(&probabilities, ensemble.threshold());
     let gold: Vec<u8> = papers.iter().map(|p| p.label.expect("required")).collect();
     Ok(BinaryMetrics::compute(&predicted, &gold))
 }
@@ -334,11 +546,17 @@ pub struct PredictReport {
 
 /// Writes the submission file `uuid,Keywords,label` for every row of `data`.
 pub fn predict(run: &Path, data: &Path, output: &Path, device: &Device) -> Result<PredictReport, TaskError> {
-    let loaded = LoadedRun::open(run, Which::Best, device)?;
-    let options = LoadOptions { max_rows: None, ..load_options(&loaded.config, false, EmptyTextPolicy::Keep) };
+    predict_runs(&[run.to_path_buf()], data, output, device)
+}
+
+/// [`predict`] with the ensemble of several runs.
+pub fn predict_runs(runs: &[PathBuf], data: &Path, output: &Path, device: &Device) -> Result<PredictReport, TaskError> {
+    let ensemble = Ensemble::open(runs, device)?;
+    let config = ensemble.config();
+    let options = LoadOptions { max_rows: None, ..load_options(config, false, EmptyTextPolicy::Keep) };
     let (papers, _) = load_papers(data, &options)?;
-    let probabilities = loaded.probabilities(&papers, device)?;
-    let labels = threshold_labels(&probabilities, loaded.config.head.threshold);
+    let probabilities = ensemble.probabilities(&papers, device)?;
+    let labels = threshold_labels(&probabilities, ensemble.threshold());
     let rows: Vec<SubmissionRow> = papers
         .iter()
         .zip(&labels)

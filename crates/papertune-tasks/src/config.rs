@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use papertune_data::{ColumnMap, DEFAULT_TEMPLATE, EmptyTextPolicy, TextTemplate};
-use papertune_train::TrainConfig;
+use papertune_train::{LossConfig, TrainConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::classifier::HeadConfig;
@@ -67,6 +67,9 @@ impl Default for ModelConfig {
     }
 }
 
+/// Metrics a classification evaluation reports, any of which can pick the best checkpoint.
+pub const CLASSIFICATION_METRICS: [&str; 4] = ["f1", "precision", "recall", "accuracy"];
+
 /// A whole classification run.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -74,6 +77,8 @@ pub struct ClassifyConfig {
     pub data: DataConfig,
     pub model: ModelConfig,
     pub head: HeadConfig,
+    /// `[loss]`: the objective by name (`cross-entropy`, `bce`, `focal`) and its options.
+    pub loss: LossConfig,
     pub train: TrainConfig,
 }
 
@@ -81,6 +86,7 @@ impl ClassifyConfig {
     /// Checks every section before any work starts; the message names the key.
     pub fn validate(&self) -> Result<(), String> {
         self.train.validate()?;
+        self.loss.validate("loss")?;
         TextTemplate::parse(&self.data.template).map_err(|e| format!("data.template: {e}"))?;
         if let Some(pair) = &self.data.text_pair_template {
             TextTemplate::parse(pair).map_err(|e| format!("data.text_pair_template: {e}"))?;
@@ -100,7 +106,7 @@ impl ClassifyConfig {
         if self.model.eval_batch_size == Some(0) {
             return Err("model.eval_batch_size must be at least 1".into());
         }
-        if !["f1", "precision", "recall", "accuracy"].contains(&self.train.metric_for_best.as_str()) {
+        if !CLASSIFICATION_METRICS.contains(&self.train.metric_for_best.as_str()) {
             return Err(format!(
                 "train.metric_for_best {:?} is not a classification metric (f1, precision, recall, accuracy)",
                 self.train.metric_for_best

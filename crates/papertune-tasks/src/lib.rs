@@ -13,13 +13,18 @@ pub mod error;
 pub mod llm;
 pub mod metrics;
 pub mod run_dir;
+pub mod session;
 pub mod submission;
 
-pub use classifier::{ClassificationLoss, HeadConfig, Pooling, SequenceClassifier};
-pub use classify::{InspectReport, LoadedRun, PredictReport, TrainReport, evaluate, inspect, predict, train};
+pub use classifier::{HeadConfig, Pooling, SequenceClassifier};
+pub use classify::{
+    Ensemble, InspectReport, LoadedRun, PredictReport, TrainReport, TunedThreshold, best_f1_threshold, evaluate, evaluate_runs,
+    inspect, predict, predict_runs, train, train_folds, train_with,
+};
 pub use config::{ClassifyConfig, DataConfig, ModelConfig};
 pub use error::TaskError;
 pub use llm::{LlmConfig, LoadedLlmRun};
 pub use metrics::{BinaryMetrics, KeywordMetrics};
 pub use run_dir::{CheckpointState, RunDir, Which};
+pub use session::{TrainOptions, expand_runs};
 pub use submission::{SubmissionRow, write_submission};

@@ -18,19 +18,20 @@ use papertune_data::instruct::{
     InstructionTask, parse_generated_keywords, parse_gold_keywords, read_alpaca, records_from_papers,
 };
 use papertune_data::{ColumnMap, EmptyTextPolicy, LoadOptions, PaperRecord, TextTemplate, load_papers, stratified_split};
-use papertune_models::fsutil::write_atomic;
 use papertune_models::generate::{GenerationConfig, Generator};
 use papertune_models::lora::{LoraConfig, LoraModel, load_peft_adapter, save_peft_adapter};
 use papertune_models::{ChatMessage, LlamaModel, LlmTokenizer, PretrainedCausalLm, source};
 use papertune_train::{
-    CrossEntropyLoss, Metrics, SaveKind, TrainConfig, TrainError, TrainHooks, TrainModel, TrainProgress, Trainer,
+    CausalLmLoss, CheckpointContext, Metrics, SaveKind, TrainConfig, TrainError, TrainHooks, TrainModel, TrainProgress,
+    Trainer,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{TrainReport, create_run_dir};
+use crate::classify::{RunFacts, TrainReport, best_metrics_from_history, refresh_report};
+use crate::session::{TrainOptions, open_run};
 use crate::error::{TaskError, io_error};
 use crate::metrics::{BinaryMetrics, KeywordMetrics};
-use crate::run_dir::{CheckpointState, RunDir, Which, read_json, write_json};
+use crate::run_dir::{CheckpointState, RunDir, Which, read_json};
 use crate::submission::{SubmissionRow, write_submission};
 
 /// Where the data comes from and how records are built.
@@ -453,19 +454,19 @@ impl TrainHooks<CausalLmTrainer> for LlmHooks<'_> {
         Ok(metrics)
     }
 
-    fn save(&mut self, model: &CausalLmTrainer, kind: SaveKind, progress: &TrainProgress) -> Result<(), TrainError> {
-        let which = match kind {
+    fn save(&mut self, model: &CausalLmTrainer, kind: SaveKind, context: &CheckpointContext<'_>) -> Result<(), TrainError> {
+        let (which, keep) = match kind {
             SaveKind::Best => {
                 self.best_metrics = self.last_metrics.clone();
-                Which::Best
+                (Which::Best, 1)
             }
-            SaveKind::Last => Which::Last,
+            SaveKind::Last => (Which::Last, context.state().config.save_total_limit),
         };
-        let state = CheckpointState::at(progress, &self.config.train.metric_for_best);
         self.run
-            .write_checkpoint(which, |dir| {
+            .write_checkpoint_keeping(which, keep, |dir| {
                 save_peft_adapter(&model.lm, &self.config.lora, &self.base_model, dir)?;
-                write_json(&dir.join("trainer_state.json"), &state)
+                context.write_resume_files(model, dir)?;
+                CheckpointState::at(context.progress, &self.config.train.metric_for_best).seal(dir)
             })
             .map_err(|e| TrainError::Hook(e.to_string()))
     }
@@ -478,6 +479,11 @@ fn base_model_name(spec: &str) -> String {
 
 /// Trains LoRA adapters as `config` says, writing the run to `out`.
 pub fn train(config: &LlmConfig, out: &Path, device: &Device, show_progress: bool) -> Result<TrainReport, TaskError> {
+    train_with(config, out, device, &TrainOptions::with_progress(show_progress))
+}
+
+/// [`train`] with the session options: resuming, stop requests, the backend's name.
+pub fn train_with(config: &LlmConfig, out: &Path, device: &Device, options: &TrainOptions) -> Result<TrainReport, TaskError> {
     config.validate().map_err(TaskError::Config)?;
     let train_path = config.data.train.as_deref().ok_or_else(|| TaskError::Config("data.train is not set".into()))?;
     let require_label = config.data.task == InstructionTask::Classify;
@@ -542,11 +548,14 @@ pub fn train(config: &LlmConfig, out: &Path, device: &Device, show_progress: boo
         valid.prompts.len()
     );
 
-    let run = create_run_dir(out)?;
     let config_text = toml::to_string_pretty(config).map_err(|e| TaskError::Config(e.to_string()))?;
-    write_atomic(&run.config(), config_text.as_bytes())?;
+    // Generation options only matter to evaluation: they may change on resume.
+    let (run, resume) = open_run(out, &config_text, options.resume, &["train", "generation"])?;
 
-    let model = lm.model.clone().attach_lora(&config.lora)?;
+    let model = match &resume {
+        None => lm.model.clone().attach_lora(&config.lora)?,
+        Some((last, _)) => load_peft_adapter(lm.model.clone(), last)?.0,
+    };
     tracing::info!(
         "LoRA r {} alpha {} on {:?}: {} trainable parameters",
         config.lora.r,
@@ -563,19 +572,26 @@ pub fn train(config: &LlmConfig, out: &Path, device: &Device, show_progress: boo
         last_metrics: None,
         best_metrics: None,
     };
-    let trainer = Trainer::new(config.train.clone(), &train_device)?
-        .with_metrics_log(&run.metrics())
-        .with_progress(show_progress);
+    let mut trainer = options.configure(Trainer::new(config.train.clone(), &train_device)?, &run);
+    if let Some((_, point)) = resume {
+        hooks.best_metrics = best_metrics_from_history(&point.state);
+        trainer = trainer.with_resume(point);
+    }
     let batcher = CausalLmBatcher { pad_id: lm.tokenizer.pad_id() };
-    let (_, summary) = trainer.fit(CausalLmTrainer { lm: model }, &CrossEntropyLoss, &dataset, &batcher, &mut hooks)?;
+    let (_, summary) =
+        trainer.fit(CausalLmTrainer { lm: model }, &CausalLmLoss::default(), &dataset, &batcher, &mut hooks)?;
 
-    TrainReport::write(
+    let tokens_per_example = dataset.total_tokens() as f64 / dataset.examples().len().max(1) as f64;
+    let report = TrainReport::write(
         &run,
         &config.model.source,
         (dataset.examples().len(), valid.prompts.len()),
         &summary,
         hooks.best_metrics.clone(),
-    )
+        RunFacts { tokens_per_example, backend: options.backend.clone() },
+    )?;
+    refresh_report(&run);
+    Ok(report)
 }
 
 /// A LoRA run loaded for inference: the base model with the run's adapter merged in (or none).
@@ -597,7 +613,7 @@ impl LoadedLlmRun {
         let files = source::resolve_llm(&config.model.source)?;
         let lm = PretrainedCausalLm::load(&files, device)?;
         let (model, state) = if with_adapter {
-            let checkpoint = dir.checkpoint(which)?;
+            let checkpoint = dir.verified_checkpoint(which)?;
             let (model, _) = load_peft_adapter(lm.model, &checkpoint)?;
             (model.merge_lora(), Some(read_json(&checkpoint.join("trainer_state.json"))?))
         } else {

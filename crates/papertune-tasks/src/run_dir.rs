@@ -1,6 +1,7 @@
 //! A run folder: `config.toml` (resolved), `metrics.jsonl`, `tokenizer.json`, `summary.json`, and
 //! the `best/` and `last/` checkpoints, each written whole or not at all.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use papertune_models::fsutil::write_atomic;
@@ -19,6 +20,10 @@ pub struct CheckpointState {
     pub metric_for_best: String,
     pub best_metric: Option<f64>,
     pub best_step: Option<usize>,
+    /// sha256 of every other file of the checkpoint folder, checked when it is loaded: a
+    /// partial or damaged checkpoint is refused, naming the file.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
 }
 
 impl CheckpointState {
@@ -31,8 +36,61 @@ impl CheckpointState {
             metric_for_best: metric_for_best.to_owned(),
             best_metric: progress.best.map(|b| b.0),
             best_step: progress.best.map(|b| b.1),
+            files: BTreeMap::new(),
         }
     }
+
+    /// Records the sha256 of every file in `dir` (but this state's own file), then writes this
+    /// state as `dir/trainer_state.json`: the last file of a checkpoint, marking it complete.
+    pub fn seal(mut self, dir: &Path) -> Result<(), TaskError> {
+        self.files.clear();
+        for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+            let entry = entry.map_err(io_error(dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == STATE_FILE || name.starts_with('.') || !entry.path().is_file() {
+                continue;
+            }
+            self.files.insert(name, file_sha256(&entry.path())?);
+        }
+        write_json(&dir.join(STATE_FILE), &self)
+    }
+
+    /// Checks the files of checkpoint folder `dir` against the recorded checksums.
+    pub fn verify(&self, dir: &Path) -> Result<(), TaskError> {
+        for (name, expected) in &self.files {
+            let path = dir.join(name);
+            if !path.exists() {
+                return Err(TaskError::Run { path, message: "missing from its checkpoint (partial copy?)".into() });
+            }
+            let found = file_sha256(&path)?;
+            if &found != expected {
+                return Err(TaskError::Run {
+                    path,
+                    message: format!("damaged: its sha256 is {found}, the checkpoint recorded {expected}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The marker file of a complete checkpoint folder.
+pub const STATE_FILE: &str = "trainer_state.json";
+
+fn file_sha256(path: &Path) -> Result<String, TaskError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(io_error(path))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = file.read(&mut buffer).map_err(io_error(path))?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(papertune_models::source::hex(&hasher.finalize()))
 }
 
 /// Which checkpoint of a run to use.
@@ -106,6 +164,17 @@ impl RunDir {
         which: Which,
         write_files: impl FnOnce(&Path) -> Result<(), TaskError>,
     ) -> Result<(), TaskError> {
+        self.write_checkpoint_keeping(which, 1, write_files)
+    }
+
+    /// [`RunDir::write_checkpoint`], keeping up to `keep - 1` earlier `last/` checkpoints as
+    /// `checkpoint-<step>/` (the oldest are removed).
+    pub fn write_checkpoint_keeping(
+        &self,
+        which: Which,
+        keep: usize,
+        write_files: impl FnOnce(&Path) -> Result<(), TaskError>,
+    ) -> Result<(), TaskError> {
         let name = which.dir_name();
         let target = self.root.join(name);
         let staging = self.root.join(format!("{name}.tmp"));
@@ -123,9 +192,52 @@ impl RunDir {
         }
         std::fs::rename(&staging, &target).map_err(io_error(&target))?;
         if previous.exists() {
-            std::fs::remove_dir_all(&previous).map_err(io_error(&previous))?;
+            let kept = (keep > 1 && which == Which::Last)
+                .then(|| read_json::<CheckpointState>(&previous.join(STATE_FILE)).ok())
+                .flatten();
+            match kept {
+                Some(state) => {
+                    let archived = self.root.join(format!("checkpoint-{}", state.step));
+                    if archived.exists() {
+                        std::fs::remove_dir_all(&archived).map_err(io_error(&archived))?;
+                    }
+                    std::fs::rename(&previous, &archived).map_err(io_error(&previous))?;
+                    self.prune_checkpoints(keep - 1)?;
+                }
+                None => std::fs::remove_dir_all(&previous).map_err(io_error(&previous))?,
+            }
         }
         Ok(())
+    }
+
+    /// Earlier `last/` checkpoints kept by `train.save_total_limit`, oldest first.
+    pub fn archived_checkpoints(&self) -> Result<Vec<(usize, PathBuf)>, TaskError> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&self.root).map_err(io_error(&self.root))? {
+            let entry = entry.map_err(io_error(&self.root))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(step) = name.strip_prefix("checkpoint-").and_then(|s| s.parse::<usize>().ok()) {
+                found.push((step, entry.path()));
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    fn prune_checkpoints(&self, keep: usize) -> Result<(), TaskError> {
+        let archived = self.archived_checkpoints()?;
+        for (_, path) in archived.iter().take(archived.len().saturating_sub(keep)) {
+            std::fs::remove_dir_all(path).map_err(io_error(path))?;
+        }
+        Ok(())
+    }
+
+    /// The folder of a checkpoint after checking its files against their checksums.
+    pub fn verified_checkpoint(&self, which: Which) -> Result<PathBuf, TaskError> {
+        let dir = self.checkpoint(which)?;
+        let state: CheckpointState = read_json(&dir.join(STATE_FILE))?;
+        state.verify(&dir)?;
+        Ok(dir)
     }
 
     /// Reads a checkpoint's `trainer_state.json`.

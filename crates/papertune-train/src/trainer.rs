@@ -151,6 +151,7 @@ pub struct Trainer {
     show_progress: bool,
     resume: Option<ResumePoint>,
     stop: Option<Arc<AtomicBool>>,
+    stop_at_step: Option<usize>,
     report_dir: Option<PathBuf>,
 }
 
@@ -158,7 +159,7 @@ impl Trainer {
     /// A trainer with these options, running on `device` (the autodiff form is used).
     pub fn new(config: TrainConfig, device: &Device) -> Result<Self, TrainError> {
         config.validate().map_err(TrainError::Config)?;
-        Ok(Self { config, device: device.clone(), metrics_log: None, show_progress: true, resume: None, stop: None, report_dir: None })
+        Ok(Self { config, device: device.clone(), metrics_log: None, show_progress: true, resume: None, stop: None, stop_at_step: None, report_dir: None })
     }
 
     /// Appends one JSON object per log, evaluation and save event to `path`.
@@ -202,6 +203,13 @@ impl Trainer {
     /// See [`crate::stop_on_signals`] for Ctrl-C and SIGTERM.
     pub fn with_stop_signal(mut self, flag: Arc<AtomicBool>) -> Self {
         self.stop = Some(flag);
+        self
+    }
+
+    /// Stops after optimizer step `step` as if interrupted, leaving a resumable `last/`
+    /// checkpoint: a long run can be trained in sessions without changing its schedule.
+    pub fn with_stop_at_step(mut self, step: usize) -> Self {
+        self.stop_at_step = Some(step);
         self
     }
 
@@ -342,7 +350,7 @@ impl Trainer {
         let first_step = run.progress.step;
 
         for step in first_step..total_steps {
-            if self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
+            if self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) || self.stop_at_step.is_some_and(|s| step >= s) {
                 stop_reason = StopReason::Interrupted;
                 break;
             }
