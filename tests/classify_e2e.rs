@@ -72,3 +72,60 @@ fn tiny_encoder_learns_32_examples_and_the_run_folder_serves_eval_predict_inspec
     let err = papertune_tasks::train(&config, &out, &device, false).unwrap_err().to_string();
     assert!(err.contains("already exists"), "{err}");
 }
+
+#[test]
+fn k_fold_training_and_ensembles_average_the_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let words = synthetic_words();
+    let model_dir = dir.path().join("tiny-bert");
+    write_tiny_bert(&model_dir, &words, 9);
+    let data = dir.path().join("rows.csv");
+    write_synthetic_rows(&data);
+    let mut config = ClassifyConfig::default();
+    config.data.train = Some(data.clone());
+    config.model.source = model_dir.to_string_lossy().into_owned();
+    config.model.max_len = 16;
+    config.head.tune_threshold = true;
+    config.train.max_steps = Some(6);
+    config.train.batch_size = 8;
+    config.train.lr = 5e-3;
+    config.train.warmup_ratio = 0.0;
+
+    let device = Device::flex();
+    let out = dir.path().join("folds");
+    let options = papertune_tasks::TrainOptions::default();
+    let reports = papertune_tasks::train_folds(&config, &out, 3, &device, &options).unwrap();
+    assert_eq!(reports.len(), 3);
+    // 32 rows in 3 stratified folds: each run validates on its own 10 or 11 rows.
+    let valid: Vec<usize> = reports.iter().map(|r| r.valid_examples).collect();
+    assert_eq!(valid.iter().sum::<usize>(), 32, "{valid:?}");
+    assert!(reports.iter().all(|r| r.train_examples + r.valid_examples == 32));
+    let tuned = out.join("fold-1/best/threshold.json");
+    assert!(tuned.exists(), "the tuned threshold is stored with the best checkpoint");
+    assert!(out.join("fold-1/eval_predictions.json").exists() && out.join("fold-1/report.html").exists());
+
+    // The parent folder is the ensemble of its folds: the mean of their probabilities.
+    let runs = papertune_tasks::expand_runs(&[out.clone()]).unwrap();
+    assert_eq!(runs, (1..=3).map(|i| out.join(format!("fold-{i}"))).collect::<Vec<_>>());
+    let ensemble = papertune_tasks::Ensemble::open(&[out.clone()], &device).unwrap();
+    let options = papertune_data::LoadOptions {
+        columns: &config.data.columns,
+        max_rows: None,
+        require_label: true,
+        empty_text: papertune_data::EmptyTextPolicy::Error,
+    };
+    let (papers, _) = papertune_data::load_papers(&data, &options).unwrap();
+    let mean = ensemble.probabilities(&papers, &device).unwrap();
+    let each: Vec<Vec<f32>> = ensemble.runs.iter().map(|r| r.probabilities(&papers, &device).unwrap()).collect();
+    for (i, p) in mean.iter().enumerate() {
+        let expected = (each[0][i] + each[1][i] + each[2][i]) / 3.0;
+        assert!((p - expected).abs() < 1e-6, "row {i}: {p} vs {expected}");
+    }
+    let thresholds: Vec<f64> = ensemble.runs.iter().map(|r| r.threshold).collect();
+    assert!((ensemble.threshold() - thresholds.iter().sum::<f64>() / 3.0).abs() < 1e-12);
+    let metrics = papertune_tasks::evaluate_runs(&[out.clone()], &data, &device).unwrap();
+    assert_eq!(metrics.n, 32);
+    let submission = dir.path().join("submission.csv");
+    let predicted = papertune_tasks::predict_runs(&runs, &data, &submission, &device).unwrap();
+    assert_eq!(predicted.rows, 32);
+}

@@ -185,6 +185,55 @@ fn kill_test_child() {
     papertune_tasks::train_with(&config, &run, &device(), &options()).unwrap();
 }
 
+/// The child side of the Ctrl-C test: like [`kill_test_child`], with the signal handlers of
+/// `cargo xtask train` installed.
+#[test]
+fn interrupt_test_child() {
+    let Ok(run) = std::env::var(INTERRUPT_ENV) else { return };
+    let run = PathBuf::from(run);
+    let root = run.parent().unwrap();
+    let mut config = config_for(&root.join("tiny-bert"), &root.join("rows.csv"));
+    config.train.epochs = 200;
+    let stop = papertune_train::stop_on_signals().unwrap();
+    let report = papertune_tasks::train_with(&config, &run, &device(), &TrainOptions { stop: Some(stop), ..options() }).unwrap();
+    assert_eq!(report.stop_reason, StopReason::Interrupted);
+}
+
+const INTERRUPT_ENV: &str = "PAPERTUNE_INTERRUPT_TEST_RUN";
+
+#[test]
+#[cfg(unix)]
+fn ctrl_c_finishes_the_step_saves_and_exits_cleanly() {
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let f = fixture();
+    let run = f.root.join("interrupted");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "interrupt_test_child", "--nocapture", "--test-threads", "1"])
+        .env(INTERRUPT_ENV, &run)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until training is under way (the first evaluation is logged), then SIGINT.
+    let started = Instant::now();
+    while !std::fs::read_to_string(run.join("metrics.jsonl")).is_ok_and(|log| log.contains("\"eval\"")) {
+        assert!(started.elapsed() < Duration::from_secs(120), "the child made no progress");
+        assert!(child.try_wait().unwrap().is_none(), "the child ended before the signal");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "the interrupted run did not exit cleanly: {exit:?}");
+    // The checkpoint holds the step the run stopped at, and the log says why.
+    let state = papertune_tasks::RunDir::new(&run).checkpoint_state(Which::Last).unwrap();
+    assert!(state.step >= 2 && state.step < 600, "{}", state.step);
+    let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let end = log.lines().last().unwrap();
+    assert!(end.contains("\"interrupted\"") && end.contains(&format!("\"step\":{}", state.step)), "{end}");
+    LoadedRun::open(&run, Which::Last, &device()).unwrap();
+}
+
 #[test]
 #[cfg(unix)]
 fn a_run_killed_mid_training_resumes_to_the_same_weights() {

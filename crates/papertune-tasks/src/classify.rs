@@ -613,3 +613,25 @@ pub fn inspect(run: &Path, which: Which) -> Result<InspectReport, TaskError> {
         metric_for_best: state.metric_for_best,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuned_threshold_maximises_f1() {
+        // Scores 0.9 (1), 0.7 (0), 0.6 (1), 0.4 (1), 0.2 (0).
+        let probabilities = [0.9f32, 0.7, 0.6, 0.4, 0.2];
+        let labels = [1u8, 0, 1, 1, 0];
+        // Cut below 0.4: tp 3, fp 1 -> F1 6/7, the best (below 0.9 only: 2/4; below 0.6: 4/6).
+        let (threshold, f1) = best_f1_threshold(&probabilities, &labels);
+        assert!((f1 - 6.0 / 7.0).abs() < 1e-12, "{f1}");
+        assert!((threshold - 0.3).abs() < 1e-6, "{threshold}");
+        assert_eq!(threshold_labels(&probabilities, threshold), vec![1, 1, 1, 1, 0]);
+        // No positives: the default stays.
+        assert_eq!(best_f1_threshold(&[0.3, 0.8], &[0, 0]), (0.5, 0.0));
+        // Separable scores: the cut lies halfway between the classes.
+        let (threshold, f1) = best_f1_threshold(&[0.8, 0.2], &[1, 0]);
+        assert!((threshold - 0.5).abs() < 1e-6 && f1 == 1.0, "{threshold} {f1}");
+    }
+}

@@ -258,3 +258,51 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TaskErr
     let text = std::fs::read_to_string(path).map_err(io_error(path))?;
     serde_json::from_str(&text).map_err(|e| TaskError::Run { path: path.to_path_buf(), message: e.to_string() })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(run: &RunDir, step: usize, keep: usize) {
+        run.write_checkpoint_keeping(Which::Last, keep, |dir| {
+            std::fs::write(dir.join("weights.bin"), step.to_le_bytes()).unwrap();
+            CheckpointState { step, ..CheckpointState::default() }.seal(dir)
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn keeps_the_newest_checkpoints_and_removes_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        for step in [10, 20, 30, 40] {
+            write(&run, step, 3);
+        }
+        assert_eq!(run.checkpoint_state(Which::Last).unwrap().step, 40);
+        let kept: Vec<usize> = run.archived_checkpoints().unwrap().into_iter().map(|(s, _)| s).collect();
+        assert_eq!(kept, vec![20, 30]);
+        // With the default limit of 1 nothing is archived.
+        let other = tempfile::tempdir().unwrap();
+        let run = RunDir::new(other.path());
+        write(&run, 1, 1);
+        write(&run, 2, 1);
+        assert!(run.archived_checkpoints().unwrap().is_empty());
+        assert!(!other.path().join("last.old").exists() && !other.path().join("last.tmp").exists());
+    }
+
+    #[test]
+    fn sealed_checkpoints_detect_damaged_and_missing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        write(&run, 5, 1);
+        let last = run.verified_checkpoint(Which::Last).unwrap();
+        let state: CheckpointState = read_json(&last.join(STATE_FILE)).unwrap();
+        assert_eq!(state.files.keys().collect::<Vec<_>>(), vec!["weights.bin"]);
+        std::fs::write(last.join("weights.bin"), b"garbage").unwrap();
+        let error = run.verified_checkpoint(Which::Last).unwrap_err().to_string();
+        assert!(error.contains("weights.bin") && error.contains("damaged"), "{error}");
+        std::fs::remove_file(last.join("weights.bin")).unwrap();
+        let error = run.verified_checkpoint(Which::Last).unwrap_err().to_string();
+        assert!(error.contains("weights.bin") && error.contains("missing"), "{error}");
+    }
+}
