@@ -163,10 +163,10 @@ pub fn render(input: &ReportInput) -> String {
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}\
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.5em}\
-.plots{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0;border:1px solid #ddd;padding:.5em}\
+.plots{display:flex;flex-wrap:wrap;gap:.8em}figure{margin:0;border:1px solid #ddd;padding:.5em}\
 figcaption{font-size:.9em;color:#555;margin-bottom:.3em}\
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}\
-th{background:#f4f4f4}td.k{text-align:left}pre{background:#f7f7f7;padding:1em;overflow:auto}\
+th{background:#f4f4f4}td.k{text-align:left}td{max-width:640px;overflow-wrap:anywhere}pre{background:#f7f7f7;padding:1em;overflow:auto}\
 footer{margin-top:2em;font-size:.8em;color:#777}";
 
 fn figure(html: &mut String, caption: &str, svg: &str) {
@@ -179,8 +179,17 @@ fn overview(input: &ReportInput) -> String {
     let end = events(input, "end").last();
     let mut rows = vec![("steps logged".to_owned(), format!("{last_step}"))];
     rows.push(("log points".into(), train_events.to_string()));
+    let backend = input.summary.as_ref().and_then(|s| s.get("backend")).and_then(Value::as_str);
+    if let Some(backend) = backend {
+        rows.push(("backend".into(), backend.to_owned()));
+    }
     if let Some(end) = end {
-        for key in ["stop_reason", "train_seconds", "examples_per_second", "best_metric", "best_step", "device"] {
+        let keys: &[&str] = if backend.is_some() {
+            &["stop_reason", "train_seconds", "examples_per_second", "best_metric", "best_step"]
+        } else {
+            &["stop_reason", "train_seconds", "examples_per_second", "best_metric", "best_step", "device"]
+        };
+        for &key in keys {
             if let Some(v) = end.get(key).filter(|v| !v.is_null()) {
                 rows.push((key.replace('_', " "), display_value(v)));
             }
@@ -246,7 +255,7 @@ fn range(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
 fn line_chart(id: &str, series: &[(String, Vec<(f64, f64)>)], x_label: &str, y_label: &str, y_range: Option<(f64, f64)>) -> String {
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (520, 320)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (500, 300)).into_drawing_area();
         let _ = root.fill(&WHITE);
         let xs = series.iter().flat_map(|(_, p)| p.iter().map(|(x, _)| *x)).collect::<Vec<_>>();
         let ys = series.iter().flat_map(|(_, p)| p.iter().map(|(_, y)| *y)).collect::<Vec<_>>();
@@ -327,7 +336,7 @@ fn pr_chart(curve: &[(f64, f64, f64)], predictions: &EvalPredictions) -> String 
     let points: Vec<(f64, f64)> = std::iter::once((0.0, curve.first().map_or(1.0, |c| c.1))).chain(curve.iter().map(|&(r, p, _)| (r, p))).collect();
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (520, 320)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (500, 300)).into_drawing_area();
         let _ = root.fill(&WHITE);
         let Ok(mut chart) = ChartBuilder::on(&root)
             .margin(10)
