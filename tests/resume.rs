@@ -221,7 +221,8 @@ fn ctrl_c_finishes_the_step_saves_and_exits_cleanly() {
         assert!(child.try_wait().unwrap().is_none(), "the child ended before the signal");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    // The shell's built-in kill: no procps needed.
+    let status = std::process::Command::new("sh").args(["-c", &format!("kill -INT {}", child.id())]).status().unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();
     assert!(exit.success(), "the interrupted run did not exit cleanly: {exit:?}");
