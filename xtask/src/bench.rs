@@ -1,6 +1,9 @@
-//! `cargo xtask bench`: throughput of the LLM workloads on real weights with fixed random token
-//! ids, as medians over repeats after a warm-up.
+//! `cargo xtask bench`: throughput of the encoder and LLM workloads on real weights with fixed
+//! random token ids, as medians over repeats after a warm-up.
 //!
+//! - W1: MiniLM-L6 sequence classification train step (pooler head, 2 logits, cross-entropy,
+//!   AdamW), batch 16 x 128 tokens -> examples/s.
+//! - W2: MiniLM-L6 classification inference, batch 32 x 256 tokens -> examples/s.
 //! - W3: SmolLM2-135M LoRA train step (r 8, alpha 16, q_proj + v_proj), batch 4 x 256 tokens,
 //!   causal-LM loss on every position, AdamW -> tokens/s.
 //! - W4: SmolLM2-135M greedy generation, 128-token prompt, 32 new tokens, KV cache -> new tokens/s.
@@ -14,12 +17,13 @@ use anyhow::{Result, bail};
 use burn::data::dataloader::batcher::Batcher;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::Device;
-use papertune_data::{CausalLmBatcher, CausalLmExample};
+use papertune_data::{CausalLmBatcher, CausalLmExample, ClassificationBatcher, ClassificationItem, Encoded, TokenBatch};
 use papertune_models::generate::{GenerationConfig, Generator};
 use papertune_models::lora::{LoraConfig, LoraModel};
-use papertune_models::{PretrainedCausalLm, source};
+use papertune_models::{PretrainedCausalLm, PretrainedEncoder, source};
 use papertune_tasks::llm::CausalLmTrainer;
-use papertune_train::{CausalLmLoss, Loss, TrainModel};
+use papertune_tasks::{HeadConfig, SequenceClassifier};
+use papertune_train::{CausalLmLoss, CrossEntropyLoss, Loss, TrainModel};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -48,6 +52,95 @@ pub fn peak_rss_mib() -> f64 {
         .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
         .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
         .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// A batch of `batch` rows of `seq` random word-piece ids between `[CLS]` and `[SEP]`, no
+/// padding, labels alternating.
+fn encoder_batch(rng: &mut StdRng, batch: usize, seq: usize, vocab: usize, device: &Device) -> TokenBatch {
+    let items = (0..batch)
+        .map(|i| {
+            // 999..: past BERT's [unused] and special tokens.
+            let mut ids = vec![101u32];
+            ids.extend((0..seq - 2).map(|_| rng.random_range(999..vocab as u32)));
+            ids.push(102);
+            ClassificationItem { tokens: Encoded { type_ids: vec![0; seq], ids }, label: (i % 2) as u8 }
+        })
+        .collect();
+    ClassificationBatcher::new(0).batch(items, device)
+}
+
+fn minilm_classifier(device: &Device) -> Result<SequenceClassifier> {
+    let encoder = PretrainedEncoder::load(&source::resolve("minilm")?, device)?;
+    let dropout = encoder.config.hidden_dropout_prob;
+    Ok(SequenceClassifier::new(encoder.model, &HeadConfig::default(), 2, dropout, 42)?)
+}
+
+fn w1(device: &Device, options: &BenchOptions) -> Result<Value> {
+    let (batch, seq) = (16usize, 128usize);
+    let train_device = device.clone().autodiff();
+    let mut model = minilm_classifier(&train_device)?;
+    let vocab = model.encoder.vocab_size();
+    let data = encoder_batch(&mut StdRng::seed_from_u64(2), batch, seq, vocab, &train_device);
+    let mut optimizer = AdamWConfig::new().with_weight_decay(0.01).init();
+    let loss_fn = CrossEntropyLoss::new();
+    let (mut forward, mut backward, mut step_time, mut total) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..options.repeats + 1 {
+        let start = Instant::now();
+        let (output, target) = model.forward_train(data.clone());
+        let loss = loss_fn.forward(output, target);
+        let _ = loss.clone().into_scalar::<f32>();
+        let forward_done = Instant::now();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let backward_done = Instant::now();
+        model = optimizer.step(5e-5, model, grads);
+        let _ = model.classifier.weight.val().into_data();
+        let end = Instant::now();
+        if i > 0 {
+            forward.push((forward_done - start).as_secs_f64());
+            backward.push((backward_done - forward_done).as_secs_f64());
+            step_time.push((end - backward_done).as_secs_f64());
+            total.push((end - start).as_secs_f64());
+        }
+        tracing::info!("W1 repeat {i}: {:.2} s", (end - start).as_secs_f64());
+    }
+    let seconds = median(&mut total);
+    Ok(json!({
+        "throughput": batch as f64 / seconds,
+        "unit": "examples/s",
+        "peak_rss_mib": peak_rss_mib(),
+        "backend": options.backend,
+        "seconds_per_step": seconds,
+        "phases": {"forward": median(&mut forward), "backward": median(&mut backward), "optimizer": median(&mut step_time)},
+        "shape": [batch, seq],
+    }))
+}
+
+fn w2(device: &Device, options: &BenchOptions) -> Result<Value> {
+    let (batch, seq) = (32usize, 256usize);
+    let model = minilm_classifier(device)?;
+    let data = encoder_batch(&mut StdRng::seed_from_u64(3), batch, seq, model.encoder.vocab_size(), device);
+    let mut total = Vec::new();
+    for i in 0..options.repeats + 1 {
+        let start = Instant::now();
+        let probabilities = model.positive_probability(&data).into_data();
+        let seconds = start.elapsed().as_secs_f64();
+        if probabilities.num_elements() != batch {
+            bail!("W2 produced {} probabilities instead of {batch}", probabilities.num_elements());
+        }
+        if i > 0 {
+            total.push(seconds);
+        }
+        tracing::info!("W2 repeat {i}: {seconds:.2} s");
+    }
+    let seconds = median(&mut total);
+    Ok(json!({
+        "throughput": batch as f64 / seconds,
+        "unit": "examples/s",
+        "peak_rss_mib": peak_rss_mib(),
+        "backend": options.backend,
+        "seconds_per_batch": seconds,
+        "shape": [batch, seq],
+    }))
 }
 
 fn w3(device: &Device, options: &BenchOptions) -> Result<Value> {
@@ -146,12 +239,94 @@ pub fn run(device: &Device, options: &BenchOptions) -> Result<Value> {
     let mut out = serde_json::Map::new();
     for name in &options.only {
         let value = match name.as_str() {
+            "W1" => w1(device, options)?,
+            "W2" => w2(device, options)?,
             "W3" => w3(device, options)?,
             "W4" => w4(device, options)?,
-            other => bail!("unknown workload {other:?}; known: W3, W4"),
+            other => bail!("unknown workload {other:?}; known: W1, W2, W3, W4"),
         };
         tracing::info!("{name}: {value}");
         out.insert(name.clone(), value);
     }
     Ok(Value::Object(out))
+}
+
+/// Where the PyTorch side finds the same weights.
+fn reference_weights() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let minilm = source::resolve("minilm")?;
+    let minilm_dir = minilm.config.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let gguf = match source::resolve_llm("smollm2-135m")? {
+        source::LlmFiles::Gguf(path) => path,
+        source::LlmFiles::Folder { .. } => bail!("the smollm2-135m preset is expected to be a GGUF file"),
+    };
+    Ok((minilm_dir, gguf))
+}
+
+fn read_json_file(path: &std::path::Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// `--compare`: each workload in a process of its own on both sides (so that peak memory is the
+/// workload's), PyTorch through `bench/torch_reference.py`; prints the ratio table and returns
+/// papertune's results with the PyTorch figures and ratios added.
+pub fn compare(options: &BenchOptions) -> Result<Value> {
+    let (minilm_dir, gguf) = reference_weights()?;
+    let scratch = tempfile_dir()?;
+    let exe = std::env::current_exe()?;
+    let mut out = serde_json::Map::new();
+    let mut table = vec![
+        "| workload | unit | papertune | PyTorch | ratio | peak RSS papertune (MiB) | peak RSS PyTorch (MiB) |".to_owned(),
+        "|---|---|---|---|---|---|---|".to_owned(),
+    ];
+    for name in &options.only {
+        let ours = scratch.join(format!("{name}.papertune.json"));
+        let theirs = scratch.join(format!("{name}.torch.json"));
+        tracing::info!("{name}: papertune ({})", options.backend);
+        let status = std::process::Command::new(&exe)
+            .args(["bench", "--only", name, "--repeats", &options.repeats.to_string(), "--backend", &options.backend])
+            .arg("--json")
+            .arg(&ours)
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        anyhow::ensure!(status.success(), "papertune's {name} failed ({status})");
+        tracing::info!("{name}: PyTorch");
+        let status = std::process::Command::new("python3")
+            .arg("bench/torch_reference.py")
+            .args(["--only", name, "--repeats", &options.repeats.to_string()])
+            .arg("--minilm")
+            .arg(&minilm_dir)
+            .arg("--gguf")
+            .arg(&gguf)
+            .arg("--json")
+            .arg(&theirs)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map_err(|e| anyhow::anyhow!("cannot run python3 bench/torch_reference.py: {e}"))?;
+        anyhow::ensure!(status.success(), "bench/torch_reference.py {name} failed ({status}); it needs torch, transformers, peft and gguf");
+        let mut ours = read_json_file(&ours)?[name].clone();
+        let theirs = read_json_file(&theirs)?[name].clone();
+        let number = |v: &Value, key: &str| v[key].as_f64().unwrap_or(f64::NAN);
+        let ratio = number(&ours, "throughput") / number(&theirs, "throughput");
+        table.push(format!(
+            "| {name} | {} | {:.2} | {:.2} | {ratio:.2} | {:.0} | {:.0} |",
+            ours["unit"].as_str().unwrap_or(""),
+            number(&ours, "throughput"),
+            number(&theirs, "throughput"),
+            number(&ours, "peak_rss_mib"),
+            number(&theirs, "peak_rss_mib"),
+        ));
+        ours["pytorch"] = theirs;
+        ours["ratio"] = json!(ratio);
+        out.insert(name.clone(), ours);
+    }
+    println!("{}", table.join("\n"));
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(Value::Object(out))
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("papertune-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }

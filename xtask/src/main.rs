@@ -145,8 +145,12 @@ enum Command {
     /// Measure workload throughput (medians after a warm-up); prints JSON.
     Bench {
         /// Workloads to run, comma-separated.
-        #[arg(long, default_value = "W3,W4")]
+        #[arg(long, default_value = "W1,W2,W3,W4")]
         only: String,
+        /// Also run bench/torch_reference.py (transformers + PEFT) on the same workloads, each
+        /// in a process of its own, and print the papertune/PyTorch ratios.
+        #[arg(long)]
+        compare: bool,
         /// Timed repeats after one warm-up.
         #[arg(long, default_value_t = 3)]
         repeats: usize,
@@ -279,7 +283,7 @@ fn run(cli: Cli) -> Result<()> {
             let report = papertune_tasks::inspect(&run, which)?;
             println!("{}", serde_json::to_string(&report)?);
         }
-        Command::Bench { only, repeats, json, backend } => {
+        Command::Bench { only, repeats, json, backend, compare } => {
             let name = backend.clone().unwrap_or_else(|| backend::default_name().to_owned());
             let device = device_for(Some(&name))?;
             let options = bench::BenchOptions {
@@ -287,7 +291,7 @@ fn run(cli: Cli) -> Result<()> {
                 repeats: repeats.max(1),
                 backend: name,
             };
-            let results = bench::run(&device, &options)?;
+            let results = if compare { bench::compare(&options)? } else { bench::run(&device, &options)? };
             let text = serde_json::to_string_pretty(&results)?;
             if let Some(path) = json {
                 papertune_models::fsutil::write_atomic(&path, text.as_bytes())?;

@@ -285,6 +285,11 @@ impl BertModel {
         self.embeddings.word_embeddings.weight.dims()[1]
     }
 
+    /// Rows of the token embedding.
+    pub fn vocab_size(&self) -> usize {
+        self.embeddings.word_embeddings.weight.dims()[0]
+    }
+
     /// Runs the encoder.
     pub fn forward(&self, input: BertInput) -> BertOutput {
         // Additive mask: 0 for real tokens, a large negative number for padding.
