@@ -5,12 +5,10 @@
 
 use std::path::Path;
 
-use burn::tensor::Device;
 use papertune_data::TextTokenizer;
 use papertune_models::{BertInput, PretrainedEncoder, source};
+use papertune_integration::{TestBackend, test_backends};
 use papertune_tasks::embed::sentence_embeddings;
-
-const TOLERANCE: f32 = 1e-4;
 
 struct Reference {
     text: String,
@@ -43,11 +41,19 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
+/// On every backend compiled in and usable here (see `test_backends`), with its tolerance.
 #[test]
 fn minilm_matches_transformers() {
-    let device = Device::flex();
+    for backend in test_backends() {
+        eprintln!("MiniLM parity on {}", backend.name);
+        minilm_matches_transformers_on(&backend);
+    }
+}
+
+fn minilm_matches_transformers_on(backend: &TestBackend) {
+    let (device, tolerance, name) = (&backend.device, backend.tolerance, backend.name);
     let files = source::resolve("minilm").expect("the minilm preset resolves (fetched once into the cache)");
-    let encoder = PretrainedEncoder::load(&files, &device).unwrap();
+    let encoder = PretrainedEncoder::load(&files, device).unwrap();
     let tokenizer = TextTokenizer::from_file(&files.tokenizer, 256).unwrap();
     let references = reference();
 
@@ -62,24 +68,24 @@ fn minilm_matches_transformers() {
         let seq = encoding.ids.len();
         let ids: Vec<i64> = encoding.ids.iter().map(|&t| i64::from(t)).collect();
         let input = BertInput {
-            input_ids: burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(ids, [1, seq]), &device),
-            token_type_ids: burn::tensor::Tensor::zeros([1, seq], &device),
-            attention_mask: burn::tensor::Tensor::ones([1, seq], &device),
+            input_ids: burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(ids, [1, seq]), device),
+            token_type_ids: burn::tensor::Tensor::zeros([1, seq], device),
+            attention_mask: burn::tensor::Tensor::ones([1, seq], device),
         };
         let output = encoder.model.forward(input);
         let hidden = output.last_hidden_state.try_into_vec_as::<f32>().unwrap();
         let expected: Vec<f32> = r.last_hidden_state.iter().flatten().copied().collect();
         let diff = max_abs_diff(&hidden, &expected);
-        assert!(diff <= TOLERANCE, "last hidden state of {:?}: max abs diff {diff}", r.text);
+        assert!(diff <= tolerance, "{name}: last hidden state of {:?}: max abs diff {diff}", r.text);
         let pooled = output.pooler_output.unwrap().try_into_vec_as::<f32>().unwrap();
         let diff = max_abs_diff(&pooled, &r.pooler_output);
-        assert!(diff <= TOLERANCE, "pooler output of {:?}: max abs diff {diff}", r.text);
+        assert!(diff <= tolerance, "{name}: pooler output of {:?}: max abs diff {diff}", r.text);
     }
 
     // All three in one right-padded batch: padding must not change any embedding.
-    let embeddings = sentence_embeddings(&encoder, &tokenizer, &texts, &device).unwrap();
+    let embeddings = sentence_embeddings(&encoder, &tokenizer, &texts, device).unwrap();
     for (embedding, r) in embeddings.iter().zip(&references) {
         let diff = max_abs_diff(embedding, &r.sentence_embedding);
-        assert!(diff <= TOLERANCE, "sentence embedding of {:?}: max abs diff {diff}", r.text);
+        assert!(diff <= tolerance, "{name}: sentence embedding of {:?}: max abs diff {diff}", r.text);
     }
 }

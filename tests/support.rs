@@ -138,3 +138,61 @@ pub fn write_tiny_llm(dir: &Path, words: &[&str], seed: u64) -> usize {
     checkpoint.write(&dir.join("model.safetensors"), None).unwrap();
     vocab_words.len()
 }
+
+/// A backend the tests run on, with the tolerance of its parity checks.
+pub struct TestBackend {
+    pub name: &'static str,
+    pub device: burn::tensor::Device,
+    /// Largest absolute difference allowed against transformers' float32 outputs.
+    pub tolerance: f32,
+}
+
+/// Whether the environment insists on a backend (`PAPERTUNE_REQUIRE_BACKENDS=wgpu,cuda`): CI sets
+/// it so that a missing driver fails instead of skipping.
+pub fn backend_required(name: &str) -> bool {
+    std::env::var("PAPERTUNE_REQUIRE_BACKENDS").is_ok_and(|list| list.split(',').any(|b| b.trim() == name))
+}
+
+/// A device that computes: creating it and summing a tensor must not panic (no adapter, no
+/// driver).
+#[allow(dead_code)]
+fn usable(make: impl FnOnce() -> burn::tensor::Device + std::panic::UnwindSafe) -> Result<burn::tensor::Device, String> {
+    std::panic::catch_unwind(|| {
+        let device = make();
+        let sum: f32 = burn::tensor::Tensor::<1>::ones([4], &device).sum().into_scalar();
+        assert_eq!(sum, 4.0);
+        device
+    })
+    .map_err(|e| e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default())
+}
+
+/// Every backend compiled into this test build that can run here: the CPU backends always,
+/// wgpu (feature `wgpu`) when a Vulkan/Metal/DX12 adapter answers, CUDA (feature `cuda`) when an
+/// NVIDIA driver is present.
+pub fn test_backends() -> Vec<TestBackend> {
+    #[allow(deprecated)]
+    let ndarray = burn::tensor::Device::ndarray();
+    let mut backends = vec![
+        TestBackend { name: "flex", device: burn::tensor::Device::flex(), tolerance: 1e-4 },
+        TestBackend { name: "ndarray", device: ndarray, tolerance: 1e-4 },
+    ];
+    #[cfg(feature = "wgpu")]
+    match usable(|| burn::tensor::Device::wgpu(Default::default())) {
+        // GPU kernels sum in another order (and the CPU fallback adapter too).
+        Ok(device) => backends.push(TestBackend { name: "wgpu", device, tolerance: 1e-3 }),
+        Err(e) if backend_required("wgpu") => panic!("wgpu is required here but has no usable adapter: {e}"),
+        Err(e) => eprintln!("wgpu compiled in but skipped: no usable adapter ({e})"),
+    }
+    #[cfg(feature = "cuda")]
+    {
+        let driver = Path::new("/proc/driver/nvidia/version").exists();
+        match driver.then(|| usable(|| burn::tensor::Device::cuda(0))) {
+            Some(Ok(device)) => backends.push(TestBackend { name: "cuda", device, tolerance: 1e-3 }),
+            Some(Err(e)) if backend_required("cuda") => panic!("cuda is required here but does not run: {e}"),
+            None if backend_required("cuda") => panic!("cuda is required here but no NVIDIA driver is present"),
+            Some(Err(e)) => eprintln!("cuda compiled in but skipped: {e}"),
+            None => eprintln!("cuda compiled in but skipped: no NVIDIA driver"),
+        }
+    }
+    backends
+}

@@ -160,6 +160,16 @@ enum Command {
         #[arg(long)]
         backend: Option<String>,
     },
+    /// On a machine with an NVIDIA GPU: the parity and training tests on CUDA, then the
+    /// benchmark on CUDA (needs a build with `--features cuda`).
+    GpuCheck {
+        /// Also write the benchmark's JSON here.
+        #[arg(long, default_value = "gpu-check.json")]
+        json: PathBuf,
+        /// Timed repeats of each workload.
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+    },
     /// Build a data set papertune makes itself and print its files (medline-2021).
     Dataset {
         #[arg(default_value = "medline-2021")]
@@ -298,6 +308,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             println!("{text}");
         }
+        Command::GpuCheck { json, repeats } => gpu_check(&json, repeats)?,
         Command::Dataset { name } => {
             anyhow::ensure!(name == "medline-2021", "unknown data set {name:?}; known: medline-2021");
             let files = medline::build()?;
@@ -306,6 +317,38 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `gpu-check`: CUDA must be compiled in and a driver present; runs the backend tests with CUDA
+/// required, then the four workloads on CUDA.
+fn gpu_check(json: &Path, repeats: usize) -> Result<()> {
+    anyhow::ensure!(
+        backend::compiled_in().contains(&"cuda"),
+        "gpu-check needs CUDA compiled in: cargo run --release -p xtask --features cuda -- gpu-check"
+    );
+    anyhow::ensure!(
+        Path::new("/proc/driver/nvidia/version").exists(),
+        "no NVIDIA driver here (/proc/driver/nvidia/version is missing)"
+    );
+    tracing::info!("parity and training tests on cuda");
+    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["test", "--release", "-p", "papertune-integration", "--features", "cuda"])
+        .args(["--test", "encoder_parity", "--test", "backends", "--", "--nocapture"])
+        .env("PAPERTUNE_REQUIRE_BACKENDS", "cuda")
+        .status()?;
+    anyhow::ensure!(status.success(), "the CUDA tests failed ({status})");
+    tracing::info!("benchmark on cuda");
+    let device = backend::device("cuda")?;
+    let options = bench::BenchOptions {
+        only: ["W1", "W2", "W3", "W4"].map(str::to_owned).to_vec(),
+        repeats: repeats.max(1),
+        backend: "cuda".into(),
+    };
+    let results = bench::run(&device, &options)?;
+    let text = serde_json::to_string_pretty(&results)?;
+    papertune_models::fsutil::write_atomic(json, text.as_bytes())?;
+    println!("{text}");
     Ok(())
 }
 
