@@ -2,21 +2,13 @@
 //! encoder learns its 32 synthetic rows through the whole task pipeline (trainer, checkpoints,
 //! evaluation). CI runs it on wgpu through Mesa's Vulkan driver (lavapipe).
 
-use papertune_integration::{synthetic_words, test_backends, write_synthetic_rows, write_tiny_bert};
-use papertune_tasks::ClassifyConfig;
+use papertune_integration::{test_backends, tiny_classify_setup};
 
 #[test]
 fn tiny_training_run_on_every_backend() {
     let dir = tempfile::tempdir().unwrap();
-    let model_dir = dir.path().join("tiny-bert");
-    write_tiny_bert(&model_dir, &synthetic_words(), 7);
-    let data = dir.path().join("rows.csv");
-    write_synthetic_rows(&data);
-    let mut config = ClassifyConfig::default();
-    config.data.train = Some(data.clone());
+    let (mut config, data) = tiny_classify_setup(dir.path(), 7, 32);
     config.data.valid = Some(data.clone());
-    config.model.source = model_dir.to_string_lossy().into_owned();
-    config.model.max_len = 32;
     config.train.epochs = 20;
     config.train.batch_size = 8;
     config.train.lr = 5e-3;

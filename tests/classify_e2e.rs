@@ -3,23 +3,14 @@
 
 
 use burn::tensor::Device;
-use papertune_integration::{synthetic_words, write_synthetic_rows, write_tiny_bert};
-use papertune_tasks::{ClassifyConfig, Which};
+use papertune_integration::tiny_classify_setup;
+use papertune_tasks::Which;
 
 #[test]
 fn tiny_encoder_learns_32_examples_and_the_run_folder_serves_eval_predict_inspect() {
     let dir = tempfile::tempdir().unwrap();
-    let words = synthetic_words();
-    let model_dir = dir.path().join("tiny-bert");
-    write_tiny_bert(&model_dir, &words, 7);
-    let data = dir.path().join("rows.csv");
-    write_synthetic_rows(&data);
-
-    let mut config = ClassifyConfig::default();
-    config.data.train = Some(data.clone());
+    let (mut config, data) = tiny_classify_setup(dir.path(), 7, 32);
     config.data.valid = Some(data.clone());
-    config.model.source = model_dir.to_string_lossy().into_owned();
-    config.model.max_len = 32;
     config.train.epochs = 20;
     config.train.batch_size = 8;
     config.train.lr = 5e-3;
@@ -76,15 +67,7 @@ fn tiny_encoder_learns_32_examples_and_the_run_folder_serves_eval_predict_inspec
 #[test]
 fn k_fold_training_and_ensembles_average_the_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let words = synthetic_words();
-    let model_dir = dir.path().join("tiny-bert");
-    write_tiny_bert(&model_dir, &words, 9);
-    let data = dir.path().join("rows.csv");
-    write_synthetic_rows(&data);
-    let mut config = ClassifyConfig::default();
-    config.data.train = Some(data.clone());
-    config.model.source = model_dir.to_string_lossy().into_owned();
-    config.model.max_len = 16;
+    let (mut config, data) = tiny_classify_setup(dir.path(), 9, 16);
     config.head.tune_threshold = true;
     config.train.max_steps = Some(6);
     config.train.batch_size = 8;

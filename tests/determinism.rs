@@ -3,21 +3,13 @@
 //! would draw from the same stream.
 
 use burn::tensor::Device;
-use papertune_integration::{synthetic_words, write_synthetic_rows, write_tiny_bert};
-use papertune_tasks::{ClassifyConfig, Which};
+use papertune_integration::tiny_classify_setup;
+use papertune_tasks::Which;
 
 #[test]
 fn same_seed_gives_bit_identical_weights() {
     let dir = tempfile::tempdir().unwrap();
-    let words = synthetic_words();
-    let model_dir = dir.path().join("tiny-bert");
-    write_tiny_bert(&model_dir, &words, 11);
-    let data = dir.path().join("rows.csv");
-    write_synthetic_rows(&data);
-    let mut config = ClassifyConfig::default();
-    config.data.train = Some(data.clone());
-    config.model.source = model_dir.to_string_lossy().into_owned();
-    config.model.max_len = 16;
+    let (mut config, _) = tiny_classify_setup(dir.path(), 11, 16);
     config.data.valid_fraction = 0.25;
     config.train.max_steps = Some(5);
     config.train.batch_size = 4;

@@ -172,6 +172,17 @@ fn a_damaged_checkpoint_is_detected_at_load() {
     assert!(error.to_string().contains("optimizer.bpk") && error.to_string().contains("missing"), "{error}");
 }
 
+/// This test binary again, running only the test `name`, with `env` naming the run folder.
+fn spawn_child(name: &str, env: &str, run: &Path) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads", "1"])
+        .env(env, run)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// The child side of the kill test: trains the run named by the environment, saving every step.
 #[test]
 fn kill_test_child() {
@@ -207,13 +218,7 @@ fn ctrl_c_finishes_the_step_saves_and_exits_cleanly() {
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let f = fixture();
     let run = f.root.join("interrupted");
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "interrupt_test_child", "--nocapture", "--test-threads", "1"])
-        .env(INTERRUPT_ENV, &run)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_child("interrupt_test_child", INTERRUPT_ENV, &run);
     // Wait until training is under way (the first evaluation is logged), then SIGINT.
     let started = Instant::now();
     while !std::fs::read_to_string(run.join("metrics.jsonl")).is_ok_and(|log| log.contains("\"eval\"")) {
@@ -241,13 +246,7 @@ fn a_run_killed_mid_training_resumes_to_the_same_weights() {
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let f = fixture();
     let run = f.root.join("killed");
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "kill_test_child", "--nocapture", "--test-threads", "1"])
-        .env(CHILD_ENV, &run)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_child("kill_test_child", CHILD_ENV, &run);
     // Wait for a few checkpoints, then SIGKILL: no handler runs, whatever was being written
     // stays half-written.
     let started = Instant::now();

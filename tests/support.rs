@@ -196,3 +196,17 @@ pub fn test_backends() -> Vec<TestBackend> {
     }
     backends
 }
+
+/// A tiny random encoder (seed `seed`) and the 32 synthetic rows written under `dir`, with a
+/// classification config that trains on them: `(config, rows.csv)`. Tests set what they vary.
+pub fn tiny_classify_setup(dir: &Path, seed: u64, max_len: usize) -> (papertune_tasks::ClassifyConfig, std::path::PathBuf) {
+    let model_dir = dir.join("tiny-bert");
+    write_tiny_bert(&model_dir, &synthetic_words(), seed);
+    let data = dir.join("rows.csv");
+    write_synthetic_rows(&data);
+    let mut config = papertune_tasks::ClassifyConfig::default();
+    config.data.train = Some(data.clone());
+    config.model.source = model_dir.to_string_lossy().into_owned();
+    config.model.max_len = max_len;
+    (config, data)
+}

@@ -54,6 +54,32 @@ pub fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// Medians of train-step phases over `repeats` timed steps after one warm-up; `step` runs one
+/// step and returns the instants at which its forward and backward passes ended.
+struct StepTimes {
+    forward: f64,
+    backward: f64,
+    optimizer: f64,
+    total: f64,
+}
+
+fn time_train_steps(name: &str, repeats: usize, mut step: impl FnMut() -> (Instant, Instant)) -> StepTimes {
+    let (mut forward, mut backward, mut optimizer, mut total) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..repeats + 1 {
+        let start = Instant::now();
+        let (forward_done, backward_done) = step();
+        let end = Instant::now();
+        if i > 0 {
+            forward.push((forward_done - start).as_secs_f64());
+            backward.push((backward_done - forward_done).as_secs_f64());
+            optimizer.push((end - backward_done).as_secs_f64());
+            total.push((end - start).as_secs_f64());
+        }
+        tracing::info!("{name} repeat {i}: {:.2} s", (end - start).as_secs_f64());
+    }
+    StepTimes { forward: median(&mut forward), backward: median(&mut backward), optimizer: median(&mut optimizer), total: median(&mut total) }
+}
+
 /// A batch of `batch` rows of `seq` random word-piece ids between `[CLS]` and `[SEP]`, no
 /// padding, labels alternating.
 fn encoder_batch(rng: &mut StdRng, batch: usize, seq: usize, vocab: usize, device: &Device) -> TokenBatch {
@@ -83,34 +109,25 @@ fn w1(device: &Device, options: &BenchOptions) -> Result<Value> {
     let data = encoder_batch(&mut StdRng::seed_from_u64(2), batch, seq, vocab, &train_device);
     let mut optimizer = AdamWConfig::new().with_weight_decay(0.01).init();
     let loss_fn = CrossEntropyLoss::new();
-    let (mut forward, mut backward, mut step_time, mut total) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for i in 0..options.repeats + 1 {
-        let start = Instant::now();
+    let times = time_train_steps("W1", options.repeats, || {
         let (output, target) = model.forward_train(data.clone());
         let loss = loss_fn.forward(output, target);
         let _ = loss.clone().into_scalar::<f32>();
         let forward_done = Instant::now();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         let backward_done = Instant::now();
-        model = optimizer.step(5e-5, model, grads);
+        model = optimizer.step(5e-5, model.clone(), grads);
         let _ = model.classifier.weight.val().into_data();
-        let end = Instant::now();
-        if i > 0 {
-            forward.push((forward_done - start).as_secs_f64());
-            backward.push((backward_done - forward_done).as_secs_f64());
-            step_time.push((end - backward_done).as_secs_f64());
-            total.push((end - start).as_secs_f64());
-        }
-        tracing::info!("W1 repeat {i}: {:.2} s", (end - start).as_secs_f64());
-    }
-    let seconds = median(&mut total);
+        (forward_done, backward_done)
+    });
+    let seconds = times.total;
     Ok(json!({
         "throughput": batch as f64 / seconds,
         "unit": "examples/s",
         "peak_rss_mib": peak_rss_mib(),
         "backend": options.backend,
         "seconds_per_step": seconds,
-        "phases": {"forward": median(&mut forward), "backward": median(&mut backward), "optimizer": median(&mut step_time)},
+        "phases": {"forward": times.forward, "backward": times.backward, "optimizer": times.optimizer},
         "shape": [batch, seq],
     }))
 }
@@ -161,9 +178,7 @@ fn w3(device: &Device, options: &BenchOptions) -> Result<Value> {
         .collect();
     let batcher = CausalLmBatcher { pad_id: 0 };
     let mut optimizer = AdamWConfig::new().with_weight_decay(0.0).init();
-    let (mut forward, mut backward, mut step_time, mut total) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for i in 0..options.repeats + 1 {
-        let start = Instant::now();
+    let times = time_train_steps("W3", options.repeats, || {
         let batch_data = batcher.batch(examples.clone(), &train_device);
         let (output, target) = model.forward_train(batch_data);
         let loss = CausalLmLoss::default().forward(output, target);
@@ -171,25 +186,18 @@ fn w3(device: &Device, options: &BenchOptions) -> Result<Value> {
         let forward_done = Instant::now();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         let backward_done = Instant::now();
-        model = optimizer.step(1e-4, model, grads);
+        model = optimizer.step(1e-4, model.clone(), grads);
         let _ = model.lm.layers[0].self_attn.q_proj.lora.as_ref().map(|l| l.b.val().into_data());
-        let end = Instant::now();
-        if i > 0 {
-            forward.push((forward_done - start).as_secs_f64());
-            backward.push((backward_done - forward_done).as_secs_f64());
-            step_time.push((end - backward_done).as_secs_f64());
-            total.push((end - start).as_secs_f64());
-        }
-        tracing::info!("W3 repeat {i}: {:.2} s", (end - start).as_secs_f64());
-    }
-    let seconds = median(&mut total);
+        (forward_done, backward_done)
+    });
+    let seconds = times.total;
     Ok(json!({
         "throughput": (batch * seq) as f64 / seconds,
         "unit": "tokens/s",
         "peak_rss_mib": peak_rss_mib(),
         "backend": options.backend,
         "seconds_per_step": seconds,
-        "phases": {"forward": median(&mut forward), "backward": median(&mut backward), "optimizer": median(&mut step_time)},
+        "phases": {"forward": times.forward, "backward": times.backward, "optimizer": times.optimizer},
         "shape": [batch, seq],
     }))
 }
