@@ -176,6 +176,17 @@ fn tiny_llama_learns_both_tasks_from_instruction_records() {
     assert!(run.join("last/adapter_model.safetensors").exists() && !run.join("best").exists());
     assert_eq!(llm::evaluate(&run, &keywords, true, Some(2), &device).unwrap()["n"], 2);
 
+    // The long CPU runs go in sessions: stopped after 2 steps and resumed, the adapter ends as
+    // the one of the 4-step run above (no adapter dropout here, so no random stream involved).
+    let split = work.path().join("kw-split");
+    let options = papertune_tasks::TrainOptions { stop_at_step: Some(2), ..Default::default() };
+    assert_eq!(llm::train_with(&no_valid, &split, &device, &options).unwrap().steps, 2);
+    let options = papertune_tasks::TrainOptions { resume: true, ..Default::default() };
+    let resumed = llm::train_with(&no_valid, &split, &device, &options).unwrap();
+    assert_eq!((resumed.steps, resumed.resumed_from), (4, Some(2)));
+    let adapter = |run: &Path| std::fs::read(run.join("last/adapter_model.safetensors")).unwrap();
+    assert!(adapter(&split) == adapter(&run), "the resumed adapter differs from one run's");
+
     // Task 1: "1" / "0" read from the logits.
     let papers = work.path().join("papers.csv");
     write_synthetic_rows(&papers);
