@@ -425,7 +425,8 @@ impl Trainer {
 
             let end_of_epoch = position + 1 == steps_per_epoch;
             let last_step = step + 1 == total_steps;
-            if window.steps == c.log_every_steps || last_step {
+            // At multiples of the interval, so that a resumed run logs at the same steps as one run.
+            if run.progress.step % c.log_every_steps == 0 || last_step {
                 let (loss, throughput) = window.take();
                 final_loss = loss;
                 let message = format!("loss {loss:.4} lr {lr:.2e} {throughput:.1} ex/s");
