@@ -44,17 +44,22 @@ def timed(repeats: int, fn) -> list[float]:
     return times
 
 
+def minilm_inputs(vocab_size: int, batch: int, seq: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random word-piece ids between [CLS] and [SEP], no padding: (input_ids, attention_mask)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = random_ids(g, (batch, seq), 999, vocab_size)
+    ids[:, 0], ids[:, -1] = 101, 102
+    return ids, torch.ones_like(ids)
+
+
 def w1(args) -> dict:
     from transformers import AutoModelForSequenceClassification
 
     batch, seq = 16, 128
     model = AutoModelForSequenceClassification.from_pretrained(args.minilm, num_labels=2)
     model.train()
-    g = torch.Generator().manual_seed(2)
-    ids = random_ids(g, (batch, seq), 999, model.config.vocab_size)
-    ids[:, 0], ids[:, -1] = 101, 102
+    ids, mask = minilm_inputs(model.config.vocab_size, batch, seq, seed=2)
     labels = torch.arange(batch) % 2
-    mask = torch.ones_like(ids)
     no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
     decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=5e-5)
@@ -75,10 +80,7 @@ def w2(args) -> dict:
     batch, seq = 32, 256
     model = AutoModelForSequenceClassification.from_pretrained(args.minilm, num_labels=2)
     model.eval()
-    g = torch.Generator().manual_seed(3)
-    ids = random_ids(g, (batch, seq), 999, model.config.vocab_size)
-    ids[:, 0], ids[:, -1] = 101, 102
-    mask = torch.ones_like(ids)
+    ids, mask = minilm_inputs(model.config.vocab_size, batch, seq, seed=3)
 
     def infer():
         with torch.inference_mode():

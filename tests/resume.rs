@@ -183,16 +183,31 @@ fn spawn_child(name: &str, env: &str, run: &Path) -> std::process::Child {
         .unwrap()
 }
 
+/// The kill test's run under `root` (the fixture's folder): 180 steps, a checkpoint every step.
+fn kill_test_config(root: &Path) -> ClassifyConfig {
+    let mut config = config_for(&root.join("tiny-bert"), &root.join("rows.csv"));
+    config.train.epochs = 60;
+    config.train.save_strategy = papertune_train::Strategy::Steps;
+    config.train.save_every_steps = Some(1);
+    config
+}
+
+/// Waits until `ready` holds, failing if the child ends first or nothing happens in 2 minutes.
+fn wait_for_child(child: &mut std::process::Child, mut ready: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(started.elapsed() < Duration::from_secs(120), "the child made no progress");
+        assert!(child.try_wait().unwrap().is_none(), "the child ended too early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The child side of the kill test: trains the run named by the environment, saving every step.
 #[test]
 fn kill_test_child() {
     let Ok(run) = std::env::var(CHILD_ENV) else { return };
     let run = PathBuf::from(run);
-    let root = run.parent().unwrap();
-    let mut config = config_for(&root.join("tiny-bert"), &root.join("rows.csv"));
-    config.train.epochs = 60;
-    config.train.save_strategy = papertune_train::Strategy::Steps;
-    config.train.save_every_steps = Some(1);
+    let config = kill_test_config(run.parent().unwrap());
     papertune_tasks::train_with(&config, &run, &device(), &options()).unwrap();
 }
 
@@ -220,12 +235,7 @@ fn ctrl_c_finishes_the_step_saves_and_exits_cleanly() {
     let run = f.root.join("interrupted");
     let mut child = spawn_child("interrupt_test_child", INTERRUPT_ENV, &run);
     // Wait until training is under way (the first evaluation is logged), then SIGINT.
-    let started = Instant::now();
-    while !std::fs::read_to_string(run.join("metrics.jsonl")).is_ok_and(|log| log.contains("\"eval\"")) {
-        assert!(started.elapsed() < Duration::from_secs(120), "the child made no progress");
-        assert!(child.try_wait().unwrap().is_none(), "the child ended before the signal");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_child(&mut child, || std::fs::read_to_string(run.join("metrics.jsonl")).is_ok_and(|log| log.contains("\"eval\"")));
     // The shell's built-in kill: no procps needed.
     let status = std::process::Command::new("sh").args(["-c", &format!("kill -INT {}", child.id())]).status().unwrap();
     assert!(status.success());
@@ -249,13 +259,8 @@ fn a_run_killed_mid_training_resumes_to_the_same_weights() {
     let mut child = spawn_child("kill_test_child", CHILD_ENV, &run);
     // Wait for a few checkpoints, then SIGKILL: no handler runs, whatever was being written
     // stays half-written.
-    let started = Instant::now();
     let step_of = |run: &Path| papertune_tasks::RunDir::new(run).checkpoint_state(Which::Last).map(|s| s.step).unwrap_or(0);
-    while step_of(&run) < 7 {
-        assert!(started.elapsed() < Duration::from_secs(120), "the child made no progress");
-        assert!(child.try_wait().unwrap().is_none(), "the child ended before it was killed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_child(&mut child, || step_of(&run) >= 7);
     child.kill().unwrap();
     child.wait().unwrap();
     let killed_at = step_of(&run);
@@ -264,10 +269,7 @@ fn a_run_killed_mid_training_resumes_to_the_same_weights() {
     // The last checkpoint loads (checksums included) and the run completes from it.
     let device = device();
     LoadedRun::open(&run, Which::Last, &device).unwrap();
-    let mut config = config_for(&f.root.join("tiny-bert"), &f.root.join("rows.csv"));
-    config.train.epochs = 60;
-    config.train.save_strategy = papertune_train::Strategy::Steps;
-    config.train.save_every_steps = Some(1);
+    let config = kill_test_config(&f.root);
     let resumed = papertune_tasks::train_with(&config, &run, &device, &TrainOptions { resume: true, ..options() }).unwrap();
     assert_eq!(resumed.steps, 180);
     assert!(resumed.resumed_from.is_some_and(|s| s >= killed_at));

@@ -11,7 +11,7 @@ use papertune_data::{
     PaperRecord, TextTemplate, TextTokenizer, encode_papers, load_papers, stratified_split,
 };
 use papertune_models::{BertConfig, Checkpoint, PretrainedEncoder, load_encoder, source};
-use papertune_train::report::{EVAL_PREDICTIONS_FILE, EvalPredictions};
+use papertune_train::report::{EVAL_PREDICTIONS_FILE, EvalPredictions, precision_recall_curve};
 use papertune_train::{
     CheckpointContext, Metrics, PhaseTimings, SaveKind, StopReason, TrainError, TrainHooks, TrainProgress, TrainSummary,
     Trainer,
@@ -128,30 +128,17 @@ fn threshold_labels(probabilities: &[f32], threshold: f64) -> Vec<u8> {
 /// above it), with that F1. Candidates lie halfway between consecutive distinct scores; among
 /// equal F1s the one closest to 0.5 wins.
 pub fn best_f1_threshold(probabilities: &[f32], labels: &[u8]) -> (f64, f64) {
-    let positives = labels.iter().filter(|&&l| l == 1).count();
-    if positives == 0 || probabilities.is_empty() {
+    // One point per distinct score, highest first: everything down to that score is label 1.
+    let Some(curve) = precision_recall_curve(probabilities, labels) else {
         return (0.5, 0.0);
-    }
-    let mut order: Vec<usize> = (0..probabilities.len()).collect();
-    order.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]));
-    let (mut tp, mut fp) = (0usize, 0usize);
+    };
     let mut best = (0.5f64, 0.0f64);
-    for (k, &i) in order.iter().enumerate() {
-        if labels[i] == 1 {
-            tp += 1;
-        } else {
-            fp += 1;
-        }
-        let next = order.get(k + 1).map(|&j| probabilities[j]);
-        if next == Some(probabilities[i]) {
-            continue;
-        }
-        // Everything down to this score is predicted 1.
-        let threshold = match next {
-            Some(lower) => (f64::from(probabilities[i]) + f64::from(lower)) / 2.0,
-            None => f64::from(probabilities[i]) / 2.0,
+    for (k, &(recall, precision, score)) in curve.iter().enumerate() {
+        let threshold = match curve.get(k + 1) {
+            Some(&(_, _, lower)) => (score + lower) / 2.0,
+            None => score / 2.0,
         };
-        let f1 = 2.0 * tp as f64 / (tp + fp + positives) as f64;
+        let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
         let closer = (threshold - 0.5).abs() < (best.0 - 0.5).abs();
         if f1 > best.1 + 1e-12 || ((f1 - best.1).abs() <= 1e-12 && closer) {
             best = (threshold, f1);

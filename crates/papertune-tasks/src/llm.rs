@@ -31,7 +31,7 @@ use crate::classify::{RunFacts, TrainReport, best_metrics_from_history, refresh_
 use crate::session::{TrainOptions, open_run};
 use crate::error::{TaskError, io_error};
 use crate::metrics::{BinaryMetrics, KeywordMetrics};
-use crate::run_dir::{CheckpointState, RunDir, Which, read_json};
+use crate::run_dir::{CheckpointState, RunDir, STATE_FILE, Which, read_json};
 use crate::submission::{SubmissionRow, write_submission};
 
 /// Where the data comes from and how records are built.
@@ -615,7 +615,7 @@ impl LoadedLlmRun {
         let (model, state) = if with_adapter {
             let checkpoint = dir.verified_checkpoint(which)?;
             let (model, _) = load_peft_adapter(lm.model, &checkpoint)?;
-            (model.merge_lora(), Some(read_json(&checkpoint.join("trainer_state.json"))?))
+            (model.merge_lora(), Some(read_json(&checkpoint.join(STATE_FILE))?))
         } else {
             (lm.model, None)
         };

@@ -137,12 +137,12 @@ impl RunDir {
     /// Folder of a checkpoint, falling back to the previous copy if a swap was interrupted.
     pub fn checkpoint(&self, which: Which) -> Result<PathBuf, TaskError> {
         let dir = self.root.join(which.dir_name());
-        // A checkpoint folder is renamed into place whole, with trainer_state.json in it.
-        if dir.join("trainer_state.json").exists() {
+        // A checkpoint folder is renamed into place whole, with its state file in it.
+        if dir.join(STATE_FILE).exists() {
             return Ok(dir);
         }
         let previous = self.root.join(format!("{}.old", which.dir_name()));
-        if previous.join("trainer_state.json").exists() {
+        if previous.join(STATE_FILE).exists() {
             return Ok(previous);
         }
         if which == Which::Best {
@@ -242,7 +242,7 @@ impl RunDir {
 
     /// Reads a checkpoint's `trainer_state.json`.
     pub fn checkpoint_state(&self, which: Which) -> Result<CheckpointState, TaskError> {
-        let path = self.checkpoint(which)?.join("trainer_state.json");
+        let path = self.checkpoint(which)?.join(STATE_FILE);
         read_json(&path)
     }
 }

@@ -184,12 +184,11 @@ fn overview(input: &ReportInput) -> String {
         rows.push(("backend".into(), backend.to_owned()));
     }
     if let Some(end) = end {
-        let keys: &[&str] = if backend.is_some() {
-            &["stop_reason", "train_seconds", "examples_per_second", "best_metric", "best_step"]
-        } else {
-            &["stop_reason", "train_seconds", "examples_per_second", "best_metric", "best_step", "device"]
-        };
-        for &key in keys {
+        for key in ["stop_reason", "train_seconds", "examples_per_second", "best_metric", "best_step", "device"] {
+            // burn's device description only where the summary does not name the backend.
+            if key == "device" && backend.is_some() {
+                continue;
+            }
             if let Some(v) = end.get(key).filter(|v| !v.is_null()) {
                 rows.push((key.replace('_', " "), display_value(v)));
             }

@@ -299,7 +299,7 @@ impl Trainer {
         let schedule = c.lr_schedule(total_steps);
         let mut optimizer = self.optimizer();
 
-        let mut run = RunState::fresh(n, total_steps, &c);
+        let mut run = RunState::fresh(n, total_steps);
         let resume = self.resume.take();
         let mut log = match (&self.metrics_log, &resume) {
             (Some(path), Some(r)) => Some(MetricsLog::open_resumed(path, r.state.step)?),
@@ -336,10 +336,7 @@ impl Trainer {
             "training"
         );
 
-        let session_start = Instant::now();
-        let seconds_before = run.train_seconds;
-        let mut timings = PhaseTimings::default();
-        let mut eval_seconds = 0.0;
+        run.session_start = Instant::now();
         let mut order: Vec<usize> = Vec::new();
         let mut window = LossWindow::new();
         let mut final_loss = f64::NAN;
@@ -382,7 +379,7 @@ impl Trainer {
                         .collect::<Result<Vec<I>, _>>()?;
                     batcher.batch(items, &self.device)
                 };
-                timings.data += started.elapsed().as_secs_f64();
+                run.timings.data += started.elapsed().as_secs_f64();
                 let started = Instant::now();
                 let _span = tracing::debug_span!("forward_backward", step = step + 1).entered();
                 let (output, target) = model.forward_train(batch);
@@ -393,7 +390,7 @@ impl Trainer {
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 accumulator.accumulate(&model, grads);
                 loss_value += loss.into_scalar::<f32>();
-                timings.forward_backward += started.elapsed().as_secs_f64();
+                run.timings.forward_backward += started.elapsed().as_secs_f64();
             }
             if accumulation > 1 {
                 // Report the mean micro-batch loss, comparable across accumulation settings.
@@ -418,7 +415,7 @@ impl Trainer {
                 model = optimizer.step(lr, model, grads);
                 norm
             };
-            timings.optimizer += started.elapsed().as_secs_f64();
+            run.timings.optimizer += started.elapsed().as_secs_f64();
             run.progress.step = step + 1;
             run.examples_seen += step_examples;
             window.add(f64::from(loss_value), step_examples);
@@ -454,19 +451,18 @@ impl Trainer {
                     hooks.evaluate(&model.valid(), &run.progress)?
                 };
                 let seconds = started.elapsed().as_secs_f64();
-                timings.evaluation += seconds;
-                eval_seconds += seconds;
+                run.timings.evaluation += seconds;
                 if !metrics.is_empty() {
                     let outcome = run.record_eval(&c, metrics.clone())?;
                     if outcome.improved {
                         let started = Instant::now();
                         let _span = tracing::info_span!("checkpoint", kind = "best").entered();
-                        let context = CheckpointContext { progress: &run.progress, state: run.snapshot(&c, seconds_before, &session_start, eval_seconds), optimizer: None };
+                        let context = CheckpointContext { progress: &run.progress, state: run.snapshot(&c), optimizer: None };
                         hooks.save(&model, SaveKind::Best, &context)?;
                         if c.load_best_model_at_end {
                             best_model = Some(model.clone());
                         }
-                        timings.checkpoint += started.elapsed().as_secs_f64();
+                        run.timings.checkpoint += started.elapsed().as_secs_f64();
                     }
                     let summary: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
                     let line = format!(
@@ -507,33 +503,23 @@ impl Trainer {
             if last_step || stop_reason != StopReason::Completed || c.save_due(run.progress.step, end_of_epoch) {
                 let started = Instant::now();
                 let _span = tracing::info_span!("checkpoint", kind = "last").entered();
-                let context = CheckpointContext {
-                    progress: &run.progress,
-                    state: run.snapshot(&c, seconds_before, &session_start, eval_seconds),
-                    optimizer: Some(&optimizer),
-                };
-                hooks.save(&model, SaveKind::Last, &context)?;
+                save_last(hooks, &model, &run, &c, &optimizer)?;
                 saved_at = Some(run.progress.step);
-                timings.checkpoint += started.elapsed().as_secs_f64();
+                run.timings.checkpoint += started.elapsed().as_secs_f64();
             }
             if stop_reason != StopReason::Completed {
                 break;
             }
         }
         if stop_reason == StopReason::Interrupted && saved_at != Some(run.progress.step) && run.progress.step > first_step {
-            let context = CheckpointContext {
-                progress: &run.progress,
-                state: run.snapshot(&c, seconds_before, &session_start, eval_seconds),
-                optimizer: Some(&optimizer),
-            };
-            hooks.save(&model, SaveKind::Last, &context)?;
+            save_last(hooks, &model, &run, &c, &optimizer)?;
         }
         if stop_reason == StopReason::Interrupted {
             bar.abandon_with_message(format!("interrupted at step {}; the last checkpoint holds it", run.progress.step));
         } else {
             bar.finish_and_clear();
         }
-        let state = run.snapshot(&c, seconds_before, &session_start, eval_seconds);
+        let state = run.snapshot(&c);
         let summary = TrainSummary {
             steps: run.progress.step,
             best: run.progress.best,
@@ -542,7 +528,7 @@ impl Trainer {
             train_seconds: state.train_seconds,
             examples_per_second: state.examples_seen as f64 / state.train_seconds.max(1e-9),
             stop_reason,
-            timings,
+            timings: run.timings,
             resumed_from,
         };
         if let Some(log) = log.as_mut() {
@@ -586,12 +572,29 @@ fn step_seed(seed: u64, step: usize) -> u64 {
     x ^ (x >> 31)
 }
 
-/// Counters that a checkpoint carries.
+/// Writes the resumable `last/` checkpoint of `run`.
+fn save_last<M, H: TrainHooks<M>>(
+    hooks: &mut H,
+    model: &M,
+    run: &RunState,
+    c: &TrainConfig,
+    optimizer: &ModuleOptimizer,
+) -> Result<(), TrainError> {
+    let context = CheckpointContext { progress: &run.progress, state: run.snapshot(c), optimizer: Some(optimizer) };
+    hooks.save(model, SaveKind::Last, &context)
+}
+
+/// Counters that a checkpoint carries, and this session's clock.
 struct RunState {
     progress: TrainProgress,
     examples: usize,
     examples_seen: usize,
-    train_seconds: f64,
+    /// Seconds of training before this session (a resumed run's earlier sessions).
+    train_seconds_before: f64,
+    /// When this session's training loop started.
+    session_start: Instant,
+    /// This session's time per phase.
+    timings: PhaseTimings,
     evals_without_improvement: usize,
     early_stopping_best: Option<f64>,
     eval_history: Vec<EvalRecord>,
@@ -603,12 +606,14 @@ struct EvalOutcome {
 }
 
 impl RunState {
-    fn fresh(examples: usize, total_steps: usize, _config: &TrainConfig) -> Self {
+    fn fresh(examples: usize, total_steps: usize) -> Self {
         Self {
             progress: TrainProgress { step: 0, epoch: 0, total_steps, best: None },
             examples,
             examples_seen: 0,
-            train_seconds: 0.0,
+            train_seconds_before: 0.0,
+            session_start: Instant::now(),
+            timings: PhaseTimings::default(),
             evals_without_improvement: 0,
             early_stopping_best: None,
             eval_history: Vec::new(),
@@ -620,7 +625,9 @@ impl RunState {
             progress: TrainProgress { step: state.step, epoch: state.epoch, total_steps, best: state.best },
             examples: state.examples,
             examples_seen: state.examples_seen,
-            train_seconds: state.train_seconds,
+            train_seconds_before: state.train_seconds,
+            session_start: Instant::now(),
+            timings: PhaseTimings::default(),
             evals_without_improvement: state.evals_without_improvement,
             early_stopping_best: state.early_stopping_best,
             eval_history: state.eval_history.clone(),
@@ -653,7 +660,9 @@ impl RunState {
         Ok(EvalOutcome { improved, stop })
     }
 
-    fn snapshot(&self, c: &TrainConfig, seconds_before: f64, session_start: &Instant, eval_seconds: f64) -> TrainerState {
+    /// The state a checkpoint written now records; training time excludes evaluation.
+    fn snapshot(&self, c: &TrainConfig) -> TrainerState {
+        let session = self.session_start.elapsed().as_secs_f64() - self.timings.evaluation;
         TrainerState {
             format: TrainerState::FORMAT,
             step: self.progress.step,
@@ -661,7 +670,7 @@ impl RunState {
             total_steps: self.progress.total_steps,
             examples: self.examples,
             examples_seen: self.examples_seen,
-            train_seconds: seconds_before + (session_start.elapsed().as_secs_f64() - eval_seconds).max(0.0),
+            train_seconds: self.train_seconds_before + session.max(0.0),
             best: self.progress.best,
             evals_without_improvement: self.evals_without_improvement,
             early_stopping_best: self.early_stopping_best,
