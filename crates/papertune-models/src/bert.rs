@@ -7,6 +7,8 @@
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
 use burn::tensor::activation::{gelu, gelu_approximate, relu, softmax, tanh};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::bert_config::{BertConfig, BertFlavor};
@@ -110,9 +112,19 @@ impl BertSelfAttention {
         let value = split_heads(self.value.forward(hidden));
 
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = query.matmul(key.swap_dims(2, 3)).mul_scalar(scale) + mask_bias; // [batch, heads, seq, seq]
-        let probs = self.dropout.forward(softmax(scores, 3));
-        let context = probs.matmul(value); // [batch, heads, seq, head_dim]
+        let context = if query.device().is_autodiff() {
+            // Training: separate operations, so that autodiff sees them and dropout applies to
+            // the attention probabilities.
+            let scores = query.matmul(key.swap_dims(2, 3)).mul_scalar(scale) + mask_bias; // [batch, heads, seq, seq]
+            let probs = self.dropout.forward(softmax(scores, 3));
+            probs.matmul(value) // [batch, heads, seq, head_dim]
+        } else {
+            // Inference: the backend's fused attention, which never writes the whole
+            // [batch, heads, seq, seq] score tensor out (dropout is off anyway).
+            let mask_bias = mask_bias.expand([batch, 1, seq, seq]); // shared by the heads
+            let options = AttentionModuleOptions { scale: Some(scale), softcap: None, is_causal: false };
+            attention(query, key, value, None, Some(mask_bias), options) // [batch, heads, seq, head_dim]
+        };
         context.swap_dims(1, 2).reshape([batch, seq, width])
     }
 }
