@@ -63,6 +63,22 @@ pub fn device(name: &str) -> Result<Device> {
     })
 }
 
+/// `count` devices of backend `name` for data parallelism: GPUs `0..count`, or the CPU device
+/// `count` times (each a thread of its own).
+pub fn devices(name: &str, count: usize) -> Result<Vec<Device>> {
+    if count == 0 {
+        bail!("--devices must be at least 1");
+    }
+    let first = device(name)?;
+    Ok(match name {
+        #[cfg(feature = "wgpu")]
+        "wgpu" if count > 1 => (0..count).map(|i| Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i))).collect(),
+        #[cfg(feature = "cuda")]
+        "cuda" => (0..count).map(Device::cuda).collect(),
+        _ => vec![first; count],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

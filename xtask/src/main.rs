@@ -57,6 +57,11 @@ enum Command {
         /// Stop after this optimizer step with a resumable checkpoint (train in sessions).
         #[arg(long, value_name = "N")]
         stop_at_step: Option<usize>,
+        /// Data parallelism over N devices of the backend (GPUs 0..N-1; on a CPU backend, N
+        /// threads sharing the cores): each step's micro-batches are shared among them, so
+        /// train.gradient_accumulation_steps must be at least N.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        devices: usize,
     },
     /// Rebuild a run folder's report.html from its files.
     Report {
@@ -202,7 +207,7 @@ fn device_for(backend: Option<&str>) -> Result<burn::tensor::Device> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train { config, backend, overrides, out, resume, folds, stop_at_step } => {
+        Command::Train { config, backend, overrides, out, resume, folds, stop_at_step, devices } => {
             let resuming = resume.is_some();
             let (config, out) = match resume {
                 Some(dir) => (dir.join("config.toml"), dir),
@@ -220,6 +225,7 @@ fn run(cli: Cli) -> Result<()> {
                 resume: resuming,
                 stop: Some(papertune_train::stop_on_signals()?),
                 stop_at_step,
+                devices: backend::devices(&backend_name, devices)?,
                 backend: Some(backend_name),
             };
             tracing::info!("run folder: {}{}", out.display(), if options.resume { " (resuming)" } else { "" });

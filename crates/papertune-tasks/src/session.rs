@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use burn::tensor::Device;
 use papertune_models::fsutil::write_atomic;
 use papertune_train::{ResumePoint, Trainer};
 
@@ -26,6 +27,9 @@ pub struct TrainOptions {
     pub stop_at_step: Option<usize>,
     /// Name of the backend, recorded in the summary and report.
     pub backend: Option<String>,
+    /// Data parallelism: devices (of the run's backend) that share each step's micro-batches;
+    /// empty or one: the run's device alone. See [`Trainer::with_devices`].
+    pub devices: Vec<Device>,
 }
 
 impl TrainOptions {
@@ -42,6 +46,9 @@ impl TrainOptions {
         }
         if let Some(step) = self.stop_at_step {
             trainer = trainer.with_stop_at_step(step);
+        }
+        if self.devices.len() > 1 {
+            trainer = trainer.with_devices(self.devices.clone());
         }
         trainer
     }

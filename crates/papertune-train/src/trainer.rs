@@ -153,13 +153,15 @@ pub struct Trainer {
     stop: Option<Arc<AtomicBool>>,
     stop_at_step: Option<usize>,
     report_dir: Option<PathBuf>,
+    /// Devices that share each step's micro-batches (data parallelism); empty: `device` alone.
+    workers: Vec<Device>,
 }
 
 impl Trainer {
     /// A trainer with these options, running on `device` (the autodiff form is used).
     pub fn new(config: TrainConfig, device: &Device) -> Result<Self, TrainError> {
         config.validate().map_err(TrainError::Config)?;
-        Ok(Self { config, device: device.clone(), metrics_log: None, show_progress: true, resume: None, stop: None, stop_at_step: None, report_dir: None })
+        Ok(Self { config, device: device.clone(), metrics_log: None, show_progress: true, resume: None, stop: None, stop_at_step: None, report_dir: None, workers: Vec::new() })
     }
 
     /// Appends one JSON object per log, evaluation and save event to `path`.
@@ -210,6 +212,18 @@ impl Trainer {
     /// checkpoint: a long run can be trained in sessions without changing its schedule.
     pub fn with_stop_at_step(mut self, step: usize) -> Self {
         self.stop_at_step = Some(step);
+        self
+    }
+
+    /// Data parallelism: the micro-batches of each optimizer step are spread over `devices`
+    /// (of one backend), computed at the same time on copies of the model, and their gradients
+    /// summed on the trainer's device, which holds the weights and the optimizer state. The
+    /// update is the one gradient accumulation computes one micro-batch after another, so
+    /// `train.gradient_accumulation_steps` must be at least the number of devices (a multiple
+    /// keeps them all busy). Dropout masks are drawn by the devices' own random streams, so a
+    /// run with dropout is reproducible only on one device.
+    pub fn with_devices(mut self, devices: Vec<Device>) -> Self {
+        self.workers = devices.into_iter().map(|d| if d.is_autodiff() { d } else { d.autodiff() }).collect();
         self
     }
 
@@ -281,13 +295,21 @@ impl Trainer {
     ) -> Result<(M, TrainSummary), TrainError>
     where
         M: TrainModel<Batch>,
-        L: Loss<M::Output, M::Target>,
+        L: Loss<M::Output, M::Target> + Sync,
         Bt: Batcher<I, Batch>,
         H: TrainHooks<M>,
+        I: Send,
     {
         let n = data.len();
         if n == 0 {
             return Err(TrainError::EmptyData);
+        }
+        if self.workers.len() > self.config.gradient_accumulation_steps {
+            return Err(TrainError::Config(format!(
+                "{} data-parallel devices but train.gradient_accumulation_steps is {}: the devices share each step's micro-batches, so raise the accumulation to at least the device count",
+                self.workers.len(),
+                self.config.gradient_accumulation_steps
+            )));
         }
         if !model.devices().first().is_some_and(|d| d.is_autodiff()) {
             return Err(TrainError::NotAutodiff);
@@ -366,30 +388,56 @@ impl Trainer {
             let mut accumulator = GradientsAccumulator::<M>::new();
             let mut loss_value = 0.0f32;
             let mut step_examples = 0usize;
-            for batch_index in first_batch..last_batch {
+            let batch_indices: Vec<usize> = (first_batch..last_batch).collect();
+            for group in batch_indices.chunks(self.workers.len().max(1)) {
                 let started = Instant::now();
-                let batch = {
+                let mut group_items = Vec::with_capacity(group.len());
+                {
                     let _span = tracing::debug_span!("data", step = step + 1).entered();
-                    let start = batch_index * c.batch_size;
-                    let indices = &order[start..(start + c.batch_size).min(n)];
-                    step_examples += indices.len();
-                    let items = indices
-                        .iter()
-                        .map(|&i| data.get(i).map_err(|e| TrainError::Data { index: i, message: e.to_string() }))
-                        .collect::<Result<Vec<I>, _>>()?;
-                    batcher.batch(items, &self.device)
-                };
+                    for &batch_index in group {
+                        let start = batch_index * c.batch_size;
+                        let indices = &order[start..(start + c.batch_size).min(n)];
+                        step_examples += indices.len();
+                        let items = indices
+                            .iter()
+                            .map(|&i| data.get(i).map_err(|e| TrainError::Data { index: i, message: e.to_string() }))
+                            .collect::<Result<Vec<I>, _>>()?;
+                        group_items.push(items);
+                    }
+                }
                 run.timings.data += started.elapsed().as_secs_f64();
                 let started = Instant::now();
                 let _span = tracing::debug_span!("forward_backward", step = step + 1).entered();
-                let (output, target) = model.forward_train(batch);
-                let mut loss = loss_fn.forward(output, target);
-                if accumulation > 1 {
-                    loss = loss.div_scalar(accumulation as f64);
+                let scale = accumulation as f64;
+                let results = if group_items.len() == 1 {
+                    let items = group_items.pop().expect("one micro-batch");
+                    vec![micro_batch_gradients(&model, loss_fn, batcher.batch(items, &self.device), scale)]
+                } else {
+                    // One thread per device, each on its own copy of the model; the gradients
+                    // come back to the trainer's device in micro-batch order.
+                    let main_device = &self.device;
+                    std::thread::scope(|scope| {
+                        let handles: Vec<_> = group_items
+                            .into_iter()
+                            .zip(&self.workers)
+                            .map(|(items, device)| {
+                                let worker = model.clone().fork(device);
+                                scope.spawn(move || {
+                                    let (grads, loss) = micro_batch_gradients(&worker, loss_fn, batcher.batch(items, device), scale);
+                                    (grads.to_device(main_device, &worker), loss)
+                                })
+                            })
+                            .collect();
+                        handles
+                            .into_iter()
+                            .map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                            .collect::<Vec<_>>()
+                    })
+                };
+                for (grads, loss) in results {
+                    accumulator.accumulate(&model, grads);
+                    loss_value += loss;
                 }
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                accumulator.accumulate(&model, grads);
-                loss_value += loss.into_scalar::<f32>();
                 run.timings.forward_backward += started.elapsed().as_secs_f64();
             }
             if accumulation > 1 {
@@ -564,6 +612,22 @@ impl Trainer {
 }
 
 /// The seed of the random stream for step `step` (0-based) of a run seeded with `seed`.
+/// Forward and backward over one micro-batch: its gradients and its loss, both divided by
+/// `accumulation` (the number of micro-batches whose gradients make one step).
+fn micro_batch_gradients<M, Batch, L>(model: &M, loss_fn: &L, batch: Batch, accumulation: f64) -> (GradientsParams, f32)
+where
+    M: TrainModel<Batch>,
+    L: Loss<M::Output, M::Target>,
+{
+    let (output, target) = model.forward_train(batch);
+    let mut loss = loss_fn.forward(output, target);
+    if accumulation > 1.0 {
+        loss = loss.div_scalar(accumulation);
+    }
+    let grads = GradientsParams::from_grads(loss.backward(), model);
+    (grads, loss.into_scalar::<f32>())
+}
+
 fn step_seed(seed: u64, step: usize) -> u64 {
     let mut x = seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     // splitmix64 finaliser: nearby steps get unrelated seeds.

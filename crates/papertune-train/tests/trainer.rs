@@ -1,10 +1,9 @@
 //! The trainer's control flow on a two-feature linear model: early stopping, a non-finite loss,
 //! the stop request, strategies, and an exact resume through the checkpoint files.
 
-use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::InMemDataset;
@@ -131,14 +130,14 @@ fn early_stopping_stops_after_patience_evaluations_without_improvement() {
 /// A loss that turns NaN at its `at`-th call.
 struct NanAt {
     at: usize,
-    calls: Cell<usize>,
+    calls: AtomicUsize,
 }
 
 impl Loss<Tensor<2>, Tensor<1, Int>> for NanAt {
     fn forward(&self, logits: Tensor<2>, target: Tensor<1, Int>) -> Tensor<1> {
-        self.calls.set(self.calls.get() + 1);
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let loss = CrossEntropyLoss::new().forward(logits, target);
-        if self.calls.get() == self.at { loss.mul_scalar(f64::NAN) } else { loss }
+        if call == self.at { loss.mul_scalar(f64::NAN) } else { loss }
     }
 }
 
@@ -150,7 +149,7 @@ fn a_nan_loss_stops_before_the_update_and_keeps_the_last_checkpoint() {
     let error = Trainer::new(config, &device)
         .unwrap()
         .with_progress(false)
-        .fit(toy(&device), &NanAt { at: 4, calls: Cell::new(0) }, &InMemDataset::new(points()), &ToyBatcher, &mut hooks)
+        .fit(toy(&device), &NanAt { at: 4, calls: AtomicUsize::new(0) }, &InMemDataset::new(points()), &ToyBatcher, &mut hooks)
         .unwrap_err();
     assert!(matches!(error, TrainError::NonFiniteLoss { step: 4, .. }), "{error}");
     assert!(error.to_string().contains("last saved checkpoint is kept"), "{error}");
@@ -244,3 +243,51 @@ fn resume_from_checkpoint_files_continues_exactly() {
     assert_eq!(weights(&resumed), weights(&whole), "a resumed run must end with the weights of one run");
 }
 
+
+/// Data parallelism on the CPU backends (each "device" a thread of its own): two devices sharing
+/// each step's two micro-batches make the updates of one device accumulating them in turn.
+#[test]
+#[allow(deprecated)] // Device::ndarray: burn steers users to flex, which papertune also tests
+fn two_devices_make_the_updates_of_accumulation_on_one() {
+    for cpu in [Device::flex(), Device::ndarray()] {
+        let device = cpu.clone().autodiff();
+        // 40 points, micro-batches of 4, two per step: 5 steps per epoch, 15 in all.
+        let config = TrainConfig {
+            batch_size: 4,
+            gradient_accumulation_steps: 2,
+            eval_strategy: Strategy::No,
+            save_strategy: Strategy::No,
+            ..config()
+        };
+        let initial = toy(&device);
+        let train = |workers: Vec<Device>| {
+            let trainer = Trainer::new(config.clone(), &device).unwrap().with_progress(false).with_devices(workers);
+            let (model, summary) = trainer
+                .fit(initial.clone(), &CrossEntropyLoss::new(), &InMemDataset::new(points()), &ToyBatcher, &mut Script::default())
+                .unwrap();
+            assert_eq!(summary.steps, 15);
+            (weights(&model), summary.final_loss)
+        };
+        let (one, one_loss) = train(Vec::new());
+        let (two, two_loss) = train(vec![cpu.clone(), cpu.clone()]);
+        let moved = one.iter().zip(weights(&initial)).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(moved > 1e-2, "{cpu:?}: training should move the weights (moved {moved})");
+        let differ = one.iter().zip(&two).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(differ < 1e-6, "{cpu:?}: two devices end at {two:?}, one device at {one:?}");
+        assert!((one_loss - two_loss).abs() < 1e-6, "{cpu:?}: logged loss {two_loss} on two devices, {one_loss} on one");
+    }
+}
+
+#[test]
+fn more_devices_than_micro_batches_per_step_are_refused() {
+    let device = device();
+    let config = TrainConfig { gradient_accumulation_steps: 2, ..config() };
+    let err = Trainer::new(config, &device)
+        .unwrap()
+        .with_progress(false)
+        .with_devices(vec![Device::flex(); 3])
+        .fit(toy(&device), &CrossEntropyLoss::new(), &InMemDataset::new(points()), &ToyBatcher, &mut Script::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("3 data-parallel devices") && err.contains("gradient_accumulation_steps is 2"), "{err}");
+}
