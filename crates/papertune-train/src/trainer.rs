@@ -388,13 +388,14 @@ impl Trainer {
             let mut accumulator = GradientsAccumulator::<M>::new();
             let mut loss_value = 0.0f32;
             let mut step_examples = 0usize;
-            let batch_indices: Vec<usize> = (first_batch..last_batch).collect();
-            for group in batch_indices.chunks(self.workers.len().max(1)) {
+            let devices = self.workers.len().max(1);
+            for group_start in (first_batch..last_batch).step_by(devices) {
                 let started = Instant::now();
+                let group = group_start..(group_start + devices).min(last_batch);
                 let mut group_items = Vec::with_capacity(group.len());
                 {
                     let _span = tracing::debug_span!("data", step = step + 1).entered();
-                    for &batch_index in group {
+                    for batch_index in group {
                         let start = batch_index * c.batch_size;
                         let indices = &order[start..(start + c.batch_size).min(n)];
                         step_examples += indices.len();
@@ -611,7 +612,6 @@ impl Trainer {
     }
 }
 
-/// The seed of the random stream for step `step` (0-based) of a run seeded with `seed`.
 /// Forward and backward over one micro-batch: its gradients and its loss, both divided by
 /// `accumulation` (the number of micro-batches whose gradients make one step).
 fn micro_batch_gradients<M, Batch, L>(model: &M, loss_fn: &L, batch: Batch, accumulation: f64) -> (GradientsParams, f32)
@@ -628,6 +628,7 @@ where
     (grads, loss.into_scalar::<f32>())
 }
 
+/// The seed of the random stream for step `step` (0-based) of a run seeded with `seed`.
 fn step_seed(seed: u64, step: usize) -> u64 {
     let mut x = seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     // splitmix64 finaliser: nearby steps get unrelated seeds.

@@ -243,7 +243,6 @@ fn resume_from_checkpoint_files_continues_exactly() {
     assert_eq!(weights(&resumed), weights(&whole), "a resumed run must end with the weights of one run");
 }
 
-
 /// Data parallelism on the CPU backends (each "device" a thread of its own): two devices sharing
 /// each step's two micro-batches make the updates of one device accumulating them in turn.
 #[test]
