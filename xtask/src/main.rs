@@ -235,8 +235,17 @@ fn run(cli: Cli) -> Result<()> {
                 (RunConfig::Llm(_), Some(_)) => anyhow::bail!("--folds applies to classification configs only"),
                 (RunConfig::Llm(c), None) => vec![papertune_tasks::llm::train_with(c, &out, &device, &options)?],
             };
+            // Repeated in the resume hint of an interrupted run: neither changes the result, so the
+            // run folder does not record them, but they set its speed.
+            let mut resume_flags = String::new();
+            if let Some(name) = &backend {
+                resume_flags.push_str(&format!(" --backend {name}"));
+            }
+            if devices > 1 {
+                resume_flags.push_str(&format!(" --devices {devices}"));
+            }
             for report in &reports {
-                print_train_report(report);
+                print_train_report(report, &resume_flags);
             }
             let shown = if folds.is_some() { out.clone() } else { reports[0].run.clone() };
             println!("next: cargo xtask eval --run {} --data FILE", shown.display());
@@ -368,7 +377,7 @@ fn single_llm_run(runs: &[PathBuf]) -> Result<Option<PathBuf>> {
     }
 }
 
-fn print_train_report(report: &papertune_tasks::TrainReport) {
+fn print_train_report(report: &papertune_tasks::TrainReport, resume_flags: &str) {
     println!("run: {}", report.run.display());
     println!(
         "trained {} on {} examples ({} validation): {} steps in {:.0} s ({:.2} examples/s, {:.0} tokens/s), final loss {:.4}{}",
@@ -384,7 +393,7 @@ fn print_train_report(report: &papertune_tasks::TrainReport) {
             papertune_train::StopReason::Completed => String::new(),
             papertune_train::StopReason::EarlyStopping => ", stopped early".into(),
             papertune_train::StopReason::Interrupted =>
-                format!(" -- interrupted; continue with: cargo xtask train --resume {}", report.run.display()),
+                format!(" -- interrupted; continue with: cargo xtask train --resume {}{resume_flags}", report.run.display()),
         }
     );
     if let (Some(step), Some(metrics)) = (report.best_step, &report.best_metrics) {

@@ -89,7 +89,7 @@ impl<'a> Generator<'a> {
         }
         let mut active: Vec<usize> = (0..batch).collect();
         let mut generated: Vec<Vec<u32>> = vec![Vec::new(); batch];
-        let mut cache = KvCache::new(self.model.num_layers());
+        let mut cache = KvCache::with_capacity(self.model.num_layers(), longest + config.max_new_tokens);
         let mut step_ids = ids;
 
         for step in 0..config.max_new_tokens {

@@ -84,24 +84,68 @@ impl Rotary {
     }
 }
 
-/// One layer's cached keys and values, `[batch, kv_heads, past, head_dim]` each (`None` before
-/// the first pass).
-pub type LayerCache = Option<(Tensor<4>, Tensor<4>)>;
+/// One layer's cached keys and values: buffers of `[batch, kv_heads, capacity, head_dim]`
+/// whose first `len` positions are filled. New positions are written into the buffers in place
+/// (the buffers are owned by the cache alone between steps), so a decoding step does not copy
+/// the positions before it; a buffer that fills up doubles.
+#[derive(Debug, Clone)]
+pub struct LayerCache {
+    key: Tensor<4>,
+    value: Tensor<4>,
+    len: usize,
+}
+
+impl LayerCache {
+    /// Appends `key` and `value` (`[batch, kv_heads, seq, head_dim]`) and returns the keys and
+    /// values of every cached position, `[batch, kv_heads, len, head_dim]` each (views of the
+    /// buffers).
+    fn append(slot: &mut Option<Self>, key: Tensor<4>, value: Tensor<4>, capacity: usize) -> (Tensor<4>, Tensor<4>) {
+        let [batch, kv_heads, seq, head_dim] = key.dims();
+        let mut entry = slot.take().unwrap_or_else(|| {
+            // Two separate buffers: a shared one would be copied by the first write.
+            let shape = [batch, kv_heads, capacity.max(seq), head_dim];
+            Self { key: Tensor::zeros(shape, &key.device()), value: Tensor::zeros(shape, &key.device()), len: 0 }
+        });
+        let end = entry.len + seq;
+        let available = entry.key.dims()[2];
+        if end > available {
+            let grown = end.max(2 * available);
+            let extra = Tensor::zeros([batch, kv_heads, grown - available, head_dim], &key.device());
+            entry.key = Tensor::cat(vec![entry.key, extra.clone()], 2);
+            entry.value = Tensor::cat(vec![entry.value, extra], 2);
+        }
+        let range = [0..batch, 0..kv_heads, entry.len..end, 0..head_dim];
+        entry.key = entry.key.slice_assign(range.clone(), key);
+        entry.value = entry.value.slice_assign(range, value);
+        entry.len = end;
+        let filled = (entry.key.clone().narrow(2, 0, end), entry.value.clone().narrow(2, 0, end));
+        *slot = Some(entry);
+        filled
+    }
+}
 
 /// Keys and values of earlier positions, per layer.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
-    layers: Vec<LayerCache>,
+    layers: Vec<Option<LayerCache>>,
+    /// Positions the buffers are first allocated for.
+    capacity: usize,
 }
 
 impl KvCache {
     pub fn new(num_layers: usize) -> Self {
-        Self { layers: vec![None; num_layers] }
+        Self::with_capacity(num_layers, 0)
+    }
+
+    /// A cache whose buffers hold `positions` positions before they need to grow (the prompt
+    /// length plus the tokens to generate).
+    pub fn with_capacity(num_layers: usize, positions: usize) -> Self {
+        Self { layers: vec![None; num_layers], capacity: positions }
     }
 
     /// Positions already cached.
     pub fn len(&self) -> usize {
-        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.dims()[2])
+        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |entry| entry.len)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -110,9 +154,9 @@ impl KvCache {
 
     /// Keeps only the given batch rows (e.g. after some sequences finished).
     pub fn select_rows(&mut self, rows: Tensor<1, Int>) {
-        for (k, v) in self.layers.iter_mut().flatten() {
-            *k = k.clone().select(0, rows.clone());
-            *v = v.clone().select(0, rows.clone());
+        for entry in self.layers.iter_mut().flatten() {
+            entry.key = entry.key.clone().select(0, rows.clone());
+            entry.value = entry.value.clone().select(0, rows.clone());
         }
     }
 }
@@ -136,7 +180,7 @@ impl LlamaAttention {
         x: Tensor<3>,
         rotary: &Rotary,
         mask_bias: Tensor<4>,
-        cache: Option<&mut LayerCache>,
+        cache: Option<(&mut Option<LayerCache>, usize)>,
     ) -> Tensor<3> {
         let [batch, seq, _] = x.dims();
         let (heads, kv_heads, head_dim) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -145,15 +189,11 @@ impl LlamaAttention {
         let key = self.k_proj.forward(x.clone()).reshape([batch, seq, kv_heads, head_dim]).swap_dims(1, 2);
         let value = self.v_proj.forward(x).reshape([batch, seq, kv_heads, head_dim]).swap_dims(1, 2);
         let query = rotary.apply(query); // [batch, heads, seq, head_dim]
-        let mut key = rotary.apply(key); // [batch, kv_heads, seq, head_dim]
-        let mut value = value;
-        if let Some(slot) = cache {
-            if let Some((past_key, past_value)) = slot.take() {
-                key = Tensor::cat(vec![past_key, key], 2);
-                value = Tensor::cat(vec![past_value, value], 2);
-            }
-            *slot = Some((key.clone(), value.clone()));
-        }
+        let key = rotary.apply(key); // [batch, kv_heads, seq, head_dim]
+        let (key, value) = match cache {
+            Some((slot, capacity)) => LayerCache::append(slot, key, value, capacity), // [batch, kv_heads, past + seq, head_dim]
+            None => (key, value),
+        };
         let total = key.dims()[2];
 
         // The `group` query heads that share a key/value head are stacked along the sequence
@@ -200,7 +240,7 @@ impl LlamaLayer {
         x: Tensor<3>,
         rotary: &Rotary,
         mask_bias: Tensor<4>,
-        cache: Option<&mut LayerCache>,
+        cache: Option<(&mut Option<LayerCache>, usize)>,
     ) -> Tensor<3> {
         let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rotary, mask_bias, cache);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
@@ -379,7 +419,7 @@ impl LlamaModel {
                 if c.layers.len() <= i {
                     c.layers.resize(i + 1, None);
                 }
-                &mut c.layers[i]
+                (&mut c.layers[i], c.capacity)
             });
             hidden = layer.forward(hidden, &input.rotary, input.mask_bias.clone(), slot);
         }
@@ -542,5 +582,36 @@ mod tests {
         let permuted = vec![0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0];
         let back = unpermute_rows(HostTensor::new(vec![8, 1], permuted), 2);
         assert_eq!(back.data, hf);
+    }
+
+    /// Decoding one token at a time through the cache gives the logits of one pass over the
+    /// whole sequence, whether the buffers start large enough or grow (capacity 0 starts at the
+    /// prompt's length and doubles); the second row is left-padded by two positions.
+    #[test]
+    fn cached_decoding_matches_the_full_pass() {
+        let device = Device::default();
+        let config = crate::llama_config::LlamaConfig::tiny();
+        let model = crate::random_llama(&config, 7, &device).expect("tiny model");
+        let pad = 0u32;
+        let ids: Vec<Vec<u32>> = vec![vec![5, 9, 14, 3, 8, 21, 2, 11], vec![pad, pad, 7, 4, 19, 6, 10, 13]];
+        let mask: Vec<Vec<u8>> = vec![vec![1; 8], vec![0, 0, 1, 1, 1, 1, 1, 1]];
+        let full = model.forward(model.input(&ids, &mask), None); // [2, 8, vocab]
+        let prompt = 3;
+        for capacity in [0, 8] {
+            let mut cache = KvCache::with_capacity(model.num_layers(), capacity);
+            let head: Vec<Vec<u32>> = ids.iter().map(|row| row[..prompt].to_vec()).collect();
+            let head_mask: Vec<Vec<u8>> = mask.iter().map(|row| row[..prompt].to_vec()).collect();
+            let mut logits = vec![model.forward(model.input(&head, &head_mask), Some(&mut cache))];
+            for position in prompt..8 {
+                let step: Vec<Vec<u32>> = ids.iter().map(|row| vec![row[position]]).collect();
+                let step_mask: Vec<Vec<u8>> = mask.iter().map(|row| row[..=position].to_vec()).collect();
+                logits.push(model.forward(model.input(&step, &step_mask), Some(&mut cache)));
+            }
+            assert_eq!(cache.len(), 8);
+            // Padding positions have no defined output; compare the real ones.
+            let cached = Tensor::cat(logits, 1).narrow(1, 2, 6);
+            let difference: f32 = (cached - full.clone().narrow(1, 2, 6)).abs().max().into_scalar();
+            assert!(difference < 1e-4, "capacity {capacity}: cached logits differ by {difference}");
+        }
     }
 }
