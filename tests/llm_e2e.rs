@@ -187,6 +187,23 @@ fn tiny_llama_learns_both_tasks_from_instruction_records() {
     let adapter = |run: &Path| std::fs::read(run.join("last/adapter_model.safetensors")).unwrap();
     assert!(adapter(&split) == adapter(&run), "the resumed adapter differs from one run's");
 
+    // With adapter dropout the masks come from a stream seeded per micro-batch: one device and
+    // two devices sharing each step (`--devices 2`) end with the same adapter, and the dropout
+    // does act (the adapter differs from the same run without it).
+    let mut dropped = no_valid.clone();
+    dropped.lora.dropout = 0.1;
+    dropped.train.batch_size = 2;
+    dropped.train.gradient_accumulation_steps = 2;
+    let one_device = work.path().join("kw-dropout-1");
+    llm::train(&dropped, &one_device, &device, false).unwrap();
+    let two_devices = work.path().join("kw-dropout-2");
+    let options = papertune_tasks::TrainOptions { devices: vec![device.clone(), device.clone()], ..Default::default() };
+    llm::train_with(&dropped, &two_devices, &device, &options).unwrap();
+    assert!(adapter(&one_device) == adapter(&two_devices), "two devices and one made different adapters with dropout");
+    let undropped = work.path().join("kw-dropout-0");
+    llm::train(&LlmConfig { lora: LoraConfig { dropout: 0.0, ..dropped.lora.clone() }, ..dropped.clone() }, &undropped, &device, false).unwrap();
+    assert!(adapter(&one_device) != adapter(&undropped), "adapter dropout changed nothing");
+
     // Task 1: "1" / "0" read from the logits.
     let papers = work.path().join("papers.csv");
     write_synthetic_rows(&papers);

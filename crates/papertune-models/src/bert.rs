@@ -5,13 +5,14 @@
 //! Field names follow the Hugging Face checkpoint so that the name map stays readable.
 
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
+use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::tensor::activation::{gelu, gelu_approximate, relu, softmax, tanh};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::bert_config::{BertConfig, BertFlavor};
+use crate::dropout::Dropout;
 use crate::error::Result;
 use crate::weights::{TensorReader, TensorWriter};
 
@@ -196,7 +197,7 @@ impl BertModel {
             BertFlavor::Bert => 0,
             BertFlavor::Roberta => config.pad_token_id + 1,
         };
-        let hidden_dropout = || DropoutConfig::new(config.hidden_dropout_prob).init();
+        let hidden_dropout = || Dropout::new(config.hidden_dropout_prob);
         let embeddings = BertEmbeddings {
             word_embeddings: reader.embedding(&format!("{prefix}embeddings.word_embeddings"), config.vocab_size, hidden)?,
             position_embeddings: reader.embedding(
@@ -222,7 +223,7 @@ impl BertModel {
                         query: reader.linear(&format!("{p}.attention.self.query"), hidden, hidden, true)?,
                         key: reader.linear(&format!("{p}.attention.self.key"), hidden, hidden, true)?,
                         value: reader.linear(&format!("{p}.attention.self.value"), hidden, hidden, true)?,
-                        dropout: DropoutConfig::new(config.attention_probs_dropout_prob).init(),
+                        dropout: Dropout::new(config.attention_probs_dropout_prob),
                         num_heads: config.num_attention_heads,
                         head_dim: config.head_dim(),
                     },

@@ -20,6 +20,7 @@
 
 pub mod bert;
 pub mod bert_config;
+pub mod dropout;
 pub mod error;
 pub mod fsutil;
 pub mod generate;

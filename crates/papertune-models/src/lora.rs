@@ -11,12 +11,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::module::{Module, Param};
-use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::dropout::Dropout;
 use crate::error::{ModelError, Result};
 use crate::fsutil::write_atomic;
 use crate::safetensors_io::Checkpoint;
@@ -118,7 +119,7 @@ impl LoraAdapter {
         Self {
             a: Param::from_tensor(a),
             b: Param::from_tensor(b),
-            dropout: DropoutConfig::new(config.dropout).init(),
+            dropout: Dropout::new(config.dropout),
             scaling: config.scaling(),
         }
     }

@@ -2,7 +2,8 @@
 //! logits (cross-entropy) or 1 logit (BCE with logits).
 
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::nn::Linear;
+use papertune_models::dropout::Dropout;
 use burn::tensor::activation::{relu, sigmoid, softmax};
 use burn::tensor::{Device, Int, Tensor};
 use papertune_data::TokenBatch;
@@ -128,7 +129,7 @@ impl SequenceClassifier {
         checkpoint.ensure_consumed(&["position_ids"])?;
         Ok(Self {
             encoder,
-            dropout: DropoutConfig::new(head.dropout.unwrap_or(hidden_dropout)).init(),
+            dropout: Dropout::new(head.dropout.unwrap_or(hidden_dropout)),
             pre_classifier,
             classifier,
             pooling: head.pooling,
@@ -190,5 +191,9 @@ impl TrainModel<TokenBatch> for SequenceClassifier {
 
     fn forward_train(&self, batch: TokenBatch) -> (Tensor<2>, Tensor<1, Int>) {
         (self.forward(batch.input_ids, batch.token_type_ids, batch.attention_mask), batch.labels)
+    }
+
+    fn seed_micro_batch(&self, seed: u64) {
+        papertune_models::dropout::seed_thread(seed);
     }
 }

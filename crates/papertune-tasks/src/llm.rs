@@ -289,6 +289,10 @@ impl TrainModel<CausalLmBatch> for CausalLmTrainer {
         let scored = hidden.reshape([rows * seq, width]).select(0, batch.scored_positions); // [scored, hidden]
         (self.lm.logits(scored), batch.targets)
     }
+
+    fn seed_micro_batch(&self, seed: u64) {
+        papertune_models::dropout::seed_thread(seed);
+    }
 }
 
 /// Progress over `total` prompts: a bar on a terminal, else a log line every tenth.

@@ -37,6 +37,13 @@ pub trait TrainModel<Batch>: Module {
     type Target;
     /// Runs the model on a batch and hands back the output with its target.
     fn forward_train(&self, batch: Batch) -> (Self::Output, Self::Target);
+
+    /// Called in the thread that runs a micro-batch, just before [`forward_train`](Self::forward_train),
+    /// with a seed made of the run's seed, the optimizer step and the micro-batch's index in
+    /// the epoch. Models that draw random numbers from a stream of their own (papertune's
+    /// dropout) restart it here, so that results do not depend on how many devices share a
+    /// step or on thread timing. Does nothing by default.
+    fn seed_micro_batch(&self, _seed: u64) {}
 }
 
 /// Which checkpoint the trainer asks to save.
@@ -403,15 +410,17 @@ impl Trainer {
                             .iter()
                             .map(|&i| data.get(i).map_err(|e| TrainError::Data { index: i, message: e.to_string() }))
                             .collect::<Result<Vec<I>, _>>()?;
-                        group_items.push(items);
+                        group_items.push((batch_index, items));
                     }
                 }
                 run.timings.data += started.elapsed().as_secs_f64();
                 let started = Instant::now();
                 let _span = tracing::debug_span!("forward_backward", step = step + 1).entered();
                 let scale = accumulation as f64;
+                let seed_of_step = step_seed(c.seed, step);
                 let results = if group_items.len() == 1 {
-                    let items = group_items.pop().expect("one micro-batch");
+                    let (batch_index, items) = group_items.pop().expect("one micro-batch");
+                    model.seed_micro_batch(micro_batch_seed(seed_of_step, batch_index));
                     vec![micro_batch_gradients(&model, loss_fn, batcher.batch(items, &self.device), scale)]
                 } else {
                     // One thread per device, each on its own copy of the model; the gradients
@@ -421,9 +430,10 @@ impl Trainer {
                         let handles: Vec<_> = group_items
                             .into_iter()
                             .zip(&self.workers)
-                            .map(|(items, device)| {
+                            .map(|((batch_index, items), device)| {
                                 let worker = model.clone().fork(device);
                                 scope.spawn(move || {
+                                    worker.seed_micro_batch(micro_batch_seed(seed_of_step, batch_index));
                                     let (grads, loss) = micro_batch_gradients(&worker, loss_fn, batcher.batch(items, device), scale);
                                     (grads.to_device(main_device, &worker), loss)
                                 })
@@ -630,11 +640,20 @@ where
 
 /// The seed of the random stream for step `step` (0-based) of a run seeded with `seed`.
 fn step_seed(seed: u64, step: usize) -> u64 {
-    let mut x = seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    // splitmix64 finaliser: nearby steps get unrelated seeds.
+    mix64(seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// SplitMix64's finaliser: nearby inputs get unrelated outputs.
+fn mix64(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^ (x >> 31)
+}
+
+/// The seed of micro-batch `batch_index` (its index in the epoch) of a step whose seed is
+/// `step_seed`.
+fn micro_batch_seed(step_seed: u64, batch_index: usize) -> u64 {
+    mix64(step_seed ^ (batch_index as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03))
 }
 
 /// Writes the resumable `last/` checkpoint of `run`.
