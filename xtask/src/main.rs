@@ -235,8 +235,8 @@ fn run(cli: Cli) -> Result<()> {
                 (RunConfig::Llm(_), Some(_)) => anyhow::bail!("--folds applies to classification configs only"),
                 (RunConfig::Llm(c), None) => vec![papertune_tasks::llm::train_with(c, &out, &device, &options)?],
             };
-            // Repeated in the resume hint of an interrupted run: neither changes the result, so the
-            // run folder does not record them, but they set its speed.
+            // Repeated in the resume hint of an interrupted run: a resume takes them from the
+            // command line, not from the run folder (the device count does not change the result).
             let mut resume_flags = String::new();
             if let Some(name) = &backend {
                 resume_flags.push_str(&format!(" --backend {name}"));

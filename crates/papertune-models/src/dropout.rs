@@ -10,9 +10,12 @@
 //!   filled from SplitMix64, one 64-bit draw for two elements, in parallel chunks, and applied
 //!   with one multiplication.
 //! - **Reproducibility.** The stream belongs to the thread. The trainer seeds it before each
-//!   micro-batch ([`seed_thread`], through `TrainModel::seed_micro_batch`) with a seed made of
-//!   the run's seed, the step and the micro-batch, so masks do not depend on how many devices
-//!   share a step or on thread timing.
+//!   micro-batch ([`seed_thread`], through `TrainModel::seed_micro_batch`, which a model using
+//!   this layer must implement) with a seed made of the run's seed, the step and the
+//!   micro-batch, so masks do not depend on how many devices share a step or on thread timing.
+//!
+//! The mask is made on the host on every backend; on a GPU that is an upload of 4 bytes per
+//! element per call instead of sampling on the device.
 
 use std::cell::Cell;
 
@@ -59,7 +62,9 @@ fn mask_values(len: usize, keep: f64, seed: u64) -> Vec<f32> {
     let kept = (1.0 / keep) as f32;
     let mut values = vec![0.0f32; len];
     values.par_chunks_mut(CHUNK).enumerate().for_each(|(chunk, out)| {
-        let mut state = seed ^ (chunk as u64).wrapping_mul(GOLDEN_GAMMA);
+        // Each chunk starts where the one before it ends: the mask is one SplitMix64 sequence
+        // whatever the split.
+        let mut state = seed.wrapping_add(((chunk * CHUNK / 2) as u64).wrapping_mul(GOLDEN_GAMMA));
         for pair in out.chunks_mut(2) {
             state = state.wrapping_add(GOLDEN_GAMMA);
             let bits = mix(state);
@@ -96,7 +101,8 @@ impl Dropout {
         }
         let shape = input.shape();
         let values = mask_values(shape.num_elements(), 1.0 - self.prob, next_mask_seed());
-        let mask = Tensor::<D>::from_data(TensorData::new(values, shape), &input.device());
+        let mask = TensorData::new(values, shape).convert_dtype(input.dtype());
+        let mask = Tensor::<D>::from_data(mask, &input.device());
         input * mask
     }
 }
@@ -124,8 +130,21 @@ mod tests {
         seed_thread(5);
         assert_eq!(first, mask_values(300_000, 0.5, next_mask_seed()));
         assert_ne!(first, second);
-        // Chunks do not repeat one another.
+        // Chunks continue one sequence: the same as drawing the mask in one piece.
         assert_ne!(first[..CHUNK], first[CHUNK..2 * CHUNK]);
+        let seed: u64 = 77;
+        let mut state = seed;
+        let serial: Vec<f32> = (0..CHUNK + 4)
+            .map(|i| {
+                if i % 2 == 0 {
+                    state = state.wrapping_add(GOLDEN_GAMMA);
+                }
+                let bits = mix(state);
+                let half = if i % 2 == 0 { bits as u32 } else { (bits >> 32) as u32 };
+                if half < 1 << 31 { 2.0 } else { 0.0 }
+            })
+            .collect();
+        assert_eq!(mask_values(CHUNK + 4, 0.5, seed), serial);
     }
 
     #[test]
@@ -133,7 +152,7 @@ mod tests {
         let device = burn::tensor::Device::default();
         let x = Tensor::<2>::ones([4, 8], &device);
         let dropout = Dropout::new(0.5);
-        let values = |t: Tensor<2>| -> Vec<f32> { t.into_data().to_vec().unwrap() };
+        let values = |t: Tensor<2>| -> Vec<f32> { t.into_data().try_to_vec::<f32>().unwrap() };
         assert!(values(dropout.forward(x.clone())).iter().all(|&v| v == 1.0));
         let tracked = Tensor::<2>::ones([4, 8], &device.clone().autodiff());
         let dropped = values(dropout.forward(tracked.clone()));

@@ -106,8 +106,15 @@ impl LayerCache {
             let shape = [batch, kv_heads, capacity.max(seq), head_dim];
             Self { key: Tensor::zeros(shape, &key.device()), value: Tensor::zeros(shape, &key.device()), len: 0 }
         });
+        let [cached_batch, cached_heads, available, cached_dim] = entry.key.dims();
+        assert_eq!(
+            [cached_batch, cached_heads, cached_dim],
+            [batch, kv_heads, head_dim],
+            "KV cache holds [batch, kv_heads, head_dim] {:?}, new keys are {:?} (call select_rows when sequences leave the batch)",
+            [cached_batch, cached_heads, cached_dim],
+            [batch, kv_heads, head_dim]
+        );
         let end = entry.len + seq;
-        let available = entry.key.dims()[2];
         if end > available {
             let grown = end.max(2 * available);
             let extra = Tensor::zeros([batch, kv_heads, grown - available, head_dim], &key.device());

@@ -6,8 +6,9 @@
 //!
 //! Everything else a run depends on is a pure function of the step: the data order
 //! ([`crate::epoch_order`] of the seed and epoch, position from the step), the learning rate
-//! ([`crate::LrSchedule`]) and the random stream of dropout (re-seeded from the seed and the
-//! step before every step). So a run stopped after N steps and resumed for M more ends where
+//! ([`crate::LrSchedule`]) and the random streams of dropout (the device's re-seeded from the
+//! seed and the step before every step, the models' own from the seed, the step and the
+//! micro-batch through `TrainModel::seed_micro_batch`). So a run stopped after N steps and resumed for M more ends where
 //! one run of N+M steps ends.
 
 use std::collections::BTreeMap;

@@ -42,7 +42,9 @@ pub trait TrainModel<Batch>: Module {
     /// with a seed made of the run's seed, the optimizer step and the micro-batch's index in
     /// the epoch. Models that draw random numbers from a stream of their own (papertune's
     /// dropout) restart it here, so that results do not depend on how many devices share a
-    /// step or on thread timing. Does nothing by default.
+    /// step or on thread timing. Does nothing by default; a model that uses papertune's
+    /// `Dropout` must forward the seed to `papertune_models::dropout::seed_thread`, or its
+    /// data-parallel workers (fresh threads every step) would start from the same state.
     fn seed_micro_batch(&self, _seed: u64) {}
 }
 
@@ -227,8 +229,9 @@ impl Trainer {
     /// summed on the trainer's device, which holds the weights and the optimizer state. The
     /// update is the one gradient accumulation computes one micro-batch after another, so
     /// `train.gradient_accumulation_steps` must be at least the number of devices (a multiple
-    /// keeps them all busy). Dropout masks are drawn by the devices' own random streams, so a
-    /// run with dropout is reproducible only on one device.
+    /// keeps them all busy). Models whose dropout draws from a per-thread stream restarted in
+    /// [`TrainModel::seed_micro_batch`] (papertune's models) make the same updates on any
+    /// number of devices.
     pub fn with_devices(mut self, devices: Vec<Device>) -> Self {
         self.workers = devices.into_iter().map(|d| if d.is_autodiff() { d } else { d.autodiff() }).collect();
         self
@@ -289,9 +292,10 @@ impl Trainer {
     /// `load_best_model_at_end`, when an evaluation ran) with a summary.
     ///
     /// The model must live on an autodiff device. Each epoch visits the data in an order drawn
-    /// from `train.seed` and the epoch number, and the random stream (dropout) is re-seeded from
-    /// `train.seed` and the step before every step, so that a run is reproducible and a
-    /// resumed run continues exactly.
+    /// from `train.seed` and the epoch number; the device's random stream is re-seeded from
+    /// `train.seed` and the step before every step, and [`TrainModel::seed_micro_batch`] gets
+    /// a seed of (seed, step, micro-batch) before every micro-batch, so that a run is
+    /// reproducible and a resumed run continues exactly.
     pub fn fit<M, I, Batch, L, Bt, H>(
         mut self,
         mut model: M,
