@@ -183,6 +183,8 @@ enum Command {
 }
 
 fn main() {
+    // Freed tensor buffers are reused instead of returned to the system (papertune_models::memory).
+    papertune_models::memory::keep_freed_memory();
     let cli = Cli::parse();
     let default_level = if cli.quiet { "warn" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));

@@ -6,7 +6,7 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm, Linear};
-use burn::tensor::activation::{gelu, gelu_approximate, relu, softmax, tanh};
+use burn::tensor::activation::{gelu, gelu_approximate, relu, tanh};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
@@ -117,7 +117,7 @@ impl BertSelfAttention {
             // Training: separate operations, so that autodiff sees them and dropout applies to
             // the attention probabilities.
             let scores = query.matmul(key.swap_dims(2, 3)).mul_scalar(scale) + mask_bias; // [batch, heads, seq, seq]
-            let probs = self.dropout.forward(softmax(scores, 3));
+            let probs = self.dropout.forward(crate::fused::softmax_last(scores));
             probs.matmul(value) // [batch, heads, seq, head_dim]
         } else {
             // Inference: the backend's fused attention, which never writes the whole

@@ -13,9 +13,9 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Embedding;
-use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::fused;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::llama_config::LlamaConfig;
@@ -209,7 +209,7 @@ impl LlamaAttention {
         let mask_bias = mask_bias.repeat_dim(2, group); // [batch, 1, group * seq, total]
         let scale = 1.0 / (head_dim as f64).sqrt();
         let scores = query.matmul(key.swap_dims(2, 3)).mul_scalar(scale) + mask_bias; // [batch, kv_heads, group * seq, total]
-        let probs = softmax(scores, 3);
+        let probs = fused::softmax_last(scores);
         let context = probs.matmul(value); // [batch, kv_heads, group * seq, head_dim]
         let context = context.reshape([batch, heads, seq, head_dim]).swap_dims(1, 2).reshape([batch, seq, heads * head_dim]);
         debug_assert!(total >= seq);
@@ -227,8 +227,8 @@ pub struct LlamaMlp {
 
 impl LlamaMlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let gate = self.gate_proj.forward(x.clone());
+        self.down_proj.forward(fused::swiglu(gate, self.up_proj.forward(x)))
     }
 }
 

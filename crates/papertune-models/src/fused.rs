@@ -1,0 +1,448 @@
+//! Fused operations with hand-written backward passes: softmax over the last axis and SwiGLU.
+//!
+//! Under autodiff, burn builds `softmax` from five tracked operations (max, subtract, exp, sum,
+//! divide) and `silu(gate) * up` from three (sigmoid, two products); their backward passes
+//! recompute `exp` and `sigmoid` and make one pass over memory per operation. Here each is one
+//! tracked operation whose backward is written out:
+//!
+//! - softmax: `p = softmax(x)`, `dx = p * (dy - sum(dy * p))`, from the saved `p`;
+//! - SwiGLU: `y = silu(g) * u`, `du = dy * silu(g)`, `dg = dy * u * s * (1 + g * (1 - s))`
+//!   with `s = sigmoid(g)`, from the saved `g` and `u`.
+//!
+//! On the flex backend, f32 tensors take single-pass kernels (one read of each input, one write
+//! of each output, rows in parallel, a polynomial `exp` that the compiler vectorises); other
+//! backends and dtypes compose the same formulas from the backend's own operations. The fused
+//! path is used on the CPU backends (flex, ndarray); [`softmax_last`] and [`swiglu`] fall back to
+//! burn's composed operations elsewhere, where burn's own fusion does this work.
+//!
+//! ```
+//! use burn::tensor::{Device, Tensor};
+//! use papertune_models::fused;
+//!
+//! let x = Tensor::<2>::from_floats([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]], &Device::default());
+//! let p = fused::softmax_last(x);
+//! let sums: Vec<f32> = p.sum_dim(1).into_data().try_to_vec::<f32>().unwrap();
+//! assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-6));
+//! ```
+
+// burn 0.22 marks its ndarray backend deprecated; papertune still supports and tests it.
+#![allow(deprecated)]
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, DispatchDevice, TensorMetadata, backend_extension};
+use burn::tensor::{Device, Tensor, activation};
+
+/// Softmax over the last axis and SwiGLU, with their backward passes, as backend operations.
+#[backend_extension(Flex: cfg(feature = "flex"), NdArray: cfg(feature = "ndarray"), Autodiff)]
+pub trait FusedOps: Backend {
+    /// `softmax(x)` over the last axis.
+    fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let last = x.shape().num_dims() - 1;
+        Self::softmax(x, last)
+    }
+
+    /// `dx = p * (dy - sum(dy * p))` over the last axis, from `p = softmax(x)`.
+    fn softmax_last_backward(probs: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        softmax_backward_composed::<Self>(probs, grad)
+    }
+
+    /// `silu(gate) * up`.
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        swiglu_composed::<Self>(gate, up)
+    }
+
+    /// The gradient of `silu(gate) * up` with respect to `gate`.
+    fn swiglu_backward_gate(gate: FloatTensor<Self>, up: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        swiglu_backward_gate_composed::<Self>(gate, up, grad)
+    }
+
+    /// The gradient of `silu(gate) * up` with respect to `up`.
+    fn swiglu_backward_up(gate: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        swiglu_backward_up_composed::<Self>(gate, grad)
+    }
+}
+
+#[cfg(feature = "ndarray")]
+impl FusedOps for burn::backend::NdArray {}
+
+impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct SoftmaxLast;
+
+        impl<B: FusedOps> Backward<B, 1> for SoftmaxLast {
+            type State = FloatTensor<B>; // the probabilities
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [parent] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                if let Some(parent) = parent {
+                    grads.register::<B>(parent.id, B::softmax_last_backward(ops.state, grad));
+                }
+            }
+        }
+
+        match SoftmaxLast.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let probs = B::softmax_last(x.into_primitive());
+                prep.finish(probs.clone(), probs)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::softmax_last(x.into_primitive())),
+        }
+    }
+
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct SwiGlu;
+
+        impl<B: FusedOps> Backward<B, 2> for SwiGlu {
+            type State = (FloatTensor<B>, FloatTensor<B>); // gate, up
+
+            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [gate_node, up_node] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (gate, up) = ops.state;
+                if let Some(node) = up_node {
+                    grads.register::<B>(node.id, B::swiglu_backward_up(gate.clone(), grad.clone()));
+                }
+                if let Some(node) = gate_node {
+                    grads.register::<B>(node.id, B::swiglu_backward_gate(gate, up, grad));
+                }
+            }
+        }
+
+        match SwiGlu.prepare::<C>([gate.node(), up.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (gate, up) = (gate.into_primitive(), up.into_primitive());
+                let output = B::swiglu(gate.clone(), up.clone());
+                prep.finish((gate, up), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::swiglu(gate.into_primitive(), up.into_primitive())),
+        }
+    }
+}
+
+/// Whether the fused operations run on `device`: the CPU backends compiled into this crate.
+pub fn supported(device: &Device) -> bool {
+    match device.clone().inner().as_dispatch() {
+        #[cfg(feature = "flex")]
+        DispatchDevice::Flex(_) => true,
+        #[cfg(feature = "ndarray")]
+        DispatchDevice::NdArray(_) => true,
+        _ => false,
+    }
+}
+
+/// Softmax over the last axis: one tracked operation on the CPU backends, burn's `softmax`
+/// elsewhere.
+pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if supported(&x.device()) {
+        Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::softmax_last(x.into_dispatch()))
+    } else {
+        activation::softmax(x, D - 1)
+    }
+}
+
+/// `silu(gate) * up`: one tracked operation on the CPU backends, burn's operations elsewhere.
+pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    if supported(&gate.device()) {
+        Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::swiglu(gate.into_dispatch(), up.into_dispatch()))
+    } else {
+        activation::silu(gate) * up
+    }
+}
+
+#[cfg(feature = "flex")]
+mod flex {
+    //! Single-pass f32 kernels for the flex backend.
+
+    use super::FusedOps;
+    use burn::backend::Flex;
+    use burn::backend::tensor::FloatTensor;
+    use burn::backend::{DType, TensorMetadata};
+    use burn::tensor::Bytes;
+    use burn_flex::{FlexTensor, Layout};
+    use rayon::prelude::*;
+
+    /// Elements per parallel task for element-wise kernels.
+    const CHUNK: usize = 1 << 14;
+
+    fn contiguous_f32(t: &FlexTensor) -> Option<FlexTensor> {
+        (t.dtype() == DType::F32).then(|| t.to_contiguous())
+    }
+
+    fn output(values: Vec<f32>, like: &FlexTensor) -> FlexTensor {
+        FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(like.shape()), DType::F32)
+    }
+
+    impl FusedOps for Flex {
+        fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
+            let Some(x) = contiguous_f32(&x) else {
+                let last = x.shape().num_dims() - 1;
+                return <Flex as burn::backend::ops::ActivationOps<Flex>>::softmax(x, last);
+            };
+            let row = x.shape().as_slice().last().copied().unwrap_or(1).max(1);
+            let xs: &[f32] = x.storage();
+            let mut out = vec![0.0f32; xs.len()];
+            let rows_per_task = (CHUNK / row).max(1);
+            out.par_chunks_mut(rows_per_task * row).zip(xs.par_chunks(rows_per_task * row)).for_each(|(o, x)| {
+                for (o, x) in o.chunks_mut(row).zip(x.chunks(row)) {
+                    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    for (o, &x) in o.iter_mut().zip(x) {
+                        *o = super::exp_approx(x - max);
+                    }
+                    let inv = 1.0 / sum_lanes(o);
+                    o.iter_mut().for_each(|o| *o *= inv);
+                }
+            });
+            output(out, &x)
+        }
+
+        fn softmax_last_backward(probs: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+            let (Some(p), Some(g)) = (contiguous_f32(&probs), contiguous_f32(&grad)) else {
+                return super::softmax_backward_composed::<Flex>(probs, grad);
+            };
+            if p.shape() != g.shape() {
+                return super::softmax_backward_composed::<Flex>(probs, grad);
+            }
+            let row = p.shape().as_slice().last().copied().unwrap_or(1).max(1);
+            let (ps, gs): (&[f32], &[f32]) = (p.storage(), g.storage());
+            let mut out = vec![0.0f32; ps.len()];
+            let rows_per_task = (CHUNK / row).max(1);
+            out.par_chunks_mut(rows_per_task * row)
+                .zip(ps.par_chunks(rows_per_task * row).zip(gs.par_chunks(rows_per_task * row)))
+                .for_each(|(o, (p, g))| {
+                    for ((o, p), g) in o.chunks_mut(row).zip(p.chunks(row)).zip(g.chunks(row)) {
+                        let dot = dot_lanes(p, g);
+                        for ((o, p), g) in o.iter_mut().zip(p).zip(g) {
+                            *o = p * (g - dot);
+                        }
+                    }
+                });
+            output(out, &p)
+        }
+
+        fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+            let (Some(g), Some(u)) = (contiguous_f32(&gate), contiguous_f32(&up)) else {
+                return super::swiglu_composed::<Flex>(gate, up);
+            };
+            if g.shape() != u.shape() {
+                return super::swiglu_composed::<Flex>(gate, up);
+            }
+            let (gs, us): (&[f32], &[f32]) = (g.storage(), u.storage());
+            let mut out = vec![0.0f32; gs.len()];
+            out.par_chunks_mut(CHUNK).zip(gs.par_chunks(CHUNK).zip(us.par_chunks(CHUNK))).for_each(|(o, (g, u))| {
+                for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                    *o = g * sigmoid(g) * u;
+                }
+            });
+            output(out, &g)
+        }
+
+        fn swiglu_backward_gate(gate: FloatTensor<Self>, up: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+            let (Some(g), Some(u), Some(d)) = (contiguous_f32(&gate), contiguous_f32(&up), contiguous_f32(&grad)) else {
+                return super::swiglu_backward_gate_composed::<Flex>(gate, up, grad);
+            };
+            if g.shape() != u.shape() || g.shape() != d.shape() {
+                return super::swiglu_backward_gate_composed::<Flex>(gate, up, grad);
+            }
+            let (gs, us, ds): (&[f32], &[f32], &[f32]) = (g.storage(), u.storage(), d.storage());
+            let mut out = vec![0.0f32; gs.len()];
+            out.par_chunks_mut(CHUNK)
+                .zip(gs.par_chunks(CHUNK).zip(us.par_chunks(CHUNK).zip(ds.par_chunks(CHUNK))))
+                .for_each(|(o, (g, (u, d)))| {
+                    for (((o, &g), &u), &d) in o.iter_mut().zip(g).zip(u).zip(d) {
+                        let s = sigmoid(g);
+                        *o = d * u * s * (1.0 + g - g * s);
+                    }
+                });
+            output(out, &g)
+        }
+
+        fn swiglu_backward_up(gate: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+            let (Some(g), Some(d)) = (contiguous_f32(&gate), contiguous_f32(&grad)) else {
+                return super::swiglu_backward_up_composed::<Flex>(gate, grad);
+            };
+            if g.shape() != d.shape() {
+                return super::swiglu_backward_up_composed::<Flex>(gate, grad);
+            }
+            let (gs, ds): (&[f32], &[f32]) = (g.storage(), d.storage());
+            let mut out = vec![0.0f32; gs.len()];
+            out.par_chunks_mut(CHUNK).zip(gs.par_chunks(CHUNK).zip(ds.par_chunks(CHUNK))).for_each(|(o, (g, d))| {
+                for ((o, &g), &d) in o.iter_mut().zip(g).zip(d) {
+                    *o = d * g * sigmoid(g);
+                }
+            });
+            output(out, &g)
+        }
+    }
+
+    /// Sum in eight independent lanes, so that the loop vectorises.
+    fn sum_lanes(x: &[f32]) -> f32 {
+        let mut lanes = [0.0f32; 8];
+        let mut chunks = x.chunks_exact(8);
+        for chunk in &mut chunks {
+            for (lane, v) in lanes.iter_mut().zip(chunk) {
+                *lane += v;
+            }
+        }
+        lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+    }
+
+    /// Dot product in eight independent lanes.
+    fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+        let mut lanes = [0.0f32; 8];
+        let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
+        for (x, y) in (&mut ca).zip(&mut cb) {
+            for ((lane, x), y) in lanes.iter_mut().zip(x).zip(y) {
+                *lane += x * y;
+            }
+        }
+        let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+        lanes.iter().sum::<f32>() + tail
+    }
+
+    /// `1 / (1 + e^-x)` with [`super::exp_approx`], branch-free so that loops over it vectorise.
+    #[inline(always)]
+    fn sigmoid(x: f32) -> f32 {
+        1.0 / (1.0 + super::exp_approx(-x))
+    }
+}
+
+/// `e^x` for f32 in straight-line code: `2^n * e^r` with `n = round(x / ln 2)`, `r` reduced in
+/// two parts (Cody-Waite) and `e^r` from a degree-7 polynomial on `|r| <= ln 2 / 2`; relative
+/// error below 3e-7 on the normal range. Inputs are clamped to [-87.3, 88], so it returns about
+/// 1.2e-38 for very negative `x` (not 0) and about 1.7e38 for large `x` (not infinity); NaN
+/// propagates.
+#[inline(always)]
+pub fn exp_approx(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.3, 88.0);
+    let n = (x * std::f32::consts::LOG2_E).round();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    // Taylor coefficients 1/k!, k = 0..7.
+    let p = 1.0 / 5040.0;
+    let p = p * r + 1.0 / 720.0;
+    let p = p * r + 1.0 / 120.0;
+    let p = p * r + 1.0 / 24.0;
+    let p = p * r + 1.0 / 6.0;
+    let p = p * r + 0.5;
+    let p = p * r + 1.0;
+    let p = p * r + 1.0;
+    // 2^n by building the exponent bits; n is in [-126, 128] after the clamp.
+    let scale = f32::from_bits(((n as i32 + 127).clamp(1, 254) as u32) << 23);
+    p * scale
+}
+
+fn softmax_backward_composed<B: Backend>(probs: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    let last = probs.shape().num_dims() - 1;
+    let dot = B::float_sum_dim(B::float_mul(grad.clone(), probs.clone()), last);
+    B::float_mul(probs, B::float_sub(grad, dot))
+}
+
+fn swiglu_composed<B: Backend>(gate: FloatTensor<B>, up: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_mul(B::float_mul(gate.clone(), B::sigmoid(gate)), up)
+}
+
+fn swiglu_backward_gate_composed<B: Backend>(gate: FloatTensor<B>, up: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    let s = B::sigmoid(gate.clone());
+    let g_s = B::float_mul(gate.clone(), s.clone());
+    let inner = B::float_add_scalar(B::float_sub(gate, g_s), 1.0.into());
+    B::float_mul(B::float_mul(grad, up), B::float_mul(s, inner))
+}
+
+fn swiglu_backward_up_composed<B: Backend>(gate: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_mul(grad, B::float_mul(gate.clone(), B::sigmoid(gate)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, activation};
+
+    fn close(a: Tensor<3>, b: Tensor<3>, tol: f32, what: &str) {
+        let (a, b): (Vec<f32>, Vec<f32>) = (a.into_data().try_to_vec::<f32>().unwrap(), b.into_data().try_to_vec::<f32>().unwrap());
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{what}[{i}]: fused {x}, reference {y}");
+        }
+    }
+
+    /// Fused forward and gradients against burn's composed operations, on `device` (autodiff).
+    fn check_against_burn(device: &Device) {
+        assert!(device.is_autodiff());
+        let shape = [2, 5, 37]; // a row length that is not a multiple of the vector width
+        let x = Tensor::<3>::random(shape, Distribution::Normal(0.0, 3.0), device);
+        // Masked positions as the decoder builds them.
+        let keep = Tensor::<3>::random(shape, Distribution::Uniform(0.0, 1.0), device).greater_elem(0.3).float();
+        let x = x + (keep.ones_like() - keep) * crate::llama::MASKED;
+        let weights = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), device);
+
+        let fused_in = x.clone().require_grad();
+        let burn_in = x.require_grad();
+        let fused_out = softmax_last(fused_in.clone());
+        let burn_out = activation::softmax(burn_in.clone(), 2);
+        close(fused_out.clone(), burn_out.clone(), 1e-6, "softmax");
+        let fused_grads = (fused_out * weights.clone()).sum().backward();
+        let burn_grads = (burn_out * weights.clone()).sum().backward();
+        close(fused_in.grad(&fused_grads).unwrap(), burn_in.grad(&burn_grads).unwrap(), 1e-5, "softmax grad");
+
+        let gate = Tensor::<3>::random(shape, Distribution::Normal(0.0, 4.0), device);
+        let up = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), device);
+        let (fg, fu) = (gate.clone().require_grad(), up.clone().require_grad());
+        let (bg, bu) = (gate.require_grad(), up.require_grad());
+        let fused_out = swiglu(fg.clone(), fu.clone());
+        let burn_out = activation::silu(bg.clone()) * bu.clone();
+        close(fused_out.clone(), burn_out.clone(), 1e-6, "swiglu");
+        let fused_grads = (fused_out * weights.clone()).sum().backward();
+        let burn_grads = (burn_out * weights).sum().backward();
+        close(fg.grad(&fused_grads).unwrap(), bg.grad(&burn_grads).unwrap(), 1e-5, "swiglu gate grad");
+        close(fu.grad(&fused_grads).unwrap(), bu.grad(&burn_grads).unwrap(), 1e-5, "swiglu up grad");
+    }
+
+    #[test]
+    fn flex_matches_burn_forward_and_backward() {
+        let device = Device::flex().autodiff();
+        assert!(supported(&device));
+        check_against_burn(&device);
+    }
+
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn ndarray_matches_burn_forward_and_backward() {
+        check_against_burn(&Device::ndarray().autodiff());
+    }
+
+    #[test]
+    fn untracked_forward_matches_burn() {
+        // Inference: no autodiff, the plain backend operation.
+        let device = Device::flex();
+        let x = Tensor::<3>::random([3, 4, 70], Distribution::Normal(0.0, 5.0), &device);
+        close(softmax_last(x.clone()), activation::softmax(x, 2), 1e-6, "softmax");
+        let gate = Tensor::<3>::random([3, 4, 70], Distribution::Normal(0.0, 5.0), &device);
+        let up = Tensor::<3>::random([3, 4, 70], Distribution::Normal(0.0, 1.0), &device);
+        close(swiglu(gate.clone(), up.clone()), activation::silu(gate) * up, 1e-6, "swiglu");
+    }
+
+    #[test]
+    fn exp_approx_is_within_3e7_relative() {
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let exact = (x as f64).exp();
+            worst = worst.max(((exp_approx(x) as f64) - exact).abs() / exact);
+            x += 0.001_37;
+        }
+        assert!(worst < 3e-7, "worst relative error {worst}");
+        assert_eq!(exp_approx(0.0), 1.0);
+        assert!(exp_approx(-1e9) < 1.3e-38 && exp_approx(-1e9) > 0.0);
+        assert!(exp_approx(f32::NAN).is_nan());
+    }
+}
+
