@@ -6,7 +6,7 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm, Linear};
-use burn::tensor::activation::{gelu, gelu_approximate, relu, tanh};
+use burn::tensor::activation::{gelu_approximate, relu, tanh};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
@@ -55,7 +55,7 @@ impl HiddenAct {
 
     fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         match self {
-            Self::Gelu => gelu(x),
+            Self::Gelu => crate::fused::gelu(x),
             Self::GeluTanh => gelu_approximate(x),
             Self::Relu => relu(x),
         }
