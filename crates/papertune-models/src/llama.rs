@@ -33,9 +33,7 @@ pub struct RmsNorm {
 impl RmsNorm {
     /// `[.., d]` -> `[.., d]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let mean_square = x.clone().powi_scalar(2).mean_dim(D - 1); // [.., 1]
-        let normed = x * mean_square.add_scalar(self.eps).sqrt().recip();
-        normed * self.weight.val().unsqueeze()
+        fused::rms_norm(x, self.weight.val(), self.eps)
     }
 }
 
