@@ -1,5 +1,5 @@
-//! Fused operations with hand-written backward passes: softmax over the last axis, SwiGLU, GELU
-//! and RMSNorm.
+//! Fused operations with hand-written backward passes: softmax over the last axis, SwiGLU, GELU,
+//! RMSNorm and the rotary embedding.
 //!
 //! Under autodiff, burn builds `softmax` from four tracked operations (subtract the detached
 //! max, exp, sum, divide), `silu(gate) * up` from three (sigmoid, two products) and RMSNorm from
@@ -10,6 +10,7 @@
 //! - SwiGLU: `y = silu(g) * u`, `du = dy * silu(g)`, `dg = dy * u * s * (1 + g * (1 - s))`
 //!   with `s = sigmoid(g)`, from the saved `g` and `u`;
 //! - GELU (erf form): `y = x * Phi(x)`, `dx = dy * (Phi(x) + x * phi(x))`, from the saved `x`;
+//! - rotary embedding: `y = x cos + [-x2, x1] sin`, `dx = dy cos + [dy2 sin2, -dy1 sin1]`;
 //! - RMSNorm: `y = x * r * w` with `r = 1 / sqrt(mean(x^2) + eps)`,
 //!   `dx = r * (w * dy - x * r^2 * mean(w * dy * x))`, `dw = sum over rows of dy * x * r`.
 //!
@@ -42,8 +43,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, DispatchDevice, TensorMetadata, backend_extension};
 use burn::tensor::{Device, Tensor, activation};
 
-/// Softmax over the last axis, SwiGLU, GELU and RMSNorm, with their backward passes, as backend
-/// operations.
+/// Softmax over the last axis, SwiGLU, GELU, RMSNorm and the rotary embedding, with their
+/// backward passes, as backend operations.
 #[backend_extension(Flex: cfg(feature = "flex"), NdArray: cfg(feature = "ndarray"), Autodiff)]
 pub trait FusedOps: Backend {
     /// `softmax(x)` over the last axis.
@@ -105,6 +106,18 @@ pub trait FusedOps: Backend {
     /// The gradient of [`FusedOps::rms_norm`] with respect to `w`: `dy * x * r` summed over rows, `[d]`.
     fn rms_norm_backward_weight(x: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
         rms_norm_backward_weight_composed::<Self>(x, grad, eps)
+    }
+
+    /// Rotary embedding, `x cos + rotate_half(x) sin`, for `x [batch, heads, seq, d]` and
+    /// `cos`, `sin` of `[batch, 1, seq, d]`; `rotate_half(x) = [-x2, x1]` for halves `x1`, `x2`.
+    fn rotary(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {
+        rotary_composed::<Self>(x, cos, sin)
+    }
+
+    /// The gradient of [`FusedOps::rotary`] with respect to `x`: `dy cos + [dy2 s2, -dy1 s1]`
+    /// with `s = sin`.
+    fn rotary_backward(grad: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {
+        rotary_backward_composed::<Self>(grad, cos, sin)
     }
 }
 
@@ -222,6 +235,34 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(B::rms_norm(x.into_primitive(), weight.into_primitive(), eps)),
         }
     }
+
+    fn rotary(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct Rotary;
+
+        impl<B: FusedOps> Backward<B, 1> for Rotary {
+            type State = (FloatTensor<B>, FloatTensor<B>); // cos, sin
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [parent] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                if let Some(parent) = parent {
+                    let (cos, sin) = ops.state;
+                    grads.register::<B>(parent.id, B::rotary_backward(grad, cos, sin));
+                }
+            }
+        }
+
+        // cos and sin are constants of the pass (built from positions), not tracked inputs.
+        let (cos, sin) = (cos.into_primitive(), sin.into_primitive());
+        match Rotary.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let output = B::rotary(x.into_primitive(), cos.clone(), sin.clone());
+                prep.finish((cos, sin), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::rotary(x.into_primitive(), cos, sin)),
+        }
+    }
 }
 
 /// Whether the fused operations run on `device`: the CPU backends compiled into this crate.
@@ -275,6 +316,23 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Te
     } else {
         let mean_square = x.clone().powi_scalar(2).mean_dim(D - 1); // [.., 1]
         x * mean_square.add_scalar(eps).sqrt().recip() * weight.unsqueeze()
+    }
+}
+
+/// Rotary embedding of `x [batch, heads, seq, d]` with `cos`, `sin` of `[batch, 1, seq, d]`
+/// (constants: no gradient flows to them): one tracked operation on the CPU backends, burn's
+/// operations elsewhere.
+pub fn rotary(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>) -> Tensor<4> {
+    let [batch, _, seq, d] = x.dims();
+    let tables_fit = cos.dims() == [batch, 1, seq, d] && sin.dims() == [batch, 1, seq, d] && d % 2 == 0;
+    if supported(&x.device()) && tables_fit && !cos.is_require_grad() && !sin.is_require_grad() {
+        Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::rotary(x.into_dispatch(), cos.into_dispatch(), sin.into_dispatch()))
+    } else {
+        let half = d / 2;
+        let first = x.clone().narrow(3, 0, half);
+        let second = x.clone().narrow(3, half, half);
+        let rotated = Tensor::cat(vec![second.neg(), first], 3);
+        x * cos + rotated * sin
     }
 }
 
@@ -469,6 +527,20 @@ mod flex {
             FlexTensor::new(Bytes::from_elems(total), Layout::contiguous(burn::tensor::Shape::new([d])), DType::F32)
         }
 
+        fn rotary(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {
+            match rotary_kernel(&x, &cos, &sin, false) {
+                Some(out) => out,
+                None => super::rotary_composed::<Flex>(x, cos, sin),
+            }
+        }
+
+        fn rotary_backward(grad: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {
+            match rotary_kernel(&grad, &cos, &sin, true) {
+                Some(out) => out,
+                None => super::rotary_backward_composed::<Flex>(grad, cos, sin),
+            }
+        }
+
         fn gelu_erf(x: FloatTensor<Self>) -> FloatTensor<Self> {
             match contiguous_f32(&x) {
                 Some(x) => map_f32(&x, |x| 0.5 * x * (1.0 + super::erf_approx(x * std::f32::consts::FRAC_1_SQRT_2))),
@@ -525,6 +597,44 @@ mod flex {
             }
         });
         output(out, x)
+    }
+
+    /// Forward: `x c + [-x2, x1] s`; backward (`transposed`): `g c + [g2 s2, -g1 s1]`. Rows of
+    /// `x [b, h, seq, d]` read their tables at `[b, 0, seq, :]`. `None` when the shapes or dtypes
+    /// do not fit.
+    fn rotary_kernel(x: &FlexTensor, cos: &FlexTensor, sin: &FlexTensor, transposed: bool) -> Option<FlexTensor> {
+        let (x, cos, sin) = (contiguous_f32(x)?, contiguous_f32(cos)?, contiguous_f32(sin)?);
+        let &[batch, heads, seq, d] = x.shape().as_slice() else { return None };
+        if cos.shape().as_slice() != [batch, 1, seq, d] || sin.shape() != cos.shape() || d % 2 != 0 || d == 0 {
+            return None;
+        }
+        let half = d / 2;
+        let (xs, cs, ss): (&[f32], &[f32], &[f32]) = (x.storage(), cos.storage(), sin.storage());
+        let mut out = vec![0.0f32; xs.len()];
+        // One task per (batch, head): seq rows of d.
+        out.par_chunks_mut(seq * d).zip(xs.par_chunks(seq * d)).enumerate().for_each(|(bh, (o, x))| {
+            let b = bh / heads;
+            let tables = b * seq * d..(b + 1) * seq * d;
+            let (c, s) = (&cs[tables.clone()], &ss[tables]);
+            for (((o, x), c), s) in o.chunks_mut(d).zip(x.chunks(d)).zip(c.chunks(d)).zip(s.chunks(d)) {
+                let (x1, x2) = x.split_at(half);
+                let (o1, o2) = o.split_at_mut(half);
+                let (c1, c2) = c.split_at(half);
+                let (s1, s2) = s.split_at(half);
+                if transposed {
+                    for i in 0..half {
+                        o1[i] = x1[i] * c1[i] + x2[i] * s2[i];
+                        o2[i] = x2[i] * c2[i] - x1[i] * s1[i];
+                    }
+                } else {
+                    for i in 0..half {
+                        o1[i] = x1[i] * c1[i] - x2[i] * s1[i];
+                        o2[i] = x2[i] * c2[i] + x1[i] * s2[i];
+                    }
+                }
+            }
+        });
+        Some(output(out, &x))
     }
 
     /// `1 / sqrt(mean(x^2) + eps)` of one row.
@@ -646,6 +756,30 @@ fn rms_norm_backward_weight_composed<B: Backend>(x: FloatTensor<B>, grad: FloatT
     B::float_reshape(B::float_sum_dim(flat, 0), burn::tensor::Shape::new([d]))
 }
 
+/// The two halves of the last axis of a rank-4 tensor.
+fn halves<B: Backend>(x: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
+    let dims = x.shape().as_slice().to_vec();
+    let half = dims[3] / 2;
+    let range = |start: usize, end: usize| {
+        let mut slices: Vec<burn::tensor::Slice> = dims.iter().map(|&n| burn::tensor::Slice::from(0..n)).collect();
+        slices[3] = burn::tensor::Slice::from(start..end);
+        slices
+    };
+    (B::float_slice(x.clone(), &range(0, half)), B::float_slice(x, &range(half, 2 * half)))
+}
+
+fn rotary_composed<B: Backend>(x: FloatTensor<B>, cos: FloatTensor<B>, sin: FloatTensor<B>) -> FloatTensor<B> {
+    let (first, second) = halves::<B>(x.clone());
+    let rotated = B::float_cat(vec![B::float_neg(second), first], 3);
+    B::float_add(B::float_mul(x, cos), B::float_mul(rotated, sin))
+}
+
+fn rotary_backward_composed<B: Backend>(grad: FloatTensor<B>, cos: FloatTensor<B>, sin: FloatTensor<B>) -> FloatTensor<B> {
+    let (first, second) = halves::<B>(B::float_mul(grad.clone(), sin));
+    let swapped = B::float_cat(vec![second, B::float_neg(first)], 3);
+    B::float_add(B::float_mul(grad, cos), swapped)
+}
+
 fn softmax_backward_composed<B: Backend>(probs: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
     let last = probs.shape().num_dims() - 1;
     let dot = B::float_sum_dim(B::float_mul(grad.clone(), probs.clone()), last);
@@ -736,6 +870,22 @@ mod tests {
         close(fx.grad(&fused_grads).unwrap(), bx.grad(&burn_grads).unwrap(), 1e-5, "rms_norm x grad");
         let (fwg, bwg) = (fw.grad(&fused_grads).unwrap(), bw.grad(&burn_grads).unwrap());
         close(fwg.unsqueeze(), bwg.unsqueeze(), 1e-5, "rms_norm weight grad");
+
+        // Rotary: x [2, 3, 5, 8] with tables [2, 1, 5, 8]; x as the decoder makes it (swapped axes).
+        let x = Tensor::<4>::random([2, 5, 3, 8], Distribution::Normal(0.0, 1.0), device).swap_dims(1, 2);
+        let cos = Tensor::<4>::random([2, 1, 5, 8], Distribution::Uniform(-1.0, 1.0), device);
+        let sin = Tensor::<4>::random([2, 1, 5, 8], Distribution::Uniform(-1.0, 1.0), device);
+        let w4 = Tensor::<4>::random([2, 3, 5, 8], Distribution::Normal(0.0, 1.0), device);
+        let (fx, bx) = (x.clone().require_grad(), x.require_grad());
+        let fused_out = rotary(fx.clone(), cos.clone(), sin.clone());
+        let first = bx.clone().narrow(3, 0, 4);
+        let second = bx.clone().narrow(3, 4, 4);
+        let burn_out = bx.clone() * cos + Tensor::cat(vec![second.neg(), first], 3) * sin;
+        let flat = |t: Tensor<4>| t.reshape([2, 3, 40]);
+        close(flat(fused_out.clone()), flat(burn_out.clone()), 1e-6, "rotary");
+        let fused_grads = (fused_out * w4.clone()).sum().backward();
+        let burn_grads = (burn_out * w4).sum().backward();
+        close(flat(fx.grad(&fused_grads).unwrap()), flat(bx.grad(&burn_grads).unwrap()), 1e-6, "rotary grad");
     }
 
     #[cfg(feature = "flex")]

@@ -73,12 +73,7 @@ impl Rotary {
 
     /// `x [batch, heads, seq, head_dim]` rotated: `x cos + rotate_half(x) sin`.
     pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
-        let [_, _, _, head_dim] = x.dims();
-        let half = head_dim / 2;
-        let first = x.clone().narrow(3, 0, half);
-        let second = x.clone().narrow(3, half, half);
-        let rotated = Tensor::cat(vec![second.neg(), first], 3);
-        x * self.cos.clone() + rotated * self.sin.clone()
+        fused::rotary(x, self.cos.clone(), self.sin.clone())
     }
 }
 
