@@ -126,28 +126,8 @@ impl FusedOps for burn::backend::NdArray {}
 
 impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct SoftmaxLast;
-
-        impl<B: FusedOps> Backward<B, 1> for SoftmaxLast {
-            type State = FloatTensor<B>; // the probabilities
-
-            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let [parent] = ops.parents;
-                let grad = grads.consume::<B>(&ops.node);
-                if let Some(parent) = parent {
-                    grads.register::<B>(parent.id, B::softmax_last_backward(ops.state, grad));
-                }
-            }
-        }
-
-        match SoftmaxLast.prepare::<C>([x.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let probs = B::softmax_last(x.into_primitive());
-                prep.finish(probs.clone(), probs)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::softmax_last(x.into_primitive())),
-        }
+        // The backward pass needs the probabilities: keep the output.
+        tracked_unary::<B, C>(x, B::softmax_last, B::softmax_last_backward, Saved::Output)
     }
 
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -181,29 +161,7 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     }
 
     fn gelu_erf(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct GeluErf;
-
-        impl<B: FusedOps> Backward<B, 1> for GeluErf {
-            type State = FloatTensor<B>; // the input
-
-            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let [parent] = ops.parents;
-                let grad = grads.consume::<B>(&ops.node);
-                if let Some(parent) = parent {
-                    grads.register::<B>(parent.id, B::gelu_erf_backward(ops.state, grad));
-                }
-            }
-        }
-
-        match GeluErf.prepare::<C>([x.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let x = x.into_primitive();
-                let output = B::gelu_erf(x.clone());
-                prep.finish(x, output)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::gelu_erf(x.into_primitive())),
-        }
+        tracked_unary::<B, C>(x, B::gelu_erf, B::gelu_erf_backward, Saved::Input)
     }
 
     fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
@@ -262,6 +220,54 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             }
             OpsKind::UnTracked(prep) => prep.finish(B::rotary(x.into_primitive(), cos, sin)),
         }
+    }
+}
+
+/// Which tensor a one-input operation keeps for its backward pass.
+#[derive(Debug, Clone, Copy)]
+enum Saved {
+    Input,
+    Output,
+}
+
+/// The backward step of a one-input operation: `backward(saved, dy)` gives `dx`.
+#[derive(Debug)]
+struct UnaryBackward<B: Backend> {
+    backward: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+}
+
+impl<B: Backend> Backward<B, 1> for UnaryBackward<B> {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(parent) = parent {
+            grads.register::<B>(parent.id, (self.backward)(ops.state, grad));
+        }
+    }
+}
+
+/// `forward(x)` as one tracked operation whose gradient is `backward(saved, dy)`.
+fn tracked_unary<B: FusedOps, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    forward: fn(FloatTensor<B>) -> FloatTensor<B>,
+    backward: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+    saved: Saved,
+) -> FloatTensor<Autodiff<B, C>> {
+    match (UnaryBackward { backward }).prepare::<C>([x.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let x = x.into_primitive();
+            let (state, output) = match saved {
+                Saved::Input => (x.clone(), forward(x)),
+                Saved::Output => {
+                    let output = forward(x);
+                    (output.clone(), output)
+                }
+            };
+            prep.finish(state, output)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(x.into_primitive())),
     }
 }
 
