@@ -413,20 +413,7 @@ mod flex {
         }
 
         fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
-            let (Some(g), Some(u)) = (contiguous_f32(&gate), contiguous_f32(&up)) else {
-                return super::swiglu_composed::<Flex>(gate, up);
-            };
-            if g.shape() != u.shape() {
-                return super::swiglu_composed::<Flex>(gate, up);
-            }
-            let (gs, us): (&[f32], &[f32]) = (g.storage(), u.storage());
-            let mut out = vec![0.0f32; gs.len()];
-            out.par_chunks_mut(CHUNK).zip(gs.par_chunks(CHUNK).zip(us.par_chunks(CHUNK))).for_each(|(o, (g, u))| {
-                for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-                    *o = g * sigmoid(g) * u;
-                }
-            });
-            output(out, &g)
+            zip_f32(&gate, &up, |g, u| g * sigmoid(g) * u).unwrap_or_else(|| super::swiglu_composed::<Flex>(gate, up))
         }
 
         fn swiglu_backward_gate(gate: FloatTensor<Self>, up: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -555,41 +542,18 @@ mod flex {
         }
 
         fn gelu_erf_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-            let (Some(xc), Some(d)) = (contiguous_f32(&x), contiguous_f32(&grad)) else {
-                return <Flex as burn::backend::ops::ActivationOps<Flex>>::gelu_backward(x, grad);
-            };
-            if xc.shape() != d.shape() {
-                return <Flex as burn::backend::ops::ActivationOps<Flex>>::gelu_backward(x, grad);
-            }
             // 1 / sqrt(2 pi)
             const INV_SQRT_2PI: f32 = 0.398_942_3;
-            let (xs, ds): (&[f32], &[f32]) = (xc.storage(), d.storage());
-            let mut out = vec![0.0f32; xs.len()];
-            out.par_chunks_mut(CHUNK).zip(xs.par_chunks(CHUNK).zip(ds.par_chunks(CHUNK))).for_each(|(o, (x, d))| {
-                for ((o, &x), &d) in o.iter_mut().zip(x).zip(d) {
-                    let cdf = 0.5 * (1.0 + super::erf_approx(x * std::f32::consts::FRAC_1_SQRT_2));
-                    let pdf = INV_SQRT_2PI * super::exp_approx(-0.5 * x * x);
-                    *o = d * (cdf + x * pdf);
-                }
-            });
-            output(out, &xc)
+            let derivative = |x: f32, d: f32| {
+                let cdf = 0.5 * (1.0 + super::erf_approx(x * std::f32::consts::FRAC_1_SQRT_2));
+                let pdf = INV_SQRT_2PI * super::exp_approx(-0.5 * x * x);
+                d * (cdf + x * pdf)
+            };
+            zip_f32(&x, &grad, derivative).unwrap_or_else(|| <Flex as burn::backend::ops::ActivationOps<Flex>>::gelu_backward(x, grad))
         }
 
         fn swiglu_backward_up(gate: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-            let (Some(g), Some(d)) = (contiguous_f32(&gate), contiguous_f32(&grad)) else {
-                return super::swiglu_backward_up_composed::<Flex>(gate, grad);
-            };
-            if g.shape() != d.shape() {
-                return super::swiglu_backward_up_composed::<Flex>(gate, grad);
-            }
-            let (gs, ds): (&[f32], &[f32]) = (g.storage(), d.storage());
-            let mut out = vec![0.0f32; gs.len()];
-            out.par_chunks_mut(CHUNK).zip(gs.par_chunks(CHUNK).zip(ds.par_chunks(CHUNK))).for_each(|(o, (g, d))| {
-                for ((o, &g), &d) in o.iter_mut().zip(g).zip(d) {
-                    *o = d * g * sigmoid(g);
-                }
-            });
-            output(out, &g)
+            zip_f32(&gate, &grad, |g, d| d * g * sigmoid(g)).unwrap_or_else(|| super::swiglu_backward_up_composed::<Flex>(gate, grad))
         }
     }
 
@@ -647,6 +611,22 @@ mod flex {
     fn inv_rms(x: &[f32], eps: f64) -> f32 {
         let mean_square = dot_lanes(x, x) / x.len() as f32;
         1.0 / (mean_square + eps as f32).sqrt()
+    }
+
+    /// `f(a, b)` element by element for two f32 tensors of the same shape; `None` otherwise.
+    fn zip_f32(a: &FlexTensor, b: &FlexTensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Option<FlexTensor> {
+        let (a, b) = (contiguous_f32(a)?, contiguous_f32(b)?);
+        if a.shape() != b.shape() {
+            return None;
+        }
+        let (avs, bvs): (&[f32], &[f32]) = (a.storage(), b.storage());
+        let mut out = vec![0.0f32; avs.len()];
+        out.par_chunks_mut(CHUNK).zip(avs.par_chunks(CHUNK).zip(bvs.par_chunks(CHUNK))).for_each(|(o, (a, b))| {
+            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                *o = f(a, b);
+            }
+        });
+        Some(output(out, &a))
     }
 
     /// Sum in eight independent lanes, so that the loop vectorises.
