@@ -5,15 +5,14 @@
 //! Field names follow the Hugging Face checkpoint so that the name map stays readable.
 
 use burn::module::Module;
-use burn::nn::{Embedding, LayerNorm, Linear};
+use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::{gelu_approximate, relu, tanh};
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::bert_config::{BertConfig, BertFlavor};
 use crate::dropout::Dropout;
 use crate::error::Result;
+use crate::layer_norm::LayerNorm;
 use crate::weights::{TensorReader, TensorWriter};
 
 /// Model input: token ids, segment ids and the padding mask, all `[batch, seq]`.
@@ -107,8 +106,8 @@ impl BertSelfAttention {
     /// `hidden [batch, seq, hidden]`, `mask_bias [batch, 1, 1, seq]` -> `[batch, seq, hidden]`
     pub fn forward(&self, hidden: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
         let [batch, seq, width] = hidden.dims();
-        let split_heads = |x: Tensor<3>| x.reshape([batch, seq, self.num_heads, self.head_dim]).swap_dims(1, 2);
-        let query = split_heads(self.query.forward(hidden.clone())); // [batch, heads, seq, head_dim]
+        let split_heads = |x: Tensor<3>| x.reshape([batch, seq, self.num_heads, self.head_dim]);
+        let query = split_heads(self.query.forward(hidden.clone())); // [batch, seq, heads, head_dim]
         let key = split_heads(self.key.forward(hidden.clone()));
         let value = split_heads(self.value.forward(hidden));
 
@@ -116,17 +115,18 @@ impl BertSelfAttention {
         let context = if query.device().is_autodiff() {
             // Training: separate operations, so that autodiff sees them and dropout applies to
             // the attention probabilities.
-            let scores = query.matmul(key.swap_dims(2, 3)).mul_scalar(scale) + mask_bias; // [batch, heads, seq, seq]
+            let [query, key, value] = [query, key, value].map(|t| t.swap_dims(1, 2)); // [batch, heads, seq, head_dim]
+            // The scale goes on the query [.., seq, head_dim], smaller than the scores when seq > head_dim.
+            let scores = query.mul_scalar(scale).matmul(key.swap_dims(2, 3)) + mask_bias; // [batch, heads, seq, seq]
             let probs = self.dropout.forward(crate::fused::softmax_last(scores));
-            probs.matmul(value) // [batch, heads, seq, head_dim]
+            probs.matmul(value).swap_dims(1, 2) // [batch, seq, heads, head_dim]
         } else {
-            // Inference: the backend's fused attention, which never writes the whole
+            // Inference: one attention operation that never writes the whole
             // [batch, heads, seq, seq] score tensor out (dropout is off anyway).
-            let mask_bias = mask_bias.expand([batch, 1, seq, seq]); // shared by the heads
-            let options = AttentionModuleOptions { scale: Some(scale), softcap: None, is_causal: false };
-            attention(query, key, value, None, Some(mask_bias), options) // [batch, heads, seq, head_dim]
+            let key_bias = mask_bias.reshape([batch, seq]);
+            crate::fused::attention_key_bias(query, key, value, key_bias, scale) // [batch, seq, heads, head_dim]
         };
-        context.swap_dims(1, 2).reshape([batch, seq, width])
+        context.reshape([batch, seq, width])
     }
 }
 

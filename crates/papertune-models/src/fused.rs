@@ -1,9 +1,10 @@
 //! Fused operations with hand-written backward passes: softmax over the last axis, SwiGLU, GELU,
-//! RMSNorm and the rotary embedding.
+//! RMSNorm, LayerNorm and the rotary embedding.
 //!
 //! Under autodiff, burn builds `softmax` from four tracked operations (subtract the detached
-//! max, exp, sum, divide), `silu(gate) * up` from three (sigmoid, two products) and RMSNorm from
-//! seven; their backward passes recompute `exp` and `sigmoid` and make one pass over memory per
+//! max, exp, sum, divide), `silu(gate) * up` from three (sigmoid, two products), RMSNorm from
+//! seven and LayerNorm (its backend default, which autodiff does not override) from nine; their
+//! backward passes recompute `exp` and `sigmoid` and make one pass over memory per
 //! operation. Here each is one tracked operation whose backward is written out:
 //!
 //! - softmax: `p = softmax(x)`, `dx = p * (dy - sum(dy * p))`, from the saved `p`;
@@ -12,7 +13,10 @@
 //! - GELU (erf form): `y = x * Phi(x)`, `dx = dy * (Phi(x) + x * phi(x))`, from the saved `x`;
 //! - rotary embedding: `y = x cos + [-x2, x1] sin`, `dx = dy cos + [dy2 sin2, -dy1 sin1]`;
 //! - RMSNorm: `y = x * r * w` with `r = 1 / sqrt(mean(x^2) + eps)`,
-//!   `dx = r * (w * dy - x * r^2 * mean(w * dy * x))`, `dw = sum over rows of dy * x * r`.
+//!   `dx = r * (w * dy - x * r^2 * mean(w * dy * x))`, `dw = sum over rows of dy * x * r`;
+//! - LayerNorm: `y = xhat * gamma + beta` with `xhat = (x - mean(x)) * r`, `r = 1 / sqrt(var(x) + eps)`,
+//!   `dx = r * (gamma dy - mean(gamma dy) - xhat * mean(gamma dy * xhat))`,
+//!   `dgamma = sum over rows of dy * xhat`, `dbeta = sum over rows of dy`.
 //!
 //! On the flex backend, f32 tensors take single-pass kernels (one read of each input, one write
 //! of each output, rows in parallel, polynomial `exp` and `erf` in straight-line code); other
@@ -46,8 +50,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, DispatchDevice, TensorMetadata, backend_extension};
 use burn::tensor::{Device, Tensor, activation};
 
-/// Softmax over the last axis, SwiGLU, GELU, RMSNorm and the rotary embedding, with their
-/// backward passes, as backend operations.
+/// Softmax over the last axis, SwiGLU, GELU, RMSNorm, LayerNorm and the rotary embedding, with
+/// their backward passes, as backend operations.
 #[backend_extension(Flex: cfg(feature = "flex"), NdArray: cfg(feature = "ndarray"), Autodiff)]
 pub trait FusedOps: Backend {
     /// `softmax(x)` over the last axis.
@@ -109,6 +113,32 @@ pub trait FusedOps: Backend {
     /// The gradient of [`FusedOps::rms_norm`] with respect to `w`: `dy * x * r` summed over rows, `[d]`.
     fn rms_norm_backward_weight(x: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
         rms_norm_backward_weight_composed::<Self>(x, grad, eps)
+    }
+
+    /// LayerNorm over the last axis: `xhat * gamma + beta` with `xhat = (x - mean(x)) * r`,
+    /// `r = 1 / sqrt(var(x) + eps)`; `gamma`, `beta` of shape `[d]`.
+    fn layer_norm_affine(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        <Self as burn::backend::ops::ModuleOps<Self>>::layer_norm(x, gamma, Some(beta), eps)
+    }
+
+    /// The gradient of [`FusedOps::layer_norm_affine`] with respect to `x`:
+    /// `r * (gamma dy - mean(gamma dy) - xhat * mean(gamma dy * xhat))`.
+    fn layer_norm_backward_x(x: FloatTensor<Self>, gamma: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        layer_norm_backward_x_composed::<Self>(x, gamma, grad, eps)
+    }
+
+    /// The gradient of [`FusedOps::layer_norm_affine`] with respect to `gamma`: `dy * xhat`
+    /// summed over rows, `[d]`. (The gradient of `beta` is `dy` summed over rows.)
+    fn layer_norm_backward_gamma(x: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        layer_norm_backward_gamma_composed::<Self>(x, grad, eps)
+    }
+
+    /// Attention without a backward pass (inference): `softmax(q k^T * scale + bias) v` per head,
+    /// for `q [batch, seq_q, heads, d]`, `k`, `v [batch, seq_k, heads, d]` (the layout the
+    /// projections produce, before any transpose) and a per-key `bias [batch, seq_k]` (the
+    /// padding mask); the output is `[batch, seq_q, heads, d]`.
+    fn attention_key_bias(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+        attention_key_bias_composed::<Self>(q, k, v, bias, scale)
     }
 
     /// Rotary embedding, `x cos + rotate_half(x) sin`, for `x [batch, heads, seq, d]` and
@@ -194,6 +224,41 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
                 prep.finish((x, weight, eps), output)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::rms_norm(x.into_primitive(), weight.into_primitive(), eps)),
+        }
+    }
+
+    fn layer_norm_affine(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct LayerNorm;
+
+        impl<B: FusedOps> Backward<B, 3> for LayerNorm {
+            type State = (FloatTensor<B>, FloatTensor<B>, f64); // x, gamma, eps
+
+            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [x_node, gamma_node, beta_node] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (x, gamma, eps) = ops.state;
+                if let Some(node) = beta_node {
+                    grads.register::<B>(node.id, sum_over_rows::<B>(grad.clone()));
+                }
+                if let Some(node) = gamma_node {
+                    grads.register::<B>(node.id, B::layer_norm_backward_gamma(x.clone(), grad.clone(), eps));
+                }
+                if let Some(node) = x_node {
+                    grads.register::<B>(node.id, B::layer_norm_backward_x(x, gamma, grad, eps));
+                }
+            }
+        }
+
+        match LayerNorm.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (x, gamma, beta) = (x.into_primitive(), gamma.into_primitive(), beta.into_primitive());
+                let output = B::layer_norm_affine(x.clone(), gamma.clone(), beta, eps);
+                prep.finish((x, gamma, eps), output)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::layer_norm_affine(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), eps))
+            }
         }
     }
 
@@ -328,6 +393,44 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Te
     }
 }
 
+/// LayerNorm over the last axis with `gamma`, `beta` of shape `[d]`: one tracked operation
+/// (flex's forward kernel, a written-out backward) on the CPU backends, burn's `layer_norm`
+/// elsewhere.
+pub fn layer_norm<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Tensor<1>, eps: f64) -> Tensor<D> {
+    let d = x.dims()[D - 1];
+    if supported(&x.device()) && gamma.dims() == [d] && beta.dims() == [d] {
+        let (x, gamma, beta) = (x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch());
+        Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::layer_norm_affine(x, gamma, beta, eps))
+    } else {
+        burn::tensor::module::layer_norm(x, gamma, Some(beta), eps)
+    }
+}
+
+/// Attention for inference, `softmax(q k^T * scale + bias) v` per head, with the tensors in the
+/// layout the projections produce: `q [batch, seq_q, heads, d]`, `k`, `v [batch, seq_k, heads, d]`,
+/// `bias [batch, seq_k]` added to every query's scores (0 for real tokens, a large negative
+/// number for padding); returns `[batch, seq_q, heads, d]`.
+///
+/// On the CPU backends without autodiff this is papertune's kernel: per batch element and head,
+/// the two products through gemm on strided views (no transposes) and the softmax in vectorised
+/// passes. Elsewhere, burn's `attention` on transposed views.
+pub fn attention_key_bias(query: Tensor<4>, key: Tensor<4>, value: Tensor<4>, bias: Tensor<2>, scale: f64) -> Tensor<4> {
+    let [batch, seq_q, heads, d] = query.dims();
+    let seq_k = key.dims()[1];
+    let fits = key.dims() == [batch, seq_k, heads, d] && value.dims() == key.dims() && bias.dims() == [batch, seq_k];
+    let device = query.device();
+    if supported(&device) && !device.is_autodiff() && fits {
+        let (q, k, v, bias) = (query.into_dispatch(), key.into_dispatch(), value.into_dispatch(), bias.into_dispatch());
+        Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::attention_key_bias(q, k, v, bias, scale))
+    } else {
+        let mask_bias = bias.reshape([batch, 1, 1, seq_k]).expand([batch, 1, seq_q, seq_k]); // shared by the heads
+        let options = burn::tensor::ops::AttentionModuleOptions { scale: Some(scale), softcap: None, is_causal: false };
+        let heads_first = |t: Tensor<4>| t.swap_dims(1, 2); // [batch, heads, seq, d]
+        burn::tensor::module::attention(heads_first(query), heads_first(key), heads_first(value), None, Some(mask_bias), options)
+            .swap_dims(1, 2)
+    }
+}
+
 /// Rotary embedding of `x [batch, heads, seq, d]` with `cos`, `sin` of `[batch, 1, seq, d]`
 /// (constants: no gradient flows to them): one tracked operation on the CPU backends, burn's
 /// operations elsewhere.
@@ -380,7 +483,7 @@ mod flex {
             let rows_per_task = (CHUNK / row).max(1);
             out.par_chunks_mut(rows_per_task * row).zip(xs.par_chunks(rows_per_task * row)).for_each(|(o, x)| {
                 for (o, x) in o.chunks_mut(row).zip(x.chunks(row)) {
-                    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let max = max_lanes(x);
                     for (o, &x) in o.iter_mut().zip(x) {
                         *o = super::exp_approx(x - max);
                     }
@@ -462,65 +565,65 @@ mod flex {
         }
 
         fn rms_norm_backward_x(x: FloatTensor<Self>, weight: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
-            let (Some(xc), Some(w), Some(g)) = (contiguous_f32(&x), contiguous_f32(&weight), contiguous_f32(&grad)) else {
-                return super::rms_norm_backward_x_composed::<Flex>(x, weight, grad, eps);
-            };
-            let d = w.shape().num_elements();
-            if xc.shape().as_slice().last() != Some(&d) || xc.shape() != g.shape() || d == 0 {
-                return super::rms_norm_backward_x_composed::<Flex>(x, weight, grad, eps);
-            }
-            let (xs, ws, gs): (&[f32], &[f32], &[f32]) = (xc.storage(), w.storage(), g.storage());
-            let mut out = vec![0.0f32; xs.len()];
-            let rows_per_task = (CHUNK / d).max(1);
-            let chunk = rows_per_task * d;
-            out.par_chunks_mut(chunk).zip(xs.par_chunks(chunk).zip(gs.par_chunks(chunk))).for_each(|(o, (x, g))| {
-                for ((o, x), g) in o.chunks_mut(d).zip(x.chunks(d)).zip(g.chunks(d)) {
-                    let r = inv_rms(x, eps);
-                    // mean(w * dy * x): the weight folded into dy first.
-                    for ((o, &g), &w) in o.iter_mut().zip(g).zip(ws) {
-                        *o = g * w;
-                    }
-                    let coef = r * r * dot_lanes(o, x) / d as f32;
-                    for (o, &x) in o.iter_mut().zip(x) {
-                        *o = r * (*o - x * coef);
-                    }
+            let dx = map_rows_weighted_f32(&x, &weight, &grad, |x, g, w, o| {
+                let r = inv_rms(x, eps);
+                // mean(w * dy * x): the weight folded into dy first.
+                for ((o, &g), &w) in o.iter_mut().zip(g).zip(w) {
+                    *o = g * w;
+                }
+                let coef = r * r * dot_lanes(o, x) / x.len() as f32;
+                for (o, &x) in o.iter_mut().zip(x) {
+                    *o = r * (*o - x * coef);
                 }
             });
-            output(out, &xc)
+            dx.unwrap_or_else(|| super::rms_norm_backward_x_composed::<Flex>(x, weight, grad, eps))
         }
 
         fn rms_norm_backward_weight(x: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
-            let (Some(xc), Some(g)) = (contiguous_f32(&x), contiguous_f32(&grad)) else {
-                return super::rms_norm_backward_weight_composed::<Flex>(x, grad, eps);
-            };
-            let d = xc.shape().as_slice().last().copied().unwrap_or(0);
-            if xc.shape() != g.shape() || d == 0 {
-                return super::rms_norm_backward_weight_composed::<Flex>(x, grad, eps);
+            let summed = sum_rows_f32(&x, &grad, |x, g, sums| {
+                let r = inv_rms(x, eps);
+                for ((s, &x), &g) in sums.iter_mut().zip(x).zip(g) {
+                    *s += g * x * r;
+                }
+            });
+            summed.unwrap_or_else(|| super::rms_norm_backward_weight_composed::<Flex>(x, grad, eps))
+        }
+
+        // The forward pass is flex's own LayerNorm kernel (the trait's default).
+
+        fn layer_norm_backward_x(x: FloatTensor<Self>, gamma: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+            let dx = map_rows_weighted_f32(&x, &gamma, &grad, |x, g, w, o| {
+                let n = x.len() as f32;
+                let (mean, r) = mean_inv_std(x, eps);
+                // gamma dy into the output row first, then the two row means.
+                for ((o, &g), &w) in o.iter_mut().zip(g).zip(w) {
+                    *o = g * w;
+                }
+                let mean_scaled = sum_lanes(o) / n;
+                let mean_with_xhat = r * dot_shifted(o, 0.0, x, mean) / n;
+                for (o, &x) in o.iter_mut().zip(x) {
+                    let xhat = (x - mean) * r;
+                    *o = r * (*o - mean_scaled - xhat * mean_with_xhat);
+                }
+            });
+            dx.unwrap_or_else(|| super::layer_norm_backward_x_composed::<Flex>(x, gamma, grad, eps))
+        }
+
+        fn layer_norm_backward_gamma(x: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+            let summed = sum_rows_f32(&x, &grad, |x, g, sums| {
+                let (mean, r) = mean_inv_std(x, eps);
+                for ((s, &x), &g) in sums.iter_mut().zip(x).zip(g) {
+                    *s += g * (x - mean) * r;
+                }
+            });
+            summed.unwrap_or_else(|| super::layer_norm_backward_gamma_composed::<Flex>(x, grad, eps))
+        }
+
+        fn attention_key_bias(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+            match attention_kernel(&q, &k, &v, &bias, scale as f32) {
+                Some(out) => out,
+                None => super::attention_key_bias_composed::<Flex>(q, k, v, bias, scale),
             }
-            let (xs, gs): (&[f32], &[f32]) = (xc.storage(), g.storage());
-            let rows_per_task = (CHUNK / d).max(1);
-            let chunk = rows_per_task * d;
-            let total = xs
-                .par_chunks(chunk)
-                .zip(gs.par_chunks(chunk))
-                .map(|(x, g)| {
-                    let mut partial = vec![0.0f32; d];
-                    for (x, g) in x.chunks(d).zip(g.chunks(d)) {
-                        let r = inv_rms(x, eps);
-                        for ((p, &x), &g) in partial.iter_mut().zip(x).zip(g) {
-                            *p += g * x * r;
-                        }
-                    }
-                    partial
-                })
-                .reduce(
-                    || vec![0.0f32; d],
-                    |mut a, b| {
-                        a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                        a
-                    },
-                );
-            FlexTensor::new(Bytes::from_elems(total), Layout::contiguous(burn::tensor::Shape::new([d])), DType::F32)
         }
 
         fn rotary(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -610,6 +713,145 @@ mod flex {
         Some(output(out, &x))
     }
 
+    /// For f32 `x` and `g` of the same shape `[.., d]` and `w` of `[d]`: a tensor of that shape
+    /// whose rows `per_row(x_row, g_row, w, out_row)` writes, rows in parallel chunks; `None` for
+    /// other dtypes or shapes.
+    fn map_rows_weighted_f32(
+        x: &FlexTensor,
+        w: &FlexTensor,
+        g: &FlexTensor,
+        per_row: impl Fn(&[f32], &[f32], &[f32], &mut [f32]) + Sync,
+    ) -> Option<FlexTensor> {
+        let (x, w, g) = (contiguous_f32(x)?, contiguous_f32(w)?, contiguous_f32(g)?);
+        let d = w.shape().num_elements();
+        if x.shape().as_slice().last() != Some(&d) || x.shape() != g.shape() || d == 0 {
+            return None;
+        }
+        let (xs, ws, gs): (&[f32], &[f32], &[f32]) = (x.storage(), w.storage(), g.storage());
+        let mut out = vec![0.0f32; xs.len()];
+        let chunk = (CHUNK / d).max(1) * d;
+        out.par_chunks_mut(chunk).zip(xs.par_chunks(chunk).zip(gs.par_chunks(chunk))).for_each(|(o, (x, g))| {
+            for ((o, x), g) in o.chunks_mut(d).zip(x.chunks(d)).zip(g.chunks(d)) {
+                per_row(x, g, ws, o);
+            }
+        });
+        Some(output(out, &x))
+    }
+
+    /// `[d]`: for f32 `x` and `g` of the same shape `[.., d]`, the sum over rows of what
+    /// `add_row(x_row, g_row, sums)` adds into `sums`; `None` for other dtypes or shapes. Chunks
+    /// of rows are summed in parallel and their partial sums added in chunk order, so the result
+    /// does not depend on the scheduling (a rayon `reduce` would add them in whatever tree the
+    /// work stealing made).
+    fn sum_rows_f32(x: &FlexTensor, g: &FlexTensor, add_row: impl Fn(&[f32], &[f32], &mut [f32]) + Sync) -> Option<FlexTensor> {
+        let (x, g) = (contiguous_f32(x)?, contiguous_f32(g)?);
+        let d = x.shape().as_slice().last().copied().unwrap_or(0);
+        if x.shape() != g.shape() || d == 0 {
+            return None;
+        }
+        let (xs, gs): (&[f32], &[f32]) = (x.storage(), g.storage());
+        let chunk = (CHUNK / d).max(1) * d;
+        let partials: Vec<Vec<f32>> = xs
+            .par_chunks(chunk)
+            .zip(gs.par_chunks(chunk))
+            .map(|(x, g)| {
+                let mut sums = vec![0.0f32; d];
+                for (x, g) in x.chunks(d).zip(g.chunks(d)) {
+                    add_row(x, g, &mut sums);
+                }
+                sums
+            })
+            .collect();
+        let mut total = vec![0.0f32; d];
+        for partial in &partials {
+            total.iter_mut().zip(partial).for_each(|(t, p)| *t += p);
+        }
+        Some(FlexTensor::new(Bytes::from_elems(total), Layout::contiguous(burn::tensor::Shape::new([d])), DType::F32))
+    }
+
+    /// `mean(x)` and `1 / sqrt(var(x) + eps)` of one row (two passes, so no cancellation).
+    fn mean_inv_std(x: &[f32], eps: f64) -> (f32, f32) {
+        let n = x.len() as f32;
+        let mean = sum_lanes(x) / n;
+        let var = dot_shifted(x, mean, x, mean) / n;
+        (mean, 1.0 / (var + eps as f32).sqrt())
+    }
+
+    /// `sum((a - a_shift) * (x - x_shift))` in eight independent lanes.
+    fn dot_shifted(a: &[f32], a_shift: f32, x: &[f32], x_shift: f32) -> f32 {
+        let mut lanes = [0.0f32; 8];
+        let (mut ca, mut cx) = (a.chunks_exact(8), x.chunks_exact(8));
+        for (a, x) in (&mut ca).zip(&mut cx) {
+            for ((lane, a), x) in lanes.iter_mut().zip(a).zip(x) {
+                *lane += (a - a_shift) * (x - x_shift);
+            }
+        }
+        let tail: f32 = ca.remainder().iter().zip(cx.remainder()).map(|(a, x)| (a - a_shift) * (x - x_shift)).sum();
+        lanes.iter().sum::<f32>() + tail
+    }
+
+    /// [`FusedOps::attention_key_bias`] for f32: one task per batch element; per head, scores
+    /// `[seq_q, seq_k]` from gemm on strided views of `q` and `k` (row stride `heads * d`), the
+    /// bias and a softmax in place, then `P v` written by gemm straight into the output rows.
+    /// `None` when the shapes or dtypes do not fit.
+    fn attention_kernel(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, bias: &FlexTensor, scale: f32) -> Option<FlexTensor> {
+        let (q, k, v, bias) = (contiguous_f32(q)?, contiguous_f32(k)?, contiguous_f32(v)?, contiguous_f32(bias)?);
+        let &[batch, seq_q, heads, d] = q.shape().as_slice() else { return None };
+        let &[_, seq_k, _, _] = k.shape().as_slice() else { return None };
+        if k.shape().as_slice() != [batch, seq_k, heads, d] || v.shape() != k.shape() || bias.shape().as_slice() != [batch, seq_k] {
+            return None;
+        }
+        if batch * seq_q * heads * d == 0 || seq_k == 0 {
+            return None;
+        }
+        let (qs, ks, vs, bs): (&[f32], &[f32], &[f32], &[f32]) = (q.storage(), k.storage(), v.storage(), bias.storage());
+        let row = heads * d; // elements between consecutive positions of one head
+        let mut out = vec![0.0f32; qs.len()];
+        out.par_chunks_mut(seq_q * row).enumerate().for_each_init(
+            || vec![0.0f32; seq_q * seq_k],
+            |scores, (b, o)| {
+                let key_bias = &bs[b * seq_k..(b + 1) * seq_k];
+                for h in 0..heads {
+                    let q_head = &qs[b * seq_q * row + h * d..];
+                    let k_head = &ks[b * seq_k * row + h * d..];
+                    let v_head = &vs[b * seq_k * row + h * d..];
+                    // SAFETY: every index gemm touches is inside its slice: for the last row of
+                    // a head, (rows - 1) * row + d <= rows * row - h * d, the length of
+                    // `q_head` (seq_q rows), `k_head`, `v_head` (seq_k rows) and, from h * d, of
+                    // the batch element's output `o`; `scores` holds seq_q * seq_k values.
+                    unsafe {
+                        // scores = scale * q_h k_h^T: k_h^T is [d, seq_k], element (i, j) at j * row + i.
+                        gemm::gemm(
+                            seq_q, seq_k, d,
+                            scores.as_mut_ptr(), 1, seq_k as isize, false,
+                            q_head.as_ptr(), 1, row as isize,
+                            k_head.as_ptr(), row as isize, 1,
+                            0.0, scale, false, false, false, gemm::Parallelism::None,
+                        );
+                    }
+                    for s in scores.chunks_mut(seq_k) {
+                        s.iter_mut().zip(key_bias).for_each(|(s, b)| *s += b);
+                        let max = max_lanes(s);
+                        s.iter_mut().for_each(|s| *s = super::exp_approx(*s - max));
+                        let inv = 1.0 / sum_lanes(s);
+                        s.iter_mut().for_each(|s| *s *= inv);
+                    }
+                    unsafe {
+                        // output rows of head h = P v_h.
+                        gemm::gemm(
+                            seq_q, d, seq_k,
+                            o[h * d..].as_mut_ptr(), 1, row as isize, false,
+                            scores.as_ptr(), 1, seq_k as isize,
+                            v_head.as_ptr(), 1, row as isize,
+                            0.0, 1.0, false, false, false, gemm::Parallelism::None,
+                        );
+                    }
+                }
+            },
+        );
+        Some(output(out, &q))
+    }
+
     /// `1 / sqrt(mean(x^2) + eps)` of one row.
     fn inv_rms(x: &[f32], eps: f64) -> f32 {
         let mean_square = dot_lanes(x, x) / x.len() as f32;
@@ -632,6 +874,20 @@ mod flex {
         Some(output(out, &a))
     }
 
+    /// Maximum in eight independent lanes (a fold with `f32::max`, whose NaN rule makes it
+    /// order-dependent, stays scalar). NaN inputs are skipped; a softmax row holding one is NaN
+    /// anyway, through `exp`.
+    fn max_lanes(x: &[f32]) -> f32 {
+        let mut lanes = [f32::NEG_INFINITY; 8];
+        let mut chunks = x.chunks_exact(8);
+        for chunk in &mut chunks {
+            for (lane, &v) in lanes.iter_mut().zip(chunk) {
+                *lane = if v > *lane { v } else { *lane };
+            }
+        }
+        chunks.remainder().iter().chain(&lanes).copied().fold(f32::NEG_INFINITY, f32::max)
+    }
+
     /// Sum in eight independent lanes, so that the loop vectorises.
     fn sum_lanes(x: &[f32]) -> f32 {
         let mut lanes = [0.0f32; 8];
@@ -646,16 +902,10 @@ mod flex {
 
     /// Dot product in eight independent lanes.
     fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
-        let mut lanes = [0.0f32; 8];
-        let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
-        for (x, y) in (&mut ca).zip(&mut cb) {
-            for ((lane, x), y) in lanes.iter_mut().zip(x).zip(y) {
-                *lane += x * y;
-            }
-        }
-        let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-        lanes.iter().sum::<f32>() + tail
+        // Subtracting +0.0 is exact, and the compiler drops it.
+        dot_shifted(a, 0.0, b, 0.0)
     }
+
 
     /// `1 / (1 + e^-x)` with [`super::exp_approx`], branch-free so that loops over it vectorise.
     #[inline(always)]
@@ -677,7 +927,9 @@ pub fn exp_approx(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23
     let underflow = x < -87.3;
     let x = x.clamp(-87.3, 88.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    // n lands in the low mantissa bits of t (one unit per ulp at this magnitude).
+    let t = x * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     // Taylor coefficients 1/k!, k = 0..7.
     let p = 1.0 / 5040.0;
@@ -688,8 +940,12 @@ pub fn exp_approx(x: f32) -> f32 {
     let p = p * r + 0.5;
     let p = p * r + 1.0;
     let p = p * r + 1.0;
-    // 2^n by building the exponent bits; n is in [-126, 127] after the clamp.
-    let scale = f32::from_bits(((n as i32 + 127).clamp(1, 254) as u32) << 23);
+    // 2^n from the exponent bits n + 127, in [1, 254] after the clamp. Integer n is read from
+    // t's bits with wrapping arithmetic, not `n as i32`: a saturating float-to-int conversion or
+    // an overflow-checked add (papertune-models keeps overflow checks in the dev profile) keeps
+    // the loops around this function from vectorising.
+    let exponent = t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
+    let scale = f32::from_bits(exponent << 23);
     if underflow { 0.0 } else { p * scale }
 }
 
@@ -737,12 +993,40 @@ fn rms_norm_backward_x_composed<B: Backend>(x: FloatTensor<B>, weight: FloatTens
 }
 
 fn rms_norm_backward_weight_composed<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>, eps: f64) -> FloatTensor<B> {
-    let d = x.shape().as_slice().last().copied().unwrap_or(0);
     let r = inv_rms_composed::<B>(x.clone(), eps);
-    let per_row = B::float_mul(B::float_mul(grad, x), r);
-    let rows = per_row.shape().num_elements() / d.max(1);
-    let flat = B::float_reshape(per_row, burn::tensor::Shape::new([rows, d]));
+    sum_over_rows::<B>(B::float_mul(B::float_mul(grad, x), r))
+}
+
+/// `[.., d]` summed over every axis but the last, `[d]`.
+fn sum_over_rows<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+    let d = t.shape().as_slice().last().copied().unwrap_or(0);
+    let rows = t.shape().num_elements() / d.max(1);
+    let flat = B::float_reshape(t, burn::tensor::Shape::new([rows, d]));
     B::float_reshape(B::float_sum_dim(flat, 0), burn::tensor::Shape::new([d]))
+}
+
+/// `xhat = (x - mean(x)) * r` and `r = 1 / sqrt(var(x) + eps)` over the last axis.
+fn normalized_composed<B: Backend>(x: FloatTensor<B>, eps: f64) -> (FloatTensor<B>, FloatTensor<B>) {
+    let last = x.shape().num_dims() - 1;
+    let centered = B::float_sub(x.clone(), B::float_mean_dim(x, last));
+    let var = B::float_mean_dim(B::float_mul(centered.clone(), centered.clone()), last);
+    let r = B::float_recip(B::float_sqrt(B::float_add_scalar(var, eps.into())));
+    (B::float_mul(centered, r.clone()), r)
+}
+
+fn layer_norm_backward_x_composed<B: Backend>(x: FloatTensor<B>, gamma: FloatTensor<B>, grad: FloatTensor<B>, eps: f64) -> FloatTensor<B> {
+    let rank = x.shape().num_dims();
+    let (xhat, r) = normalized_composed::<B>(x, eps);
+    let scaled = B::float_mul(grad, broadcastable_weight::<B>(gamma, rank)); // gamma dy
+    let mean = B::float_mean_dim(scaled.clone(), rank - 1);
+    let mean_with_xhat = B::float_mean_dim(B::float_mul(scaled.clone(), xhat.clone()), rank - 1);
+    let inner = B::float_sub(B::float_sub(scaled, mean), B::float_mul(xhat, mean_with_xhat));
+    B::float_mul(r, inner)
+}
+
+fn layer_norm_backward_gamma_composed<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>, eps: f64) -> FloatTensor<B> {
+    let (xhat, _) = normalized_composed::<B>(x, eps);
+    sum_over_rows::<B>(B::float_mul(grad, xhat))
 }
 
 /// The two halves of the last axis of a rank-4 tensor.
@@ -767,6 +1051,17 @@ fn rotary_backward_composed<B: Backend>(grad: FloatTensor<B>, cos: FloatTensor<B
     let (first, second) = halves::<B>(B::float_mul(grad.clone(), sin));
     let swapped = B::float_cat(vec![second, B::float_neg(first)], 3);
     B::float_add(B::float_mul(grad, cos), swapped)
+}
+
+fn attention_key_bias_composed<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, v: FloatTensor<B>, bias: FloatTensor<B>, scale: f64) -> FloatTensor<B> {
+    let batch = q.shape().as_slice()[0];
+    let seq_k = k.shape().as_slice()[1];
+    let heads_first = |t: FloatTensor<B>| B::float_swap_dims(t, 1, 2); // [batch, heads, seq, d]
+    let keys_t = B::float_swap_dims(heads_first(k), 2, 3); // [batch, heads, d, seq_k]
+    let scores = B::float_matmul(B::float_mul_scalar(heads_first(q), scale.into()), keys_t); // [batch, heads, seq_q, seq_k]
+    let bias = B::float_reshape(bias, burn::tensor::Shape::new([batch, 1, 1, seq_k]));
+    let probs = B::softmax(B::float_add(scores, bias), 3);
+    B::float_swap_dims(B::float_matmul(probs, heads_first(v)), 1, 2) // [batch, seq_q, heads, d]
 }
 
 fn softmax_backward_composed<B: Backend>(probs: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
@@ -860,6 +1155,22 @@ mod tests {
         let (fwg, bwg) = (fw.grad(&fused_grads).unwrap(), bw.grad(&burn_grads).unwrap());
         close(fwg.unsqueeze(), bwg.unsqueeze(), 1e-5, "rms_norm weight grad");
 
+        // LayerNorm against burn's (composed under autodiff); an offset mean, as hidden states have.
+        let x = Tensor::<3>::random(shape, Distribution::Normal(2.0, 3.0), device);
+        let gamma = Tensor::<1>::random([shape[2]], Distribution::Normal(1.0, 0.3), device);
+        let beta = Tensor::<1>::random([shape[2]], Distribution::Normal(0.0, 0.3), device);
+        let (fx, fgamma, fbeta) = (x.clone().require_grad(), gamma.clone().require_grad(), beta.clone().require_grad());
+        let (bx, bgamma, bbeta) = (x.require_grad(), gamma.require_grad(), beta.require_grad());
+        let fused_out = layer_norm(fx.clone(), fgamma.clone(), fbeta.clone(), 1e-12);
+        let burn_out = burn::tensor::module::layer_norm(bx.clone(), bgamma.clone(), Some(bbeta.clone()), 1e-12);
+        close(fused_out.clone(), burn_out.clone(), 1e-5, "layer_norm");
+        let fused_grads = (fused_out * weights.clone()).sum().backward();
+        let burn_grads = (burn_out * weights.clone()).sum().backward();
+        close(fx.grad(&fused_grads).unwrap(), bx.grad(&burn_grads).unwrap(), 1e-5, "layer_norm x grad");
+        let as_3d = |t: Tensor<1>| t.unsqueeze::<3>();
+        close(as_3d(fgamma.grad(&fused_grads).unwrap()), as_3d(bgamma.grad(&burn_grads).unwrap()), 1e-5, "layer_norm gamma grad");
+        close(as_3d(fbeta.grad(&fused_grads).unwrap()), as_3d(bbeta.grad(&burn_grads).unwrap()), 1e-5, "layer_norm beta grad");
+
         // Rotary: x [2, 3, 5, 8] with tables [2, 1, 5, 8]; x as the decoder makes it (swapped axes).
         let x = Tensor::<4>::random([2, 5, 3, 8], Distribution::Normal(0.0, 1.0), device).swap_dims(1, 2);
         let cos = Tensor::<4>::random([2, 1, 5, 8], Distribution::Uniform(-1.0, 1.0), device);
@@ -885,6 +1196,31 @@ mod tests {
         check_against_burn(&device);
     }
 
+    #[cfg(feature = "flex")]
+    #[test]
+    fn flex_f64_takes_the_composed_layer_norm_backward() {
+        // f64 skips the f32 kernels: the backward formulas composed from backend operations
+        // (what ndarray and other dtypes run) against burn's own LayerNorm under autodiff.
+        let device = Device::flex().autodiff();
+        let f64_tensor = |shape: [usize; 3], mean: f64, std: f64| {
+            Tensor::<3>::random(shape, Distribution::Normal(mean, std), &device).cast(burn::tensor::FloatDType::F64)
+        };
+        let x = f64_tensor([2, 3, 19], 1.0, 2.0);
+        let gamma = f64_tensor([1, 1, 19], 1.0, 0.3).reshape([19]);
+        let beta = f64_tensor([1, 1, 19], 0.0, 0.3).reshape([19]);
+        let weights = f64_tensor([2, 3, 19], 0.0, 1.0);
+        let (fx, fgamma, fbeta) = (x.clone().require_grad(), gamma.clone().require_grad(), beta.clone().require_grad());
+        let (bx, bgamma, bbeta) = (x.require_grad(), gamma.require_grad(), beta.require_grad());
+        let fused_grads = (layer_norm(fx.clone(), fgamma.clone(), fbeta.clone(), 1e-5) * weights.clone()).sum().backward();
+        let burn_out = burn::tensor::module::layer_norm(bx.clone(), bgamma.clone(), Some(bbeta.clone()), 1e-5);
+        let burn_grads = (burn_out * weights).sum().backward();
+        let as_f32 = |t: Tensor<3>| t.cast(burn::tensor::FloatDType::F32);
+        close(as_f32(fx.grad(&fused_grads).unwrap()), as_f32(bx.grad(&burn_grads).unwrap()), 1e-6, "x grad");
+        let as_3d = |t: Tensor<1>| as_f32(t.unsqueeze::<3>());
+        close(as_3d(fgamma.grad(&fused_grads).unwrap()), as_3d(bgamma.grad(&burn_grads).unwrap()), 1e-6, "gamma grad");
+        close(as_3d(fbeta.grad(&fused_grads).unwrap()), as_3d(bbeta.grad(&burn_grads).unwrap()), 1e-6, "beta grad");
+    }
+
     #[cfg(feature = "ndarray")]
     #[test]
     fn ndarray_matches_burn_forward_and_backward() {
@@ -901,6 +1237,41 @@ mod tests {
         let gate = Tensor::<3>::random([3, 4, 70], Distribution::Normal(0.0, 5.0), &device);
         let up = Tensor::<3>::random([3, 4, 70], Distribution::Normal(0.0, 1.0), &device);
         close(swiglu(gate.clone(), up.clone()), activation::silu(gate) * up, 1e-6, "swiglu");
+    }
+
+    /// The attention operation against matmul + softmax + matmul, with padded keys, on `device`
+    /// (no autodiff), for self-attention and for fewer queries than keys.
+    fn check_attention(device: &Device) {
+        for (seq_q, seq_k) in [(5, 5), (3, 7)] {
+            let (batch, heads, d) = (2, 3, 8);
+            let q = Tensor::<4>::random([batch, seq_q, heads, d], Distribution::Normal(0.0, 1.0), device);
+            let k = Tensor::<4>::random([batch, seq_k, heads, d], Distribution::Normal(0.0, 1.0), device);
+            let v = Tensor::<4>::random([batch, seq_k, heads, d], Distribution::Normal(0.0, 1.0), device);
+            // The second sequence has its last two keys padded.
+            let mut mask = vec![0.0f32; batch * seq_k];
+            mask[2 * seq_k - 2..].iter_mut().for_each(|m| *m = -1.0e9);
+            let bias = Tensor::<2>::from_data(burn::tensor::TensorData::new(mask, [batch, seq_k]), device);
+            let scale = 1.0 / (d as f64).sqrt();
+
+            let got = attention_key_bias(q.clone(), k.clone(), v.clone(), bias.clone(), scale);
+            let heads_first = |t: Tensor<4>| t.swap_dims(1, 2);
+            let scores = heads_first(q).matmul(heads_first(k).swap_dims(2, 3)).mul_scalar(scale) + bias.reshape([batch, 1, 1, seq_k]);
+            let expected = activation::softmax(scores, 3).matmul(heads_first(v)).swap_dims(1, 2);
+            let flat = |t: Tensor<4>| t.reshape([batch, seq_q, heads * d]);
+            close(flat(got), flat(expected), 1e-5, "attention");
+        }
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn flex_attention_matches_matmul_softmax_matmul() {
+        check_attention(&Device::flex());
+    }
+
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn ndarray_attention_matches_matmul_softmax_matmul() {
+        check_attention(&Device::ndarray());
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod fsutil;
 pub mod generate;
 pub mod gguf;
 pub mod init;
+pub mod layer_norm;
 pub mod llama;
 pub mod llama_config;
 pub mod llm_tokenizer;

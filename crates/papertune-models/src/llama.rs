@@ -201,7 +201,8 @@ impl LlamaAttention {
         let query = query.reshape([batch, kv_heads, group * seq, head_dim]);
         let mask_bias = mask_bias.repeat_dim(2, group); // [batch, 1, group * seq, total]
         let scale = 1.0 / (head_dim as f64).sqrt();
-        let scores = query.matmul(key.swap_dims(2, 3)).mul_scalar(scale) + mask_bias; // [batch, kv_heads, group * seq, total]
+        // The scale goes on the query, smaller than the scores when total > head_dim.
+        let scores = query.mul_scalar(scale).matmul(key.swap_dims(2, 3)) + mask_bias; // [batch, kv_heads, group * seq, total]
         let probs = fused::softmax_last(scores);
         let context = probs.matmul(value); // [batch, kv_heads, group * seq, head_dim]
         let context = context.reshape([batch, heads, seq, head_dim]).swap_dims(1, 2).reshape([batch, seq, heads * head_dim]);

@@ -2,10 +2,11 @@
 //! burn modules (`[in, out]` linear weights), with shape checks on the way in.
 
 use burn::module::Param;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear};
+use burn::nn::{Embedding, EmbeddingConfig, Linear};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::Result;
+use crate::layer_norm::LayerNorm;
 use crate::safetensors_io::{Checkpoint, HostTensor};
 
 /// Takes named tensors out of a checkpoint and builds burn layers from them on a device.
@@ -64,10 +65,7 @@ impl<'a> TensorReader<'a> {
         };
         let gamma = self.tensor(&gamma_name, [d])?;
         let beta = self.tensor(&beta_name, [d])?;
-        let mut norm = LayerNormConfig::new(d).with_epsilon(epsilon).init(&self.device);
-        norm.gamma = Param::from_tensor(gamma);
-        norm.beta = Some(Param::from_tensor(beta));
-        Ok(norm)
+        Ok(LayerNorm::new(gamma, beta, epsilon))
     }
 }
 
@@ -104,9 +102,7 @@ impl TensorWriter {
 
     pub fn layer_norm(&mut self, name: &str, norm: &LayerNorm) {
         self.tensor(&format!("{name}.weight"), norm.gamma.val());
-        if let Some(beta) = &norm.beta {
-            self.tensor(&format!("{name}.bias"), beta.val());
-        }
+        self.tensor(&format!("{name}.bias"), norm.beta.val());
     }
 }
 
