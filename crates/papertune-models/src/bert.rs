@@ -12,6 +12,7 @@ use burn::tensor::{Device, Int, Tensor};
 use crate::bert_config::{BertConfig, BertFlavor};
 use crate::dropout::Dropout;
 use crate::error::Result;
+use crate::fused;
 use crate::layer_norm::LayerNorm;
 use crate::weights::{TensorReader, TensorWriter};
 
@@ -54,7 +55,7 @@ impl HiddenAct {
 
     fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         match self {
-            Self::Gelu => crate::fused::gelu(x),
+            Self::Gelu => fused::gelu(x),
             Self::GeluTanh => gelu_approximate(x),
             Self::Relu => relu(x),
         }
@@ -107,9 +108,9 @@ impl BertSelfAttention {
     pub fn forward(&self, hidden: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
         let [batch, seq, width] = hidden.dims();
         let split_heads = |x: Tensor<3>| x.reshape([batch, seq, self.num_heads, self.head_dim]);
-        let query = split_heads(self.query.forward(hidden.clone())); // [batch, seq, heads, head_dim]
-        let key = split_heads(self.key.forward(hidden.clone()));
-        let value = split_heads(self.value.forward(hidden));
+        let query = split_heads(fused::linear_layer(&self.query, hidden.clone())); // [batch, seq, heads, head_dim]
+        let key = split_heads(fused::linear_layer(&self.key, hidden.clone()));
+        let value = split_heads(fused::linear_layer(&self.value, hidden));
 
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let context = if query.device().is_autodiff() {
@@ -118,13 +119,13 @@ impl BertSelfAttention {
             let [query, key, value] = [query, key, value].map(|t| t.swap_dims(1, 2)); // [batch, heads, seq, head_dim]
             // The scale goes on the query [.., seq, head_dim], smaller than the scores when seq > head_dim.
             let scores = query.mul_scalar(scale).matmul(key.swap_dims(2, 3)) + mask_bias; // [batch, heads, seq, seq]
-            let probs = self.dropout.forward(crate::fused::softmax_last(scores));
+            let probs = self.dropout.forward(fused::softmax_last(scores));
             probs.matmul(value).swap_dims(1, 2) // [batch, seq, heads, head_dim]
         } else {
             // Inference: one attention operation that never writes the whole
             // [batch, heads, seq, seq] score tensor out (dropout is off anyway).
             let key_bias = mask_bias.reshape([batch, seq]);
-            crate::fused::attention_key_bias(query, key, value, key_bias, scale) // [batch, seq, heads, head_dim]
+            fused::attention_key_bias(query, key, value, key_bias, scale) // [batch, seq, heads, head_dim]
         };
         context.reshape([batch, seq, width])
     }
@@ -140,7 +141,7 @@ pub struct BertResidualOutput {
 
 impl BertResidualOutput {
     pub fn forward(&self, hidden: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        let projected = self.dropout.forward(self.dense.forward(hidden));
+        let projected = self.dropout.forward(fused::linear_layer(&self.dense, hidden));
         self.layer_norm.forward(projected + residual)
     }
 }
@@ -168,7 +169,7 @@ impl BertLayer {
     pub fn forward(&self, hidden: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
         let attended = self.attention.self_attention.forward(hidden.clone(), mask_bias);
         let hidden = self.attention.output.forward(attended, hidden);
-        let expanded = self.activation.apply(self.intermediate.forward(hidden.clone())); // [batch, seq, intermediate]
+        let expanded = self.activation.apply(fused::linear_layer(&self.intermediate, hidden.clone())); // [batch, seq, intermediate]
         self.output.forward(expanded, hidden)
     }
 }
@@ -317,7 +318,7 @@ impl BertModel {
         let pooler_output = self.pooler.as_ref().map(|dense| {
             let width = hidden.dims()[2];
             let cls = hidden.clone().narrow(1, 0, 1).reshape([batch, width]); // [batch, hidden]
-            tanh(dense.forward(cls))
+            tanh(fused::linear_layer(dense, cls))
         });
         BertOutput { last_hidden_state: hidden, pooler_output }
     }

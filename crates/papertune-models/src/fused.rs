@@ -41,7 +41,7 @@
 // its generated Dispatch methods and the backend match go unused.
 #![cfg_attr(not(any(feature = "flex", feature = "ndarray")), allow(unused_variables, unused_imports))]
 
-use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -151,6 +151,27 @@ pub trait FusedOps: Backend {
     /// with `s = sin`.
     fn rotary_backward(grad: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {
         rotary_backward_composed::<Self>(grad, cos, sin)
+    }
+
+    /// A linear layer without bias, `x weight`, for `x [rows, d_in]` and `weight [d_in, d_out]`;
+    /// the output is `[rows, d_out]`.
+    fn linear_layer(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        linear_composed::<Self>(x, weight)
+    }
+
+    /// A linear layer, `x weight + bias`, with `bias [d_out]`.
+    fn linear_layer_bias(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        linear_bias_composed::<Self>(x, weight, bias)
+    }
+
+    /// The gradient of a linear layer with respect to `x`: `dy weight^T`, `[rows, d_in]`.
+    fn linear_layer_backward_x(grad: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        linear_backward_x_composed::<Self>(grad, weight)
+    }
+
+    /// The gradient of a linear layer with respect to `weight`: `x^T dy`, `[d_in, d_out]`.
+    fn linear_layer_backward_weight(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        linear_backward_weight_composed::<Self>(x, grad)
     }
 }
 
@@ -287,6 +308,98 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
                 prep.finish((cos, sin), output)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::rotary(x.into_primitive(), cos, sin)),
+        }
+    }
+
+    fn linear_layer(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct Linear;
+
+        impl<B: FusedOps> Backward<B, 2> for Linear {
+            type State = LinearSaved<B>;
+
+            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [x_node, weight_node] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                ops.state.register_grads(x_node.map(|n| n.id), weight_node.map(|n| n.id), grad, grads);
+            }
+        }
+
+        let saved = LinearPlan { keep_x: weight.is_tracked(), keep_weight: x.is_tracked() };
+        match Linear.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (x, weight) = (x.into_primitive(), weight.into_primitive());
+                prep.finish(saved.keep(&x, &weight), B::linear_layer(x, weight))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::linear_layer(x.into_primitive(), weight.into_primitive())),
+        }
+    }
+
+    fn linear_layer_bias(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct LinearBias;
+
+        impl<B: FusedOps> Backward<B, 3> for LinearBias {
+            type State = LinearSaved<B>;
+
+            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [x_node, weight_node, bias_node] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                if let Some(node) = bias_node {
+                    grads.register::<B>(node.id, sum_over_rows::<B>(grad.clone()));
+                }
+                ops.state.register_grads(x_node.map(|n| n.id), weight_node.map(|n| n.id), grad, grads);
+            }
+        }
+
+        let saved = LinearPlan { keep_x: weight.is_tracked(), keep_weight: x.is_tracked() };
+        match LinearBias.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (x, weight) = (x.into_primitive(), weight.into_primitive());
+                prep.finish(saved.keep(&x, &weight), B::linear_layer_bias(x, weight, bias.into_primitive()))
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::linear_layer_bias(x.into_primitive(), weight.into_primitive(), bias.into_primitive()))
+            }
+        }
+    }
+}
+
+/// What a linear layer's backward pass keeps: `x` when the weight needs a gradient, the weight
+/// when `x` does.
+#[derive(Debug, Clone)]
+struct LinearSaved<B: Backend> {
+    x: Option<FloatTensor<B>>,
+    weight: Option<FloatTensor<B>>,
+}
+
+/// Which of `x` and the weight a linear layer's backward pass reads: `x` when the weight needs a
+/// gradient, the weight when `x` does.
+#[derive(Debug, Clone, Copy)]
+struct LinearPlan {
+    keep_x: bool,
+    keep_weight: bool,
+}
+
+impl LinearPlan {
+    fn keep<B: Backend>(self, x: &FloatTensor<B>, weight: &FloatTensor<B>) -> LinearSaved<B> {
+        LinearSaved { x: self.keep_x.then(|| x.clone()), weight: self.keep_weight.then(|| weight.clone()) }
+    }
+}
+
+impl<B: FusedOps> LinearSaved<B> {
+    fn register_grads(
+        self,
+        x_node: Option<NodeId>,
+        weight_node: Option<NodeId>,
+        grad: FloatTensor<B>,
+        grads: &mut Gradients,
+    ) {
+        if let (Some(node), Some(x)) = (weight_node, self.x) {
+            grads.register::<B>(node, B::linear_layer_backward_weight(x, grad.clone()));
+        }
+        if let (Some(node), Some(weight)) = (x_node, self.weight) {
+            grads.register::<B>(node, B::linear_layer_backward_x(grad, weight));
         }
     }
 }
@@ -446,6 +559,37 @@ pub fn rotary(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>) -> Tensor<4> {
         let rotated = Tensor::cat(vec![second.neg(), first], 3);
         x * cos + rotated * sin
     }
+}
+
+/// burn's [`Linear`](burn::nn::Linear) layer on `x [.., d_in]`: [`linear`] with the layer's
+/// weight and bias.
+pub fn linear_layer<const D: usize>(layer: &burn::nn::Linear, x: Tensor<D>) -> Tensor<D> {
+    linear(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()))
+}
+
+/// `x weight + bias` for `x [.., d_in]`, `weight [d_in, d_out]` and `bias [d_out]`; the output
+/// is `[.., d_out]`.
+///
+/// On the CPU backends this is one tracked operation that calls gemm directly: the bias rows
+/// are the product's starting values, the output is allocated once, and the backward pass
+/// computes `dx = dy weight^T` and `dweight = x^T dy` over all rows at once from strided views,
+/// with no transposed copies. Elsewhere, burn's `linear`.
+pub fn linear<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<D> {
+    let dims = x.dims();
+    let [d_in, d_out] = weight.dims();
+    let bias_fits = bias.as_ref().is_none_or(|b| b.dims() == [d_out]);
+    if !supported(&x.device()) || dims[D - 1] != d_in || !bias_fits {
+        return burn::tensor::module::linear(x, weight, bias);
+    }
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let (x, weight) = (x.reshape([rows, d_in]).into_dispatch(), weight.into_dispatch());
+    let output = match bias {
+        Some(bias) => <burn::backend::Dispatch as FusedOps>::linear_layer_bias(x, weight, bias.into_dispatch()),
+        None => <burn::backend::Dispatch as FusedOps>::linear_layer(x, weight),
+    };
+    let mut out_dims = dims;
+    out_dims[D - 1] = d_out;
+    Tensor::<2>::from_dispatch(output).reshape(out_dims) // [rows, d_out] -> [.., d_out]
 }
 
 #[cfg(feature = "flex")]
@@ -617,6 +761,38 @@ mod flex {
                 }
             });
             summed.unwrap_or_else(|| super::layer_norm_backward_gamma_composed::<Flex>(x, grad, eps))
+        }
+
+        fn linear_layer(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+            match (Matrix::of(&x), Matrix::of(&weight)) {
+                (Some(x), Some(w)) if x.cols == w.rows => x.times(w, None),
+                _ => super::linear_composed::<Flex>(x, weight),
+            }
+        }
+
+        fn linear_layer_bias(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+            let bias_rows = contiguous_f32(&bias);
+            let product = match (Matrix::of(&x), Matrix::of(&weight), &bias_rows) {
+                (Some(x), Some(w), Some(b)) if x.cols == w.rows && b.shape().num_elements() == w.cols => {
+                    Some(x.times(w, Some(b.storage())))
+                }
+                _ => None,
+            };
+            product.unwrap_or_else(|| super::linear_bias_composed::<Flex>(x, weight, bias))
+        }
+
+        fn linear_layer_backward_x(grad: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+            match (Matrix::of(&grad), Matrix::of(&weight)) {
+                (Some(g), Some(w)) if g.cols == w.cols => g.times(w.transposed(), None),
+                _ => super::linear_backward_x_composed::<Flex>(grad, weight),
+            }
+        }
+
+        fn linear_layer_backward_weight(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+            match (Matrix::of(&x), Matrix::of(&grad)) {
+                (Some(x), Some(g)) if x.rows == g.rows => x.transposed().times(g, None),
+                _ => super::linear_backward_weight_composed::<Flex>(x, grad),
+            }
         }
 
         fn attention_key_bias(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
@@ -852,6 +1028,74 @@ mod flex {
         Some(output(out, &q))
     }
 
+    /// Products at least this large (`m * n * k`) run on every core; smaller ones on one.
+    const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
+
+    /// A 2-d f32 tensor read in place: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
+    #[derive(Clone, Copy)]
+    struct Matrix<'a> {
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    }
+
+    impl<'a> Matrix<'a> {
+        /// The f32 matrix `t` is, through its own strides (a transposed or sliced view is read
+        /// without a copy); `None` for other dtypes, ranks, empty or negative-stride layouts.
+        fn of(t: &'a FlexTensor) -> Option<Self> {
+            let layout = t.layout();
+            let &[rows, cols] = layout.shape().as_slice() else { return None };
+            let &[row_stride, col_stride] = layout.strides() else { return None };
+            if t.dtype() != DType::F32 || rows == 0 || cols == 0 || row_stride < 0 || col_stride < 0 {
+                return None;
+            }
+            let (row_stride, col_stride) = (row_stride as usize, col_stride as usize);
+            let data: &[f32] = t.storage();
+            let data = data.get(layout.start_offset()..)?;
+            let last = (rows - 1) * row_stride + (cols - 1) * col_stride;
+            (last < data.len()).then_some(Matrix { data, rows, cols, row_stride, col_stride })
+        }
+
+        fn transposed(self) -> Self {
+            Matrix { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
+        }
+
+        /// `self rhs`, `[self.rows, rhs.cols]` and contiguous, with `row_init` (of `rhs.cols`
+        /// values) added to every row: gemm accumulates onto the copied rows, so a bias costs
+        /// no separate pass. Without it gemm writes every element of a fresh buffer.
+        fn times(self, rhs: Matrix<'_>, row_init: Option<&[f32]>) -> FlexTensor {
+            let (m, n, k) = (self.rows, rhs.cols, self.cols);
+            debug_assert_eq!(k, rhs.rows);
+            let parallelism =
+                if m * n * k >= PARALLEL_PRODUCT { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+            let mut out: Vec<f32> = Vec::with_capacity(m * n);
+            if let Some(row) = row_init {
+                debug_assert_eq!(row.len(), n);
+                for _ in 0..m {
+                    out.extend_from_slice(row);
+                }
+            }
+            // SAFETY: gemm reads lhs (i, p) at i * row_stride + p * col_stride for i < m, p < k,
+            // and rhs likewise; `Matrix::of` checked that the last such index is inside the
+            // slice. It writes dst (i, j) at i * n + j < m * n, the capacity of `out`. With
+            // read_dst false (no bias) gemm stores into dst without reading it, so every one
+            // of the m * n elements is initialised before set_len.
+            unsafe {
+                gemm::gemm(
+                    m, n, k,
+                    out.as_mut_ptr(), 1, n as isize, row_init.is_some(),
+                    self.data.as_ptr(), self.col_stride as isize, self.row_stride as isize,
+                    rhs.data.as_ptr(), rhs.col_stride as isize, rhs.row_stride as isize,
+                    1.0, 1.0, false, false, false, parallelism,
+                );
+                out.set_len(m * n);
+            }
+            FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(burn::tensor::Shape::new([m, n])), DType::F32)
+        }
+    }
+
     /// `1 / sqrt(mean(x^2) + eps)` of one row.
     fn inv_rms(x: &[f32], eps: f64) -> f32 {
         let mean_square = dot_lanes(x, x) / x.len() as f32;
@@ -1064,6 +1308,24 @@ fn attention_key_bias_composed<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>,
     B::float_swap_dims(B::float_matmul(probs, heads_first(v)), 1, 2) // [batch, seq_q, heads, d]
 }
 
+fn linear_composed<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_matmul(x, weight)
+}
+
+fn linear_backward_x_composed<B: Backend>(grad: FloatTensor<B>, weight: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_matmul(grad, B::float_transpose(weight))
+}
+
+fn linear_backward_weight_composed<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_matmul(B::float_transpose(x), grad)
+}
+
+fn linear_bias_composed<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {
+    let d_out = bias.shape().num_elements();
+    let product = B::float_matmul(x, weight); // [rows, d_out]
+    B::float_add(product, B::float_reshape(bias, burn::tensor::Shape::new([1, d_out])))
+}
+
 fn softmax_backward_composed<B: Backend>(probs: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
     let last = probs.shape().num_dims() - 1;
     let dot = B::float_sum_dim(B::float_mul(grad.clone(), probs.clone()), last);
@@ -1170,6 +1432,41 @@ mod tests {
         let as_3d = |t: Tensor<1>| t.unsqueeze::<3>();
         close(as_3d(fgamma.grad(&fused_grads).unwrap()), as_3d(bgamma.grad(&burn_grads).unwrap()), 1e-5, "layer_norm gamma grad");
         close(as_3d(fbeta.grad(&fused_grads).unwrap()), as_3d(bbeta.grad(&burn_grads).unwrap()), 1e-5, "layer_norm beta grad");
+
+        // Linear layers: with a bias, without one, with a frozen weight read through a
+        // transposed view (as a tied or merged weight may be), against burn's `linear`.
+        let (d_in, d_out) = (shape[2], 11);
+        let x = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), device);
+        let weight = Tensor::<2>::random([d_in, d_out], Distribution::Normal(0.0, 0.2), device);
+        let bias = Tensor::<1>::random([d_out], Distribution::Normal(0.0, 1.0), device);
+        let w_out = Tensor::<3>::random([shape[0], shape[1], d_out], Distribution::Normal(0.0, 1.0), device);
+        let frozen_t = Tensor::<2>::random([d_out, d_in], Distribution::Normal(0.0, 0.2), device);
+        let cases: [(&str, Tensor<2>, Option<Tensor<1>>, bool); 3] = [
+            ("linear with bias", weight.clone(), Some(bias), true),
+            ("linear without bias", weight, None, true),
+            ("linear, frozen transposed weight", frozen_t.transpose(), None, false),
+        ];
+        for (what, weight, bias, trained) in cases {
+            let track = |t: Tensor<2>| if trained { t.require_grad() } else { t };
+            let (fx, fw, fb) = (x.clone().require_grad(), track(weight.clone()), bias.clone().map(|b| b.require_grad()));
+            let (bx, bw, bb) = (x.clone().require_grad(), track(weight), bias.map(|b| b.require_grad()));
+            let fused_out = linear(fx.clone(), fw.clone(), fb.clone());
+            let burn_out = burn::tensor::module::linear(bx.clone(), bw.clone(), bb.clone());
+            close(fused_out.clone(), burn_out.clone(), 1e-5, what);
+            let fused_grads = (fused_out * w_out.clone()).sum().backward();
+            let burn_grads = (burn_out * w_out.clone()).sum().backward();
+            close(fx.grad(&fused_grads).unwrap(), bx.grad(&burn_grads).unwrap(), 1e-5, &format!("{what}: x grad"));
+            if trained {
+                let (fwg, bwg) = (fw.grad(&fused_grads).unwrap(), bw.grad(&burn_grads).unwrap());
+                close(fwg.unsqueeze(), bwg.unsqueeze(), 1e-5, &format!("{what}: weight grad"));
+            } else {
+                assert!(fw.grad(&fused_grads).is_none(), "{what}: a frozen weight got a gradient");
+            }
+            if let (Some(fb), Some(bb)) = (fb, bb) {
+                let (fbg, bbg) = (fb.grad(&fused_grads).unwrap(), bb.grad(&burn_grads).unwrap());
+                close(fbg.unsqueeze(), bbg.unsqueeze(), 1e-5, &format!("{what}: bias grad"));
+            }
+        }
 
         // Rotary: x [2, 3, 5, 8] with tables [2, 1, 5, 8]; x as the decoder makes it (swapped axes).
         let x = Tensor::<4>::random([2, 5, 3, 8], Distribution::Normal(0.0, 1.0), device).swap_dims(1, 2);

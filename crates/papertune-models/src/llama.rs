@@ -431,8 +431,9 @@ impl LlamaModel {
     pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
         match (&self.lm_head, &self.tied_head) {
             (Some(head), _) => head.forward(hidden),
-            (None, Some(weight)) => hidden.matmul(weight.val().unsqueeze()),
-            (None, None) => hidden.matmul(self.embed_tokens.weight.val().transpose().unsqueeze()),
+            (None, Some(weight)) => fused::linear(hidden, weight.val(), None),
+            // The embedding [vocab, hidden] read as [hidden, vocab] through a transposed view.
+            (None, None) => fused::linear(hidden, self.embed_tokens.weight.val().transpose(), None),
         }
     }
 

@@ -21,6 +21,7 @@ use crate::dropout::Dropout;
 use crate::error::{ModelError, Result};
 use crate::fsutil::write_atomic;
 use crate::safetensors_io::Checkpoint;
+use crate::fused;
 use crate::weights::{to_device, to_host};
 
 /// File names of a PEFT adapter folder.
@@ -145,11 +146,11 @@ impl LoraLinear {
     /// `[.., in]` -> `[.., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match &self.lora {
-            None => self.base.forward(x),
+            None => fused::linear_layer(&self.base, x),
             Some(lora) => {
-                let update = lora.dropout.forward(x.clone()).matmul(unsqueeze_to(lora.a.val()));
-                let update = update.matmul(unsqueeze_to(lora.b.val())).mul_scalar(lora.scaling);
-                self.base.forward(x) + update
+                // The scaling goes on the narrow [.., r] product rather than on [.., out].
+                let down = fused::linear(lora.dropout.forward(x.clone()), lora.a.val(), None).mul_scalar(lora.scaling);
+                fused::linear_layer(&self.base, x) + fused::linear(down, lora.b.val(), None)
             }
         }
     }
@@ -167,10 +168,6 @@ impl LoraLinear {
             self.base.weight = Param::from_tensor(merged).set_require_grad(false);
         }
     }
-}
-
-fn unsqueeze_to<const D: usize>(matrix: Tensor<2>) -> Tensor<D> {
-    matrix.unsqueeze()
 }
 
 /// A model whose linear layers can carry adapters, listed by their Hugging Face module paths

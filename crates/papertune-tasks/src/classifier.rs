@@ -7,7 +7,7 @@ use papertune_models::dropout::Dropout;
 use burn::tensor::activation::{relu, sigmoid, softmax};
 use burn::tensor::{Device, Int, Tensor};
 use papertune_data::TokenBatch;
-use papertune_models::{BertInput, BertModel, Checkpoint, ModelError, TensorReader, TensorWriter, masked_mean};
+use papertune_models::{BertInput, BertModel, Checkpoint, ModelError, TensorReader, TensorWriter, fused, masked_mean};
 use papertune_train::TrainModel;
 use serde::{Deserialize, Serialize};
 
@@ -156,10 +156,10 @@ impl SequenceClassifier {
         let classify = |pooled: Tensor<2>| {
             let x = self.dropout.forward(pooled);
             let x = match &self.pre_classifier {
-                Some(pre) => relu(pre.forward(x)),
+                Some(pre) => relu(fused::linear_layer(pre, x)),
                 None => x,
             };
-            self.classifier.forward(x)
+            fused::linear_layer(&self.classifier, x)
         };
         match self.pooling {
             Pooling::Pooler => classify(output.pooler_output.expect("checked at construction")),
