@@ -48,7 +48,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, DispatchDevice, TensorMetadata, backend_extension};
-use burn::tensor::{Device, Tensor, activation};
+use burn::tensor::{Device, Int, Tensor, activation};
 
 /// Softmax over the last axis, SwiGLU, GELU, RMSNorm, LayerNorm and the rotary embedding, with
 /// their backward passes, as backend operations.
@@ -167,6 +167,19 @@ pub trait FusedOps: Backend {
     /// The gradient of a linear layer with respect to `x`: `dy weight^T`, `[rows, d_in]`.
     fn linear_layer_backward_x(grad: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
         linear_backward_x_composed::<Self>(grad, weight)
+    }
+
+    /// Per-row negative log-likelihood of a target class, `logsumexp(x_r) - x_r[t_r]`, for
+    /// logits `[rows, classes]` and targets `[rows]` given as float class ids (exact up to
+    /// 2^24); the output is `[rows]`.
+    fn token_nll(logits: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self> {
+        token_nll_composed::<Self>(logits, targets)
+    }
+
+    /// The gradient of [`FusedOps::token_nll`] with respect to the logits:
+    /// `dy_r * (softmax(x_r) - onehot(t_r))`, `[rows, classes]`.
+    fn token_nll_backward(logits: FloatTensor<Self>, targets: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        token_nll_backward_composed::<Self>(logits, targets, grad)
     }
 
     /// The gradient of a linear layer with respect to `weight`: `x^T dy`, `[d_in, d_out]`.
@@ -361,6 +374,35 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => {
                 prep.finish(B::linear_layer_bias(x.into_primitive(), weight.into_primitive(), bias.into_primitive()))
             }
+        }
+    }
+
+    fn token_nll(logits: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct TokenNll;
+
+        impl<B: FusedOps> Backward<B, 1> for TokenNll {
+            type State = (FloatTensor<B>, FloatTensor<B>); // logits, targets
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [parent] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                if let Some(parent) = parent {
+                    let (logits, targets) = ops.state;
+                    grads.register::<B>(parent.id, B::token_nll_backward(logits, targets, grad));
+                }
+            }
+        }
+
+        // The targets are data, not a tracked input.
+        let targets = targets.into_primitive();
+        match TokenNll.prepare::<C>([logits.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let logits = logits.into_primitive();
+                let output = B::token_nll(logits.clone(), targets.clone());
+                prep.finish((logits, targets), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::token_nll(logits.into_primitive(), targets)),
         }
     }
 }
@@ -558,6 +600,25 @@ pub fn rotary(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>) -> Tensor<4> {
         let second = x.clone().narrow(3, half, half);
         let rotated = Tensor::cat(vec![second.neg(), first], 3);
         x * cos + rotated * sin
+    }
+}
+
+/// Per-row cross-entropy, `-log softmax(logits)[target]`, for logits `[rows, classes]` and class
+/// ids `[rows]`; the output is `[rows]`.
+///
+/// On the CPU backends this is one tracked operation: the forward pass reads each row once for
+/// its maximum and once for `sum(exp)`, and the backward pass writes
+/// `dy * (softmax - onehot)` in one pass, with the vectorised `exp`. burn's `log_softmax`
+/// (several passes over `[rows, classes]` forward and backward, libm's `expf`) and `gather`
+/// elsewhere.
+pub fn token_nll(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    let [rows, classes] = logits.dims();
+    // Class ids travel as floats into the backend operation: exact below 2^24.
+    if supported(&logits.device()) && targets.dims() == [rows] && classes < (1 << 24) {
+        let targets = targets.float().into_dispatch();
+        Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::token_nll(logits.into_dispatch(), targets))
+    } else {
+        activation::log_softmax(logits, 1).gather(1, targets.reshape([rows, 1])).reshape([rows]).neg()
     }
 }
 
@@ -761,6 +822,41 @@ mod flex {
                 }
             });
             summed.unwrap_or_else(|| super::layer_norm_backward_gamma_composed::<Flex>(x, grad, eps))
+        }
+
+        fn token_nll(logits: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self> {
+            let Some((x, t, classes)) = logits_and_targets(&logits, &targets) else {
+                return super::token_nll_composed::<Flex>(logits, targets);
+            };
+            let (xs, ts): (&[f32], &[f32]) = (x.storage(), t.storage());
+            let nll: Vec<f32> = xs
+                .par_chunks(classes)
+                .zip(ts.par_iter())
+                .map_init(
+                    || vec![0.0f32; classes],
+                    |scratch, (row, &target)| {
+                        // logsumexp(row) - row[t] = log(sum(exp(row - max))) - (row[t] - max)
+                        let (max, sum) = row_exp_sum(row, scratch);
+                        sum.ln() - (row[class_index(target, classes)] - max)
+                    },
+                )
+                .collect();
+            output(nll, &t)
+        }
+
+        fn token_nll_backward(logits: FloatTensor<Self>, targets: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+            let (Some((x, t, classes)), Some(g)) = (logits_and_targets(&logits, &targets), contiguous_f32(&grad)) else {
+                return super::token_nll_backward_composed::<Flex>(logits, targets, grad);
+            };
+            let (xs, ts, gs): (&[f32], &[f32], &[f32]) = (x.storage(), t.storage(), g.storage());
+            let mut out = vec![0.0f32; xs.len()];
+            out.par_chunks_mut(classes).zip(xs.par_chunks(classes)).enumerate().for_each(|(r, (o, row))| {
+                let dy = gs[r];
+                let scale = dy / row_exp_sum(row, o).1; // o = dy * softmax(row) after the scaling
+                o.iter_mut().for_each(|o| *o *= scale);
+                o[class_index(ts[r], classes)] -= dy;
+            });
+            output(out, &x)
         }
 
         fn linear_layer(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -1026,6 +1122,34 @@ mod flex {
             },
         );
         Some(output(out, &q))
+    }
+
+    /// Contiguous f32 logits `[rows, classes]` and targets `[rows]`, and `classes`; `None` for
+    /// other dtypes or shapes.
+    fn logits_and_targets(logits: &FlexTensor, targets: &FlexTensor) -> Option<(FlexTensor, FlexTensor, usize)> {
+        let (x, t) = (contiguous_f32(logits)?, contiguous_f32(targets)?);
+        let &[rows, classes] = x.shape().as_slice() else { return None };
+        (t.shape().as_slice() == [rows] && classes > 0).then_some((x, t, classes))
+    }
+
+    /// The class id a float target holds.
+    fn class_index(target: f32, classes: usize) -> usize {
+        let index = target as usize;
+        assert!(
+            target >= 0.0 && target.fract() == 0.0 && index < classes,
+            "token_nll: target {target} is not a class id below {classes}"
+        );
+        index
+    }
+
+    /// `exp(x - max(x))` of one row into `out`; returns `max(x)` and the sum. The exponentials
+    /// are stored so that their loop vectorises; a reduction straight into lanes stays scalar.
+    fn row_exp_sum(x: &[f32], out: &mut [f32]) -> (f32, f32) {
+        let max = max_lanes(x);
+        for (e, &v) in out.iter_mut().zip(x) {
+            *e = super::exp_approx(v - max);
+        }
+        (max, sum_lanes(out))
     }
 
     /// Products at least this large (`m * n * k`) run on every core; smaller ones on one.
@@ -1345,6 +1469,34 @@ fn attention_key_bias_composed<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>,
     B::float_swap_dims(B::float_matmul(probs, heads_first(v)), 1, 2) // [batch, seq_q, heads, d]
 }
 
+/// `[rows, 1]`: `logsumexp` of each row of `[rows, classes]` logits.
+fn row_logsumexp_composed<B: Backend>(logits: FloatTensor<B>) -> FloatTensor<B> {
+    let max = B::float_max_dim(logits.clone(), 1); // [rows, 1]
+    let sum = B::float_sum_dim(B::float_exp(B::float_sub(logits, max.clone())), 1);
+    B::float_add(B::float_log(sum), max)
+}
+
+/// `[rows, 1]` integer class ids from float ids `[rows]`.
+fn class_ids<B: Backend>(targets: FloatTensor<B>) -> burn::backend::tensor::IntTensor<B> {
+    let rows = targets.shape().num_elements();
+    B::float_into_int(B::float_reshape(targets, burn::tensor::Shape::new([rows, 1])), burn::tensor::IntDType::I64)
+}
+
+fn token_nll_composed<B: Backend>(logits: FloatTensor<B>, targets: FloatTensor<B>) -> FloatTensor<B> {
+    let rows = logits.shape()[0];
+    let picked = B::float_gather(1, logits.clone(), class_ids::<B>(targets)); // [rows, 1]
+    let nll = B::float_sub(row_logsumexp_composed::<B>(logits), picked);
+    B::float_reshape(nll, burn::tensor::Shape::new([rows]))
+}
+
+fn token_nll_backward_composed<B: Backend>(logits: FloatTensor<B>, targets: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    let rows = logits.shape()[0];
+    let grad = B::float_reshape(grad, burn::tensor::Shape::new([rows, 1]));
+    let probs = B::float_exp(B::float_sub(logits.clone(), row_logsumexp_composed::<B>(logits)));
+    let scaled = B::float_mul(probs, grad.clone()); // [rows, classes]
+    B::float_scatter(1, scaled, class_ids::<B>(targets), B::float_neg(grad), burn::tensor::IndexingUpdateOp::Add)
+}
+
 fn linear_composed<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>) -> FloatTensor<B> {
     B::float_matmul(x, weight)
 }
@@ -1469,6 +1621,20 @@ mod tests {
         let as_3d = |t: Tensor<1>| t.unsqueeze::<3>();
         close(as_3d(fgamma.grad(&fused_grads).unwrap()), as_3d(bgamma.grad(&burn_grads).unwrap()), 1e-5, "layer_norm gamma grad");
         close(as_3d(fbeta.grad(&fused_grads).unwrap()), as_3d(bbeta.grad(&burn_grads).unwrap()), 1e-5, "layer_norm beta grad");
+
+        // Per-row cross-entropy against log_softmax + gather, value and logits gradient.
+        let (rows, classes) = (7, 53);
+        let logits = Tensor::<2>::random([rows, classes], Distribution::Normal(0.0, 3.0), device);
+        let targets = Tensor::<1, Int>::from_ints([0, 52, 17, 3, 3, 40, 1], device);
+        let row_weights = Tensor::<1>::random([rows], Distribution::Normal(0.0, 1.0), device);
+        let (fl, bl) = (logits.clone().require_grad(), logits.require_grad());
+        let fused_out = token_nll(fl.clone(), targets.clone());
+        let burn_out = activation::log_softmax(bl.clone(), 1).gather(1, targets.reshape([rows, 1])).reshape([rows]).neg();
+        close(as_3d(fused_out.clone()), as_3d(burn_out.clone()), 1e-5, "token_nll");
+        let fused_grads = (fused_out * row_weights.clone()).sum().backward();
+        let burn_grads = (burn_out * row_weights).sum().backward();
+        let (flg, blg) = (fl.grad(&fused_grads).unwrap(), bl.grad(&burn_grads).unwrap());
+        close(flg.unsqueeze(), blg.unsqueeze(), 1e-5, "token_nll grad");
 
         // Linear layers: with a bias, without one, with a frozen weight read through a
         // transposed view (as a tied or merged weight may be), against burn's `linear`.

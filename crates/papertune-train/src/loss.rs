@@ -144,10 +144,9 @@ impl Default for CausalLmLoss {
 
 impl Loss<Tensor<2>, Tensor<1, Int>> for CausalLmLoss {
     fn forward(&self, logits: Tensor<2>, target: Tensor<1, Int>) -> Tensor<1> {
-        let [positions, _] = logits.dims();
         let scored = target.clone().not_equal_elem(self.ignore_index); // [positions]
-        let safe_target = target.mask_fill(scored.clone().bool_not(), 0).reshape([positions, 1]);
-        let nll = log_softmax(logits, 1).gather(1, safe_target).reshape([positions]).neg(); // [positions]
+        let safe_target = target.mask_fill(scored.clone().bool_not(), 0);
+        let nll = papertune_models::fused::token_nll(logits, safe_target); // [positions]
         let weight = scored.float();
         // At least one scored position keeps an all-ignored batch at loss 0 rather than NaN.
         (nll * weight.clone()).sum() / weight.sum().clamp_min(1.0)
