@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use burn::data::dataloader::batcher::Batcher;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use papertune_data::{CausalLmBatcher, CausalLmExample, ClassificationBatcher, ClassificationItem, Encoded, TokenBatch};
 use papertune_models::generate::{GenerationConfig, Generator};
@@ -23,7 +23,7 @@ use papertune_models::lora::{LoraConfig, LoraModel};
 use papertune_models::{PretrainedCausalLm, PretrainedEncoder, source};
 use papertune_tasks::llm::CausalLmTrainer;
 use papertune_tasks::{HeadConfig, SequenceClassifier};
-use papertune_train::{CausalLmLoss, CrossEntropyLoss, Loss, TrainModel};
+use papertune_train::{CausalLmLoss, CrossEntropyLoss, FusedAdamW, Loss, TrainModel};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -107,7 +107,7 @@ fn w1(device: &Device, options: &BenchOptions) -> Result<Value> {
     let mut model = minilm_classifier(&train_device)?;
     let vocab = model.encoder.vocab_size();
     let data = encoder_batch(&mut StdRng::seed_from_u64(2), batch, seq, vocab, &train_device);
-    let mut optimizer = AdamWConfig::new().with_weight_decay(0.01).init();
+    let mut optimizer = ModuleOptimizer::from(FusedAdamW { weight_decay: 0.01, ..FusedAdamW::default() });
     let loss_fn = CrossEntropyLoss::new();
     let times = time_train_steps("W1", options.repeats, || {
         let (output, target) = model.forward_train(data.clone());
@@ -177,7 +177,7 @@ fn w3(device: &Device, options: &BenchOptions) -> Result<Value> {
         })
         .collect();
     let batcher = CausalLmBatcher { pad_id: 0 };
-    let mut optimizer = AdamWConfig::new().with_weight_decay(0.0).init();
+    let mut optimizer = ModuleOptimizer::from(FusedAdamW { weight_decay: 0.0, ..FusedAdamW::default() });
     let times = time_train_steps("W3", options.repeats, || {
         let batch_data = batcher.batch(examples.clone(), &train_device);
         let (output, target) = model.forward_train(batch_data);

@@ -169,6 +169,28 @@ pub trait FusedOps: Backend {
         linear_backward_x_composed::<Self>(grad, weight)
     }
 
+    /// One AdamW update of a parameter of `n` values, returned packed as `[3, n]`: the new
+    /// parameter, first moment and second moment. `m' = b1 m + (1 - b1) g`,
+    /// `v' = b2 v + (1 - b2) g^2`, `p' = p (1 - lr wd) - lr (m' / c1) / (sqrt(v' / c2) + eps)`,
+    /// with the bias corrections `c1 = 1 - b1^t`, `c2 = 1 - b2^t` of step `t`.
+    #[allow(clippy::too_many_arguments)]
+    fn adamw_packed(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        lr: f64,
+        beta_1: f64,
+        beta_2: f64,
+        epsilon: f64,
+        weight_decay: f64,
+        correction_1: f64,
+        correction_2: f64,
+    ) -> FloatTensor<Self> {
+        let (b1, b2, eps, wd, c1, c2) = (beta_1, beta_2, epsilon, weight_decay, correction_1, correction_2);
+        adamw_packed_composed::<Self>(param, grad, moment_1, moment_2, lr, b1, b2, eps, wd, c1, c2)
+    }
+
     /// Per-row negative log-likelihood of a target class, `logsumexp(x_r) - x_r[t_r]`, for
     /// logits `[rows, classes]` and targets `[rows]` given as float class ids (exact up to
     /// 2^24); the output is `[rows]`.
@@ -603,6 +625,63 @@ pub fn rotary(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>) -> Tensor<4> {
     }
 }
 
+/// The hyperparameters of one AdamW step (decoupled weight decay, bias-corrected moments).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWStep {
+    pub lr: f64,
+    pub beta_1: f64,
+    pub beta_2: f64,
+    pub epsilon: f64,
+    pub weight_decay: f64,
+    /// The step number, from 1.
+    pub time: usize,
+}
+
+/// One AdamW update of `param` with `grad`, from the moments of the previous step (zeros
+/// before the first): returns the new parameter, first moment and second moment. The
+/// arithmetic is burn's `AdamW`'s: `m' = b1 m + (1 - b1) g`, `v' = b2 v + (1 - b2) g^2`,
+/// `p' = p (1 - lr wd) - lr (m' / (1 - b1^t)) / (sqrt(v' / (1 - b2^t)) + eps)`.
+///
+/// On the CPU backends this is one pass over the four inputs writing the three outputs into
+/// one buffer (they come back as views of it); burn's `AdamW` makes about a dozen passes,
+/// each with its own output. Elsewhere, the same formula in tensor operations.
+pub fn adamw_update<const D: usize>(
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    moments: Option<(Tensor<D>, Tensor<D>)>,
+    step: &AdamWStep,
+) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
+    let dims = param.dims();
+    let (moment_1, moment_2) = moments.unwrap_or_else(|| (param.zeros_like(), param.zeros_like()));
+    let correction_1 = 1.0 - step.beta_1.powi(step.time as i32);
+    let correction_2 = 1.0 - step.beta_2.powi(step.time as i32);
+    let fits = grad.dims() == dims && moment_1.dims() == dims && moment_2.dims() == dims;
+    if !(supported(&param.device()) && fits) {
+        let moment_1 = moment_1.mul_scalar(step.beta_1) + grad.clone().mul_scalar(1.0 - step.beta_1);
+        let moment_2 = moment_2.mul_scalar(step.beta_2) + grad.square().mul_scalar(1.0 - step.beta_2);
+        let denominator = moment_2.clone().div_scalar(correction_2).sqrt().add_scalar(step.epsilon);
+        let delta = moment_1.clone().div_scalar(correction_1) / denominator;
+        let param = param.mul_scalar(1.0 - step.lr * step.weight_decay) - delta.mul_scalar(step.lr);
+        return (param, moment_1, moment_2);
+    }
+    let packed = <burn::backend::Dispatch as FusedOps>::adamw_packed(
+        param.into_dispatch(),
+        grad.into_dispatch(),
+        moment_1.into_dispatch(),
+        moment_2.into_dispatch(),
+        step.lr,
+        step.beta_1,
+        step.beta_2,
+        step.epsilon,
+        step.weight_decay,
+        correction_1,
+        correction_2,
+    );
+    let packed = Tensor::<2>::from_dispatch(packed); // [3, n]
+    let row = |i: usize| packed.clone().narrow(0, i, 1).reshape(dims);
+    (row(0), row(1), row(2))
+}
+
 /// Per-row cross-entropy, `-log softmax(logits)[target]`, for logits `[rows, classes]` and class
 /// ids `[rows]`; the output is `[rows]`.
 ///
@@ -822,6 +901,51 @@ mod flex {
                 }
             });
             summed.unwrap_or_else(|| super::layer_norm_backward_gamma_composed::<Flex>(x, grad, eps))
+        }
+
+        fn adamw_packed(
+            param: FloatTensor<Self>,
+            grad: FloatTensor<Self>,
+            moment_1: FloatTensor<Self>,
+            moment_2: FloatTensor<Self>,
+            lr: f64,
+            beta_1: f64,
+            beta_2: f64,
+            epsilon: f64,
+            weight_decay: f64,
+            correction_1: f64,
+            correction_2: f64,
+        ) -> FloatTensor<Self> {
+            let n = param.shape().num_elements();
+            let inputs = (dense_f32(&param), dense_f32(&grad), dense_f32(&moment_1), dense_f32(&moment_2));
+            let (Some(p), Some(g), Some(m), Some(v)) = inputs else {
+                let (b1, b2, eps, wd, c1, c2) = (beta_1, beta_2, epsilon, weight_decay, correction_1, correction_2);
+                return super::adamw_packed_composed::<Flex>(param, grad, moment_1, moment_2, lr, b1, b2, eps, wd, c1, c2);
+            };
+            if [g.len(), m.len(), v.len()] != [n; 3] || p.len() != n {
+                let (b1, b2, eps, wd, c1, c2) = (beta_1, beta_2, epsilon, weight_decay, correction_1, correction_2);
+                return super::adamw_packed_composed::<Flex>(param, grad, moment_1, moment_2, lr, b1, b2, eps, wd, c1, c2);
+            }
+            let (b1, b2, eps) = (beta_1 as f32, beta_2 as f32, epsilon as f32);
+            let (inv_c1, inv_c2) = ((1.0 / correction_1) as f32, (1.0 / correction_2) as f32);
+            let (decay, lr) = ((1.0 - lr * weight_decay) as f32, lr as f32);
+            let mut out = vec![0.0f32; 3 * n];
+            let (new_p, rest) = out.split_at_mut(n);
+            let (new_m, new_v) = rest.split_at_mut(n);
+            let outputs = new_p.par_chunks_mut(CHUNK).zip(new_m.par_chunks_mut(CHUNK)).zip(new_v.par_chunks_mut(CHUNK));
+            let inputs = p.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)).zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)));
+            outputs.zip(inputs).for_each(|(((po, mo), vo), ((p, g), (m, v)))| {
+                // Zipped iterators rather than indices: no bounds checks, so the loop vectorises.
+                let outputs = po.iter_mut().zip(mo.iter_mut()).zip(vo.iter_mut());
+                let inputs = p.iter().zip(g).zip(m.iter().zip(v));
+                for (((po, mo), vo), ((&p, &g), (&m, &v))) in outputs.zip(inputs) {
+                    let m = b1 * m + (1.0 - b1) * g;
+                    let v = b2 * v + (1.0 - b2) * (g * g);
+                    let delta = (m * inv_c1) / ((v * inv_c2).sqrt() + eps);
+                    (*po, *mo, *vo) = (p * decay - lr * delta, m, v);
+                }
+            });
+            FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(burn::tensor::Shape::new([3, n])), DType::F32)
         }
 
         fn token_nll(logits: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -1122,6 +1246,18 @@ mod flex {
             },
         );
         Some(output(out, &q))
+    }
+
+    /// The values of an f32 tensor whose elements lie contiguous in row-major order in its
+    /// buffer, read in place (also a slice of a larger buffer, as a row of a packed tensor is);
+    /// `None` otherwise.
+    fn dense_f32(t: &FlexTensor) -> Option<&[f32]> {
+        if t.dtype() != DType::F32 {
+            return None;
+        }
+        let (start, end) = t.layout().contiguous_offsets()?;
+        let data: &[f32] = t.storage();
+        data.get(start..end)
     }
 
     /// Contiguous f32 logits `[rows, classes]` and targets `[rows]`, and `classes`; `None` for
@@ -1467,6 +1603,32 @@ fn attention_key_bias_composed<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>,
     let bias = B::float_reshape(bias, burn::tensor::Shape::new([batch, 1, 1, seq_k]));
     let probs = B::softmax(B::float_add(scores, bias), 3);
     B::float_swap_dims(B::float_matmul(probs, heads_first(v)), 1, 2) // [batch, seq_q, heads, d]
+}
+
+#[allow(clippy::too_many_arguments)]
+fn adamw_packed_composed<B: Backend>(
+    param: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    moment_1: FloatTensor<B>,
+    moment_2: FloatTensor<B>,
+    lr: f64,
+    beta_1: f64,
+    beta_2: f64,
+    epsilon: f64,
+    weight_decay: f64,
+    correction_1: f64,
+    correction_2: f64,
+) -> FloatTensor<B> {
+    let n = param.shape().num_elements();
+    let flat = |t: FloatTensor<B>| B::float_reshape(t, burn::tensor::Shape::new([1, n]));
+    let (p, g, m, v) = (flat(param), flat(grad), flat(moment_1), flat(moment_2));
+    let m = B::float_add(B::float_mul_scalar(m, beta_1.into()), B::float_mul_scalar(g.clone(), (1.0 - beta_1).into()));
+    let g2 = B::float_mul(g.clone(), g);
+    let v = B::float_add(B::float_mul_scalar(v, beta_2.into()), B::float_mul_scalar(g2, (1.0 - beta_2).into()));
+    let denominator = B::float_add_scalar(B::float_sqrt(B::float_div_scalar(v.clone(), correction_2.into())), epsilon.into());
+    let delta = B::float_div(B::float_div_scalar(m.clone(), correction_1.into()), denominator);
+    let p = B::float_sub(B::float_mul_scalar(p, (1.0 - lr * weight_decay).into()), B::float_mul_scalar(delta, lr.into()));
+    B::float_cat(vec![p, m, v], 0) // [3, n]
 }
 
 /// `[rows, 1]`: `logsumexp` of each row of `[rows, classes]` logits.

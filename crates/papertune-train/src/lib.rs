@@ -8,6 +8,7 @@
 //! resumes a checkpoint exactly (see [`state`]). [`report`] turns a run folder into a
 //! self-contained `report.html`.
 
+pub mod adamw;
 pub mod clip;
 pub mod config;
 pub mod loss;
@@ -17,6 +18,7 @@ pub mod signal;
 pub mod state;
 pub mod trainer;
 
+pub use adamw::FusedAdamW;
 pub use config::{Strategy, TrainConfig};
 pub use loss::{BceWithLogitsLoss, CausalLmLoss, ClassificationLoss, CrossEntropyLoss, FocalLoss, Loss, LossConfig, LossName};
 pub use schedule::{LrSchedule, ScheduleKind};

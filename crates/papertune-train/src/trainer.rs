@@ -12,7 +12,7 @@ use std::time::Instant;
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::module::{Module, ParamGroup};
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
@@ -21,6 +21,7 @@ use rand::seq::SliceRandom;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::adamw::FusedAdamW;
 use crate::clip::{clip_grad_norm, clip_grad_value};
 use crate::config::TrainConfig;
 use crate::loss::Loss;
@@ -246,16 +247,15 @@ impl Trainer {
     /// LayerNorm parameters.
     fn optimizer(&self) -> ModuleOptimizer {
         let c = &self.config;
-        let adamw = |weight_decay: f64| {
-            AdamWConfig::new()
-                .with_beta_1(c.adam_beta1 as f32)
-                .with_beta_2(c.adam_beta2 as f32)
-                .with_epsilon(c.adam_epsilon as f32)
-                .with_weight_decay(weight_decay as f32)
+        let adamw = |weight_decay: f64| FusedAdamW {
+            beta_1: c.adam_beta1 as f32,
+            beta_2: c.adam_beta2 as f32,
+            epsilon: c.adam_epsilon as f32,
+            weight_decay: weight_decay as f32,
         };
         let no_decay = ParamGroup::from_any_regexes(vec![r"(^|\.)bias$", r"(^|\.)gamma$", r"(^|\.)beta$"])
             .expect("the no-decay patterns are valid regexes");
-        adamw(c.weight_decay).init().with_group(no_decay, adamw(0.0).build(), None)
+        ModuleOptimizer::from(adamw(c.weight_decay)).with_group(no_decay, adamw(0.0), None)
     }
 
     /// Checks a resume point against this run; returns the option keys that changed.
