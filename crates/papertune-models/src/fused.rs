@@ -765,7 +765,7 @@ mod flex {
             let xs: &[f32] = x.storage();
             let mut out = vec![0.0f32; xs.len()];
             let rows_per_task = (CHUNK / row).max(1);
-            out.par_chunks_mut(rows_per_task * row).zip(xs.par_chunks(rows_per_task * row)).for_each(|(o, x)| {
+            out.par_chunks_mut(rows_per_task * row).zip(xs.par_chunks(rows_per_task * row)).for_each(|(o, x)| wide(#[inline(always)] || {
                 for (o, x) in o.chunks_mut(row).zip(x.chunks(row)) {
                     let max = max_lanes(x);
                     for (o, &x) in o.iter_mut().zip(x) {
@@ -774,7 +774,7 @@ mod flex {
                     let inv = 1.0 / sum_lanes(o);
                     o.iter_mut().for_each(|o| *o *= inv);
                 }
-            });
+            }));
             output(out, &x)
         }
 
@@ -791,19 +791,19 @@ mod flex {
             let rows_per_task = (CHUNK / row).max(1);
             out.par_chunks_mut(rows_per_task * row)
                 .zip(ps.par_chunks(rows_per_task * row).zip(gs.par_chunks(rows_per_task * row)))
-                .for_each(|(o, (p, g))| {
+                .for_each(|(o, (p, g))| wide(#[inline(always)] || {
                     for ((o, p), g) in o.chunks_mut(row).zip(p.chunks(row)).zip(g.chunks(row)) {
                         let dot = dot_lanes(p, g);
                         for ((o, p), g) in o.iter_mut().zip(p).zip(g) {
                             *o = p * (g - dot);
                         }
                     }
-                });
+                }));
             output(out, &p)
         }
 
         fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
-            zip_f32(&gate, &up, |g, u| g * sigmoid(g) * u).unwrap_or_else(|| super::swiglu_composed::<Flex>(gate, up))
+            zip_f32(&gate, &up, #[inline(always)] |g, u| g * sigmoid(g) * u).unwrap_or_else(|| super::swiglu_composed::<Flex>(gate, up))
         }
 
         fn swiglu_backward_gate(gate: FloatTensor<Self>, up: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -817,12 +817,12 @@ mod flex {
             let mut out = vec![0.0f32; gs.len()];
             out.par_chunks_mut(CHUNK)
                 .zip(gs.par_chunks(CHUNK).zip(us.par_chunks(CHUNK).zip(ds.par_chunks(CHUNK))))
-                .for_each(|(o, (g, (u, d)))| {
+                .for_each(|(o, (g, (u, d)))| wide(#[inline(always)] || {
                     for (((o, &g), &u), &d) in o.iter_mut().zip(g).zip(u).zip(d) {
                         let s = sigmoid(g);
                         *o = d * u * s * (1.0 + g - g * s);
                     }
-                });
+                }));
             output(out, &g)
         }
 
@@ -837,19 +837,19 @@ mod flex {
             let (xs, ws): (&[f32], &[f32]) = (xc.storage(), w.storage());
             let mut out = vec![0.0f32; xs.len()];
             let rows_per_task = (CHUNK / d).max(1);
-            out.par_chunks_mut(rows_per_task * d).zip(xs.par_chunks(rows_per_task * d)).for_each(|(o, x)| {
+            out.par_chunks_mut(rows_per_task * d).zip(xs.par_chunks(rows_per_task * d)).for_each(|(o, x)| wide(#[inline(always)] || {
                 for (o, x) in o.chunks_mut(d).zip(x.chunks(d)) {
                     let r = inv_rms(x, eps);
                     for ((o, &x), &w) in o.iter_mut().zip(x).zip(ws) {
                         *o = x * r * w;
                     }
                 }
-            });
+            }));
             output(out, &xc)
         }
 
         fn rms_norm_backward_x(x: FloatTensor<Self>, weight: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
-            let dx = map_rows_weighted_f32(&x, &weight, &grad, |x, g, w, o| {
+            let dx = map_rows_weighted_f32(&x, &weight, &grad, #[inline(always)] |x, g, w, o| {
                 let r = inv_rms(x, eps);
                 // mean(w * dy * x): the weight folded into dy first.
                 for ((o, &g), &w) in o.iter_mut().zip(g).zip(w) {
@@ -864,7 +864,7 @@ mod flex {
         }
 
         fn rms_norm_backward_weight(x: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
-            let summed = sum_rows_f32(&x, &grad, |x, g, sums| {
+            let summed = sum_rows_f32(&x, &grad, #[inline(always)] |x, g, sums| {
                 let r = inv_rms(x, eps);
                 for ((s, &x), &g) in sums.iter_mut().zip(x).zip(g) {
                     *s += g * x * r;
@@ -876,7 +876,7 @@ mod flex {
         // The forward pass is flex's own LayerNorm kernel (the trait's default).
 
         fn layer_norm_backward_x(x: FloatTensor<Self>, gamma: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
-            let dx = map_rows_weighted_f32(&x, &gamma, &grad, |x, g, w, o| {
+            let dx = map_rows_weighted_f32(&x, &gamma, &grad, #[inline(always)] |x, g, w, o| {
                 let n = x.len() as f32;
                 let (mean, r) = mean_inv_std(x, eps);
                 // gamma dy into the output row first, then the two row means.
@@ -894,7 +894,7 @@ mod flex {
         }
 
         fn layer_norm_backward_gamma(x: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
-            let summed = sum_rows_f32(&x, &grad, |x, g, sums| {
+            let summed = sum_rows_f32(&x, &grad, #[inline(always)] |x, g, sums| {
                 let (mean, r) = mean_inv_std(x, eps);
                 for ((s, &x), &g) in sums.iter_mut().zip(x).zip(g) {
                     *s += g * (x - mean) * r;
@@ -934,7 +934,7 @@ mod flex {
             let (new_m, new_v) = rest.split_at_mut(n);
             let outputs = new_p.par_chunks_mut(CHUNK).zip(new_m.par_chunks_mut(CHUNK)).zip(new_v.par_chunks_mut(CHUNK));
             let inputs = p.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)).zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)));
-            outputs.zip(inputs).for_each(|(((po, mo), vo), ((p, g), (m, v)))| {
+            outputs.zip(inputs).for_each(|(((po, mo), vo), ((p, g), (m, v)))| wide(#[inline(always)] || {
                 // Zipped iterators rather than indices: no bounds checks, so the loop vectorises.
                 let outputs = po.iter_mut().zip(mo.iter_mut()).zip(vo.iter_mut());
                 let inputs = p.iter().zip(g).zip(m.iter().zip(v));
@@ -944,7 +944,7 @@ mod flex {
                     let delta = (m * inv_c1) / ((v * inv_c2).sqrt() + eps);
                     (*po, *mo, *vo) = (p * decay - lr * delta, m, v);
                 }
-            });
+            }));
             FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(burn::tensor::Shape::new([3, n])), DType::F32)
         }
 
@@ -958,11 +958,11 @@ mod flex {
                 .zip(ts.par_iter())
                 .map_init(
                     || vec![0.0f32; classes],
-                    |scratch, (row, &target)| {
+                    |scratch, (row, &target)| wide(#[inline(always)] || {
                         // logsumexp(row) - row[t] = log(sum(exp(row - max))) - (row[t] - max)
                         let (max, sum) = row_exp_sum(row, scratch);
                         sum.ln() - (row[class_index(target, classes)] - max)
-                    },
+                    }),
                 )
                 .collect();
             output(nll, &t)
@@ -974,12 +974,12 @@ mod flex {
             };
             let (xs, ts, gs): (&[f32], &[f32], &[f32]) = (x.storage(), t.storage(), g.storage());
             let mut out = vec![0.0f32; xs.len()];
-            out.par_chunks_mut(classes).zip(xs.par_chunks(classes)).enumerate().for_each(|(r, (o, row))| {
+            out.par_chunks_mut(classes).zip(xs.par_chunks(classes)).enumerate().for_each(|(r, (o, row))| wide(#[inline(always)] || {
                 let dy = gs[r];
                 let scale = dy / row_exp_sum(row, o).1; // o = dy * softmax(row) after the scaling
                 o.iter_mut().for_each(|o| *o *= scale);
                 o[class_index(ts[r], classes)] -= dy;
-            });
+            }));
             output(out, &x)
         }
 
@@ -1038,7 +1038,7 @@ mod flex {
 
         fn gelu_erf(x: FloatTensor<Self>) -> FloatTensor<Self> {
             match contiguous_f32(&x) {
-                Some(x) => map_f32(&x, |x| 0.5 * x * (1.0 + super::erf_approx(x * std::f32::consts::FRAC_1_SQRT_2))),
+                Some(x) => map_f32(&x, #[inline(always)] |x| 0.5 * x * (1.0 + super::erf_approx(x * std::f32::consts::FRAC_1_SQRT_2))),
                 None => <Flex as burn::backend::ops::ActivationOps<Flex>>::gelu(x),
             }
         }
@@ -1046,16 +1046,16 @@ mod flex {
         fn gelu_erf_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
             // 1 / sqrt(2 pi)
             const INV_SQRT_2PI: f32 = 0.398_942_3;
-            let derivative = |x: f32, d: f32| {
+            let dx = zip_f32(&x, &grad, #[inline(always)] |x, d| {
                 let cdf = 0.5 * (1.0 + super::erf_approx(x * std::f32::consts::FRAC_1_SQRT_2));
                 let pdf = INV_SQRT_2PI * super::exp_approx(-0.5 * x * x);
                 d * (cdf + x * pdf)
-            };
-            zip_f32(&x, &grad, derivative).unwrap_or_else(|| <Flex as burn::backend::ops::ActivationOps<Flex>>::gelu_backward(x, grad))
+            });
+            dx.unwrap_or_else(|| <Flex as burn::backend::ops::ActivationOps<Flex>>::gelu_backward(x, grad))
         }
 
         fn swiglu_backward_up(gate: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-            zip_f32(&gate, &grad, |g, d| d * g * sigmoid(g)).unwrap_or_else(|| super::swiglu_backward_up_composed::<Flex>(gate, grad))
+            zip_f32(&gate, &grad, #[inline(always)] |g, d| d * g * sigmoid(g)).unwrap_or_else(|| super::swiglu_backward_up_composed::<Flex>(gate, grad))
         }
     }
 
@@ -1063,11 +1063,11 @@ mod flex {
     fn map_f32(x: &FlexTensor, f: impl Fn(f32) -> f32 + Sync) -> FlexTensor {
         let xs: &[f32] = x.storage();
         let mut out = vec![0.0f32; xs.len()];
-        out.par_chunks_mut(CHUNK).zip(xs.par_chunks(CHUNK)).for_each(|(o, x)| {
+        out.par_chunks_mut(CHUNK).zip(xs.par_chunks(CHUNK)).for_each(|(o, x)| wide(#[inline(always)] || {
             for (o, &x) in o.iter_mut().zip(x) {
                 *o = f(x);
             }
-        });
+        }));
         output(out, x)
     }
 
@@ -1084,7 +1084,7 @@ mod flex {
         let (xs, cs, ss): (&[f32], &[f32], &[f32]) = (x.storage(), cos.storage(), sin.storage());
         let mut out = vec![0.0f32; xs.len()];
         // One task per (batch, head): seq rows of d.
-        out.par_chunks_mut(seq * d).zip(xs.par_chunks(seq * d)).enumerate().for_each(|(bh, (o, x))| {
+        out.par_chunks_mut(seq * d).zip(xs.par_chunks(seq * d)).enumerate().for_each(|(bh, (o, x))| wide(#[inline(always)] || {
             let b = bh / heads;
             let tables = b * seq * d..(b + 1) * seq * d;
             let (c, s) = (&cs[tables.clone()], &ss[tables]);
@@ -1105,7 +1105,7 @@ mod flex {
                     }
                 }
             }
-        });
+        }));
         Some(output(out, &x))
     }
 
@@ -1126,11 +1126,11 @@ mod flex {
         let (xs, ws, gs): (&[f32], &[f32], &[f32]) = (x.storage(), w.storage(), g.storage());
         let mut out = vec![0.0f32; xs.len()];
         let chunk = (CHUNK / d).max(1) * d;
-        out.par_chunks_mut(chunk).zip(xs.par_chunks(chunk).zip(gs.par_chunks(chunk))).for_each(|(o, (x, g))| {
+        out.par_chunks_mut(chunk).zip(xs.par_chunks(chunk).zip(gs.par_chunks(chunk))).for_each(|(o, (x, g))| wide(#[inline(always)] || {
             for ((o, x), g) in o.chunks_mut(d).zip(x.chunks(d)).zip(g.chunks(d)) {
                 per_row(x, g, ws, o);
             }
-        });
+        }));
         Some(output(out, &x))
     }
 
@@ -1150,13 +1150,13 @@ mod flex {
         let partials: Vec<Vec<f32>> = xs
             .par_chunks(chunk)
             .zip(gs.par_chunks(chunk))
-            .map(|(x, g)| {
+            .map(|(x, g)| wide(#[inline(always)] || {
                 let mut sums = vec![0.0f32; d];
                 for (x, g) in x.chunks(d).zip(g.chunks(d)) {
                     add_row(x, g, &mut sums);
                 }
                 sums
-            })
+            }))
             .collect();
         let mut total = vec![0.0f32; d];
         for partial in &partials {
@@ -1166,6 +1166,7 @@ mod flex {
     }
 
     /// `mean(x)` and `1 / sqrt(var(x) + eps)` of one row (two passes, so no cancellation).
+    #[inline(always)]
     fn mean_inv_std(x: &[f32], eps: f64) -> (f32, f32) {
         let n = x.len() as f32;
         let mean = sum_lanes(x) / n;
@@ -1174,6 +1175,7 @@ mod flex {
     }
 
     /// `sum((a - a_shift) * (x - x_shift))` in eight independent lanes.
+    #[inline(always)]
     fn dot_shifted(a: &[f32], a_shift: f32, x: &[f32], x_shift: f32) -> f32 {
         let mut lanes = [0.0f32; 8];
         let (mut ca, mut cx) = (a.chunks_exact(8), x.chunks_exact(8));
@@ -1205,7 +1207,7 @@ mod flex {
         let mut out = vec![0.0f32; qs.len()];
         out.par_chunks_mut(seq_q * row).enumerate().for_each_init(
             || vec![0.0f32; seq_q * seq_k],
-            |scores, (b, o)| {
+            |scores, (b, o)| wide(#[inline(always)] || {
                 let key_bias = &bs[b * seq_k..(b + 1) * seq_k];
                 for h in 0..heads {
                     let q_head = &qs[b * seq_q * row + h * d..];
@@ -1243,7 +1245,7 @@ mod flex {
                         );
                     }
                 }
-            },
+            }),
         );
         Some(output(out, &q))
     }
@@ -1280,6 +1282,7 @@ mod flex {
 
     /// `exp(x - max(x))` of one row into `out`; returns `max(x)` and the sum. The exponentials
     /// are stored so that their loop vectorises; a reduction straight into lanes stays scalar.
+    #[inline(always)]
     fn row_exp_sum(x: &[f32], out: &mut [f32]) -> (f32, f32) {
         let max = max_lanes(x);
         for (e, &v) in out.iter_mut().zip(x) {
@@ -1394,6 +1397,7 @@ mod flex {
     }
 
     /// `1 / sqrt(mean(x^2) + eps)` of one row.
+    #[inline(always)]
     fn inv_rms(x: &[f32], eps: f64) -> f32 {
         let mean_square = dot_lanes(x, x) / x.len() as f32;
         1.0 / (mean_square + eps as f32).sqrt()
@@ -1407,17 +1411,18 @@ mod flex {
         }
         let (avs, bvs): (&[f32], &[f32]) = (a.storage(), b.storage());
         let mut out = vec![0.0f32; avs.len()];
-        out.par_chunks_mut(CHUNK).zip(avs.par_chunks(CHUNK).zip(bvs.par_chunks(CHUNK))).for_each(|(o, (a, b))| {
+        out.par_chunks_mut(CHUNK).zip(avs.par_chunks(CHUNK).zip(bvs.par_chunks(CHUNK))).for_each(|(o, (a, b))| wide(#[inline(always)] || {
             for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
                 *o = f(a, b);
             }
-        });
+        }));
         Some(output(out, &a))
     }
 
     /// Maximum in eight independent lanes (a fold with `f32::max`, whose NaN rule makes it
     /// order-dependent, stays scalar). NaN inputs are skipped; a softmax row holding one is NaN
     /// anyway, through `exp`.
+    #[inline(always)]
     fn max_lanes(x: &[f32]) -> f32 {
         let mut lanes = [f32::NEG_INFINITY; 8];
         let mut chunks = x.chunks_exact(8);
@@ -1430,6 +1435,7 @@ mod flex {
     }
 
     /// Sum in eight independent lanes, so that the loop vectorises.
+    #[inline(always)]
     fn sum_lanes(x: &[f32]) -> f32 {
         let mut lanes = [0.0f32; 8];
         let mut chunks = x.chunks_exact(8);
@@ -1442,6 +1448,7 @@ mod flex {
     }
 
     /// Dot product in eight independent lanes.
+    #[inline(always)]
     fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
         // Subtracting +0.0 is exact, and the compiler drops it.
         dot_shifted(a, 0.0, b, 0.0)
@@ -1452,6 +1459,27 @@ mod flex {
     #[inline(always)]
     fn sigmoid(x: f32) -> f32 {
         1.0 / (1.0 + super::exp_approx(-x))
+    }
+
+    /// Runs `body` compiled for AVX2 and FMA when the CPU has them, so that the loops inlined
+    /// into it use 256-bit vectors: the crate is built for baseline x86-64, whose SSE2 gives
+    /// 128. Every kernel above runs its per-task work through this. The arithmetic is the same
+    /// element by element (Rust does not contract `a * b + c` into an FMA), so results do not
+    /// depend on the CPU.
+    #[inline(always)]
+    fn wide<R>(body: impl FnOnce() -> R) -> R {
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2_fma<R>(body: impl FnOnce() -> R) -> R {
+                body()
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU has the features `avx2_fma` is compiled for.
+                return unsafe { avx2_fma(body) };
+            }
+        }
+        body()
     }
 }
 
