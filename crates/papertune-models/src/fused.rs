@@ -743,6 +743,7 @@ mod flex {
     use burn::tensor::Bytes;
     use burn_flex::{FlexTensor, Layout};
     use rayon::prelude::*;
+    use std::mem::MaybeUninit;
 
     /// Elements per parallel task for element-wise kernels.
     const CHUNK: usize = 1 << 14;
@@ -1062,12 +1063,12 @@ mod flex {
     /// One output element per input element, in parallel chunks.
     fn map_f32(x: &FlexTensor, f: impl Fn(f32) -> f32 + Sync) -> FlexTensor {
         let xs: &[f32] = x.storage();
-        let mut out = vec![0.0f32; xs.len()];
-        out.par_chunks_mut(CHUNK).zip(xs.par_chunks(CHUNK)).for_each(|(o, x)| wide(#[inline(always)] || {
-            for (o, &x) in o.iter_mut().zip(x) {
-                *o = f(x);
+        let out = written_in_chunks(xs.len(), CHUNK, #[inline(always)] |start, o| {
+            let end = start + o.len();
+            for (o, &x) in o.iter_mut().zip(&xs[start..end]) {
+                o.write(f(x));
             }
-        }));
+        });
         output(out, x)
     }
 
@@ -1335,13 +1336,17 @@ mod flex {
         fn times(self, rhs: Matrix<'_>, row_init: Option<&[f32]>) -> FlexTensor {
             let (m, n, k) = (self.rows, rhs.cols, self.cols);
             debug_assert_eq!(k, rhs.rows);
-            let mut out: Vec<f32> = Vec::with_capacity(m * n);
-            if let Some(row) = row_init {
-                debug_assert_eq!(row.len(), n);
-                for _ in 0..m {
-                    out.extend_from_slice(row);
-                }
-            }
+            let mut out: Vec<f32> = match row_init {
+                // Whole rows per task, each a copy of `row`.
+                Some(row) => written_in_chunks(m * n, (CHUNK / n).max(1) * n, #[inline(always)] |_, o| {
+                    for o in o.chunks_exact_mut(n) {
+                        o.iter_mut().zip(row).for_each(|(o, &b)| {
+                            o.write(b);
+                        });
+                    }
+                }),
+                None => Vec::with_capacity(m * n),
+            };
             let dst = SendPtr(out.as_mut_ptr());
             // Columns j0..j0 + cols of the output. SAFETY (for every call below): gemm reads
             // lhs (i, p) at i * row_stride + p * col_stride for i < m, p < k, and rhs (p, j0 + j)
@@ -1410,13 +1415,28 @@ mod flex {
             return None;
         }
         let (avs, bvs): (&[f32], &[f32]) = (a.storage(), b.storage());
-        let mut out = vec![0.0f32; avs.len()];
-        out.par_chunks_mut(CHUNK).zip(avs.par_chunks(CHUNK).zip(bvs.par_chunks(CHUNK))).for_each(|(o, (a, b))| wide(#[inline(always)] || {
-            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                *o = f(a, b);
+        let out = written_in_chunks(avs.len(), CHUNK, #[inline(always)] |start, o| {
+            let end = start + o.len();
+            for ((o, &a), &b) in o.iter_mut().zip(&avs[start..end]).zip(&bvs[start..end]) {
+                o.write(f(a, b));
             }
-        }));
+        });
         Some(output(out, &a))
+    }
+
+    /// `len` values written in parallel chunks of `chunk` by `fill(start, values)`, where
+    /// `start` is the index of the chunk's first value; `fill` must write every value of its
+    /// chunk. Nothing is zeroed first: each value is written once.
+    fn written_in_chunks(len: usize, chunk: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+        let chunk = chunk.max(1);
+        let mut out = Vec::with_capacity(len);
+        out.spare_capacity_mut()[..len]
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, values)| wide(#[inline(always)] || fill(i * chunk, values)));
+        // SAFETY: the chunks cover 0..len and `fill` wrote every value of each.
+        unsafe { out.set_len(len) };
+        out
     }
 
     /// Maximum in eight independent lanes (a fold with `f32::max`, whose NaN rule makes it
