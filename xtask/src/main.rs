@@ -159,6 +159,10 @@ enum Command {
         /// Timed repeats after one warm-up.
         #[arg(long, default_value_t = 3)]
         repeats: usize,
+        /// With --compare: runs of each side per workload, alternating which goes first; the
+        /// ratio is the median of the rounds' ratios.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
         /// Also write the JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -310,13 +314,14 @@ fn run(cli: Cli) -> Result<()> {
             let report = papertune_tasks::inspect(&run, which)?;
             println!("{}", serde_json::to_string(&report)?);
         }
-        Command::Bench { only, repeats, json, backend, compare } => {
+        Command::Bench { only, repeats, rounds, json, backend, compare } => {
             let name = backend.clone().unwrap_or_else(|| backend::default_name().to_owned());
             let device = device_for(Some(&name))?;
             let options = bench::BenchOptions {
                 only: only.split(',').map(|w| w.trim().to_owned()).filter(|w| !w.is_empty()).collect(),
                 repeats: repeats.max(1),
                 backend: name,
+                rounds: rounds.max(1),
             };
             let results = if compare { bench::compare(&options)? } else { bench::run(&device, &options)? };
             let text = serde_json::to_string_pretty(&results)?;
@@ -361,6 +366,7 @@ fn gpu_check(json: &Path, repeats: usize) -> Result<()> {
         only: ["W1", "W2", "W3", "W4"].map(str::to_owned).to_vec(),
         repeats: repeats.max(1),
         backend: "cuda".into(),
+        rounds: 1,
     };
     let results = bench::run(&device, &options)?;
     let text = serde_json::to_string_pretty(&results)?;
