@@ -918,35 +918,23 @@ mod flex {
             correction_2: f64,
         ) -> FloatTensor<Self> {
             let n = param.shape().num_elements();
-            let inputs = (dense_f32(&param), dense_f32(&grad), dense_f32(&moment_1), dense_f32(&moment_2));
-            let (Some(p), Some(g), Some(m), Some(v)) = inputs else {
-                let (b1, b2, eps, wd, c1, c2) = (beta_1, beta_2, epsilon, weight_decay, correction_1, correction_2);
-                return super::adamw_packed_composed::<Flex>(param, grad, moment_1, moment_2, lr, b1, b2, eps, wd, c1, c2);
+            let (b1, b2, eps, wd, c1, c2) = (beta_1, beta_2, epsilon, weight_decay, correction_1, correction_2);
+            let scalars = AdamWScalars {
+                lr: lr as f32,
+                beta_1: b1 as f32,
+                beta_2: b2 as f32,
+                epsilon: eps as f32,
+                decay: (1.0 - lr * wd) as f32,
+                inv_c1: (1.0 / c1) as f32,
+                inv_c2: (1.0 / c2) as f32,
             };
-            if [g.len(), m.len(), v.len()] != [n; 3] || p.len() != n {
-                let (b1, b2, eps, wd, c1, c2) = (beta_1, beta_2, epsilon, weight_decay, correction_1, correction_2);
-                return super::adamw_packed_composed::<Flex>(param, grad, moment_1, moment_2, lr, b1, b2, eps, wd, c1, c2);
-            }
-            let (b1, b2, eps) = (beta_1 as f32, beta_2 as f32, epsilon as f32);
-            let (inv_c1, inv_c2) = ((1.0 / correction_1) as f32, (1.0 / correction_2) as f32);
-            let (decay, lr) = ((1.0 - lr * weight_decay) as f32, lr as f32);
-            let mut out = vec![0.0f32; 3 * n];
-            let (new_p, rest) = out.split_at_mut(n);
-            let (new_m, new_v) = rest.split_at_mut(n);
-            let outputs = new_p.par_chunks_mut(CHUNK).zip(new_m.par_chunks_mut(CHUNK)).zip(new_v.par_chunks_mut(CHUNK));
-            let inputs = p.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)).zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)));
-            outputs.zip(inputs).for_each(|(((po, mo), vo), ((p, g), (m, v)))| wide(#[inline(always)] || {
-                // Zipped iterators rather than indices: no bounds checks, so the loop vectorises.
-                let outputs = po.iter_mut().zip(mo.iter_mut()).zip(vo.iter_mut());
-                let inputs = p.iter().zip(g).zip(m.iter().zip(v));
-                for (((po, mo), vo), ((&p, &g), (&m, &v))) in outputs.zip(inputs) {
-                    let m = b1 * m + (1.0 - b1) * g;
-                    let v = b2 * v + (1.0 - b2) * (g * g);
-                    let delta = (m * inv_c1) / ((v * inv_c2).sqrt() + eps);
-                    (*po, *mo, *vo) = (p * decay - lr * delta, m, v);
+            let packed = match (dense_f32(&param), dense_f32(&grad), dense_f32(&moment_1), dense_f32(&moment_2)) {
+                (Some(p), Some(g), Some(m), Some(v)) if [p.len(), g.len(), m.len(), v.len()] == [n; 4] => {
+                    Some(adamw_kernel([p, g, m, v], scalars))
                 }
-            }));
-            FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(burn::tensor::Shape::new([3, n])), DType::F32)
+                _ => None,
+            };
+            packed.unwrap_or_else(|| super::adamw_packed_composed::<Flex>(param, grad, moment_1, moment_2, lr, b1, b2, eps, wd, c1, c2))
         }
 
         fn token_nll(logits: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -1249,6 +1237,44 @@ mod flex {
             }),
         );
         Some(output(out, &q))
+    }
+
+    /// AdamW's scalars in the form the kernel uses them.
+    #[derive(Clone, Copy)]
+    struct AdamWScalars {
+        lr: f32,
+        beta_1: f32,
+        beta_2: f32,
+        epsilon: f32,
+        /// `1 - lr * weight_decay`
+        decay: f32,
+        /// `1 / (1 - b1^t)`, `1 / (1 - b2^t)`
+        inv_c1: f32,
+        inv_c2: f32,
+    }
+
+    /// [`FusedOps::adamw_packed`] on the values of parameter, gradient and moments (`n` each):
+    /// one pass writing `[3, n]`, rows new parameter, first and second moment.
+    fn adamw_kernel([p, g, m, v]: [&[f32]; 4], scalars: AdamWScalars) -> FlexTensor {
+        let n = p.len();
+        let AdamWScalars { lr, beta_1: b1, beta_2: b2, epsilon: eps, decay, inv_c1, inv_c2 } = scalars;
+        let mut out = vec![0.0f32; 3 * n];
+        let (new_p, rest) = out.split_at_mut(n);
+        let (new_m, new_v) = rest.split_at_mut(n);
+        let outputs = new_p.par_chunks_mut(CHUNK).zip(new_m.par_chunks_mut(CHUNK)).zip(new_v.par_chunks_mut(CHUNK));
+        let inputs = p.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)).zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)));
+        outputs.zip(inputs).for_each(|(((po, mo), vo), ((p, g), (m, v)))| wide(#[inline(always)] || {
+            // Zipped iterators rather than indices: no bounds checks, so the loop vectorises.
+            let outputs = po.iter_mut().zip(mo.iter_mut()).zip(vo.iter_mut());
+            let inputs = p.iter().zip(g).zip(m.iter().zip(v));
+            for (((po, mo), vo), ((&p, &g), (&m, &v))) in outputs.zip(inputs) {
+                let m = b1 * m + (1.0 - b1) * g;
+                let v = b2 * v + (1.0 - b2) * (g * g);
+                let delta = (m * inv_c1) / ((v * inv_c2).sqrt() + eps);
+                (*po, *mo, *vo) = (p * decay - lr * delta, m, v);
+            }
+        }));
+        FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(burn::tensor::Shape::new([3, n])), DType::F32)
     }
 
     /// The values of an f32 tensor whose elements lie contiguous in row-major order in its
