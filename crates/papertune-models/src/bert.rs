@@ -118,9 +118,9 @@ impl BertSelfAttention {
             // the attention probabilities.
             let [query, key, value] = [query, key, value].map(|t| t.swap_dims(1, 2)); // [batch, heads, seq, head_dim]
             // The scale goes on the query [.., seq, head_dim], smaller than the scores when seq > head_dim.
-            let scores = query.mul_scalar(scale).matmul(key.swap_dims(2, 3)) + mask_bias; // [batch, heads, seq, seq]
+            let scores = fused::batched_matmul(query.mul_scalar(scale), key.swap_dims(2, 3)) + mask_bias; // [batch, heads, seq, seq]
             let probs = self.dropout.forward(fused::softmax_last(scores));
-            probs.matmul(value).swap_dims(1, 2) // [batch, seq, heads, head_dim]
+            fused::batched_matmul(probs, value).swap_dims(1, 2) // [batch, seq, heads, head_dim]
         } else {
             // Inference: one attention operation that never writes the whole
             // [batch, heads, seq, seq] score tensor out (dropout is off anyway).

@@ -169,6 +169,12 @@ pub trait FusedOps: Backend {
         linear_backward_x_composed::<Self>(grad, weight)
     }
 
+    /// Batched matrix product of `a [b0, b1, m, k]` and `b [b0, b1, k, n]` (no broadcasting),
+    /// `[b0, b1, m, n]`.
+    fn batched_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        linear_composed::<Self>(a, b)
+    }
+
     /// One AdamW update of a parameter of `n` values, returned packed as `[3, n]`: the new
     /// parameter, first moment and second moment. `m' = b1 m + (1 - b1) g`,
     /// `v' = b2 v + (1 - b2) g^2`, `p' = p (1 - lr wd) - lr (m' / c1) / (sqrt(v' / c2) + eps)`,
@@ -396,6 +402,38 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => {
                 prep.finish(B::linear_layer_bias(x.into_primitive(), weight.into_primitive(), bias.into_primitive()))
             }
+        }
+    }
+
+    fn batched_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct BatchedMatmul;
+
+        impl<B: FusedOps> Backward<B, 2> for BatchedMatmul {
+            type State = (Option<FloatTensor<B>>, Option<FloatTensor<B>>); // a if b is tracked, b if a is
+
+            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [a_node, b_node] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (a, b) = ops.state;
+                // da = dc b^T, db = a^T dc; the transposes are views.
+                if let (Some(node), Some(a)) = (b_node, a) {
+                    grads.register::<B>(node.id, B::batched_matmul(B::float_swap_dims(a, 2, 3), grad.clone()));
+                }
+                if let (Some(node), Some(b)) = (a_node, b) {
+                    grads.register::<B>(node.id, B::batched_matmul(grad, B::float_swap_dims(b, 2, 3)));
+                }
+            }
+        }
+
+        let (a_tracked, b_tracked) = (a.is_tracked(), b.is_tracked());
+        match BatchedMatmul.prepare::<C>([a.node(), b.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (a, b) = (a.into_primitive(), b.into_primitive());
+                let state = (b_tracked.then(|| a.clone()), a_tracked.then(|| b.clone()));
+                prep.finish(state, B::batched_matmul(a, b))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::batched_matmul(a.into_primitive(), b.into_primitive())),
         }
     }
 
@@ -701,6 +739,22 @@ pub fn token_nll(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     }
 }
 
+/// Batched matrix product `a b` of `a [b0, b1, m, k]` and `b [b0, b1, k, n]` (the same batch
+/// axes, no broadcasting), `[b0, b1, m, n]`: the attention products.
+///
+/// On the CPU backends one tracked operation: each product is a gemm call on the operands'
+/// own strides (a transposed key is read as it is, not copied), the products in parallel, the
+/// output allocated once; the backward pass is the same operation on transposed views. burn's
+/// `matmul` elsewhere.
+pub fn batched_matmul(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
+    let ([b0, b1, _, k], [c0, c1, k2, _]) = (a.dims(), b.dims());
+    if supported(&a.device()) && [b0, b1, k] == [c0, c1, k2] {
+        Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::batched_matmul(a.into_dispatch(), b.into_dispatch()))
+    } else {
+        a.matmul(b)
+    }
+}
+
 /// burn's [`Linear`](burn::nn::Linear) layer on `x [.., d_in]`: [`linear`] with the layer's
 /// weight and bias.
 pub fn linear_layer<const D: usize>(layer: &burn::nn::Linear, x: Tensor<D>) -> Tensor<D> {
@@ -970,6 +1024,13 @@ mod flex {
                 o[class_index(ts[r], classes)] -= dy;
             }));
             output(out, &x)
+        }
+
+        fn batched_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+            match (Matrices::of(&a), Matrices::of(&b)) {
+                (Some(x), Some(y)) if x.batch == y.batch && x.matrix.cols == y.matrix.rows => x.times(&y),
+                _ => super::linear_composed::<Flex>(a, b),
+            }
         }
 
         fn linear_layer(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -1410,6 +1471,70 @@ mod flex {
             // SAFETY: see above; every element is written.
             unsafe { out.set_len(m * n) };
             FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(burn::tensor::Shape::new([m, n])), DType::F32)
+        }
+    }
+
+    /// A rank-4 f32 tensor `[b0, b1, rows, cols]` read in place as `b0 * b1` matrices, through
+    /// its own strides (transposed and sliced views without a copy).
+    struct Matrices<'a> {
+        batch: [usize; 2],
+        batch_strides: [usize; 2],
+        /// The first matrix; the others start `i0 * batch_strides[0] + i1 * batch_strides[1]`
+        /// further into `matrix.data`.
+        matrix: Matrix<'a>,
+    }
+
+    impl<'a> Matrices<'a> {
+        fn of(t: &'a FlexTensor) -> Option<Self> {
+            let layout = t.layout();
+            let &[b0, b1, rows, cols] = layout.shape().as_slice() else { return None };
+            let strides = layout.strides();
+            if t.dtype() != DType::F32 || strides.iter().any(|&s| s < 0) || [b0, b1, rows, cols].contains(&0) {
+                return None;
+            }
+            let [s0, s1, row_stride, col_stride] = [strides[0], strides[1], strides[2], strides[3]].map(|s| s as usize);
+            let data: &[f32] = t.storage();
+            let data = data.get(layout.start_offset()..)?;
+            let last = (b0 - 1) * s0 + (b1 - 1) * s1 + (rows - 1) * row_stride + (cols - 1) * col_stride;
+            (last < data.len()).then_some(Matrices {
+                batch: [b0, b1],
+                batch_strides: [s0, s1],
+                matrix: Matrix { data, rows, cols, row_stride, col_stride },
+            })
+        }
+
+        /// Matrix `i` of the `b0 * b1`, in row-major order of the batch axes.
+        fn get(&self, i: usize) -> Matrix<'a> {
+            let offset = i / self.batch[1] * self.batch_strides[0] + i % self.batch[1] * self.batch_strides[1];
+            Matrix { data: &self.matrix.data[offset..], ..self.matrix }
+        }
+
+        /// `self[i] rhs[i]` for every `i`, `[b0, b1, rows, rhs.cols]` and contiguous; the
+        /// products in parallel, one thread each.
+        fn times(&self, rhs: &Matrices<'_>) -> FlexTensor {
+            let count = self.batch[0] * self.batch[1];
+            let (m, n, k) = (self.matrix.rows, rhs.matrix.cols, self.matrix.cols);
+            let mut out: Vec<f32> = Vec::with_capacity(count * m * n);
+            let dst = SendPtr(out.as_mut_ptr());
+            (0..count).into_par_iter().for_each(|i| {
+                let (lhs, rhs) = (self.get(i), rhs.get(i));
+                // SAFETY: as in `Matrix::times` for each product (`Matrices::of` checked the last
+                // index of the last matrix); product i writes elements i * m * n .. (i + 1) * m * n
+                // of `out`'s capacity, each once, disjoint from the others.
+                unsafe {
+                    gemm::gemm(
+                        m, n, k,
+                        dst.get().add(i * m * n), 1, n as isize, false,
+                        lhs.data.as_ptr(), lhs.col_stride as isize, lhs.row_stride as isize,
+                        rhs.data.as_ptr(), rhs.col_stride as isize, rhs.row_stride as isize,
+                        1.0, 1.0, false, false, false, gemm::Parallelism::None,
+                    );
+                }
+            });
+            // SAFETY: every element was written above.
+            unsafe { out.set_len(count * m * n) };
+            let [b0, b1] = self.batch;
+            FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(burn::tensor::Shape::new([b0, b1, m, n])), DType::F32)
         }
     }
 
@@ -1857,6 +1982,23 @@ mod tests {
         let as_3d = |t: Tensor<1>| t.unsqueeze::<3>();
         close(as_3d(fgamma.grad(&fused_grads).unwrap()), as_3d(bgamma.grad(&burn_grads).unwrap()), 1e-5, "layer_norm gamma grad");
         close(as_3d(fbeta.grad(&fused_grads).unwrap()), as_3d(bbeta.grad(&burn_grads).unwrap()), 1e-5, "layer_norm beta grad");
+
+        // Batched products as attention uses them (a transposed key view), against matmul.
+        let q = Tensor::<4>::random([2, 3, 5, 8], Distribution::Normal(0.0, 1.0), device);
+        let k = Tensor::<4>::random([2, 3, 7, 8], Distribution::Normal(0.0, 1.0), device);
+        let w_scores = Tensor::<4>::random([2, 3, 5, 7], Distribution::Normal(0.0, 1.0), device);
+        let (fq, fk, bq, bk) = (q.clone().require_grad(), k.clone().require_grad(), q.require_grad(), k.require_grad());
+        let fused_out = batched_matmul(fq.clone(), fk.clone().swap_dims(2, 3));
+        let burn_out = bq.clone().matmul(bk.clone().swap_dims(2, 3));
+        let flat = |t: Tensor<4>| {
+            let [a, b, c, d] = t.dims();
+            t.reshape([a, b, c * d])
+        };
+        close(flat(fused_out.clone()), flat(burn_out.clone()), 1e-5, "batched_matmul");
+        let fused_grads = (fused_out * w_scores.clone()).sum().backward();
+        let burn_grads = (burn_out * w_scores).sum().backward();
+        close(flat(fq.grad(&fused_grads).unwrap()), flat(bq.grad(&burn_grads).unwrap()), 1e-5, "batched_matmul a grad");
+        close(flat(fk.grad(&fused_grads).unwrap()), flat(bk.grad(&burn_grads).unwrap()), 1e-5, "batched_matmul b grad");
 
         // Per-row cross-entropy against log_softmax + gather, value and logits gradient.
         let (rows, classes) = (7, 53);

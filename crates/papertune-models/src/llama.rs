@@ -202,9 +202,9 @@ impl LlamaAttention {
         let mask_bias = mask_bias.repeat_dim(2, group); // [batch, 1, group * seq, total]
         let scale = 1.0 / (head_dim as f64).sqrt();
         // The scale goes on the query, smaller than the scores when total > head_dim.
-        let scores = query.mul_scalar(scale).matmul(key.swap_dims(2, 3)) + mask_bias; // [batch, kv_heads, group * seq, total]
+        let scores = fused::batched_matmul(query.mul_scalar(scale), key.swap_dims(2, 3)) + mask_bias; // [batch, kv_heads, group * seq, total]
         let probs = fused::softmax_last(scores);
-        let context = probs.matmul(value); // [batch, kv_heads, group * seq, head_dim]
+        let context = fused::batched_matmul(probs, value); // [batch, kv_heads, group * seq, head_dim]
         let context = context.reshape([batch, heads, seq, head_dim]).swap_dims(1, 2).reshape([batch, seq, heads * head_dim]);
         debug_assert!(total >= seq);
         self.o_proj.forward(context)
