@@ -154,9 +154,10 @@ pub trait FusedOps: Backend {
     }
 
     /// A linear layer without bias, `x weight`, for `x [rows, d_in]` and `weight [d_in, d_out]`;
-    /// the output is `[rows, d_out]`.
+    /// the output is `[rows, d_out]`. Its backward pass is this product on transposed views:
+    /// `dx = dy weight^T`, `dweight = x^T dy`.
     fn linear_layer(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-        linear_composed::<Self>(x, weight)
+        matmul_composed::<Self>(x, weight)
     }
 
     /// A linear layer, `x weight + bias`, with `bias [d_out]`.
@@ -164,15 +165,10 @@ pub trait FusedOps: Backend {
         linear_bias_composed::<Self>(x, weight, bias)
     }
 
-    /// The gradient of a linear layer with respect to `x`: `dy weight^T`, `[rows, d_in]`.
-    fn linear_layer_backward_x(grad: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-        linear_backward_x_composed::<Self>(grad, weight)
-    }
-
     /// Batched matrix product of `a [b0, b1, m, k]` and `b [b0, b1, k, n]` (no broadcasting),
     /// `[b0, b1, m, n]`.
     fn batched_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
-        linear_composed::<Self>(a, b)
+        matmul_composed::<Self>(a, b)
     }
 
     /// One AdamW update of a parameter of `n` values, returned packed as `[3, n]`: the new
@@ -193,8 +189,7 @@ pub trait FusedOps: Backend {
         correction_1: f64,
         correction_2: f64,
     ) -> FloatTensor<Self> {
-        let (b1, b2, eps, wd, c1, c2) = (beta_1, beta_2, epsilon, weight_decay, correction_1, correction_2);
-        adamw_packed_composed::<Self>(param, grad, moment_1, moment_2, lr, b1, b2, eps, wd, c1, c2)
+        adamw_packed_composed::<Self>(param, grad, moment_1, moment_2, lr, beta_1, beta_2, epsilon, weight_decay, correction_1, correction_2)
     }
 
     /// Per-row negative log-likelihood of a target class, `logsumexp(x_r) - x_r[t_r]`, for
@@ -208,11 +203,6 @@ pub trait FusedOps: Backend {
     /// `dy_r * (softmax(x_r) - onehot(t_r))`, `[rows, classes]`.
     fn token_nll_backward(logits: FloatTensor<Self>, targets: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         token_nll_backward_composed::<Self>(logits, targets, grad)
-    }
-
-    /// The gradient of a linear layer with respect to `weight`: `x^T dy`, `[d_in, d_out]`.
-    fn linear_layer_backward_weight(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        linear_backward_weight_composed::<Self>(x, grad)
     }
 }
 
@@ -353,27 +343,7 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     }
 
     fn linear_layer(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct Linear;
-
-        impl<B: FusedOps> Backward<B, 2> for Linear {
-            type State = LinearSaved<B>;
-
-            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let [x_node, weight_node] = ops.parents;
-                let grad = grads.consume::<B>(&ops.node);
-                ops.state.register_grads(x_node.map(|n| n.id), weight_node.map(|n| n.id), grad, grads);
-            }
-        }
-
-        let saved = LinearPlan { keep_x: weight.is_tracked(), keep_weight: x.is_tracked() };
-        match Linear.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let (x, weight) = (x.into_primitive(), weight.into_primitive());
-                prep.finish(saved.keep(&x, &weight), B::linear_layer(x, weight))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::linear_layer(x.into_primitive(), weight.into_primitive())),
-        }
+        tracked_product::<B, C>(x, weight, B::linear_layer)
     }
 
     fn linear_layer_bias(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -381,7 +351,7 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         struct LinearBias;
 
         impl<B: FusedOps> Backward<B, 3> for LinearBias {
-            type State = LinearSaved<B>;
+            type State = ProductSaved<B>;
 
             fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
                 let [x_node, weight_node, bias_node] = ops.parents;
@@ -389,15 +359,15 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
                 if let Some(node) = bias_node {
                     grads.register::<B>(node.id, sum_over_rows::<B>(grad.clone()));
                 }
-                ops.state.register_grads(x_node.map(|n| n.id), weight_node.map(|n| n.id), grad, grads);
+                ops.state.register_grads([x_node, weight_node].map(|n| n.map(|n| n.id)), grad, grads, B::linear_layer);
             }
         }
 
-        let saved = LinearPlan { keep_x: weight.is_tracked(), keep_weight: x.is_tracked() };
+        let tracked = [x.is_tracked(), weight.is_tracked()];
         match LinearBias.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let (x, weight) = (x.into_primitive(), weight.into_primitive());
-                prep.finish(saved.keep(&x, &weight), B::linear_layer_bias(x, weight, bias.into_primitive()))
+                prep.finish(ProductSaved::new(&x, &weight, tracked), B::linear_layer_bias(x, weight, bias.into_primitive()))
             }
             OpsKind::UnTracked(prep) => {
                 prep.finish(B::linear_layer_bias(x.into_primitive(), weight.into_primitive(), bias.into_primitive()))
@@ -406,35 +376,7 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     }
 
     fn batched_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct BatchedMatmul;
-
-        impl<B: FusedOps> Backward<B, 2> for BatchedMatmul {
-            type State = (Option<FloatTensor<B>>, Option<FloatTensor<B>>); // a if b is tracked, b if a is
-
-            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let [a_node, b_node] = ops.parents;
-                let grad = grads.consume::<B>(&ops.node);
-                let (a, b) = ops.state;
-                // da = dc b^T, db = a^T dc; the transposes are views.
-                if let (Some(node), Some(a)) = (b_node, a) {
-                    grads.register::<B>(node.id, B::batched_matmul(B::float_swap_dims(a, 2, 3), grad.clone()));
-                }
-                if let (Some(node), Some(b)) = (a_node, b) {
-                    grads.register::<B>(node.id, B::batched_matmul(grad, B::float_swap_dims(b, 2, 3)));
-                }
-            }
-        }
-
-        let (a_tracked, b_tracked) = (a.is_tracked(), b.is_tracked());
-        match BatchedMatmul.prepare::<C>([a.node(), b.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let (a, b) = (a.into_primitive(), b.into_primitive());
-                let state = (b_tracked.then(|| a.clone()), a_tracked.then(|| b.clone()));
-                prep.finish(state, B::batched_matmul(a, b))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::batched_matmul(a.into_primitive(), b.into_primitive())),
-        }
+        tracked_product::<B, C>(a, b, B::batched_matmul)
     }
 
     fn token_nll(logits: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -467,42 +409,67 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     }
 }
 
-/// What a linear layer's backward pass keeps: `x` when the weight needs a gradient, the weight
-/// when `x` does.
+/// What the backward pass of a product `lhs rhs` keeps: `lhs` when `rhs` needs a gradient,
+/// `rhs` when `lhs` does.
 #[derive(Debug, Clone)]
-struct LinearSaved<B: Backend> {
-    x: Option<FloatTensor<B>>,
-    weight: Option<FloatTensor<B>>,
+struct ProductSaved<B: Backend> {
+    lhs: Option<FloatTensor<B>>,
+    rhs: Option<FloatTensor<B>>,
 }
 
-/// Which of `x` and the weight a linear layer's backward pass reads: `x` when the weight needs a
-/// gradient, the weight when `x` does.
-#[derive(Debug, Clone, Copy)]
-struct LinearPlan {
-    keep_x: bool,
-    keep_weight: bool,
-}
+impl<B: FusedOps> ProductSaved<B> {
+    /// `tracked`: whether `lhs` and `rhs` need gradients.
+    fn new(lhs: &FloatTensor<B>, rhs: &FloatTensor<B>, [lhs_tracked, rhs_tracked]: [bool; 2]) -> Self {
+        Self { lhs: rhs_tracked.then(|| lhs.clone()), rhs: lhs_tracked.then(|| rhs.clone()) }
+    }
 
-impl LinearPlan {
-    fn keep<B: Backend>(self, x: &FloatTensor<B>, weight: &FloatTensor<B>) -> LinearSaved<B> {
-        LinearSaved { x: self.keep_x.then(|| x.clone()), weight: self.keep_weight.then(|| weight.clone()) }
+    /// `dlhs = dy rhs^T` and `drhs = lhs^T dy` for the parents that are tracked, by `product`
+    /// (the forward operation) on views transposed in their last two axes.
+    fn register_grads(
+        self,
+        [lhs_node, rhs_node]: [Option<NodeId>; 2],
+        grad: FloatTensor<B>,
+        grads: &mut Gradients,
+        product: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+    ) {
+        if let (Some(node), Some(lhs)) = (rhs_node, self.lhs) {
+            grads.register::<B>(node, product(B::float_transpose(lhs), grad.clone()));
+        }
+        if let (Some(node), Some(rhs)) = (lhs_node, self.rhs) {
+            grads.register::<B>(node, product(grad, B::float_transpose(rhs)));
+        }
     }
 }
 
-impl<B: FusedOps> LinearSaved<B> {
-    fn register_grads(
-        self,
-        x_node: Option<NodeId>,
-        weight_node: Option<NodeId>,
-        grad: FloatTensor<B>,
-        grads: &mut Gradients,
-    ) {
-        if let (Some(node), Some(x)) = (weight_node, self.x) {
-            grads.register::<B>(node, B::linear_layer_backward_weight(x, grad.clone()));
+/// The backward step of a product `lhs rhs` that `product` computes (and computes again, on
+/// transposed views, for the gradients).
+#[derive(Debug)]
+struct ProductBackward<B: Backend> {
+    product: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+}
+
+impl<B: FusedOps> Backward<B, 2> for ProductBackward<B> {
+    type State = ProductSaved<B>;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        ops.state.register_grads(ops.parents.map(|n| n.map(|n| n.id)), grad, grads, self.product);
+    }
+}
+
+/// `product(lhs, rhs)` as one tracked operation.
+fn tracked_product<B: FusedOps, C: CheckpointStrategy>(
+    lhs: FloatTensor<Autodiff<B, C>>,
+    rhs: FloatTensor<Autodiff<B, C>>,
+    product: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+) -> FloatTensor<Autodiff<B, C>> {
+    let tracked = [lhs.is_tracked(), rhs.is_tracked()];
+    match (ProductBackward { product }).prepare::<C>([lhs.node(), rhs.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let (lhs, rhs) = (lhs.into_primitive(), rhs.into_primitive());
+            prep.finish(ProductSaved::new(&lhs, &rhs, tracked), product(lhs, rhs))
         }
-        if let (Some(node), Some(weight)) = (x_node, self.weight) {
-            grads.register::<B>(node, B::linear_layer_backward_x(grad, weight));
-        }
+        OpsKind::UnTracked(prep) => prep.finish(product(lhs.into_primitive(), rhs.into_primitive())),
     }
 }
 
@@ -1029,14 +996,14 @@ mod flex {
         fn batched_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
             match (Matrices::of(&a), Matrices::of(&b)) {
                 (Some(x), Some(y)) if x.batch == y.batch && x.matrix.cols == y.matrix.rows => x.times(&y),
-                _ => super::linear_composed::<Flex>(a, b),
+                _ => super::matmul_composed::<Flex>(a, b),
             }
         }
 
         fn linear_layer(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
             match (Matrix::of(&x), Matrix::of(&weight)) {
                 (Some(x), Some(w)) if x.cols == w.rows => x.times(w, None),
-                _ => super::linear_composed::<Flex>(x, weight),
+                _ => super::matmul_composed::<Flex>(x, weight),
             }
         }
 
@@ -1049,20 +1016,6 @@ mod flex {
                 _ => None,
             };
             product.unwrap_or_else(|| super::linear_bias_composed::<Flex>(x, weight, bias))
-        }
-
-        fn linear_layer_backward_x(grad: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-            match (Matrix::of(&grad), Matrix::of(&weight)) {
-                (Some(g), Some(w)) if g.cols == w.cols => g.times(w.transposed(), None),
-                _ => super::linear_backward_x_composed::<Flex>(grad, weight),
-            }
-        }
-
-        fn linear_layer_backward_weight(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-            match (Matrix::of(&x), Matrix::of(&grad)) {
-                (Some(x), Some(g)) if x.rows == g.rows => x.transposed().times(g, None),
-                _ => super::linear_backward_weight_composed::<Flex>(x, grad),
-            }
         }
 
         fn attention_key_bias(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
@@ -1413,8 +1366,37 @@ mod flex {
             (last < data.len()).then_some(Matrix { data, rows, cols, row_stride, col_stride })
         }
 
-        fn transposed(self) -> Self {
-            Matrix { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
+        /// Columns `start..start + cols` of this matrix.
+        fn columns(self, start: usize, cols: usize) -> Self {
+            Matrix { data: &self.data[start * self.col_stride..], cols, ..self }
+        }
+
+        /// `dst (+)= self rhs` into a row-major buffer with rows `dst_row_stride` apart.
+        ///
+        /// # Safety
+        /// `dst` must be valid for writes (and, with `read_dst`, initialised reads) of elements
+        /// `i * dst_row_stride + j` for `i < self.rows`, `j < rhs.cols`, and no other thread may
+        /// touch them during the call. gemm reads the operands only through their strides,
+        /// within what `Matrix::of` checked; with `read_dst` false it stores without reading.
+        unsafe fn product_into(
+            self,
+            rhs: Matrix<'_>,
+            dst: *mut f32,
+            dst_row_stride: usize,
+            read_dst: bool,
+            parallelism: gemm::Parallelism,
+        ) {
+            debug_assert_eq!(self.cols, rhs.rows);
+            // SAFETY: see the function's contract.
+            unsafe {
+                gemm::gemm(
+                    self.rows, rhs.cols, self.cols,
+                    dst, 1, dst_row_stride as isize, read_dst,
+                    self.data.as_ptr(), self.col_stride as isize, self.row_stride as isize,
+                    rhs.data.as_ptr(), rhs.col_stride as isize, rhs.row_stride as isize,
+                    1.0, 1.0, false, false, false, parallelism,
+                );
+            }
         }
 
         /// `self rhs`, `[self.rows, rhs.cols]` and contiguous, with `row_init` (of `rhs.cols`
@@ -1435,21 +1417,13 @@ mod flex {
                 None => Vec::with_capacity(m * n),
             };
             let dst = SendPtr(out.as_mut_ptr());
-            // Columns j0..j0 + cols of the output. SAFETY (for every call below): gemm reads
-            // lhs (i, p) at i * row_stride + p * col_stride for i < m, p < k, and rhs (p, j0 + j)
-            // likewise for j < cols <= n - j0; `Matrix::of` checked that the last such index is
-            // inside each slice. It writes dst (i, j0 + j) at i * n + j0 + j < m * n, the
-            // capacity of `out`; calls on disjoint column ranges write disjoint elements. With
-            // read_dst false (no bias) gemm stores without reading, so once every column range
-            // has run, all m * n elements are initialised.
+            // Columns j0..j0 + cols of the output. SAFETY (for every call below): it writes
+            // elements i * n + j0 + j < m * n of `out`'s capacity (j < cols <= n - j0); calls on
+            // disjoint column ranges write disjoint elements, and with a bias the rows were
+            // initialised above. Without one gemm stores without reading, so once every column
+            // range has run, all m * n elements are initialised.
             let columns = |j0: usize, cols: usize, parallelism: gemm::Parallelism| unsafe {
-                gemm::gemm(
-                    m, cols, k,
-                    dst.get().add(j0), 1, n as isize, row_init.is_some(),
-                    self.data.as_ptr(), self.col_stride as isize, self.row_stride as isize,
-                    rhs.data.as_ptr().add(j0 * rhs.col_stride), rhs.col_stride as isize, rhs.row_stride as isize,
-                    1.0, 1.0, false, false, false, parallelism,
-                );
+                self.product_into(rhs.columns(j0, cols), dst.get().add(j0), n, row_init.is_some(), parallelism);
             };
             let threads = rayon::current_num_threads();
             let work = m * n * k;
@@ -1513,23 +1487,14 @@ mod flex {
         /// products in parallel, one thread each.
         fn times(&self, rhs: &Matrices<'_>) -> FlexTensor {
             let count = self.batch[0] * self.batch[1];
-            let (m, n, k) = (self.matrix.rows, rhs.matrix.cols, self.matrix.cols);
+            let (m, n) = (self.matrix.rows, rhs.matrix.cols);
             let mut out: Vec<f32> = Vec::with_capacity(count * m * n);
             let dst = SendPtr(out.as_mut_ptr());
             (0..count).into_par_iter().for_each(|i| {
-                let (lhs, rhs) = (self.get(i), rhs.get(i));
-                // SAFETY: as in `Matrix::times` for each product (`Matrices::of` checked the last
-                // index of the last matrix); product i writes elements i * m * n .. (i + 1) * m * n
-                // of `out`'s capacity, each once, disjoint from the others.
-                unsafe {
-                    gemm::gemm(
-                        m, n, k,
-                        dst.get().add(i * m * n), 1, n as isize, false,
-                        lhs.data.as_ptr(), lhs.col_stride as isize, lhs.row_stride as isize,
-                        rhs.data.as_ptr(), rhs.col_stride as isize, rhs.row_stride as isize,
-                        1.0, 1.0, false, false, false, gemm::Parallelism::None,
-                    );
-                }
+                // SAFETY: `Matrices::of` checked the last index of the last matrix; product i
+                // writes elements i * m * n .. (i + 1) * m * n of `out`'s capacity, each once,
+                // disjoint from the others.
+                unsafe { self.get(i).product_into(rhs.get(i), dst.get().add(i * m * n), n, false, gemm::Parallelism::None) };
             });
             // SAFETY: every element was written above.
             unsafe { out.set_len(count * m * n) };
@@ -1624,7 +1589,6 @@ mod flex {
         // Subtracting +0.0 is exact, and the compiler drops it.
         dot_shifted(a, 0.0, b, 0.0)
     }
-
 
     /// `1 / (1 + e^-x)` with [`super::exp_approx`], branch-free so that loops over it vectorise.
     #[inline(always)]
@@ -1858,16 +1822,8 @@ fn token_nll_backward_composed<B: Backend>(logits: FloatTensor<B>, targets: Floa
     B::float_scatter(1, scaled, class_ids::<B>(targets), B::float_neg(grad), burn::tensor::IndexingUpdateOp::Add)
 }
 
-fn linear_composed<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>) -> FloatTensor<B> {
-    B::float_matmul(x, weight)
-}
-
-fn linear_backward_x_composed<B: Backend>(grad: FloatTensor<B>, weight: FloatTensor<B>) -> FloatTensor<B> {
-    B::float_matmul(grad, B::float_transpose(weight))
-}
-
-fn linear_backward_weight_composed<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
-    B::float_matmul(B::float_transpose(x), grad)
+fn matmul_composed<B: Backend>(lhs: FloatTensor<B>, rhs: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_matmul(lhs, rhs)
 }
 
 fn linear_bias_composed<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {
