@@ -113,18 +113,16 @@ impl BertSelfAttention {
         let value = split_heads(fused::linear_layer(&self.value, hidden));
 
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let context = if query.device().is_autodiff() {
-            // Training: separate operations, so that autodiff sees them and dropout applies to
-            // the attention probabilities.
-            let [query, key, value] = [query, key, value].map(|t| t.swap_dims(1, 2)); // [batch, heads, seq, head_dim]
-            // The scale goes on the query [.., seq, head_dim], smaller than the scores when seq > head_dim.
-            let scores = fused::batched_matmul(query.mul_scalar(scale), key.swap_dims(2, 3)) + mask_bias; // [batch, heads, seq, seq]
-            let probs = self.dropout.forward(fused::softmax_last(scores));
-            fused::batched_matmul(probs, value).swap_dims(1, 2) // [batch, seq, heads, head_dim]
+        let key_bias = mask_bias.reshape([batch, seq]);
+        let device = query.device();
+        let context = if device.is_autodiff() {
+            // Training: one tracked operation that draws the dropout mask of the probabilities
+            // itself and computes them again in its backward pass instead of keeping them.
+            let (dropout, seed) = self.dropout.next_mask(&device).unwrap_or((0.0, 0));
+            fused::attention_dropout(query, key, value, key_bias, scale, dropout, seed) // [batch, seq, heads, head_dim]
         } else {
             // Inference: one attention operation that never writes the whole
             // [batch, heads, seq, seq] score tensor out (dropout is off anyway).
-            let key_bias = mask_bias.reshape([batch, seq]);
             fused::attention_key_bias(query, key, value, key_bias, scale) // [batch, seq, heads, head_dim]
         };
         context.reshape([batch, seq, width])

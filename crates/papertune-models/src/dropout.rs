@@ -56,24 +56,36 @@ fn mix(mut z: u64) -> u64 {
 }
 
 /// `len` values, each `1 / keep` with probability `keep` and 0 otherwise, from `seed`.
-fn mask_values(len: usize, keep: f64, seed: u64) -> Vec<f32> {
-    // An element is kept when a uniform 32-bit integer is below keep * 2^32.
+pub(crate) fn mask_values(len: usize, keep: f64, seed: u64) -> Vec<f32> {
+    let mut values = vec![0.0f32; len];
+    values.par_chunks_mut(CHUNK).enumerate().for_each(|(chunk, out)| mask_range(out, chunk * CHUNK, keep, seed));
+    values
+}
+
+/// Elements `start..start + out.len()` of the mask [`mask_values`] draws from `seed`, written
+/// into `out`: any part of a mask can be drawn on its own (a chunk on its thread, an attention
+/// head's block inside a kernel) and the parts agree with the whole.
+pub(crate) fn mask_range(out: &mut [f32], start: usize, keep: f64, seed: u64) {
+    // An element is kept when a uniform 32-bit integer is below keep * 2^32. Element i takes
+    // half i % 2 of the output of draw i / 2 of one SplitMix64 sequence.
     let threshold = (keep * 4_294_967_296.0).round().min(4_294_967_295.0) as u32;
     let kept = (1.0 / keep) as f32;
-    let mut values = vec![0.0f32; len];
-    values.par_chunks_mut(CHUNK).enumerate().for_each(|(chunk, out)| {
-        // Each chunk starts where the one before it ends: the mask is one SplitMix64 sequence
-        // whatever the split.
-        let mut state = seed.wrapping_add(((chunk * CHUNK / 2) as u64).wrapping_mul(GOLDEN_GAMMA));
-        for pair in out.chunks_mut(2) {
-            state = state.wrapping_add(GOLDEN_GAMMA);
-            let bits = mix(state);
-            for (slot, half) in pair.iter_mut().zip([bits as u32, (bits >> 32) as u32]) {
-                *slot = if half < threshold { kept } else { 0.0 };
-            }
+    let value = |half: u32| if half < threshold { kept } else { 0.0 };
+    let draw = |pair: usize| mix(seed.wrapping_add((pair as u64).wrapping_add(1).wrapping_mul(GOLDEN_GAMMA)));
+    let (mut out, mut pair) = (out, start / 2);
+    if start % 2 == 1 {
+        let Some((first, rest)) = out.split_first_mut() else { return };
+        *first = value((draw(pair) >> 32) as u32);
+        (out, pair) = (rest, pair + 1);
+    }
+    let mut state = seed.wrapping_add((pair as u64).wrapping_mul(GOLDEN_GAMMA));
+    for two in out.chunks_mut(2) {
+        state = state.wrapping_add(GOLDEN_GAMMA);
+        let bits = mix(state);
+        for (slot, half) in two.iter_mut().zip([bits as u32, (bits >> 32) as u32]) {
+            *slot = value(half);
         }
-    });
-    values
+    }
 }
 
 /// Zeroes elements at random during training; see the module documentation.
@@ -93,10 +105,23 @@ impl Dropout {
         Self { prob, training: Param::from_bool(true) }
     }
 
+    /// Whether the layer acts on tensors of `device`: training flag set, a non-zero
+    /// probability and an autodiff device.
+    pub fn is_active(&self, device: &burn::tensor::Device) -> bool {
+        self.prob > 0.0 && self.training.is_enabled() && device.is_autodiff()
+    }
+
+    /// The probability and the seed of the next mask, when the layer acts on `device`, for an
+    /// operation that draws its mask itself (the fused training attention); `None` otherwise.
+    /// It advances this thread's stream as [`Dropout::forward`] does.
+    pub fn next_mask(&self, device: &burn::tensor::Device) -> Option<(f64, u64)> {
+        self.is_active(device).then(|| (self.prob, next_mask_seed()))
+    }
+
     /// `input` with elements zeroed and the rest scaled, on an autodiff device in training;
     /// `input` unchanged otherwise. Any shape.
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
-        if self.prob == 0.0 || !self.training.is_enabled() || !input.device().is_autodiff() {
+        if !self.is_active(&input.device()) {
             return input;
         }
         let shape = input.shape();
@@ -145,6 +170,16 @@ mod tests {
             })
             .collect();
         assert_eq!(mask_values(CHUNK + 4, 0.5, seed), serial);
+    }
+
+    #[test]
+    fn any_range_of_a_mask_matches_the_whole() {
+        let whole = mask_values(1000, 0.7, 99);
+        for (start, len) in [(0, 1000), (1, 10), (7, 0), (333, 400), (998, 2), (999, 1)] {
+            let mut part = vec![-1.0f32; len];
+            mask_range(&mut part, start, 0.7, 99);
+            assert_eq!(part, whole[start..start + len], "range {start}..{}", start + len);
+        }
     }
 
     #[test]

@@ -141,6 +141,41 @@ pub trait FusedOps: Backend {
         attention_key_bias_composed::<Self>(q, k, v, bias, scale)
     }
 
+    /// Attention for training, with dropout on the probabilities:
+    /// `(softmax(q k^T * scale + bias) * mask) v` per head, in the layout of
+    /// [`FusedOps::attention_key_bias`]. The mask is the one [`crate::dropout`] draws from `seed`
+    /// for `keep` (each element `1 / keep` with probability `keep`, else 0), laid out
+    /// `[batch, heads, seq_q, seq_k]`; `keep = 1` applies none.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_dropout(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f64,
+        keep: f64,
+        seed: u64,
+    ) -> FloatTensor<Self> {
+        attention_dropout_composed::<Self>(q, k, v, bias, scale, keep, seed)
+    }
+
+    /// The gradients of [`FusedOps::attention_dropout`] with respect to `q`, `k` and `v`, from
+    /// the output's gradient `grad [batch, seq_q, heads, d]`. The probabilities are computed
+    /// again from `q` and `k`, and the mask drawn again from `seed`, rather than stored.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_dropout_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        scale: f64,
+        keep: f64,
+        seed: u64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        attention_dropout_backward_composed::<Self>(q, k, v, bias, grad, scale, keep, seed)
+    }
+
     /// Rotary embedding, `x cos + rotate_half(x) sin`, for `x [batch, heads, seq, d]` and
     /// `cos`, `sin` of `[batch, 1, seq, d]`; `rotate_half(x) = [-x2, x1]` for halves `x1`, `x2`.
     fn rotary(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -339,6 +374,52 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
                 prep.finish((cos, sin), output)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::rotary(x.into_primitive(), cos, sin)),
+        }
+    }
+
+    fn attention_dropout(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f64,
+        keep: f64,
+        seed: u64,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct AttentionDropout {
+            scale: f64,
+            keep: f64,
+            seed: u64,
+        }
+
+        impl<B: FusedOps> Backward<B, 3> for AttentionDropout {
+            type State = [FloatTensor<B>; 4]; // q, k, v, bias
+
+            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let grad = grads.consume::<B>(&ops.node);
+                let [q, k, v, bias] = ops.state;
+                let (dq, dk, dv) = B::attention_dropout_backward(q, k, v, bias, grad, self.scale, self.keep, self.seed);
+                for (parent, grad) in ops.parents.into_iter().zip([dq, dk, dv]) {
+                    if let Some(parent) = parent {
+                        grads.register::<B>(parent.id, grad);
+                    }
+                }
+            }
+        }
+
+        // The bias is the padding mask: data, not a tracked input.
+        let bias = bias.into_primitive();
+        let op = AttentionDropout { scale, keep, seed };
+        match op.prepare::<C>([q.node(), k.node(), v.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (q, k, v) = (q.into_primitive(), k.into_primitive(), v.into_primitive());
+                let output = B::attention_dropout(q.clone(), k.clone(), v.clone(), bias.clone(), scale, keep, seed);
+                prep.finish([q, k, v, bias], output)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::attention_dropout(q.into_primitive(), k.into_primitive(), v.into_primitive(), bias, scale, keep, seed))
+            }
         }
     }
 
@@ -611,6 +692,40 @@ pub fn attention_key_bias(query: Tensor<4>, key: Tensor<4>, value: Tensor<4>, bi
         burn::tensor::module::attention(heads_first(query), heads_first(key), heads_first(value), None, Some(mask_bias), options)
             .swap_dims(1, 2)
     }
+}
+
+/// Attention for training, `(softmax(q k^T * scale + bias) * mask) v` per head, in the layout of
+/// [`attention_key_bias`], with dropout of probability `dropout` on the attention
+/// probabilities, its mask drawn from `seed` (as [`crate::dropout::Dropout::next_mask`] gives
+/// it); `dropout = 0` applies none. Every tensor may be tracked but `bias`.
+///
+/// On the CPU backends this is one tracked operation: the forward pass is the inference kernel
+/// with the mask drawn and applied per head in cache, and the backward pass computes the
+/// probabilities and the mask again per head instead of keeping `[batch, heads, seq_q, seq_k]`
+/// tensors from the forward pass, reading and writing `q`, `k`, `v` and their gradients in the
+/// projections' layout (no transposes). Elsewhere, burn's operations on transposed views with
+/// the same mask.
+pub fn attention_dropout(query: Tensor<4>, key: Tensor<4>, value: Tensor<4>, bias: Tensor<2>, scale: f64, dropout: f64, seed: u64) -> Tensor<4> {
+    assert!((0.0..1.0).contains(&dropout), "attention dropout probability must be in [0, 1), found {dropout}");
+    let [batch, seq_q, heads, d] = query.dims();
+    let seq_k = key.dims()[1];
+    let fits = key.dims() == [batch, seq_k, heads, d] && value.dims() == key.dims() && bias.dims() == [batch, seq_k];
+    let keep = 1.0 - dropout;
+    if supported(&query.device()) && fits && !bias.is_require_grad() {
+        let (q, k, v, bias) = (query.into_dispatch(), key.into_dispatch(), value.into_dispatch(), bias.into_dispatch());
+        return Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::attention_dropout(q, k, v, bias, scale, keep, seed));
+    }
+    let device = query.device();
+    let heads_first = |t: Tensor<4>| t.swap_dims(1, 2); // [batch, heads, seq, d]
+    let scores = heads_first(query).matmul(heads_first(key).swap_dims(2, 3)).mul_scalar(scale) + bias.reshape([batch, 1, 1, seq_k]);
+    let mut probs = activation::softmax(scores, 3); // [batch, heads, seq_q, seq_k]
+    if keep < 1.0 {
+        let shape = [batch, heads, seq_q, seq_k];
+        let mask = crate::dropout::mask_values(shape.iter().product(), keep, seed);
+        let mask = burn::tensor::TensorData::new(mask, shape).convert_dtype(probs.dtype());
+        probs = probs * Tensor::<4>::from_data(mask, &device);
+    }
+    probs.matmul(heads_first(value)).swap_dims(1, 2)
 }
 
 /// Rotary embedding of `x [batch, heads, seq, d]` with `cos`, `sin` of `[batch, 1, seq, d]`
@@ -1019,9 +1134,42 @@ mod flex {
         }
 
         fn attention_key_bias(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
-            match attention_kernel(&q, &k, &v, &bias, scale as f32) {
+            match attention_kernel(&q, &k, &v, &bias, scale as f32, None) {
                 Some(out) => out,
                 None => super::attention_key_bias_composed::<Flex>(q, k, v, bias, scale),
+            }
+        }
+
+        fn attention_dropout(
+            q: FloatTensor<Self>,
+            k: FloatTensor<Self>,
+            v: FloatTensor<Self>,
+            bias: FloatTensor<Self>,
+            scale: f64,
+            keep: f64,
+            seed: u64,
+        ) -> FloatTensor<Self> {
+            let mask = (keep < 1.0).then_some(MaskSeed { keep, seed });
+            match attention_kernel(&q, &k, &v, &bias, scale as f32, mask) {
+                Some(out) => out,
+                None => super::attention_dropout_composed::<Flex>(q, k, v, bias, scale, keep, seed),
+            }
+        }
+
+        fn attention_dropout_backward(
+            q: FloatTensor<Self>,
+            k: FloatTensor<Self>,
+            v: FloatTensor<Self>,
+            bias: FloatTensor<Self>,
+            grad: FloatTensor<Self>,
+            scale: f64,
+            keep: f64,
+            seed: u64,
+        ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+            let mask = (keep < 1.0).then_some(MaskSeed { keep, seed });
+            match attention_backward_kernel([&q, &k, &v, &bias, &grad], scale as f32, mask) {
+                Some([dq, dk, dv]) => (dq, dk, dv),
+                None => super::attention_dropout_backward_composed::<Flex>(q, k, v, bias, grad, scale, keep, seed),
             }
         }
 
@@ -1191,66 +1339,182 @@ mod flex {
         lanes.iter().sum::<f32>() + tail
     }
 
-    /// [`FusedOps::attention_key_bias`] for f32: one task per batch element; per head, scores
-    /// `[seq_q, seq_k]` from gemm on strided views of `q` and `k` (row stride `heads * d`), the
-    /// bias and a softmax in place, then `P v` written by gemm straight into the output rows.
-    /// `None` when the shapes or dtypes do not fit.
-    fn attention_kernel(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, bias: &FlexTensor, scale: f32) -> Option<FlexTensor> {
+    /// The dropout mask of a training attention: the one [`crate::dropout`] draws from `seed`
+    /// for `keep`, laid out `[batch, heads, seq_q, seq_k]`.
+    #[derive(Clone, Copy)]
+    struct MaskSeed {
+        keep: f64,
+        seed: u64,
+    }
+
+    /// The sizes of an attention's inputs but the batch: `q [batch, seq_q, heads, d]`,
+    /// `k`, `v [batch, seq_k, heads, d]` and `bias [batch, seq_k]`.
+    #[derive(Clone, Copy)]
+    struct AttentionShape {
+        seq_q: usize,
+        seq_k: usize,
+        heads: usize,
+        d: usize,
+    }
+
+    impl AttentionShape {
+        /// The sizes of contiguous f32 inputs that fit together and are not empty.
+        fn of(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, bias: &FlexTensor) -> Option<Self> {
+            let &[batch, seq_q, heads, d] = q.shape().as_slice() else { return None };
+            let &[_, seq_k, _, _] = k.shape().as_slice() else { return None };
+            if k.shape().as_slice() != [batch, seq_k, heads, d] || v.shape() != k.shape() || bias.shape().as_slice() != [batch, seq_k] {
+                return None;
+            }
+            (batch * seq_q * seq_k * heads * d != 0).then_some(AttentionShape { seq_q, seq_k, heads, d })
+        }
+
+        /// Elements between consecutive positions of one head.
+        fn row(self) -> usize {
+            self.heads * self.d
+        }
+
+        /// Head `h` of one batch element's `rows` positions (`data` starts at its first), as a
+        /// `[rows, d]` matrix.
+        fn head(self, data: &[f32], rows: usize, h: usize) -> Matrix<'_> {
+            Matrix::strided(&data[h * self.d..], rows, self.d, self.row(), 1)
+        }
+
+        /// Index of the first mask element of batch element `b`, head `h`.
+        fn mask_start(self, b: usize, h: usize) -> usize {
+            (b * self.heads + h) * self.seq_q * self.seq_k
+        }
+    }
+
+    /// One head's probabilities `softmax(q_h k_h^T * scale + key_bias)` into `probs`
+    /// (`[seq_q, seq_k]`): the scores from gemm on strided views, then the bias and the softmax
+    /// in vectorised passes per row.
+    #[inline(always)]
+    fn head_probs(probs: &mut [f32], q_head: Matrix<'_>, k_head: Matrix<'_>, key_bias: &[f32], scale: f32) {
+        let seq_k = k_head.rows;
+        assert_eq!(probs.len(), q_head.rows * seq_k);
+        // SAFETY: `probs` holds the seq_q * seq_k values written, rows seq_k apart.
+        unsafe { q_head.product_into(k_head.transposed(), probs.as_mut_ptr(), seq_k, false, scale, gemm::Parallelism::None) };
+        for s in probs.chunks_mut(seq_k) {
+            s.iter_mut().zip(key_bias).for_each(|(s, b)| *s += b);
+            let max = max_lanes(s);
+            s.iter_mut().for_each(|s| *s = super::exp_approx(*s - max));
+            let inv = 1.0 / sum_lanes(s);
+            s.iter_mut().for_each(|s| *s *= inv);
+        }
+    }
+
+    /// `(softmax(q k^T * scale + bias) * mask) v` per batch element and head, without
+    /// transposes: per head the probabilities `[seq_q, seq_k]` ([`head_probs`]), the mask drawn
+    /// for that block and applied in cache, then `P v` written by gemm straight into the output
+    /// rows. `None` when the shapes or dtypes do not fit.
+    fn attention_kernel(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, bias: &FlexTensor, scale: f32, mask: Option<MaskSeed>) -> Option<FlexTensor> {
         let (q, k, v, bias) = (contiguous_f32(q)?, contiguous_f32(k)?, contiguous_f32(v)?, contiguous_f32(bias)?);
-        let &[batch, seq_q, heads, d] = q.shape().as_slice() else { return None };
-        let &[_, seq_k, _, _] = k.shape().as_slice() else { return None };
-        if k.shape().as_slice() != [batch, seq_k, heads, d] || v.shape() != k.shape() || bias.shape().as_slice() != [batch, seq_k] {
-            return None;
-        }
-        if batch * seq_q * heads * d == 0 || seq_k == 0 {
-            return None;
-        }
+        let shape = AttentionShape::of(&q, &k, &v, &bias)?;
+        let AttentionShape { seq_q, seq_k, heads, d } = shape;
         let (qs, ks, vs, bs): (&[f32], &[f32], &[f32], &[f32]) = (q.storage(), k.storage(), v.storage(), bias.storage());
-        let row = heads * d; // elements between consecutive positions of one head
-        let mut out = vec![0.0f32; qs.len()];
-        out.par_chunks_mut(seq_q * row).enumerate().for_each_init(
-            || vec![0.0f32; seq_q * seq_k],
-            |scores, (b, o)| wide(#[inline(always)] || {
+        let (row, block) = (shape.row(), seq_q * seq_k);
+        let mut out = Vec::with_capacity(qs.len());
+        out.spare_capacity_mut()[..qs.len()].par_chunks_mut(seq_q * row).enumerate().for_each_init(
+            || (vec![0.0f32; block], vec![0.0f32; block]),
+            |(probs, mask_block), (b, o)| wide(#[inline(always)] || {
+                let (q_rows, kv_rows) = (&qs[b * seq_q * row..], b * seq_k * row);
+                let (k_rows, v_rows) = (&ks[kv_rows..], &vs[kv_rows..]);
                 let key_bias = &bs[b * seq_k..(b + 1) * seq_k];
                 for h in 0..heads {
-                    let q_head = &qs[b * seq_q * row + h * d..];
-                    let k_head = &ks[b * seq_k * row + h * d..];
-                    let v_head = &vs[b * seq_k * row + h * d..];
-                    // SAFETY: every index gemm touches is inside its slice: for the last row of
-                    // a head, (rows - 1) * row + d <= rows * row - h * d, the length of
-                    // `q_head` (seq_q rows), `k_head`, `v_head` (seq_k rows) and, from h * d, of
-                    // the batch element's output `o`; `scores` holds seq_q * seq_k values.
-                    unsafe {
-                        // scores = scale * q_h k_h^T: k_h^T is [d, seq_k], element (i, j) at j * row + i.
-                        gemm::gemm(
-                            seq_q, seq_k, d,
-                            scores.as_mut_ptr(), 1, seq_k as isize, false,
-                            q_head.as_ptr(), 1, row as isize,
-                            k_head.as_ptr(), row as isize, 1,
-                            0.0, scale, false, false, false, gemm::Parallelism::None,
-                        );
+                    head_probs(probs, shape.head(q_rows, seq_q, h), shape.head(k_rows, seq_k, h), key_bias, scale);
+                    if let Some(MaskSeed { keep, seed }) = mask {
+                        crate::dropout::mask_range(mask_block, shape.mask_start(b, h), keep, seed);
+                        probs.iter_mut().zip(mask_block.iter()).for_each(|(p, m)| *p *= m);
                     }
-                    for s in scores.chunks_mut(seq_k) {
-                        s.iter_mut().zip(key_bias).for_each(|(s, b)| *s += b);
-                        let max = max_lanes(s);
-                        s.iter_mut().for_each(|s| *s = super::exp_approx(*s - max));
-                        let inv = 1.0 / sum_lanes(s);
-                        s.iter_mut().for_each(|s| *s *= inv);
-                    }
+                    let probs = Matrix::strided(probs, seq_q, seq_k, seq_k, 1);
+                    // SAFETY: `o` holds this batch element's seq_q * row outputs; head h's
+                    // values (i, j) sit at i * row + h * d + j < seq_q * row. Every head writes
+                    // its own columns, so once all have run each value is written.
                     unsafe {
-                        // output rows of head h = P v_h.
-                        gemm::gemm(
-                            seq_q, d, seq_k,
-                            o[h * d..].as_mut_ptr(), 1, row as isize, false,
-                            scores.as_ptr(), 1, seq_k as isize,
-                            v_head.as_ptr(), 1, row as isize,
-                            0.0, 1.0, false, false, false, gemm::Parallelism::None,
-                        );
+                        let dst = o.as_mut_ptr().cast::<f32>().add(h * d);
+                        probs.product_into(shape.head(v_rows, seq_k, h), dst, row, false, 1.0, gemm::Parallelism::None);
                     }
                 }
             }),
         );
+        // SAFETY: every value was written above.
+        unsafe { out.set_len(qs.len()) };
         Some(output(out, &q))
+    }
+
+    /// The gradients of [`attention_kernel`] with respect to `q`, `k` and `v`, from the output's
+    /// gradient `grad`, per batch element and head: the probabilities and the mask computed
+    /// again, then `dv = (P m)^T dy`, `dP = (dy v^T) m`, `dS = P (dP - rowsum(dP P))` and
+    /// `dq = scale dS k`, `dk = scale dS^T q`, each product written by gemm into the gradients'
+    /// rows in the inputs' layout. `None` when the shapes or dtypes do not fit.
+    fn attention_backward_kernel(tensors: [&FlexTensor; 5], scale: f32, mask: Option<MaskSeed>) -> Option<[FlexTensor; 3]> {
+        let [q, k, v, bias, grad] = tensors.map(contiguous_f32);
+        let (q, k, v, bias, grad) = (q?, k?, v?, bias?, grad?);
+        let shape = AttentionShape::of(&q, &k, &v, &bias)?;
+        if grad.shape() != q.shape() {
+            return None;
+        }
+        let AttentionShape { seq_q, seq_k, heads, d } = shape;
+        let (qs, ks, vs, bs, gs): (&[f32], &[f32], &[f32], &[f32], &[f32]) =
+            (q.storage(), k.storage(), v.storage(), bias.storage(), grad.storage());
+        let (row, block) = (shape.row(), seq_q * seq_k);
+        let (mut dq, mut dk, mut dv) = (Vec::with_capacity(qs.len()), Vec::with_capacity(ks.len()), Vec::with_capacity(ks.len()));
+        let per_batch = dq.spare_capacity_mut()[..qs.len()]
+            .par_chunks_mut(seq_q * row)
+            .zip(dk.spare_capacity_mut()[..ks.len()].par_chunks_mut(seq_k * row))
+            .zip(dv.spare_capacity_mut()[..ks.len()].par_chunks_mut(seq_k * row));
+        per_batch.enumerate().for_each_init(
+            || [(); 4].map(|_| vec![0.0f32; block]),
+            |[probs, mask_block, dropped, d_scores], (b, ((dq, dk), dv))| wide(#[inline(always)] || {
+                let (q_rows, g_rows, kv_rows) = (&qs[b * seq_q * row..], &gs[b * seq_q * row..], b * seq_k * row);
+                let (k_rows, v_rows) = (&ks[kv_rows..], &vs[kv_rows..]);
+                let key_bias = &bs[b * seq_k..(b + 1) * seq_k];
+                let (dq, dk, dv) = [dq, dk, dv].map(|t| t.as_mut_ptr().cast::<f32>()).into();
+                for h in 0..heads {
+                    let (q_head, k_head, v_head) = (shape.head(q_rows, seq_q, h), shape.head(k_rows, seq_k, h), shape.head(v_rows, seq_k, h));
+                    let g_head = shape.head(g_rows, seq_q, h);
+                    head_probs(probs, q_head, k_head, key_bias, scale);
+                    let dropped: &[f32] = match mask {
+                        Some(MaskSeed { keep, seed }) => {
+                            crate::dropout::mask_range(mask_block, shape.mask_start(b, h), keep, seed);
+                            dropped.iter_mut().zip(probs.iter().zip(mask_block.iter())).for_each(|(o, (p, m))| *o = p * m);
+                            dropped
+                        }
+                        None => probs,
+                    };
+                    let dropped = Matrix::strided(dropped, seq_q, seq_k, seq_k, 1);
+                    // SAFETY (the four products): `d_scores` holds seq_q * seq_k values, rows
+                    // seq_k apart; `dq` holds this batch element's seq_q * row values and `dk`,
+                    // `dv` its seq_k * row, and head h writes (i, j) at i * row + h * d + j, inside
+                    // them. Every head writes its own columns, so once all have run each value is
+                    // written.
+                    unsafe {
+                        dropped.transposed().product_into(g_head, dv.add(h * d), row, false, 1.0, gemm::Parallelism::None);
+                        g_head.product_into(v_head.transposed(), d_scores.as_mut_ptr(), seq_k, false, 1.0, gemm::Parallelism::None);
+                    }
+                    let rows = d_scores.chunks_mut(seq_k).zip(probs.chunks(seq_k)).zip(mask_block.chunks(seq_k));
+                    for ((g, p), m) in rows {
+                        if mask.is_some() {
+                            g.iter_mut().zip(m).for_each(|(g, m)| *g *= m);
+                        }
+                        let dot = dot_lanes(g, p);
+                        g.iter_mut().zip(p).for_each(|(g, &p)| *g = p * (*g - dot));
+                    }
+                    let d_scores = Matrix::strided(d_scores, seq_q, seq_k, seq_k, 1);
+                    unsafe {
+                        d_scores.product_into(k_head, dq.add(h * d), row, false, scale, gemm::Parallelism::None);
+                        d_scores.transposed().product_into(q_head, dk.add(h * d), row, false, scale, gemm::Parallelism::None);
+                    }
+                }
+            }),
+        );
+        // SAFETY: every value was written above.
+        unsafe {
+            dq.set_len(qs.len());
+            dk.set_len(ks.len());
+            dv.set_len(ks.len());
+        }
+        Some([output(dq, &q), output(dk, &k), output(dv, &k)])
     }
 
     /// AdamW's scalars in the form the kernel uses them.
@@ -1366,12 +1630,26 @@ mod flex {
             (last < data.len()).then_some(Matrix { data, rows, cols, row_stride, col_stride })
         }
 
+        /// The `rows x cols` matrix whose element `(i, j)` is `data[i * row_stride + j * col_stride]`.
+        ///
+        /// # Panics
+        /// If the last element lies outside `data`.
+        fn strided(data: &'a [f32], rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> Self {
+            assert!(rows > 0 && cols > 0 && (rows - 1) * row_stride + (cols - 1) * col_stride < data.len());
+            Matrix { data, rows, cols, row_stride, col_stride }
+        }
+
+        /// The transpose, as a view.
+        fn transposed(self) -> Self {
+            Matrix { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
+        }
+
         /// Columns `start..start + cols` of this matrix.
         fn columns(self, start: usize, cols: usize) -> Self {
             Matrix { data: &self.data[start * self.col_stride..], cols, ..self }
         }
 
-        /// `dst (+)= self rhs` into a row-major buffer with rows `dst_row_stride` apart.
+        /// `dst (+)= factor * self rhs` into a row-major buffer with rows `dst_row_stride` apart.
         ///
         /// # Safety
         /// `dst` must be valid for writes (and, with `read_dst`, initialised reads) of elements
@@ -1384,6 +1662,7 @@ mod flex {
             dst: *mut f32,
             dst_row_stride: usize,
             read_dst: bool,
+            factor: f32,
             parallelism: gemm::Parallelism,
         ) {
             debug_assert_eq!(self.cols, rhs.rows);
@@ -1394,7 +1673,7 @@ mod flex {
                     dst, 1, dst_row_stride as isize, read_dst,
                     self.data.as_ptr(), self.col_stride as isize, self.row_stride as isize,
                     rhs.data.as_ptr(), rhs.col_stride as isize, rhs.row_stride as isize,
-                    1.0, 1.0, false, false, false, parallelism,
+                    1.0, factor, false, false, false, parallelism,
                 );
             }
         }
@@ -1423,7 +1702,7 @@ mod flex {
             // initialised above. Without one gemm stores without reading, so once every column
             // range has run, all m * n elements are initialised.
             let columns = |j0: usize, cols: usize, parallelism: gemm::Parallelism| unsafe {
-                self.product_into(rhs.columns(j0, cols), dst.get().add(j0), n, row_init.is_some(), parallelism);
+                self.product_into(rhs.columns(j0, cols), dst.get().add(j0), n, row_init.is_some(), 1.0, parallelism);
             };
             let threads = rayon::current_num_threads();
             let work = m * n * k;
@@ -1494,7 +1773,7 @@ mod flex {
                 // SAFETY: `Matrices::of` checked the last index of the last matrix; product i
                 // writes elements i * m * n .. (i + 1) * m * n of `out`'s capacity, each once,
                 // disjoint from the others.
-                unsafe { self.get(i).product_into(rhs.get(i), dst.get().add(i * m * n), n, false, gemm::Parallelism::None) };
+                unsafe { self.get(i).product_into(rhs.get(i), dst.get().add(i * m * n), n, false, 1.0, gemm::Parallelism::None) };
             });
             // SAFETY: every element was written above.
             unsafe { out.set_len(count * m * n) };
@@ -1757,15 +2036,81 @@ fn rotary_backward_composed<B: Backend>(grad: FloatTensor<B>, cos: FloatTensor<B
     B::float_add(B::float_mul(grad, cos), swapped)
 }
 
-fn attention_key_bias_composed<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, v: FloatTensor<B>, bias: FloatTensor<B>, scale: f64) -> FloatTensor<B> {
+/// `softmax(q k^T * scale + bias)` per head, `[batch, heads, seq_q, seq_k]`, for the layout of
+/// [`FusedOps::attention_key_bias`].
+fn attention_probs_composed<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, bias: FloatTensor<B>, scale: f64) -> FloatTensor<B> {
     let batch = q.shape().as_slice()[0];
     let seq_k = k.shape().as_slice()[1];
-    let heads_first = |t: FloatTensor<B>| B::float_swap_dims(t, 1, 2); // [batch, heads, seq, d]
-    let keys_t = B::float_swap_dims(heads_first(k), 2, 3); // [batch, heads, d, seq_k]
-    let scores = B::float_matmul(B::float_mul_scalar(heads_first(q), scale.into()), keys_t); // [batch, heads, seq_q, seq_k]
+    let keys_t = B::float_swap_dims(heads_first::<B>(k), 2, 3); // [batch, heads, d, seq_k]
+    let scores = B::float_matmul(B::float_mul_scalar(heads_first::<B>(q), scale.into()), keys_t); // [batch, heads, seq_q, seq_k]
     let bias = B::float_reshape(bias, burn::tensor::Shape::new([batch, 1, 1, seq_k]));
-    let probs = B::softmax(B::float_add(scores, bias), 3);
-    B::float_swap_dims(B::float_matmul(probs, heads_first(v)), 1, 2) // [batch, seq_q, heads, d]
+    B::softmax(B::float_add(scores, bias), 3)
+}
+
+/// `[batch, seq, heads, d]` -> `[batch, heads, seq, d]` and back (a view).
+fn heads_first<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_swap_dims(t, 1, 2)
+}
+
+/// The dropout mask of [`FusedOps::attention_dropout`] for probabilities shaped as `like`, or
+/// `None` when `keep` is 1.
+fn attention_mask_composed<B: Backend>(like: &FloatTensor<B>, keep: f64, seed: u64) -> Option<FloatTensor<B>> {
+    (keep < 1.0).then(|| {
+        let shape = like.shape();
+        let mask = crate::dropout::mask_values(shape.num_elements(), keep, seed);
+        let mask = burn::tensor::TensorData::new(mask, shape).convert_dtype(like.dtype());
+        B::float_from_data(mask, &like.device())
+    })
+}
+
+fn attention_key_bias_composed<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, v: FloatTensor<B>, bias: FloatTensor<B>, scale: f64) -> FloatTensor<B> {
+    attention_dropout_composed::<B>(q, k, v, bias, scale, 1.0, 0)
+}
+
+fn attention_dropout_composed<B: Backend>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    scale: f64,
+    keep: f64,
+    seed: u64,
+) -> FloatTensor<B> {
+    let mut probs = attention_probs_composed::<B>(q, k, bias, scale);
+    if let Some(mask) = attention_mask_composed::<B>(&probs, keep, seed) {
+        probs = B::float_mul(probs, mask);
+    }
+    heads_first::<B>(B::float_matmul(probs, heads_first::<B>(v))) // [batch, seq_q, heads, d]
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attention_dropout_backward_composed<B: Backend>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    scale: f64,
+    keep: f64,
+    seed: u64,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let probs = attention_probs_composed::<B>(q.clone(), k.clone(), bias, scale); // [batch, heads, seq_q, seq_k]
+    let mask = attention_mask_composed::<B>(&probs, keep, seed);
+    let dropped = match &mask {
+        Some(mask) => B::float_mul(probs.clone(), mask.clone()),
+        None => probs.clone(),
+    };
+    let grad = heads_first::<B>(grad); // [batch, heads, seq_q, d]
+    let transposed = |t: FloatTensor<B>| B::float_swap_dims(t, 2, 3);
+    let dv = B::float_matmul(transposed(dropped), grad.clone()); // [batch, heads, seq_k, d]
+    let mut d_dropped = B::float_matmul(grad, transposed(heads_first::<B>(v))); // [batch, heads, seq_q, seq_k]
+    if let Some(mask) = mask {
+        d_dropped = B::float_mul(d_dropped, mask);
+    }
+    let d_scores = B::float_mul_scalar(softmax_backward_composed::<B>(probs, d_dropped), scale.into());
+    let dq = B::float_matmul(d_scores.clone(), heads_first::<B>(k));
+    let dk = B::float_matmul(transposed(d_scores), heads_first::<B>(q));
+    (heads_first::<B>(dq), heads_first::<B>(dk), heads_first::<B>(dv))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -2094,6 +2439,56 @@ mod tests {
             let flat = |t: Tensor<4>| t.reshape([batch, seq_q, heads * d]);
             close(flat(got), flat(expected), 1e-5, "attention");
         }
+    }
+
+    /// The training attention against matmul + softmax + mask + matmul under autodiff, forward
+    /// and the gradients of `q`, `k` and `v`, with padded keys, with and without dropout, on
+    /// `device`.
+    fn check_attention_dropout(device: &Device) {
+        let device = device.clone().autodiff();
+        for ((seq_q, seq_k), dropout) in [((5, 5), 0.0), ((6, 6), 0.3), ((3, 7), 0.5)] {
+            let (batch, heads, d) = (2, 3, 8);
+            let random = |seq: usize| Tensor::<4>::random([batch, seq, heads, d], Distribution::Normal(0.0, 1.0), &device);
+            let (q, k, v) = (random(seq_q).require_grad(), random(seq_k).require_grad(), random(seq_k).require_grad());
+            let weights = random(seq_q); // the loss is sum(output * weights)
+            let mut mask = vec![0.0f32; batch * seq_k];
+            mask[2 * seq_k - 2..].iter_mut().for_each(|m| *m = -1.0e9);
+            let bias = Tensor::<2>::from_data(burn::tensor::TensorData::new(mask, [batch, seq_k]), &device);
+            let (scale, seed) = (1.0 / (d as f64).sqrt(), 1234);
+
+            let got = attention_dropout(q.clone(), k.clone(), v.clone(), bias.clone(), scale, dropout, seed);
+            let heads_first = |t: Tensor<4>| t.swap_dims(1, 2);
+            let scores = heads_first(q.clone()).matmul(heads_first(k.clone()).swap_dims(2, 3)).mul_scalar(scale)
+                + bias.reshape([batch, 1, 1, seq_k]);
+            let probs_mask = crate::dropout::mask_values(batch * heads * seq_q * seq_k, 1.0 - dropout, seed);
+            let probs_mask = Tensor::<4>::from_data(burn::tensor::TensorData::new(probs_mask, [batch, heads, seq_q, seq_k]), &device);
+            let expected = (activation::softmax(scores, 3) * probs_mask).matmul(heads_first(v.clone())).swap_dims(1, 2);
+            let flat = |t: Tensor<4>| {
+                let seq = t.dims()[1];
+                t.reshape([batch, seq, heads * d])
+            };
+            let what = format!("attention with dropout {dropout}, {seq_q} queries, {seq_k} keys");
+            close(flat(got.clone()), flat(expected.clone()), 1e-5, &what);
+
+            let grads_got = (got * weights.clone()).sum().backward();
+            let grads_expected = (expected * weights).sum().backward();
+            for (name, t) in [("dq", &q), ("dk", &k), ("dv", &v)] {
+                let (got, expected) = (t.grad(&grads_got).unwrap(), t.grad(&grads_expected).unwrap());
+                close(flat(got), flat(expected), 1e-5, &format!("{what}: {name}"));
+            }
+        }
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn flex_attention_dropout_matches_composed_operations() {
+        check_attention_dropout(&Device::flex());
+    }
+
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn ndarray_attention_dropout_matches_composed_operations() {
+        check_attention_dropout(&Device::ndarray());
     }
 
     #[cfg(feature = "flex")]
