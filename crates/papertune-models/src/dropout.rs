@@ -65,26 +65,44 @@ pub(crate) fn mask_values(len: usize, keep: f64, seed: u64) -> Vec<f32> {
 /// Elements `start..start + out.len()` of the mask [`mask_values`] draws from `seed`, written
 /// into `out`: any part of a mask can be drawn on its own (a chunk on its thread, an attention
 /// head's block inside a kernel) and the parts agree with the whole.
+#[inline(always)]
 pub(crate) fn mask_range(out: &mut [f32], start: usize, keep: f64, seed: u64) {
     // An element is kept when a uniform 32-bit integer is below keep * 2^32. Element i takes
-    // half i % 2 of the output of draw i / 2 of one SplitMix64 sequence.
+    // half i % 2 of the output of draw i / 2 of one SplitMix64 sequence, whose draw p is
+    // mix(seed + (p + 1) * GOLDEN_GAMMA).
     let threshold = (keep * 4_294_967_296.0).round().min(4_294_967_295.0) as u32;
     let kept = (1.0 / keep) as f32;
     let value = |half: u32| if half < threshold { kept } else { 0.0 };
-    let draw = |pair: usize| mix(seed.wrapping_add((pair as u64).wrapping_add(1).wrapping_mul(GOLDEN_GAMMA)));
-    let (mut out, mut pair) = (out, start / 2);
+    let draw = |pair: u64| mix(seed.wrapping_add(pair.wrapping_add(1).wrapping_mul(GOLDEN_GAMMA)));
+    let (mut out, mut pair) = (out, (start / 2) as u64);
     if start % 2 == 1 {
         let Some((first, rest)) = out.split_first_mut() else { return };
         *first = value((draw(pair) >> 32) as u32);
-        (out, pair) = (rest, pair + 1);
+        (out, pair) = (rest, pair.wrapping_add(1));
     }
-    let mut state = seed.wrapping_add((pair as u64).wrapping_mul(GOLDEN_GAMMA));
-    for two in out.chunks_mut(2) {
-        state = state.wrapping_add(GOLDEN_GAMMA);
-        let bits = mix(state);
+    // Sixteen values from eight draws at a time: the draws do not depend on each other, so
+    // their loop vectorises, and so does the comparison after it.
+    let mut blocks = out.chunks_exact_mut(16);
+    for block in &mut blocks {
+        let mut bits = [0u64; 8];
+        for (offset, bits) in (0u64..).zip(bits.iter_mut()) {
+            *bits = draw(pair.wrapping_add(offset));
+        }
+        let mut halves = [0u32; 16];
+        for (two, bits) in halves.chunks_exact_mut(2).zip(bits) {
+            two.copy_from_slice(&[bits as u32, (bits >> 32) as u32]);
+        }
+        for (slot, half) in block.iter_mut().zip(halves) {
+            *slot = value(half);
+        }
+        pair = pair.wrapping_add(8);
+    }
+    for two in blocks.into_remainder().chunks_mut(2) {
+        let bits = draw(pair);
         for (slot, half) in two.iter_mut().zip([bits as u32, (bits >> 32) as u32]) {
             *slot = value(half);
         }
+        pair = pair.wrapping_add(1);
     }
 }
 

@@ -1455,8 +1455,7 @@ mod flex {
             return None;
         }
         let AttentionShape { seq_q, seq_k, heads, d } = shape;
-        let (qs, ks, vs, bs, gs): (&[f32], &[f32], &[f32], &[f32], &[f32]) =
-            (q.storage(), k.storage(), v.storage(), bias.storage(), grad.storage());
+        let [qs, ks, vs, bs, gs]: [&[f32]; 5] = [q.storage(), k.storage(), v.storage(), bias.storage(), grad.storage()];
         let (row, block) = (shape.row(), seq_q * seq_k);
         let (mut dq, mut dk, mut dv) = (Vec::with_capacity(qs.len()), Vec::with_capacity(ks.len()), Vec::with_capacity(ks.len()));
         let per_batch = dq.spare_capacity_mut()[..qs.len()]
