@@ -23,6 +23,8 @@ use burn::module::{Flag, Module, Param};
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
+use crate::simd::{self, Width};
+
 thread_local! {
     /// State of this thread's stream: advanced once per mask.
     static STREAM: Cell<u64> = const { Cell::new(0x853C_49E6_748F_EA9B) };
@@ -58,7 +60,9 @@ fn mix(mut z: u64) -> u64 {
 /// `len` values, each `1 / keep` with probability `keep` and 0 otherwise, from `seed`.
 pub(crate) fn mask_values(len: usize, keep: f64, seed: u64) -> Vec<f32> {
     let mut values = vec![0.0f32; len];
-    values.par_chunks_mut(CHUNK).enumerate().for_each(|(chunk, out)| mask_range(out, chunk * CHUNK, keep, seed));
+    values.par_chunks_mut(CHUNK).enumerate().for_each(|(chunk, out)| {
+        simd::vectorised(Width::Widest, #[inline(always)] || mask_range(out, chunk * CHUNK, keep, seed));
+    });
     values
 }
 

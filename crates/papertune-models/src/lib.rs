@@ -34,6 +34,7 @@ pub mod llm_tokenizer;
 pub mod lora;
 pub mod memory;
 pub mod safetensors_io;
+pub mod simd;
 pub mod source;
 pub mod weights;
 
