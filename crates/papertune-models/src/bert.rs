@@ -167,7 +167,10 @@ impl BertLayer {
     pub fn forward(&self, hidden: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
         let attended = self.attention.self_attention.forward(hidden.clone(), mask_bias);
         let hidden = self.attention.output.forward(attended, hidden);
-        let expanded = self.activation.apply(fused::linear_layer(&self.intermediate, hidden.clone())); // [batch, seq, intermediate]
+        let expanded = match self.activation {
+            HiddenAct::Gelu => fused::linear_gelu(&self.intermediate, hidden.clone()),
+            activation => activation.apply(fused::linear_layer(&self.intermediate, hidden.clone())),
+        }; // [batch, seq, intermediate]
         self.output.forward(expanded, hidden)
     }
 }

@@ -1,5 +1,5 @@
 //! Fused operations with hand-written backward passes: softmax over the last axis, SwiGLU, GELU,
-//! RMSNorm, LayerNorm and the rotary embedding.
+//! RMSNorm, LayerNorm, the rotary embedding and attention.
 //!
 //! Under autodiff, burn builds `softmax` from four tracked operations (subtract the detached
 //! max, exp, sum, divide), `silu(gate) * up` from three (sigmoid, two products), RMSNorm from
@@ -16,7 +16,11 @@
 //!   `dx = r * (w * dy - x * r^2 * mean(w * dy * x))`, `dw = sum over rows of dy * x * r`;
 //! - LayerNorm: `y = xhat * gamma + beta` with `xhat = (x - mean(x)) * r`, `r = 1 / sqrt(var(x) + eps)`,
 //!   `dx = r * (gamma dy - mean(gamma dy) - xhat * mean(gamma dy * xhat))`,
-//!   `dgamma = sum over rows of dy * xhat`, `dbeta = sum over rows of dy`.
+//!   `dgamma = sum over rows of dy * xhat`, `dbeta = sum over rows of dy`;
+//! - attention with dropout on the probabilities: `y = (P m) v` with `P = softmax(q k^T s + b)`
+//!   and the dropout mask `m`, `dv = (P m)^T dy`, `dS = P (dP - rowsum(dP P))` with
+//!   `dP = (dy v^T) m`, `dq = s dS k`, `dk = s dS^T q`; `P` and `m` are computed again in the
+//!   backward pass rather than kept.
 //!
 //! On the flex backend, f32 tensors take single-pass kernels (one read of each input, one write
 //! of each output, rows in parallel, polynomial `exp` and `erf` in straight-line code); other
@@ -97,6 +101,18 @@ pub trait FusedOps: Backend {
             (1.0 / (2.0 * std::f64::consts::PI).sqrt()).into(),
         );
         Self::float_mul(grad, Self::float_add(cdf, Self::float_mul(x, pdf)))
+    }
+
+    /// GELU (erf form) of `x + bias` for `x [rows, d]` and `bias [d]` added to every row: a
+    /// feed-forward layer's activation applied to its product before the bias.
+    fn bias_gelu(x: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::gelu_erf(add_row_bias::<Self>(x, bias))
+    }
+
+    /// The gradient of [`FusedOps::bias_gelu`] with respect to `x`,
+    /// `dy * (Phi(x + bias) + (x + bias) * phi(x + bias))`; summed over rows, that of `bias`.
+    fn bias_gelu_backward(x: FloatTensor<Self>, bias: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::gelu_erf_backward(add_row_bias::<Self>(x, bias), grad)
     }
 
     /// RMSNorm over the last axis: `x * r * w`, `r = 1 / sqrt(mean(x^2) + eps)`, `w` of shape `[d]`.
@@ -282,6 +298,37 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
 
     fn gelu_erf(x: FloatTensor<Self>) -> FloatTensor<Self> {
         tracked_unary::<B, C>(x, B::gelu_erf, B::gelu_erf_backward, Saved::Input)
+    }
+
+    fn bias_gelu(x: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct BiasGelu;
+
+        impl<B: FusedOps> Backward<B, 2> for BiasGelu {
+            type State = (FloatTensor<B>, FloatTensor<B>); // x, bias
+
+            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [x_node, bias_node] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (x, bias) = ops.state;
+                let d_pre = B::bias_gelu_backward(x, bias, grad); // the gradient of x + bias
+                if let Some(node) = bias_node {
+                    grads.register::<B>(node.id, sum_over_rows::<B>(d_pre.clone()));
+                }
+                if let Some(node) = x_node {
+                    grads.register::<B>(node.id, d_pre);
+                }
+            }
+        }
+
+        match BiasGelu.prepare::<C>([x.node(), bias.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (x, bias) = (x.into_primitive(), bias.into_primitive());
+                let output = B::bias_gelu(x.clone(), bias.clone());
+                prep.finish((x, bias), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::bias_gelu(x.into_primitive(), bias.into_primitive())),
+        }
     }
 
     fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
@@ -645,6 +692,29 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     }
 }
 
+/// `gelu(x weight + bias)` (GELU in its erf form) for burn's [`Linear`](burn::nn::Linear) layer
+/// on `x [.., d_in]`: the first half of a feed-forward block.
+///
+/// On the CPU backends the product is computed without its bias, and one tracked operation
+/// adds the bias and applies GELU in a single pass (its backward pass, the gradient through
+/// both); [`linear_layer`] would write the bias rows first for the product to read back, and
+/// GELU would then read and write the result once more. Elsewhere, and for a layer without
+/// bias, [`gelu`] of [`linear_layer`].
+pub fn linear_gelu<const D: usize>(layer: &burn::nn::Linear, x: Tensor<D>) -> Tensor<D> {
+    let [d_in, d_out] = layer.weight.dims();
+    match &layer.bias {
+        Some(bias) if supported(&x.device()) && x.dims()[D - 1] == d_in && bias.dims() == [d_out] => {
+            let product = linear(x, layer.weight.val(), None); // [.., d_out]
+            let dims = product.dims();
+            let rows = dims[..D - 1].iter().product::<usize>();
+            let product = product.reshape([rows, d_out]).into_dispatch();
+            let activated = <burn::backend::Dispatch as FusedOps>::bias_gelu(product, bias.val().into_dispatch());
+            Tensor::<2>::from_dispatch(activated).reshape(dims)
+        }
+        _ => gelu(linear_layer(layer, x)),
+    }
+}
+
 /// RMSNorm over the last axis with weight `[d]`: one tracked operation on the CPU backends,
 /// burn's operations elsewhere.
 pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Tensor<D> {
@@ -873,6 +943,7 @@ mod flex {
     //! Single-pass f32 kernels for the flex backend.
 
     use super::FusedOps;
+    use crate::simd::{Width, vectorised};
     use burn::backend::Flex;
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{DType, TensorMetadata};
@@ -1189,19 +1260,23 @@ mod flex {
 
         fn gelu_erf(x: FloatTensor<Self>) -> FloatTensor<Self> {
             match contiguous_f32(&x) {
-                Some(x) => map_f32(&x, #[inline(always)] |x| 0.5 * x * (1.0 + super::erf_approx(x * std::f32::consts::FRAC_1_SQRT_2))),
+                Some(x) => map_f32(&x, gelu_value),
                 None => <Flex as burn::backend::ops::ActivationOps<Flex>>::gelu(x),
             }
         }
 
+        fn bias_gelu(x: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+            let out = rows_plus_bias_f32(&x, &bias, None, #[inline(always)] |pre, _| gelu_value(pre));
+            out.unwrap_or_else(|| Self::gelu_erf(super::add_row_bias::<Flex>(x, bias)))
+        }
+
+        fn bias_gelu_backward(x: FloatTensor<Self>, bias: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+            let out = rows_plus_bias_f32(&x, &bias, Some(&grad), #[inline(always)] |pre, g| g * gelu_slope(pre));
+            out.unwrap_or_else(|| Self::gelu_erf_backward(super::add_row_bias::<Flex>(x, bias), grad))
+        }
+
         fn gelu_erf_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-            // 1 / sqrt(2 pi)
-            const INV_SQRT_2PI: f32 = 0.398_942_3;
-            let dx = zip_f32(&x, &grad, #[inline(always)] |x, d| {
-                let cdf = 0.5 * (1.0 + super::erf_approx(x * std::f32::consts::FRAC_1_SQRT_2));
-                let pdf = INV_SQRT_2PI * super::exp_approx(-0.5 * x * x);
-                d * (cdf + x * pdf)
-            });
+            let dx = zip_f32(&x, &grad, #[inline(always)] |x, d| d * gelu_slope(x));
             dx.unwrap_or_else(|| <Flex as burn::backend::ops::ActivationOps<Flex>>::gelu_backward(x, grad))
         }
 
@@ -1211,6 +1286,69 @@ mod flex {
     }
 
     /// One output element per input element, in parallel chunks.
+    /// GELU in its erf form, `x Phi(x)`.
+    #[inline(always)]
+    fn gelu_value(x: f32) -> f32 {
+        0.5 * x * (1.0 + super::erf_approx(x * std::f32::consts::FRAC_1_SQRT_2))
+    }
+
+    /// The derivative of [`gelu_value`], `Phi(x) + x phi(x)`.
+    #[inline(always)]
+    fn gelu_slope(x: f32) -> f32 {
+        // 1 / sqrt(2 pi)
+        const INV_SQRT_2PI: f32 = 0.398_942_3;
+        let cdf = 0.5 * (1.0 + super::erf_approx(x * std::f32::consts::FRAC_1_SQRT_2));
+        let pdf = INV_SQRT_2PI * super::exp_approx(-0.5 * x * x);
+        cdf + x * pdf
+    }
+
+    /// `f(x + bias, g)` element by element for `x [rows, d]` with `bias [d]` added to every row,
+    /// and `g` the matching element of `other` (of `x`'s shape) or 0 without it; `None` when the
+    /// shapes or dtypes do not fit. For kernels bound by arithmetic.
+    fn rows_plus_bias_f32(
+        x: &FlexTensor,
+        bias: &FlexTensor,
+        other: Option<&FlexTensor>,
+        f: impl Fn(f32, f32) -> f32 + Sync,
+    ) -> Option<FlexTensor> {
+        let (x, bias) = (contiguous_f32(x)?, contiguous_f32(bias)?);
+        let other = match other {
+            Some(t) => Some(contiguous_f32(t)?),
+            None => None,
+        };
+        if other.as_ref().is_some_and(|t| t.shape() != x.shape()) {
+            return None;
+        }
+        let &[_, d] = x.shape().as_slice() else { return None };
+        if bias.shape().as_slice() != [d] || d == 0 {
+            return None;
+        }
+        let (xs, bs): (&[f32], &[f32]) = (x.storage(), bias.storage());
+        let gs: Option<&[f32]> = other.as_ref().map(|t| t.storage());
+        let chunk = (CHUNK / d).max(1) * d; // whole rows per task
+        let out = written_in_chunks(xs.len(), chunk, Width::Widest, #[inline(always)] |start, o| {
+            let end = start + o.len();
+            let rows = o.chunks_exact_mut(d).zip(xs[start..end].chunks_exact(d));
+            match gs {
+                Some(gs) => {
+                    for ((o, x), g) in rows.zip(gs[start..end].chunks_exact(d)) {
+                        for (((o, &x), &b), &g) in o.iter_mut().zip(x).zip(bs).zip(g) {
+                            o.write(f(x + b, g));
+                        }
+                    }
+                }
+                None => {
+                    for (o, x) in rows {
+                        for ((o, &x), &b) in o.iter_mut().zip(x).zip(bs) {
+                            o.write(f(x + b, 0.0));
+                        }
+                    }
+                }
+            }
+        });
+        Some(output(out, &x))
+    }
+
     fn map_f32(x: &FlexTensor, f: impl Fn(f32) -> f32 + Sync) -> FlexTensor {
         let xs: &[f32] = x.storage();
         let out = written_in_chunks(xs.len(), CHUNK, Width::Widest, #[inline(always)] |start, o| {
@@ -1874,53 +2012,6 @@ mod flex {
         1.0 / (1.0 + super::exp_approx(-x))
     }
 
-    /// The vector width a kernel's loops are compiled for, chosen at run time from what the CPU
-    /// has: the crate is built for baseline x86-64, whose SSE2 gives 128 bits.
-    #[derive(Clone, Copy, PartialEq, Eq)]
-    enum Width {
-        /// AVX2 and FMA, 256 bits: the memory-bound kernels (normalisations, the rotary
-        /// embedding, AdamW, gradient sums), which gain nothing from wider vectors.
-        Avx2,
-        /// AVX-512 (with BW, VL and DQ) where the CPU has it, else as `Avx2`: the kernels bound
-        /// by arithmetic, those computing `exp` (softmax, GELU, SwiGLU, the loss, attention). On
-        /// a Xeon with AVX-512 the inference attention kernel took 24-30 ms per layer of W2
-        /// instead of 37, and GELU 8-10 ms instead of 12.
-        Widest,
-    }
-
-    /// Runs `body` compiled for `width`, so that the loops inlined into it use those vectors.
-    /// Every kernel above runs its per-task work through this, with the closures marked
-    /// `#[inline(always)]` (otherwise they stay outside and keep baseline code). The arithmetic
-    /// is the same element by element (Rust does not contract `a * b + c` into an FMA, and the
-    /// reductions keep their own fixed lanes), so results do not depend on the CPU.
-    #[inline(always)]
-    fn vectorised<R>(width: Width, body: impl FnOnce() -> R) -> R {
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-            fn avx512<R>(body: impl FnOnce() -> R) -> R {
-                body()
-            }
-            #[target_feature(enable = "avx2,fma")]
-            fn avx2_fma<R>(body: impl FnOnce() -> R) -> R {
-                body()
-            }
-            use std::arch::is_x86_feature_detected as has;
-            let avx2 = has!("avx2") && has!("fma");
-            let has_avx512 = avx2 && has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512dq");
-            if width == Width::Widest && has_avx512 {
-                // SAFETY: the CPU has the features `avx512` is compiled for.
-                return unsafe { avx512(body) };
-            }
-            if avx2 {
-                // SAFETY: the CPU has the features `avx2_fma` is compiled for.
-                return unsafe { avx2_fma(body) };
-            }
-        }
-        let _ = width;
-        body()
-    }
-
     /// [`vectorised`] for a memory-bound kernel.
     #[inline(always)]
     fn wide<R>(body: impl FnOnce() -> R) -> R {
@@ -2018,6 +2109,12 @@ fn rms_norm_backward_weight_composed<B: Backend>(x: FloatTensor<B>, grad: FloatT
 }
 
 /// `[.., d]` summed over every axis but the last, `[d]`.
+/// `x [rows, d]` with `bias [d]` added to every row.
+fn add_row_bias<B: Backend>(x: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {
+    let d = bias.shape().num_elements();
+    B::float_add(x, B::float_reshape(bias, burn::tensor::Shape::new([1, d])))
+}
+
 fn sum_over_rows<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
     let d = t.shape().as_slice().last().copied().unwrap_or(0);
     let rows = t.shape().num_elements() / d.max(1);
@@ -2290,6 +2387,24 @@ mod tests {
         let pdf = (x.clone().powi_scalar(2) * -0.5).exp() * (1.0 / (2.0 * std::f64::consts::PI).sqrt());
         let expected = weights.clone().inner() * (cdf + x * pdf);
         close(fx.grad(&fused_grads).unwrap(), expected, 1e-6, "gelu grad");
+
+        // GELU of a linear layer's product plus its bias, against burn's linear and the GELU
+        // checked just above (burn's own GELU backward is the tanh form's on some backends).
+        let layer = burn::nn::LinearConfig::new(shape[2], 19).init(device);
+        let x = Tensor::<3>::random(shape, Distribution::Normal(0.0, 2.0), device).require_grad();
+        let fused_out = linear_gelu(&layer, x.clone());
+        let burn_out = gelu(layer.forward(x.clone()));
+        close(fused_out.clone(), burn_out.clone(), 1e-5, "linear_gelu");
+        let out_weights = Tensor::<3>::random([shape[0], shape[1], 19], Distribution::Normal(0.0, 1.0), device);
+        let fused_grads = (fused_out * out_weights.clone()).sum().backward();
+        let burn_grads = (burn_out * out_weights).sum().backward();
+        close(x.grad(&fused_grads).unwrap(), x.grad(&burn_grads).unwrap(), 1e-5, "linear_gelu x grad");
+        let bias = layer.bias.as_ref().unwrap().val();
+        let as_3d = |t: Tensor<1>| t.reshape([1, 1, 19]);
+        close(as_3d(bias.grad(&fused_grads).unwrap()), as_3d(bias.grad(&burn_grads).unwrap()), 1e-5, "linear_gelu bias grad");
+        let weight = layer.weight.val();
+        let as_3d = |t: Tensor<2>| t.reshape([1, shape[2], 19]);
+        close(as_3d(weight.grad(&fused_grads).unwrap()), as_3d(weight.grad(&burn_grads).unwrap()), 1e-5, "linear_gelu weight grad");
 
         let x = Tensor::<3>::random(shape, Distribution::Normal(0.5, 2.0), device);
         let w = Tensor::<1>::random([shape[2]], Distribution::Normal(1.0, 0.3), device);
