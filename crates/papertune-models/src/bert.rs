@@ -139,6 +139,12 @@ pub struct BertResidualOutput {
 
 impl BertResidualOutput {
     pub fn forward(&self, hidden: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+        if !self.dropout.is_active(&hidden.device()) {
+            // No dropout between the product and the residual: the bias, the residual and the
+            // normalisation in one pass.
+            let norm = &self.layer_norm;
+            return fused::linear_residual_layer_norm(&self.dense, hidden, residual, norm.gamma.val(), norm.beta.val(), norm.epsilon);
+        }
         let projected = self.dropout.forward(fused::linear_layer(&self.dense, hidden));
         self.layer_norm.forward(projected + residual)
     }

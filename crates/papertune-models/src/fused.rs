@@ -137,6 +137,21 @@ pub trait FusedOps: Backend {
         <Self as burn::backend::ops::ModuleOps<Self>>::layer_norm(x, gamma, Some(beta), eps)
     }
 
+    /// LayerNorm of `x + bias + residual`, for `x`, `residual [rows, d]` and `bias`, `gamma`,
+    /// `beta [d]`: the end of a BERT block (its output product before the bias, the residual
+    /// connection, the normalisation).
+    #[allow(clippy::too_many_arguments)]
+    fn bias_residual_layer_norm(
+        x: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        Self::layer_norm_affine(Self::float_add(add_row_bias::<Self>(x, bias), residual), gamma, beta, eps)
+    }
+
     /// The gradient of [`FusedOps::layer_norm_affine`] with respect to `x`:
     /// `r * (gamma dy - mean(gamma dy) - xhat * mean(gamma dy * xhat))`.
     fn layer_norm_backward_x(x: FloatTensor<Self>, gamma: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
@@ -739,6 +754,46 @@ pub fn layer_norm<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Tensor<1
     }
 }
 
+/// `layer_norm(x weight + bias + residual)` for burn's [`Linear`](burn::nn::Linear) layer on
+/// `x [.., d_in]` and `residual [.., d_out]`, with LayerNorm's `gamma`, `beta` `[d_out]`: the
+/// end of a BERT block when no dropout acts between the product and the residual.
+///
+/// On the CPU backends the product is computed without its bias, then one pass per row adds
+/// the bias and the residual and normalises: the bias rows are not written for the product to
+/// read back, and the sum is not written out for LayerNorm to read again. Under autodiff the
+/// same formula is composed from tracked operations. Elsewhere, and for a layer without bias,
+/// [`linear_layer`], an addition and [`layer_norm`].
+pub fn linear_residual_layer_norm<const D: usize>(
+    layer: &burn::nn::Linear,
+    x: Tensor<D>,
+    residual: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+) -> Tensor<D> {
+    let [d_in, d_out] = layer.weight.dims();
+    let out_dims = residual.dims();
+    let fits = x.dims()[D - 1] == d_in && out_dims[D - 1] == d_out && gamma.dims() == [d_out] && beta.dims() == [d_out];
+    match &layer.bias {
+        Some(bias) if supported(&x.device()) && fits && bias.dims() == [d_out] => {
+            let product = linear(x, layer.weight.val(), None); // [.., d_out]
+            let rows = out_dims[..D - 1].iter().product::<usize>();
+            let flat = |t: Tensor<D>| t.reshape([rows, d_out]).into_dispatch();
+            let (product, residual) = (flat(product), flat(residual));
+            let normalised = <burn::backend::Dispatch as FusedOps>::bias_residual_layer_norm(
+                product,
+                bias.val().into_dispatch(),
+                residual,
+                gamma.into_dispatch(),
+                beta.into_dispatch(),
+                eps,
+            );
+            Tensor::<2>::from_dispatch(normalised).reshape(out_dims)
+        }
+        _ => layer_norm(linear_layer(layer, x) + residual, gamma, beta, eps),
+    }
+}
+
 /// Attention for inference, `softmax(q k^T * scale + bias) v` per head, with the tensors in the
 /// layout the projections produce: `q [batch, seq_q, heads, d]`, `k`, `v [batch, seq_k, heads, d]`,
 /// `bias [batch, seq_k]` added to every query's scores (0 for real tokens, a large negative
@@ -1275,6 +1330,23 @@ mod flex {
             out.unwrap_or_else(|| Self::gelu_erf_backward(super::add_row_bias::<Flex>(x, bias), grad))
         }
 
+        fn bias_residual_layer_norm(
+            x: FloatTensor<Self>,
+            bias: FloatTensor<Self>,
+            residual: FloatTensor<Self>,
+            gamma: FloatTensor<Self>,
+            beta: FloatTensor<Self>,
+            eps: f64,
+        ) -> FloatTensor<Self> {
+            match residual_layer_norm_kernel([&x, &bias, &residual, &gamma, &beta], eps) {
+                Some(out) => out,
+                None => {
+                    let summed = <Flex as burn::backend::ops::FloatTensorOps<Flex>>::float_add(super::add_row_bias::<Flex>(x, bias), residual);
+                    Self::layer_norm_affine(summed, gamma, beta, eps)
+                }
+            }
+        }
+
         fn gelu_erf_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
             let dx = zip_f32(&x, &grad, #[inline(always)] |x, d| d * gelu_slope(x));
             dx.unwrap_or_else(|| <Flex as burn::backend::ops::ActivationOps<Flex>>::gelu_backward(x, grad))
@@ -1343,6 +1415,36 @@ mod flex {
                             o.write(f(x + b, 0.0));
                         }
                     }
+                }
+            }
+        });
+        Some(output(out, &x))
+    }
+
+    /// [`FusedOps::bias_residual_layer_norm`] on `[x, bias, residual, gamma, beta]`: per row, the
+    /// sum into a row buffer, its mean and spread, then the normalised row written once. `None`
+    /// when the shapes or dtypes do not fit.
+    fn residual_layer_norm_kernel(tensors: [&FlexTensor; 5], eps: f64) -> Option<FlexTensor> {
+        let [x, bias, residual, gamma, beta] = tensors.map(contiguous_f32);
+        let (x, bias, residual, gamma, beta) = (x?, bias?, residual?, gamma?, beta?);
+        let &[_, d] = x.shape().as_slice() else { return None };
+        let vector_fits = [&bias, &gamma, &beta].iter().all(|t| t.shape().as_slice() == [d]);
+        if residual.shape() != x.shape() || !vector_fits || d == 0 {
+            return None;
+        }
+        let [xs, bs, rs, gs, betas]: [&[f32]; 5] = [x.storage(), bias.storage(), residual.storage(), gamma.storage(), beta.storage()];
+        let chunk = (CHUNK / d).max(1) * d; // whole rows per task
+        let out = written_in_chunks(xs.len(), chunk, Width::Avx2, #[inline(always)] |start, o| {
+            let end = start + o.len();
+            let mut sum = vec![0.0f32; d];
+            let rows = o.chunks_exact_mut(d).zip(xs[start..end].chunks_exact(d)).zip(rs[start..end].chunks_exact(d));
+            for ((o, x), r) in rows {
+                for (((s, &x), &b), &r) in sum.iter_mut().zip(x).zip(bs).zip(r) {
+                    *s = x + b + r;
+                }
+                let (mean, inv_std) = mean_inv_std(&sum, eps);
+                for (((o, &s), &g), &b) in o.iter_mut().zip(&sum).zip(gs).zip(betas) {
+                    o.write((s - mean) * inv_std * g + b);
                 }
             }
         });
@@ -2568,6 +2670,43 @@ mod tests {
         let gate = Tensor::<3>::random([3, 4, 70], Distribution::Normal(0.0, 5.0), &device);
         let up = Tensor::<3>::random([3, 4, 70], Distribution::Normal(0.0, 1.0), &device);
         close(swiglu(gate.clone(), up.clone()), activation::silu(gate) * up, 1e-6, "swiglu");
+    }
+
+    /// A linear layer's product, its bias and a residual, normalised, against burn's linear,
+    /// addition and LayerNorm on `device`; with autodiff, the input's gradient too.
+    fn check_residual_layer_norm(device: &Device) {
+        let (shape, d_out, eps) = ([2, 5, 37], 19, 1e-12);
+        let layer = burn::nn::LinearConfig::new(shape[2], d_out).init(device);
+        let gamma = Tensor::<1>::random([d_out], Distribution::Normal(1.0, 0.3), device);
+        let beta = Tensor::<1>::random([d_out], Distribution::Normal(0.0, 0.3), device);
+        let residual = Tensor::<3>::random([shape[0], shape[1], d_out], Distribution::Normal(0.5, 2.0), device);
+        let mut x = Tensor::<3>::random(shape, Distribution::Normal(0.0, 2.0), device);
+        if device.is_autodiff() {
+            x = x.require_grad();
+        }
+        let fused_out = linear_residual_layer_norm(&layer, x.clone(), residual.clone(), gamma.clone(), beta.clone(), eps);
+        let burn_out = burn::tensor::module::layer_norm(layer.forward(x.clone()) + residual, gamma, Some(beta), eps);
+        close(fused_out.clone(), burn_out.clone(), 1e-5, "linear_residual_layer_norm");
+        if device.is_autodiff() {
+            let out_weights = Tensor::<3>::random(burn_out.dims(), Distribution::Normal(0.0, 1.0), device);
+            let fused_grads = (fused_out * out_weights.clone()).sum().backward();
+            let burn_grads = (burn_out * out_weights).sum().backward();
+            close(x.grad(&fused_grads).unwrap(), x.grad(&burn_grads).unwrap(), 1e-4, "linear_residual_layer_norm x grad");
+        }
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn flex_residual_layer_norm_matches_burn() {
+        check_residual_layer_norm(&Device::flex());
+        check_residual_layer_norm(&Device::flex().autodiff());
+    }
+
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn ndarray_residual_layer_norm_matches_burn() {
+        check_residual_layer_norm(&Device::ndarray());
+        check_residual_layer_norm(&Device::ndarray().autodiff());
     }
 
     /// The attention operation against matmul + softmax + matmul, with padded keys, on `device`
