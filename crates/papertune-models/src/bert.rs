@@ -106,10 +106,20 @@ pub struct BertSelfAttention {
 impl BertSelfAttention {
     /// `hidden [batch, seq, hidden]`, `mask_bias [batch, 1, 1, seq]` -> `[batch, seq, hidden]`
     pub fn forward(&self, hidden: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+        self.forward_queries(hidden.clone(), hidden, mask_bias)
+    }
+
+    /// Attention of the positions in `queries [batch, seq_q, hidden]` over all of `hidden
+    /// [batch, seq, hidden]` (the keys and values); `-> [batch, seq_q, hidden]`.
+    pub fn forward_queries(&self, queries: Tensor<3>, hidden: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
         let [batch, seq, width] = hidden.dims();
-        let split_heads = |x: Tensor<3>| x.reshape([batch, seq, self.num_heads, self.head_dim]);
-        let query = split_heads(fused::linear_layer(&self.query, hidden.clone())); // [batch, seq, heads, head_dim]
-        let key = split_heads(fused::linear_layer(&self.key, hidden.clone()));
+        let seq_q = queries.dims()[1];
+        let split_heads = |x: Tensor<3>| {
+            let rows = x.dims()[1];
+            x.reshape([batch, rows, self.num_heads, self.head_dim])
+        };
+        let query = split_heads(fused::linear_layer(&self.query, queries)); // [batch, seq_q, heads, head_dim]
+        let key = split_heads(fused::linear_layer(&self.key, hidden.clone())); // [batch, seq, heads, head_dim]
         let value = split_heads(fused::linear_layer(&self.value, hidden));
 
         let scale = 1.0 / (self.head_dim as f64).sqrt();
@@ -119,13 +129,13 @@ impl BertSelfAttention {
             // Training: one tracked operation that draws the dropout mask of the probabilities
             // itself and computes them again in its backward pass instead of keeping them.
             let (dropout, seed) = self.dropout.next_mask(&device).unwrap_or((0.0, 0));
-            fused::attention_dropout(query, key, value, key_bias, scale, dropout, seed) // [batch, seq, heads, head_dim]
+            fused::attention_dropout(query, key, value, key_bias, scale, dropout, seed) // [batch, seq_q, heads, head_dim]
         } else {
             // Inference: one attention operation that never writes the whole
-            // [batch, heads, seq, seq] score tensor out (dropout is off anyway).
-            fused::attention_key_bias(query, key, value, key_bias, scale) // [batch, seq, heads, head_dim]
+            // [batch, heads, seq_q, seq] score tensor out (dropout is off anyway).
+            fused::attention_key_bias(query, key, value, key_bias, scale) // [batch, seq_q, heads, head_dim]
         };
-        context.reshape([batch, seq, width])
+        context.reshape([batch, seq_q, width])
     }
 }
 
@@ -171,8 +181,16 @@ pub struct BertLayer {
 
 impl BertLayer {
     pub fn forward(&self, hidden: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
-        let attended = self.attention.self_attention.forward(hidden.clone(), mask_bias);
-        let hidden = self.attention.output.forward(attended, hidden);
+        self.forward_queries(hidden.clone(), hidden, mask_bias)
+    }
+
+    /// The layer's output at the positions of `queries [batch, seq_q, hidden]` (the residual
+    /// stream there), attending over all of `hidden [batch, seq, hidden]`; `-> [batch, seq_q,
+    /// hidden]`. Every step after the keys and values is per position, so this equals those
+    /// rows of [`BertLayer::forward`].
+    pub fn forward_queries(&self, queries: Tensor<3>, hidden: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+        let attended = self.attention.self_attention.forward_queries(queries.clone(), hidden, mask_bias);
+        let hidden = self.attention.output.forward(attended, queries);
         let expanded = match self.activation {
             HiddenAct::Gelu => fused::linear_gelu(&self.intermediate, hidden.clone()),
             activation => activation.apply(fused::linear_layer(&self.intermediate, hidden.clone())),
@@ -313,14 +331,33 @@ impl BertModel {
 
     /// Runs the encoder.
     pub fn forward(&self, input: BertInput) -> BertOutput {
+        self.forward_positions(input, false)
+    }
+
+    /// [`BertModel::forward`] for heads that read only the `[CLS]` position (BERT's pooler, `cls`
+    /// pooling): the last layer computes its keys and values over every position but the rest
+    /// (query, attention output, feed-forward, about five sixths of the layer) for `[CLS]`
+    /// alone, so `last_hidden_state` is `[batch, 1, hidden]`. The `[CLS]` state and the pooler
+    /// output are those of `forward`.
+    pub fn forward_cls(&self, input: BertInput) -> BertOutput {
+        self.forward_positions(input, true)
+    }
+
+    fn forward_positions(&self, input: BertInput, cls_only: bool) -> BertOutput {
         // Additive mask: 0 for real tokens, a large negative number for padding.
         let [batch, seq] = input.attention_mask.dims();
         let mask_bias = (input.attention_mask.ones_like() - input.attention_mask)
             .mul_scalar(-1.0e9)
             .reshape([batch, 1, 1, seq]);
         let mut hidden = self.embeddings.forward(input.input_ids, input.token_type_ids); // [batch, seq, hidden]
-        for layer in &self.layers {
-            hidden = layer.forward(hidden, mask_bias.clone());
+        let last = self.layers.len().saturating_sub(1);
+        for (index, layer) in self.layers.iter().enumerate() {
+            hidden = if cls_only && index == last {
+                let cls = hidden.clone().narrow(1, 0, 1); // [batch, 1, hidden]
+                layer.forward_queries(cls, hidden, mask_bias.clone()) // [batch, 1, hidden]
+            } else {
+                layer.forward(hidden, mask_bias.clone())
+            };
         }
         let pooler_output = self.pooler.as_ref().map(|dense| {
             let width = hidden.dims()[2];
@@ -349,4 +386,53 @@ pub fn masked_mean(hidden: Tensor<3>, attention_mask: Tensor<2>) -> Tensor<2> {
 pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
     let norm = x.clone().powf_scalar(2.0).sum_dim(1).sqrt().clamp_min(1e-12); // [batch, 1]
     x / norm
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    /// `forward_cls` gives `forward`'s `[CLS]` state and pooler output, and the same gradients,
+    /// on a tiny random encoder with a padded sequence (no dropout, so both draw nothing).
+    fn check_cls_only_last_layer(device: &Device) {
+        let config = BertConfig { hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0, ..BertConfig::tiny(50) };
+        let model = crate::PretrainedEncoder::random(config, 3, device).unwrap().model;
+        let ids = [[2i64, 17, 33, 8, 41, 3], [2, 9, 27, 3, 0, 0]];
+        let mask = [[1.0f32; 6], [1.0, 1.0, 1.0, 1.0, 0.0, 0.0]];
+        let input = || BertInput {
+            input_ids: Tensor::<2, Int>::from_data(TensorData::from(ids), device),
+            token_type_ids: Tensor::<2, Int>::zeros([2, 6], device),
+            attention_mask: Tensor::<2>::from_data(TensorData::from(mask), device),
+        };
+        let (full, cls_only) = (model.forward(input()), model.forward_cls(input()));
+        assert_eq!(cls_only.last_hidden_state.dims(), [2, 1, 32]);
+        let values = |t: Tensor<2>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+        let cls_state = |t: Tensor<3>| t.narrow(1, 0, 1).reshape([2, 32]);
+        let pairs = [
+            (cls_state(full.last_hidden_state), cls_state(cls_only.last_hidden_state)),
+            (full.pooler_output.unwrap(), cls_only.pooler_output.unwrap()),
+        ];
+        for (a, b) in pairs {
+            for (x, y) in values(a).iter().zip(values(b)) {
+                assert!((x - y).abs() < 1e-5, "[CLS] output: full {x}, [CLS] only {y}");
+            }
+        }
+        if device.is_autodiff() {
+            // A fresh pass for each backward: the graph is consumed by one.
+            let weight = model.embeddings.word_embeddings.weight.val();
+            let grad = |output: BertOutput| values(weight.grad(&output.pooler_output.unwrap().sum().backward()).unwrap());
+            let (full, cls_only) = (grad(model.forward(input())), grad(model.forward_cls(input())));
+            for (x, y) in full.iter().zip(&cls_only) {
+                assert!((x - y).abs() < 1e-5, "embedding gradient: full {x}, [CLS] only {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_cls_only_last_layer_matches_the_full_forward() {
+        let device = Device::default();
+        check_cls_only_last_layer(&device);
+        check_cls_only_last_layer(&device.autodiff());
+    }
 }

@@ -149,8 +149,13 @@ impl SequenceClassifier {
 
     /// Logits `[batch, num_outputs]`.
     pub fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Tensor<2, Int>, attention_mask: Tensor<2>) -> Tensor<2> {
-        let output = self.encoder.forward(BertInput { input_ids, token_type_ids, attention_mask: attention_mask.clone() });
-        let hidden = output.last_hidden_state; // [batch, seq, hidden]
+        let input = BertInput { input_ids, token_type_ids, attention_mask: attention_mask.clone() };
+        let output = match self.pooling {
+            // The head reads only [CLS]: the last layer need not compute the other positions.
+            Pooling::Pooler | Pooling::Cls => self.encoder.forward_cls(input),
+            Pooling::Mean | Pooling::ClsMean => self.encoder.forward(input),
+        };
+        let hidden = output.last_hidden_state; // [batch, seq, hidden], [batch, 1, hidden] for the [CLS] poolings
         let [batch, _, width] = hidden.dims();
         let cls = || hidden.clone().narrow(1, 0, 1).reshape([batch, width]); // [batch, hidden]
         let classify = |pooled: Tensor<2>| {
