@@ -407,7 +407,7 @@ mod tests {
         };
         let (full, cls_only) = (model.forward(input()), model.forward_cls(input()));
         assert_eq!(cls_only.last_hidden_state.dims(), [2, 1, 32]);
-        let values = |t: Tensor<2>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+        let values = |t: Tensor<2>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
         let cls_state = |t: Tensor<3>| t.narrow(1, 0, 1).reshape([2, 32]);
         let pairs = [
             (cls_state(full.last_hidden_state), cls_state(cls_only.last_hidden_state)),

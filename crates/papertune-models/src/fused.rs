@@ -832,7 +832,7 @@ pub fn attention_key_bias(query: Tensor<4>, key: Tensor<4>, value: Tensor<4>, bi
 /// the same mask.
 pub fn attention_dropout(query: Tensor<4>, key: Tensor<4>, value: Tensor<4>, bias: Tensor<2>, scale: f64, dropout: f64, seed: u64) -> Tensor<4> {
     assert!((0.0..1.0).contains(&dropout), "attention dropout probability must be in [0, 1), found {dropout}");
-    let [batch, seq_q, heads, d] = query.dims();
+    let [batch, _, heads, d] = query.dims();
     let seq_k = key.dims()[1];
     let fits = key.dims() == [batch, seq_k, heads, d] && value.dims() == key.dims() && bias.dims() == [batch, seq_k];
     let keep = 1.0 - dropout;
@@ -840,6 +840,15 @@ pub fn attention_dropout(query: Tensor<4>, key: Tensor<4>, value: Tensor<4>, bia
         let (q, k, v, bias) = (query.into_dispatch(), key.into_dispatch(), value.into_dispatch(), bias.into_dispatch());
         return Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::attention_dropout(q, k, v, bias, scale, keep, seed));
     }
+    attention_dropout_unfused(query, key, value, bias, scale, keep, seed)
+}
+
+/// [`attention_dropout`] in burn's tensor operations (the path of the backends without
+/// papertune's kernels, and the tests' reference): the same mask, drawn for the whole
+/// `[batch, heads, seq_q, seq_k]` probabilities on the host.
+fn attention_dropout_unfused(query: Tensor<4>, key: Tensor<4>, value: Tensor<4>, bias: Tensor<2>, scale: f64, keep: f64, seed: u64) -> Tensor<4> {
+    let [batch, seq_q, heads, _] = query.dims();
+    let seq_k = key.dims()[1];
     let device = query.device();
     let heads_first = |t: Tensor<4>| t.swap_dims(1, 2); // [batch, heads, seq, d]
     let scores = heads_first(query).matmul(heads_first(key).swap_dims(2, 3)).mul_scalar(scale) + bias.reshape([batch, 1, 1, seq_k]);
@@ -2732,9 +2741,9 @@ mod tests {
         }
     }
 
-    /// The training attention against matmul + softmax + mask + matmul under autodiff, forward
-    /// and the gradients of `q`, `k` and `v`, with padded keys, with and without dropout, on
-    /// `device`.
+    /// The training attention against matmul + softmax + mask + matmul in burn's operations
+    /// under autodiff (the path of the other backends), forward and the gradients of `q`, `k`
+    /// and `v`, with padded keys, with and without dropout, on `device`.
     fn check_attention_dropout(device: &Device) {
         let device = device.clone().autodiff();
         for ((seq_q, seq_k), dropout) in [((5, 5), 0.0), ((6, 6), 0.3), ((3, 7), 0.5)] {
@@ -2748,12 +2757,7 @@ mod tests {
             let (scale, seed) = (1.0 / (d as f64).sqrt(), 1234);
 
             let got = attention_dropout(q.clone(), k.clone(), v.clone(), bias.clone(), scale, dropout, seed);
-            let heads_first = |t: Tensor<4>| t.swap_dims(1, 2);
-            let scores = heads_first(q.clone()).matmul(heads_first(k.clone()).swap_dims(2, 3)).mul_scalar(scale)
-                + bias.reshape([batch, 1, 1, seq_k]);
-            let probs_mask = crate::dropout::mask_values(batch * heads * seq_q * seq_k, 1.0 - dropout, seed);
-            let probs_mask = Tensor::<4>::from_data(burn::tensor::TensorData::new(probs_mask, [batch, heads, seq_q, seq_k]), &device);
-            let expected = (activation::softmax(scores, 3) * probs_mask).matmul(heads_first(v.clone())).swap_dims(1, 2);
+            let expected = attention_dropout_unfused(q.clone(), k.clone(), v.clone(), bias, scale, 1.0 - dropout, seed);
             let flat = |t: Tensor<4>| {
                 let seq = t.dims()[1];
                 t.reshape([batch, seq, heads * d])
