@@ -282,33 +282,7 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     }
 
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct SwiGlu;
-
-        impl<B: FusedOps> Backward<B, 2> for SwiGlu {
-            type State = (FloatTensor<B>, FloatTensor<B>); // gate, up
-
-            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let [gate_node, up_node] = ops.parents;
-                let grad = grads.consume::<B>(&ops.node);
-                let (gate, up) = ops.state;
-                if let Some(node) = up_node {
-                    grads.register::<B>(node.id, B::swiglu_backward_up(gate.clone(), grad.clone()));
-                }
-                if let Some(node) = gate_node {
-                    grads.register::<B>(node.id, B::swiglu_backward_gate(gate, up, grad));
-                }
-            }
-        }
-
-        match SwiGlu.prepare::<C>([gate.node(), up.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let (gate, up) = (gate.into_primitive(), up.into_primitive());
-                let output = B::swiglu(gate.clone(), up.clone());
-                prep.finish((gate, up), output)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::swiglu(gate.into_primitive(), up.into_primitive())),
-        }
+        tracked_binary::<B, C>(gate, up, B::swiglu, swiglu_grads::<B>)
     }
 
     fn gelu_erf(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -316,34 +290,7 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     }
 
     fn bias_gelu(x: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct BiasGelu;
-
-        impl<B: FusedOps> Backward<B, 2> for BiasGelu {
-            type State = (FloatTensor<B>, FloatTensor<B>); // x, bias
-
-            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let [x_node, bias_node] = ops.parents;
-                let grad = grads.consume::<B>(&ops.node);
-                let (x, bias) = ops.state;
-                let d_pre = B::bias_gelu_backward(x, bias, grad); // the gradient of x + bias
-                if let Some(node) = bias_node {
-                    grads.register::<B>(node.id, sum_over_rows::<B>(d_pre.clone()));
-                }
-                if let Some(node) = x_node {
-                    grads.register::<B>(node.id, d_pre);
-                }
-            }
-        }
-
-        match BiasGelu.prepare::<C>([x.node(), bias.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let (x, bias) = (x.into_primitive(), bias.into_primitive());
-                let output = B::bias_gelu(x.clone(), bias.clone());
-                prep.finish((x, bias), output)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::bias_gelu(x.into_primitive(), bias.into_primitive())),
-        }
+        tracked_binary::<B, C>(x, bias, B::bias_gelu, bias_gelu_grads::<B>)
     }
 
     fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
@@ -662,6 +609,61 @@ fn tracked_unary<B: FusedOps, C: CheckpointStrategy>(
         }
         OpsKind::UnTracked(prep) => prep.finish(forward(x.into_primitive())),
     }
+}
+
+/// The gradients of a two-input operation's tracked inputs (`tracked`) from both inputs and `dy`.
+type BinaryGrads<B> = fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, [bool; 2]) -> [Option<FloatTensor<B>>; 2];
+
+/// The backward step of a two-input operation that keeps both inputs.
+#[derive(Debug)]
+struct BinaryBackward<B: Backend> {
+    grads: BinaryGrads<B>,
+}
+
+impl<B: Backend> Backward<B, 2> for BinaryBackward<B> {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (a, b) = ops.state;
+        let tracked = ops.parents.each_ref().map(|parent| parent.is_some());
+        for (parent, grad) in ops.parents.into_iter().zip((self.grads)(a, b, grad, tracked)) {
+            if let (Some(parent), Some(grad)) = (parent, grad) {
+                grads.register::<B>(parent.id, grad);
+            }
+        }
+    }
+}
+
+/// `forward(a, b)` as one tracked operation that keeps both inputs for `grads`.
+fn tracked_binary<B: FusedOps, C: CheckpointStrategy>(
+    a: FloatTensor<Autodiff<B, C>>,
+    b: FloatTensor<Autodiff<B, C>>,
+    forward: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+    grads: BinaryGrads<B>,
+) -> FloatTensor<Autodiff<B, C>> {
+    match (BinaryBackward { grads }).prepare::<C>([a.node(), b.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let (a, b) = (a.into_primitive(), b.into_primitive());
+            let output = forward(a.clone(), b.clone());
+            prep.finish((a, b), output)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(a.into_primitive(), b.into_primitive())),
+    }
+}
+
+/// SwiGLU's gradients with respect to `gate` and `up`.
+fn swiglu_grads<B: FusedOps>(gate: FloatTensor<B>, up: FloatTensor<B>, grad: FloatTensor<B>, [gate_tracked, up_tracked]: [bool; 2]) -> [Option<FloatTensor<B>>; 2] {
+    let d_up = up_tracked.then(|| B::swiglu_backward_up(gate.clone(), grad.clone()));
+    let d_gate = gate_tracked.then(|| B::swiglu_backward_gate(gate, up, grad));
+    [d_gate, d_up]
+}
+
+/// `gelu(x + bias)`'s gradients with respect to `x` and `bias` (the first summed over rows).
+fn bias_gelu_grads<B: FusedOps>(x: FloatTensor<B>, bias: FloatTensor<B>, grad: FloatTensor<B>, [x_tracked, bias_tracked]: [bool; 2]) -> [Option<FloatTensor<B>>; 2] {
+    let d_pre = B::bias_gelu_backward(x, bias, grad); // the gradient of x + bias
+    let d_bias = bias_tracked.then(|| sum_over_rows::<B>(d_pre.clone()));
+    [x_tracked.then_some(d_pre), d_bias]
 }
 
 /// Whether the fused operations run on `device`: the CPU backends compiled into this crate.
