@@ -71,6 +71,14 @@ impl<'a> Generator<'a> {
 
     /// Continues each prompt (token ids). The model should be in inference form (`valid()`).
     pub fn generate(&self, prompts: &[Vec<u32>], config: &GenerationConfig) -> Result<Vec<Generation>> {
+        // On a thread of rayon's pool: a decoding step is some twenty small operations per
+        // layer, most of them parallel, and each one started from a thread outside the pool
+        // hands its work to the pool and waits for it (tens of microseconds each, milliseconds
+        // per token); started inside the pool, a small one runs where it is.
+        rayon::scope(|_| self.generate_in_pool(prompts, config))
+    }
+
+    fn generate_in_pool(&self, prompts: &[Vec<u32>], config: &GenerationConfig) -> Result<Vec<Generation>> {
         let batch = prompts.len();
         let mut results: Vec<Option<Generation>> = vec![None; batch];
         if batch == 0 {
