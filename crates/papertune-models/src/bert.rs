@@ -194,7 +194,7 @@ impl BertLayer {
         let expanded = match self.activation {
             HiddenAct::Gelu => fused::linear_gelu(&self.intermediate, hidden.clone()),
             activation => activation.apply(fused::linear_layer(&self.intermediate, hidden.clone())),
-        }; // [batch, seq, intermediate]
+        }; // [batch, seq_q, intermediate]
         self.output.forward(expanded, hidden)
     }
 }

@@ -149,7 +149,7 @@ pub trait FusedOps: Backend {
         beta: FloatTensor<Self>,
         eps: f64,
     ) -> FloatTensor<Self> {
-        Self::layer_norm_affine(Self::float_add(add_row_bias::<Self>(x, bias), residual), gamma, beta, eps)
+        bias_residual_layer_norm_composed::<Self>(x, bias, residual, gamma, beta, eps)
     }
 
     /// The gradient of [`FusedOps::layer_norm_affine`] with respect to `x`:
@@ -721,15 +721,22 @@ pub fn linear_gelu<const D: usize>(layer: &burn::nn::Linear, x: Tensor<D>) -> Te
     let [d_in, d_out] = layer.weight.dims();
     match &layer.bias {
         Some(bias) if supported(&x.device()) && x.dims()[D - 1] == d_in && bias.dims() == [d_out] => {
-            let product = linear(x, layer.weight.val(), None); // [.., d_out]
-            let dims = product.dims();
-            let rows = dims[..D - 1].iter().product::<usize>();
-            let product = product.reshape([rows, d_out]).into_dispatch();
-            let activated = <burn::backend::Dispatch as FusedOps>::bias_gelu(product, bias.val().into_dispatch());
+            let (product, dims) = product_rows(layer, x);
+            let activated = <burn::backend::Dispatch as FusedOps>::bias_gelu(product.into_dispatch(), bias.val().into_dispatch());
             Tensor::<2>::from_dispatch(activated).reshape(dims)
         }
         _ => gelu(linear_layer(layer, x)),
     }
+}
+
+/// A linear layer's product without its bias, `x weight` for `x [.., d_in]`, as `[rows, d_out]`,
+/// with the output's dims `[.., d_out]`: the start of the fused operations that add the bias
+/// in their own pass.
+fn product_rows<const D: usize>(layer: &burn::nn::Linear, x: Tensor<D>) -> (Tensor<2>, [usize; D]) {
+    let product = linear(x, layer.weight.val(), None); // [.., d_out]
+    let dims = product.dims();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    (product.reshape([rows, dims[D - 1]]), dims)
 }
 
 /// RMSNorm over the last axis with weight `[d]`: one tracked operation on the CPU backends,
@@ -778,14 +785,12 @@ pub fn linear_residual_layer_norm<const D: usize>(
     let fits = x.dims()[D - 1] == d_in && out_dims[D - 1] == d_out && gamma.dims() == [d_out] && beta.dims() == [d_out];
     match &layer.bias {
         Some(bias) if supported(&x.device()) && fits && bias.dims() == [d_out] => {
-            let product = linear(x, layer.weight.val(), None); // [.., d_out]
-            let rows = out_dims[..D - 1].iter().product::<usize>();
-            let flat = |t: Tensor<D>| t.reshape([rows, d_out]).into_dispatch();
-            let (product, residual) = (flat(product), flat(residual));
+            let (product, _) = product_rows(layer, x);
+            let residual = residual.reshape(product.dims());
             let normalised = <burn::backend::Dispatch as FusedOps>::bias_residual_layer_norm(
-                product,
+                product.into_dispatch(),
                 bias.val().into_dispatch(),
-                residual,
+                residual.into_dispatch(),
                 gamma.into_dispatch(),
                 beta.into_dispatch(),
                 eps,
@@ -1351,10 +1356,7 @@ mod flex {
         ) -> FloatTensor<Self> {
             match residual_layer_norm_kernel([&x, &bias, &residual, &gamma, &beta], eps) {
                 Some(out) => out,
-                None => {
-                    let summed = <Flex as burn::backend::ops::FloatTensorOps<Flex>>::float_add(super::add_row_bias::<Flex>(x, bias), residual);
-                    Self::layer_norm_affine(summed, gamma, beta, eps)
-                }
+                None => super::bias_residual_layer_norm_composed::<Flex>(x, bias, residual, gamma, beta, eps),
             }
         }
 
@@ -1368,7 +1370,6 @@ mod flex {
         }
     }
 
-    /// One output element per input element, in parallel chunks.
     /// GELU in its erf form, `x Phi(x)`.
     #[inline(always)]
     fn gelu_value(x: f32) -> f32 {
@@ -1462,6 +1463,7 @@ mod flex {
         Some(output(out, &x))
     }
 
+    /// One output element per input element, in parallel chunks.
     fn map_f32(x: &FlexTensor, f: impl Fn(f32) -> f32 + Sync) -> FlexTensor {
         let xs: &[f32] = x.storage();
         let out = written_in_chunks(xs.len(), CHUNK, Width::Widest, #[inline(always)] |start, o| {
@@ -1666,7 +1668,8 @@ mod flex {
         let (row, block) = (shape.row(), seq_q * seq_k);
         let mut out = Vec::with_capacity(qs.len());
         out.spare_capacity_mut()[..qs.len()].par_chunks_mut(seq_q * row).enumerate().for_each_init(
-            || (vec![0.0f32; block], vec![0.0f32; block]),
+            // The mask's block only when there is a mask.
+            || (vec![0.0f32; block], vec![0.0f32; if mask.is_some() { block } else { 0 }]),
             |(probs, mask_block), (b, o)| widest(#[inline(always)] || {
                 let (q_rows, kv_rows) = (&qs[b * seq_q * row..], b * seq_k * row);
                 let (k_rows, v_rows) = (&ks[kv_rows..], &vs[kv_rows..]);
@@ -2226,6 +2229,17 @@ fn rms_norm_backward_weight_composed<B: Backend>(x: FloatTensor<B>, grad: FloatT
 fn add_row_bias<B: Backend>(x: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {
     let d = bias.shape().num_elements();
     B::float_add(x, B::float_reshape(bias, burn::tensor::Shape::new([1, d])))
+}
+
+fn bias_residual_layer_norm_composed<B: FusedOps>(
+    x: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    residual: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    eps: f64,
+) -> FloatTensor<B> {
+    B::layer_norm_affine(B::float_add(add_row_bias::<B>(x, bias), residual), gamma, beta, eps)
 }
 
 fn sum_over_rows<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
