@@ -172,6 +172,7 @@ fn usable(make: impl FnOnce() -> burn::tensor::Device + std::panic::UnwindSafe) 
 pub fn test_backends() -> Vec<TestBackend> {
     #[allow(deprecated)]
     let ndarray = burn::tensor::Device::ndarray();
+    #[allow(unused_mut)] // pushed to only with the wgpu or cuda feature
     let mut backends = vec![
         TestBackend { name: "flex", device: burn::tensor::Device::flex(), tolerance: 1e-4 },
         TestBackend { name: "ndarray", device: ndarray, tolerance: 1e-4 },

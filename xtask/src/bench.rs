@@ -20,6 +20,7 @@ use burn::tensor::Device;
 use papertune_data::{CausalLmBatcher, CausalLmExample, ClassificationBatcher, ClassificationItem, Encoded, TokenBatch};
 use papertune_models::generate::{GenerationConfig, Generator};
 use papertune_models::lora::{LoraConfig, LoraModel};
+use papertune_models::precision::Precision;
 use papertune_models::{PretrainedCausalLm, PretrainedEncoder, source};
 use papertune_tasks::llm::CausalLmTrainer;
 use papertune_tasks::{HeadConfig, SequenceClassifier};
@@ -33,6 +34,8 @@ pub struct BenchOptions {
     pub only: Vec<String>,
     pub repeats: usize,
     pub backend: String,
+    /// Float type of the device; the training workloads (W1, W3) run in f32 only.
+    pub precision: Precision,
     /// `--compare`: how many times each side runs each workload, alternating.
     pub rounds: usize,
 }
@@ -248,13 +251,17 @@ fn w4(device: &Device, options: &BenchOptions) -> Result<Value> {
 pub fn run(device: &Device, options: &BenchOptions) -> Result<Value> {
     let mut out = serde_json::Map::new();
     for name in &options.only {
-        let value = match name.as_str() {
+        if options.precision.is_half() && matches!(name.as_str(), "W1" | "W3") {
+            bail!("{name} is a training workload and training runs in f32; with --precision {} run --only W2,W4", options.precision);
+        }
+        let mut value = match name.as_str() {
             "W1" => w1(device, options)?,
             "W2" => w2(device, options)?,
             "W3" => w3(device, options)?,
             "W4" => w4(device, options)?,
             other => bail!("unknown workload {other:?}; known: W1, W2, W3, W4"),
         };
+        value["precision"] = json!(options.precision.name());
         tracing::info!("{name}: {value}");
         out.insert(name.clone(), value);
     }
@@ -287,6 +294,9 @@ fn read_json_file(path: &std::path::Path) -> Result<Value> {
 /// and the reported ratio is the median of the rounds' ratios; the throughputs are each side's
 /// median and the peak memory each side's largest.
 pub fn compare(options: &BenchOptions) -> Result<Value> {
+    if options.precision.is_half() {
+        bail!("--compare measures against PyTorch in f32; drop --precision {}", options.precision);
+    }
     let (minilm_dir, gguf) = reference_weights()?;
     let scratch = tempfile_dir()?;
     let exe = std::env::current_exe()?;

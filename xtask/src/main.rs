@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use papertune_data::TextTokenizer;
 use papertune_models::generate::{GenerationConfig, Generator};
 use papertune_models::lora::LoraModel;
+use papertune_models::precision::Precision;
 use papertune_models::{ChatMessage, PretrainedCausalLm, PretrainedEncoder, source};
 use config::RunConfig;
 use papertune_tasks::Which;
@@ -28,6 +29,14 @@ struct Cli {
     /// Log lines on stderr as `text` or as one JSON object per line (`json`, for scripts).
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Float type of the backend's tensors: f32, or half precision f16 / bf16 for inference
+    /// (eval, predict, generate, embed, bench W2 and W4), meant for GPUs. Training runs in f32.
+    #[arg(long, global = true, default_value = "f32", value_parser = parse_precision)]
+    precision: Precision,
+}
+
+fn parse_precision(text: &str) -> Result<Precision, String> {
+    text.parse().map_err(|e: papertune_models::precision::PrecisionError| e.to_string())
 }
 
 #[derive(Subcommand)]
@@ -149,9 +158,9 @@ enum Command {
     },
     /// Measure workload throughput (medians after a warm-up); prints JSON.
     Bench {
-        /// Workloads to run, comma-separated.
-        #[arg(long, default_value = "W1,W2,W3,W4")]
-        only: String,
+        /// Workloads to run, comma-separated (default: all four; W2,W4 with half precision).
+        #[arg(long)]
+        only: Option<String>,
         /// Also run bench/torch_reference.py (transformers + PEFT) on the same workloads, each
         /// in a process of its own, and print the papertune/PyTorch ratios.
         #[arg(long)]
@@ -204,14 +213,15 @@ fn main() {
     }
 }
 
-fn device_for(backend: Option<&str>) -> Result<burn::tensor::Device> {
+fn device_for(backend: Option<&str>, precision: Precision) -> Result<burn::tensor::Device> {
     let name = backend.unwrap_or_else(|| backend::default_name());
-    let device = backend::device(name)?;
-    tracing::info!("backend: {name}");
+    let device = backend::device(name, precision)?;
+    tracing::info!("backend: {name} ({precision})");
     Ok(device)
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let precision = cli.precision;
     match cli.command {
         Command::Train { config, backend, overrides, out, resume, folds, stop_at_step, devices } => {
             let resuming = resume.is_some();
@@ -223,15 +233,20 @@ fn run(cli: Cli) -> Result<()> {
                     (config, out)
                 }
             };
+            anyhow::ensure!(
+                !precision.is_half(),
+                "training runs in f32 (--precision {precision} applies to eval, predict, generate, embed and bench W2/W4): \
+                 pure half-precision updates round away AdamW's small steps, and mixed precision is not implemented"
+            );
             let resolved = config::load_run_config(&config, &overrides)?;
             let backend_name = backend.clone().unwrap_or_else(|| backend::default_name().to_owned());
-            let device = device_for(Some(&backend_name))?;
+            let device = device_for(Some(&backend_name), precision)?;
             let options = papertune_tasks::TrainOptions {
                 show_progress: !cli.quiet && cli.log_format == "text",
                 resume: resuming,
                 stop: Some(papertune_train::stop_on_signals()?),
                 stop_at_step,
-                devices: backend::devices(&backend_name, devices)?,
+                devices: backend::devices(&backend_name, devices, precision)?,
                 backend: Some(backend_name),
             };
             tracing::info!("run folder: {}{}", out.display(), if options.resume { " (resuming)" } else { "" });
@@ -261,7 +276,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", path.display());
         }
         Command::Eval { run, data, no_adapter, max_rows, backend } => {
-            let device = device_for(backend.as_deref())?;
+            let device = device_for(backend.as_deref(), precision)?;
             if let Some(run) = single_llm_run(&run)? {
                 let metrics = papertune_tasks::llm::evaluate(&run, &data, !no_adapter, max_rows, &device)?;
                 println!("{}", serde_json::to_string(&metrics)?);
@@ -272,7 +287,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Predict { run, data, output, backend } => {
-            let device = device_for(backend.as_deref())?;
+            let device = device_for(backend.as_deref(), precision)?;
             if let Some(run) = single_llm_run(&run)? {
                 let rows = papertune_tasks::llm::predict(&run, &data, &output, &device)?;
                 tracing::info!("wrote {rows} rows to {}", output.display());
@@ -282,7 +297,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Generate { model, prompt, chat, max_new_tokens, temperature, top_k, top_p, stop, seed, adapter, backend } => {
-            let device = device_for(backend.as_deref())?;
+            let device = device_for(backend.as_deref(), precision)?;
             let files = source::resolve_llm(&model)?;
             let lm = PretrainedCausalLm::load(&files, &device)?;
             let mut weights = lm.model;
@@ -297,7 +312,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", out.text);
         }
         Command::Embed { model, text, max_len, backend } => {
-            let device = device_for(backend.as_deref())?;
+            let device = device_for(backend.as_deref(), precision)?;
             let files = source::resolve(&model)?;
             let encoder = PretrainedEncoder::load(&files, &device)?;
             let max_len = max_len.min(encoder.config.max_sequence_len());
@@ -316,11 +331,14 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench { only, repeats, rounds, json, backend, compare } => {
             let name = backend.clone().unwrap_or_else(|| backend::default_name().to_owned());
-            let device = device_for(Some(&name))?;
+            let device = device_for(Some(&name), precision)?;
+            // Half precision defaults to the inference workloads.
+            let only = only.unwrap_or_else(|| if precision.is_half() { "W2,W4" } else { "W1,W2,W3,W4" }.to_owned());
             let options = bench::BenchOptions {
                 only: only.split(',').map(|w| w.trim().to_owned()).filter(|w| !w.is_empty()).collect(),
                 repeats: repeats.max(1),
                 backend: name,
+                precision,
                 rounds: rounds.max(1),
             };
             let results = if compare { bench::compare(&options)? } else { bench::run(&device, &options)? };
@@ -342,8 +360,9 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// `gpu-check`: CUDA must be compiled in and a driver present; runs the backend tests with CUDA
-/// required, then the four workloads on CUDA.
+/// `gpu-check`: CUDA must be compiled in and a driver present; runs the parity, half-precision
+/// and backend tests with CUDA required, then the four workloads on CUDA in f32 and the
+/// inference workloads in bf16 and f16.
 fn gpu_check(json: &Path, repeats: usize) -> Result<()> {
     anyhow::ensure!(
         backend::compiled_in().contains(&"cuda"),
@@ -356,20 +375,32 @@ fn gpu_check(json: &Path, repeats: usize) -> Result<()> {
     tracing::info!("parity and training tests on cuda");
     let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["test", "--release", "-p", "papertune-integration", "--features", "cuda"])
-        .args(["--test", "encoder_parity", "--test", "backends", "--", "--nocapture"])
+        .args(["--test", "encoder_parity", "--test", "backends", "--test", "half_precision_bf16", "--test", "half_precision_f16"])
+        .args(["--", "--nocapture"])
         .env("PAPERTUNE_REQUIRE_BACKENDS", "cuda")
         .status()?;
     anyhow::ensure!(status.success(), "the CUDA tests failed ({status})");
-    tracing::info!("benchmark on cuda");
-    let device = backend::device("cuda")?;
-    let options = bench::BenchOptions {
-        only: ["W1", "W2", "W3", "W4"].map(str::to_owned).to_vec(),
-        repeats: repeats.max(1),
-        backend: "cuda".into(),
-        rounds: 1,
-    };
-    let results = bench::run(&device, &options)?;
-    let text = serde_json::to_string_pretty(&results)?;
+    // A device's float type is fixed at its first tensor, so each precision runs in a process
+    // of its own: this binary again, with `bench`.
+    let exe = std::env::current_exe()?;
+    let scratch = std::env::temp_dir().join(format!("papertune-gpu-check-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let mut results = serde_json::Map::new();
+    for precision in Precision::ALL {
+        tracing::info!("benchmark on cuda in {precision}");
+        let out = scratch.join(format!("{precision}.json"));
+        let status = std::process::Command::new(&exe)
+            .args(["bench", "--backend", "cuda", "--precision", precision.name(), "--repeats", &repeats.max(1).to_string()])
+            .arg("--json")
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        anyhow::ensure!(status.success(), "the cuda benchmark in {precision} failed ({status})");
+        let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+        results.insert(precision.name().to_owned(), value);
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    let text = serde_json::to_string_pretty(&serde_json::Value::Object(results))?;
     papertune_models::fsutil::write_atomic(json, text.as_bytes())?;
     println!("{text}");
     Ok(())

@@ -346,8 +346,9 @@ impl BertModel {
     fn forward_positions(&self, input: BertInput, cls_only: bool) -> BertOutput {
         // Additive mask: 0 for real tokens, a large negative number for padding.
         let [batch, seq] = input.attention_mask.dims();
+        let masked = crate::llama::masked_bias(input.attention_mask.dtype());
         let mask_bias = (input.attention_mask.ones_like() - input.attention_mask)
-            .mul_scalar(-1.0e9)
+            .mul_scalar(masked)
             .reshape([batch, 1, 1, seq]);
         let mut hidden = self.embeddings.forward(input.input_ids, input.token_type_ids); // [batch, seq, hidden]
         let last = self.layers.len().saturating_sub(1);

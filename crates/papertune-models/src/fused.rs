@@ -52,7 +52,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, DispatchDevice, TensorMetadata, backend_extension};
-use burn::tensor::{Device, Int, Tensor, activation};
+use burn::tensor::{DType, Device, FloatDType, Int, Tensor, activation};
 
 /// Softmax over the last axis, SwiGLU, GELU, RMSNorm, LayerNorm and the rotary embedding, with
 /// their backward passes, as backend operations.
@@ -739,9 +739,23 @@ fn product_rows<const D: usize>(layer: &burn::nn::Linear, x: Tensor<D>) -> (Tens
     (product.reshape([rows, dims[D - 1]]), dims)
 }
 
+/// The half-precision type of `x`, if it has one. The normalisations compute in f32 for these
+/// and cast back, as Hugging Face's models do: squares of activations in the hundreds
+/// overflow f16, and bf16's 8-bit mantissa would round the statistics.
+fn half_precision<const D: usize>(x: &Tensor<D>) -> Option<FloatDType> {
+    match x.dtype() {
+        DType::F16 => Some(FloatDType::F16),
+        DType::BF16 => Some(FloatDType::BF16),
+        _ => None,
+    }
+}
+
 /// RMSNorm over the last axis with weight `[d]`: one tracked operation on the CPU backends,
-/// burn's operations elsewhere.
+/// burn's operations elsewhere; in f32 for half-precision inputs.
 pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Tensor<D> {
+    if let Some(half) = half_precision(&x) {
+        return rms_norm(x.cast(FloatDType::F32), weight.cast(FloatDType::F32), eps).cast(half);
+    }
     if supported(&x.device()) && x.dims()[D - 1] == weight.dims()[0] {
         Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::rms_norm(x.into_dispatch(), weight.into_dispatch(), eps))
     } else {
@@ -752,8 +766,12 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Te
 
 /// LayerNorm over the last axis with `gamma`, `beta` of shape `[d]`: one tracked operation
 /// (flex's forward kernel, a written-out backward) on the CPU backends, burn's `layer_norm`
-/// elsewhere.
+/// elsewhere; in f32 for half-precision inputs.
 pub fn layer_norm<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Tensor<1>, eps: f64) -> Tensor<D> {
+    if let Some(half) = half_precision(&x) {
+        let (gamma, beta) = (gamma.cast(FloatDType::F32), beta.cast(FloatDType::F32));
+        return layer_norm(x.cast(FloatDType::F32), gamma, beta, eps).cast(half);
+    }
     let d = x.dims()[D - 1];
     if supported(&x.device()) && gamma.dims() == [d] && beta.dims() == [d] {
         let (x, gamma, beta) = (x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch());
@@ -784,7 +802,7 @@ pub fn linear_residual_layer_norm<const D: usize>(
     let out_dims = residual.dims();
     let fits = x.dims()[D - 1] == d_in && out_dims[D - 1] == d_out && gamma.dims() == [d_out] && beta.dims() == [d_out];
     match &layer.bias {
-        Some(bias) if supported(&x.device()) && fits && bias.dims() == [d_out] => {
+        Some(bias) if supported(&x.device()) && fits && bias.dims() == [d_out] && half_precision(&x).is_none() => {
             let (product, _) = product_rows(layer, x);
             let residual = residual.reshape(product.dims());
             let normalised = <burn::backend::Dispatch as FusedOps>::bias_residual_layer_norm(

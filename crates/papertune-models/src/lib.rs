@@ -33,6 +33,7 @@ pub mod llama_config;
 pub mod llm_tokenizer;
 pub mod lora;
 pub mod memory;
+pub mod precision;
 pub mod safetensors_io;
 pub mod simd;
 pub mod source;

@@ -264,6 +264,13 @@ pub struct DecoderInput {
 /// padding stay finite).
 pub const MASKED: f32 = -1.0e9;
 
+/// The mask value for scores of type `dtype`: [`MASKED`], or -30000 in f16, whose largest
+/// finite value is 65504 (-1e9 would round to -inf there, and a row of padding with every
+/// position masked would turn to NaN).
+pub fn masked_bias(dtype: burn::tensor::DType) -> f32 {
+    if dtype == burn::tensor::DType::F16 { -3.0e4 } else { MASKED }
+}
+
 impl DecoderInput {
     /// Builds ids, positions and the causal + padding mask on the host.
     ///
@@ -275,6 +282,7 @@ impl DecoderInput {
         let seq = ids.first().map_or(0, Vec::len);
         let total = attention_mask.first().map_or(seq, Vec::len);
         let past = total - seq;
+        let masked = masked_bias(device.settings().float_dtype.into());
         let mut positions = Vec::with_capacity(batch);
         let mut bias = Vec::with_capacity(batch * seq * total);
         for mask in attention_mask {
@@ -287,7 +295,7 @@ impl DecoderInput {
             positions.push(row_positions[past..].to_vec());
             for q in 0..seq {
                 let q_abs = past + q;
-                bias.extend((0..total).map(|k| if k <= q_abs && mask[k] == 1 { 0.0 } else { MASKED }));
+                bias.extend((0..total).map(|k| if k <= q_abs && mask[k] == 1 { 0.0 } else { masked }));
             }
         }
         let flat: Vec<i64> = ids.iter().flatten().map(|&i| i64::from(i)).collect();
