@@ -118,9 +118,12 @@ pub fn configure(device: &mut Device, backend: &str, precision: Precision) -> Re
         };
         return Err(PrecisionError::Unsupported { backend: backend.to_owned(), precision, hint });
     }
-    device
-        .configure(precision.float_dtype())
-        .map_err(|e| PrecisionError::TooLate { backend: backend.to_owned(), message: e.to_string() })
+    match device.configure(precision.float_dtype()) {
+        Ok(()) => Ok(()),
+        // Another thread may have set the same type in the meantime.
+        Err(_) if device.settings().float_dtype == precision.float_dtype() => Ok(()),
+        Err(e) => Err(PrecisionError::TooLate { backend: backend.to_owned(), message: e.to_string() }),
+    }
 }
 
 /// The precision of `device`'s float tensors, if it is one papertune names.
