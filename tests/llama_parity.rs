@@ -17,9 +17,8 @@
 //! differ (runs of spaces before a digit, a space before a non-ASCII numeral) it is checked
 //! against llama.cpp's ids, recorded as `ids_llama_cpp`.
 
-use std::path::{Path, PathBuf};
-
 use burn::tensor::Device;
+use papertune_integration::{fixture, read_json};
 use papertune_models::generate::{FinishReason, GenerationConfig, Generator};
 use burn::module::Param;
 use burn::tensor::{Tensor, TensorData};
@@ -29,14 +28,6 @@ use papertune_data::{CausalLmBatcher, PaperRecord};
 use papertune_models::{ChatMessage, LlamaModel, PretrainedCausalLm, source};
 use papertune_tasks::llm::{CausalLmTrainer, LlmConfig, PromptEncoder};
 use papertune_train::{CausalLmLoss, Loss, TrainModel};
-
-fn fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(path)
-}
-
-fn read_json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 fn ids(value: &serde_json::Value) -> Vec<u32> {
     value.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()

@@ -1,9 +1,20 @@
 //! Helpers shared by the integration tests: tiny tokenizers and models written to disk, so that
 //! tests run the same loading code as real checkpoints.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use papertune_models::{BertConfig, init::random_bert_checkpoint};
+
+/// A file or folder under `tests/fixtures`.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+/// A JSON file, read and parsed (panics naming the file).
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
 
 /// Special tokens first, in BERT's order of ids 0..5.
 const SPECIAL: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];

@@ -6,22 +6,13 @@
 //! A device's float type is a process-wide setting fixed at its first tensor, so each precision
 //! is a test binary, a process, of its own.
 
-use std::path::{Path, PathBuf};
-
 use burn::tensor::{DType, Device, Tensor, TensorData};
+use papertune_integration::{fixture, read_json};
 use papertune_data::TextTokenizer;
 use papertune_models::generate::{GenerationConfig, Generator};
 use papertune_models::precision::{Precision, configure};
 use papertune_models::{BertInput, PretrainedCausalLm, PretrainedEncoder, source};
 use papertune_tasks::embed::sentence_embeddings;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
-}
-
-fn read_json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 fn floats(value: &serde_json::Value) -> Vec<f32> {
     value.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
@@ -49,7 +40,7 @@ fn half_devices(precision: Precision) -> Vec<(&'static str, Device, Precision)> 
         }
     }
     #[cfg(feature = "cuda")]
-    if Path::new("/proc/driver/nvidia/version").exists() {
+    if std::path::Path::new("/proc/driver/nvidia/version").exists() {
         let mut cuda = Device::cuda(0);
         match configure(&mut cuda, "cuda", precision) {
             Ok(()) => devices.push(("cuda", cuda, precision)),
