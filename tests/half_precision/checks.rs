@@ -26,16 +26,16 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 /// The devices to test in `precision`: flex, wgpu when its adapter has the type, and CUDA
 /// (feature `cuda`) when a driver is present and has it.
-fn half_devices(precision: Precision) -> Vec<(&'static str, Device, Precision)> {
+fn half_devices(precision: Precision) -> Vec<(&'static str, Device)> {
     let mut flex = Device::flex();
     configure(&mut flex, "flex", precision).expect("flex runs f16 and bf16");
     #[allow(unused_mut)]
-    let mut devices = vec![("flex", flex, precision)];
+    let mut devices = vec![("flex", flex)];
     #[cfg(feature = "wgpu")]
     {
         let mut wgpu = Device::wgpu(Default::default());
         match configure(&mut wgpu, "wgpu", precision) {
-            Ok(()) => devices.push(("wgpu", wgpu, precision)),
+            Ok(()) => devices.push(("wgpu", wgpu)),
             Err(e) => eprintln!("wgpu {precision} skipped: {e}"),
         }
     }
@@ -43,7 +43,7 @@ fn half_devices(precision: Precision) -> Vec<(&'static str, Device, Precision)> 
     if std::path::Path::new("/proc/driver/nvidia/version").exists() {
         let mut cuda = Device::cuda(0);
         match configure(&mut cuda, "cuda", precision) {
-            Ok(()) => devices.push(("cuda", cuda, precision)),
+            Ok(()) => devices.push(("cuda", cuda)),
             Err(e) => eprintln!("cuda {precision} skipped: {e}"),
         }
     }
@@ -66,7 +66,7 @@ pub fn minilm_stays_close_to_f32(precision: Precision) {
     let reference = read_json(&fixture("minilm_reference.json"));
     let records = reference["records"].as_array().unwrap();
     let files = source::resolve("minilm").expect("the minilm preset resolves (fetched once into the cache)");
-    for (name, device, precision) in half_devices(precision) {
+    for (name, device) in half_devices(precision) {
         let encoder = PretrainedEncoder::load(&files, &device).unwrap();
         let weight_dtype = encoder.model.embeddings.word_embeddings.weight.val().dtype();
         assert_eq!(weight_dtype, DType::from(precision.float_dtype()), "{name}: weights are stored in {precision}");
@@ -103,7 +103,7 @@ pub fn smollm2_predicts_the_f32_tokens(precision: Precision) {
     let reference = read_json(&fixture("smollm2_reference.json"));
     let files = source::resolve_llm("smollm2-135m").expect("the smollm2-135m preset resolves (fetched once)");
     let ids = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect::<Vec<_>>();
-    for (name, device, precision) in half_devices(precision) {
+    for (name, device) in half_devices(precision) {
         let lm = PretrainedCausalLm::load(&files, &device).unwrap();
         for case in reference["logits"].as_array().unwrap() {
             let prompt = ids(&case["ids"]);

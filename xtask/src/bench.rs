@@ -279,7 +279,7 @@ fn reference_weights() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     Ok((minilm_dir, gguf))
 }
 
-fn read_json_file(path: &std::path::Path) -> Result<Value> {
+pub fn read_json_file(path: &std::path::Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(serde_json::from_str(&text)?)
 }
@@ -380,7 +380,7 @@ pub fn compare(options: &BenchOptions) -> Result<Value> {
     Ok(Value::Object(out))
 }
 
-fn tempfile_dir() -> Result<std::path::PathBuf> {
+pub fn tempfile_dir() -> Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("papertune-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)

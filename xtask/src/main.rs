@@ -31,12 +31,8 @@ struct Cli {
     log_format: String,
     /// Float type of the backend's tensors: f32, or half precision f16 / bf16 for inference
     /// (eval, predict, generate, embed, bench W2 and W4), meant for GPUs. Training runs in f32.
-    #[arg(long, global = true, default_value = "f32", value_parser = parse_precision)]
+    #[arg(long, global = true, default_value = "f32")]
     precision: Precision,
-}
-
-fn parse_precision(text: &str) -> Result<Precision, String> {
-    text.parse().map_err(|e: papertune_models::precision::PrecisionError| e.to_string())
 }
 
 #[derive(Subcommand)]
@@ -383,8 +379,7 @@ fn gpu_check(json: &Path, repeats: usize) -> Result<()> {
     // A device's float type is fixed at its first tensor, so each precision runs in a process
     // of its own: this binary again, with `bench`.
     let exe = std::env::current_exe()?;
-    let scratch = std::env::temp_dir().join(format!("papertune-gpu-check-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch)?;
+    let scratch = bench::tempfile_dir()?;
     let mut results = serde_json::Map::new();
     for precision in Precision::ALL {
         tracing::info!("benchmark on cuda in {precision}");
@@ -396,8 +391,7 @@ fn gpu_check(json: &Path, repeats: usize) -> Result<()> {
             .stdout(std::process::Stdio::null())
             .status()?;
         anyhow::ensure!(status.success(), "the cuda benchmark in {precision} failed ({status})");
-        let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
-        results.insert(precision.name().to_owned(), value);
+        results.insert(precision.name().to_owned(), bench::read_json_file(&out)?);
     }
     let _ = std::fs::remove_dir_all(&scratch);
     let text = serde_json::to_string_pretty(&serde_json::Value::Object(results))?;

@@ -80,7 +80,7 @@ impl FromStr for Precision {
         let wanted = text.trim().to_ascii_lowercase();
         Precision::ALL
             .into_iter()
-            .find(|p| p.name() == wanted || (wanted == "float32" && *p == Precision::F32))
+            .find(|p| p.name() == wanted)
             .ok_or_else(|| PrecisionError::Unknown { found: text.to_owned() })
     }
 }
@@ -126,12 +126,6 @@ pub fn configure(device: &mut Device, backend: &str, precision: Precision) -> Re
     }
 }
 
-/// The precision of `device`'s float tensors, if it is one papertune names.
-pub fn of(device: &Device) -> Option<Precision> {
-    let dtype = device.settings().float_dtype;
-    Precision::ALL.into_iter().find(|p| p.float_dtype() == dtype)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +146,6 @@ mod tests {
         let mut device = Device::flex();
         let _ = burn::tensor::Tensor::<1>::ones([2], &device);
         configure(&mut device, "flex", Precision::F32).unwrap();
-        assert_eq!(of(&device), Some(Precision::F32));
+        assert_eq!(device.settings().float_dtype, FloatDType::F32);
     }
 }
