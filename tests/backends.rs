@@ -17,13 +17,13 @@ fn tiny_training_run_on_every_backend() {
     config.train.seed = 3;
     for backend in test_backends() {
         let out = dir.path().join(backend.name);
-        let report = papertune_tasks::train(&config, &out, &backend.device, false)
+        let report = papertune_tasks::classify::train(&config, &out, &backend.device, &papertune_tasks::TrainOptions::default())
             .unwrap_or_else(|e| panic!("{}: training failed: {e}", backend.name));
         let f1 = report.best_metrics.as_ref().map(|m| m["f1"]).unwrap_or(0.0);
         eprintln!("{}: {} steps, final loss {:.4}, best f1 {f1:.3}, {:.1} examples/s", backend.name, report.steps, report.final_loss, report.examples_per_second);
         assert!(report.final_loss.is_finite(), "{}: loss {}", backend.name, report.final_loss);
         assert!(f1 >= 0.9, "{}: the tiny encoder did not learn its rows (best f1 {f1})", backend.name);
-        let metrics = papertune_tasks::evaluate(&out, &data, &backend.device).unwrap();
+        let metrics = papertune_tasks::classify::evaluate(&[out.clone()], &data, &backend.device).unwrap();
         assert!(metrics.f1 >= 0.9, "{}: eval f1 {}", backend.name, metrics.f1);
     }
 }
@@ -34,15 +34,15 @@ fn tiny_training_run_on_every_backend() {
 /// left-padded by two positions; padding positions have no defined output and are not compared.
 #[test]
 fn cached_decoding_matches_the_full_pass_on_every_backend() {
-    let config = papertune_models::LlamaConfig::tiny();
+    let config = papertune_models::llama::LlamaConfig::tiny();
     let ids: Vec<Vec<u32>> = vec![vec![5, 9, 14, 3, 8, 21, 2, 11], vec![0, 0, 7, 4, 19, 6, 10, 13]];
     let mask: Vec<Vec<u8>> = vec![vec![1; 8], vec![0, 0, 1, 1, 1, 1, 1, 1]];
     let prompt = 3;
     for backend in test_backends() {
-        let model = papertune_models::random_llama(&config, 7, &backend.device).expect("tiny decoder");
+        let model = papertune_models::init::random_llama(&config, 7, &backend.device).expect("tiny decoder");
         let full = model.forward(model.input(&ids, &mask), None).narrow(1, 2, 6); // [2, 6, vocab]
         for capacity in [0, 8] {
-            let mut cache = papertune_models::KvCache::with_capacity(model.num_layers(), capacity);
+            let mut cache = papertune_models::llama::KvCache::with_capacity(model.num_layers(), capacity);
             let head: Vec<Vec<u32>> = ids.iter().map(|row| row[..prompt].to_vec()).collect();
             let head_mask: Vec<Vec<u8>> = mask.iter().map(|row| row[..prompt].to_vec()).collect();
             let mut logits = vec![model.forward(model.input(&head, &head_mask), Some(&mut cache))];

@@ -4,7 +4,7 @@
 
 use burn::tensor::Device;
 use papertune_integration::tiny_classify_setup;
-use papertune_tasks::Which;
+use papertune_tasks::run_dir::Which;
 
 #[test]
 fn tiny_encoder_learns_32_examples_and_the_run_folder_serves_eval_predict_inspect() {
@@ -20,7 +20,7 @@ fn tiny_encoder_learns_32_examples_and_the_run_folder_serves_eval_predict_inspec
 
     let device = Device::flex();
     let out = dir.path().join("run");
-    let report = papertune_tasks::train(&config, &out, &device, false).unwrap();
+    let report = papertune_tasks::classify::train(&config, &out, &device, &papertune_tasks::TrainOptions::default()).unwrap();
     assert_eq!(report.steps, 80);
     assert_eq!(report.best_metrics.as_ref().unwrap()["f1"], 1.0, "{report:?}");
 
@@ -39,11 +39,11 @@ fn tiny_encoder_learns_32_examples_and_the_run_folder_serves_eval_predict_inspec
         assert!(out.join(file).exists(), "{file} missing from the run folder");
     }
 
-    let metrics = papertune_tasks::evaluate(&out, &data, &device).unwrap();
+    let metrics = papertune_tasks::classify::evaluate(&[out.clone()], &data, &device).unwrap();
     assert_eq!((metrics.f1, metrics.accuracy, metrics.n), (1.0, 1.0, 32));
 
     let submission = dir.path().join("submission.csv");
-    let predicted = papertune_tasks::predict(&out, &data, &submission, &device).unwrap();
+    let predicted = papertune_tasks::classify::predict(&[out.clone()], &data, &submission, &device).unwrap();
     assert_eq!((predicted.rows, predicted.label_1), (32, 16));
     let text = std::fs::read_to_string(&submission).unwrap();
     let mut lines = text.lines();
@@ -51,16 +51,16 @@ fn tiny_encoder_learns_32_examples_and_the_run_folder_serves_eval_predict_inspec
     assert_eq!(lines.next(), Some("id0,,0"));
     assert_eq!(lines.next(), Some("id1,,1"));
 
-    let best = papertune_tasks::inspect(&out, Which::Best).unwrap();
-    let last = papertune_tasks::inspect(&out, Which::Last).unwrap();
+    let best = papertune_tasks::classify::inspect(&out, Which::Best).unwrap();
+    let last = papertune_tasks::classify::inspect(&out, Which::Last).unwrap();
     assert_eq!(last.step, 80);
     assert_eq!(best.params, last.params);
     assert_eq!(best.weights_digest.len(), 64);
     // The digest is a function of the weights alone.
-    assert_eq!(papertune_tasks::inspect(&out, Which::Last).unwrap().weights_digest, last.weights_digest);
+    assert_eq!(papertune_tasks::classify::inspect(&out, Which::Last).unwrap().weights_digest, last.weights_digest);
 
     // A second run into the same folder is refused, nothing overwritten.
-    let err = papertune_tasks::train(&config, &out, &device, false).unwrap_err().to_string();
+    let err = papertune_tasks::classify::train(&config, &out, &device, &papertune_tasks::TrainOptions::default()).unwrap_err().to_string();
     assert!(err.contains("already exists"), "{err}");
 }
 
@@ -77,7 +77,7 @@ fn k_fold_training_and_ensembles_average_the_runs() {
     let device = Device::flex();
     let out = dir.path().join("folds");
     let options = papertune_tasks::TrainOptions::default();
-    let reports = papertune_tasks::train_folds(&config, &out, 3, &device, &options).unwrap();
+    let reports = papertune_tasks::classify::train_folds(&config, &out, 3, &device, &options).unwrap();
     assert_eq!(reports.len(), 3);
     // 32 rows in 3 stratified folds: each run validates on its own 10 or 11 rows.
     let valid: Vec<usize> = reports.iter().map(|r| r.valid_examples).collect();
@@ -88,9 +88,9 @@ fn k_fold_training_and_ensembles_average_the_runs() {
     assert!(out.join("fold-1/eval_predictions.json").exists() && out.join("fold-1/report.html").exists());
 
     // The parent folder is the ensemble of its folds: the mean of their probabilities.
-    let runs = papertune_tasks::expand_runs(&[out.clone()]).unwrap();
+    let runs = papertune_tasks::run_dir::expand_runs(&[out.clone()]).unwrap();
     assert_eq!(runs, (1..=3).map(|i| out.join(format!("fold-{i}"))).collect::<Vec<_>>());
-    let ensemble = papertune_tasks::Ensemble::open(&[out.clone()], &device).unwrap();
+    let ensemble = papertune_tasks::classify::Ensemble::open(&[out.clone()], &device).unwrap();
     let options = papertune_data::LoadOptions {
         columns: &config.data.columns,
         max_rows: None,
@@ -106,9 +106,9 @@ fn k_fold_training_and_ensembles_average_the_runs() {
     }
     let thresholds: Vec<f64> = ensemble.runs.iter().map(|r| r.threshold).collect();
     assert!((ensemble.threshold() - thresholds.iter().sum::<f64>() / 3.0).abs() < 1e-12);
-    let metrics = papertune_tasks::evaluate_runs(&[out.clone()], &data, &device).unwrap();
+    let metrics = papertune_tasks::classify::evaluate(&[out.clone()], &data, &device).unwrap();
     assert_eq!(metrics.n, 32);
     let submission = dir.path().join("submission.csv");
-    let predicted = papertune_tasks::predict_runs(&runs, &data, &submission, &device).unwrap();
+    let predicted = papertune_tasks::classify::predict(&runs, &data, &submission, &device).unwrap();
     assert_eq!(predicted.rows, 32);
 }

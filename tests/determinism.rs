@@ -4,7 +4,7 @@
 
 use burn::tensor::Device;
 use papertune_integration::tiny_classify_setup;
-use papertune_tasks::Which;
+use papertune_tasks::run_dir::Which;
 
 #[test]
 fn same_seed_gives_bit_identical_weights() {
@@ -19,8 +19,8 @@ fn same_seed_gives_bit_identical_weights() {
     let digests: Vec<String> = (0..2)
         .map(|i| {
             let out = dir.path().join(format!("run{i}"));
-            papertune_tasks::train(&config, &out, &device, false).unwrap();
-            papertune_tasks::inspect(&out, Which::Last).unwrap().weights_digest
+            papertune_tasks::classify::train(&config, &out, &device, &papertune_tasks::TrainOptions::default()).unwrap();
+            papertune_tasks::classify::inspect(&out, Which::Last).unwrap().weights_digest
         })
         .collect();
     assert_eq!(digests[0], digests[1]);

@@ -6,7 +6,8 @@
 use std::path::Path;
 
 use papertune_data::TextTokenizer;
-use papertune_models::{BertInput, PretrainedEncoder, source};
+use papertune_models::bert::BertInput;
+use papertune_models::{PretrainedEncoder, source};
 use papertune_integration::{TestBackend, test_backends};
 use papertune_tasks::embed::sentence_embeddings;
 

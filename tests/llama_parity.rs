@@ -25,7 +25,9 @@ use burn::tensor::{Tensor, TensorData};
 use papertune_models::lora::{LoraConfig, LoraModel, load_peft_adapter, save_peft_adapter};
 use burn::data::dataloader::batcher::Batcher;
 use papertune_data::{CausalLmBatcher, PaperRecord};
-use papertune_models::{ChatMessage, LlamaModel, PretrainedCausalLm, source};
+use papertune_models::llama::LlamaModel;
+use papertune_models::llm_tokenizer::ChatMessage;
+use papertune_models::{PretrainedCausalLm, source};
 use papertune_tasks::llm::{CausalLmTrainer, LlmConfig, PromptEncoder};
 use papertune_train::{CausalLmLoss, Loss, TrainModel};
 
@@ -119,7 +121,7 @@ fn smollm2_gguf_matches_transformers() {
         let (max_len, max_answer) = (case["max_len"].as_u64().unwrap() as usize, case["max_target_len"].as_u64().unwrap() as usize);
         let encoder = PromptEncoder { tokenizer: &lm.tokenizer, chat_template: true };
         let mut examples = Vec::new();
-        for (record, expected) in config.records(&papers).unwrap().iter().zip(case["examples"].as_array().unwrap()) {
+        for (record, expected) in config.records(&papers).iter().zip(case["examples"].as_array().unwrap()) {
             let example = encoder.training_example(record, max_len, max_answer).unwrap();
             assert_eq!(example.input_ids, ids(&expected["input_ids"]), "{} input ids", case["task"]);
             let labels: Vec<Option<u32>> =
@@ -167,8 +169,8 @@ fn tiny_hugging_face_checkpoints_and_peft_adapter_match_python() {
     let device = Device::flex();
     for (folder, expected_key) in [("tiny_llama", "base_logits"), ("tiny_qwen2", "logits")] {
         let dir = fixture(folder);
-        let config = papertune_models::LlamaConfig::read(&dir.join("config.json")).unwrap();
-        let mut checkpoint = papertune_models::Checkpoint::read(&dir.join("model.safetensors")).unwrap();
+        let config = papertune_models::llama::LlamaConfig::read(&dir.join("config.json")).unwrap();
+        let mut checkpoint = papertune_models::checkpoint::Checkpoint::read(&dir.join("model.safetensors")).unwrap();
         let model = LlamaModel::load(&config, &mut checkpoint, &device).unwrap();
         checkpoint.ensure_consumed(LlamaModel::ignorable_tensors()).unwrap();
         let expected = read_json(&dir.join("expected.json"));
@@ -189,7 +191,7 @@ fn tiny_hugging_face_checkpoints_and_peft_adapter_match_python() {
             let written = read_json(&out.path().join("adapter_config.json"));
             assert_eq!(written["r"], 4);
             assert_eq!(written["task_type"], "CAUSAL_LM");
-            let fresh = LlamaModel::load(&config, &mut papertune_models::Checkpoint::read(&dir.join("model.safetensors")).unwrap(), &device).unwrap();
+            let fresh = LlamaModel::load(&config, &mut papertune_models::checkpoint::Checkpoint::read(&dir.join("model.safetensors")).unwrap(), &device).unwrap();
             let (reloaded, _) = load_peft_adapter(fresh, out.path()).unwrap();
             assert_close(&all_logits(&reloaded, &input_ids), &adapted_logits, 1e-6, "adapter round trip");
             let merged = reloaded.merge_lora();
@@ -198,7 +200,7 @@ fn tiny_hugging_face_checkpoints_and_peft_adapter_match_python() {
             // papertune -> PEFT: an adapter made here (all linear layers, B filled so that it
             // matters) with its logits, for `scripts/make_tiny_llama_peft.py check` to load
             // into PEFT and compare.
-            let base = LlamaModel::load(&config, &mut papertune_models::Checkpoint::read(&dir.join("model.safetensors")).unwrap(), &device).unwrap();
+            let base = LlamaModel::load(&config, &mut papertune_models::checkpoint::Checkpoint::read(&dir.join("model.safetensors")).unwrap(), &device).unwrap();
             let own = LoraConfig { r: 2, alpha: 4.0, dropout: 0.0, target_modules: vec!["all-linear".into()], ..Default::default() };
             let mut ours = base.attach_lora(&own).unwrap();
             for (_, _, linear) in ours.lora_linears_mut() {
@@ -215,7 +217,7 @@ fn tiny_hugging_face_checkpoints_and_peft_adapter_match_python() {
             let rows: Vec<Vec<f32>> = logits.chunks(vocab).map(<[f32]>::to_vec).collect();
             let json = serde_json::json!({"input_ids": [input_ids], "logits": [rows]});
             std::fs::write(check_dir.join("logits.json"), json.to_string()).unwrap();
-            let reloaded = load_peft_adapter(LlamaModel::load(&config, &mut papertune_models::Checkpoint::read(&dir.join("model.safetensors")).unwrap(), &device).unwrap(), &check_dir.join("adapter")).unwrap().0;
+            let reloaded = load_peft_adapter(LlamaModel::load(&config, &mut papertune_models::checkpoint::Checkpoint::read(&dir.join("model.safetensors")).unwrap(), &device).unwrap(), &check_dir.join("adapter")).unwrap().0;
             assert_close(&all_logits(&reloaded, &input_ids), &logits, 1e-6, "papertune adapter round trip");
         }
     }

@@ -8,10 +8,13 @@ use std::path::Path;
 use burn::module::Param;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
-use papertune_data::instruct::InstructionTask;
+use papertune_data::InstructionTask;
 use papertune_integration::{MEDICAL, TECHNICAL, write_synthetic_rows, write_tiny_llm};
 use papertune_models::lora::{LoraConfig, LoraModel, load_peft_adapter, save_peft_adapter};
-use papertune_models::{LlamaModel, LlmFiles, PretrainedCausalLm, source};
+use papertune_models::llama::LlamaModel;
+use papertune_models::source::LlmFiles;
+use papertune_models::{PretrainedCausalLm, source};
+use papertune_tasks::TrainOptions;
 use papertune_tasks::llm::{self, CausalLmTrainer, LlmConfig};
 use papertune_train::{CausalLmLoss, Loss, TrainModel};
 
@@ -63,11 +66,11 @@ fn lora_adapters_start_neutral_merge_exactly_and_train_alone() {
     assert_eq!(max_diff(&logits(&reloaded, &ids), &unmerged), 0.0);
 
     // An adapter made for another model shape is refused, naming the tensor.
-    let mut wider = papertune_models::LlamaConfig::tiny();
+    let mut wider = papertune_models::llama::LlamaConfig::tiny();
     wider.vocab_size = lm.config.vocab_size;
     wider.hidden_size = 48;
     wider.head_dim = 12;
-    let other = papertune_models::random_llama(&wider, 1, &device).unwrap();
+    let other = papertune_models::init::random_llama(&wider, 1, &device).unwrap();
     let err = load_peft_adapter(other, out.path()).unwrap_err().to_string();
     assert!(err.contains("lora_A.weight") && err.contains("48"), "{err}");
 
@@ -149,16 +152,16 @@ fn tiny_llama_learns_both_tasks_from_instruction_records() {
     write_keyword_rows(&keywords);
     let config = tiny_config(&model_dir, &keywords, InstructionTask::Keywords);
     let run = work.path().join("kw");
-    let report = llm::train(&config, &run, &device, false).unwrap();
+    let report = llm::train(&config, &run, &device, &TrainOptions::default()).unwrap();
     let best = report.best_metrics.unwrap();
     assert!(best["kw_f1"] >= 0.9, "keyword F1 after overfitting: {best:?}");
-    let metrics = llm::evaluate(&run, &keywords, true, None, &device).unwrap();
+    let metrics = llm::evaluate(&run, &keywords, &llm::EvalOptions::default(), &device).unwrap();
     assert!(metrics["kw_f1"].as_f64().unwrap() >= 0.9, "{metrics}");
     assert_eq!(metrics["n"], 8);
-    let zero_shot = llm::evaluate(&run, &keywords, false, None, &device).unwrap();
+    let zero_shot = llm::evaluate(&run, &keywords, &llm::EvalOptions { with_adapter: false, max_rows: None }, &device).unwrap();
     assert!(zero_shot["kw_f1"].as_f64().unwrap() < 0.5, "the random base model knows nothing: {zero_shot}");
     let submission = work.path().join("kw.csv");
-    assert_eq!(llm::predict(&run, &keywords, &submission, &device).unwrap(), 8);
+    assert_eq!(llm::predict(&run, &keywords, &submission, &device).unwrap().rows, 8);
     let text = std::fs::read_to_string(&submission).unwrap();
     assert!(text.starts_with("uuid,Keywords,label\nkw0,"), "{text}");
     assert!(run.join("best/adapter_config.json").exists() && run.join("best/adapter_model.safetensors").exists());
@@ -171,18 +174,18 @@ fn tiny_llama_learns_both_tasks_from_instruction_records() {
     no_valid.data.valid_fraction = 0.0;
     no_valid.train.max_steps = Some(4);
     let run = work.path().join("kw-no-valid");
-    let report = llm::train(&no_valid, &run, &device, false).unwrap();
+    let report = llm::train(&no_valid, &run, &device, &TrainOptions::default()).unwrap();
     assert_eq!((report.steps, report.best_step), (4, None));
     assert!(run.join("last/adapter_model.safetensors").exists() && !run.join("best").exists());
-    assert_eq!(llm::evaluate(&run, &keywords, true, Some(2), &device).unwrap()["n"], 2);
+    assert_eq!(llm::evaluate(&run, &keywords, &llm::EvalOptions { max_rows: Some(2), ..Default::default() }, &device).unwrap()["n"], 2);
 
     // The long CPU runs go in sessions: stopped after 2 steps and resumed, the adapter ends as
     // the one of the 4-step run above (no adapter dropout here, so no random stream involved).
     let split = work.path().join("kw-split");
-    let options = papertune_tasks::TrainOptions { stop_at_step: Some(2), ..Default::default() };
-    assert_eq!(llm::train_with(&no_valid, &split, &device, &options).unwrap().steps, 2);
-    let options = papertune_tasks::TrainOptions { resume: true, ..Default::default() };
-    let resumed = llm::train_with(&no_valid, &split, &device, &options).unwrap();
+    let options = TrainOptions { stop_at_step: Some(2), ..Default::default() };
+    assert_eq!(llm::train(&no_valid, &split, &device, &options).unwrap().steps, 2);
+    let options = TrainOptions { resume: true, ..Default::default() };
+    let resumed = llm::train(&no_valid, &split, &device, &options).unwrap();
     assert_eq!((resumed.steps, resumed.resumed_from), (4, Some(2)));
     let adapter = |run: &Path| std::fs::read(run.join("last/adapter_model.safetensors")).unwrap();
     assert!(adapter(&split) == adapter(&run), "the resumed adapter differs from one run's");
@@ -195,13 +198,13 @@ fn tiny_llama_learns_both_tasks_from_instruction_records() {
     dropped.train.batch_size = 2;
     dropped.train.gradient_accumulation_steps = 2;
     let one_device = work.path().join("kw-dropout-1");
-    llm::train(&dropped, &one_device, &device, false).unwrap();
+    llm::train(&dropped, &one_device, &device, &TrainOptions::default()).unwrap();
     let two_devices = work.path().join("kw-dropout-2");
-    let options = papertune_tasks::TrainOptions { devices: vec![device.clone(), device.clone()], ..Default::default() };
-    llm::train_with(&dropped, &two_devices, &device, &options).unwrap();
+    let options = TrainOptions { devices: vec![device.clone(), device.clone()], ..Default::default() };
+    llm::train(&dropped, &two_devices, &device, &options).unwrap();
     assert!(adapter(&one_device) == adapter(&two_devices), "two devices and one made different adapters with dropout");
     let undropped = work.path().join("kw-dropout-0");
-    llm::train(&LlmConfig { lora: LoraConfig { dropout: 0.0, ..dropped.lora.clone() }, ..dropped.clone() }, &undropped, &device, false).unwrap();
+    llm::train(&LlmConfig { lora: LoraConfig { dropout: 0.0, ..dropped.lora.clone() }, ..dropped.clone() }, &undropped, &device, &TrainOptions::default()).unwrap();
     assert!(adapter(&one_device) != adapter(&undropped), "adapter dropout changed nothing");
 
     // Task 1: "1" / "0" read from the logits.
@@ -212,7 +215,7 @@ fn tiny_llama_learns_both_tasks_from_instruction_records() {
     config.train.max_steps = Some(200);
     config.train.eval_every_steps = Some(200);
     let run = work.path().join("cls");
-    let report = llm::train(&config, &run, &device, false).unwrap();
+    let report = llm::train(&config, &run, &device, &TrainOptions::default()).unwrap();
     let best = report.best_metrics.unwrap();
     assert!(best["f1"] >= 0.95, "classification F1 after overfitting: {best:?}");
 }

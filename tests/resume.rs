@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::Device;
 use papertune_integration::{synthetic_words, write_synthetic_rows, write_tiny_bert};
-use papertune_tasks::{ClassifyConfig, LoadedRun, TrainOptions, Which};
+use papertune_tasks::TrainOptions;
+use papertune_tasks::classify::{ClassifyConfig, LoadedRun};
+use papertune_tasks::run_dir::Which;
 use papertune_train::StopReason;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -67,7 +69,7 @@ fn options() -> TrainOptions {
 }
 
 fn digest(run: &Path) -> String {
-    papertune_tasks::inspect(run, Which::Last).unwrap().weights_digest
+    papertune_tasks::classify::inspect(run, Which::Last).unwrap().weights_digest
 }
 
 #[test]
@@ -76,15 +78,15 @@ fn stopped_and_resumed_run_equals_one_run_bit_for_bit() {
     let f = fixture();
     let device = device();
     let whole = f.root.join("whole");
-    let report = papertune_tasks::train_with(&f.config, &whole, &device, &options()).unwrap();
+    let report = papertune_tasks::classify::train(&f.config, &whole, &device, &options()).unwrap();
     assert_eq!(report.steps, 12);
 
     // The same run, stopped after 5 steps (mid-epoch, mid-schedule), then resumed.
     let split = f.root.join("split");
-    let stopped = papertune_tasks::train_with(&f.config, &split, &device, &TrainOptions { stop_at_step: Some(5), ..options() }).unwrap();
+    let stopped = papertune_tasks::classify::train(&f.config, &split, &device, &TrainOptions { stop_at_step: Some(5), ..options() }).unwrap();
     assert_eq!((stopped.steps, stopped.stop_reason), (5, StopReason::Interrupted));
-    assert_eq!(papertune_tasks::inspect(&split, Which::Last).unwrap().step, 5);
-    let resumed = papertune_tasks::train_with(&f.config, &split, &device, &TrainOptions { resume: true, ..options() }).unwrap();
+    assert_eq!(papertune_tasks::classify::inspect(&split, Which::Last).unwrap().step, 5);
+    let resumed = papertune_tasks::classify::train(&f.config, &split, &device, &TrainOptions { resume: true, ..options() }).unwrap();
     assert_eq!((resumed.steps, resumed.resumed_from, resumed.stop_reason), (12, Some(5), StopReason::Completed));
     assert_eq!(digest(&split), digest(&whole), "resumed weights differ from one run's");
     assert_eq!(resumed.best_step, report.best_step);
@@ -106,12 +108,12 @@ fn stopped_and_resumed_run_equals_one_run_bit_for_bit() {
 
     // A finished run cannot be resumed further without a larger budget; with one it can, and the
     // change is recorded.
-    let error = papertune_tasks::train_with(&f.config, &split, &device, &TrainOptions { resume: true, ..options() }).unwrap_err();
+    let error = papertune_tasks::classify::train(&f.config, &split, &device, &TrainOptions { resume: true, ..options() }).unwrap_err();
     assert!(error.to_string().contains("raise train.max_steps"), "{error}");
     let mut longer = f.config.clone();
     longer.train.epochs = 5;
     longer.train.lr = 1e-3;
-    let extended = papertune_tasks::train_with(&longer, &split, &device, &TrainOptions { resume: true, ..options() }).unwrap();
+    let extended = papertune_tasks::classify::train(&longer, &split, &device, &TrainOptions { resume: true, ..options() }).unwrap();
     assert_eq!(extended.steps, 15);
     let log = std::fs::read_to_string(split.join("metrics.jsonl")).unwrap();
     let last_resume = log.lines().filter(|l| l.contains("\"resume\"")).last().unwrap().to_owned();
@@ -124,26 +126,26 @@ fn resuming_with_another_model_data_or_batch_size_is_refused() {
     let f = fixture();
     let device = device();
     let run = f.root.join("run");
-    papertune_tasks::train_with(&f.config, &run, &device, &TrainOptions { stop_at_step: Some(2), ..options() }).unwrap();
+    papertune_tasks::classify::train(&f.config, &run, &device, &TrainOptions { stop_at_step: Some(2), ..options() }).unwrap();
     let resume = TrainOptions { resume: true, ..options() };
 
     let mut changed = f.config.clone();
     changed.model.max_len = 12;
-    let error = papertune_tasks::train_with(&changed, &run, &device, &resume).unwrap_err().to_string();
+    let error = papertune_tasks::classify::train(&changed, &run, &device, &resume).unwrap_err().to_string();
     assert!(error.contains("model.max_len: 16 -> 12") && error.contains("cannot resume"), "{error}");
 
     let mut changed = f.config.clone();
     changed.train.batch_size = 8;
-    let error = papertune_tasks::train_with(&changed, &run, &device, &resume).unwrap_err().to_string();
+    let error = papertune_tasks::classify::train(&changed, &run, &device, &resume).unwrap_err().to_string();
     assert!(error.contains("train.batch_size was 4, now 8"), "{error}");
 
     let mut changed = f.config.clone();
     changed.data.valid_fraction = 0.5;
-    let error = papertune_tasks::train_with(&changed, &run, &device, &resume).unwrap_err().to_string();
+    let error = papertune_tasks::classify::train(&changed, &run, &device, &resume).unwrap_err().to_string();
     assert!(error.contains("data.valid_fraction"), "{error}");
 
     // A new run into a used folder is refused and points at --resume.
-    let error = papertune_tasks::train_with(&f.config, &run, &device, &options()).unwrap_err().to_string();
+    let error = papertune_tasks::classify::train(&f.config, &run, &device, &options()).unwrap_err().to_string();
     assert!(error.contains("--resume"), "{error}");
 }
 
@@ -153,7 +155,7 @@ fn a_damaged_checkpoint_is_detected_at_load() {
     let f = fixture();
     let device = device();
     let run = f.root.join("run");
-    papertune_tasks::train_with(&f.config, &run, &device, &TrainOptions { stop_at_step: Some(2), ..options() }).unwrap();
+    papertune_tasks::classify::train(&f.config, &run, &device, &TrainOptions { stop_at_step: Some(2), ..options() }).unwrap();
     LoadedRun::open(&run, Which::Last, &device).unwrap();
     let weights = run.join("last/model.safetensors");
     let original = std::fs::read(&weights).unwrap();
@@ -163,12 +165,12 @@ fn a_damaged_checkpoint_is_detected_at_load() {
     std::fs::write(&weights, bytes).unwrap();
     let error = LoadedRun::open(&run, Which::Last, &device).err().unwrap().to_string();
     assert!(error.contains("last/model.safetensors") && error.contains("damaged"), "{error}");
-    let error = papertune_tasks::train_with(&f.config, &run, &device, &TrainOptions { resume: true, ..options() }).unwrap_err();
+    let error = papertune_tasks::classify::train(&f.config, &run, &device, &TrainOptions { resume: true, ..options() }).unwrap_err();
     assert!(error.to_string().contains("damaged"), "{error}");
     // A file missing from a checkpoint is caught the same way.
     std::fs::write(&weights, original).unwrap();
     std::fs::remove_file(run.join("last/optimizer.bpk")).unwrap();
-    let error = papertune_tasks::train_with(&f.config, &run, &device, &TrainOptions { resume: true, ..options() }).unwrap_err();
+    let error = papertune_tasks::classify::train(&f.config, &run, &device, &TrainOptions { resume: true, ..options() }).unwrap_err();
     assert!(error.to_string().contains("optimizer.bpk") && error.to_string().contains("missing"), "{error}");
 }
 
@@ -208,7 +210,7 @@ fn kill_test_child() {
     let Ok(run) = std::env::var(CHILD_ENV) else { return };
     let run = PathBuf::from(run);
     let config = kill_test_config(run.parent().unwrap());
-    papertune_tasks::train_with(&config, &run, &device(), &options()).unwrap();
+    papertune_tasks::classify::train(&config, &run, &device(), &options()).unwrap();
 }
 
 /// The child side of the Ctrl-C test: like [`kill_test_child`], with the signal handlers of
@@ -221,7 +223,7 @@ fn interrupt_test_child() {
     let mut config = config_for(&root.join("tiny-bert"), &root.join("rows.csv"));
     config.train.epochs = 200;
     let stop = papertune_train::stop_on_signals().unwrap();
-    let report = papertune_tasks::train_with(&config, &run, &device(), &TrainOptions { stop: Some(stop), ..options() }).unwrap();
+    let report = papertune_tasks::classify::train(&config, &run, &device(), &TrainOptions { stop: Some(stop), ..options() }).unwrap();
     assert_eq!(report.stop_reason, StopReason::Interrupted);
 }
 
@@ -242,7 +244,7 @@ fn ctrl_c_finishes_the_step_saves_and_exits_cleanly() {
     let exit = child.wait().unwrap();
     assert!(exit.success(), "the interrupted run did not exit cleanly: {exit:?}");
     // The checkpoint holds the step the run stopped at, and the log says why.
-    let state = papertune_tasks::RunDir::new(&run).checkpoint_state(Which::Last).unwrap();
+    let state = papertune_tasks::run_dir::RunDir::new(&run).checkpoint_state(Which::Last).unwrap();
     assert!(state.step >= 2 && state.step < 600, "{}", state.step);
     let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     let end = log.lines().last().unwrap();
@@ -259,7 +261,7 @@ fn a_run_killed_mid_training_resumes_to_the_same_weights() {
     let mut child = spawn_child("kill_test_child", CHILD_ENV, &run);
     // Wait for a few checkpoints, then SIGKILL: no handler runs, whatever was being written
     // stays half-written.
-    let step_of = |run: &Path| papertune_tasks::RunDir::new(run).checkpoint_state(Which::Last).map(|s| s.step).unwrap_or(0);
+    let step_of = |run: &Path| papertune_tasks::run_dir::RunDir::new(run).checkpoint_state(Which::Last).map(|s| s.step).unwrap_or(0);
     wait_for_child(&mut child, || step_of(&run) >= 7);
     child.kill().unwrap();
     child.wait().unwrap();
@@ -270,12 +272,12 @@ fn a_run_killed_mid_training_resumes_to_the_same_weights() {
     let device = device();
     LoadedRun::open(&run, Which::Last, &device).unwrap();
     let config = kill_test_config(&f.root);
-    let resumed = papertune_tasks::train_with(&config, &run, &device, &TrainOptions { resume: true, ..options() }).unwrap();
+    let resumed = papertune_tasks::classify::train(&config, &run, &device, &TrainOptions { resume: true, ..options() }).unwrap();
     assert_eq!(resumed.steps, 180);
     assert!(resumed.resumed_from.is_some_and(|s| s >= killed_at));
 
     // And it ends where an uninterrupted run ends.
     let whole = f.root.join("whole");
-    papertune_tasks::train_with(&config, &whole, &device, &options()).unwrap();
+    papertune_tasks::classify::train(&config, &whole, &device, &options()).unwrap();
     assert_eq!(digest(&run), digest(&whole));
 }

@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use papertune_models::{BertConfig, init::random_bert_checkpoint};
+use papertune_models::bert::BertConfig;
+use papertune_models::init::random_bert_checkpoint;
 
 /// A file or folder under `tests/fixtures`.
 pub fn fixture(name: &str) -> PathBuf {
@@ -134,7 +135,7 @@ pub fn write_tiny_llm(dir: &Path, words: &[&str], seed: u64) -> usize {
         "chat_template": CHATML_TEMPLATE, "eos_token": "<|im_end|>", "pad_token": "<|im_end|>", "bos_token": null
     });
     std::fs::write(dir.join("tokenizer_config.json"), tokenizer_config.to_string()).unwrap();
-    let mut config = papertune_models::LlamaConfig::tiny();
+    let mut config = papertune_models::llama::LlamaConfig::tiny();
     config.vocab_size = vocab_words.len();
     config.eos_token_ids = vec![2];
     config.pad_token_id = Some(2);
@@ -211,12 +212,12 @@ pub fn test_backends() -> Vec<TestBackend> {
 
 /// A tiny random encoder (seed `seed`) and the 32 synthetic rows written under `dir`, with a
 /// classification config that trains on them: `(config, rows.csv)`. Tests set what they vary.
-pub fn tiny_classify_setup(dir: &Path, seed: u64, max_len: usize) -> (papertune_tasks::ClassifyConfig, std::path::PathBuf) {
+pub fn tiny_classify_setup(dir: &Path, seed: u64, max_len: usize) -> (papertune_tasks::classify::ClassifyConfig, std::path::PathBuf) {
     let model_dir = dir.join("tiny-bert");
     write_tiny_bert(&model_dir, &synthetic_words(), seed);
     let data = dir.join("rows.csv");
     write_synthetic_rows(&data);
-    let mut config = papertune_tasks::ClassifyConfig::default();
+    let mut config = papertune_tasks::classify::ClassifyConfig::default();
     config.data.train = Some(data.clone());
     config.model.source = model_dir.to_string_lossy().into_owned();
     config.model.max_len = max_len;

@@ -11,7 +11,8 @@ use papertune_integration::{fixture, read_json};
 use papertune_data::TextTokenizer;
 use papertune_models::generate::{GenerationConfig, Generator};
 use papertune_models::precision::{Precision, configure};
-use papertune_models::{BertInput, PretrainedCausalLm, PretrainedEncoder, source};
+use papertune_models::bert::BertInput;
+use papertune_models::{PretrainedCausalLm, PretrainedEncoder, source};
 use papertune_tasks::embed::sentence_embeddings;
 
 fn floats(value: &serde_json::Value) -> Vec<f32> {

@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use papertune_tasks::{ClassifyConfig, LlmConfig};
+use papertune_tasks::classify::ClassifyConfig;
+use papertune_tasks::llm::LlmConfig;
 use toml::{Table, Value};
 
 /// Parses `value` as a TOML value (number, bool, array, quoted string), else takes it as text.
@@ -48,8 +49,7 @@ pub fn load_run_config(path: &Path, overrides: &[String]) -> Result<RunConfig> {
         return load_table(path, table).map(RunConfig::Classify);
     }
     let mut config: LlmConfig = typed(path, table)?;
-    config.data.train = config.data.train.map(resolve_dataset).transpose()?;
-    config.data.valid = config.data.valid.map(resolve_dataset).transpose()?;
+    resolve_datasets(&mut config.data.train, &mut config.data.valid)?;
     config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(RunConfig::Llm(config))
 }
@@ -71,22 +71,16 @@ fn read_table(path: &Path, overrides: &[String]) -> Result<Table> {
 
 fn load_table(path: &Path, table: Table) -> Result<ClassifyConfig> {
     let mut config: ClassifyConfig = typed(path, table)?;
-    config.data.train = config.data.train.map(resolve_dataset).transpose()?;
-    config.data.valid = config.data.valid.map(resolve_dataset).transpose()?;
+    resolve_datasets(&mut config.data.train, &mut config.data.valid)?;
     config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(config)
 }
 
-/// `dataset:medline-2021/train` names a split of a data set papertune builds itself.
-pub fn resolve_dataset(path: PathBuf) -> Result<PathBuf> {
-    let text = path.to_string_lossy();
-    let Some(reference) = text.strip_prefix("dataset:") else {
-        return Ok(path);
-    };
-    match reference.split_once('/') {
-        Some(("medline-2021", split)) => crate::medline::ensure(split),
-        _ => bail!("unknown data set reference {text:?}; known: dataset:medline-2021/{{train,valid,test}}"),
-    }
+/// The data files of a `[data]` section with their `dataset:` references built and resolved.
+fn resolve_datasets(train: &mut Option<PathBuf>, valid: &mut Option<PathBuf>) -> Result<()> {
+    *train = train.take().map(crate::dev::dataset::resolve).transpose()?;
+    *valid = valid.take().map(crate::dev::dataset::resolve).transpose()?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -104,7 +98,7 @@ mod tests {
         assert_eq!(config.train.epochs, 3);
         assert_eq!(config.train.lr, 2e-5);
         assert_eq!(config.data.train, Some(PathBuf::from("../x/train.csv")));
-        assert_eq!(config.head.pooling, papertune_tasks::Pooling::Mean);
+        assert_eq!(config.head.pooling, papertune_tasks::classify::Pooling::Mean);
     }
 
     #[test]

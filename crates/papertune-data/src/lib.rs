@@ -15,23 +15,24 @@
 //! # Ok(()) }
 //! ```
 
-pub mod batch;
-pub mod error;
-pub mod instruct;
-pub mod papers;
-pub mod split;
-pub mod table;
-pub mod template;
-pub mod tokenize;
+mod batch;
+mod error;
+mod instruct;
+mod papers;
+mod split;
+mod table;
+mod template;
+mod tokenize;
 
 pub use batch::{ClassificationBatcher, ClassificationDataset, ClassificationItem, TokenBatch, pad_right};
 pub use error::{DataError, Result};
 pub use instruct::{
-    CausalLmBatch, CausalLmBatcher, CausalLmDataset, CausalLmExample, InstructionRecord, InstructionTask, read_alpaca,
-    records_from_papers,
+    CLASSIFY_INSTRUCTION, CausalLmBatch, CausalLmBatcher, CausalLmDataset, CausalLmExample, DEFAULT_INPUT_TEMPLATE,
+    InstructionRecord, InstructionTask, KEYWORDS_INSTRUCTION, keywords_target, normalize_keyword, parse_generated_keywords,
+    parse_gold_keywords, read_alpaca, records_from_papers, split_keywords,
 };
 pub use papers::{ColumnMap, EmptyTextPolicy, LoadOptions, LoadReport, PaperRecord, load_papers};
 pub use split::{stratified_folds, stratified_split};
 pub use table::{Table, TableFormat};
-pub use template::{DEFAULT_TEMPLATE, TextTemplate};
+pub use template::{DEFAULT_TEMPLATE, TEMPLATE_FIELDS, TextTemplate};
 pub use tokenize::{Encoded, TextTokenizer, encode_papers};

@@ -25,7 +25,11 @@ enum Field {
 }
 
 /// A parsed template: literal text and `{field}` placeholders; `{{` and `}}` stand for braces.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// In a config it is written as its text and parsed as the config is read, so a config holds
+/// it parsed and a bad template fails there, naming its key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct TextTemplate {
     source: String,
     pieces: Vec<Piece>,
@@ -105,6 +109,20 @@ impl TextTemplate {
     }
 }
 
+impl TryFrom<String> for TextTemplate {
+    type Error = DataError;
+
+    fn try_from(source: String) -> Result<Self> {
+        Self::parse(&source)
+    }
+}
+
+impl From<TextTemplate> for String {
+    fn from(template: TextTemplate) -> Self {
+        template.source
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +153,19 @@ mod tests {
         let err = TextTemplate::parse("{title} {journal}").unwrap_err().to_string();
         assert!(err.contains("{journal}"), "{err}");
         assert!(err.contains("{abstract}"), "{err}");
+    }
+
+    #[test]
+    fn serialises_as_its_text_and_is_parsed_when_read() {
+        #[derive(Debug, serde::Serialize, serde::Deserialize)]
+        struct Section {
+            template: TextTemplate,
+        }
+        let section: Section = serde_json::from_str(r#"{"template": "{title}: {abstract}"}"#).unwrap();
+        assert_eq!(section.template.render(&paper()), "Title: Abstract.");
+        assert_eq!(serde_json::to_string(&section).unwrap(), r#"{"template":"{title}: {abstract}"}"#);
+        let err = serde_json::from_str::<Section>(r#"{"template": "{journal}"}"#).unwrap_err().to_string();
+        assert!(err.contains("{journal}"), "{err}");
     }
 
     #[test]

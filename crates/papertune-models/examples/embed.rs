@@ -4,7 +4,8 @@
 //! cargo run -p papertune-models --example embed
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use papertune_models::{BertInput, PretrainedEncoder, l2_normalize, masked_mean, source};
+use papertune_models::bert::{BertInput, l2_normalize, masked_mean};
+use papertune_models::{PretrainedEncoder, source};
 
 fn embed(encoder: &PretrainedEncoder, tokenizer: &tokenizers::Tokenizer, text: &str, device: &Device) -> Vec<f32> {
     let encoding = tokenizer.encode(text, true).expect("tokenizes");

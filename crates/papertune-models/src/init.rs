@@ -1,14 +1,19 @@
-//! Random initialisation of a BERT-family checkpoint, as Hugging Face initialises a new model:
-//! weights ~ N(0, 0.02), biases 0, LayerNorm scale 1 and shift 0. Used for tiny test models and
-//! for training from scratch; the result goes through the same loader as a real checkpoint.
+//! Random initialisation of BERT-family and Llama-family checkpoints, as Hugging Face
+//! initialises a new model: weights ~ N(0, 0.02), biases 0, norm scales 1 and shifts 0. Used
+//! for tiny test models and for training from scratch; the result goes through the same loader
+//! as a real checkpoint.
 
 use std::collections::BTreeMap;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::bert_config::BertConfig;
-use crate::safetensors_io::{Checkpoint, HostTensor};
+use burn::tensor::Device;
+
+use crate::bert::BertConfig;
+use crate::checkpoint::{Checkpoint, HostTensor};
+use crate::error::Result;
+use crate::llama::{LlamaConfig, LlamaModel};
 
 /// Normal samples by the Box–Muller transform.
 pub(crate) fn normal(rng: &mut StdRng, n: usize, std: f32) -> Vec<f32> {
@@ -81,7 +86,7 @@ pub fn random_linear(name: &str, d_in: usize, d_out: usize, seed: u64) -> Checkp
 
 /// A randomly initialised Llama-family checkpoint under Hugging Face names (weights ~ N(0, 0.02),
 /// RMSNorm scales 1, biases 0).
-pub fn random_llama_checkpoint(config: &crate::llama_config::LlamaConfig, seed: u64) -> Checkpoint {
+pub fn random_llama_checkpoint(config: &LlamaConfig, seed: u64) -> Checkpoint {
     let c = config;
     let mut t = RandomTensors { rng: StdRng::seed_from_u64(seed), tensors: BTreeMap::new() };
     let (q_width, kv_width) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
@@ -110,4 +115,10 @@ pub fn random_llama_checkpoint(config: &crate::llama_config::LlamaConfig, seed: 
         t.normal("lm_head.weight".into(), vec![c.vocab_size, c.hidden_size]);
     }
     Checkpoint::from_tensors("<random>", t.tensors)
+}
+
+/// A randomly initialised decoder of the given shape (for tests and from-scratch training).
+pub fn random_llama(config: &LlamaConfig, seed: u64, device: &Device) -> Result<LlamaModel> {
+    let mut checkpoint = random_llama_checkpoint(config, seed);
+    LlamaModel::load(config, &mut checkpoint, device)
 }

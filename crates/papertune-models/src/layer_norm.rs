@@ -3,7 +3,7 @@
 //!
 //! The same parameters as burn's `LayerNorm` (named `gamma` and `beta`, so that optimizer
 //! groups such as "no weight decay on `gamma`/`beta`" find them), but the forward pass goes
-//! through [`crate::fused::layer_norm`]: under autodiff on the CPU backends that is one tracked
+//! through [`papertune_kernels::layer_norm`]: under autodiff on the CPU backends that is one tracked
 //! operation with a written-out backward pass instead of nine.
 
 use burn::module::{Module, Param};
@@ -31,7 +31,7 @@ impl LayerNorm {
 
     /// `[.., d]` -> `[.., d]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        crate::fused::layer_norm(x, self.gamma.val(), self.beta.val(), self.epsilon)
+        papertune_kernels::layer_norm(x, self.gamma.val(), self.beta.val(), self.epsilon)
     }
 }
 

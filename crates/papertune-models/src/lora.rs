@@ -17,11 +17,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::dropout::Dropout;
+use papertune_kernels as kernels;
+use papertune_kernels::dropout::Dropout;
+
+use crate::checkpoint::{Checkpoint, write_atomic};
 use crate::error::{ModelError, Result};
-use crate::fsutil::write_atomic;
-use crate::safetensors_io::Checkpoint;
-use crate::fused;
 use crate::weights::{to_device, to_host};
 
 /// File names of a PEFT adapter folder.
@@ -146,11 +146,11 @@ impl LoraLinear {
     /// `[.., in]` -> `[.., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match &self.lora {
-            None => fused::linear_layer(&self.base, x),
+            None => kernels::linear_layer(&self.base, x),
             Some(lora) => {
                 // The scaling goes on the narrow [.., r] product rather than on [.., out].
-                let down = fused::linear(lora.dropout.forward(x.clone()), lora.a.val(), None).mul_scalar(lora.scaling);
-                fused::linear_layer(&self.base, x) + fused::linear(down, lora.b.val(), None)
+                let down = kernels::linear(lora.dropout.forward(x.clone()), lora.a.val(), None).mul_scalar(lora.scaling);
+                kernels::linear_layer(&self.base, x) + kernels::linear(down, lora.b.val(), None)
             }
         }
     }

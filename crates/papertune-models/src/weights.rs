@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::Result;
 use crate::layer_norm::LayerNorm;
-use crate::safetensors_io::{Checkpoint, HostTensor};
+use crate::checkpoint::{Checkpoint, HostTensor};
 
 /// Takes named tensors out of a checkpoint and builds burn layers from them on a device.
 pub struct TensorReader<'a> {

@@ -4,7 +4,8 @@
 //! cargo run -p papertune-tasks --example classify
 
 use burn::tensor::Device;
-use papertune_tasks::ClassifyConfig;
+use papertune_tasks::TrainOptions;
+use papertune_tasks::classify::{self, ClassifyConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("papertune-classify-example-{}", std::process::id()));
@@ -30,12 +31,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let device = Device::flex();
     let run = dir.join("run");
-    let report = papertune_tasks::train(&config, &run, &device, true)?;
+    let report = classify::train(&config, &run, &device, &TrainOptions::with_progress(true))?;
     println!("trained {} steps in {:.1} s; best valid {:?}", report.steps, report.train_seconds, report.best_metrics);
-    let metrics = papertune_tasks::evaluate(&run, &data, &device)?;
+    let metrics = classify::evaluate(&[run.clone()], &data, &device)?;
     println!("f1 on all rows: {:.3}", metrics.f1);
     let submission = dir.join("submission.csv");
-    papertune_tasks::predict(&run, &data, &submission, &device)?;
+    classify::predict(&[run], &data, &submission, &device)?;
     println!("submission: {}", submission.display());
     Ok(())
 }

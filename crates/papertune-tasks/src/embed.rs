@@ -3,7 +3,8 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use papertune_data::{TextTokenizer, pad_right};
-use papertune_models::{BertInput, PretrainedEncoder, l2_normalize, masked_mean};
+use papertune_models::PretrainedEncoder;
+use papertune_models::bert::{BertInput, l2_normalize, masked_mean};
 
 use crate::error::TaskError;
 

@@ -26,6 +26,6 @@ pub enum TaskError {
 }
 
 /// Maps an I/O error to [`TaskError::Io`] naming `path`.
-pub fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> TaskError + '_ {
+pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> TaskError + '_ {
     move |source| TaskError::Io { path: path.to_path_buf(), source }
 }

@@ -2,29 +2,37 @@
 //! tasks (classification and keyword generation) through a LoRA-tuned causal LM, their metrics
 //! and the challenge's submission file, plus sentence embeddings.
 //!
-//! This crate wires the others together: rows and tokens from `papertune-data`, encoders from
-//! `papertune-models`, the loop from `papertune-train`.
+//! This crate wires the others together: rows and tokens from `papertune-data`, models from
+//! `papertune-models`, the loop from `papertune-train`. The two task families, [`classify`] and
+//! [`llm`], offer the same calls (`train`, `evaluate`, `predict`, `LoadedRun`) and train through
+//! one pipeline (`pipeline.rs`: run folder, resuming, trainer options, report, summary). The run
+//! folder's layout, every file name included, is [`run_dir`]'s; [`report`] renders a run folder
+//! as `report.html`.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use burn::tensor::Device;
+//! use papertune_tasks::{TrainOptions, classify};
+//!
+//! # fn main() -> Result<(), papertune_tasks::TaskError> {
+//! let mut config = classify::ClassifyConfig::default();
+//! config.data.train = Some("train.csv".into());
+//! let report = classify::train(&config, Path::new("runs/try"), &Device::default(), &TrainOptions::with_progress(true))?;
+//! println!("best validation metrics: {:?}", report.best_metrics);
+//! # Ok(()) }
+//! ```
 
-pub mod classifier;
 pub mod classify;
-pub mod config;
+mod data;
 pub mod embed;
-pub mod error;
+mod error;
 pub mod llm;
 pub mod metrics;
+mod pipeline;
+pub mod report;
 pub mod run_dir;
-pub mod session;
 pub mod submission;
 
-pub use classifier::{HeadConfig, Pooling, SequenceClassifier};
-pub use classify::{
-    Ensemble, InspectReport, LoadedRun, PredictReport, TrainReport, TunedThreshold, best_f1_threshold, evaluate, evaluate_runs,
-    inspect, predict, predict_runs, train, train_folds, train_with,
-};
-pub use config::{ClassifyConfig, DataConfig, ModelConfig};
+pub use data::{DataSource, RowRules};
 pub use error::TaskError;
-pub use llm::{LlmConfig, LoadedLlmRun};
-pub use metrics::{BinaryMetrics, KeywordMetrics};
-pub use run_dir::{CheckpointState, RunDir, Which};
-pub use session::{TrainOptions, expand_runs};
-pub use submission::{SubmissionRow, write_submission};
+pub use pipeline::{TrainOptions, TrainReport};

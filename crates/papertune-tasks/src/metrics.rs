@@ -1,5 +1,5 @@
-//! Task metrics: binary F1 (positive class 1), precision, recall and accuracy for task 1; keyword
-//! set F1, F1@5 and F1@M for task 2.
+//! Task metrics: binary F1 (positive class 1), precision, recall and accuracy for task 1, and
+//! the precision-recall curve; keyword set F1, F1@5 and F1@M for task 2.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +20,9 @@ pub struct BinaryMetrics {
 }
 
 impl BinaryMetrics {
+    /// The metrics that can pick the best checkpoint (`train.metric_for_best`).
+    pub const NAMES: [&str; 4] = ["f1", "precision", "recall", "accuracy"];
+
     /// Scores predictions against gold labels (both 0/1, same length).
     pub fn compute(predicted: &[u8], gold: &[u8]) -> Self {
         assert_eq!(predicted.len(), gold.len(), "one prediction per gold label");
@@ -55,6 +58,31 @@ impl BinaryMetrics {
     }
 }
 
+/// Precision and recall at every distinct threshold, from the highest score down; `None`
+/// without positives.
+pub fn precision_recall_curve(probabilities: &[f32], labels: &[u8]) -> Option<Vec<(f64, f64, f64)>> {
+    let positives = labels.iter().filter(|&&l| l == 1).count();
+    if positives == 0 || probabilities.len() != labels.len() {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..labels.len()).collect();
+    order.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]));
+    let (mut tp, mut fp) = (0usize, 0usize);
+    let mut curve = Vec::new(); // (recall, precision, threshold)
+    for (k, &i) in order.iter().enumerate() {
+        if labels[i] == 1 {
+            tp += 1;
+        } else {
+            fp += 1;
+        }
+        let last_of_score = order.get(k + 1).is_none_or(|&j| probabilities[j] != probabilities[i]);
+        if last_of_score {
+            curve.push((tp as f64 / positives as f64, tp as f64 / (tp + fp) as f64, f64::from(probabilities[i])));
+        }
+    }
+    Some(curve)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +99,13 @@ mod tests {
     }
 
     #[test]
+    fn precision_recall_by_hand() {
+        let curve = precision_recall_curve(&[0.9, 0.8, 0.8, 0.1], &[1, 0, 1, 0]).unwrap();
+        assert_eq!(curve, vec![(0.5, 1.0, 0.9f32 as f64), (1.0, 2.0 / 3.0, 0.8f32 as f64), (1.0, 0.5, 0.1f32 as f64)]);
+        assert!(precision_recall_curve(&[0.5], &[0]).is_none());
+    }
+
+    #[test]
     fn no_positive_predictions_give_zero_f1_not_nan() {
         let m = BinaryMetrics::compute(&[0, 0], &[1, 0]);
         assert_eq!(m.f1, 0.0);
@@ -80,7 +115,7 @@ mod tests {
 }
 
 /// Keyword metrics over a corpus, on normalised, de-duplicated keywords
-/// (see `papertune_data::instruct::normalize_keyword`).
+/// (see `papertune_data::normalize_keyword`).
 ///
 /// - `kw_precision`, `kw_recall`, `kw_f1`: micro-averaged set metrics (matches over all
 ///   documents / predictions over all documents, / gold keywords over all documents).
@@ -106,6 +141,9 @@ fn f1(precision: f64, recall: f64) -> f64 {
 }
 
 impl KeywordMetrics {
+    /// The metrics that can pick the best checkpoint (`train.metric_for_best`).
+    pub const NAMES: [&str; 5] = ["kw_f1", "kw_f1_at_5", "kw_f1_at_m", "kw_precision", "kw_recall"];
+
     /// Scores predictions against gold keywords, document by document.
     pub fn compute(predicted: &[Vec<String>], gold: &[Vec<String>]) -> Self {
         assert_eq!(predicted.len(), gold.len(), "one prediction list per document");

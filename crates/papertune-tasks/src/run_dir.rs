@@ -1,13 +1,24 @@
-//! A run folder: `config.toml` (resolved), `metrics.jsonl`, `tokenizer.json`, `summary.json`, and
-//! the `best/` and `last/` checkpoints, each written whole or not at all.
+//! A run folder: `config.toml` (resolved), `metrics.jsonl`, `tokenizer.json`, `summary.json`,
+//! `report.html`, `eval_predictions.json`, and the `best/` and `last/` checkpoints, each written
+//! whole or not at all. Every file name of a run folder is here, and only here.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use papertune_models::fsutil::write_atomic;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::error::{TaskError, io_error};
+
+/// The marker file of a complete checkpoint folder.
+pub const STATE_FILE: &str = "trainer_state.json";
+/// A classifier checkpoint's weights (Hugging Face names) and its encoder's `config.json`.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const ENCODER_CONFIG_FILE: &str = "config.json";
+/// In a best checkpoint of a classifier: the threshold tuned on validation data.
+pub const THRESHOLD_FILE: &str = "threshold.json";
+/// In the parent folder of a k-fold training: the names of the fold runs.
+pub const FOLDS_FILE: &str = "folds.json";
 
 /// What a checkpoint folder records about training when it was written.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -74,23 +85,12 @@ impl CheckpointState {
     }
 }
 
-/// The marker file of a complete checkpoint folder.
-pub const STATE_FILE: &str = "trainer_state.json";
-
+/// sha256 of a file, as lowercase hex.
 fn file_sha256(path: &Path) -> Result<String, TaskError> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(io_error(path))?;
     let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let read = file.read(&mut buffer).map_err(io_error(path))?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-    }
-    Ok(papertune_models::source::hex(&hasher.finalize()))
+    let mut file = std::fs::File::open(path).map_err(io_error(path))?;
+    std::io::copy(&mut file, &mut hasher).map_err(io_error(path))?;
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 /// Which checkpoint of a run to use.
@@ -132,6 +132,17 @@ impl RunDir {
     }
     pub fn summary(&self) -> PathBuf {
         self.root.join("summary.json")
+    }
+    pub fn report(&self) -> PathBuf {
+        self.root.join("report.html")
+    }
+    /// Validation predictions of a classifier's best checkpoint (for the report's curves).
+    pub fn eval_predictions(&self) -> PathBuf {
+        self.root.join("eval_predictions.json")
+    }
+    /// The fold runs' names, in the parent folder of a k-fold training.
+    pub fn folds(&self) -> PathBuf {
+        self.root.join(FOLDS_FILE)
     }
 
     /// Folder of a checkpoint, falling back to the previous copy if a swap was interrupted.
@@ -247,14 +258,47 @@ impl RunDir {
     }
 }
 
+/// Run folders named by the user, with a k-fold parent (holding `folds.json`) standing for its
+/// fold runs.
+pub fn expand_runs(runs: &[PathBuf]) -> Result<Vec<PathBuf>, TaskError> {
+    let mut expanded = Vec::new();
+    for run in runs {
+        let folds = RunDir::new(run).folds();
+        if folds.exists() {
+            let names: Vec<String> = read_json(&folds)?;
+            expanded.extend(names.iter().map(|n| run.join(n)));
+        } else {
+            expanded.push(run.clone());
+        }
+    }
+    if expanded.is_empty() {
+        return Err(TaskError::Config("no run folder given".into()));
+    }
+    Ok(expanded)
+}
+
+/// Writes `bytes` to `path` so that readers see the old file or the whole new one, never a
+/// part (atomic-write-file: a temporary file beside it, fsync, rename, fsync of the folder).
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TaskError> {
+    let mut file = atomic_write_file::AtomicWriteFile::open(path).map_err(io_error(path))?;
+    std::io::Write::write_all(&mut file, bytes).map_err(io_error(path))?;
+    file.commit().map_err(io_error(path))
+}
+
 /// Serialises `value` as pretty JSON and writes it atomically.
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TaskError> {
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TaskError> {
     let text = serde_json::to_string_pretty(value).expect("serialisable value");
-    write_atomic(path, text.as_bytes()).map_err(TaskError::from)
+    write_atomic(path, text.as_bytes())
+}
+
+/// Reads a TOML file (a run's `config.toml`), naming it in any error.
+pub(crate) fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TaskError> {
+    let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+    toml::from_str(&text).map_err(|e| TaskError::Run { path: path.to_path_buf(), message: e.to_string() })
 }
 
 /// Reads a JSON file, naming it in any error.
-pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TaskError> {
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TaskError> {
     let text = std::fs::read_to_string(path).map_err(io_error(path))?;
     serde_json::from_str(&text).map_err(|e| TaskError::Run { path: path.to_path_buf(), message: e.to_string() })
 }

@@ -1,10 +1,12 @@
-//! The challenge's submission file: `uuid,Keywords,label`, keywords joined by `; `.
+//! The challenge's submission file: `uuid,Keywords,label`, keywords joined by `; `, written with
+//! the `csv` crate (RFC 4180 quoting).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use papertune_models::fsutil::write_atomic;
+use serde::Serialize;
 
 use crate::error::TaskError;
+use crate::run_dir::write_atomic;
 
 /// One row of a submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,33 +16,33 @@ pub struct SubmissionRow {
     pub label: u8,
 }
 
-/// Quotes a CSV field when it holds a comma, quote or line break (RFC 4180).
-pub fn csv_field(value: &str) -> String {
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value.to_owned()
-    }
+/// What a `predict` call wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct PredictReport {
+    pub output: PathBuf,
+    pub rows: usize,
+    /// Rows labelled 1.
+    pub label_1: usize,
 }
 
 /// The submission as CSV text.
 pub fn submission_csv(rows: &[SubmissionRow]) -> String {
-    let mut out = String::from("uuid,Keywords,label\n");
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(["uuid", "Keywords", "label"]).expect("writes to memory");
     for row in rows {
-        out.push_str(&csv_field(&row.uuid));
-        out.push(',');
-        out.push_str(&csv_field(&row.keywords.join("; ")));
-        out.push(',');
-        out.push_str(&row.label.to_string());
-        out.push('\n');
+        writer.write_record([row.uuid.as_str(), &row.keywords.join("; "), &row.label.to_string()]).expect("writes to memory");
     }
-    out
+    String::from_utf8(writer.into_inner().expect("writes to memory")).expect("UTF-8 fields")
 }
 
-/// Writes the submission atomically.
-pub fn write_submission(path: &Path, rows: &[SubmissionRow]) -> Result<(), TaskError> {
+/// Writes the submission atomically, creating its folder if needed.
+pub fn write_submission(path: &Path, rows: &[SubmissionRow]) -> Result<PredictReport, TaskError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(crate::error::io_error(dir))?;
+    }
     write_atomic(path, submission_csv(rows).as_bytes())?;
-    Ok(())
+    let label_1 = rows.iter().filter(|r| r.label == 1).count();
+    Ok(PredictReport { output: path.to_path_buf(), rows: rows.len(), label_1 })
 }
 
 #[cfg(test)]
@@ -52,7 +54,11 @@ mod tests {
         let rows = vec![
             SubmissionRow { uuid: "a".into(), keywords: vec![], label: 1 },
             SubmissionRow { uuid: "b,c".into(), keywords: vec!["x".into(), "y \"z\"".into()], label: 0 },
+            SubmissionRow { uuid: "d".into(), keywords: vec!["two\nlines".into()], label: 0 },
         ];
-        assert_eq!(submission_csv(&rows), "uuid,Keywords,label\na,,1\n\"b,c\",\"x; y \"\"z\"\"\",0\n");
+        assert_eq!(
+            submission_csv(&rows),
+            "uuid,Keywords,label\na,,1\n\"b,c\",\"x; y \"\"z\"\"\",0\nd,\"two\nlines\",0\n"
+        );
     }
 }

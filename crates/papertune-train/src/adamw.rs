@@ -1,12 +1,12 @@
 //! AdamW whose update of each parameter is one fused pass on the CPU backends.
 //!
 //! [`FusedAdamW`] does burn's `AdamW` arithmetic (decoupled weight decay, bias-corrected
-//! moments, no AMSGrad) through [`papertune_models::fused::adamw_update`], and keeps its state
+//! moments, no AMSGrad) through [`papertune_kernels::adamw_update`], and keeps its state
 //! in burn's [`AdamWState`], so optimizer checkpoints have the same tensors and names.
 //!
 //! ```
 //! use burn::optim::ModuleOptimizer;
-//! use papertune_train::adamw::FusedAdamW;
+//! use papertune_train::FusedAdamW;
 //!
 //! let optimizer = ModuleOptimizer::from(FusedAdamW { weight_decay: 0.01, ..FusedAdamW::default() });
 //! # let _ = optimizer;
@@ -14,7 +14,7 @@
 
 use burn::optim::{AdamWState, AdaptiveMomentumState, LearningRate, Optimizer};
 use burn::tensor::{Device, Tensor};
-use papertune_models::fused::{AdamWStep, adamw_update};
+use papertune_kernels::{AdamWStep, adamw_update};
 
 /// AdamW's hyperparameters; the defaults are PyTorch's betas and epsilon (0.9, 0.999, 1e-8;
 /// burn's `AdamWConfig` has epsilon 1e-5) and burn's weight decay of 1e-4.

@@ -1,30 +1,38 @@
 //! A generic trainer for burn models: any model, batch and loss, on any backend.
 //!
-//! The trainer knows nothing of papers or keywords. A task supplies a model implementing
-//! [`TrainModel`], a [`Loss`], a burn `Dataset` and `Batcher`, and [`TrainHooks`] that evaluate
-//! and save; the trainer runs AdamW (no decay on biases and LayerNorm) with warmup and a decay
-//! schedule, gradient accumulation and clipping, evaluates and saves by epoch or by steps, keeps
-//! the best checkpoint by a chosen metric, stops early when asked, logs to `metrics.jsonl`, and
-//! resumes a checkpoint exactly (see [`state`]). [`report`] turns a run folder into a
-//! self-contained `report.html`.
+//! The trainer knows nothing of papers, keywords or model architectures. A task supplies a
+//! model implementing [`TrainModel`], a [`Loss`], a burn `Dataset` and `Batcher`, and
+//! [`TrainHooks`] that evaluate, save and hear the run's events; the trainer runs AdamW (no
+//! decay on biases and LayerNorm) with warmup and a decay schedule, gradient accumulation and
+//! clipping, data parallelism over devices, evaluates and saves by epoch or by steps, keeps the
+//! best checkpoint by a chosen metric, stops early when asked, logs each [`TrainEvent`] to
+//! `metrics.jsonl`, and resumes a checkpoint exactly (see [`ResumePoint`]).
+//!
+//! The rooms: `trainer/` (the loop and its parts), `config.rs` (every option, with defaults),
+//! `schedule.rs`, `adamw.rs`, `clip.rs` and `loss.rs` (the arithmetic of a step), `state.rs`
+//! (what a checkpoint records for an exact resume), `error.rs` and `metrics.rs` (shared types),
+//! `signal.rs` (Ctrl-C as a stop request).
 
-pub mod adamw;
-pub mod clip;
-pub mod config;
-pub mod loss;
-pub mod report;
-pub mod schedule;
-pub mod signal;
-pub mod state;
-pub mod trainer;
+mod adamw;
+mod clip;
+mod config;
+mod error;
+mod loss;
+mod metrics;
+mod schedule;
+mod signal;
+mod state;
+mod trainer;
 
 pub use adamw::FusedAdamW;
+pub use clip::{clip_grad_norm, clip_grad_value};
 pub use config::{Strategy, TrainConfig};
+pub use error::TrainError;
 pub use loss::{BceWithLogitsLoss, CausalLmLoss, ClassificationLoss, CrossEntropyLoss, FocalLoss, Loss, LossConfig, LossName};
+pub use metrics::{EvalRecord, Metrics};
 pub use schedule::{LrSchedule, ScheduleKind};
 pub use signal::stop_on_signals;
-pub use state::{CheckpointContext, ResumePoint, TrainerState, write_file_atomic};
+pub use state::{CheckpointContext, ResumePoint, TrainProgress, TrainerState};
 pub use trainer::{
-    Metrics, PhaseTimings, SaveKind, StopReason, TrainError, TrainHooks, TrainModel, TrainProgress, TrainSummary, Trainer,
-    epoch_order,
+    PhaseTimings, SaveKind, StopReason, TrainEvent, TrainHooks, TrainModel, TrainSummary, Trainer, epoch_order,
 };

@@ -146,7 +146,7 @@ impl Loss<Tensor<2>, Tensor<1, Int>> for CausalLmLoss {
     fn forward(&self, logits: Tensor<2>, target: Tensor<1, Int>) -> Tensor<1> {
         let scored = target.clone().not_equal_elem(self.ignore_index); // [positions]
         let safe_target = target.mask_fill(scored.clone().bool_not(), 0);
-        let nll = papertune_models::fused::token_nll(logits, safe_target); // [positions]
+        let nll = papertune_kernels::token_nll(logits, safe_target); // [positions]
         let weight = scored.float();
         // At least one scored position keeps an all-ignored batch at loss 0 rather than NaN.
         (nll * weight.clone()).sum() / weight.sum().clamp_min(1.0)

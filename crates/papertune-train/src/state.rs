@@ -7,9 +7,9 @@
 //! Everything else a run depends on is a pure function of the step: the data order
 //! ([`crate::epoch_order`] of the seed and epoch, position from the step), the learning rate
 //! ([`crate::LrSchedule`]) and the random streams of dropout (the device's re-seeded from the
-//! seed and the step before every step, the models' own from the seed, the step and the
-//! micro-batch through `TrainModel::seed_micro_batch`). So a run stopped after N steps and resumed for M more ends where
-//! one run of N+M steps ends.
+//! seed and the step before every step, papertune's dropout stream from the seed, the step and
+//! the micro-batch, in the thread that runs it). So a run stopped after N steps and resumed for
+//! M more ends where one run of N+M steps ends.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,19 +20,24 @@ use burn::tensor::{Bytes, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
-use crate::trainer::{Metrics, TrainError};
+use crate::error::{TrainError, io_error, write_atomic};
+use crate::metrics::EvalRecord;
 
 /// File names the trainer writes into a checkpoint folder.
 pub const RESUME_STATE_FILE: &str = "resume_state.json";
 pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
 pub const PARAM_IDS_FILE: &str = "param_ids.json";
 
-/// One evaluation of the run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EvalRecord {
+/// Where training stands, passed to the hooks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainProgress {
+    /// Optimizer steps done.
     pub step: usize,
+    /// Epochs begun (1-based).
     pub epoch: usize,
-    pub metrics: Metrics,
+    pub total_steps: usize,
+    /// Best value of `metric_for_best`, and the step it was reached at.
+    pub best: Option<(f64, usize)>,
 }
 
 /// The trainer's counters at a checkpoint.
@@ -122,38 +127,14 @@ impl ModuleMapper for RestoreIds<'_> {
     }
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io { path: path.to_path_buf(), source }
-}
-
 fn corrupt(path: &Path, message: impl std::fmt::Display) -> TrainError {
     TrainError::Checkpoint { path: path.to_path_buf(), message: message.to_string() }
-}
-
-/// Writes `bytes` to `path` through a temporary file that is flushed to disk, then renamed.
-pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    use std::io::Write;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(source) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(TrainError::Io { path: path.to_path_buf(), source });
-    }
-    Ok(())
 }
 
 /// What the trainer hands to [`crate::TrainHooks::save`] beside the model: the run's position,
 /// and for the `last/` checkpoint the state an exact resume needs.
 pub struct CheckpointContext<'a> {
-    pub progress: &'a crate::TrainProgress,
+    pub progress: &'a TrainProgress,
     pub(crate) state: TrainerState,
     pub(crate) optimizer: Option<&'a ModuleOptimizer>,
 }
@@ -179,11 +160,11 @@ impl CheckpointContext<'_> {
             .to_record()
             .into_bytes()
             .map_err(|e| corrupt(&dir.join(OPTIMIZER_FILE), format!("cannot serialise the optimizer state: {e:?}")))?;
-        write_file_atomic(&dir.join(OPTIMIZER_FILE), &bytes)?;
+        write_atomic(&dir.join(OPTIMIZER_FILE), &bytes)?;
         let ids = serde_json::to_vec_pretty(&param_entries(model)).expect("serialisable ids");
-        write_file_atomic(&dir.join(PARAM_IDS_FILE), &ids)?;
+        write_atomic(&dir.join(PARAM_IDS_FILE), &ids)?;
         let state = serde_json::to_vec_pretty(&self.state).expect("serialisable state");
-        write_file_atomic(&dir.join(RESUME_STATE_FILE), &state)?;
+        write_atomic(&dir.join(RESUME_STATE_FILE), &state)?;
         Ok(vec![OPTIMIZER_FILE.into(), PARAM_IDS_FILE.into(), RESUME_STATE_FILE.into()])
     }
 }
@@ -210,16 +191,16 @@ impl ResumePoint {
         if !state_path.exists() {
             return Err(corrupt(dir, format!("no {RESUME_STATE_FILE}: this checkpoint cannot be resumed (it was not written as a last/ checkpoint)")));
         }
-        let text = std::fs::read(&state_path).map_err(io(&state_path))?;
+        let text = std::fs::read(&state_path).map_err(io_error(&state_path))?;
         let state: TrainerState = serde_json::from_slice(&text).map_err(|e| corrupt(&state_path, e))?;
         if state.format != TrainerState::FORMAT {
             return Err(corrupt(&state_path, format!("layout version {} (this papertune reads {})", state.format, TrainerState::FORMAT)));
         }
         let ids_path = dir.join(PARAM_IDS_FILE);
-        let text = std::fs::read(&ids_path).map_err(io(&ids_path))?;
+        let text = std::fs::read(&ids_path).map_err(io_error(&ids_path))?;
         let params = serde_json::from_slice(&text).map_err(|e| corrupt(&ids_path, e))?;
         let optimizer_path = dir.join(OPTIMIZER_FILE);
-        let bytes = std::fs::read(&optimizer_path).map_err(io(&optimizer_path))?;
+        let bytes = std::fs::read(&optimizer_path).map_err(io_error(&optimizer_path))?;
         let optimizer = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(bytes))
             .map_err(|e| corrupt(&optimizer_path, format!("unreadable optimizer state: {e:?}")))?;
         Ok(Self { dir: dir.to_path_buf(), state, optimizer, params })

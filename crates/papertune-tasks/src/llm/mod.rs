@@ -1,0 +1,23 @@
+//! Both paper tasks through a causal LM tuned with LoRA: records `instruction / input / output`
+//! built from paper rows (or read from Alpaca-style files), the prompt rendered with the model's
+//! chat template and masked out of the loss, adapters trained with the shared pipeline and saved
+//! in PEFT's layout.
+//!
+//! - Task 1 (`classify`): the answer is "1" or "0"; at inference the probability of "1" is read
+//!   from the logits of the two tokens after the prompt (no free generation).
+//! - Task 2 (`keywords`): the answer is the keywords joined by commas; at inference the model
+//!   generates greedily and the text is split, normalised and de-duplicated.
+//!
+//! The rooms: `config.rs` (the `[data] [model] [lora] [generation] [train]` sections),
+//! `prompt.rs` (records as token ids), `train.rs` (the task's side of the shared training
+//! pipeline), `infer.rs` (loaded runs and what they do).
+
+mod config;
+mod infer;
+mod prompt;
+mod train;
+
+pub use config::{LlmConfig, LlmDataConfig, LlmDataFormat, LlmModelConfig};
+pub use infer::{EvalOptions, LoadedRun, classify_probabilities, evaluate, generate_keywords, is_llm_run, predict};
+pub use prompt::PromptEncoder;
+pub use train::{CausalLmTrainer, train};

@@ -1,0 +1,267 @@
+//! The training pipeline every task shares: open the run folder (a new one, or the one to
+//! resume, whose config may change only in the training options), configure the trainer from
+//! the session's options, fit with the task's model and hooks, keep `report.html` current, and
+//! write `summary.json`. A task brings its data, model, loss and hooks; nothing else.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::Dataset;
+use burn::tensor::Device;
+use papertune_train::{
+    CheckpointContext, Loss, Metrics, PhaseTimings, ResumePoint, SaveKind, StopReason, TrainConfig, TrainError, TrainEvent,
+    TrainHooks, TrainModel, TrainProgress, TrainSummary, Trainer,
+};
+use serde::Serialize;
+
+use crate::error::{TaskError, io_error};
+use crate::report::write_report;
+use crate::run_dir::{RunDir, Which, write_atomic, write_json};
+
+/// How a training call runs, besides its config.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Show the progress bar.
+    pub show_progress: bool,
+    /// Continue the run in the output folder from its `last/` checkpoint instead of starting
+    /// one.
+    pub resume: bool,
+    /// Set to true (e.g. by Ctrl-C, see [`papertune_train::stop_on_signals`]) to stop after the
+    /// current step with a resumable checkpoint.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Stop after this optimizer step, as if interrupted (to train a long run in sessions).
+    pub stop_at_step: Option<usize>,
+    /// Name of the backend, recorded in the summary and report.
+    pub backend: Option<String>,
+    /// Data parallelism: devices (of the run's backend) that share each step's micro-batches;
+    /// empty or one: the run's device alone. See [`Trainer::with_devices`].
+    pub devices: Vec<Device>,
+}
+
+impl TrainOptions {
+    /// Progress bar shown, nothing else.
+    pub fn with_progress(show_progress: bool) -> Self {
+        Self { show_progress, ..Self::default() }
+    }
+}
+
+/// What a training call reports at the end (also written to the run's `summary.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub run: PathBuf,
+    pub model: String,
+    pub train_examples: usize,
+    pub valid_examples: usize,
+    pub steps: usize,
+    pub train_seconds: f64,
+    pub examples_per_second: f64,
+    pub final_loss: f64,
+    pub best_step: Option<usize>,
+    /// Validation metrics of the best checkpoint.
+    pub best_metrics: Option<Metrics>,
+    /// Input tokens (padding excluded) per second of training.
+    pub tokens_per_second: f64,
+    pub stop_reason: StopReason,
+    /// Step the run was resumed from, if it was.
+    pub resumed_from: Option<usize>,
+    /// This session's seconds per phase.
+    pub timings: PhaseTimings,
+    pub backend: Option<String>,
+}
+
+/// What the task knows about a run that the trainer does not.
+pub(crate) struct RunFacts {
+    /// The model spec of the config (`model.source`).
+    pub model: String,
+    pub train_examples: usize,
+    pub valid_examples: usize,
+    /// Mean input tokens of a training example (padding excluded).
+    pub tokens_per_example: f64,
+}
+
+/// A run folder opened for training, with the checkpoint to continue from when resuming.
+pub(crate) struct TrainSession<'a> {
+    pub run: RunDir,
+    resume: Option<(PathBuf, ResumePoint)>,
+    options: &'a TrainOptions,
+}
+
+impl<'a> TrainSession<'a> {
+    /// The run folder to train into, with `config` (resolved) written to it: a new folder, or
+    /// for a resumed run the existing one, whose config may differ only in the `free_sections`
+    /// (training options such as the learning rate and step budget).
+    pub fn open<C: Serialize>(out: &Path, config: &C, options: &'a TrainOptions, free_sections: &[&str]) -> Result<Self, TaskError> {
+        let config_toml = toml::to_string_pretty(config).map_err(|e| TaskError::Config(e.to_string()))?;
+        if !options.resume {
+            let run = create_run_dir(out)?;
+            write_atomic(&run.config(), config_toml.as_bytes())?;
+            return Ok(Self { run, resume: None, options });
+        }
+        let run = RunDir::new(out);
+        check_unchanged(&run, &config_toml, free_sections)?;
+        let last = run.verified_checkpoint(Which::Last)?;
+        let point = ResumePoint::read(&last)?;
+        // The config in force from now on (a new learning rate or step budget is recorded by the
+        // trainer's resume event too).
+        write_atomic(&run.config(), config_toml.as_bytes())?;
+        Ok(Self { run, resume: Some((last, point)), options })
+    }
+
+    /// The `last/` checkpoint folder the run continues from, when resuming.
+    pub fn resume_dir(&self) -> Option<&Path> {
+        self.resume.as_ref().map(|(dir, _)| dir.as_path())
+    }
+
+    /// Trains `model` with the shared trainer on `device` (its autodiff form), the session's
+    /// options and resume point, `report.html` refreshed after each evaluation and at the end;
+    /// writes `summary.json` and returns its contents.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fit<M, I, Batch, L, Bt, H>(
+        self,
+        model: M,
+        train: &TrainConfig,
+        device: &Device,
+        loss: &L,
+        data: &dyn Dataset<I>,
+        batcher: &Bt,
+        hooks: &mut H,
+        facts: RunFacts,
+    ) -> Result<TrainReport, TaskError>
+    where
+        M: TrainModel<Batch>,
+        L: Loss<M::Output, M::Target> + Sync,
+        Bt: Batcher<I, Batch>,
+        H: TrainHooks<M>,
+        I: Send,
+    {
+        let options = self.options;
+        let mut trainer = Trainer::new(train.clone(), &device.clone().autodiff())?
+            .with_metrics_log(&self.run.metrics())
+            .with_progress(options.show_progress);
+        if let Some(flag) = &options.stop {
+            trainer = trainer.with_stop_signal(Arc::clone(flag));
+        }
+        if let Some(step) = options.stop_at_step {
+            trainer = trainer.with_stop_at_step(step);
+        }
+        if options.devices.len() > 1 {
+            trainer = trainer.with_devices(options.devices.clone());
+        }
+        if let Some((_, point)) = self.resume {
+            trainer = trainer.with_resume(point);
+        }
+        let mut reporting = Reporting { task: hooks, run: &self.run };
+        let (_, summary) = trainer.fit(model, loss, data, batcher, &mut reporting)?;
+        let report = TrainReport::new(&self.run, &summary, facts, options.backend.clone());
+        write_json(&self.run.summary(), &report)?;
+        refresh_report(&self.run);
+        Ok(report)
+    }
+}
+
+impl TrainReport {
+    fn new(run: &RunDir, summary: &TrainSummary, facts: RunFacts, backend: Option<String>) -> Self {
+        Self {
+            run: run.root.clone(),
+            model: facts.model,
+            train_examples: facts.train_examples,
+            valid_examples: facts.valid_examples,
+            steps: summary.steps,
+            train_seconds: summary.train_seconds,
+            examples_per_second: summary.examples_per_second,
+            final_loss: summary.final_loss,
+            best_step: summary.best.map(|b| b.1),
+            best_metrics: summary.best_metrics.clone(),
+            tokens_per_second: summary.examples_per_second * facts.tokens_per_example,
+            stop_reason: summary.stop_reason,
+            resumed_from: summary.resumed_from,
+            timings: summary.timings,
+            backend,
+        }
+    }
+}
+
+/// The task's hooks, with the run's report refreshed after each evaluation and at the end.
+struct Reporting<'a, H> {
+    task: &'a mut H,
+    run: &'a RunDir,
+}
+
+impl<M, H: TrainHooks<M>> TrainHooks<M> for Reporting<'_, H> {
+    fn evaluate(&mut self, model: &M, progress: &TrainProgress) -> Result<Metrics, TrainError> {
+        self.task.evaluate(model, progress)
+    }
+
+    fn save(&mut self, model: &M, kind: SaveKind, checkpoint: &CheckpointContext<'_>) -> Result<(), TrainError> {
+        self.task.save(model, kind, checkpoint)
+    }
+
+    fn on_event(&mut self, event: &TrainEvent<'_>) {
+        self.task.on_event(event);
+        if matches!(event, TrainEvent::Eval { .. } | TrainEvent::End { .. }) {
+            refresh_report(self.run);
+        }
+    }
+}
+
+/// Rewrites the run's `report.html`; a failure is a warning, never the end of a run.
+fn refresh_report(run: &RunDir) {
+    if let Err(e) = write_report(&run.root) {
+        tracing::warn!("report not updated: {e}");
+    }
+}
+
+/// Creates a fresh run folder; refuses one that already holds files.
+fn create_run_dir(out: &Path) -> Result<RunDir, TaskError> {
+    if out.exists() && std::fs::read_dir(out).map_err(io_error(out))?.next().is_some() {
+        return Err(TaskError::Run {
+            path: out.to_path_buf(),
+            message: "the run folder already exists and is not empty; choose another --out, or continue it with --resume".into(),
+        });
+    }
+    std::fs::create_dir_all(out).map_err(io_error(out))?;
+    Ok(RunDir::new(out))
+}
+
+/// Refuses to resume `run` with a config that differs from its saved one outside
+/// `free_sections`, naming every key that changed.
+fn check_unchanged(run: &RunDir, config_toml: &str, free_sections: &[&str]) -> Result<(), TaskError> {
+    let saved_path = run.config();
+    let saved_text = std::fs::read_to_string(&saved_path).map_err(io_error(&saved_path))?;
+    let parse = |text: &str, path: &Path| -> Result<toml::Table, TaskError> {
+        text.parse::<toml::Table>().map_err(|e| TaskError::Run { path: path.to_path_buf(), message: e.to_string() })
+    };
+    let saved = parse(&saved_text, &saved_path)?;
+    let now = parse(config_toml, Path::new("the new config"))?;
+    let mut changed = Vec::new();
+    for section in saved.keys().chain(now.keys().filter(|k| !saved.contains_key(*k))) {
+        if free_sections.contains(&section.as_str()) {
+            continue;
+        }
+        let (a, b) = (saved.get(section), now.get(section));
+        if a == b {
+            continue;
+        }
+        let keys = |v: Option<&toml::Value>| v.and_then(toml::Value::as_table).cloned().unwrap_or_default();
+        let (ka, kb) = (keys(a), keys(b));
+        for key in ka.keys().chain(kb.keys().filter(|k| !ka.contains_key(*k))) {
+            if ka.get(key) != kb.get(key) {
+                let show = |v: Option<&toml::Value>| v.map_or_else(|| "unset".to_owned(), ToString::to_string);
+                changed.push(format!("{section}.{key}: {} -> {}", show(ka.get(key)), show(kb.get(key))));
+            }
+        }
+    }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    Err(TaskError::Run {
+        path: run.root.clone(),
+        message: format!(
+            "cannot resume with a changed model or data ({}); only [{}] options may change",
+            changed.join(", "),
+            free_sections.join("], [")
+        ),
+    })
+}

@@ -1,0 +1,172 @@
+//! What the trainer tells: events (to `metrics.jsonl`, and to the task's hooks, which render
+//! them as they like), the progress bar, and log lines where there is no terminal.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{PhaseTimings, StopReason};
+use crate::error::{TrainError, io_error, write_atomic};
+use crate::metrics::Metrics;
+
+/// What happens during a run, in the order it happens. Each is one line of `metrics.jsonl`
+/// (`{"event": "train", ...}`) and is handed to [`crate::TrainHooks::on_event`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum TrainEvent<'a> {
+    /// The run continues from a checkpoint; `changes` lists the options that differ from it.
+    Resume { step: usize, from: &'a Path, changes: &'a [String] },
+    /// Training figures every `train.log_every_steps` steps and at the last: the mean loss
+    /// and examples per second since the previous one.
+    Train { step: usize, epoch: usize, loss: f64, lr: f64, grad_norm: Option<f64>, examples_per_second: f64 },
+    /// An evaluation; `best` when it improved `train.metric_for_best`.
+    Eval { step: usize, epoch: usize, metrics: &'a Metrics, best: bool, seconds: f64 },
+    /// Training stopped on an error at `step`, before its update.
+    Error { step: usize, message: String },
+    /// The end of the run (or of this session of it).
+    End {
+        step: usize,
+        train_seconds: f64,
+        examples_per_second: f64,
+        best_metric: Option<f64>,
+        best_step: Option<usize>,
+        stop_reason: StopReason,
+        timings: PhaseTimings,
+        device: String,
+    },
+}
+
+/// `metrics.jsonl`: one JSON object per line, flushed as it goes, so that a crash loses nothing
+/// already written.
+pub(super) struct MetricsLog {
+    path: PathBuf,
+    file: File,
+}
+
+impl MetricsLog {
+    /// Opens the log to append to it; for a run resumed at step `resumed_at`, events after
+    /// that step (written by the interrupted session after its checkpoint) are dropped first,
+    /// so that the log reads as one run.
+    pub fn open(path: &Path, resumed_at: Option<usize>) -> Result<Self, TrainError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        }
+        if let Some(step) = resumed_at.filter(|_| path.exists()) {
+            let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+            let mut kept = String::new();
+            for line in text.lines() {
+                // A torn last line (a crash mid-write) is dropped too.
+                let Ok(event) = serde_json::from_str::<Value>(line) else { continue };
+                let at = event.get("step").and_then(Value::as_u64).unwrap_or(0) as usize;
+                if at <= step && event.get("event").and_then(Value::as_str) != Some("end") {
+                    kept.push_str(line);
+                    kept.push('\n');
+                }
+            }
+            write_atomic(path, kept.as_bytes())?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path).map_err(io_error(path))?;
+        Ok(Self { path: path.to_path_buf(), file })
+    }
+
+    pub fn write(&mut self, event: &TrainEvent<'_>) -> Result<(), TrainError> {
+        let mut line = serde_json::to_value(event).expect("events serialise").to_string();
+        line.push('\n');
+        self.file.write_all(line.as_bytes()).and_then(|_| self.file.flush()).map_err(io_error(&self.path))
+    }
+}
+
+/// The progress bar of the run's steps; hidden when not asked for or when stderr is not a
+/// terminal, and then its messages go to the log as lines.
+pub(super) struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    pub fn new(show: bool, total_steps: usize, done: usize) -> Self {
+        if !show {
+            return Self { bar: ProgressBar::hidden() };
+        }
+        let bar = ProgressBar::new(total_steps as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise} < {eta_precise}] {bar:30} {pos}/{len} {msg}")
+                .expect("the progress template is valid"),
+        );
+        bar.set_position(done as u64);
+        bar.reset_eta();
+        Self { bar }
+    }
+
+    /// The figures of a training log event, beside the bar (or as a log line).
+    pub fn train_figures(&self, step: usize, total_steps: usize, loss: f64, lr: f64, throughput: f64) {
+        let message = format!("loss {loss:.4} lr {lr:.2e} {throughput:.1} ex/s");
+        if self.bar.is_hidden() {
+            // No terminal (a log file, CI): the same figures as log lines.
+            tracing::info!("step {step}/{total_steps}: {message}");
+        }
+        self.bar.set_message(message);
+    }
+
+    /// A line above the bar (or a log line).
+    pub fn line(&self, line: String) {
+        if self.bar.is_hidden() {
+            tracing::info!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+
+    pub fn step_done(&self) {
+        self.bar.inc(1);
+    }
+
+    /// Leaves the bar where it stopped, with a message, or clears it after a complete run.
+    pub fn finish(&self, stop_reason: StopReason, step: usize) {
+        match stop_reason {
+            StopReason::Interrupted => self.bar.abandon_with_message(format!("interrupted at step {step}; the last checkpoint holds it")),
+            _ => self.bar.finish_and_clear(),
+        }
+    }
+
+    pub fn abandon(&self) {
+        self.bar.abandon();
+    }
+}
+
+/// Running loss and throughput between two log lines.
+pub(super) struct LossWindow {
+    loss: f64,
+    steps: usize,
+    examples: usize,
+    start: Instant,
+}
+
+impl LossWindow {
+    pub fn new() -> Self {
+        Self { loss: 0.0, steps: 0, examples: 0, start: Instant::now() }
+    }
+
+    pub fn add(&mut self, loss: f64, examples: usize) {
+        self.loss += loss;
+        self.steps += 1;
+        self.examples += examples;
+    }
+
+    /// Mean loss and examples per second since the last call; starts a new window.
+    pub fn take(&mut self) -> (f64, f64) {
+        let elapsed = self.start.elapsed().as_secs_f64().max(1e-9);
+        let result = (self.loss / self.steps.max(1) as f64, self.examples as f64 / elapsed);
+        *self = Self::new();
+        result
+    }
+
+    /// Evaluation time does not count towards training throughput.
+    pub fn restart_clock(&mut self) {
+        self.start = Instant::now();
+    }
+}

@@ -1,0 +1,35 @@
+//! `embed`: the sentence embedding of a text (mean-pooled, L2-normalised) as a JSON array.
+
+use anyhow::Result;
+use clap::Args;
+use papertune_data::TextTokenizer;
+use papertune_models::PretrainedEncoder;
+use papertune_models::source;
+
+use super::device_for;
+use crate::Globals;
+
+#[derive(Args)]
+pub struct EmbedArgs {
+    /// Preset, Hugging Face id or checkpoint folder.
+    #[arg(long)]
+    model: String,
+    #[arg(long)]
+    text: String,
+    /// Longest input in tokens (sentence-transformers uses 256 for MiniLM).
+    #[arg(long, default_value_t = 256)]
+    max_len: usize,
+    #[arg(long)]
+    backend: Option<String>,
+}
+
+pub fn run(args: EmbedArgs, globals: &Globals) -> Result<()> {
+    let device = device_for(args.backend.as_deref(), globals.precision)?;
+    let files = source::resolve(&args.model)?;
+    let encoder = PretrainedEncoder::load(&files, &device)?;
+    let max_len = args.max_len.min(encoder.config.max_sequence_len());
+    let tokenizer = TextTokenizer::from_file(&files.tokenizer, max_len)?;
+    let embeddings = papertune_tasks::embed::sentence_embeddings(&encoder, &tokenizer, &[args.text], &device)?;
+    println!("{}", serde_json::to_string(&embeddings[0])?);
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! `generate`: continue a prompt with a causal LM (with a PEFT adapter, if given).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use papertune_models::PretrainedCausalLm;
+use papertune_models::generate::{GenerationConfig, Generator};
+use papertune_models::llm_tokenizer::ChatMessage;
+use papertune_models::lora::{LoraModel, load_peft_adapter};
+use papertune_models::source;
+
+use super::device_for;
+use crate::Globals;
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// Preset (smollm2-135m), .gguf file, model folder or hub id.
+    #[arg(long, default_value = "smollm2-135m")]
+    model: String,
+    #[arg(long)]
+    prompt: String,
+    /// Wrap the prompt as a user message in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    /// 0 decodes greedily.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Stop when the text contains this (repeatable).
+    #[arg(long = "stop")]
+    stop: Vec<String>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// A PEFT adapter folder to apply.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    #[arg(long)]
+    backend: Option<String>,
+}
+
+pub fn run(args: GenerateArgs, globals: &Globals) -> Result<()> {
+    let device = device_for(args.backend.as_deref(), globals.precision)?;
+    let lm = PretrainedCausalLm::load(&source::resolve_llm(&args.model)?, &device)?;
+    let mut weights = lm.model;
+    if let Some(dir) = args.adapter {
+        weights = load_peft_adapter(weights, &dir)?.0.merge_lora();
+    }
+    let text = if args.chat { lm.tokenizer.apply_chat_template(&[ChatMessage::user(args.prompt)], true)? } else { args.prompt };
+    let ids = lm.tokenizer.encode(&text, true)?;
+    let generation = GenerationConfig {
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        stop_strings: args.stop,
+        seed: args.seed,
+    };
+    let out = Generator::new(&weights, &lm.tokenizer).generate(&[ids], &generation)?.remove(0);
+    tracing::info!("{} new tokens, finished by {:?}", out.ids.len(), out.finish_reason);
+    println!("{}", out.text);
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! The user commands, one file each, and what they share: the device a command runs on, and
+//! telling LoRA runs from classifier runs.
+
+pub mod embed;
+pub mod eval;
+pub mod generate;
+pub mod inspect;
+pub mod predict;
+pub mod report;
+pub mod train;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use papertune_models::precision::Precision;
+
+use crate::backend;
+
+/// The device of backend `name` (the default backend when unset) in `precision`.
+pub fn device_for(backend: Option<&str>, precision: Precision) -> Result<burn::tensor::Device> {
+    let name = backend.unwrap_or_else(|| backend::default_name());
+    let device = backend::device(name, precision)?;
+    tracing::info!("backend: {name} ({precision})");
+    Ok(device)
+}
+
+/// The LoRA run among `runs`, if they are one; several runs are an ensemble of classifiers.
+fn single_llm_run(runs: &[PathBuf]) -> Result<Option<PathBuf>> {
+    let llm = runs.iter().filter(|r| papertune_tasks::llm::is_llm_run(r)).count();
+    match (llm, runs.len()) {
+        (0, _) => Ok(None),
+        (1, 1) => Ok(Some(runs[0].clone())),
+        _ => anyhow::bail!("ensembles (several --run) are supported for classification runs only"),
+    }
+}

@@ -1,0 +1,33 @@
+//! `predict`: the submission CSV (`uuid,Keywords,label`) for every row of a file.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use papertune_tasks::{classify, llm};
+
+use super::{device_for, single_llm_run};
+use crate::Globals;
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// Run folder; repeat it (or give a k-fold folder) to average the runs' probabilities.
+    #[arg(long, required = true)]
+    run: Vec<PathBuf>,
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    output: PathBuf,
+    #[arg(long)]
+    backend: Option<String>,
+}
+
+pub fn run(args: PredictArgs, globals: &Globals) -> Result<()> {
+    let device = device_for(args.backend.as_deref(), globals.precision)?;
+    let report = match single_llm_run(&args.run)? {
+        Some(run) => llm::predict(&run, &args.data, &args.output, &device)?,
+        None => classify::predict(&args.run, &args.data, &args.output, &device)?,
+    };
+    tracing::info!("wrote {} rows ({} labelled 1) to {}", report.rows, report.label_1, report.output.display());
+    Ok(())
+}

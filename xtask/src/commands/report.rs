@@ -1,0 +1,18 @@
+//! `report`: rebuild a run folder's `report.html` from its files.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+#[derive(Args)]
+pub struct ReportArgs {
+    #[arg(long)]
+    run: PathBuf,
+}
+
+pub fn run(args: ReportArgs) -> Result<()> {
+    let path = papertune_tasks::report::write_report(&args.run)?;
+    println!("{}", path.display());
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! `train`: a run from a TOML config (a classifier or LoRA adapters, by the config's sections),
+//! k folds of it, or the continuation of an interrupted run.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::Args;
+use papertune_tasks::{TrainOptions, TrainReport, classify, llm};
+use papertune_train::StopReason;
+
+use super::device_for;
+use crate::Globals;
+use crate::backend;
+use crate::config::{RunConfig, load_run_config};
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// The run config (default: configs/default.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Backend: flex (CPU), ndarray (CPU), wgpu or cuda, if compiled in.
+    #[arg(long)]
+    backend: Option<String>,
+    /// Override a config key, e.g. --set train.epochs=2 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Run folder (default: runs/<config name>, numbered if taken).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in this folder from its last checkpoint, with its own config
+    /// (training options may be changed with --set).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "out", "folds"])]
+    resume: Option<PathBuf>,
+    /// Train K runs on stratified folds of data.train (out/fold-1 ... fold-K); eval and
+    /// predict take the parent folder as the ensemble of the folds. Classification only.
+    #[arg(long, value_name = "K")]
+    folds: Option<usize>,
+    /// Stop after this optimizer step with a resumable checkpoint (train in sessions).
+    #[arg(long, value_name = "N")]
+    stop_at_step: Option<usize>,
+    /// Data parallelism over N devices of the backend (GPUs 0..N-1; on a CPU backend, N
+    /// threads sharing the cores): each step's micro-batches are shared among them, so
+    /// train.gradient_accumulation_steps must be at least N.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    devices: usize,
+}
+
+pub fn run(args: TrainArgs, globals: &Globals) -> Result<()> {
+    let precision = globals.precision;
+    anyhow::ensure!(
+        !precision.is_half(),
+        "training runs in f32 (--precision {precision} applies to eval, predict, generate, embed and bench W2/W4): \
+         pure half-precision updates round away AdamW's small steps, and mixed precision is not implemented"
+    );
+    let resuming = args.resume.is_some();
+    let (config, out) = match args.resume {
+        Some(dir) => (dir.join("config.toml"), dir),
+        None => {
+            let config = args.config.unwrap_or_else(|| PathBuf::from("configs/default.toml"));
+            let out = args.out.unwrap_or_else(|| default_run_dir(&config));
+            (config, out)
+        }
+    };
+    let resolved = load_run_config(&config, &args.overrides)?;
+    let backend_name = args.backend.clone().unwrap_or_else(|| backend::default_name().to_owned());
+    let device = device_for(Some(&backend_name), precision)?;
+    let options = TrainOptions {
+        show_progress: globals.show_progress(),
+        resume: resuming,
+        stop: Some(papertune_train::stop_on_signals()?),
+        stop_at_step: args.stop_at_step,
+        devices: backend::devices(&backend_name, args.devices, precision)?,
+        backend: Some(backend_name),
+    };
+    tracing::info!("run folder: {}{}", out.display(), if resuming { " (resuming)" } else { "" });
+    let reports = match (&resolved, args.folds) {
+        (RunConfig::Classify(c), Some(k)) => classify::train_folds(c, &out, k, &device, &options)?,
+        (RunConfig::Classify(c), None) => vec![classify::train(c, &out, &device, &options)?],
+        (RunConfig::Llm(_), Some(_)) => anyhow::bail!("--folds applies to classification configs only"),
+        (RunConfig::Llm(c), None) => vec![llm::train(c, &out, &device, &options)?],
+    };
+    // Repeated in the resume hint of an interrupted run: a resume takes them from the command
+    // line, not from the run folder (the device count does not change the result).
+    let mut resume_flags = String::new();
+    if let Some(name) = &args.backend {
+        resume_flags.push_str(&format!(" --backend {name}"));
+    }
+    if args.devices > 1 {
+        resume_flags.push_str(&format!(" --devices {}", args.devices));
+    }
+    for report in &reports {
+        print_train_report(report, &resume_flags);
+    }
+    let shown = if args.folds.is_some() { out.clone() } else { reports[0].run.clone() };
+    println!("next: cargo xtask eval --run {} --data FILE", shown.display());
+    Ok(())
+}
+
+fn print_train_report(report: &TrainReport, resume_flags: &str) {
+    println!("run: {}", report.run.display());
+    println!(
+        "trained {} on {} examples ({} validation): {} steps in {:.0} s ({:.2} examples/s, {:.0} tokens/s), final loss {:.4}{}",
+        report.model,
+        report.train_examples,
+        report.valid_examples,
+        report.steps,
+        report.train_seconds,
+        report.examples_per_second,
+        report.tokens_per_second,
+        report.final_loss,
+        match report.stop_reason {
+            StopReason::Completed => String::new(),
+            StopReason::EarlyStopping => ", stopped early".into(),
+            StopReason::Interrupted => format!(" -- interrupted; continue with: cargo xtask train --resume {}{resume_flags}", report.run.display()),
+        }
+    );
+    if let (Some(step), Some(metrics)) = (report.best_step, &report.best_metrics) {
+        let line: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+        println!("best checkpoint at step {step}: valid {}", line.join(", "));
+    }
+    println!("report: {}", report.run.join("report.html").display());
+}
+
+/// `runs/<config stem>`, or `runs/<stem>-2`, `-3`, ... when taken.
+fn default_run_dir(config: &Path) -> PathBuf {
+    let stem = config.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+    let base = Path::new("runs").join(&stem);
+    let taken = |p: &Path| p.exists() && std::fs::read_dir(p).map(|mut d| d.next().is_some()).unwrap_or(true);
+    if !taken(&base) {
+        return base;
+    }
+    (2..).map(|i| Path::new("runs").join(format!("{stem}-{i}"))).find(|p| !taken(p)).expect("some numbered folder is free")
+}
