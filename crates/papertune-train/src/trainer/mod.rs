@@ -245,7 +245,7 @@ impl Trainer {
         run.start_session();
 
         for step in first_step..total_steps {
-            if self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) || self.stop_at_step.is_some_and(|s| step >= s) {
+            if self.stop_requested(step) {
                 stop_reason = StopReason::Interrupted;
                 break;
             }
@@ -266,11 +266,7 @@ impl Trainer {
             let (end_of_epoch, last_step) = ((step + 1) % steps_per_epoch == 0, step + 1 == total_steps);
             // At multiples of the interval, so that a resumed run logs at the same steps as one run.
             if run.progress.step % c.log_every_steps == 0 || last_step {
-                let (loss, examples_per_second) = window.take();
-                final_loss = loss;
-                progress.train_figures(run.progress.step, total_steps, loss, lr, examples_per_second);
-                let (step, epoch) = (run.progress.step, run.progress.epoch);
-                emit(&mut log, hooks, TrainEvent::Train { step, epoch, loss, lr, grad_norm, examples_per_second })?;
+                final_loss = log_train(&run.progress, &mut window, (lr, grad_norm), &progress, &mut log, hooks)?;
             }
             progress.step_done();
             if c.eval_due(run.progress.step, end_of_epoch, last_step) {
@@ -302,6 +298,11 @@ impl Trainer {
             _ => model,
         };
         Ok((model, summary))
+    }
+
+    /// Whether the stop signal was raised or `step` is the one to stop at.
+    fn stop_requested(&self, step: usize) -> bool {
+        self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) || self.stop_at_step.is_some_and(|s| step >= s)
     }
 
     /// Refuses what cannot train before any work: no data, more devices than micro-batches per
@@ -489,6 +490,23 @@ impl Trainer {
             device: format!("{:?}", self.device),
         }
     }
+}
+
+/// The mean loss and throughput since the last log point, beside the progress bar and as a
+/// `train` event; returns the mean loss.
+fn log_train<M: Module, H: TrainHooks<M>>(
+    progress: &TrainProgress,
+    window: &mut LossWindow,
+    (lr, grad_norm): (f64, Option<f64>),
+    bar: &Progress,
+    log: &mut Option<MetricsLog>,
+    hooks: &mut H,
+) -> Result<f64, TrainError> {
+    let (loss, examples_per_second) = window.take();
+    bar.train_figures(progress.step, progress.total_steps, loss, lr, examples_per_second);
+    let (step, epoch) = (progress.step, progress.epoch);
+    emit(log, hooks, TrainEvent::Train { step, epoch, loss, lr, grad_norm, examples_per_second })?;
+    Ok(loss)
 }
 
 /// Writes `event` to the metrics log, if there is one, then hands it to the hooks.
