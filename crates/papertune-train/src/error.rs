@@ -29,6 +29,8 @@ pub enum TrainError {
     Resume(String),
     #[error("{0}")]
     Hook(String),
+    #[error("data-parallel ranks: {0}")]
+    Distributed(String),
 }
 
 /// Maps an I/O error to [`TrainError::Io`] naming `path`.

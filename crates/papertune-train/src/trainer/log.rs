@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{PhaseTimings, StopReason};
+use super::{PhaseTimings, StopReason, TrainHooks};
 use crate::error::{TrainError, io_error, write_atomic};
 use crate::metrics::Metrics;
 
@@ -39,6 +39,27 @@ pub enum TrainEvent<'a> {
         timings: PhaseTimings,
         device: String,
     },
+}
+
+/// Where the run's events go: to the metrics log, if there is one, and to the hooks; nowhere on
+/// a rank other than 0 of a job over several processes, which writes nothing.
+pub(super) struct EventSink {
+    pub file: Option<MetricsLog>,
+    pub to_hooks: bool,
+}
+
+impl EventSink {
+    /// Writes `event` to the metrics log, if there is one, then hands it to the hooks.
+    pub fn emit<M, H: TrainHooks<M>>(&mut self, hooks: &mut H, event: TrainEvent<'_>) -> Result<(), TrainError> {
+        if !self.to_hooks {
+            return Ok(());
+        }
+        if let Some(file) = &mut self.file {
+            file.write(&event)?;
+        }
+        hooks.on_event(&event);
+        Ok(())
+    }
 }
 
 /// `metrics.jsonl`: one JSON object per line, flushed as it goes, so that a crash loses nothing

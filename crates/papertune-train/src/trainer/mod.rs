@@ -27,11 +27,12 @@ pub use order::epoch_order;
 
 use crate::adamw::FusedAdamW;
 use crate::config::TrainConfig;
+use crate::distributed::{self, Collective};
 use crate::error::TrainError;
 use crate::loss::Loss;
 use crate::metrics::Metrics;
 use crate::state::{CheckpointContext, ResumePoint, TrainProgress};
-use log::{LossWindow, MetricsLog, Progress};
+use log::{EventSink, LossWindow, MetricsLog, Progress};
 use policy::RunState;
 use step::Stepper;
 
@@ -91,6 +92,9 @@ pub struct PhaseTimings {
     pub data: f64,
     /// Forward and backward passes.
     pub forward_backward: f64,
+    /// Summing the gradients over the ranks of a job over several processes (waiting for
+    /// the slowest rank included).
+    pub all_reduce: f64,
     /// Clipping and the optimizer update.
     pub optimizer: f64,
     pub evaluation: f64,
@@ -130,6 +134,8 @@ pub struct Trainer {
     stop_at_step: Option<usize>,
     /// Devices that share each step's micro-batches (data parallelism); empty: `device` alone.
     workers: Vec<Device>,
+    /// The ranks of a job over several processes that share each step's micro-batches.
+    collective: Option<Arc<dyn Collective>>,
 }
 
 impl Trainer {
@@ -145,6 +151,7 @@ impl Trainer {
             stop: None,
             stop_at_step: None,
             workers: Vec::new(),
+            collective: None,
         })
     }
 
@@ -194,6 +201,18 @@ impl Trainer {
         self
     }
 
+    /// Data parallelism across processes (MPI ranks, see [`crate::MpiWorld`]): rank `r` of `N`
+    /// computes micro-batches `r, r + N, ...` of each step, their gradients are summed over the
+    /// ranks (one all-reduce of the trainable parameters' gradients per step), and every rank
+    /// applies the same update. As with [`Trainer::with_devices`], the update is that of
+    /// gradient accumulation on one process, so `train.gradient_accumulation_steps` must be at
+    /// least `N`. Rank 0 alone evaluates, saves, logs and shows progress; the others take its
+    /// decisions, and every checkpoint compares a digest of the weights across the ranks.
+    pub fn with_collective(mut self, collective: Arc<dyn Collective>) -> Self {
+        self.collective = Some(collective);
+        self
+    }
+
     /// The options in use.
     pub fn config(&self) -> &TrainConfig {
         &self.config
@@ -228,24 +247,22 @@ impl Trainer {
         let (steps_per_epoch, total_steps) = (c.steps_per_epoch(n), c.total_steps(n));
         let schedule = c.lr_schedule(total_steps);
         let resume = self.resume.take();
-        let mut log = match &self.metrics_log {
-            Some(path) => Some(MetricsLog::open(path, resume.as_ref().map(|r| r.state.step))?),
-            None => None,
-        };
+        let (leader, mut log) = self.event_sink(resume.as_ref().map(|r| r.state.step))?;
         let resumed_from = resume.as_ref().map(|r| r.state.step);
         let (mut model, mut run, mut optimizer) = match resume {
             Some(resume) => self.resume_from(resume, model, n, total_steps, &mut log, hooks)?,
             None => (model, RunState::fresh(n, total_steps), self.optimizer()),
         };
-        let progress = Progress::new(self.show_progress, total_steps, run.progress.step);
+        let progress = Progress::new(self.show_progress && leader, total_steps, run.progress.step);
         tracing::info!(examples = n, steps_per_epoch, total_steps, warmup_steps = schedule.warmup_steps, "training");
-        let stepper = Stepper { config: &c, device: &self.device, workers: &self.workers, data, batcher, loss_fn };
+        let collective = self.collective.as_deref();
+        let stepper = Stepper { config: &c, device: &self.device, workers: &self.workers, collective, data, batcher, loss_fn };
         let (mut window, mut final_loss, mut best_model) = (LossWindow::new(), f64::NAN, None);
         let (mut stop_reason, mut saved_at, first_step) = (StopReason::Completed, None, run.progress.step);
         run.start_session();
 
         for step in first_step..total_steps {
-            if self.stop_requested(step) {
+            if self.stop_requested(step)? {
                 stop_reason = StopReason::Interrupted;
                 break;
             }
@@ -254,7 +271,7 @@ impl Trainer {
             let (loss, examples) = (gradients.loss, gradients.examples);
             if !loss.is_finite() {
                 progress.abandon();
-                emit(&mut log, hooks, TrainEvent::Error { step: step + 1, message: format!("loss is {loss}") })?;
+                log.emit(hooks, TrainEvent::Error { step: step + 1, message: format!("loss is {loss}") })?;
                 return Err(TrainError::NonFiniteLoss { step: step + 1, value: loss });
             }
             let lr = schedule.lr(step);
@@ -292,7 +309,7 @@ impl Trainer {
         }
         progress.finish(stop_reason, run.progress.step);
         let summary = self.summary(&run, final_loss, stop_reason, resumed_from);
-        emit(&mut log, hooks, self.end_event(&summary))?;
+        log.emit(hooks, self.end_event(&summary))?;
         let model = match best_model {
             Some(best) if c.load_best_model_at_end => best,
             _ => model,
@@ -300,9 +317,24 @@ impl Trainer {
         Ok((model, summary))
     }
 
-    /// Whether the stop signal was raised or `step` is the one to stop at.
-    fn stop_requested(&self, step: usize) -> bool {
-        self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) || self.stop_at_step.is_some_and(|s| step >= s)
+    /// Whether this process tells (rank 0, or the only process), and where its events go.
+    fn event_sink(&self, resumed_at: Option<usize>) -> Result<(bool, EventSink), TrainError> {
+        let leader = distributed::is_leader(self.collective.as_deref());
+        let file = match &self.metrics_log {
+            Some(path) if leader => Some(MetricsLog::open(path, resumed_at)?),
+            _ => None,
+        };
+        Ok((leader, EventSink { file, to_hooks: leader }))
+    }
+
+    /// Whether the stop signal was raised or `step` is the one to stop at; over several
+    /// processes, whether that is so on any rank, so that all stop after the same step.
+    fn stop_requested(&self, step: usize) -> Result<bool, TrainError> {
+        let here = self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) || self.stop_at_step.is_some_and(|s| step >= s);
+        match self.collective.as_deref() {
+            Some(collective) => distributed::any_rank_stops(collective, here),
+            None => Ok(here),
+        }
     }
 
     /// Refuses what cannot train before any work: no data, more devices than micro-batches per
@@ -317,6 +349,21 @@ impl Trainer {
                 self.workers.len(),
                 self.config.gradient_accumulation_steps
             )));
+        }
+        if let Some(collective) = self.collective.as_deref() {
+            let ranks = collective.size();
+            if !self.workers.is_empty() {
+                return Err(TrainError::Config(format!(
+                    "{} devices per process and {ranks} processes: a job over several processes takes one device per rank (choose it from the local rank)",
+                    self.workers.len()
+                )));
+            }
+            if ranks > self.config.gradient_accumulation_steps {
+                return Err(TrainError::Config(format!(
+                    "{ranks} data-parallel ranks but train.gradient_accumulation_steps is {}: the ranks share each step's micro-batches, so raise the accumulation to at least the rank count (and lower train.batch_size to keep the examples per step)",
+                    self.config.gradient_accumulation_steps
+                )));
+            }
         }
         if !model.devices().first().is_some_and(|d| d.is_autodiff()) {
             return Err(TrainError::NotAutodiff);
@@ -347,7 +394,7 @@ impl Trainer {
         model: M,
         n: usize,
         total_steps: usize,
-        log: &mut Option<MetricsLog>,
+        log: &mut EventSink,
         hooks: &mut H,
     ) -> Result<(M, RunState, ModuleOptimizer), TrainError> {
         let changes = self.check_resume(&resume, n)?;
@@ -364,7 +411,7 @@ impl Trainer {
         for change in &changes {
             tracing::warn!("changed on resume: {change}");
         }
-        emit(log, hooks, TrainEvent::Resume { step: run.progress.step, from: &resume.dir, changes: &changes })?;
+        log.emit(hooks, TrainEvent::Resume { step: run.progress.step, from: &resume.dir, changes: &changes })?;
         let optimizer = self.optimizer().load_record(resume.into_optimizer_record());
         Ok((model, run, optimizer))
     }
@@ -405,14 +452,18 @@ impl Trainer {
         model: &M,
         run: &mut RunState,
         progress: &Progress,
-        log: &mut Option<MetricsLog>,
+        log: &mut EventSink,
         hooks: &mut H,
     ) -> Result<policy::EvalOutcome, TrainError> {
         let c = &self.config;
         let started = Instant::now();
         let metrics = {
             let _span = tracing::info_span!("evaluation", step = run.progress.step).entered();
-            hooks.evaluate(&model.valid(), &run.progress)?
+            let mut evaluate = || hooks.evaluate(&model.valid(), &run.progress);
+            match self.collective.as_deref() {
+                Some(collective) => distributed::shared_evaluation(collective, evaluate)?,
+                None => evaluate()?,
+            }
         };
         let seconds = started.elapsed().as_secs_f64();
         run.timings.evaluation += seconds;
@@ -426,14 +477,14 @@ impl Trainer {
             let started = Instant::now();
             let _span = tracing::info_span!("checkpoint", kind = "best").entered();
             let context = CheckpointContext { progress: &run.progress, state: run.snapshot(c), optimizer: None };
-            hooks.save(model, SaveKind::Best, &context)?;
+            self.save(model, SaveKind::Best, &context, hooks)?;
             run.timings.checkpoint += started.elapsed().as_secs_f64();
         }
         let figures: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
         let (step, epoch) = (run.progress.step, run.progress.epoch);
         let best = if outcome.improved { "  [best]" } else { "" };
         progress.line(format!("eval at step {step}/{} (epoch {epoch}): {}{best}", run.progress.total_steps, figures.join(", ")));
-        emit(log, hooks, TrainEvent::Eval { step, epoch, metrics: &metrics, best: outcome.improved, seconds })?;
+        log.emit(hooks, TrainEvent::Eval { step, epoch, metrics: &metrics, best: outcome.improved, seconds })?;
         if outcome.stop {
             tracing::info!(
                 "early stopping at step {step}: {} evaluations without an improvement of {} above {}",
@@ -456,9 +507,20 @@ impl Trainer {
         let started = Instant::now();
         let _span = tracing::info_span!("checkpoint", kind = "last").entered();
         let context = CheckpointContext { progress: &run.progress, state: run.snapshot(&self.config), optimizer: Some(optimizer) };
-        hooks.save(model, SaveKind::Last, &context)?;
+        self.save(model, SaveKind::Last, &context, hooks)?;
         run.timings.checkpoint += started.elapsed().as_secs_f64();
         Ok(())
+    }
+
+    /// Saves through the hooks; over several processes, rank 0 saves, every rank learns whether
+    /// it could, and the ranks' weights are compared.
+    fn save<M: Module, H: TrainHooks<M>>(&self, model: &M, kind: SaveKind, context: &CheckpointContext<'_>, hooks: &mut H) -> Result<(), TrainError> {
+        let Some(collective) = self.collective.as_deref() else {
+            return hooks.save(model, kind, context);
+        };
+        let saved = if collective.rank() == 0 { hooks.save(model, kind, context) } else { Ok(()) };
+        distributed::agree_on_checkpoint(collective, saved, context.progress.step)?;
+        distributed::check_replicas(collective, model, context.progress.step)
     }
 
     fn summary(&self, run: &RunState, final_loss: f64, stop_reason: StopReason, resumed_from: Option<usize>) -> TrainSummary {
@@ -499,21 +561,12 @@ fn log_train<M: Module, H: TrainHooks<M>>(
     window: &mut LossWindow,
     (lr, grad_norm): (f64, Option<f64>),
     bar: &Progress,
-    log: &mut Option<MetricsLog>,
+    log: &mut EventSink,
     hooks: &mut H,
 ) -> Result<f64, TrainError> {
     let (loss, examples_per_second) = window.take();
     bar.train_figures(progress.step, progress.total_steps, loss, lr, examples_per_second);
     let (step, epoch) = (progress.step, progress.epoch);
-    emit(log, hooks, TrainEvent::Train { step, epoch, loss, lr, grad_norm, examples_per_second })?;
+    log.emit(hooks, TrainEvent::Train { step, epoch, loss, lr, grad_norm, examples_per_second })?;
     Ok(loss)
-}
-
-/// Writes `event` to the metrics log, if there is one, then hands it to the hooks.
-fn emit<M: Module, H: TrainHooks<M>>(log: &mut Option<MetricsLog>, hooks: &mut H, event: TrainEvent<'_>) -> Result<(), TrainError> {
-    if let Some(log) = log {
-        log.write(&event)?;
-    }
-    hooks.on_event(&event);
-    Ok(())
 }

@@ -1,6 +1,7 @@
 //! One optimizer step: the step's micro-batches read and batched, forward and backward over
-//! each (on several devices at once with data parallelism), their gradients accumulated, then
-//! clipping and the AdamW update.
+//! each (on several devices at once with data parallelism, or this rank's share of them over
+//! several processes), their gradients accumulated (and summed over the ranks), then clipping
+//! and the AdamW update.
 
 use std::time::Instant;
 
@@ -14,6 +15,7 @@ use super::parallel::{MicroBatch, micro_batch_gradients};
 use super::{PhaseTimings, TrainModel};
 use crate::clip::{clip_grad_norm, clip_grad_value};
 use crate::config::TrainConfig;
+use crate::distributed::{self, Collective};
 use crate::error::TrainError;
 use crate::loss::Loss;
 
@@ -24,14 +26,16 @@ pub(super) struct Stepper<'a, I, Bt, L> {
     pub device: &'a Device,
     /// Devices that share each step's micro-batches; empty: `device` alone.
     pub workers: &'a [Device],
+    /// The ranks of a job over several processes; this one computes its share of each step.
+    pub collective: Option<&'a dyn Collective>,
     pub data: &'a dyn Dataset<I>,
     pub batcher: &'a Bt,
     pub loss_fn: &'a L,
 }
 
 /// A step's accumulated gradients, before the update.
-pub(super) struct StepGradients<M> {
-    accumulator: GradientsAccumulator<M>,
+pub(super) struct StepGradients {
+    grads: GradientsParams,
     /// Mean loss of the step's micro-batches.
     pub loss: f32,
     pub examples: usize,
@@ -41,7 +45,7 @@ impl<I: Send, Bt, L> Stepper<'_, I, Bt, L> {
     /// Forward and backward over the micro-batches of step `step`, which sits at `position` in
     /// its epoch whose order is `order`: `accumulation` batches of `batch_size`, the last step
     /// of an epoch taking what is left.
-    pub fn gradients<M, Batch>(&self, model: &M, step: usize, position: usize, order: &[usize], timings: &mut PhaseTimings) -> Result<StepGradients<M>, TrainError>
+    pub fn gradients<M, Batch>(&self, model: &M, step: usize, position: usize, order: &[usize], timings: &mut PhaseTimings) -> Result<StepGradients, TrainError>
     where
         M: TrainModel<Batch>,
         Bt: Batcher<I, Batch>,
@@ -56,15 +60,21 @@ impl<I: Send, Bt, L> Stepper<'_, I, Bt, L> {
         let mut accumulator = GradientsAccumulator::<M>::new();
         let (mut loss, mut examples) = (0.0f32, 0usize);
         let devices = self.workers.len().max(1);
-        for group_start in (first_batch..last_batch).step_by(devices) {
+        let batch_indices = |index: usize| {
+            let start = index * c.batch_size;
+            &order[start..(start + c.batch_size).min(n)]
+        };
+        examples += (first_batch..last_batch).map(|index| batch_indices(index).len()).sum::<usize>();
+        // Over several processes, this rank's micro-batches; else all of them.
+        let mine: Vec<usize> = (first_batch..last_batch).filter(|&index| distributed::owns(self.collective, first_batch, index)).collect();
+        for group in mine.chunks(devices) {
             let started = Instant::now();
             let group = {
                 let _span = tracing::debug_span!("data", step = step + 1).entered();
-                (group_start..(group_start + devices).min(last_batch))
-                    .map(|index| {
-                        let start = index * c.batch_size;
-                        let indices = &order[start..(start + c.batch_size).min(n)];
-                        examples += indices.len();
+                group
+                    .iter()
+                    .map(|&index| {
+                        let indices = batch_indices(index);
                         let items = indices
                             .iter()
                             .map(|&i| self.data.get(i).map_err(|e| TrainError::Data { index: i, message: e.to_string() }))
@@ -82,11 +92,20 @@ impl<I: Send, Bt, L> Stepper<'_, I, Bt, L> {
             }
             timings.forward_backward += started.elapsed().as_secs_f64();
         }
+        let mut grads = accumulator.grads();
+        if let Some(collective) = self.collective {
+            let started = Instant::now();
+            let _span = tracing::debug_span!("all_reduce", step = step + 1).entered();
+            let mut figures = [loss];
+            distributed::sum_gradients(collective, model, &mut grads, &mut figures, self.device)?;
+            loss = figures[0];
+            timings.all_reduce += started.elapsed().as_secs_f64();
+        }
         if accumulation > 1 {
             // The mean micro-batch loss, comparable across accumulation settings.
             loss *= accumulation as f32 / (last_batch - first_batch) as f32;
         }
-        Ok(StepGradients { accumulator, loss, examples })
+        Ok(StepGradients { grads, loss, examples })
     }
 
     /// The gradients of one group of micro-batches: on the trainer's device when it is one,
@@ -112,13 +131,13 @@ impl<I: Send, Bt, L> Stepper<'_, I, Bt, L> {
         &self,
         model: M,
         optimizer: &mut ModuleOptimizer,
-        mut gradients: StepGradients<M>,
+        gradients: StepGradients,
         lr: f64,
         timings: &mut PhaseTimings,
     ) -> (M, Option<f64>) {
         let started = Instant::now();
         let _span = tracing::debug_span!("optimizer_step").entered();
-        let mut grads = gradients.accumulator.grads();
+        let mut grads = gradients.grads;
         if let Some(max) = self.config.max_grad_value {
             clip_grad_value(&model, &mut grads, max);
         }
