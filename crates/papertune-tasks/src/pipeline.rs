@@ -11,7 +11,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::tensor::Device;
 use papertune_train::{
-    CheckpointContext, Loss, Metrics, PhaseTimings, ResumePoint, SaveKind, StopReason, TrainConfig, TrainError, TrainEvent,
+    CheckpointContext, Collective, Loss, Metrics, PhaseTimings, ResumePoint, SaveKind, StopReason, TrainConfig, TrainError, TrainEvent,
     TrainHooks, TrainModel, TrainProgress, TrainSummary, Trainer,
 };
 use serde::Serialize;
@@ -38,12 +38,22 @@ pub struct TrainOptions {
     /// Data parallelism: devices (of the run's backend) that share each step's micro-batches;
     /// empty or one: the run's device alone. See [`Trainer::with_devices`].
     pub devices: Vec<Device>,
+    /// Data parallelism across processes: the ranks of the job (e.g. [`papertune_train::MpiWorld`]
+    /// under `mpirun`). Rank 0 alone writes the run folder; the others read it only to resume.
+    /// See [`Trainer::with_collective`].
+    pub collective: Option<Arc<dyn Collective>>,
 }
 
 impl TrainOptions {
     /// Progress bar shown, nothing else.
     pub fn with_progress(show_progress: bool) -> Self {
         Self { show_progress, ..Self::default() }
+    }
+
+    /// Whether this process writes the run folder: always, except on the ranks other than 0
+    /// of a job over several processes.
+    pub fn writes_run_folder(&self) -> bool {
+        self.collective.as_ref().is_none_or(|c| c.rank() == 0)
     }
 }
 
@@ -94,6 +104,10 @@ impl<'a> TrainSession<'a> {
     /// (training options such as the learning rate and step budget).
     pub fn open<C: Serialize>(out: &Path, config: &C, options: &'a TrainOptions, free_sections: &[&str]) -> Result<Self, TaskError> {
         let config_toml = toml::to_string_pretty(config).map_err(|e| TaskError::Config(e.to_string()))?;
+        let writes = options.writes_run_folder();
+        if !options.resume && !writes {
+            return Ok(Self { run: RunDir::new(out), resume: None, options });
+        }
         if !options.resume {
             let run = create_run_dir(out)?;
             write_atomic(&run.config(), config_toml.as_bytes())?;
@@ -105,8 +119,15 @@ impl<'a> TrainSession<'a> {
         let point = ResumePoint::read(&last)?;
         // The config in force from now on (a new learning rate or step budget is recorded by the
         // trainer's resume event too).
-        write_atomic(&run.config(), config_toml.as_bytes())?;
+        if writes {
+            write_atomic(&run.config(), config_toml.as_bytes())?;
+        }
         Ok(Self { run, resume: Some((last, point)), options })
+    }
+
+    /// Whether this process writes the run folder (see [`TrainOptions::writes_run_folder`]).
+    pub fn writes(&self) -> bool {
+        self.options.writes_run_folder()
     }
 
     /// The `last/` checkpoint folder the run continues from, when resuming.
@@ -152,11 +173,16 @@ impl<'a> TrainSession<'a> {
         if let Some((_, point)) = self.resume {
             trainer = trainer.with_resume(point);
         }
+        if let Some(collective) = &options.collective {
+            trainer = trainer.with_collective(Arc::clone(collective));
+        }
         let mut reporting = Reporting { task: hooks, run: &self.run };
         let (_, summary) = trainer.fit(model, loss, data, batcher, &mut reporting)?;
         let report = TrainReport::new(&self.run, &summary, facts, options.backend.clone());
-        write_json(&self.run.summary(), &report)?;
-        refresh_report(&self.run);
+        if options.writes_run_folder() {
+            write_json(&self.run.summary(), &report)?;
+            refresh_report(&self.run);
+        }
         Ok(report)
     }
 }

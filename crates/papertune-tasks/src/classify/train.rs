@@ -140,8 +140,10 @@ pub fn train_folds(config: &ClassifyConfig, out: &Path, k: usize, device: &Devic
     let labels: Vec<u8> = papers.iter().map(|p| p.label.unwrap_or(0)).collect();
     let folds = papertune_data::stratified_folds(&labels, k, config.data.split_seed.unwrap_or(config.train.seed))?;
     let names: Vec<String> = (1..=k).map(|i| format!("fold-{i}")).collect();
-    std::fs::create_dir_all(out).map_err(io_error(out))?;
-    write_json(&out.join(FOLDS_FILE), &names)?;
+    if options.writes_run_folder() {
+        std::fs::create_dir_all(out).map_err(io_error(out))?;
+        write_json(&out.join(FOLDS_FILE), &names)?;
+    }
     let mut reports = Vec::new();
     for (i, valid_idx) in folds.iter().enumerate() {
         tracing::info!("fold {}/{k}: {} validation rows", i + 1, valid_idx.len());
@@ -181,7 +183,9 @@ fn train_on(
     let tokens_per_example = train_set.tokens.iter().map(|e| e.ids.len()).sum::<usize>() as f64 / train_set.tokens.len().max(1) as f64;
 
     let session = TrainSession::open(out, config, options, &["train"])?;
-    tokenizer.save(&session.run.tokenizer())?;
+    if session.writes() {
+        tokenizer.save(&session.run.tokenizer())?;
+    }
     let train_device = device.clone().autodiff();
     let (num_outputs, dropout) = (config.loss.num_outputs(), encoder_config.hidden_dropout_prob);
     let model = match session.resume_dir() {
