@@ -98,6 +98,22 @@ fn plain_device(name: &str) -> Result<Device> {
     })
 }
 
+/// The device of one rank of a job over several processes: on a GPU backend the GPU of its
+/// index among the ranks of its node (`local_rank`), so that one node's ranks use one GPU each;
+/// on a CPU backend the CPU.
+pub fn rank_device(name: &str, local_rank: usize, precision: Precision) -> Result<Device> {
+    let mut device = match name {
+        #[cfg(feature = "cuda")]
+        "cuda" => Device::cuda(local_rank),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(local_rank)),
+        _ => return device(name, precision),
+    };
+    precision::configure(&mut device, name, precision)?;
+    probe(name, &device)?;
+    Ok(device)
+}
+
 /// `count` devices of backend `name` for data parallelism: GPUs `0..count`, or the CPU device
 /// `count` times (each a thread of its own).
 pub fn devices(name: &str, count: usize, precision: Precision) -> Result<Vec<Device>> {

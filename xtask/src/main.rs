@@ -10,6 +10,7 @@ mod commands;
 mod config;
 mod dev;
 mod output;
+mod ranks;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -76,7 +77,8 @@ fn main() {
     // Freed tensor buffers are reused instead of returned to the system.
     papertune_kernels::keep_freed_memory();
     let cli = Cli::parse();
-    let default_level = if cli.globals.quiet { "warn" } else { "info" };
+    // The ranks other than 0 of a job over several processes tell warnings and errors only.
+    let default_level = if cli.globals.quiet || ranks::launcher_rank() > 0 { "warn" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
     if cli.globals.log_format == "json" {

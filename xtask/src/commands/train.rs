@@ -12,6 +12,7 @@ use super::device_for;
 use crate::Globals;
 use crate::backend;
 use crate::config::{RunConfig, load_run_config};
+use crate::ranks::Ranks;
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -46,6 +47,17 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs, globals: &Globals) -> Result<()> {
+    match crate::ranks::join()? {
+        None => train(args, globals, None),
+        Some(ranks) => {
+            train(args, globals, Some(&ranks)).unwrap_or_else(|error| ranks.fail(error));
+            Ok(())
+        }
+    }
+}
+
+/// The run, as one process or as one rank of a job over several (`ranks`).
+fn train(args: TrainArgs, globals: &Globals, ranks: Option<&Ranks>) -> Result<()> {
     let precision = globals.precision;
     anyhow::ensure!(
         !precision.is_half(),
@@ -62,8 +74,30 @@ pub fn run(args: TrainArgs, globals: &Globals) -> Result<()> {
         }
     };
     let resolved = load_run_config(&config, &args.overrides)?;
+    if let Some(ranks) = ranks {
+        // Refused before the run folder is touched (the trainer checks it again).
+        let train = match &resolved {
+            RunConfig::Classify(c) => &c.train,
+            RunConfig::Llm(c) => &c.train,
+        };
+        anyhow::ensure!(
+            train.gradient_accumulation_steps >= ranks.size(),
+            "{} ranks share each step's micro-batches, but train.gradient_accumulation_steps is {}: set it to at least {} \
+             (e.g. --set train.gradient_accumulation_steps={} --set train.batch_size={} keeps {} examples per step)",
+            ranks.size(),
+            train.gradient_accumulation_steps,
+            ranks.size(),
+            ranks.size() * train.gradient_accumulation_steps,
+            (train.batch_size / ranks.size()).max(1),
+            train.batch_size * train.gradient_accumulation_steps,
+        );
+        anyhow::ensure!(args.devices == 1, "--devices {} with {} ranks: a job over several processes takes one device per rank", args.devices, ranks.size());
+    }
     let backend_name = args.backend.clone().unwrap_or_else(|| backend::default_name().to_owned());
-    let device = device_for(Some(&backend_name), precision)?;
+    let device = match ranks {
+        Some(ranks) => backend::rank_device(&backend_name, ranks.local_rank(), precision)?,
+        None => device_for(Some(&backend_name), precision)?,
+    };
     let options = TrainOptions {
         show_progress: globals.show_progress(),
         resume: resuming,
@@ -71,6 +105,7 @@ pub fn run(args: TrainArgs, globals: &Globals) -> Result<()> {
         stop_at_step: args.stop_at_step,
         devices: backend::devices(&backend_name, args.devices, precision)?,
         backend: Some(backend_name),
+        collective: ranks.map(Ranks::collective),
     };
     tracing::info!("run folder: {}{}", out.display(), if resuming { " (resuming)" } else { "" });
     let reports = match (&resolved, args.folds) {
@@ -87,6 +122,10 @@ pub fn run(args: TrainArgs, globals: &Globals) -> Result<()> {
     }
     if args.devices > 1 {
         resume_flags.push_str(&format!(" --devices {}", args.devices));
+    }
+    if ranks.is_some_and(|r| r.rank() > 0) {
+        // Rank 0 tells.
+        return Ok(());
     }
     for report in &reports {
         print_train_report(report, &resume_flags);
