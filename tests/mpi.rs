@@ -224,7 +224,7 @@ fn two_ranks_train_the_encoder_as_one_process_and_resume_across_rank_counts() {
 }
 
 #[test]
-fn two_ranks_train_lora_adapters_as_one_process() {
+fn two_ranks_train_lora_adapters_as_one_process_and_resume_in_one() {
     let dir = scratch();
     let root = dir.path();
     let one = Job::new("decoder", root.join("one"));
@@ -232,6 +232,11 @@ fn two_ranks_train_lora_adapters_as_one_process() {
     let two = Job::new("decoder", root.join("two"));
     two.run_ranks(root, 2);
     same_weights(&one.out, &two.out, "adapter_model.safetensors");
+    // Two ranks stopped at step 7, resumed in one process.
+    let split = Job { stop_at_step: Some(7), ..Job::new("decoder", root.join("two-then-one")) };
+    split.run_ranks(root, 2);
+    Job { resume: true, stop_at_step: None, ..split.clone() }.train(root, None);
+    same_weights(&one.out, &split.out, "adapter_model.safetensors");
 }
 
 /// Starts a long job on 2 ranks whose collectives time out after `timeout` seconds, waits for
