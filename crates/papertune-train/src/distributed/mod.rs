@@ -195,10 +195,13 @@ pub(crate) fn shared_evaluation(
     collective: &dyn Collective,
     evaluate: impl FnOnce() -> Result<Metrics, TrainError>,
 ) -> Result<Metrics, TrainError> {
+    // The values travel as their bits: JSON has no NaN.
     let mine = if collective.rank() == 0 { evaluate().map_err(|e| e.to_string()) } else { Ok(Metrics::new()) };
+    let mine: Result<Vec<(String, u64)>, String> = mine.map(|m| m.into_iter().map(|(k, v)| (k, v.to_bits())).collect());
     let bytes = serde_json::to_vec(&mine).expect("metrics serialise");
-    let shared: Result<Metrics, String> = serde_json::from_slice(&collective.broadcast(bytes, "evaluation results")?)
+    let shared: Result<Vec<(String, u64)>, String> = serde_json::from_slice(&collective.broadcast(bytes, "evaluation results")?)
         .map_err(|e| TrainError::Distributed(format!("rank 0's evaluation results are unreadable: {e}")))?;
+    let shared = shared.map(|m| m.into_iter().map(|(k, bits)| (k, f64::from_bits(bits))).collect::<Metrics>());
     shared.map_err(|message| {
         if collective.rank() == 0 {
             TrainError::Hook(message)
@@ -285,6 +288,16 @@ mod tests {
         assert_eq!(after, before.iter().map(|g| g * 2.0).collect::<Vec<_>>());
         assert!(grads.get::<1>(bias).is_none(), "a gradient absent on every rank appeared");
         assert_eq!(extra, [0.5]);
+    }
+
+    #[test]
+    fn evaluation_results_reach_every_rank_bit_for_bit() {
+        let metrics = Metrics::from([("f1".to_owned(), 0.1 + 0.2), ("loss".to_owned(), f64::NAN)]);
+        let shared = shared_evaluation(&Uniform { rank: 0, size: 2 }, || Ok(metrics.clone())).unwrap();
+        assert_eq!(shared["f1"].to_bits(), metrics["f1"].to_bits());
+        assert!(shared["loss"].is_nan());
+        let failed = shared_evaluation(&Uniform { rank: 0, size: 2 }, || Err(TrainError::Hook("no valid rows".into())));
+        assert_eq!(failed.unwrap_err().to_string(), "no valid rows");
     }
 
     #[test]
