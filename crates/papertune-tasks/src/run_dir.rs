@@ -190,11 +190,20 @@ impl RunDir {
         let target = self.root.join(name);
         let staging = self.root.join(format!("{name}.tmp"));
         let previous = self.root.join(format!("{name}.old"));
+        if !target.exists() && previous.exists() {
+            // An earlier swap was interrupted between its renames: the previous copy goes back
+            // in place first, so that a complete checkpoint stays on disk at every moment.
+            std::fs::rename(&previous, &target).map_err(io_error(&previous))?;
+        }
         if staging.exists() {
             std::fs::remove_dir_all(&staging).map_err(io_error(&staging))?;
         }
         std::fs::create_dir_all(&staging).map_err(io_error(&staging))?;
-        write_files(&staging)?;
+        if let Err(error) = write_files(&staging) {
+            // A half-written checkpoint is of no use; the complete one stays in place.
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(error);
+        }
         if previous.exists() {
             std::fs::remove_dir_all(&previous).map_err(io_error(&previous))?;
         }
@@ -332,6 +341,26 @@ mod tests {
         write(&run, 2, 1);
         assert!(run.archived_checkpoints().unwrap().is_empty());
         assert!(!other.path().join("last.old").exists() && !other.path().join("last.tmp").exists());
+    }
+
+    #[test]
+    fn a_swap_interrupted_twice_never_leaves_the_run_without_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        write(&run, 1, 1);
+        // A crash between the swap's renames: `last/` gone, `last.old/` complete, staging left.
+        std::fs::rename(dir.path().join("last"), dir.path().join("last.old")).unwrap();
+        std::fs::create_dir(dir.path().join("last.tmp")).unwrap();
+        assert_eq!(run.checkpoint_state(Which::Last).unwrap().step, 1);
+        // The next save fails while writing its files: the step-1 checkpoint is still there.
+        let failed = run.write_checkpoint(Which::Last, |_| Err(TaskError::Config("disk full".into())));
+        assert!(failed.is_err());
+        assert!(!dir.path().join("last.tmp").exists(), "the failed save left its staging folder");
+        assert_eq!(run.verified_checkpoint(Which::Last).unwrap(), dir.path().join("last"));
+        assert_eq!(run.checkpoint_state(Which::Last).unwrap().step, 1);
+        write(&run, 2, 1);
+        assert_eq!(run.checkpoint_state(Which::Last).unwrap().step, 2);
+        assert!(!dir.path().join("last.old").exists() && !dir.path().join("last.tmp").exists());
     }
 
     #[test]
