@@ -128,6 +128,11 @@ fn resuming_with_another_model_data_or_batch_size_is_refused() {
     let run = f.root.join("run");
     papertune_tasks::classify::train(&f.config, &run, &device, &TrainOptions { stop_at_step: Some(2), ..options() }).unwrap();
     let resume = TrainOptions { resume: true, ..options() };
+    // Every refusal below leaves the run folder's files as they were.
+    let files = |run: &Path| {
+        ["config.toml", "metrics.jsonl", "last/trainer_state.json"].map(|name| std::fs::read(run.join(name)).unwrap())
+    };
+    let before = files(&run);
 
     let mut changed = f.config.clone();
     changed.model.max_len = 12;
@@ -138,6 +143,13 @@ fn resuming_with_another_model_data_or_batch_size_is_refused() {
     changed.train.batch_size = 8;
     let error = papertune_tasks::classify::train(&changed, &run, &device, &resume).unwrap_err().to_string();
     assert!(error.contains("train.batch_size was 4, now 8"), "{error}");
+    assert!(files(&run) == before, "a refused resume changed the run folder");
+
+    let mut changed = f.config.clone();
+    changed.train.seed = 7;
+    let error = papertune_tasks::classify::train(&changed, &run, &device, &resume).unwrap_err().to_string();
+    assert!(error.contains("train.seed was 42, now 7"), "{error}");
+    assert!(files(&run) == before, "a refused resume changed the run folder");
 
     let mut changed = f.config.clone();
     changed.data.valid_fraction = 0.5;
@@ -147,6 +159,14 @@ fn resuming_with_another_model_data_or_batch_size_is_refused() {
     // A new run into a used folder is refused and points at --resume.
     let error = papertune_tasks::classify::train(&f.config, &run, &device, &options()).unwrap_err().to_string();
     assert!(error.contains("--resume"), "{error}");
+    assert!(files(&run) == before, "a refused command changed the run folder");
+
+    // An accepted resume with a new learning rate records it in config.toml.
+    let mut changed = f.config.clone();
+    changed.train.lr = 1e-3;
+    papertune_tasks::classify::train(&changed, &run, &device, &resume).unwrap();
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(config.contains("lr = 0.001"), "{config}");
 }
 
 #[test]

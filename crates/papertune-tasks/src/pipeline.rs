@@ -94,7 +94,8 @@ pub(crate) struct RunFacts {
 /// A run folder opened for training, with the checkpoint to continue from when resuming.
 pub(crate) struct TrainSession<'a> {
     pub run: RunDir,
-    resume: Option<(PathBuf, ResumePoint)>,
+    /// The checkpoint to continue from, and the config to write once the trainer accepts it.
+    resume: Option<(PathBuf, ResumePoint, Option<String>)>,
     options: &'a TrainOptions,
 }
 
@@ -117,12 +118,10 @@ impl<'a> TrainSession<'a> {
         check_unchanged(&run, &config_toml, free_sections)?;
         let last = run.verified_checkpoint(Which::Last)?;
         let point = ResumePoint::read(&last)?;
-        // The config in force from now on (a new learning rate or step budget is recorded by the
-        // trainer's resume event too).
-        if writes {
-            write_atomic(&run.config(), config_toml.as_bytes())?;
-        }
-        Ok(Self { run, resume: Some((last, point)), options })
+        // The config in force from now on is written once the trainer has accepted the resume
+        // (its resume event), so that a refused one leaves the folder as it was.
+        let config_toml = writes.then_some(config_toml);
+        Ok(Self { run, resume: Some((last, point, config_toml)), options })
     }
 
     /// Whether this process writes the run folder (see [`TrainOptions::writes_run_folder`]).
@@ -132,7 +131,7 @@ impl<'a> TrainSession<'a> {
 
     /// The `last/` checkpoint folder the run continues from, when resuming.
     pub fn resume_dir(&self) -> Option<&Path> {
-        self.resume.as_ref().map(|(dir, _)| dir.as_path())
+        self.resume.as_ref().map(|(dir, _, _)| dir.as_path())
     }
 
     /// Trains `model` with the shared trainer on `device` (its autodiff form), the session's
@@ -170,13 +169,15 @@ impl<'a> TrainSession<'a> {
         if options.devices.len() > 1 {
             trainer = trainer.with_devices(options.devices.clone());
         }
-        if let Some((_, point)) = self.resume {
+        let mut resumed_config = None;
+        if let Some((_, point, config_toml)) = self.resume {
             trainer = trainer.with_resume(point);
+            resumed_config = config_toml;
         }
         if let Some(collective) = &options.collective {
             trainer = trainer.with_collective(Arc::clone(collective));
         }
-        let mut reporting = Reporting { task: hooks, run: &self.run };
+        let mut reporting = Reporting { task: hooks, run: &self.run, resumed_config };
         let (_, summary) = trainer.fit(model, loss, data, batcher, &mut reporting)?;
         let report = TrainReport::new(&self.run, &summary, facts, options.backend.clone());
         if options.writes_run_folder() {
@@ -213,6 +214,8 @@ impl TrainReport {
 struct Reporting<'a, H> {
     task: &'a mut H,
     run: &'a RunDir,
+    /// The config of a resumed run, written when the trainer accepts the resume.
+    resumed_config: Option<String>,
 }
 
 impl<M, H: TrainHooks<M>> TrainHooks<M> for Reporting<'_, H> {
@@ -225,6 +228,11 @@ impl<M, H: TrainHooks<M>> TrainHooks<M> for Reporting<'_, H> {
     }
 
     fn on_event(&mut self, event: &TrainEvent<'_>) {
+        if let (TrainEvent::Resume { .. }, Some(config)) = (event, self.resumed_config.take()) {
+            if let Err(e) = write_atomic(&self.run.config(), config.as_bytes()) {
+                tracing::warn!("the resumed run's config.toml keeps the earlier options: {e}");
+            }
+        }
         self.task.on_event(event);
         if matches!(event, TrainEvent::Eval { .. } | TrainEvent::End { .. }) {
             refresh_report(self.run);

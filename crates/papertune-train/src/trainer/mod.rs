@@ -247,10 +247,12 @@ impl Trainer {
         let (steps_per_epoch, total_steps) = (c.steps_per_epoch(n), c.total_steps(n));
         let schedule = c.lr_schedule(total_steps);
         let resume = self.resume.take();
+        // A resume is refused before the metrics log is touched.
+        let changes = resume.as_ref().map(|r| self.check_resume(r, n, total_steps)).transpose()?;
         let (leader, mut log) = self.event_sink(resume.as_ref().map(|r| r.state.step))?;
         let resumed_from = resume.as_ref().map(|r| r.state.step);
         let (mut model, mut run, mut optimizer) = match resume {
-            Some(resume) => self.resume_from(resume, model, n, total_steps, &mut log, hooks)?,
+            Some(resume) => self.resume_from(resume, changes.unwrap_or_default(), model, total_steps, &mut log, hooks)?,
             None => (model, RunState::fresh(n, total_steps), self.optimizer()),
         };
         let progress = Progress::new(self.show_progress && leader, total_steps, run.progress.step);
@@ -391,21 +393,13 @@ impl Trainer {
     fn resume_from<M: Module, H: TrainHooks<M>>(
         &self,
         resume: ResumePoint,
+        changes: Vec<String>,
         model: M,
-        n: usize,
         total_steps: usize,
         log: &mut EventSink,
         hooks: &mut H,
     ) -> Result<(M, RunState, ModuleOptimizer), TrainError> {
-        let changes = self.check_resume(&resume, n)?;
         let model = resume.restore_param_ids(model)?;
-        if resume.state.step >= total_steps {
-            return Err(TrainError::Resume(format!(
-                "{}: the checkpoint is at step {} and the run has {total_steps} steps; raise train.max_steps or train.epochs to train further",
-                resume.dir.display(),
-                resume.state.step
-            )));
-        }
         let run = RunState::resumed(&resume.state, total_steps);
         tracing::info!("resuming from {} at step {}/{total_steps}", resume.dir.display(), run.progress.step);
         for change in &changes {
@@ -417,10 +411,16 @@ impl Trainer {
     }
 
     /// Checks a resume point against this run; returns the option keys that changed.
-    fn check_resume(&self, resume: &ResumePoint, n: usize) -> Result<Vec<String>, TrainError> {
+    fn check_resume(&self, resume: &ResumePoint, n: usize, total_steps: usize) -> Result<Vec<String>, TrainError> {
         let before = &resume.state.config;
         let c = &self.config;
         let refuse = |message: String| Err(TrainError::Resume(format!("{}: {message}", resume.dir.display())));
+        if resume.state.step >= total_steps {
+            return refuse(format!(
+                "the checkpoint is at step {} and the run has {total_steps} steps; raise train.max_steps or train.epochs to train further",
+                resume.state.step
+            ));
+        }
         if resume.state.examples != n {
             return refuse(format!(
                 "the training data had {} examples, now {n}; resuming needs the same data",
