@@ -170,6 +170,28 @@ fn resuming_with_another_model_data_or_batch_size_is_refused() {
 }
 
 #[test]
+fn a_run_refused_before_its_first_step_leaves_no_folder_behind() {
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let f = fixture();
+    let device = device();
+    let run = f.root.join("refused");
+    // Three devices for two micro-batches per step: refused by the trainer's checks, after the
+    // folder was made and the config and tokenizer written.
+    let three = TrainOptions { devices: vec![device.clone(); 3], ..options() };
+    let error = papertune_tasks::classify::train(&f.config, &run, &device, &three).unwrap_err().to_string();
+    assert!(error.contains("3 data-parallel devices"), "{error}");
+    assert!(!run.exists(), "the refused run left {}", run.display());
+    // An empty folder made by the user stays, empty.
+    std::fs::create_dir(&run).unwrap();
+    papertune_tasks::classify::train(&f.config, &run, &device, &three).unwrap_err();
+    assert!(run.exists() && std::fs::read_dir(&run).unwrap().next().is_none());
+    // The same command, fixed, runs.
+    let fixed = TrainOptions { stop_at_step: Some(1), ..options() };
+    papertune_tasks::classify::train(&f.config, &run, &device, &fixed).unwrap();
+    assert!(run.join("last").exists());
+}
+
+#[test]
 fn a_damaged_checkpoint_is_detected_at_load() {
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let f = fixture();

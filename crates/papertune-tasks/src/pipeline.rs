@@ -92,11 +92,25 @@ pub(crate) struct RunFacts {
 }
 
 /// A run folder opened for training, with the checkpoint to continue from when resuming.
+///
+/// A new run folder that is dropped before its first training step (a check refused the run,
+/// the model did not load) is removed again, so that the same command can be run again once
+/// the cause is fixed.
 pub(crate) struct TrainSession<'a> {
     pub run: RunDir,
     /// The checkpoint to continue from, and the config to write once the trainer accepts it.
     resume: Option<(PathBuf, ResumePoint, Option<String>)>,
     options: &'a TrainOptions,
+    /// What this session made of the folder: nothing (a resumed run, a rank other than 0), the
+    /// files in a folder that was there empty, or the folder.
+    created: Created,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Created {
+    Nothing,
+    Files,
+    Folder,
 }
 
 impl<'a> TrainSession<'a> {
@@ -107,12 +121,13 @@ impl<'a> TrainSession<'a> {
         let config_toml = toml::to_string_pretty(config).map_err(|e| TaskError::Config(e.to_string()))?;
         let writes = options.writes_run_folder();
         if !options.resume && !writes {
-            return Ok(Self { run: RunDir::new(out), resume: None, options });
+            return Ok(Self { run: RunDir::new(out), resume: None, options, created: Created::Nothing });
         }
         if !options.resume {
-            let run = create_run_dir(out)?;
-            write_atomic(&run.config(), config_toml.as_bytes())?;
-            return Ok(Self { run, resume: None, options });
+            let (run, created) = create_run_dir(out)?;
+            let session = Self { run, resume: None, options, created };
+            write_atomic(&session.run.config(), config_toml.as_bytes())?;
+            return Ok(session);
         }
         let run = RunDir::new(out);
         check_unchanged(&run, &config_toml, free_sections)?;
@@ -121,7 +136,7 @@ impl<'a> TrainSession<'a> {
         // The config in force from now on is written once the trainer has accepted the resume
         // (its resume event), so that a refused one leaves the folder as it was.
         let config_toml = writes.then_some(config_toml);
-        Ok(Self { run, resume: Some((last, point, config_toml)), options })
+        Ok(Self { run, resume: Some((last, point, config_toml)), options, created: Created::Nothing })
     }
 
     /// Whether this process writes the run folder (see [`TrainOptions::writes_run_folder`]).
@@ -139,7 +154,7 @@ impl<'a> TrainSession<'a> {
     /// writes `summary.json` and returns its contents.
     #[allow(clippy::too_many_arguments)]
     pub fn fit<M, I, Batch, L, Bt, H>(
-        self,
+        mut self,
         model: M,
         train: &TrainConfig,
         device: &Device,
@@ -170,7 +185,7 @@ impl<'a> TrainSession<'a> {
             trainer = trainer.with_devices(options.devices.clone());
         }
         let mut resumed_config = None;
-        if let Some((_, point, config_toml)) = self.resume {
+        if let Some((_, point, config_toml)) = self.resume.take() {
             trainer = trainer.with_resume(point);
             resumed_config = config_toml;
         }
@@ -247,16 +262,48 @@ fn refresh_report(run: &RunDir) {
     }
 }
 
-/// Creates a fresh run folder; refuses one that already holds files.
-fn create_run_dir(out: &Path) -> Result<RunDir, TaskError> {
-    if out.exists() && std::fs::read_dir(out).map_err(io_error(out))?.next().is_some() {
-        return Err(TaskError::Run {
-            path: out.to_path_buf(),
-            message: "the run folder already exists and is not empty; choose another --out, or continue it with --resume".into(),
-        });
+impl Drop for TrainSession<'_> {
+    fn drop(&mut self) {
+        if self.created == Created::Nothing || has_trained(&self.run) {
+            return;
+        }
+        let root = &self.run.root;
+        let removed = match self.created {
+            Created::Folder => std::fs::remove_dir_all(root),
+            _ => std::fs::read_dir(root).and_then(|entries| {
+                entries.flatten().try_for_each(|entry| match entry.file_type() {
+                    Ok(kind) if kind.is_dir() => std::fs::remove_dir_all(entry.path()),
+                    _ => std::fs::remove_file(entry.path()),
+                })
+            }),
+        };
+        match removed {
+            Ok(()) => tracing::debug!("{}: removed, the run did not start", root.display()),
+            Err(e) => tracing::warn!("{}: the run did not start, and its folder could not be removed: {e}", root.display()),
+        }
+    }
+}
+
+/// Whether a run folder holds the trace of a training step: a checkpoint, or a `train` event in
+/// its metrics log (kept for diagnosis even when the run failed later).
+fn has_trained(run: &RunDir) -> bool {
+    let logged = std::fs::read_to_string(run.metrics()).is_ok_and(|log| log.contains(r#""event":"train""#));
+    logged || run.root.join("last").exists() || run.root.join("best").exists()
+}
+
+/// Creates a fresh run folder (or takes an empty one); refuses one that already holds files.
+fn create_run_dir(out: &Path) -> Result<(RunDir, Created), TaskError> {
+    if out.exists() {
+        if std::fs::read_dir(out).map_err(io_error(out))?.next().is_some() {
+            return Err(TaskError::Run {
+                path: out.to_path_buf(),
+                message: "the run folder already exists and is not empty; choose another --out, or continue it with --resume".into(),
+            });
+        }
+        return Ok((RunDir::new(out), Created::Files));
     }
     std::fs::create_dir_all(out).map_err(io_error(out))?;
-    Ok(RunDir::new(out))
+    Ok((RunDir::new(out), Created::Folder))
 }
 
 /// Refuses to resume `run` with a config that differs from its saved one outside
