@@ -147,11 +147,22 @@ impl TrainConfig {
         if self.eval_every_steps == Some(0) || self.save_every_steps == Some(0) || self.log_every_steps == 0 {
             return Err("train.eval_every_steps, train.save_every_steps and train.log_every_steps must be at least 1".into());
         }
-        if self.max_grad_norm.is_some_and(|n| n <= 0.0) {
-            return Err("train.max_grad_norm must be positive".into());
+        // `!(x > 0)` rather than `x <= 0`, so that NaN is refused too.
+        for (key, value) in [("max_grad_norm", self.max_grad_norm), ("max_grad_value", self.max_grad_value)] {
+            if let Some(v) = value.filter(|v| !(*v > 0.0 && v.is_finite())) {
+                return Err(format!("train.{key} must be a positive number (or left out: no clipping), found {v}"));
+            }
         }
-        if self.max_grad_value.is_some_and(|n| n <= 0.0) {
-            return Err("train.max_grad_value must be positive".into());
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return Err(format!("train.weight_decay must be >= 0, found {}", self.weight_decay));
+        }
+        for (key, value) in [("adam_beta1", self.adam_beta1), ("adam_beta2", self.adam_beta2)] {
+            if !(0.0..1.0).contains(&value) {
+                return Err(format!("train.{key} must be in [0, 1), found {value}"));
+            }
+        }
+        if !(self.adam_epsilon > 0.0 && self.adam_epsilon.is_finite()) {
+            return Err(format!("train.adam_epsilon must be positive, found {}", self.adam_epsilon));
         }
         if self.schedule_cycles == 0 {
             return Err("train.schedule_cycles must be at least 1".into());
@@ -255,5 +266,26 @@ impl TrainConfig {
     /// Warmup steps of the run (`ceil(ratio * total)` unless given).
     pub fn warmup(&self, total_steps: usize) -> usize {
         self.warmup_steps.unwrap_or((self.warmup_ratio * total_steps as f64).ceil() as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nan_and_out_of_range_options_are_refused_by_name() {
+        let with = |edit: fn(&mut TrainConfig)| {
+            let mut config = TrainConfig::default();
+            edit(&mut config);
+            config.validate().unwrap_err()
+        };
+        assert!(with(|c| c.max_grad_norm = Some(f64::NAN)).contains("train.max_grad_norm must be a positive number"));
+        assert!(with(|c| c.max_grad_value = Some(-1.0)).contains("train.max_grad_value"));
+        assert!(with(|c| c.weight_decay = f64::NAN).contains("train.weight_decay"));
+        assert!(with(|c| c.adam_beta2 = 1.0).contains("train.adam_beta2 must be in [0, 1)"));
+        assert!(with(|c| c.adam_epsilon = 0.0).contains("train.adam_epsilon"));
+        assert!(with(|c| c.lr = f64::INFINITY).contains("train.lr"));
+        TrainConfig::default().validate().unwrap();
     }
 }
