@@ -89,6 +89,28 @@ impl BertConfig {
                 self.model_type
             ));
         }
+        for (key, value) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ] {
+            if value == 0 {
+                return Err(format!("{key} must be at least 1"));
+            }
+        }
+        for (key, value) in [("hidden_dropout_prob", self.hidden_dropout_prob), ("attention_probs_dropout_prob", self.attention_probs_dropout_prob)] {
+            if !(0.0..1.0).contains(&value) {
+                return Err(format!("{key} must be in [0, 1), found {value}"));
+            }
+        }
+        if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps.is_finite()) {
+            return Err(format!("layer_norm_eps must be positive, found {}", self.layer_norm_eps));
+        }
+        if self.pad_token_id >= self.vocab_size {
+            return Err(format!("pad_token_id {} is outside the vocabulary of {}", self.pad_token_id, self.vocab_size));
+        }
         if self.hidden_size % self.num_attention_heads != 0 {
             return Err(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
@@ -208,5 +230,19 @@ mod tests {
         std::fs::write(&path, value.to_string()).unwrap();
         let err = BertConfig::read(&path).unwrap_err().to_string();
         assert!(err.contains("config.json") && err.contains("llama"), "{err}");
+    }
+
+    #[test]
+    fn rejects_zero_sizes_and_certain_dropout_before_any_arithmetic() {
+        let refused = |edit: fn(&mut BertConfig)| {
+            let mut config = BertConfig::tiny(10);
+            edit(&mut config);
+            config.validate().unwrap_err()
+        };
+        assert_eq!(refused(|c| c.num_attention_heads = 0), "num_attention_heads must be at least 1");
+        assert!(refused(|c| c.hidden_dropout_prob = 1.0).contains("hidden_dropout_prob must be in [0, 1)"));
+        assert!(refused(|c| c.attention_probs_dropout_prob = f64::NAN).contains("attention_probs_dropout_prob"));
+        assert!(refused(|c| c.layer_norm_eps = 0.0).contains("layer_norm_eps"));
+        assert!(refused(|c| c.pad_token_id = 10).contains("pad_token_id 10"));
     }
 }
