@@ -87,6 +87,9 @@ fn main() {
         logs.init();
     }
     if let Err(error) = run(cli) {
+        if error.is::<commands::train::Interrupted>() {
+            std::process::exit(130);
+        }
         eprintln!("error: {error:#}");
         std::process::exit(1);
     }

@@ -2,6 +2,8 @@
 //! k folds of it, or the continuation of an interrupted run.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use anyhow::Result;
 use clap::Args;
@@ -49,10 +51,12 @@ pub struct TrainArgs {
 pub fn run(args: TrainArgs, globals: &Globals) -> Result<()> {
     match crate::ranks::join()? {
         None => train(args, globals, None),
-        Some(ranks) => {
-            train(args, globals, Some(&ranks)).unwrap_or_else(|error| ranks.fail(error));
-            Ok(())
-        }
+        Some(ranks) => match train(args, globals, Some(&ranks)) {
+            // Every rank stopped after the same step; rank 0 saved.
+            Err(error) if error.is::<Interrupted>() => Err(error),
+            Err(error) => ranks.fail(error),
+            Ok(()) => Ok(()),
+        },
     }
 }
 
@@ -98,10 +102,11 @@ fn train(args: TrainArgs, globals: &Globals, ranks: Option<&Ranks>) -> Result<()
         Some(ranks) => backend::rank_device(&backend_name, ranks.local_rank(), precision)?,
         None => device_for(Some(&backend_name), precision)?,
     };
+    let stop = papertune_train::stop_on_signals()?;
     let options = TrainOptions {
         show_progress: globals.show_progress(),
         resume: resuming,
-        stop: Some(papertune_train::stop_on_signals()?),
+        stop: Some(Arc::clone(&stop)),
         stop_at_step: args.stop_at_step,
         devices: backend::devices(&backend_name, args.devices, precision)?,
         backend: Some(backend_name),
@@ -123,17 +128,36 @@ fn train(args: TrainArgs, globals: &Globals, ranks: Option<&Ranks>) -> Result<()
     if args.devices > 1 {
         resume_flags.push_str(&format!(" --devices {}", args.devices));
     }
-    if ranks.is_some_and(|r| r.rank() > 0) {
+    let interrupted = stop.load(Ordering::SeqCst) && reports.iter().any(|r| r.stop_reason == StopReason::Interrupted);
+    if ranks.is_none_or(|r| r.rank() == 0) {
         // Rank 0 tells.
-        return Ok(());
+        for report in &reports {
+            print_train_report(report, &resume_flags);
+        }
+        if !interrupted {
+            let shown = if args.folds.is_some() { out.clone() } else { reports[0].run.clone() };
+            println!("next: cargo xtask eval --run {} --data FILE", shown.display());
+        }
     }
-    for report in &reports {
-        print_train_report(report, &resume_flags);
+    if interrupted {
+        // Saved and resumable, yet not finished: scripts must not take it for success.
+        return Err(Interrupted.into());
     }
-    let shown = if args.folds.is_some() { out.clone() } else { reports[0].run.clone() };
-    println!("next: cargo xtask eval --run {} --data FILE", shown.display());
     Ok(())
 }
+
+/// A run stopped by a signal after saving its last checkpoint: the process exits with status
+/// 130 (as a shell reports a command ended by Ctrl-C), with nothing more to say.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 fn print_train_report(report: &TrainReport, resume_flags: &str) {
     println!("run: {}", report.run.display());
