@@ -53,6 +53,10 @@ pub enum ModelError {
     #[error("{path}: tokenizer: {message}")]
     Tokenizer { path: PathBuf, message: String },
 
+    /// Generation options that cannot be honoured.
+    #[error("generation: {message}")]
+    Generation { message: String },
+
     /// A downloaded file does not have the published checksum.
     #[error("{path}: sha256 {found} does not match the expected {expected}; delete the file and retry")]
     Checksum { path: PathBuf, expected: String, found: String },

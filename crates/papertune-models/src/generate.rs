@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 use crate::llama::{KvCache, LlamaModel};
 use crate::llm_tokenizer::LlmTokenizer;
 
@@ -97,7 +97,12 @@ impl<'a> Generator<'a> {
         }
         let mut active: Vec<usize> = (0..batch).collect();
         let mut generated: Vec<Vec<u32>> = vec![Vec::new(); batch];
-        let mut cache = KvCache::with_capacity(self.model.num_layers(), longest + config.max_new_tokens);
+        let positions = longest.checked_add(config.max_new_tokens).ok_or_else(|| ModelError::Generation {
+            message: format!("max_new_tokens {} does not fit beside a prompt of {longest} tokens", config.max_new_tokens),
+        })?;
+        // The cache grows as tokens come; what is reserved up front stays modest whatever the
+        // budget (generation usually ends at an end-of-sequence token long before it).
+        let mut cache = KvCache::with_capacity(self.model.num_layers(), positions.min(longest + 512));
         let mut step_ids = ids;
 
         for step in 0..config.max_new_tokens {

@@ -53,6 +53,14 @@ pub fn run(args: GenerateArgs, globals: &Globals) -> Result<()> {
     }
     let text = if args.chat { lm.tokenizer.apply_chat_template(&[ChatMessage::user(args.prompt)], true)? } else { args.prompt };
     let ids = lm.tokenizer.encode(&text, true)?;
+    let context = lm.config.max_position_embeddings;
+    anyhow::ensure!(
+        ids.len() < context && args.max_new_tokens <= context - ids.len(),
+        "--max-new-tokens {}: the prompt has {} tokens and the model's context is {context}, so at most {} new tokens fit",
+        args.max_new_tokens,
+        ids.len(),
+        context.saturating_sub(ids.len())
+    );
     let generation = GenerationConfig {
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,
