@@ -18,7 +18,7 @@ use papertune_models::precision::Precision;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "papertune: fine-tune transformers to classify scientific papers")]
+#[command(name = "cargo xtask", version, about = "papertune: fine-tune transformers to classify scientific papers")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,6 +39,10 @@ pub struct Globals {
     /// (eval, predict, generate, embed, bench W2 and W4), meant for GPUs. Training runs in f32.
     #[arg(long, global = true, default_value = "f32")]
     pub precision: Precision,
+    /// Colour in log lines: `auto` (only when stderr is a terminal, TERM is not `dumb` and
+    /// NO_COLOR is unset), `always` or `never`.
+    #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "always", "never"])]
+    color: String,
 }
 
 impl Globals {
@@ -80,7 +84,17 @@ fn main() {
     // The ranks other than 0 of a job over several processes tell warnings and errors only.
     let default_level = if cli.globals.quiet || ranks::launcher_rank() > 0 { "warn" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let ansi = match cli.globals.color.as_str() {
+        "always" => true,
+        "never" => false,
+        _ => {
+            use std::io::IsTerminal;
+            std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && std::env::var("TERM").map_or(true, |t| t != "dumb")
+        }
+    };
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi);
     if cli.globals.log_format == "json" {
         logs.json().with_current_span(true).init();
     } else {

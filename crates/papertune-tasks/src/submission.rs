@@ -35,13 +35,20 @@ pub fn submission_csv(rows: &[SubmissionRow]) -> String {
     String::from_utf8(writer.into_inner().expect("writes to memory")).expect("UTF-8 fields")
 }
 
-/// Writes the submission atomically, creating its folder if needed.
+/// Writes the submission atomically, creating its folder if needed; `-` is standard output.
 pub fn write_submission(path: &Path, rows: &[SubmissionRow]) -> Result<PredictReport, TaskError> {
+    let label_1 = rows.iter().filter(|r| r.label == 1).count();
+    if path == Path::new("-") {
+        let mut stdout = std::io::stdout().lock();
+        std::io::Write::write_all(&mut stdout, submission_csv(rows).as_bytes())
+            .and_then(|()| std::io::Write::flush(&mut stdout))
+            .map_err(crate::error::io_error(Path::new("standard output")))?;
+        return Ok(PredictReport { output: path.to_path_buf(), rows: rows.len(), label_1 });
+    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(crate::error::io_error(dir))?;
     }
     write_atomic(path, submission_csv(rows).as_bytes())?;
-    let label_1 = rows.iter().filter(|r| r.label == 1).count();
     Ok(PredictReport { output: path.to_path_buf(), rows: rows.len(), label_1 })
 }
 

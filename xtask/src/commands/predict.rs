@@ -16,6 +16,7 @@ pub struct PredictArgs {
     run: Vec<PathBuf>,
     #[arg(long)]
     data: PathBuf,
+    /// The submission CSV to write; `-` writes it to standard output.
     #[arg(long)]
     output: PathBuf,
     #[arg(long)]
