@@ -104,9 +104,23 @@ fn main() {
         if error.is::<commands::train::Interrupted>() {
             std::process::exit(130);
         }
-        eprintln!("error: {error:#}");
+        eprintln!("error: {}", describe(&error));
         std::process::exit(1);
     }
+}
+
+/// An error and its causes on one line, each cause once: an error whose message already ends
+/// with its cause's (`path: No such file or directory`) does not repeat it.
+pub fn describe(error: &anyhow::Error) -> String {
+    let mut message = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.ends_with(&cause) {
+            message.push_str(": ");
+            message.push_str(&cause);
+        }
+    }
+    message
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -122,5 +136,33 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => dev::bench::run(args, globals),
         Command::GpuCheck(args) => dev::gpu_check::run(args),
         Command::Dataset(args) => dev::dataset::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_that_quotes_its_cause_is_described_once() {
+        #[derive(Debug)]
+        struct Quoting {
+            source: std::io::Error,
+        }
+        impl std::fmt::Display for Quoting {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "runs/x/config.toml: {}", self.source)
+            }
+        }
+        impl std::error::Error for Quoting {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.source)
+            }
+        }
+        let cause = || std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let error = anyhow::Error::new(Quoting { source: cause() });
+        assert_eq!(describe(&error), "runs/x/config.toml: No such file or directory");
+        let error = anyhow::Error::new(cause()).context("reading the config");
+        assert_eq!(describe(&error), "reading the config: No such file or directory");
     }
 }

@@ -89,7 +89,7 @@ impl Ranks {
     /// Reports `error` as this rank's and ends every rank of the job: the others would
     /// otherwise wait for this one in their next collective operation.
     pub fn fail(&self, error: anyhow::Error) -> ! {
-        eprintln!("error: rank {} of {}: {error:#}", self.world.rank(), self.world.size());
+        eprintln!("error: rank {} of {}: {}", self.world.rank(), self.world.size(), crate::describe(&error));
         self.world.abort(1)
     }
 }
