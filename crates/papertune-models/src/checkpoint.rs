@@ -42,6 +42,12 @@ pub struct Checkpoint {
     tensors: BTreeMap<String, HostTensor>,
 }
 
+/// Whether `name` is one plain file name (no folder, no `..`, not absolute).
+fn is_file_name(name: &str) -> bool {
+    let mut parts = Path::new(name).components();
+    matches!((parts.next(), parts.next()), (Some(std::path::Component::Normal(_)), None))
+}
+
 impl Checkpoint {
     /// An in-memory checkpoint, e.g. a randomly initialised one.
     pub fn from_tensors(path: impl Into<PathBuf>, tensors: BTreeMap<String, HostTensor>) -> Self {
@@ -73,6 +79,13 @@ impl Checkpoint {
                 .collect();
             let dir = path.parent().unwrap_or(Path::new("."));
             for shard in shards {
+                // A shard sits beside its index: a path elsewhere is not followed.
+                if !is_file_name(&shard) {
+                    return Err(ModelError::Safetensors {
+                        path: path.to_path_buf(),
+                        message: format!("weight_map names the shard {shard:?}; expected a file name beside the index"),
+                    });
+                }
                 read_file_into(&dir.join(shard), &mut tensors)?;
             }
         } else {
@@ -300,6 +313,12 @@ mod tests {
         std::fs::write(&index, r#"{"metadata":{},"weight_map":{"x":"s1.safetensors","y":"s2.safetensors"}}"#).unwrap();
         let ckpt = Checkpoint::read(&index).unwrap();
         assert_eq!(ckpt.names().collect::<Vec<_>>(), vec!["x", "y"]);
+        // Shards outside the index's folder are refused, naming the index and the shard.
+        for shard in ["../s1.safetensors", "/etc/passwd", "sub/s1.safetensors"] {
+            std::fs::write(&index, format!(r#"{{"weight_map":{{"x":"{shard}"}}}}"#)).unwrap();
+            let err = Checkpoint::read(&index).unwrap_err().to_string();
+            assert!(err.contains("index.json") && err.contains(shard) && err.contains("expected a file name"), "{err}");
+        }
     }
 
     #[test]

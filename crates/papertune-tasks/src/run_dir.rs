@@ -275,7 +275,14 @@ pub fn expand_runs(runs: &[PathBuf]) -> Result<Vec<PathBuf>, TaskError> {
         let folds = RunDir::new(run).folds();
         if folds.exists() {
             let names: Vec<String> = read_json(&folds)?;
-            expanded.extend(names.iter().map(|n| run.join(n)));
+            for name in &names {
+                // Fold runs sit in the k-fold folder: a path elsewhere is not followed.
+                let mut parts = Path::new(name).components();
+                if !matches!((parts.next(), parts.next()), (Some(std::path::Component::Normal(_)), None)) {
+                    return Err(TaskError::Run { path: folds, message: format!("names the fold run {name:?}; expected a folder name inside {}", run.display()) });
+                }
+                expanded.push(run.join(name));
+            }
         } else {
             expanded.push(run.clone());
         }
@@ -361,6 +368,19 @@ mod tests {
         write(&run, 2, 1);
         assert_eq!(run.checkpoint_state(Which::Last).unwrap().step, 2);
         assert!(!dir.path().join("last.old").exists() && !dir.path().join("last.tmp").exists());
+    }
+
+    #[test]
+    fn fold_names_outside_the_k_fold_folder_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FOLDS_FILE), r#"["fold-1", "fold-2"]"#).unwrap();
+        let runs = expand_runs(&[dir.path().to_path_buf()]).unwrap();
+        assert_eq!(runs, vec![dir.path().join("fold-1"), dir.path().join("fold-2")]);
+        for name in ["../elsewhere", "/etc", "a/b"] {
+            std::fs::write(dir.path().join(FOLDS_FILE), format!(r#"["{name}"]"#)).unwrap();
+            let error = expand_runs(&[dir.path().to_path_buf()]).unwrap_err().to_string();
+            assert!(error.contains(FOLDS_FILE) && error.contains(name), "{error}");
+        }
     }
 
     #[test]
