@@ -129,7 +129,7 @@ pub fn resolve_llm(spec: &str) -> Result<LlmFiles> {
             });
         }
     }
-    if spec.contains('/') && !as_path.exists() && spec.matches('/').count() == 1 && !spec.starts_with('.') {
+    if !as_path.exists() && is_hub_id(spec) {
         let files = resolve(spec)?;
         let tokenizer_config = Some(files.dir.join("tokenizer_config.json")).filter(|p| p.exists());
         return Ok(LlmFiles::Folder { files, tokenizer_config });
@@ -141,6 +141,16 @@ pub fn resolve_llm(spec: &str) -> Result<LlmFiles> {
             LLM_PRESETS.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
         ),
     })
+}
+
+/// Whether `spec` has the form of a Hugging Face model id, `org/name` with letters, digits,
+/// `-`, `_` and `.` (not starting with `.`), rather than of a path (`/data/model`, `./model`,
+/// `a/b/c`, `~/model`), which is never sent to the hub.
+fn is_hub_id(spec: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty() && !p.starts_with('.') && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    matches!(spec.split_once('/'), Some((org, name)) if part(org) && part(name) && !name.contains('/'))
 }
 
 fn llm_files_in(dir: &Path) -> Result<LlmFiles> {
@@ -208,11 +218,11 @@ pub fn resolve(spec: &str) -> Result<ModelFiles> {
     }
     let preset = PRESETS.iter().find(|p| p.name == spec || p.hub_id == spec);
     let hub_id = preset.map_or(spec, |p| p.hub_id);
-    if !hub_id.contains('/') && preset.is_none() {
+    if preset.is_none() && !is_hub_id(hub_id) {
         return Err(ModelError::Source {
             source_spec: spec.to_owned(),
             message: format!(
-                "not a folder, a preset ({}) or a hub id of the form org/name",
+                "no such folder, and not a preset ({}) or a hub id of the form org/name",
                 PRESETS.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
             ),
         });
@@ -266,6 +276,18 @@ fn fetch_model(spec: &str, _hub_id: &str, _package: Option<&PackagedModel>, own_
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_that_do_not_exist_are_not_sent_to_the_hub() {
+        for id in ["sentence-transformers/all-MiniLM-L6-v2", "HuggingFaceTB/SmolLM2-135M-Instruct", "org_1/model.v2"] {
+            assert!(is_hub_id(id), "{id}");
+        }
+        for path in ["/data/models/minilm", "./minilm", "../m/x", "a/b/c", "~/model", "org/", "/org", "org/.hidden", "no-slash"] {
+            assert!(!is_hub_id(path), "{path}");
+        }
+        let err = resolve("/no/such/model/folder").unwrap_err().to_string();
+        assert!(err.contains("/no/such/model/folder") && err.contains("no such folder"), "{err}");
+    }
 
     #[test]
     fn local_folder_needs_config_weights_and_tokenizer() {
