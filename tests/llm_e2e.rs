@@ -164,6 +164,11 @@ fn tiny_llama_learns_both_tasks_from_instruction_records() {
     assert_eq!(llm::predict(&run, &keywords, &submission, &device).unwrap().rows, 8);
     let text = std::fs::read_to_string(&submission).unwrap();
     assert!(text.starts_with("uuid,Keywords,label\nkw0,"), "{text}");
+    // A row with an empty text still gets its line in the submission.
+    let with_empty = work.path().join("with-empty.csv");
+    std::fs::write(&with_empty, format!("{}kw-empty,,,,\n", std::fs::read_to_string(&keywords).unwrap())).unwrap();
+    assert_eq!(llm::predict(&run, &with_empty, &submission, &device).unwrap().rows, 9);
+    assert!(std::fs::read_to_string(&submission).unwrap().contains("\nkw-empty,"));
     assert!(run.join("best/adapter_config.json").exists() && run.join("best/adapter_model.safetensors").exists());
     assert!(matches!(source::resolve_llm(model_dir.to_str().unwrap()).unwrap(), LlmFiles::Folder { .. }));
 

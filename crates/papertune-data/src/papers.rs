@@ -102,7 +102,8 @@ pub struct LoadReport {
 ///
 /// Missing optional columns (`uuid`, `author`, `Keywords`) are tolerated: `uuid` falls back to the
 /// row number, the others to empty. `title` and `abstract` must exist; `label` must exist when
-/// `require_label` is set, and every label must be `0` or `1`.
+/// `require_label` is set, and every label must then be `0` or `1` (without it, other values
+/// are read as no label).
 pub fn load_papers(path: &Path, options: &LoadOptions<'_>) -> Result<(Vec<PaperRecord>, LoadReport)> {
     let table = Table::read(path, options.max_rows)?;
     if table.is_empty() {
@@ -138,6 +139,8 @@ pub fn load_papers(path: &Path, options: &LoadOptions<'_>) -> Result<(Vec<PaperR
     for i in 0..table.len() {
         let row = i + 1;
         let label = match &labels {
+            // Where labels are not needed (prediction), a value other than 0 or 1 is no label.
+            Some(labels) if !options.require_label => parse_label(labels[i].as_deref()),
             Some(labels) => Some(parse_label(labels[i].as_deref()).ok_or_else(|| DataError::BadLabel {
                 path: path.to_path_buf(),
                 row,
@@ -347,5 +350,11 @@ mod tests {
         let opts = LoadOptions { require_label: false, ..options(&columns) };
         let (records, _) = load_papers(&path, &opts).unwrap();
         assert_eq!(records[0].label, None);
+        // A label column with other values does not stop a prediction; training refuses it.
+        let path = write(&dir, "q.csv", b"uuid,title,abstract,label\nq,T,A,medical\nr,T,A,1\n");
+        let (records, _) = load_papers(&path, &opts).unwrap();
+        assert_eq!(records.iter().map(|r| r.label).collect::<Vec<_>>(), vec![None, Some(1)]);
+        let error = load_papers(&path, &options(&columns)).unwrap_err().to_string();
+        assert!(error.contains("medical") && error.contains("row 1"), "{error}");
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use papertune_data::{InstructionTask, PaperRecord, load_papers, parse_generated_keywords, parse_gold_keywords};
+use papertune_data::{EmptyTextPolicy, InstructionTask, PaperRecord, load_papers, parse_generated_keywords, parse_gold_keywords};
 use papertune_models::PretrainedCausalLm;
 use papertune_models::generate::{GenerationConfig, Generator};
 use papertune_models::llama::LlamaModel;
@@ -250,7 +250,8 @@ pub fn evaluate(run: &Path, data: &Path, options: &EvalOptions, device: &Device)
 pub fn predict(run: &Path, data: &Path, output: &Path, device: &Device) -> Result<PredictReport, TaskError> {
     let loaded = LoadedRun::open(run, Which::Best, true, device)?;
     let config = &loaded.config;
-    let rules = RowRules { require_label: false, empty_text: config.data.empty_text };
+    // Every row gets a prediction, as the classifier's predict does: a submission has all ids.
+    let rules = RowRules { require_label: false, empty_text: EmptyTextPolicy::Keep };
     let (papers, _) = load_papers(data, &config.data.source().load_options(None, rules))?;
     let valid = ValidSet::new(config, &loaded.encoder(), &papers)?;
     let batch_size = config.model.eval_batch_size;
