@@ -243,10 +243,11 @@ impl<M, H: TrainHooks<M>> TrainHooks<M> for Reporting<'_, H> {
     }
 
     fn on_event(&mut self, event: &TrainEvent<'_>) {
-        if let (TrainEvent::Resume { .. }, Some(config)) = (event, self.resumed_config.take()) {
-            if let Err(e) = write_atomic(&self.run.config(), config.as_bytes()) {
-                tracing::warn!("the resumed run's config.toml keeps the earlier options: {e}");
-            }
+        if matches!(event, TrainEvent::Resume { .. })
+            && let Some(config) = self.resumed_config.take()
+            && let Err(e) = write_atomic(&self.run.config(), config.as_bytes())
+        {
+            tracing::warn!("the resumed run's config.toml keeps the earlier options: {e}");
         }
         self.task.on_event(event);
         if matches!(event, TrainEvent::Eval { .. } | TrainEvent::End { .. }) {
