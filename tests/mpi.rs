@@ -196,27 +196,35 @@ fn same_weights(a: &Path, b: &Path, file: &str) {
     assert!(difference <= 1e-6, "{} and {} differ by {difference}", a.display(), b.display());
 }
 
-#[test]
-fn two_ranks_train_the_encoder_as_one_process_and_resume_across_rank_counts() {
+/// Trains `task` in one process, on 2 ranks, and on 2 ranks stopped after step 7 then resumed
+/// in one process, and requires the same weights (`file` of `last/`) from all three; returns
+/// the scratch folder with the one-process and the 2-rank runs.
+fn one_process_two_ranks_and_two_then_one(task: &'static str, file: &str) -> (tempfile::TempDir, Job, Job) {
     let dir = scratch();
     let root = dir.path();
-    let one = Job::new("encoder", root.join("one"));
+    let one = Job::new(task, root.join("one"));
     one.train(root, None);
-    let two = Job::new("encoder", root.join("two"));
+    let two = Job::new(task, root.join("two"));
     two.run_ranks(root, 2);
-    same_weights(&one.out, &two.out, "model.safetensors");
+    same_weights(&one.out, &two.out, file);
+    let split = Job { stop_at_step: Some(7), ..Job::new(task, root.join("two-then-one")) };
+    split.run_ranks(root, 2);
+    Job { resume: true, stop_at_step: None, ..split.clone() }.train(root, None);
+    same_weights(&one.out, &split.out, file);
+    (dir, one, two)
+}
+
+#[test]
+fn two_ranks_train_the_encoder_as_one_process_and_resume_across_rank_counts() {
+    let (dir, one, two) = one_process_two_ranks_and_two_then_one("encoder", "model.safetensors");
     // Only rank 0 wrote: one metrics log, with the events of the single process's run.
     let events = |run: &Path| -> Vec<String> {
         let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
         log.lines().map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["event"].to_string()).collect()
     };
     assert_eq!(events(&two.out), events(&one.out));
-
-    // Two ranks stopped at step 7, one process resumes; one process stopped, two ranks resume.
-    let split = Job { stop_at_step: Some(7), ..Job::new("encoder", root.join("two-then-one")) };
-    split.run_ranks(root, 2);
-    Job { resume: true, stop_at_step: None, ..split.clone() }.train(root, None);
-    same_weights(&one.out, &split.out, "model.safetensors");
+    // One process stopped after step 7, two ranks resume.
+    let root = dir.path();
     let split = Job { stop_at_step: Some(7), ..Job::new("encoder", root.join("one-then-two")) };
     split.train(root, None);
     Job { resume: true, stop_at_step: None, ..split.clone() }.run_ranks(root, 2);
@@ -225,18 +233,7 @@ fn two_ranks_train_the_encoder_as_one_process_and_resume_across_rank_counts() {
 
 #[test]
 fn two_ranks_train_lora_adapters_as_one_process_and_resume_in_one() {
-    let dir = scratch();
-    let root = dir.path();
-    let one = Job::new("decoder", root.join("one"));
-    one.train(root, None);
-    let two = Job::new("decoder", root.join("two"));
-    two.run_ranks(root, 2);
-    same_weights(&one.out, &two.out, "adapter_model.safetensors");
-    // Two ranks stopped at step 7, resumed in one process.
-    let split = Job { stop_at_step: Some(7), ..Job::new("decoder", root.join("two-then-one")) };
-    split.run_ranks(root, 2);
-    Job { resume: true, stop_at_step: None, ..split.clone() }.train(root, None);
-    same_weights(&one.out, &split.out, "adapter_model.safetensors");
+    one_process_two_ranks_and_two_then_one("decoder", "adapter_model.safetensors");
 }
 
 /// Starts a long job on 2 ranks whose collectives time out after `timeout` seconds, waits for
