@@ -30,6 +30,12 @@ pub use writer::GgufWriter;
 
 const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
+/// The largest data alignment accepted (llama.cpp writes 32).
+const MAX_ALIGNMENT: u64 = 1 << 20;
+/// Arrays in metadata nest at most this deep (GGUF files use one level).
+const MAX_ARRAY_DEPTH: usize = 4;
+/// The most items one metadata array may hold: a 262,144-token vocabulary is the largest in use.
+const MAX_ARRAY_ITEMS: u64 = 1 << 22;
 
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
@@ -243,16 +249,26 @@ impl GgufFile {
             if n_dims > 8 {
                 return Err(cursor.error(format!("tensor {name:?} claims {n_dims} dimensions")));
             }
-            let mut dims = (0..n_dims).map(|_| cursor.u64().map(|d| d as usize)).collect::<Result<Vec<_>>>()?;
+            let mut dims = (0..n_dims).map(|_| cursor.u64()).collect::<Result<Vec<_>>>()?;
             dims.reverse();
+            // Sizes read from the file are checked before they are used: the element count
+            // must fit in memory arithmetic, and (below) the data must lie inside the file.
+            let dims: Vec<usize> = dims
+                .iter()
+                .map(|&d| usize::try_from(d).ok())
+                .try_fold(Vec::new(), |mut all, d| {
+                    all.push(d?);
+                    all.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).map(|_| all)
+                })
+                .ok_or_else(|| cursor.error(format!("tensor {name:?} has dimensions {dims:?}, whose element count overflows")))?;
             let ggml_type = GgmlType::from_id(cursor.u32()?);
             let offset = cursor.u64()?;
             tensors.push(GgufTensorInfo { name, shape: dims, ggml_type, offset });
         }
         let alignment = match metadata.get("general.alignment") {
             None => DEFAULT_ALIGNMENT,
-            Some(v) => v.as_u64().filter(|a| *a > 0).ok_or_else(|| {
-                cursor.error(format!("general.alignment must be a positive integer, found {v:?}"))
+            Some(v) => v.as_u64().filter(|a| (1..=MAX_ALIGNMENT).contains(a)).ok_or_else(|| {
+                cursor.error(format!("general.alignment must be an integer in [1, {MAX_ALIGNMENT}], found {v:?}"))
             })?,
         };
         let data_start = (cursor.at as u64).div_ceil(alignment) * alignment;
@@ -332,8 +348,14 @@ impl GgufFile {
                 ),
             });
         }
-        let start = self.data_start + info.offset as usize;
-        Ok(Some(start..start + n / block_elems * block_bytes))
+        let end = usize::try_from(info.offset)
+            .ok()
+            .and_then(|offset| self.data_start.checked_add(offset))
+            .and_then(|start| Some(start..start.checked_add((n / block_elems).checked_mul(block_bytes)?)?));
+        end.map(Some).ok_or_else(|| ModelError::Config {
+            path: self.path.clone(),
+            message: format!("tensor {:?} at offset {} does not lie inside the file", info.name, info.offset),
+        })
     }
 
     /// Dequantises one tensor to f32 in row-major order.
@@ -396,6 +418,14 @@ impl Cursor<'_> {
     }
 
     fn value(&mut self, value_type: u32, key: &str) -> Result<GgufValue> {
+        self.value_at_depth(value_type, key, 0)
+    }
+
+    /// A metadata value inside `depth` enclosing arrays. Arrays nest at most
+    /// [`MAX_ARRAY_DEPTH`] deep, and each claims no more items than the bytes left can hold
+    /// nor more than [`MAX_ARRAY_ITEMS`], so that neither the stack nor memory follow a
+    /// crafted count.
+    fn value_at_depth(&mut self, value_type: u32, key: &str, depth: usize) -> Result<GgufValue> {
         Ok(match value_type {
             0 => GgufValue::U8(self.array::<1>()?[0]),
             1 => GgufValue::I8(self.array::<1>()?[0] as i8),
@@ -407,14 +437,31 @@ impl Cursor<'_> {
             7 => GgufValue::Bool(self.array::<1>()?[0] != 0),
             8 => GgufValue::String(self.string()?),
             9 => {
-                let item_type = self.u32()?;
-                let len = self.u64()? as usize;
-                if len > self.bytes.len() {
-                    return Err(self.error(format!("array {key:?} claims {len} items")));
+                if depth >= MAX_ARRAY_DEPTH {
+                    return Err(self.error(format!("metadata {key:?} nests arrays more than {MAX_ARRAY_DEPTH} deep")));
                 }
-                let mut items = Vec::with_capacity(len);
+                let item_type = self.u32()?;
+                let len = self.u64()?;
+                // The smallest encoding of one item: 1 byte, 8 for a string's length, 12 for
+                // an array's type and length.
+                let least = match item_type {
+                    0 | 1 | 7 => 1,
+                    2 | 3 => 2,
+                    4..=6 => 4,
+                    8 | 10..=12 => 8,
+                    9 => 12,
+                    other => return Err(self.error(format!("metadata {key:?} is an array of unknown value type {other}"))),
+                };
+                let left = (self.bytes.len() - self.at) as u64;
+                if len > left / least || len > MAX_ARRAY_ITEMS {
+                    return Err(self.error(format!(
+                        "array {key:?} claims {len} items; the {left} bytes left hold at most {}, and papertune reads at most {MAX_ARRAY_ITEMS}",
+                        left / least
+                    )));
+                }
+                let mut items = Vec::with_capacity(len as usize);
                 for _ in 0..len {
-                    items.push(self.value(item_type, key)?);
+                    items.push(self.value_at_depth(item_type, key, depth + 1)?);
                 }
                 GgufValue::Array(items)
             }

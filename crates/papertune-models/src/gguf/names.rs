@@ -17,10 +17,25 @@ pub fn llama_checkpoint(file: &GgufFile, config: &LlamaConfig) -> Result<Checkpo
             message: format!("GGUF tensor {:?} has no Hugging Face counterpart papertune knows", info.name),
         })?;
         let mut tensor = file.dequantize(info)?;
-        if unpermute && (name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias")) {
-            tensor = unpermute_rows(tensor, config.num_attention_heads);
-        } else if unpermute && (name.ends_with("k_proj.weight") || name.ends_with("k_proj.bias")) {
-            tensor = unpermute_rows(tensor, config.num_key_value_heads);
+        let heads = if name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias") {
+            Some(config.num_attention_heads)
+        } else if name.ends_with("k_proj.weight") || name.ends_with("k_proj.bias") {
+            Some(config.num_key_value_heads)
+        } else {
+            None
+        };
+        if let Some(heads) = heads.filter(|_| unpermute) {
+            // The rows must be the heads' before they are moved (the name map checks the rest).
+            let rows = heads * config.head_dim;
+            if tensor.shape.first() != Some(&rows) {
+                return Err(ModelError::ShapeMismatch {
+                    path: file.path.clone(),
+                    name: info.name.clone(),
+                    expected: vec![rows],
+                    found: tensor.shape.clone(),
+                });
+            }
+            tensor = unpermute_rows(tensor, heads);
         }
         checkpoint.insert(name, tensor);
     }
@@ -98,5 +113,14 @@ mod tests {
         let permuted = vec![0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0];
         let back = unpermute_rows(HostTensor::new(vec![8, 1], permuted), 2);
         assert_eq!(back.data, hf);
+    }
+
+    #[test]
+    fn query_rows_that_are_not_the_heads_are_refused_before_the_permutation() {
+        let mut writer = crate::gguf::GgufWriter::new();
+        writer.tensor_f32("blk.0.attn_q.weight", &[], &[1.0]);
+        let file = GgufFile::parse(std::path::Path::new("q.gguf"), writer.to_bytes()).unwrap();
+        let err = llama_checkpoint(&file, &LlamaConfig::tiny()).unwrap_err().to_string();
+        assert!(err.contains("q.gguf") && err.contains("blk.0.attn_q.weight"), "{err}");
     }
 }

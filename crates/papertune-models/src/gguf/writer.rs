@@ -191,6 +191,61 @@ mod tests {
         }
     }
 
+    /// A GGUF v3 header: `kv` metadata entries already encoded, then `tensors` tensor infos.
+    fn header(kv: &[Vec<u8>], tensors: &[Vec<u8>]) -> Vec<u8> {
+        let mut bytes = b"GGUF".to_vec();
+        bytes.extend(3u32.to_le_bytes());
+        bytes.extend((tensors.len() as u64).to_le_bytes());
+        bytes.extend((kv.len() as u64).to_le_bytes());
+        kv.iter().chain(tensors).for_each(|part| bytes.extend(part));
+        bytes
+    }
+
+    fn string(text: &str) -> Vec<u8> {
+        let mut bytes = (text.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(text.as_bytes());
+        bytes
+    }
+
+    fn tensor(name: &str, dims: &[u64], offset: u64) -> Vec<u8> {
+        let mut bytes = string(name);
+        bytes.extend((dims.len() as u32).to_le_bytes());
+        dims.iter().for_each(|d| bytes.extend(d.to_le_bytes()));
+        bytes.extend(0u32.to_le_bytes()); // F32
+        bytes.extend(offset.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn crafted_sizes_are_refused_by_name_before_they_are_used() {
+        let refused = |bytes: Vec<u8>| GgufFile::parse(Path::new("crafted.gguf"), bytes).unwrap_err().to_string();
+        // Arrays of arrays a million deep.
+        let mut deep = string("deep");
+        deep.extend(9u32.to_le_bytes());
+        for _ in 0..1_000_000 {
+            deep.extend(9u32.to_le_bytes()); // an array of arrays
+            deep.extend(1u64.to_le_bytes()); // of one item
+        }
+        let err = refused(header(&[deep], &[]));
+        assert!(err.contains("crafted.gguf") && err.contains("\"deep\" nests arrays"), "{err}");
+        // An array claiming more items than the file holds.
+        let mut long = string("long");
+        long.extend(9u32.to_le_bytes());
+        long.extend(0u32.to_le_bytes());
+        long.extend((1u64 << 40).to_le_bytes());
+        assert!(refused(header(&[long], &[])).contains("\"long\" claims 1099511627776 items"));
+        // Dimensions whose product overflows, and an offset far outside the file.
+        let err = refused(header(&[], &[tensor("w", &[1 << 32, 1 << 32], 0)]));
+        assert!(err.contains("\"w\"") && err.contains("overflows"), "{err}");
+        let err = refused(header(&[], &[tensor("w", &[4], u64::MAX)]));
+        assert!(err.contains("\"w\"") && err.contains("does not lie inside the file"), "{err}");
+        // An alignment of u64::MAX.
+        let mut alignment = string("general.alignment");
+        alignment.extend(10u32.to_le_bytes());
+        alignment.extend(u64::MAX.to_le_bytes());
+        assert!(refused(header(&[alignment], &[])).contains("general.alignment must be an integer"));
+    }
+
     #[test]
     fn unknown_types_and_truncation_are_named() {
         let mut writer = GgufWriter::new();

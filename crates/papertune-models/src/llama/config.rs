@@ -184,6 +184,14 @@ impl LlamaConfig {
             model_type: if is_qwen2 { "qwen2".into() } else { arch },
         };
         config.validate().map_err(|message| ModelError::Config { path: file.path.clone(), message })?;
+        // Every block has its tensors: a count the file cannot hold is refused before any
+        // allocation follows it.
+        if config.num_hidden_layers > file.tensors.len() {
+            return Err(ModelError::Config {
+                path: file.path.clone(),
+                message: format!("block_count is {} but the file has {} tensors", config.num_hidden_layers, file.tensors.len()),
+            });
+        }
         Ok(config)
     }
 
@@ -191,6 +199,20 @@ impl LlamaConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.num_attention_heads == 0 || self.num_key_value_heads == 0 {
             return Err("attention head counts must be at least 1".into());
+        }
+        for (key, value) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("head_dim", self.head_dim),
+        ] {
+            if value == 0 {
+                return Err(format!("{key} must be at least 1"));
+            }
+        }
+        if !(self.rms_norm_eps > 0.0 && self.rms_norm_eps.is_finite()) {
+            return Err(format!("rms_norm_eps must be positive, found {}", self.rms_norm_eps));
         }
         if self.num_attention_heads % self.num_key_value_heads != 0 {
             return Err(format!(
@@ -290,12 +312,16 @@ mod gguf_tests {
     use crate::llm_tokenizer::LlmTokenizer;
 
     fn metadata(arch: &str, tokenizer_model: &str) -> GgufFile {
+        with_block_count(arch, tokenizer_model, GgufValue::U32(1))
+    }
+
+    fn with_block_count(arch: &str, tokenizer_model: &str, block_count: GgufValue) -> GgufFile {
         let mut w = GgufWriter::new();
         let u32v = GgufValue::U32;
         w.metadata("general.architecture", GgufValue::String(arch.into()))
             .metadata(&format!("{arch}.embedding_length"), u32v(8))
             .metadata(&format!("{arch}.feed_forward_length"), u32v(16))
-            .metadata(&format!("{arch}.block_count"), u32v(1))
+            .metadata(&format!("{arch}.block_count"), block_count)
             .metadata(&format!("{arch}.attention.head_count"), u32v(2))
             .metadata(&format!("{arch}.attention.head_count_kv"), u32v(1))
             .metadata(&format!("{arch}.attention.layer_norm_rms_epsilon"), GgufValue::F32(1e-5))
@@ -317,6 +343,14 @@ mod gguf_tests {
         assert!(config.tie_word_embeddings, "no output.weight: tied head");
         let tokenizer = LlmTokenizer::from_gguf(&file).unwrap();
         assert_eq!(tokenizer.encode("ab", false).unwrap(), vec![2]);
+    }
+
+    #[test]
+    fn a_block_count_the_file_cannot_hold_is_refused() {
+        let err = LlamaConfig::from_gguf(&with_block_count("llama", "gpt2", GgufValue::U64(1 << 40))).unwrap_err().to_string();
+        assert!(err.contains("m.gguf") && err.contains("block_count is 1099511627776 but the file has 1 tensors"), "{err}");
+        let err = LlamaConfig::from_gguf(&with_block_count("llama", "gpt2", GgufValue::U32(0))).unwrap_err().to_string();
+        assert!(err.contains("num_hidden_layers must be at least 1"), "{err}");
     }
 
     #[test]
