@@ -112,3 +112,24 @@ fn k_fold_training_and_ensembles_average_the_runs() {
     let predicted = papertune_tasks::classify::predict(&runs, &data, &submission, &device).unwrap();
     assert_eq!(predicted.rows, 32);
 }
+
+#[test]
+fn a_max_len_or_a_tokenizer_the_encoder_cannot_take_is_refused_before_the_run_folder() {
+    let work = tempfile::tempdir().unwrap();
+    let (config, _) = tiny_classify_setup(work.path(), 3, 16);
+    let device = Device::flex();
+    let run = work.path().join("run");
+    let options = papertune_tasks::TrainOptions::default();
+    let mut long = config.clone();
+    long.model.max_len = 100_000;
+    let error = papertune_tasks::classify::train(&long, &run, &device, &options).unwrap_err().to_string();
+    assert!(error.contains("model.max_len is 100000") && error.contains("set model.max_len to"), "{error}");
+    // An embedding table smaller than the tokenizer's vocabulary.
+    let model_config = work.path().join("tiny-bert/config.json");
+    let mut value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&model_config).unwrap()).unwrap();
+    value["vocab_size"] = 6.into();
+    std::fs::write(&model_config, value.to_string()).unwrap();
+    let error = papertune_tasks::classify::train(&config, &run, &device, &options).unwrap_err().to_string();
+    assert!(error.contains("tokenizer.json") && error.contains("embedding table has 6 rows"), "{error}");
+    assert!(!run.exists());
+}

@@ -224,3 +224,17 @@ fn tiny_llama_learns_both_tasks_from_instruction_records() {
     let best = report.best_metrics.unwrap();
     assert!(best["f1"] >= 0.95, "classification F1 after overfitting: {best:?}");
 }
+
+#[test]
+fn a_tokenizer_larger_than_the_embedding_table_is_refused_at_load() {
+    let work = tempfile::tempdir().unwrap();
+    let words: Vec<&str> = MEDICAL.iter().chain(&TECHNICAL).copied().collect();
+    write_tiny_llm(work.path(), &words, 7);
+    let config = work.path().join("config.json");
+    let mut value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    value["vocab_size"] = 4.into();
+    std::fs::write(&config, value.to_string()).unwrap();
+    let files = source::resolve_llm(work.path().to_str().unwrap()).unwrap();
+    let error = PretrainedCausalLm::load(&files, &Device::flex()).err().expect("refused").to_string();
+    assert!(error.contains("tokenizer.json") && error.contains("embedding table has 4 rows"), "{error}");
+}

@@ -7,7 +7,7 @@ use burn::tensor::Device;
 
 use crate::bert::{BertConfig, BertModel};
 use crate::checkpoint::Checkpoint;
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 use crate::gguf::{self, GgufFile};
 use crate::llama::{LlamaConfig, LlamaModel};
 use crate::llm_tokenizer::LlmTokenizer;
@@ -64,6 +64,7 @@ impl PretrainedCausalLm {
                 } else {
                     LlmTokenizer::from_gguf(&file)?
                 };
+                check_vocabulary(&tokenizer, &config, path)?;
                 let mut checkpoint = gguf::llama_checkpoint(&file, &config)?;
                 drop(file);
                 let model = LlamaModel::load(&config, &mut checkpoint, device)?;
@@ -76,6 +77,7 @@ impl PretrainedCausalLm {
                 if tokenizer.eos_token_ids.is_empty() {
                     tokenizer.eos_token_ids = config.eos_token_ids.clone();
                 }
+                check_vocabulary(&tokenizer, &config, &files.tokenizer)?;
                 let mut checkpoint = Checkpoint::read(&files.weights)?;
                 let model = LlamaModel::load(&config, &mut checkpoint, device)?;
                 checkpoint.ensure_consumed(LlamaModel::ignorable_tensors())?;
@@ -83,4 +85,16 @@ impl PretrainedCausalLm {
             }
         }
     }
+}
+
+/// Refuses a tokenizer that can produce ids past the embedding table (they would index out of
+/// it at the first forward pass).
+fn check_vocabulary(tokenizer: &LlmTokenizer, config: &LlamaConfig, tokenizer_path: &Path) -> Result<()> {
+    if tokenizer.vocab_size() > config.vocab_size {
+        return Err(ModelError::Tokenizer {
+            path: tokenizer_path.to_path_buf(),
+            message: format!("{} tokens, but the model's embedding table has {} rows", tokenizer.vocab_size(), config.vocab_size),
+        });
+    }
+    Ok(())
 }

@@ -166,8 +166,25 @@ fn train_on(
 ) -> Result<TrainReport, TaskError> {
     let files = source::resolve(&config.model.source)?;
     let encoder_config = BertConfig::read(&files.config)?;
-    let max_len = config.model.max_len.min(encoder_config.max_sequence_len());
-    let tokenizer = TextTokenizer::from_file(&files.tokenizer, max_len)?;
+    let limit = encoder_config.max_sequence_len();
+    if config.model.max_len > limit {
+        return Err(TaskError::Config(format!(
+            "model.max_len is {} but {} reads at most {limit} tokens ({}); set model.max_len to {limit} or less",
+            config.model.max_len,
+            config.model.source,
+            files.config.display()
+        )));
+    }
+    let tokenizer = TextTokenizer::from_file(&files.tokenizer, config.model.max_len)?;
+    if tokenizer.vocab_size() > encoder_config.vocab_size {
+        return Err(TaskError::Config(format!(
+            "{}: the tokenizer has {} tokens but the model's embedding table has {} rows ({})",
+            files.tokenizer.display(),
+            tokenizer.vocab_size(),
+            encoder_config.vocab_size,
+            files.config.display()
+        )));
+    }
 
     let train_set = Encodings::new(config, &tokenizer, train_papers)?;
     let valid_set = Encodings::new(config, &tokenizer, valid_papers)?;
