@@ -56,12 +56,23 @@ fn tiny_encoder_learns_32_examples_and_the_run_folder_serves_eval_predict_inspec
     assert_eq!(last.step, 80);
     assert_eq!(best.params, last.params);
     assert_eq!(best.weights_digest.len(), 64);
-    // The digest is a function of the weights alone.
-    assert_eq!(papertune_tasks::classify::inspect(&out, Which::Last).unwrap().weights_digest, last.weights_digest);
-
     // A second run into the same folder is refused, nothing overwritten.
     let err = papertune_tasks::classify::train(&config, &out, &device, &papertune_tasks::TrainOptions::default()).unwrap_err().to_string();
     assert!(err.contains("already exists"), "{err}");
+
+    // The digest is a function of the weights alone: the same tensors written again without
+    // the file's metadata keep it, and one changed value changes it.
+    let weights = out.join("last/model.safetensors");
+    let mut checkpoint = papertune_models::checkpoint::Checkpoint::read(&weights).unwrap();
+    checkpoint.write(&weights, None).unwrap();
+    assert_eq!(papertune_tasks::classify::inspect(&out, Which::Last).unwrap().weights_digest, last.weights_digest);
+    let name = checkpoint.names().next().unwrap().to_owned();
+    let mut tensors: std::collections::BTreeMap<String, papertune_models::checkpoint::HostTensor> =
+        checkpoint.names().map(|n| (n.to_owned(), checkpoint.get(n).unwrap().clone())).collect();
+    tensors.get_mut(&name).unwrap().data[0] += 1.0;
+    checkpoint = papertune_models::checkpoint::Checkpoint::from_tensors(&weights, tensors);
+    checkpoint.write(&weights, None).unwrap();
+    assert_ne!(papertune_tasks::classify::inspect(&out, Which::Last).unwrap().weights_digest, last.weights_digest);
 }
 
 #[test]
