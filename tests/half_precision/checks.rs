@@ -37,7 +37,7 @@ fn half_devices(precision: Precision) -> Vec<(&'static str, Device)> {
         let mut wgpu = Device::wgpu(Default::default());
         match configure(&mut wgpu, "wgpu", precision) {
             Ok(()) => devices.push(("wgpu", wgpu)),
-            Err(e) => eprintln!("wgpu {precision} skipped: {e}"),
+            Err(e) => skip_unless_required("wgpu", precision, &e.to_string()),
         }
     }
     #[cfg(feature = "cuda")]
@@ -45,10 +45,22 @@ fn half_devices(precision: Precision) -> Vec<(&'static str, Device)> {
         let mut cuda = Device::cuda(0);
         match configure(&mut cuda, "cuda", precision) {
             Ok(()) => devices.push(("cuda", cuda)),
-            Err(e) => eprintln!("cuda {precision} skipped: {e}"),
+            Err(e) => skip_unless_required("cuda", precision, &e.to_string()),
         }
     }
     devices
+}
+
+/// A GPU backend that cannot run `precision` here is skipped with a note, unless
+/// PAPERTUNE_REQUIRE_BACKENDS demands it: `wgpu` demands the backend (a device that lacks the
+/// type, as lavapipe lacks bf16, is still skipped), `wgpu:bf16` the backend in that type.
+#[allow(dead_code)]
+fn skip_unless_required(name: &str, precision: Precision, error: &str) {
+    let lacks_type = error.contains("does not support");
+    if papertune_integration::backend_required(&format!("{name}:{precision}")) || (papertune_integration::backend_required(name) && !lacks_type) {
+        panic!("{name} {precision} is required by PAPERTUNE_REQUIRE_BACKENDS but does not run here: {error}");
+    }
+    eprintln!("{name} {precision} skipped: {error}");
 }
 
 /// Largest difference allowed on hidden states (magnitudes up to about 1, six layers) and on a
