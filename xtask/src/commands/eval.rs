@@ -1,10 +1,13 @@
-//! `eval`: score a run (or an ensemble of classifier runs) on a labelled file; one line of JSON.
+//! `eval`: score a run (or an ensemble of classifier runs) on a labelled file; one line of JSON
+//! with the metrics, `seconds` (wall time, loading included) and `examples_per_second`.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
 use papertune_tasks::{classify, llm};
+use serde_json::Value;
 
 use super::{device_for, single_llm_run};
 use crate::Globals;
@@ -28,14 +31,24 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs, globals: &Globals) -> Result<()> {
     let device = device_for(args.backend.as_deref(), globals.precision)?;
-    if let Some(run) = single_llm_run(&args.run)? {
+    let started = Instant::now();
+    let metrics = if let Some(run) = single_llm_run(&args.run)? {
         let options = llm::EvalOptions { with_adapter: !args.no_adapter, max_rows: args.max_rows };
-        let metrics = llm::evaluate(&run, &args.data, &options, &device)?;
-        println!("{}", serde_json::to_string(&metrics)?);
+        serde_json::to_value(llm::evaluate(&run, &args.data, &options, &device)?)?
     } else {
         anyhow::ensure!(!args.no_adapter && args.max_rows.is_none(), "--no-adapter and --max-rows apply to LoRA runs only");
-        let metrics = classify::evaluate(&args.run, &args.data, &device)?;
-        println!("{}", serde_json::to_string(&metrics)?);
-    }
+        serde_json::to_value(classify::evaluate(&args.run, &args.data, &device)?)?
+    };
+    println!("{}", serde_json::to_string(&with_timing(metrics, started.elapsed().as_secs_f64()))?);
     Ok(())
+}
+
+/// The metrics with the evaluation's wall time (loading the run included) and its rate.
+fn with_timing(mut metrics: Value, seconds: f64) -> Value {
+    if let Some(fields) = metrics.as_object_mut() {
+        let n = fields.get("n").and_then(Value::as_f64).unwrap_or(0.0);
+        fields.insert("seconds".into(), seconds.into());
+        fields.insert("examples_per_second".into(), (n / seconds.max(1e-9)).into());
+    }
+    metrics
 }
