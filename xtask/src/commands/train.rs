@@ -46,6 +46,10 @@ pub struct TrainArgs {
     /// train.gradient_accumulation_steps must be at least N.
     #[arg(long, value_name = "N", default_value_t = 1)]
     devices: usize,
+    /// Print the resolved config (the file, defaults and --set overrides) as TOML and exit
+    /// without training, e.g. `cargo xtask train --config configs/classify-minilm.toml --print-config`.
+    #[arg(long)]
+    print_config: bool,
 }
 
 pub fn run(args: TrainArgs, globals: &Globals) -> Result<()> {
@@ -78,6 +82,14 @@ fn train(args: TrainArgs, globals: &Globals, ranks: Option<&Ranks>) -> Result<()
         }
     };
     let resolved = load_run_config(&config, &args.overrides)?;
+    if args.print_config {
+        let text = match &resolved {
+            RunConfig::Classify(c) => toml::to_string_pretty(c),
+            RunConfig::Llm(c) => toml::to_string_pretty(c),
+        };
+        print!("{}", text.map_err(|e| anyhow::anyhow!("the resolved config does not serialise: {e}"))?);
+        return Ok(());
+    }
     if let Some(ranks) = ranks {
         // Refused before the run folder is touched (the trainer checks it again).
         let train = match &resolved {
