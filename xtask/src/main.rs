@@ -68,6 +68,8 @@ enum Command {
     Embed(commands::embed::EmbedArgs),
     /// Describe a run's weights; prints one line of JSON.
     Inspect(commands::inspect::InspectArgs),
+    /// List the model presets and the ready-made configs.
+    Presets,
     /// Measure workload throughput (medians after a warm-up); prints JSON.
     Bench(dev::bench::BenchArgs),
     /// On a machine with an NVIDIA GPU: the parity and training tests on CUDA, then the
@@ -133,6 +135,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => commands::predict::run(args, globals),
         Command::Embed(args) => commands::embed::run(args, globals),
         Command::Inspect(args) => commands::inspect::run(args),
+        Command::Presets => commands::presets::run(),
         Command::Bench(args) => dev::bench::run(args, globals),
         Command::GpuCheck(args) => dev::gpu_check::run(args),
         Command::Dataset(args) => dev::dataset::run(args),

@@ -6,6 +6,7 @@ pub mod eval;
 pub mod generate;
 pub mod inspect;
 pub mod predict;
+pub mod presets;
 pub mod report;
 pub mod train;
 
