@@ -80,6 +80,13 @@ enum Command {
 }
 
 fn main() {
+    // Rust ignores SIGPIPE, so that writing to a closed pipe is an error, which `println!`
+    // turns into a panic; a command-line tool ends quietly instead, as `cat` does.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to the default, before any other thread runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     // Freed tensor buffers are reused instead of returned to the system.
     papertune_kernels::keep_freed_memory();
     let cli = Cli::parse();
