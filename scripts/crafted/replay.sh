@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Replays papertune's catalogue of crafted inputs and careless commands against the built
+# binary: every case must end with the exit status it expects (0 or 1, never a panic's 101 or
+# an abort's 134), and a refused command must leave the run folder it touched as it was (or,
+# for a new run, leave none). Prints one Markdown row per case (docs/reliability.md holds the
+# table) and exits 1 if any case broke its promise.
+#
+#   scripts/crafted/replay.sh [path/to/xtask]      (default: target/debug/xtask)
+#
+# Needs python3 and the MiniLM and SmolLM2 weights in papertune's cache (the tests fetch them).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+bin="${1:-target/debug/xtask}"
+[ -x "$bin" ] || { echo "no binary at $bin (cargo build -p xtask)" >&2; exit 2; }
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+crafted="$work/crafted"
+python3 scripts/crafted/make.py "$crafted" || exit 2
+failures=0
+
+# A digest of every file under a folder (or "absent").
+tree_digest() {
+  if [ -e "$1" ]; then (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16); else echo absent; fi
+}
+
+# case NAME EXPECTED_STATUS WATCHED_FOLDER -- ARGS...: runs the binary with ARGS; WATCHED_FOLDER
+# (or "-") must be the same afterwards.
+case_() {
+  local name="$1" expected="$2" watched="$3"
+  shift 4
+  local before after status message
+  before="$(tree_digest "$watched")"
+  NO_COLOR=1 timeout 300 "$bin" --quiet "$@" > "$work/out" 2> "$work/err"
+  status=$?
+  after="$(tree_digest "$watched")"
+  message="$(grep -m1 '^error' "$work/err" | cut -c1-220 | sed 's/|/\\|/g')"
+  [ -z "$message" ] && message="$(head -c 120 "$work/out" | tr '\n' ' ' | sed 's/|/\\|/g')"
+  local verdict=ok
+  if [ "$status" != "$expected" ]; then verdict="FAILED: exit $status, expected $expected"; fi
+  if [ "$watched" != "-" ] && [ "$before" != "$after" ]; then verdict="FAILED: $watched changed"; fi
+  [ "$verdict" = ok ] || failures=$((failures + 1))
+  local shown="${*//$work/…}"
+  echo "| $name | \`xtask ${shown//$crafted/…}\` | $status | ${message//$work/…} | $verdict |"
+}
+
+echo "| case | command | exit | error (first line) or output | verdict |"
+echo "|---|---|---|---|---|"
+
+# A small real run to be careless with, stopped after step 1 of 3 (resumable).
+run="$work/run"
+"$bin" --quiet train --config configs/classify-minilm.toml --set data.max_rows=64 --set train.max_steps=3 --stop-at-step 1 --out "$run" > /dev/null 2>&1 \
+  || { echo "could not train the run the cases need" >&2; exit 2; }
+
+# Run folders: refused commands change nothing; a refused new run leaves no folder.
+case_ "resume with another seed" 1 "$run" -- train --resume "$run" --set train.seed=7
+case_ "resume with another batch size" 1 "$run" -- train --resume "$run" --set train.batch_size=8
+case_ "resume with another model" 1 "$run" -- train --resume "$run" --set model.max_len=64
+case_ "new run into a used folder" 1 "$run" -- train --config configs/classify-minilm.toml --out "$run"
+case_ "warmup longer than training" 1 "$work/warmup" -- train --config configs/classify-minilm.toml --set data.max_rows=64 --set train.max_steps=2 --set train.warmup_steps=100 --out "$work/warmup"
+case_ "more devices than micro-batches" 1 "$work/devices" -- train --config configs/classify-minilm.toml --set data.max_rows=64 --devices 2 --out "$work/devices"
+case_ "model.max_len above the encoder's" 1 "$work/long" -- train --config configs/classify-minilm.toml --set data.max_rows=64 --set model.max_len=100000 --out "$work/long"
+case_ "max_grad_norm = nan" 1 "$work/nan" -- train --config "$crafted/config-nan-clip.toml" --out "$work/nan"
+case_ "unknown config key" 1 "$work/unknown" -- train --config "$crafted/config-unknown-key.toml" --out "$work/unknown"
+case_ "--set of a wrong type" 1 "$work/lr" -- train --config configs/classify-minilm.toml --set train.lr=abc --out "$work/lr"
+case_ "missing run folder" 1 - -- eval --run "$work/none" --data "$crafted/papers-bad-label.csv"
+case_ "folds.json naming a folder outside" 1 - -- eval --run "$crafted/folds-escape" --data "$crafted/papers-bad-label.csv"
+
+# Tables.
+case_ "predict with labels other than 0/1" 0 "$run" -- predict --run "$run" --data "$crafted/papers-bad-label.csv" --output -
+case_ "eval with labels other than 0/1" 1 "$run" -- eval --run "$run" --data "$crafted/papers-bad-label.csv"
+case_ "table without a title column" 1 "$run" -- eval --run "$run" --data "$crafted/papers-no-title.csv"
+case_ "table without rows" 1 "$run" -- eval --run "$run" --data "$crafted/papers-empty.csv"
+case_ "binary bytes as CSV" 1 "$run" -- eval --run "$run" --data "$crafted/papers-binary.csv"
+
+# GGUF files.
+for file in "$crafted"/gguf-*.gguf; do
+  case_ "$(basename "$file" .gguf)" 1 - -- generate --model "$file" --prompt x --max-new-tokens 2
+done
+case_ "--max-new-tokens 1e9" 1 - -- generate --model smollm2-135m --prompt x --max-new-tokens 1000000000
+case_ "--max-new-tokens u64::MAX" 1 - -- generate --model smollm2-135m --prompt x --max-new-tokens 18446744073709551615
+
+# Encoder folders: configs, safetensors headers, an index that points outside.
+for folder in config-zero-heads config-dropout-one safetensors-header-length safetensors-offsets-outside safetensors-index-escape; do
+  case_ "$folder" 1 - -- embed --model "$crafted/$folder" --text x
+done
+case_ "a path that does not exist" 1 - -- embed --model "$work/no/such/model" --text x
+
+if [ "$failures" -gt 0 ]; then
+  echo "replay: $failures case(s) broke their promise" >&2
+  exit 1
+fi
+echo "replay: every case ended as expected" >&2
