@@ -120,6 +120,7 @@ def write_tables(out: Path) -> None:
     (out / "papers-no-title.csv").write_text("uuid,abstract,label\nq,A,1\n")
     (out / "papers-empty.csv").write_text("uuid,title,abstract,label\n")
     (out / "papers-binary.csv").write_bytes(b"\xff\xfe\x00\x01" * 64)
+    (out / "papers-6mb-cell.csv").write_text("uuid,title,abstract,label\nq,T," + "x" * (6 << 20) + ",1\n")
     folds = out / "folds-escape"
     folds.mkdir(exist_ok=True)
     (folds / "folds.json").write_text(json.dumps(["../../../../etc"]))

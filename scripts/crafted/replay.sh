@@ -71,6 +71,7 @@ case_ "eval with labels other than 0/1" 1 "$run" -- eval --run "$run" --data "$c
 case_ "table without a title column" 1 "$run" -- eval --run "$run" --data "$crafted/papers-no-title.csv"
 case_ "table without rows" 1 "$run" -- eval --run "$run" --data "$crafted/papers-empty.csv"
 case_ "binary bytes as CSV" 1 "$run" -- eval --run "$run" --data "$crafted/papers-binary.csv"
+case_ "a cell of 6 MB" 1 "$run" -- eval --run "$run" --data "$crafted/papers-6mb-cell.csv"
 
 # GGUF files.
 for file in "$crafted"/gguf-*.gguf; do

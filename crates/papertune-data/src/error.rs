@@ -27,6 +27,11 @@ pub enum DataError {
     #[error("{path}: line {line}: invalid UTF-8 at byte offset {offset}; papertune reads UTF-8 text only")]
     NotUtf8 { path: PathBuf, line: usize, offset: usize },
 
+    /// A line of a text table is longer than papertune reads (a cell of megabytes is no
+    /// paper's field, and costs many times its size in memory).
+    #[error("{path}: line {line} is {bytes} bytes; papertune reads lines of at most {limit} bytes")]
+    LineTooLong { path: PathBuf, line: usize, bytes: usize, limit: usize },
+
     /// The table reader rejected the file.
     #[error("{path}: cannot parse as {format}: {message}")]
     Parse { path: PathBuf, format: &'static str, message: String },

@@ -343,6 +343,16 @@ mod tests {
     }
 
     #[test]
+    fn a_line_of_megabytes_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let huge = "x".repeat(6 << 20);
+        let path = write(&dir, "big.csv", format!("uuid,title,abstract,label\nq,T,A,1\nr,T,{huge},0\n").as_bytes());
+        let columns = ColumnMap::default();
+        let error = load_papers(&path, &options(&columns)).unwrap_err().to_string();
+        assert!(error.contains("big.csv: line 3 is 6291462 bytes") && error.contains("at most 1048576"), "{error}");
+    }
+
+    #[test]
     fn label_is_optional_for_prediction() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, "p.csv", b"uuid,title,abstract\nq,T,A\n");

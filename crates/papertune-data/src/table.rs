@@ -61,7 +61,9 @@ impl Table {
         }
         let format = TableFormat::from_path(path)?;
         if matches!(format, TableFormat::Csv | TableFormat::Tsv | TableFormat::JsonLines | TableFormat::Json) {
-            check_utf8(path)?;
+            // One JSON document may be a single long line; rows of the other formats may not.
+            let line_limit = (format != TableFormat::Json).then_some(MAX_LINE_BYTES);
+            check_text(path, line_limit)?;
         }
         let parse_error = |e: PolarsError| DataError::Parse {
             path: path.to_path_buf(),
@@ -124,15 +126,23 @@ impl Table {
     }
 }
 
-/// Fails with the line and byte offset of the first byte sequence that is not UTF-8.
-fn check_utf8(path: &Path) -> Result<()> {
+/// The longest line of a CSV, TSV or JSON-lines table papertune reads: a whole paper (title,
+/// authors, abstract, keywords) takes a few kilobytes.
+const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Fails with the line and byte offset of the first byte sequence that is not UTF-8, or with
+/// the first line longer than `line_limit` bytes.
+fn check_text(path: &Path, line_limit: Option<usize>) -> Result<()> {
     let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
-    match std::str::from_utf8(&bytes) {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            let offset = e.valid_up_to();
-            let line = bytes[..offset].iter().filter(|&&b| b == b'\n').count() + 1;
-            Err(DataError::NotUtf8 { path: path.to_path_buf(), line, offset })
-        }
+    if let Err(e) = std::str::from_utf8(&bytes) {
+        let offset = e.valid_up_to();
+        let line = bytes[..offset].iter().filter(|&&b| b == b'\n').count() + 1;
+        return Err(DataError::NotUtf8 { path: path.to_path_buf(), line, offset });
     }
+    if let Some(limit) = line_limit
+        && let Some((index, line)) = bytes.split(|&b| b == b'\n').enumerate().find(|(_, line)| line.len() > limit)
+    {
+        return Err(DataError::LineTooLong { path: path.to_path_buf(), line: index + 1, bytes: line.len(), limit });
+    }
+    Ok(())
 }
