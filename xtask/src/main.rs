@@ -55,18 +55,36 @@ impl Globals {
 #[derive(Subcommand)]
 enum Command {
     /// Train a model from a TOML config (default: configs/default.toml).
+    #[command(after_help = "Examples:
+  cargo xtask train
+  cargo xtask train --config configs/classify-minilm.toml --set data.train=train.csv --set data.valid=valid.csv --out runs/minilm
+  cargo xtask train --resume runs/minilm --set train.max_steps=400
+  cargo xtask train --config configs/lora-keywords-smollm2.toml --print-config")]
     Train(commands::train::TrainArgs),
     /// Rebuild a run folder's report.html from its files.
+    #[command(after_help = "Example:\n  cargo xtask report --run runs/minilm")]
     Report(commands::report::ReportArgs),
     /// Score a run on a labelled file; prints one line of JSON.
+    #[command(after_help = "Examples:
+  cargo xtask eval --run runs/minilm --data valid.csv
+  cargo xtask eval --run runs/folds --data valid.csv        (a k-fold folder: the ensemble)
+  cargo xtask eval --run runs/kw --data valid.csv --max-rows 50 --no-adapter")]
     Eval(commands::eval::EvalArgs),
     /// Continue a prompt with a causal LM; prints the new text.
+    #[command(after_help = "Examples:
+  cargo xtask generate --prompt \"The heart\" --max-new-tokens 20
+  cargo xtask generate --chat --prompt \"Name three keywords for: cardiac surgery outcomes\"")]
     Generate(commands::generate::GenerateArgs),
     /// Write the submission CSV (uuid,Keywords,label) for a file.
+    #[command(after_help = "Examples:
+  cargo xtask predict --run runs/minilm --data testB.csv --output submission.csv
+  cargo xtask predict --run runs/minilm --data testB.csv --output - | head")]
     Predict(commands::predict::PredictArgs),
-    /// Print the mean-pooled, L2-normalised sentence embedding of a text as a JSON array.
+    /// Print the mean-pooled, L2-normalised sentence embedding of each text as a JSON array.
+    #[command(after_help = "Example:\n  cargo xtask embed --model minilm --text \"cardiac surgery\" --text \"graph kernels\"")]
     Embed(commands::embed::EmbedArgs),
     /// Describe a run's weights; prints one line of JSON.
+    #[command(after_help = "Example:\n  cargo xtask inspect --run runs/minilm --checkpoint last")]
     Inspect(commands::inspect::InspectArgs),
     /// List the model presets and the ready-made configs.
     Presets,

@@ -17,6 +17,7 @@ pub struct EvalArgs {
     /// Run folder; repeat it (or give a k-fold folder) to average the runs' probabilities.
     #[arg(long, required = true)]
     run: Vec<PathBuf>,
+    /// The labelled table to score (CSV, TSV, Parquet, JSON lines or JSON).
     #[arg(long)]
     data: PathBuf,
     /// LoRA runs: evaluate the base model without the adapter (zero-shot, same prompt).
@@ -25,6 +26,7 @@ pub struct EvalArgs {
     /// LoRA runs: score only the first N rows.
     #[arg(long)]
     max_rows: Option<usize>,
+    /// Backend: flex (CPU), ndarray (CPU), wgpu or cuda, if compiled in.
     #[arg(long)]
     backend: Option<String>,
 }

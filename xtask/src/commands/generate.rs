@@ -18,28 +18,34 @@ pub struct GenerateArgs {
     /// Preset (smollm2-135m), .gguf file, model folder or hub id.
     #[arg(long, default_value = "smollm2-135m")]
     model: String,
+    /// The text to continue.
     #[arg(long)]
     prompt: String,
     /// Wrap the prompt as a user message in the model's chat template.
     #[arg(long)]
     chat: bool,
+    /// Most tokens to generate (at most what the model's context leaves after the prompt).
     #[arg(long, default_value_t = 64)]
     max_new_tokens: usize,
     /// 0 decodes greedily.
     #[arg(long, default_value_t = 0.0)]
     temperature: f64,
+    /// Sample among the k most likely tokens only (with --temperature above 0).
     #[arg(long)]
     top_k: Option<usize>,
+    /// Sample among the most likely tokens whose probabilities sum to p (nucleus sampling).
     #[arg(long)]
     top_p: Option<f64>,
     /// Stop when the text contains this (repeatable).
     #[arg(long = "stop")]
     stop: Vec<String>,
+    /// Seed of the sampling.
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// A PEFT adapter folder to apply.
     #[arg(long)]
     adapter: Option<PathBuf>,
+    /// Backend: flex (CPU), ndarray (CPU), wgpu or cuda, if compiled in.
     #[arg(long)]
     backend: Option<String>,
 }

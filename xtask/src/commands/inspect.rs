@@ -8,6 +8,7 @@ use papertune_tasks::run_dir::Which;
 
 #[derive(Args)]
 pub struct InspectArgs {
+    /// Run folder.
     #[arg(long)]
     run: PathBuf,
     /// `best` or `last`.

@@ -14,11 +14,13 @@ pub struct PredictArgs {
     /// Run folder; repeat it (or give a k-fold folder) to average the runs' probabilities.
     #[arg(long, required = true)]
     run: Vec<PathBuf>,
+    /// The table to predict for (CSV, TSV, Parquet, JSON lines or JSON); labels not needed.
     #[arg(long)]
     data: PathBuf,
     /// The submission CSV to write; `-` writes it to standard output.
     #[arg(long)]
     output: PathBuf,
+    /// Backend: flex (CPU), ndarray (CPU), wgpu or cuda, if compiled in.
     #[arg(long)]
     backend: Option<String>,
 }

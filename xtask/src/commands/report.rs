@@ -7,6 +7,7 @@ use clap::Args;
 
 #[derive(Args)]
 pub struct ReportArgs {
+    /// Run folder whose report.html to rebuild.
     #[arg(long)]
     run: PathBuf,
 }

@@ -5,6 +5,7 @@ use clap::Args;
 
 #[derive(Args)]
 pub struct DatasetArgs {
+    /// The data set to build (medline-2021).
     #[arg(default_value = "medline-2021")]
     name: String,
 }

@@ -43,6 +43,7 @@ pub struct BenchArgs {
     /// Also write the JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Backend: flex (CPU), ndarray (CPU), wgpu or cuda, if compiled in.
     #[arg(long)]
     backend: Option<String>,
 }
