@@ -14,7 +14,6 @@ mod ranks;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use papertune_models::precision::Precision;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -35,10 +34,6 @@ pub struct Globals {
     /// Log lines on stderr as `text` or as one JSON object per line (`json`, for scripts).
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
-    /// Float type of the backend's tensors: f32, or half precision f16 / bf16 for inference
-    /// (eval, predict, generate, embed, bench W2 and W4), meant for GPUs. Training runs in f32.
-    #[arg(long, global = true, default_value = "f32")]
-    pub precision: Precision,
     /// Colour in log lines: `auto` (only when stderr is a terminal, TERM is not `dumb` and
     /// NO_COLOR is unset), `always` or `never`.
     #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "always", "never"])]
@@ -155,13 +150,13 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => commands::train::run(args, globals),
         Command::Report(args) => commands::report::run(args),
-        Command::Eval(args) => commands::eval::run(args, globals),
-        Command::Generate(args) => commands::generate::run(args, globals),
-        Command::Predict(args) => commands::predict::run(args, globals),
-        Command::Embed(args) => commands::embed::run(args, globals),
+        Command::Eval(args) => commands::eval::run(args),
+        Command::Generate(args) => commands::generate::run(args),
+        Command::Predict(args) => commands::predict::run(args),
+        Command::Embed(args) => commands::embed::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Presets => commands::presets::run(),
-        Command::Bench(args) => dev::bench::run(args, globals),
+        Command::Bench(args) => dev::bench::run(args),
         Command::GpuCheck(args) => dev::gpu_check::run(args),
         Command::Dataset(args) => dev::dataset::run(args),
     }

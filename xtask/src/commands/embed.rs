@@ -7,8 +7,7 @@ use papertune_data::TextTokenizer;
 use papertune_models::PretrainedEncoder;
 use papertune_models::source;
 
-use super::device_for;
-use crate::Globals;
+use super::{PrecisionArg, device_for};
 
 #[derive(Args)]
 pub struct EmbedArgs {
@@ -24,10 +23,12 @@ pub struct EmbedArgs {
     /// Backend: flex (CPU), ndarray (CPU), wgpu or cuda, if compiled in.
     #[arg(long)]
     backend: Option<String>,
+    #[command(flatten)]
+    precision: PrecisionArg,
 }
 
-pub fn run(args: EmbedArgs, globals: &Globals) -> Result<()> {
-    let device = device_for(args.backend.as_deref(), globals.precision)?;
+pub fn run(args: EmbedArgs) -> Result<()> {
+    let device = device_for(args.backend.as_deref(), args.precision.precision)?;
     let files = source::resolve(&args.model)?;
     let encoder = PretrainedEncoder::load(&files, &device)?;
     let max_len = args.max_len.min(encoder.config.max_sequence_len());

@@ -9,8 +9,7 @@ use clap::Args;
 use papertune_tasks::{classify, llm};
 use serde_json::Value;
 
-use super::{device_for, single_llm_run};
-use crate::Globals;
+use super::{PrecisionArg, device_for, single_llm_run};
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -29,10 +28,12 @@ pub struct EvalArgs {
     /// Backend: flex (CPU), ndarray (CPU), wgpu or cuda, if compiled in.
     #[arg(long)]
     backend: Option<String>,
+    #[command(flatten)]
+    precision: PrecisionArg,
 }
 
-pub fn run(args: EvalArgs, globals: &Globals) -> Result<()> {
-    let device = device_for(args.backend.as_deref(), globals.precision)?;
+pub fn run(args: EvalArgs) -> Result<()> {
+    let device = device_for(args.backend.as_deref(), args.precision.precision)?;
     let started = Instant::now();
     let metrics = if let Some(run) = single_llm_run(&args.run)? {
         let options = llm::EvalOptions { with_adapter: !args.no_adapter, max_rows: args.max_rows };

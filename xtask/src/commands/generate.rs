@@ -10,8 +10,7 @@ use papertune_models::llm_tokenizer::ChatMessage;
 use papertune_models::lora::{LoraModel, load_peft_adapter};
 use papertune_models::source;
 
-use super::device_for;
-use crate::Globals;
+use super::{PrecisionArg, device_for};
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -48,10 +47,12 @@ pub struct GenerateArgs {
     /// Backend: flex (CPU), ndarray (CPU), wgpu or cuda, if compiled in.
     #[arg(long)]
     backend: Option<String>,
+    #[command(flatten)]
+    precision: PrecisionArg,
 }
 
-pub fn run(args: GenerateArgs, globals: &Globals) -> Result<()> {
-    let device = device_for(args.backend.as_deref(), globals.precision)?;
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let device = device_for(args.backend.as_deref(), args.precision.precision)?;
     let lm = PretrainedCausalLm::load(&source::resolve_llm(&args.model)?, &device)?;
     let mut weights = lm.model;
     if let Some(dir) = args.adapter {

@@ -17,6 +17,15 @@ use papertune_models::precision::Precision;
 
 use crate::backend;
 
+/// The float type an inference command computes in (`--precision`).
+#[derive(clap::Args, Clone, Copy)]
+pub struct PrecisionArg {
+    /// Float type of the backend's tensors: f32, or half precision f16 / bf16, meant for GPUs
+    /// (weights are cast as they load).
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
+}
+
 /// The device of backend `name` (the default backend when unset) in `precision`.
 pub fn device_for(backend: Option<&str>, precision: Precision) -> Result<burn::tensor::Device> {
     let name = backend.unwrap_or_else(|| backend::default_name());

@@ -6,8 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use papertune_tasks::{classify, llm};
 
-use super::{device_for, single_llm_run};
-use crate::Globals;
+use super::{PrecisionArg, device_for, single_llm_run};
 
 #[derive(Args)]
 pub struct PredictArgs {
@@ -23,10 +22,12 @@ pub struct PredictArgs {
     /// Backend: flex (CPU), ndarray (CPU), wgpu or cuda, if compiled in.
     #[arg(long)]
     backend: Option<String>,
+    #[command(flatten)]
+    precision: PrecisionArg,
 }
 
-pub fn run(args: PredictArgs, globals: &Globals) -> Result<()> {
-    let device = device_for(args.backend.as_deref(), globals.precision)?;
+pub fn run(args: PredictArgs) -> Result<()> {
+    let device = device_for(args.backend.as_deref(), args.precision.precision)?;
     let report = match single_llm_run(&args.run)? {
         Some(run) => llm::predict(&run, &args.data, &args.output, &device)?,
         None => classify::predict(&args.run, &args.data, &args.output, &device)?,

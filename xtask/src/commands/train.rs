@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Result;
 use clap::Args;
+use papertune_models::precision::Precision;
 use papertune_tasks::{TrainOptions, TrainReport, classify, llm};
 use papertune_train::StopReason;
 
@@ -66,12 +67,9 @@ pub fn run(args: TrainArgs, globals: &Globals) -> Result<()> {
 
 /// The run, as one process or as one rank of a job over several (`ranks`).
 fn train(args: TrainArgs, globals: &Globals, ranks: Option<&Ranks>) -> Result<()> {
-    let precision = globals.precision;
-    anyhow::ensure!(
-        !precision.is_half(),
-        "training runs in f32 (--precision {precision} applies to eval, predict, generate, embed and bench W2/W4): \
-         pure half-precision updates round away AdamW's small steps, and mixed precision is not implemented"
-    );
+    // Training runs in f32: pure half-precision updates round away AdamW's small steps, and
+    // mixed precision is not implemented (`--precision` belongs to the inference commands).
+    let precision = Precision::F32;
     let resuming = args.resume.is_some();
     let (config, out) = match args.resume {
         Some(dir) => (dir.join("config.toml"), dir),

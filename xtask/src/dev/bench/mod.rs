@@ -20,9 +20,8 @@ use clap::Args;
 use papertune_models::precision::Precision;
 use serde_json::Value;
 
-use crate::Globals;
 use crate::backend;
-use crate::commands::device_for;
+use crate::commands::{PrecisionArg, device_for};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -46,6 +45,9 @@ pub struct BenchArgs {
     /// Backend: flex (CPU), ndarray (CPU), wgpu or cuda, if compiled in.
     #[arg(long)]
     backend: Option<String>,
+    /// The training workloads (W1, W3) run in f32 only; half precision runs W2 and W4.
+    #[command(flatten)]
+    precision: PrecisionArg,
 }
 
 /// Options of one bench run.
@@ -59,8 +61,8 @@ pub struct BenchOptions {
     pub rounds: usize,
 }
 
-pub fn run(args: BenchArgs, globals: &Globals) -> Result<()> {
-    let precision = globals.precision;
+pub fn run(args: BenchArgs) -> Result<()> {
+    let precision = args.precision.precision;
     let name = args.backend.unwrap_or_else(|| backend::default_name().to_owned());
     // Half precision defaults to the inference workloads.
     let only = args.only.unwrap_or_else(|| if precision.is_half() { "W2,W4" } else { "W1,W2,W3,W4" }.to_owned());
