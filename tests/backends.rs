@@ -23,7 +23,7 @@ fn tiny_training_run_on_every_backend() {
         eprintln!("{}: {} steps, final loss {:.4}, best f1 {f1:.3}, {:.1} examples/s", backend.name, report.steps, report.final_loss, report.examples_per_second);
         assert!(report.final_loss.is_finite(), "{}: loss {}", backend.name, report.final_loss);
         assert!(f1 >= 0.9, "{}: the tiny encoder did not learn its rows (best f1 {f1})", backend.name);
-        let metrics = papertune_tasks::classify::evaluate(&[out.clone()], &data, &backend.device).unwrap();
+        let metrics = papertune_tasks::classify::evaluate(&[out.clone()], &data, &Default::default(), &backend.device).unwrap();
         assert!(metrics.f1 >= 0.9, "{}: eval f1 {}", backend.name, metrics.f1);
     }
 }

@@ -39,7 +39,9 @@ fn tiny_encoder_learns_32_examples_and_the_run_folder_serves_eval_predict_inspec
         assert!(out.join(file).exists(), "{file} missing from the run folder");
     }
 
-    let metrics = papertune_tasks::classify::evaluate(&[out.clone()], &data, &device).unwrap();
+    let metrics = papertune_tasks::classify::evaluate(&[out.clone()], &data, &Default::default(), &device).unwrap();
+    let first = papertune_tasks::classify::EvalOptions { max_rows: Some(5) };
+    assert_eq!(papertune_tasks::classify::evaluate(&[out.clone()], &data, &first, &device).unwrap().n, 5);
     assert_eq!((metrics.f1, metrics.accuracy, metrics.n), (1.0, 1.0, 32));
 
     let submission = dir.path().join("submission.csv");
@@ -117,7 +119,7 @@ fn k_fold_training_and_ensembles_average_the_runs() {
     }
     let thresholds: Vec<f64> = ensemble.runs.iter().map(|r| r.threshold).collect();
     assert!((ensemble.threshold() - thresholds.iter().sum::<f64>() / 3.0).abs() < 1e-12);
-    let metrics = papertune_tasks::classify::evaluate(&[out.clone()], &data, &device).unwrap();
+    let metrics = papertune_tasks::classify::evaluate(&[out.clone()], &data, &Default::default(), &device).unwrap();
     assert_eq!(metrics.n, 32);
     let submission = dir.path().join("submission.csv");
     let predicted = papertune_tasks::classify::predict(&runs, &data, &submission, &device).unwrap();

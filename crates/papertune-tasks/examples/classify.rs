@@ -33,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let run = dir.join("run");
     let report = classify::train(&config, &run, &device, &TrainOptions::with_progress(true))?;
     println!("trained {} steps in {:.1} s; best valid {:?}", report.steps, report.train_seconds, report.best_metrics);
-    let metrics = classify::evaluate(&[run.clone()], &data, &device)?;
+    let metrics = classify::evaluate(&[run.clone()], &data, &Default::default(), &device)?;
     println!("f1 on all rows: {:.3}", metrics.f1);
     let submission = dir.join("submission.csv");
     classify::predict(&[run], &data, &submission, &device)?;

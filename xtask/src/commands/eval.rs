@@ -22,7 +22,7 @@ pub struct EvalArgs {
     /// LoRA runs: evaluate the base model without the adapter (zero-shot, same prompt).
     #[arg(long)]
     no_adapter: bool,
-    /// LoRA runs: score only the first N rows.
+    /// Score only the first N rows.
     #[arg(long)]
     max_rows: Option<usize>,
     /// Backend: flex (CPU), ndarray (CPU), wgpu or cuda, if compiled in.
@@ -39,8 +39,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         let options = llm::EvalOptions { with_adapter: !args.no_adapter, max_rows: args.max_rows };
         serde_json::to_value(llm::evaluate(&run, &args.data, &options, &device)?)?
     } else {
-        anyhow::ensure!(!args.no_adapter && args.max_rows.is_none(), "--no-adapter and --max-rows apply to LoRA runs only");
-        serde_json::to_value(classify::evaluate(&args.run, &args.data, &device)?)?
+        anyhow::ensure!(!args.no_adapter, "--no-adapter applies to LoRA runs only");
+        let options = classify::EvalOptions { max_rows: args.max_rows };
+        serde_json::to_value(classify::evaluate(&args.run, &args.data, &options, &device)?)?
     };
     println!("{}", serde_json::to_string(&with_timing(metrics, started.elapsed().as_secs_f64()))?);
     Ok(())

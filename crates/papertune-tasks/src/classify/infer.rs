@@ -133,9 +133,10 @@ impl Ensemble {
         Ok(Self { runs })
     }
 
-    /// The first run's papers of `data`, read with its column names and `rules`.
-    fn read_papers(&self, data: &Path, rules: RowRules) -> Result<Vec<PaperRecord>, TaskError> {
-        Ok(load_papers(data, &self.runs[0].config.data.source().load_options(None, rules))?.0)
+    /// The first run's papers of `data` (the first `max_rows`), read with its column names and
+    /// `rules`.
+    fn read_papers(&self, data: &Path, max_rows: Option<usize>, rules: RowRules) -> Result<Vec<PaperRecord>, TaskError> {
+        Ok(load_papers(data, &self.runs[0].config.data.source().load_options(max_rows, rules))?.0)
     }
 
     pub fn threshold(&self) -> f64 {
@@ -155,11 +156,18 @@ impl Ensemble {
     }
 }
 
+/// How [`evaluate`] reads the data.
+#[derive(Debug, Clone, Default)]
+pub struct EvalOptions {
+    /// Score only the first N rows.
+    pub max_rows: Option<usize>,
+}
+
 /// Scores the best checkpoint of a run, or the ensemble of several, on a labelled file.
-pub fn evaluate(runs: &[PathBuf], data: &Path, device: &Device) -> Result<BinaryMetrics, TaskError> {
+pub fn evaluate(runs: &[PathBuf], data: &Path, options: &EvalOptions, device: &Device) -> Result<BinaryMetrics, TaskError> {
     let ensemble = Ensemble::open(runs, device)?;
     let rules = RowRules { require_label: true, empty_text: ensemble.runs[0].config.data.empty_text };
-    let papers = ensemble.read_papers(data, rules)?;
+    let papers = ensemble.read_papers(data, options.max_rows, rules)?;
     let probabilities = ensemble.probabilities(&papers, device)?;
     let predicted = threshold_labels(&probabilities, ensemble.threshold());
     let gold: Vec<u8> = papers.iter().map(|p| p.label.expect("required")).collect();
@@ -170,7 +178,7 @@ pub fn evaluate(runs: &[PathBuf], data: &Path, device: &Device) -> Result<Binary
 /// checkpoint of a run or the ensemble of several.
 pub fn predict(runs: &[PathBuf], data: &Path, output: &Path, device: &Device) -> Result<PredictReport, TaskError> {
     let ensemble = Ensemble::open(runs, device)?;
-    let papers = ensemble.read_papers(data, RowRules { require_label: false, empty_text: EmptyTextPolicy::Keep })?;
+    let papers = ensemble.read_papers(data, None, RowRules { require_label: false, empty_text: EmptyTextPolicy::Keep })?;
     let probabilities = ensemble.probabilities(&papers, device)?;
     let labels = threshold_labels(&probabilities, ensemble.threshold());
     let rows: Vec<SubmissionRow> =

@@ -13,5 +13,5 @@ mod train;
 
 pub use config::{ClassifyConfig, DataConfig, ModelConfig};
 pub use head::{HeadConfig, Pooling, SequenceClassifier};
-pub use infer::{Ensemble, InspectReport, LoadedRun, TunedThreshold, best_f1_threshold, evaluate, inspect, predict, predict_probabilities};
+pub use infer::{Ensemble, EvalOptions, InspectReport, LoadedRun, TunedThreshold, best_f1_threshold, evaluate, inspect, predict, predict_probabilities};
 pub use train::{train, train_folds};
