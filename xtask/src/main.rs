@@ -122,6 +122,7 @@ fn main() {
     } else {
         logs.init();
     }
+    papertune_tasks::show_progress(cli.globals.show_progress());
     if let Err(error) = run(cli) {
         if error.is::<commands::train::Interrupted>() {
             std::process::exit(130);

@@ -18,6 +18,7 @@ use crate::data::RowRules;
 use crate::error::TaskError;
 use crate::metrics::{BinaryMetrics, precision_recall_curve};
 use crate::run_dir::{CheckpointState, ENCODER_CONFIG_FILE, RunDir, STATE_FILE, THRESHOLD_FILE, WEIGHTS_FILE, Which, expand_runs, read_json, read_toml};
+use crate::progress::Progress;
 use crate::submission::{PredictReport, SubmissionRow, write_submission};
 
 /// Model inputs for papers: the config's templates (held parsed) rendered and tokenized.
@@ -31,6 +32,7 @@ pub fn predict_probabilities(model: &SequenceClassifier, encodings: &[Encoded], 
     order.sort_by_key(|&i| encodings[i].ids.len());
     let batcher = ClassificationBatcher::new(pad_id);
     let mut probabilities = vec![0.0f32; encodings.len()];
+    let mut progress = Progress::new(encodings.len(), "scoring");
     for chunk in order.chunks(batch_size.max(1)) {
         let items: Vec<ClassificationItem> = chunk.iter().map(|&i| ClassificationItem { tokens: encodings[i].clone(), label: 0 }).collect();
         let batch = batcher.batch(items, device);
@@ -38,6 +40,7 @@ pub fn predict_probabilities(model: &SequenceClassifier, encodings: &[Encoded], 
         for (&i, p) in chunk.iter().zip(values) {
             probabilities[i] = p;
         }
+        progress.advance(chunk.len());
     }
     probabilities
 }

@@ -21,42 +21,8 @@ use crate::data::RowRules;
 use crate::error::TaskError;
 use crate::metrics::{BinaryMetrics, KeywordMetrics};
 use crate::run_dir::{CheckpointState, RunDir, STATE_FILE, Which, read_json, read_toml};
+use crate::progress::Progress;
 use crate::submission::{PredictReport, SubmissionRow, write_submission};
-
-/// Progress over `total` prompts: a bar on a terminal, else a log line every tenth.
-struct PromptProgress {
-    bar: indicatif::ProgressBar,
-    what: &'static str,
-    total: usize,
-    done: usize,
-}
-
-impl PromptProgress {
-    fn new(total: usize, what: &'static str) -> Self {
-        let bar = indicatif::ProgressBar::new(total as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg} [{elapsed_precise} < {eta_precise}] {bar:30} {pos}/{len}")
-                .expect("valid template"),
-        );
-        bar.set_message(what);
-        Self { bar, what, total, done: 0 }
-    }
-
-    fn advance(&mut self, n: usize) {
-        let before = self.done * 10 / self.total.max(1);
-        self.done += n;
-        self.bar.inc(n as u64);
-        if self.bar.is_hidden() && self.done * 10 / self.total.max(1) > before {
-            tracing::info!("{}: {}/{} prompts", self.what, self.done, self.total);
-        }
-    }
-}
-
-impl Drop for PromptProgress {
-    fn drop(&mut self) {
-        self.bar.finish_and_clear();
-    }
-}
 
 /// Sorts indices by prompt length (longest first) so that batches pad little.
 fn by_length(prompts: &[Vec<u32>]) -> Vec<usize> {
@@ -78,7 +44,7 @@ pub fn classify_probabilities(
     let answer_index = Tensor::<1, Int>::from_data(TensorData::new(answer_ids.map(i64::from).to_vec(), [2]), &device);
     let mut out = vec![0.0f32; prompts.len()];
     let pad = tokenizer.pad_id();
-    let mut progress = PromptProgress::new(prompts.len(), "scoring");
+    let mut progress = Progress::new(prompts.len(), "scoring");
     for chunk in by_length(prompts).chunks(batch_size) {
         let longest = chunk.iter().map(|&i| prompts[i].len()).max().unwrap_or(1);
         let mut ids = Vec::with_capacity(chunk.len());
@@ -111,7 +77,7 @@ pub fn generate_keywords(
 ) -> Result<Vec<Vec<String>>, TaskError> {
     let generator = Generator::new(model, tokenizer);
     let mut out = vec![Vec::new(); prompts.len()];
-    let mut progress = PromptProgress::new(prompts.len(), "generating");
+    let mut progress = Progress::new(prompts.len(), "generating");
     for chunk in by_length(prompts).chunks(batch_size) {
         let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
         for (generated, &i) in generator.generate(&batch, generation)?.into_iter().zip(chunk) {
