@@ -41,7 +41,7 @@ fn tiny_encoder_learns_32_examples_and_the_run_folder_serves_eval_predict_inspec
 
     let metrics = papertune_tasks::classify::evaluate(&[out.clone()], &data, &Default::default(), &device).unwrap();
     let first = papertune_tasks::classify::EvalOptions { max_rows: Some(5) };
-    assert_eq!(papertune_tasks::classify::evaluate(&[out.clone()], &data, &first, &device).unwrap().n, 5);
+    assert_eq!(papertune_tasks::classify::evaluate(std::slice::from_ref(&out), &data, &first, &device).unwrap().n, 5);
     assert_eq!((metrics.f1, metrics.accuracy, metrics.n), (1.0, 1.0, 32));
 
     let submission = dir.path().join("submission.csv");
