@@ -29,6 +29,7 @@
 
 pub mod bert;
 pub mod checkpoint;
+mod config_checks;
 mod error;
 pub mod generate;
 pub mod gguf;

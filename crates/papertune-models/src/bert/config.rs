@@ -89,17 +89,13 @@ impl BertConfig {
                 self.model_type
             ));
         }
-        for (key, value) in [
+        crate::config_checks::sizes(&[
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
             ("num_attention_heads", self.num_attention_heads),
             ("intermediate_size", self.intermediate_size),
             ("max_position_embeddings", self.max_position_embeddings),
-        ] {
-            if value == 0 {
-                return Err(format!("{key} must be at least 1"));
-            }
-        }
+        ])?;
         for (key, value) in [("hidden_dropout_prob", self.hidden_dropout_prob), ("attention_probs_dropout_prob", self.attention_probs_dropout_prob)] {
             if !(0.0..1.0).contains(&value) {
                 return Err(format!("{key} must be in [0, 1), found {value}"));

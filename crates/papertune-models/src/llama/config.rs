@@ -200,17 +200,13 @@ impl LlamaConfig {
         if self.num_attention_heads == 0 || self.num_key_value_heads == 0 {
             return Err("attention head counts must be at least 1".into());
         }
-        for (key, value) in [
+        crate::config_checks::sizes(&[
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
             ("intermediate_size", self.intermediate_size),
             ("num_hidden_layers", self.num_hidden_layers),
             ("head_dim", self.head_dim),
-        ] {
-            if value == 0 {
-                return Err(format!("{key} must be at least 1"));
-            }
-        }
+        ])?;
         if !(self.rms_norm_eps > 0.0 && self.rms_norm_eps.is_finite()) {
             return Err(format!("rms_norm_eps must be positive, found {}", self.rms_norm_eps));
         }
