@@ -17,6 +17,8 @@
 
 mod batch;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod instruct;
 mod papers;
 mod split;

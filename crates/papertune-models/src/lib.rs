@@ -31,6 +31,8 @@ pub mod bert;
 pub mod checkpoint;
 mod config_checks;
 mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod generate;
 pub mod gguf;
 pub mod init;

@@ -1,0 +1,180 @@
+//! Structure-aware fuzzing of the readers that take files from outside (tests only): valid
+//! seeds (GGUF files with Llama metadata, a tokenizer and tensors of every block type read
+//! today; a sharded-free safetensors checkpoint; BERT and Llama `config.json`) are mutated
+//! (bit flips, counts and offsets overwritten with boundary values, truncations, duplicated and
+//! inserted runs), and every reader that follows must return `Ok` or `Err`, never panic.
+//!
+//! `PAPERTUNE_FUZZ_ITERATIONS` sets the mutations per target (default 2,000, a few seconds);
+//! `PAPERTUNE_FUZZ_SEED` the first seed. A failing input is written to the system's temporary
+//! folder and named in the panic message, so that it can join the seeds once fixed.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use papertune_kernels::random::{GOLDEN_GAMMA, mix};
+
+use crate::bert::BertConfig;
+use crate::checkpoint::{Checkpoint, HostTensor};
+use crate::gguf::{GgufFile, GgufValue, GgufWriter, llama_checkpoint};
+use crate::llama::LlamaConfig;
+use crate::llm_tokenizer::LlmTokenizer;
+
+/// Values that break size arithmetic, written over counts, lengths and offsets.
+const BOUNDARY: [u64; 12] = [0, 1, 2, 7, 255, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff, 1 << 32, 1 << 40, i64::MAX as u64, u64::MAX];
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(GOLDEN_GAMMA);
+        mix(self.0)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// One to four mutations of `seed`.
+fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
+    let mut bytes = seed.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        if bytes.is_empty() {
+            bytes.push(rng.next() as u8);
+            continue;
+        }
+        let at = rng.below(bytes.len());
+        match rng.below(6) {
+            0 => bytes[at] ^= 1 << rng.below(8),
+            1 => bytes[at] = rng.next() as u8,
+            // A little-endian u32 or u64 (GGUF's counts, lengths, types and offsets) overwritten.
+            2 | 3 => {
+                let value = BOUNDARY[rng.below(BOUNDARY.len())].to_le_bytes();
+                let width = if rng.below(2) == 0 { 4 } else { 8 };
+                let end = (at + width).min(bytes.len());
+                bytes[at..end].copy_from_slice(&value[..end - at]);
+            }
+            4 => bytes.truncate(at),
+            _ => {
+                let len = 1 + rng.below(64).min(bytes.len() - at);
+                let run: Vec<u8> = bytes[at..at + len.min(bytes.len() - at)].to_vec();
+                let to = rng.below(bytes.len());
+                bytes.splice(to..to, run);
+            }
+        }
+    }
+    bytes
+}
+
+fn iterations() -> usize {
+    std::env::var("PAPERTUNE_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000)
+}
+
+/// Runs `target` on `iterations()` mutations of the seeds; panics, naming a saved copy of the
+/// input, if `target` panics.
+fn campaign(name: &str, seeds: &[Vec<u8>], target: impl Fn(&[u8])) {
+    let first = std::env::var("PAPERTUNE_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let mut rng = Rng(first);
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let n = iterations();
+    let mut failure = None;
+    for i in 0..n {
+        let input = mutate(&seeds[i % seeds.len()], &mut rng);
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| target(&input))) {
+            let message = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+            let saved = std::env::temp_dir().join(format!("papertune-fuzz-{name}-{i}.bin"));
+            let _ = std::fs::write(&saved, &input);
+            failure = Some(format!("{name}: input {i} (saved as {}) panicked: {}", saved.display(), message.unwrap_or_default()));
+            break;
+        }
+    }
+    std::panic::set_hook(quiet);
+    if let Some(failure) = failure {
+        panic!("{failure}");
+    }
+    eprintln!("{name}: {n} mutated inputs from {} seeds, no panic", seeds.len());
+}
+
+fn ramp(n: usize) -> Vec<f32> {
+    (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect()
+}
+
+/// A tiny Llama GGUF: metadata, a byte-level BPE tokenizer, and tensors in F32, Q8_0 and Q4_1.
+fn llama_gguf(with_chat_template: bool) -> Vec<u8> {
+    let mut w = GgufWriter::new();
+    let u32v = GgufValue::U32;
+    let strings = |items: &[&str]| GgufValue::Array(items.iter().map(|t| GgufValue::String((*t).into())).collect());
+    w.metadata("general.architecture", GgufValue::String("llama".into()))
+        .metadata("llama.embedding_length", u32v(32))
+        .metadata("llama.feed_forward_length", u32v(64))
+        .metadata("llama.block_count", u32v(1))
+        .metadata("llama.attention.head_count", u32v(2))
+        .metadata("llama.attention.head_count_kv", u32v(1))
+        .metadata("llama.context_length", u32v(64))
+        .metadata("llama.attention.layer_norm_rms_epsilon", GgufValue::F32(1e-5))
+        .metadata("tokenizer.ggml.model", GgufValue::String("gpt2".into()))
+        .metadata("tokenizer.ggml.tokens", strings(&["a", "b", "ab", "<s>"]))
+        .metadata("tokenizer.ggml.merges", strings(&["a b"]))
+        .metadata("tokenizer.ggml.eos_token_id", u32v(3));
+    if with_chat_template {
+        w.metadata("tokenizer.chat_template", GgufValue::String("{% for m in messages %}{{ m['content'] }}{% endfor %}".into()));
+    }
+    w.tensor_q8_0("token_embd.weight", &[4, 32], &ramp(128))
+        .tensor_f32("output_norm.weight", &[32], &ramp(32))
+        .tensor_f32("blk.0.attn_norm.weight", &[32], &ramp(32))
+        .tensor_q4_1("blk.0.attn_q.weight", &[32, 32], &ramp(1024))
+        .tensor_q8_0("blk.0.attn_k.weight", &[16, 32], &ramp(512));
+    w.to_bytes()
+}
+
+#[test]
+fn gguf_readers_never_panic_on_mutated_files() {
+    campaign("gguf", &[llama_gguf(false), llama_gguf(true)], |bytes| {
+        let Ok(file) = GgufFile::parse(Path::new("fuzz.gguf"), bytes.to_vec()) else { return };
+        for info in &file.tensors {
+            let _ = file.dequantize(info);
+        }
+        let _ = LlmTokenizer::from_gguf(&file).map(|t| t.encode("ab a", true));
+        if let Ok(config) = LlamaConfig::from_gguf(&file) {
+            let _ = llama_checkpoint(&file, &config);
+        }
+    });
+}
+
+#[test]
+fn safetensors_reader_never_panics_on_mutated_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path: PathBuf = dir.path().join("model.safetensors");
+    let tensors = [("a.weight", vec![3, 4]), ("a.bias", vec![4]), ("b", vec![2, 2, 2])]
+        .into_iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            (name.to_owned(), HostTensor::new(shape, ramp(n)))
+        })
+        .collect();
+    Checkpoint::from_tensors("seed", tensors).write(&path, None).unwrap();
+    let seed = std::fs::read(&path).unwrap();
+    campaign("safetensors", &[seed], |bytes| {
+        std::fs::write(&path, bytes).unwrap();
+        if let Ok(mut checkpoint) = Checkpoint::read(&path) {
+            let _ = checkpoint.take("a.weight", &[3, 4]);
+            let _ = checkpoint.take("b", &[8]);
+        }
+    });
+}
+
+#[test]
+fn config_readers_never_panic_on_mutated_json() {
+    let bert = serde_json::to_vec(&BertConfig::tiny(30)).unwrap();
+    let llama = LlamaConfig::tiny().to_hf_json().to_string().into_bytes();
+    campaign("config.json", &[bert, llama], |bytes| {
+        let Ok(text) = std::str::from_utf8(bytes) else { return };
+        if let Ok(config) = serde_json::from_str::<BertConfig>(text)
+            && config.validate().is_ok()
+        {
+            let _ = config.max_sequence_len();
+        }
+        let _ = LlamaConfig::from_json(Path::new("config.json"), text);
+    });
+}
