@@ -60,3 +60,29 @@ fn table_readers_never_panic_on_mutated_files() {
     }
     eprintln!("tables: {n} mutated inputs for each of 3 formats, no panic");
 }
+
+#[test]
+fn templates_never_panic_on_mutated_sources() {
+    use crate::papers::PaperRecord;
+    use crate::template::TextTemplate;
+    let seeds = ["{title} [SEP] {author} [SEP] {abstract}", "title: {title}\nabstract: {abstract}", "{{literal}} {keywords}"];
+    let paper = PaperRecord { title: "T".into(), abstract_text: "A".into(), ..PaperRecord::default() };
+    let n: usize = std::env::var("PAPERTUNE_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000);
+    let mut state = 7u64;
+    for i in 0..n {
+        let mut chars: Vec<char> = seeds[i % seeds.len()].chars().collect();
+        for _ in 0..1 + i % 3 {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let at = (state >> 33) as usize % chars.len().max(1);
+            let pick = ['{', '}', '\\', 'é', ' ', '\0'][(state >> 20) as usize % 6];
+            match (state >> 10) % 3 {
+                0 if !chars.is_empty() => chars[at] = pick,
+                1 => chars.insert(at.min(chars.len()), pick),
+                _ => chars.truncate(at),
+            }
+        }
+        let source: String = chars.into_iter().collect();
+        let outcome = catch_unwind(AssertUnwindSafe(|| TextTemplate::parse(&source).map(|t| t.render(&paper))));
+        assert!(outcome.is_ok(), "template {source:?} panicked");
+    }
+}
