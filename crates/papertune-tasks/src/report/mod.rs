@@ -178,7 +178,13 @@ fn overview(input: &ReportInput) -> String {
     let train_events = events(input, "train").count();
     let last_step = input.events.iter().filter_map(|e| number(e, "step")).fold(0.0f64, f64::max);
     let end = events(input, "end").last();
-    let mut rows = vec![("steps logged".to_owned(), format!("{last_step}"))];
+    let mut rows = vec![("written".to_owned(), utc_now()), ("steps logged".to_owned(), format!("{last_step}"))];
+    if let Some(data) = config_value(input, "data", "train") {
+        rows.push(("training data".into(), data));
+    }
+    if let Some(model) = config_value(input, "model", "source") {
+        rows.push(("model".into(), model));
+    }
     rows.push(("log points".into(), train_events.to_string()));
     let backend = input.summary.as_ref().and_then(|s| s.get("backend")).and_then(Value::as_str);
     if let Some(backend) = backend {
@@ -191,7 +197,12 @@ fn overview(input: &ReportInput) -> String {
                 continue;
             }
             if let Some(v) = end.get(key).filter(|v| !v.is_null()) {
-                rows.push((key.replace('_', " "), display_value(v)));
+                // The best metric under its own name (e.g. "best f1").
+                let name = match key {
+                    "best_metric" => format!("best {}", metric_for_best(input).unwrap_or_else(|| "metric".into())),
+                    _ => key.replace('_', " "),
+                };
+                rows.push((name, display_value(v)));
             }
         }
     } else {
@@ -205,6 +216,38 @@ fn overview(input: &ReportInput) -> String {
     html
 }
 
+/// `train.metric_for_best` of the run's config.
+fn metric_for_best(input: &ReportInput) -> Option<String> {
+    config_value(input, "train", "metric_for_best")
+}
+
+/// A text value of the run's config, `[section] key`.
+fn config_value(input: &ReportInput, section: &str, key: &str) -> Option<String> {
+    let config: toml::Table = input.config_toml.as_deref()?.parse().ok()?;
+    Some(config.get(section)?.get(key)?.as_str()?.to_owned())
+}
+
+/// The current time as `YYYY-MM-DD HH:MM UTC`.
+fn utc_now() -> String {
+    utc(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+}
+
+/// `seconds` since 1970 as `YYYY-MM-DD HH:MM UTC`.
+fn utc(seconds: u64) -> String {
+    let (days, rest) = (seconds / 86_400, seconds % 86_400);
+    // Days since 1970-01-01 to a civil date (the proleptic Gregorian calendar, in 400-year eras).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rest / 3_600, rest % 3_600 / 60)
+}
+
 fn display_value(v: &Value) -> String {
     match v {
         Value::Number(n) => match n.as_f64() {
@@ -212,6 +255,9 @@ fn display_value(v: &Value) -> String {
             _ => n.to_string(),
         },
         Value::String(s) => s.clone(),
+        // Nested figures (timings, metrics) as "name value" pairs, numbers rounded as above.
+        Value::Object(fields) => fields.iter().map(|(k, v)| format!("{} {}", k.replace('_', " "), display_value(v))).collect::<Vec<_>>().join(", "),
+        Value::Array(items) => items.iter().map(display_value).collect::<Vec<_>>().join(", "),
         other => other.to_string(),
     }
 }
@@ -220,7 +266,7 @@ fn key_value_table(value: &Value) -> String {
     let mut html = String::from("<table>\n");
     if let Some(object) = value.as_object() {
         for (k, v) in object {
-            let shown = if v.is_object() || v.is_array() { v.to_string() } else { display_value(v) };
+            let shown = display_value(v);
             let _ = writeln!(html, "<tr><td class=\"k\">{}</td><td>{}</td></tr>", escape(k), escape(&shown));
         }
     }
@@ -261,6 +307,20 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_are_civil_utc() {
+        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(utc(1_796_456_340), "2026-12-05 07:39 UTC");
+        assert_eq!(utc(4_102_444_799), "2099-12-31 23:59 UTC");
+    }
+
+    #[test]
+    fn nested_figures_are_rounded_and_named() {
+        let timings = serde_json::json!({"data": 0.0020142000000000003, "evaluation": 2.5});
+        assert_eq!(display_value(&timings), "data 0.0020, evaluation 2.5000");
+    }
     use serde_json::json;
 
     #[test]

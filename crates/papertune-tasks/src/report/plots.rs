@@ -42,8 +42,11 @@ pub(super) fn line_chart(id: &str, series: &[(String, Vec<(f64, f64)>)], x_label
             .y_label_area_size(60)
             .build_cartesian_2d(x0.max(0.0)..x1, y0..y1);
         let Ok(mut chart) = chart else { return String::new() };
+        // No more x labels than whole steps in the range, so that short runs repeat none.
+        let x_labels = ((x1 - x0.max(0.0)).ceil() as usize + 1).clamp(2, 10);
         let _ = chart
             .configure_mesh()
+            .x_labels(x_labels)
             .x_desc(x_label)
             .y_desc(y_label)
             .y_label_formatter(&|v| format_tick(*v))
@@ -57,6 +60,11 @@ pub(super) fn line_chart(id: &str, series: &[(String, Vec<(f64, f64)>)], x_label
             }
             if points.len() <= 60 {
                 let _ = chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())));
+            }
+            // A lone point (one evaluation) says its value, which a line would have shown.
+            if let [(x, y)] = points.as_slice() {
+                let text = format!("{} at step {x:.0}", format_tick(*y));
+                let _ = chart.draw_series(std::iter::once(Text::new(text, (*x, *y), ("sans-serif", 13).into_font().color(&color))));
             }
         }
         if series.len() > 1 || id == "metrics" {
