@@ -64,6 +64,9 @@ pub struct TrainReport {
     pub model: String,
     pub train_examples: usize,
     pub valid_examples: usize,
+    /// Parameters of the model, and how many of them train (all, or the adapters of a LoRA run).
+    pub parameters: usize,
+    pub trainable_parameters: usize,
     pub steps: usize,
     pub train_seconds: f64,
     pub examples_per_second: f64,
@@ -82,6 +85,7 @@ pub struct TrainReport {
 }
 
 /// What the task knows about a run that the trainer does not.
+#[derive(Default)]
 pub(crate) struct RunFacts {
     /// The model spec of the config (`model.source`).
     pub model: String,
@@ -89,6 +93,9 @@ pub(crate) struct RunFacts {
     pub valid_examples: usize,
     /// Mean input tokens of a training example (padding excluded).
     pub tokens_per_example: f64,
+    /// Filled in by [`TrainSession::fit`] from the model.
+    pub parameters: usize,
+    pub trainable_parameters: usize,
 }
 
 /// A run folder opened for training, with the checkpoint to continue from when resuming.
@@ -192,8 +199,10 @@ impl<'a> TrainSession<'a> {
         if let Some(collective) = &options.collective {
             trainer = trainer.with_collective(Arc::clone(collective));
         }
+        let (parameters, trainable_parameters) = (model.num_params(), papertune_train::trainable_parameters(&model));
         let mut reporting = Reporting { task: hooks, run: &self.run, resumed_config };
         let (_, summary) = trainer.fit(model, loss, data, batcher, &mut reporting)?;
+        let facts = RunFacts { parameters, trainable_parameters, ..facts };
         let report = TrainReport::new(&self.run, &summary, facts, options.backend.clone());
         if options.writes_run_folder() {
             write_json(&self.run.summary(), &report)?;
@@ -210,6 +219,8 @@ impl TrainReport {
             model: facts.model,
             train_examples: facts.train_examples,
             valid_examples: facts.valid_examples,
+            parameters: facts.parameters,
+            trainable_parameters: facts.trainable_parameters,
             steps: summary.steps,
             train_seconds: summary.train_seconds,
             examples_per_second: summary.examples_per_second,

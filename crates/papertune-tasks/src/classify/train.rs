@@ -235,6 +235,7 @@ fn train_on(
         train_examples: dataset.items().len(),
         valid_examples: valid_set.labels.len(),
         tokens_per_example,
+        ..RunFacts::default()
     };
     let batcher = ClassificationBatcher::new(tokenizer.pad_id());
     session.fit(model, &config.train, device, &config.loss.build(), &dataset, &batcher, &mut hooks, facts)

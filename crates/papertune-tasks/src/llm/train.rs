@@ -148,6 +148,7 @@ pub fn train(config: &LlmConfig, out: &Path, device: &Device, options: &TrainOpt
         train_examples: dataset.examples().len(),
         valid_examples: valid.prompts.len(),
         tokens_per_example: dataset.total_tokens() as f64 / dataset.examples().len().max(1) as f64,
+        ..RunFacts::default()
     };
     let batcher = CausalLmBatcher { pad_id: lm.tokenizer.pad_id() };
     let model = CausalLmTrainer { lm: model };

@@ -190,6 +190,10 @@ fn overview(input: &ReportInput) -> String {
     if let Some(backend) = backend {
         rows.push(("backend".into(), backend.to_owned()));
     }
+    let count = |key: &str| input.summary.as_ref().and_then(|s| s.get(key)).and_then(Value::as_u64);
+    if let (Some(all), Some(trainable)) = (count("parameters"), count("trainable_parameters")) {
+        rows.push(("parameters".into(), format!("{} ({} trained)", thousands(all), thousands(trainable))));
+    }
     if let Some(end) = end {
         for key in ["stop_reason", "train_seconds", "examples_per_second", "best_metric", "best_step", "device"] {
             // burn's device description only where the summary does not name the backend.
@@ -214,6 +218,19 @@ fn overview(input: &ReportInput) -> String {
     }
     html.push_str("</table>\n");
     html
+}
+
+/// `n` with commas between groups of three digits.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// `train.metric_for_best` of the run's config.
@@ -314,6 +331,13 @@ mod tests {
         assert_eq!(utc(951_782_400), "2000-02-29 00:00 UTC");
         assert_eq!(utc(1_796_456_340), "2026-12-05 07:39 UTC");
         assert_eq!(utc(4_102_444_799), "2099-12-31 23:59 UTC");
+    }
+
+    #[test]
+    fn counts_read_in_thousands() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(22_713_986), "22,713,986");
     }
 
     #[test]
