@@ -1,6 +1,7 @@
 //! Structure-aware fuzzing of the readers that take files from outside (tests only): valid
 //! seeds (GGUF files with Llama metadata, a tokenizer and tensors of every block type read
-//! today; a sharded-free safetensors checkpoint; BERT and Llama `config.json`) are mutated
+//! today; a safetensors checkpoint and a sharded checkpoint's index; BERT and Llama
+//! `config.json`) are mutated
 //! (bit flips, counts and offsets overwritten with boundary values, truncations, duplicated and
 //! inserted runs), and every reader that follows must return `Ok` or `Err`, never panic.
 //!
@@ -161,6 +162,21 @@ fn safetensors_reader_never_panics_on_mutated_files() {
             let _ = checkpoint.take("a.weight", &[3, 4]);
             let _ = checkpoint.take("b", &[8]);
         }
+    });
+}
+
+#[test]
+fn safetensors_index_never_panics_when_mutated() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, tensor) in [("s1.safetensors", "x"), ("s2.safetensors", "y")] {
+        let tensors = [(tensor.to_owned(), HostTensor::new(vec![2], vec![1.0, 2.0]))].into_iter().collect();
+        Checkpoint::from_tensors(name, tensors).write(&dir.path().join(name), None).unwrap();
+    }
+    let index = dir.path().join("model.safetensors.index.json");
+    let seed = br#"{"metadata":{"total_size":16},"weight_map":{"x":"s1.safetensors","y":"s2.safetensors"}}"#.to_vec();
+    campaign("safetensors-index", &[seed], |bytes| {
+        std::fs::write(&index, bytes).unwrap();
+        let _ = Checkpoint::read(&index);
     });
 }
 
