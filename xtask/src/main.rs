@@ -82,13 +82,19 @@ enum Command {
     #[command(after_help = "Example:\n  cargo xtask inspect --run runs/minilm --checkpoint last")]
     Inspect(commands::inspect::InspectArgs),
     /// List the model presets and the ready-made configs.
+    #[command(after_help = "Example:\n  cargo xtask presets")]
     Presets,
     /// Measure workload throughput (medians after a warm-up); prints JSON.
+    #[command(after_help = "Examples:
+  cargo xtask bench --only W2,W4
+  cargo xtask bench --compare --rounds 3 --json bench.json")]
     Bench(dev::bench::BenchArgs),
     /// On a machine with an NVIDIA GPU: the parity and training tests on CUDA, then the
     /// benchmark on CUDA (needs a build with `--features cuda`).
+    #[command(after_help = "Example (on a machine with an NVIDIA GPU):\n  cargo run --release -p xtask --features cuda -- gpu-check")]
     GpuCheck(dev::gpu_check::GpuCheckArgs),
     /// Build a data set papertune makes itself and print its files (medline-2021).
+    #[command(after_help = "Example:\n  cargo xtask dataset medline-2021")]
     Dataset(dev::dataset::DatasetArgs),
 }
 
