@@ -80,7 +80,11 @@ fn campaign(name: &str, seeds: &[Vec<u8>], target: impl Fn(&[u8])) {
     std::panic::set_hook(Box::new(|_| {}));
     let n = iterations();
     let mut failure = None;
+    let started = std::time::Instant::now();
     for i in 0..n {
+        if i > 0 && i % 1_000_000 == 0 {
+            eprintln!("{name}: {i} mutated inputs in {:.0} s, no panic so far", started.elapsed().as_secs_f64());
+        }
         let input = mutate(&seeds[i % seeds.len()], &mut rng);
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| target(&input))) {
             let message = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
@@ -94,7 +98,7 @@ fn campaign(name: &str, seeds: &[Vec<u8>], target: impl Fn(&[u8])) {
     if let Some(failure) = failure {
         panic!("{failure}");
     }
-    eprintln!("{name}: {n} mutated inputs from {} seeds, no panic", seeds.len());
+    eprintln!("{name}: {n} mutated inputs from {} seeds in {:.0} s, no panic", seeds.len(), started.elapsed().as_secs_f64());
 }
 
 fn ramp(n: usize) -> Vec<f32> {
