@@ -5,17 +5,18 @@ use std::path::Path;
 use anyhow::Result;
 use papertune_models::source::{LLM_PRESETS, PRESETS};
 
-/// Prints one line per model preset (name, kind, hub id, registry package) and per config file
+/// Prints one line per model preset (name, kind, hub id at its pinned commit, registry package) and per config file
 /// in `configs/` (name and its first comment line).
 pub fn run() -> Result<()> {
     println!("models (model.source, or --model):");
     for preset in PRESETS {
         let package = preset.package.as_ref().map_or("hub only".to_owned(), |p| format!("package {}", p.requirement));
-        println!("  {:<22} {:<10} {:<44} {package}", preset.name, "encoder", preset.hub_id);
+        let hub = format!("{}@{}", preset.hub_id, &preset.revision[..12]);
+        println!("  {:<22} {:<10} {:<52} {package}", preset.name, "encoder", hub);
     }
     for preset in LLM_PRESETS {
         let package = preset.package.as_ref().map_or("hub only".to_owned(), |p| format!("package {}", p.requirement));
-        println!("  {:<22} {:<10} {:<44} {package}", preset.name, "causal LM", preset.hub_id);
+        println!("  {:<22} {:<10} {:<52} {package}", preset.name, "causal LM", preset.hub_id);
     }
     let dir = Path::new("configs");
     let mut configs: Vec<_> = std::fs::read_dir(dir)

