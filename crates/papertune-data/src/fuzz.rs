@@ -2,7 +2,8 @@
 //! papers are mutated (bytes flipped or replaced by quotes, separators and newlines, runs
 //! duplicated, the file cut short), and `load_papers` and `read_alpaca` must return `Ok` or
 //! `Err`, never panic. `PAPERTUNE_FUZZ_ITERATIONS` sets the mutations per table (default 300:
-//! each one is a file read by polars).
+//! each one is a file read by polars); `PAPERTUNE_FUZZ_SECONDS` gives each format a time budget
+//! instead (for a long campaign).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -17,7 +18,9 @@ fn table_readers_never_panic_on_mutated_files() {
     let csv = "uuid,title,author,abstract,Keywords,label\nq1,Heart \"failure\",\"A, B\",Cardiac outcomes,heart; failure,1\nq2,Graphs,C,Kernels on graphs,graph,0\n";
     let tsv = csv.replace(',', "\t");
     let jsonl = "{\"uuid\":\"q1\",\"title\":\"T\",\"abstract\":\"A\",\"label\":\"1\",\"instruction\":\"i\",\"input\":\"x\",\"output\":\"y\"}\n";
-    let n: usize = std::env::var("PAPERTUNE_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let seconds = std::env::var("PAPERTUNE_FUZZ_SECONDS").ok().and_then(|v| v.parse().ok()).map(std::time::Duration::from_secs);
+    let default = if seconds.is_some() { usize::MAX } else { 300 };
+    let n: usize = std::env::var("PAPERTUNE_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let dir = tempfile::tempdir().unwrap();
     let columns = ColumnMap::default();
     let mut state = std::env::var("PAPERTUNE_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(1u64);
@@ -30,7 +33,13 @@ fn table_readers_never_panic_on_mutated_files() {
     };
     for (name, seed) in [("papers.csv", csv.as_bytes()), ("papers.tsv", tsv.as_bytes()), ("papers.jsonl", jsonl.as_bytes())] {
         let path = dir.path().join(name);
+        let started = std::time::Instant::now();
+        let mut done = 0;
         for i in 0..n {
+            if i % 64 == 0 && seconds.is_some_and(|s| started.elapsed() >= s) {
+                break;
+            }
+            done = i + 1;
             let mut bytes = seed.to_vec();
             for _ in 0..1 + next() % 4 {
                 let at = (next() as usize) % bytes.len().max(1);
@@ -57,8 +66,8 @@ fn table_readers_never_panic_on_mutated_files() {
                 panic!("{name}: input {i} (saved as {}) panicked", saved.display());
             }
         }
+        eprintln!("{name}: {done} mutated inputs in {:.0} s, no panic", started.elapsed().as_secs_f64());
     }
-    eprintln!("tables: {n} mutated inputs for each of 3 formats, no panic");
 }
 
 #[test]

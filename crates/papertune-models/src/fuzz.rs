@@ -6,6 +6,7 @@
 //! inserted runs), and every reader that follows must return `Ok` or `Err`, never panic.
 //!
 //! `PAPERTUNE_FUZZ_ITERATIONS` sets the mutations per target (default 2,000, a few seconds);
+//! `PAPERTUNE_FUZZ_SECONDS` gives each target a time budget instead (for a long campaign);
 //! `PAPERTUNE_FUZZ_SEED` the first seed. A failing input is written to the system's temporary
 //! folder and named in the panic message, so that it can join the seeds once fixed.
 
@@ -16,9 +17,8 @@ use papertune_kernels::random::{GOLDEN_GAMMA, mix};
 
 use crate::bert::BertConfig;
 use crate::checkpoint::{Checkpoint, HostTensor};
-use crate::gguf::{GgufFile, GgufValue, GgufWriter, llama_checkpoint};
 use crate::llama::LlamaConfig;
-use crate::llm_tokenizer::LlmTokenizer;
+use crate::fuzz_targets::{self, ramp};
 
 /// Values that break size arithmetic, written over counts, lengths and offsets.
 const BOUNDARY: [u64; 12] = [0, 1, 2, 7, 255, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff, 1 << 32, 1 << 40, i64::MAX as u64, u64::MAX];
@@ -67,21 +67,31 @@ fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
     bytes
 }
 
-fn iterations() -> usize {
-    std::env::var("PAPERTUNE_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000)
+/// How long a campaign runs: `PAPERTUNE_FUZZ_ITERATIONS` mutations (default 2,000, or no limit
+/// when a time budget is set) and at most `PAPERTUNE_FUZZ_SECONDS` seconds.
+fn budget() -> (usize, Option<std::time::Duration>) {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let seconds = var("PAPERTUNE_FUZZ_SECONDS").map(std::time::Duration::from_secs);
+    let default = if seconds.is_some() { usize::MAX } else { 2_000 };
+    (var("PAPERTUNE_FUZZ_ITERATIONS").map_or(default, |n| n as usize), seconds)
 }
 
-/// Runs `target` on `iterations()` mutations of the seeds; panics, naming a saved copy of the
+/// Runs `target` on `budget()` mutations of the seeds; panics, naming a saved copy of the
 /// input, if `target` panics.
 fn campaign(name: &str, seeds: &[Vec<u8>], target: impl Fn(&[u8])) {
     let first = std::env::var("PAPERTUNE_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
     let mut rng = Rng(first);
     let quiet = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let n = iterations();
+    let (limit, seconds) = budget();
     let mut failure = None;
     let started = std::time::Instant::now();
-    for i in 0..n {
+    let mut n = 0;
+    for i in 0..limit {
+        if i % 1024 == 0 && seconds.is_some_and(|s| started.elapsed() >= s) {
+            break;
+        }
+        n = i + 1;
         if i > 0 && i % 1_000_000 == 0 {
             eprintln!("{name}: {i} mutated inputs in {:.0} s, no panic so far", started.elapsed().as_secs_f64());
         }
@@ -101,50 +111,9 @@ fn campaign(name: &str, seeds: &[Vec<u8>], target: impl Fn(&[u8])) {
     eprintln!("{name}: {n} mutated inputs from {} seeds in {:.0} s, no panic", seeds.len(), started.elapsed().as_secs_f64());
 }
 
-fn ramp(n: usize) -> Vec<f32> {
-    (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect()
-}
-
-/// A tiny Llama GGUF: metadata, a byte-level BPE tokenizer, and tensors in F32, Q8_0 and Q4_1.
-fn llama_gguf(with_chat_template: bool) -> Vec<u8> {
-    let mut w = GgufWriter::new();
-    let u32v = GgufValue::U32;
-    let strings = |items: &[&str]| GgufValue::Array(items.iter().map(|t| GgufValue::String((*t).into())).collect());
-    w.metadata("general.architecture", GgufValue::String("llama".into()))
-        .metadata("llama.embedding_length", u32v(32))
-        .metadata("llama.feed_forward_length", u32v(64))
-        .metadata("llama.block_count", u32v(1))
-        .metadata("llama.attention.head_count", u32v(2))
-        .metadata("llama.attention.head_count_kv", u32v(1))
-        .metadata("llama.context_length", u32v(64))
-        .metadata("llama.attention.layer_norm_rms_epsilon", GgufValue::F32(1e-5))
-        .metadata("tokenizer.ggml.model", GgufValue::String("gpt2".into()))
-        .metadata("tokenizer.ggml.tokens", strings(&["a", "b", "ab", "<s>"]))
-        .metadata("tokenizer.ggml.merges", strings(&["a b"]))
-        .metadata("tokenizer.ggml.eos_token_id", u32v(3));
-    if with_chat_template {
-        w.metadata("tokenizer.chat_template", GgufValue::String("{% for m in messages %}{{ m['content'] }}{% endfor %}".into()));
-    }
-    w.tensor_q8_0("token_embd.weight", &[4, 32], &ramp(128))
-        .tensor_f32("output_norm.weight", &[32], &ramp(32))
-        .tensor_f32("blk.0.attn_norm.weight", &[32], &ramp(32))
-        .tensor_q4_1("blk.0.attn_q.weight", &[32, 32], &ramp(1024))
-        .tensor_q8_0("blk.0.attn_k.weight", &[16, 32], &ramp(512));
-    w.to_bytes()
-}
-
 #[test]
 fn gguf_readers_never_panic_on_mutated_files() {
-    campaign("gguf", &[llama_gguf(false), llama_gguf(true)], |bytes| {
-        let Ok(file) = GgufFile::parse(Path::new("fuzz.gguf"), bytes.to_vec()) else { return };
-        for info in &file.tensors {
-            let _ = file.dequantize(info);
-        }
-        let _ = LlmTokenizer::from_gguf(&file).map(|t| t.encode("ab a", true));
-        if let Ok(config) = LlamaConfig::from_gguf(&file) {
-            let _ = llama_checkpoint(&file, &config);
-        }
-    });
+    campaign("gguf", &fuzz_targets::gguf_seeds(), fuzz_targets::gguf);
 }
 
 #[test]

@@ -33,6 +33,8 @@ mod config_checks;
 mod error;
 #[cfg(test)]
 mod fuzz;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fuzz_targets;
 pub mod generate;
 pub mod gguf;
 pub mod init;
