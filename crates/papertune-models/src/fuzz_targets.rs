@@ -59,4 +59,3 @@ fn llama_gguf(with_chat_template: bool) -> Vec<u8> {
         .tensor_q8_0("blk.0.attn_k.weight", &[16, 32], &ramp(512));
     w.to_bytes()
 }
-

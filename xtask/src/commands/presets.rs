@@ -5,8 +5,8 @@ use std::path::Path;
 use anyhow::Result;
 use papertune_models::source::{LLM_PRESETS, PRESETS};
 
-/// Prints one line per model preset (name, kind, hub id at its pinned commit, registry package) and per config file
-/// in `configs/` (name and its first comment line).
+/// Prints one line per model preset (name, kind, hub id at its pinned commit, registry package)
+/// and per config file in `configs/` (name and its first comment line).
 pub fn run() -> Result<()> {
     println!("models (model.source, or --model):");
     for preset in PRESETS {
