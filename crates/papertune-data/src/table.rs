@@ -118,8 +118,24 @@ impl Table {
     }
 
     /// The cells of one column as text (`None` for nulls), or `None` if there is no such column.
+    /// The name is matched exactly, else case-insensitively when only one column matches (a
+    /// `keywords` field serves for `Keywords`). A list column (JSON arrays of strings) gives its
+    /// items joined by `"; "`, as keyword cells are written.
     pub fn text_column(&self, name: &str) -> Option<Vec<Option<String>>> {
-        let column = self.frame.column(name).ok()?;
+        let column = self.frame.column(name).ok().or_else(|| {
+            let mut matches = self.frame.columns().iter().filter(|c| c.name().as_str().eq_ignore_ascii_case(name));
+            let only = matches.next()?;
+            matches.next().is_none().then_some(only)
+        })?;
+        if let DataType::List(_) = column.dtype() {
+            let lists = column.list().ok()?;
+            let cells = (0..lists.len()).map(|i| {
+                let items = lists.get_as_series(i)?.cast(&DataType::String).ok()?;
+                let joined: Vec<String> = items.str().ok()?.iter().flatten().map(str::to_owned).collect();
+                Some(joined.join("; "))
+            });
+            return Some(cells.collect());
+        }
         let column = column.cast(&DataType::String).ok()?;
         let strings = column.str().ok()?;
         Some(strings.iter().map(|cell| cell.map(str::to_owned)).collect())
