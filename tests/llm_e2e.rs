@@ -158,7 +158,11 @@ fn tiny_llama_learns_both_tasks_from_instruction_records() {
     let metrics = llm::evaluate(&run, &keywords, &llm::EvalOptions::default(), &device).unwrap();
     assert!(metrics["kw_f1"].as_f64().unwrap() >= 0.9, "{metrics}");
     assert_eq!(metrics["n"], 8);
-    let zero_shot = llm::evaluate(&run, &keywords, &llm::EvalOptions { with_adapter: false, max_rows: None }, &device).unwrap();
+    // The literature's metric beside ours: the same predictions, stemmed and split by presence.
+    let both = llm::evaluate(&run, &keywords, &llm::EvalOptions { literature: true, ..Default::default() }, &device).unwrap();
+    assert_eq!(both["kw_f1"], metrics["kw_f1"]);
+    assert!(both["literature"]["all"]["f1_at_m"].as_f64().unwrap() >= 0.9, "{both}");
+    let zero_shot = llm::evaluate(&run, &keywords, &llm::EvalOptions { with_adapter: false, ..Default::default() }, &device).unwrap();
     assert!(zero_shot["kw_f1"].as_f64().unwrap() < 0.5, "the random base model knows nothing: {zero_shot}");
     let submission = work.path().join("kw.csv");
     assert_eq!(llm::predict(&run, &keywords, &submission, &device).unwrap().rows, 8);

@@ -25,6 +25,7 @@
 pub mod classify;
 mod data;
 pub mod embed;
+pub mod keywords;
 mod error;
 pub mod llm;
 pub mod metrics;

@@ -114,7 +114,7 @@ pub(crate) struct TrainSession<'a> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Created {
+pub(crate) enum Created {
     Nothing,
     Files,
     Folder,
@@ -304,7 +304,7 @@ fn has_trained(run: &RunDir) -> bool {
 }
 
 /// Creates a fresh run folder (or takes an empty one); refuses one that already holds files.
-fn create_run_dir(out: &Path) -> Result<(RunDir, Created), TaskError> {
+pub(crate) fn create_run_dir(out: &Path) -> Result<(RunDir, Created), TaskError> {
     if out.exists() {
         if std::fs::read_dir(out).map_err(io_error(out))?.next().is_some() {
             return Err(TaskError::Run {

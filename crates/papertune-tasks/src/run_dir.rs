@@ -295,7 +295,7 @@ pub fn expand_runs(runs: &[PathBuf]) -> Result<Vec<PathBuf>, TaskError> {
 
 /// Writes `bytes` to `path` so that readers see the old file or the whole new one, never a
 /// part (atomic-write-file: a temporary file beside it, fsync, rename, fsync of the folder).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TaskError> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TaskError> {
     let mut file = atomic_write_file::AtomicWriteFile::open(path).map_err(io_error(path))?;
     std::io::Write::write_all(&mut file, bytes).map_err(io_error(path))?;
     file.commit().map_err(io_error(path))

@@ -180,13 +180,16 @@ pub fn evaluate(runs: &[PathBuf], data: &Path, options: &EvalOptions, device: &D
 /// Writes the submission file `uuid,Keywords,label` for every row of `data`, with the best
 /// checkpoint of a run or the ensemble of several.
 pub fn predict(runs: &[PathBuf], data: &Path, output: &Path, device: &Device) -> Result<PredictReport, TaskError> {
+    write_submission(output, &submission_rows(runs, data, device)?)
+}
+
+/// The submission's rows for every row of `data` (labels; no keywords).
+pub fn submission_rows(runs: &[PathBuf], data: &Path, device: &Device) -> Result<Vec<SubmissionRow>, TaskError> {
     let ensemble = Ensemble::open(runs, device)?;
     let papers = ensemble.read_papers(data, None, RowRules { require_label: false, empty_text: EmptyTextPolicy::Keep })?;
     let probabilities = ensemble.probabilities(&papers, device)?;
     let labels = threshold_labels(&probabilities, ensemble.threshold());
-    let rows: Vec<SubmissionRow> =
-        papers.iter().zip(&labels).map(|(p, &label)| SubmissionRow { uuid: p.uuid.clone(), keywords: Vec::new(), label }).collect();
-    write_submission(output, &rows)
+    Ok(papers.iter().zip(&labels).map(|(p, &label)| SubmissionRow { uuid: p.uuid.clone(), keywords: Vec::new(), label }).collect())
 }
 
 /// A run's weights, summarised.

@@ -164,27 +164,7 @@ fn train_on(
     device: &Device,
     options: &TrainOptions,
 ) -> Result<TrainReport, TaskError> {
-    let files = source::resolve(&config.model.source)?;
-    let encoder_config = BertConfig::read(&files.config)?;
-    let limit = encoder_config.max_sequence_len();
-    if config.model.max_len > limit {
-        return Err(TaskError::Config(format!(
-            "model.max_len is {} but {} reads at most {limit} tokens ({}); set model.max_len to {limit} or less",
-            config.model.max_len,
-            config.model.source,
-            files.config.display()
-        )));
-    }
-    let tokenizer = TextTokenizer::from_file(&files.tokenizer, config.model.max_len)?;
-    if tokenizer.vocab_size() > encoder_config.vocab_size {
-        return Err(TaskError::Config(format!(
-            "{}: the tokenizer has {} tokens but the model's embedding table has {} rows ({})",
-            files.tokenizer.display(),
-            tokenizer.vocab_size(),
-            encoder_config.vocab_size,
-            files.config.display()
-        )));
-    }
+    let (files, encoder_config, tokenizer) = encoder_files(&config.model.source, config.model.max_len)?;
 
     let train_set = Encodings::new(config, &tokenizer, train_papers)?;
     let valid_set = Encodings::new(config, &tokenizer, valid_papers)?;
@@ -239,4 +219,30 @@ fn train_on(
     };
     let batcher = ClassificationBatcher::new(tokenizer.pad_id());
     session.fit(model, &config.train, device, &config.loss.build(), &dataset, &batcher, &mut hooks, facts)
+}
+
+/// The files of encoder `spec` (a preset, hub id or folder), its config, and its tokenizer
+/// cutting inputs at `max_len` tokens; refuses a `max_len` beyond the model's positions and a
+/// tokenizer larger than the embedding table.
+pub(crate) fn encoder_files(spec: &str, max_len: usize) -> Result<(source::ModelFiles, BertConfig, TextTokenizer), TaskError> {
+    let files = source::resolve(spec)?;
+    let encoder_config = BertConfig::read(&files.config)?;
+    let limit = encoder_config.max_sequence_len();
+    if max_len > limit {
+        return Err(TaskError::Config(format!(
+            "model.max_len is {max_len} but {spec} reads at most {limit} tokens ({}); set model.max_len to {limit} or less",
+            files.config.display()
+        )));
+    }
+    let tokenizer = TextTokenizer::from_file(&files.tokenizer, max_len)?;
+    if tokenizer.vocab_size() > encoder_config.vocab_size {
+        return Err(TaskError::Config(format!(
+            "{}: the tokenizer has {} tokens but the model's embedding table has {} rows ({})",
+            files.tokenizer.display(),
+            tokenizer.vocab_size(),
+            encoder_config.vocab_size,
+            files.config.display()
+        )));
+    }
+    Ok((files, encoder_config, tokenizer))
 }

@@ -19,6 +19,7 @@ use super::config::LlmConfig;
 use super::prompt::PromptEncoder;
 use crate::data::RowRules;
 use crate::error::TaskError;
+use crate::keywords::LiteratureMetrics;
 use crate::metrics::{BinaryMetrics, KeywordMetrics};
 use crate::run_dir::{CheckpointState, RunDir, STATE_FILE, Which, read_json, read_toml};
 use crate::progress::Progress;
@@ -181,11 +182,14 @@ pub struct EvalOptions {
     pub with_adapter: bool,
     /// Score only the first N rows.
     pub max_rows: Option<usize>,
+    /// Keyword runs: add the keyphrase literature's figures (`literature`: stemmed matches,
+    /// present and absent keyphrases apart).
+    pub literature: bool,
 }
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        Self { with_adapter: true, max_rows: None }
+        Self { with_adapter: true, max_rows: None, literature: false }
     }
 }
 
@@ -202,7 +206,16 @@ pub fn evaluate(run: &Path, data: &Path, options: &EvalOptions, device: &Device)
         }
     }
     let valid = ValidSet::new(config, &loaded.encoder(), &papers)?;
-    let (_, mut json) = evaluate_model(config, &loaded.model, &loaded.tokenizer, &valid)?;
+    let mut json = if options.literature && config.data.task == InstructionTask::Keywords {
+        let batch_size = config.model.eval_batch_size;
+        let predicted = generate_keywords(&loaded.model, &loaded.tokenizer, &valid.prompts, &config.generation, batch_size)?;
+        let texts: Vec<String> = papers.iter().map(|p| crate::keywords::document_text(&p.title, &p.abstract_text)).collect();
+        let mut json = serde_json::to_value(KeywordMetrics::compute(&predicted, &valid.gold_keywords)).expect("serialisable");
+        json["literature"] = serde_json::to_value(LiteratureMetrics::compute(&predicted, &valid.gold_keywords, &texts)).expect("serialisable");
+        json
+    } else {
+        evaluate_model(config, &loaded.model, &loaded.tokenizer, &valid)?.1
+    };
     json["adapter"] = serde_json::json!(options.with_adapter);
     json["task"] = serde_json::json!(config.data.task);
     if config.data.task == InstructionTask::Classify {
@@ -214,6 +227,11 @@ pub fn evaluate(run: &Path, data: &Path, options: &EvalOptions, device: &Device)
 /// Predicts for every row of `data` with a run's best checkpoint and writes the submission CSV:
 /// the keywords (keywords runs) or the label (classify runs); the other column is left empty / 0.
 pub fn predict(run: &Path, data: &Path, output: &Path, device: &Device) -> Result<PredictReport, TaskError> {
+    write_submission(output, &submission_rows(run, data, device)?)
+}
+
+/// The submission's rows for every row of `data`: keywords or labels, as the run's task is.
+pub fn submission_rows(run: &Path, data: &Path, device: &Device) -> Result<Vec<SubmissionRow>, TaskError> {
     let loaded = LoadedRun::open(run, Which::Best, true, device)?;
     let config = &loaded.config;
     // Every row gets a prediction, as the classifier's predict does: a submission has all ids.
@@ -221,7 +239,7 @@ pub fn predict(run: &Path, data: &Path, output: &Path, device: &Device) -> Resul
     let (papers, _) = load_papers(data, &config.data.source().load_options(None, rules))?;
     let valid = ValidSet::new(config, &loaded.encoder(), &papers)?;
     let batch_size = config.model.eval_batch_size;
-    let rows: Vec<SubmissionRow> = match config.data.task {
+    Ok(match config.data.task {
         InstructionTask::Keywords => {
             let keywords = generate_keywords(&loaded.model, &loaded.tokenizer, &valid.prompts, &config.generation, batch_size)?;
             papers.iter().zip(keywords).map(|(p, k)| SubmissionRow { uuid: p.uuid.clone(), keywords: k, label: 0 }).collect()
@@ -231,6 +249,5 @@ pub fn predict(run: &Path, data: &Path, output: &Path, device: &Device) -> Resul
             let label = |prob: f32| u8::from(prob >= 0.5);
             papers.iter().zip(probabilities).map(|(p, prob)| SubmissionRow { uuid: p.uuid.clone(), keywords: Vec::new(), label: label(prob) }).collect()
         }
-    };
-    write_submission(output, &rows)
+    })
 }

@@ -1,0 +1,269 @@
+//! A keyword method at work: built from a config (the extractors) or loaded from a run folder,
+//! keyphrases for documents, evaluation on a file with gold keywords (papertune's metric and
+//! the literature's), and the `Keywords` column of a submission.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::tensor::Device;
+use papertune_data::{PaperRecord, TextTokenizer, load_papers};
+use papertune_models::bert::BertModel;
+use papertune_models::checkpoint::Checkpoint;
+use serde::Serialize;
+
+use super::config::{KeywordsConfig, MethodName};
+use super::document_text;
+use super::extract::{EmbedRanker, IdfTable, YakeOptions, tfidf_keywords, yake_keywords};
+use super::literature::LiteratureMetrics;
+use super::rerank::{KeywordMemory, MemoryIndex, RerankConfig};
+use super::spans::{DecodeOptions, decode_keyphrases};
+use super::tagger::{KeyphraseTagger, TaggingInput};
+use super::train::{keyword_rows, with_gold};
+use crate::data::RowRules;
+use crate::error::TaskError;
+use crate::metrics::KeywordMetrics;
+use crate::run_dir::{ENCODER_CONFIG_FILE, RunDir, WEIGHTS_FILE, Which, read_json, read_toml, write_json};
+
+/// The idf table of a tfidf run, in the run folder.
+pub const IDF_FILE: &str = "idf.json";
+/// The training papers' texts and gold keywords, in a run folder whose config re-ranks.
+pub const MEMORY_FILE: &str = "keyword_memory.json";
+
+/// A keyword method ready to use.
+pub enum Method {
+    /// The trained tagger, its tokenizer, and how its probabilities are decoded.
+    Tagger { model: Box<KeyphraseTagger>, tokenizer: TextTokenizer, decode: DecodeOptions, batch_size: usize },
+    /// TF-IDF over n-gram candidates.
+    Tfidf(IdfTable),
+    /// YAKE.
+    Yake(YakeOptions),
+    /// Candidates ranked by embedding similarity.
+    EmbedRank(Box<EmbedRanker>),
+}
+
+impl Method {
+    /// At most `count` scored phrases of each text, best first (higher is better): the tagger's
+    /// span probability, count × idf, YAKE's score as `1 / (1 + s)` (YAKE ranks low scores
+    /// first), the embedding ranker's rank as `1 / (1 + rank)`.
+    fn scored(&self, texts: &[String], count: usize, device: &Device) -> Result<Vec<Vec<(String, f64)>>, TaskError> {
+        Ok(match self {
+            Self::Tagger { model, tokenizer, decode, batch_size } => {
+                let inputs = texts.iter().map(|t| TaggingInput::new(tokenizer, t)).collect::<Result<Vec<_>, _>>()?;
+                let tagged = model.tag_probabilities(&inputs, tokenizer.pad_id(), *batch_size, device);
+                let decode = DecodeOptions { top_k: count, ..decode.clone() };
+                texts
+                    .iter()
+                    .zip(&tagged)
+                    .map(|(text, tokens)| decode_keyphrases(text, tokens, &decode).into_iter().map(|(k, s)| (k, f64::from(s))).collect())
+                    .collect()
+            }
+            Self::Tfidf(idf) => texts.iter().map(|t| tfidf_keywords(t, idf, count)).collect(),
+            Self::Yake(options) => texts
+                .iter()
+                .map(|t| {
+                    let mut kept: Vec<(String, f64)> = Vec::new();
+                    for (keyword, score) in yake_keywords(t, options, (count * 4).max(50)) {
+                        let keyword = papertune_data::normalize_keyword(&keyword);
+                        if !keyword.is_empty() && !kept.iter().any(|(k, _)| *k == keyword) {
+                            kept.push((keyword, 1.0 / (1.0 + score)));
+                        }
+                    }
+                    kept.truncate(count);
+                    kept
+                })
+                .collect(),
+            Self::EmbedRank(ranker) => ranker
+                .rank(texts, count, device)?
+                .into_iter()
+                .map(|ranked| ranked.into_iter().enumerate().map(|(i, k)| (k, 1.0 / (1.0 + i as f64))).collect())
+                .collect(),
+        })
+    }
+}
+
+/// A keyword method with what it returns: how many phrases, and the training papers' evidence
+/// added to its scores when the config re-ranks.
+pub struct Keyphraser {
+    pub method: Method,
+    /// Phrases per document.
+    pub top_k: usize,
+    rerank: Option<(RerankConfig, MemoryIndex)>,
+}
+
+impl Keyphraser {
+    /// An extractor as `config` describes it; tfidf counts its document frequencies over
+    /// `train_texts`. (The tagger is trained, then loaded with [`Keyphraser::open`].) Re-ranking,
+    /// when configured, reads `memory`.
+    pub fn prepare(config: &KeywordsConfig, train_texts: &[String], memory: Option<&KeywordMemory>, device: &Device) -> Result<Self, TaskError> {
+        let method = &config.method;
+        let chosen = match method.name {
+            MethodName::Tagger => {
+                return Err(TaskError::Config("the tagger is trained: cargo xtask train with [method] name = \"tagger\"".into()));
+            }
+            MethodName::Tfidf => Method::Tfidf(IdfTable::build(train_texts.iter().map(String::as_str), method.max_ngram)),
+            MethodName::Yake => Method::Yake(YakeOptions { max_ngram: method.max_ngram, ..YakeOptions::default() }),
+            MethodName::EmbedRank => Method::EmbedRank(Box::new(EmbedRanker::load(
+                &config.model.source,
+                method.max_ngram,
+                method.diversity,
+                config.eval_batch_size(),
+                device,
+            )?)),
+        };
+        Self::with_rerank(config, chosen, memory)
+    }
+
+    /// `method` with the config's count and re-ranking (which needs the training papers).
+    pub(super) fn with_rerank(config: &KeywordsConfig, method: Method, memory: Option<&KeywordMemory>) -> Result<Self, TaskError> {
+        let rerank = match (config.rerank.enabled(), memory) {
+            (false, _) => None,
+            (true, Some(memory)) => Some((config.rerank.clone(), MemoryIndex::new(memory, config.decode.max_words.max(config.method.max_ngram)))),
+            (true, None) => return Err(TaskError::Config("[rerank] needs the training papers (data.train)".into())),
+        };
+        Ok(Self { method, top_k: config.top_k(), rerank })
+    }
+
+    /// Writes what the method read from its training file into the run folder.
+    pub(super) fn save(&self, run: &RunDir) -> Result<(), TaskError> {
+        match &self.method {
+            Method::Tfidf(idf) => write_json(&run.root.join(IDF_FILE), idf),
+            _ => Ok(()),
+        }
+    }
+
+    /// Loads a keyword run: its config, and the method with the best checkpoint (tagger) or the
+    /// files `train` stored.
+    pub fn open(run: &Path, device: &Device) -> Result<(KeywordsConfig, Self), TaskError> {
+        let dir = RunDir::new(run);
+        let config: KeywordsConfig = read_toml(&dir.config())?;
+        let memory: Option<KeywordMemory> = if config.rerank.enabled() { Some(read_json(&dir.root.join(MEMORY_FILE))?) } else { None };
+        let keyphraser = match config.method.name {
+            MethodName::Tagger => {
+                let checkpoint_dir = dir.verified_checkpoint(Which::Best)?;
+                let encoder_config = papertune_models::bert::BertConfig::read(&checkpoint_dir.join(ENCODER_CONFIG_FILE))?;
+                let tokenizer = TextTokenizer::from_file(&dir.tokenizer(), config.model.max_len)?;
+                let mut checkpoint = Checkpoint::read(&checkpoint_dir.join(WEIGHTS_FILE))?;
+                let encoder = BertModel::from_checkpoint(&encoder_config, &mut checkpoint, device)?;
+                let model = KeyphraseTagger::load(encoder, &mut checkpoint, 0.0, device)?;
+                let method = Method::Tagger { model: Box::new(model), tokenizer, decode: config.decode.clone(), batch_size: config.eval_batch_size() };
+                Self::with_rerank(&config, method, memory.as_ref())?
+            }
+            MethodName::Tfidf => Self::with_rerank(&config, Method::Tfidf(read_json(&dir.root.join(IDF_FILE))?), memory.as_ref())?,
+            _ => Self::prepare(&config, &[], memory.as_ref(), device)?,
+        };
+        Ok((config, keyphraser))
+    }
+
+    /// Keyphrases of each text (a document's title and abstract, see [`document_text`]), best
+    /// first, normalised as the metrics compare them.
+    pub fn keyphrases(&self, texts: &[String], device: &Device) -> Result<Vec<Vec<String>>, TaskError> {
+        Ok(self.scored_keyphrases(texts, device)?.into_iter().map(|ranked| ranked.into_iter().map(|(k, _)| k).collect()).collect())
+    }
+
+    /// [`Keyphraser::keyphrases`] with each phrase's score, higher is better (see
+    /// [`RerankConfig`] for what re-ranking adds).
+    pub fn scored_keyphrases(&self, texts: &[String], device: &Device) -> Result<Vec<Vec<(String, f64)>>, TaskError> {
+        match &self.rerank {
+            None => self.method.scored(texts, self.top_k, device),
+            Some((config, index)) => {
+                let pool = self.method.scored(texts, self.top_k * config.pool, device)?;
+                Ok(texts.iter().zip(pool).map(|(text, scored)| index.rerank(text, &scored, config, self.top_k)).collect())
+            }
+        }
+    }
+}
+
+/// How a keyword run is evaluated.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EvalOptions {
+    /// Score only the first N rows.
+    pub max_rows: Option<usize>,
+    /// Add the keyphrase literature's figures (stemmed matches, present and absent).
+    pub literature: bool,
+}
+
+/// A keyword evaluation: papertune's metric, and the literature's when asked for.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeywordEvaluation {
+    #[serde(flatten)]
+    pub metrics: KeywordMetrics,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub literature: Option<LiteratureMetrics>,
+    pub method: String,
+    /// Seconds spent extracting (loading excluded).
+    pub extract_seconds: f64,
+}
+
+/// Papers of `data` with gold keywords, read with the run's column names.
+fn gold_papers(config: &KeywordsConfig, data: &Path, max_rows: Option<usize>, rules: RowRules) -> Result<(Vec<PaperRecord>, Vec<Vec<String>>), TaskError> {
+    let (papers, _) = load_papers(data, &config.data.source().load_options(max_rows, rules))?;
+    let (papers, gold) = with_gold(papers);
+    if papers.is_empty() {
+        return Err(TaskError::Run { path: data.to_path_buf(), message: "no row has gold keywords (column keywords / Keywords)".into() });
+    }
+    Ok((papers, gold))
+}
+
+/// Scores `keyphraser` on the rows of `data` that have gold keywords; with the scored
+/// keyphrases of each of those rows (by its 1-based row in the file).
+pub fn evaluate_with(
+    config: &KeywordsConfig,
+    keyphraser: &Keyphraser,
+    data: &Path,
+    options: &EvalOptions,
+    device: &Device,
+) -> Result<(KeywordEvaluation, Vec<(usize, Vec<(String, f64)>)>), TaskError> {
+    let (papers, gold) = gold_papers(config, data, options.max_rows, keyword_rows())?;
+    let texts: Vec<String> = papers.iter().map(|p| document_text(&p.title, &p.abstract_text)).collect();
+    let started = Instant::now();
+    let scored = keyphraser.scored_keyphrases(&texts, device)?;
+    let extract_seconds = started.elapsed().as_secs_f64();
+    let predicted: Vec<Vec<String>> = scored.iter().map(|ranked| ranked.iter().map(|(k, _)| k.clone()).collect()).collect();
+    let evaluation = KeywordEvaluation {
+        metrics: KeywordMetrics::compute(&predicted, &gold),
+        literature: options.literature.then(|| LiteratureMetrics::compute(&predicted, &gold, &texts)),
+        method: config.method.name.as_str().to_owned(),
+        extract_seconds,
+    };
+    Ok((evaluation, papers.iter().map(|p| p.row).zip(scored).collect()))
+}
+
+/// Scores a keyword run on `data`; with each scored row's keyphrases (see [`evaluate_with`]).
+pub fn evaluate(
+    run: &Path,
+    data: &Path,
+    options: &EvalOptions,
+    device: &Device,
+) -> Result<(KeywordEvaluation, Vec<(usize, Vec<(String, f64)>)>), TaskError> {
+    let (config, keyphraser) = Keyphraser::open(run, device)?;
+    evaluate_with(&config, &keyphraser, data, options, device)
+}
+
+/// Writes scored keyphrases as JSON lines, `{"row": 1, "keywords": [...], "scores": [...]}`.
+pub fn write_predictions(path: &Path, rows: &[(usize, Vec<(String, f64)>)]) -> Result<(), TaskError> {
+    let mut text = String::new();
+    for (row, ranked) in rows {
+        let (keywords, scores): (Vec<&str>, Vec<f64>) = ranked.iter().map(|(k, s)| (k.as_str(), *s)).unzip();
+        text.push_str(&serde_json::json!({ "row": row, "keywords": keywords, "scores": scores }).to_string());
+        text.push('\n');
+    }
+    crate::run_dir::write_atomic(path, text.as_bytes())
+}
+
+/// Keyphrases for every row of `data` (rows without text get none), in row order, with the rows.
+pub fn predict_keywords(run: &Path, data: &Path, device: &Device) -> Result<Vec<(PaperRecord, Vec<String>)>, TaskError> {
+    let (config, keyphraser) = Keyphraser::open(run, device)?;
+    let rules = RowRules { require_label: false, empty_text: papertune_data::EmptyTextPolicy::Keep };
+    let (papers, _) = load_papers(data, &config.data.source().load_options(None, rules))?;
+    let texts: Vec<String> = papers.iter().map(|p| document_text(&p.title, &p.abstract_text)).collect();
+    let keywords = keyphraser.keyphrases(&texts, device)?;
+    Ok(papers.into_iter().zip(keywords).collect())
+}
+
+/// Whether a run folder holds a keyword run (its config has a `[method]` section).
+pub fn is_keywords_run(run: &Path) -> bool {
+    std::fs::read_to_string(RunDir::new(run).config())
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .is_some_and(|table| table.contains_key("method"))
+}

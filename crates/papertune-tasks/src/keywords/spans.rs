@@ -1,0 +1,282 @@
+//! Keyphrases as spans of the text: gold keywords located in a document and turned into BIO
+//! tags over its tokens (training), and tag probabilities turned back into ranked phrases
+//! (inference).
+//!
+//! Matching ignores case and whitespace runs and is word-bounded: `neural network` is found in
+//! "Neural\n network" but not in "neural networks". A keyword that occurs several times tags
+//! every occurrence; where two keywords overlap, the longer one keeps the tokens.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use papertune_data::normalize_keyword;
+use serde::{Deserialize, Serialize};
+
+/// Tag of a token outside any keyphrase.
+pub const TAG_O: u8 = 0;
+/// Tag of a keyphrase's first token.
+pub const TAG_B: u8 = 1;
+/// Tag of a keyphrase's later tokens.
+pub const TAG_I: u8 = 2;
+/// Tokens left out of the loss (special tokens).
+pub const TAG_IGNORE: u8 = u8::MAX;
+/// The number of tags the head predicts.
+pub const NUM_TAGS: usize = 3;
+
+/// A text folded for matching: lowercase, whitespace runs as one space, with the byte position
+/// in the original text of every byte (and of the end).
+struct Folded {
+    text: String,
+    origin: Vec<usize>,
+}
+
+fn fold(text: &str) -> Folded {
+    let mut folded = Folded { text: String::with_capacity(text.len()), origin: Vec::with_capacity(text.len() + 1) };
+    let mut in_space = false;
+    for (at, ch) in text.char_indices() {
+        if ch.is_whitespace() {
+            if !in_space {
+                folded.text.push(' ');
+                folded.origin.push(at);
+            }
+            in_space = true;
+            continue;
+        }
+        in_space = false;
+        for lower in ch.to_lowercase() {
+            let before = folded.text.len();
+            folded.text.push(lower);
+            folded.origin.extend(std::iter::repeat_n(at, folded.text.len() - before));
+        }
+    }
+    folded.origin.push(text.len());
+    folded
+}
+
+fn is_word_char(ch: Option<char>) -> bool {
+    ch.is_some_and(char::is_alphanumeric)
+}
+
+/// Byte ranges of `text` where the keywords occur, word-bounded, ignoring case and whitespace
+/// runs; sorted by position, never overlapping (the longer keyword wins, then the earlier).
+pub fn locate_keywords(text: &str, keywords: &[String]) -> Vec<Range<usize>> {
+    let folded = fold(text);
+    let mut found: Vec<Range<usize>> = Vec::new();
+    for keyword in keywords {
+        let needle = normalize_keyword(keyword);
+        if needle.is_empty() {
+            continue;
+        }
+        let mut from = 0;
+        while let Some(at) = folded.text[from..].find(&needle) {
+            let (start, end) = (from + at, from + at + needle.len());
+            let before = folded.text[..start].chars().next_back();
+            let after = folded.text[end..].chars().next();
+            if !is_word_char(before) && !is_word_char(after) {
+                found.push(folded.origin[start]..folded.origin[end]);
+            }
+            from = start + folded.text[start..].chars().next().map_or(1, char::len_utf8);
+        }
+    }
+    // Longest first, then earliest; keep those that overlap nothing kept.
+    found.sort_by(|a, b| (b.len(), a.start).cmp(&(a.len(), b.start)));
+    let mut kept: Vec<Range<usize>> = Vec::new();
+    for span in found {
+        if kept.iter().all(|k| span.end <= k.start || span.start >= k.end) {
+            kept.push(span);
+        }
+    }
+    kept.sort_by_key(|s| s.start);
+    kept
+}
+
+/// BIO tags of tokens with byte `offsets` into the text: the first token overlapping a span is
+/// `B`, the span's later tokens `I`, the rest `O`; special tokens (and empty ones) are ignored.
+pub fn bio_tags(offsets: &[(usize, usize)], special: &[bool], spans: &[Range<usize>]) -> Vec<u8> {
+    let mut tags = vec![TAG_O; offsets.len()];
+    let mut span_of_previous: Option<usize> = None;
+    for (i, &(start, end)) in offsets.iter().enumerate() {
+        if special.get(i).copied().unwrap_or(false) || start >= end {
+            tags[i] = TAG_IGNORE;
+            continue;
+        }
+        let span = spans.iter().position(|s| start < s.end && end > s.start);
+        tags[i] = match span {
+            None => TAG_O,
+            Some(s) if span_of_previous == Some(s) => TAG_I,
+            Some(_) => TAG_B,
+        };
+        span_of_previous = span;
+    }
+    tags
+}
+
+/// How tag probabilities become keyphrases.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DecodeOptions {
+    /// Keyphrases returned per document, at most.
+    pub top_k: usize,
+    /// Longest span considered, in words (as the tokenizer's pre-tokenizer splits them:
+    /// punctuation counts as a word).
+    pub max_words: usize,
+    /// Spans whose probability is below this are dropped (but at least `min_keywords` are kept).
+    pub min_score: f32,
+    /// Keyphrases returned per document, at least (when the text has that many candidates).
+    pub min_keywords: usize,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self { top_k: 10, max_words: 8, min_score: 0.0, min_keywords: 5 }
+    }
+}
+
+impl DecodeOptions {
+    /// Checks the options; the message names the key under `section`.
+    pub fn validate(&self, section: &str) -> Result<(), String> {
+        if self.top_k == 0 {
+            return Err(format!("{section}.top_k must be at least 1"));
+        }
+        if self.max_words == 0 {
+            return Err(format!("{section}.max_words must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&self.min_score) {
+            return Err(format!("{section}.min_score must be in [0, 1], found {}", self.min_score));
+        }
+        Ok(())
+    }
+}
+
+/// One token of a tagged document: where it lies in the text, which word it belongs to, and the
+/// head's probabilities of `O`, `B` and `I`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TaggedToken {
+    pub offsets: (usize, usize),
+    pub word: Option<u32>,
+    pub probs: [f32; NUM_TAGS],
+}
+
+/// Keyphrases of `text` from its tagged tokens, best first, with their scores.
+///
+/// A word is read from its first token. The span of words `i..=j` scores
+/// `p_B(i) · p_I(i+1) ⋯ p_I(j) · (1 - p_I(j+1))`: the probability, under the head's independent
+/// decisions, that the tagger marks exactly that span. A phrase found several times keeps its
+/// best score. Phrases are normalised as the metrics normalise keywords.
+pub fn decode_keyphrases(text: &str, tokens: &[TaggedToken], options: &DecodeOptions) -> Vec<(String, f32)> {
+    // Words: (start byte, end byte, probabilities of the first token).
+    let mut words: Vec<(usize, usize, [f32; NUM_TAGS])> = Vec::new();
+    let mut current: Option<u32> = None;
+    for token in tokens {
+        let Some(word) = token.word else {
+            current = None;
+            continue;
+        };
+        if token.offsets.0 >= token.offsets.1 {
+            continue;
+        }
+        match words.last_mut() {
+            Some(last) if current == Some(word) => last.1 = last.1.max(token.offsets.1),
+            _ => words.push((token.offsets.0, token.offsets.1, token.probs)),
+        }
+        current = Some(word);
+    }
+    let mut best: HashMap<String, f32> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for i in 0..words.len() {
+        let mut score = words[i].2[TAG_B as usize];
+        for j in i..words.len().min(i + options.max_words) {
+            if j > i {
+                score *= words[j].2[TAG_I as usize];
+            }
+            if score < 1e-6 {
+                break;
+            }
+            let closed = words.get(j + 1).map_or(1.0, |next| 1.0 - next.2[TAG_I as usize]);
+            let (start, end) = (words[i].0, words[j].1);
+            let Some(surface) = text.get(start..end) else { continue };
+            let phrase = normalize_keyword(surface);
+            if phrase.is_empty() || !phrase.chars().any(char::is_alphanumeric) {
+                continue;
+            }
+            let value = score * closed;
+            match best.get_mut(&phrase) {
+                Some(kept) => *kept = kept.max(value),
+                None => {
+                    order.push(phrase.clone());
+                    best.insert(phrase, value);
+                }
+            }
+        }
+    }
+    let mut ranked: Vec<(String, f32)> = order.into_iter().map(|p| {
+        let score = best[&p];
+        (p, score)
+    }).collect();
+    // Stable: equal scores keep the order of first occurrence.
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let keep = ranked.iter().take_while(|(_, s)| *s >= options.min_score).count().max(options.min_keywords);
+    ranked.truncate(keep.min(options.top_k));
+    ranked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn keywords_are_found_word_bounded_ignoring_case_and_spaces() {
+        let text = "Graph Neural\n  Networks for graph neural networks; not graphs.";
+        let spans = locate_keywords(text, &words(&["graph neural networks", "graph", "neural networks"]));
+        let found: Vec<&str> = spans.iter().map(|s| &text[s.clone()]).collect();
+        // The longer keyword keeps its tokens; "graphs" is not "graph".
+        assert_eq!(found, vec!["Graph Neural\n  Networks", "graph neural networks"]);
+        let spans = locate_keywords("Über-Struktur und ÜBER-struktur.", &words(&["über-struktur"]));
+        assert_eq!(spans.len(), 2);
+        assert!(locate_keywords("anything", &words(&["", " . "])).is_empty());
+    }
+
+    #[test]
+    fn tags_mark_first_and_later_tokens() {
+        // "[CLS] deep learn ##ing helps [SEP]" over "deep learning helps".
+        let offsets = [(0, 0), (0, 4), (5, 10), (10, 13), (14, 19), (0, 0)];
+        let special = [true, false, false, false, false, true];
+        let spans = locate_keywords("deep learning helps", &words(&["deep learning", "helps"]));
+        let tags = bio_tags(&offsets, &special, &spans);
+        assert_eq!(tags, vec![TAG_IGNORE, TAG_B, TAG_I, TAG_I, TAG_B, TAG_IGNORE]);
+    }
+
+    #[test]
+    fn spans_decode_by_probability_and_merge_repeats() {
+        let text = "deep learning helps deep learning";
+        let token = |start: usize, end: usize, word: u32, probs: [f32; 3]| TaggedToken { offsets: (start, end), word: Some(word), probs };
+        let tokens = [
+            TaggedToken { offsets: (0, 0), word: None, probs: [1.0, 0.0, 0.0] },
+            token(0, 4, 0, [0.1, 0.8, 0.1]),
+            token(5, 10, 1, [0.1, 0.1, 0.8]),
+            token(10, 13, 1, [0.9, 0.05, 0.05]), // a later piece of the same word: not read
+            token(14, 19, 2, [0.9, 0.05, 0.05]),
+            token(20, 24, 3, [0.5, 0.4, 0.1]),
+            token(25, 33, 4, [0.5, 0.1, 0.4]),
+        ];
+        let options = DecodeOptions { top_k: 3, max_words: 3, min_score: 0.0, min_keywords: 0 };
+        let ranked = decode_keyphrases(text, &tokens, &options);
+        // "deep learning": 0.8 * 0.8 * (1 - 0.05) = 0.608 at the first occurrence (0.16 * 1.0 at
+        // the second); "deep": 0.4 * (1 - 0.4) = 0.24 at the second (0.8 * (1 - 0.8) at the first).
+        assert_eq!(ranked[0].0, "deep learning");
+        assert!((ranked[0].1 - 0.608).abs() < 1e-6, "{ranked:?}");
+        assert_eq!(ranked.len(), 3);
+        assert_eq!(ranked[1].0, "deep");
+        assert!((ranked[1].1 - 0.24).abs() < 1e-6, "{ranked:?}");
+        // A threshold keeps fewer, but never fewer than min_keywords.
+        let strict = DecodeOptions { min_score: 0.5, min_keywords: 2, ..options.clone() };
+        assert_eq!(decode_keyphrases(text, &tokens, &strict).len(), 2);
+        let strict = DecodeOptions { min_keywords: 0, ..strict };
+        assert_eq!(decode_keyphrases(text, &tokens, &strict).len(), 1);
+        assert!(decode_keyphrases("", &[], &options).is_empty());
+    }
+}
