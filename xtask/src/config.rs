@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use papertune_tasks::classify::ClassifyConfig;
+use papertune_tasks::keywords::KeywordsConfig;
 use papertune_tasks::llm::LlmConfig;
 use toml::{Table, Value};
 
@@ -35,16 +36,43 @@ pub fn apply_override(table: &mut Table, assignment: &str) -> Result<()> {
     Ok(())
 }
 
-/// A run configuration: an encoder classifier, or LoRA tuning of a causal LM (a config with a
-/// `[lora]` section).
+/// A run configuration: an encoder classifier, LoRA tuning of a causal LM (a config with a
+/// `[lora]` section), or a keyword method (a config with a `[method]` section).
 pub enum RunConfig {
     Classify(ClassifyConfig),
     Llm(LlmConfig),
+    Keywords(KeywordsConfig),
+}
+
+impl RunConfig {
+    /// The `[train]` section.
+    pub fn train(&self) -> &papertune_train::TrainConfig {
+        match self {
+            Self::Classify(c) => &c.train,
+            Self::Llm(c) => &c.train,
+            Self::Keywords(c) => &c.train,
+        }
+    }
+
+    /// The resolved config as TOML.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        match self {
+            Self::Classify(c) => toml::to_string_pretty(c),
+            Self::Llm(c) => toml::to_string_pretty(c),
+            Self::Keywords(c) => toml::to_string_pretty(c),
+        }
+    }
 }
 
 /// Reads `path`, applies overrides, and checks every key against the config's fields.
 pub fn load_run_config(path: &Path, overrides: &[String]) -> Result<RunConfig> {
     let table = read_table(path, overrides)?;
+    if table.contains_key("method") {
+        let mut config: KeywordsConfig = typed(path, table)?;
+        resolve_datasets(&mut config.data.train, &mut config.data.valid)?;
+        config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        return Ok(RunConfig::Keywords(config));
+    }
     if !table.contains_key("lora") {
         return load_table(path, table).map(RunConfig::Classify);
     }
@@ -125,7 +153,11 @@ mod tests {
                 let Ok(mut table) = toml::from_str::<Table>(&text) else { return };
                 let _ = apply_override(&mut table, "train.lr=1e-4");
                 let path = Path::new("fuzz.toml");
-                if table.contains_key("lora") {
+                if table.contains_key("method") {
+                    if let Ok(config) = typed::<KeywordsConfig>(path, table) {
+                        let _ = config.validate();
+                    }
+                } else if table.contains_key("lora") {
                     if let Ok(config) = typed::<LlmConfig>(path, table) {
                         let _ = config.validate();
                     }
@@ -168,7 +200,9 @@ mod tests {
             // `dataset:` references are resolved (and built) only when a run starts.
             let text = std::fs::read_to_string(&path).unwrap();
             let table: Table = toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let checked = if table.contains_key("lora") {
+            let checked = if table.contains_key("method") {
+                typed::<KeywordsConfig>(&path, table).map(|c| c.validate())
+            } else if table.contains_key("lora") {
                 typed::<LlmConfig>(&path, table).map(|c| c.validate())
             } else {
                 typed::<ClassifyConfig>(&path, table).map(|c| c.validate())

@@ -75,6 +75,13 @@ enum Command {
   cargo xtask predict --run runs/minilm --data testB.csv --output submission.csv
   cargo xtask predict --run runs/minilm --data testB.csv --output - | head")]
     Predict(commands::predict::PredictArgs),
+    /// Run a keyword extractor that needs no training on a file with gold keywords; prints one
+    /// line of JSON with the metrics.
+    #[command(after_help = "Examples:
+  cargo xtask keywords --method yake --data keywords_valid.csv
+  cargo xtask keywords --method tfidf --idf-from keywords_train.csv --data keywords_valid.csv --keyword-metric literature
+  cargo xtask keywords --method embed-rank --diversity 0.5 --data inspec.jsonl --top-k 10")]
+    Keywords(commands::keywords::KeywordsArgs),
     /// Print the mean-pooled, L2-normalised sentence embedding of each text as a JSON array.
     #[command(after_help = "Example:\n  cargo xtask embed --model minilm --text \"cardiac surgery\" --text \"graph kernels\"")]
     Embed(commands::embed::EmbedArgs),
@@ -161,6 +168,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => commands::generate::run(args),
         Command::Predict(args) => commands::predict::run(args),
         Command::Embed(args) => commands::embed::run(args),
+        Command::Keywords(args) => commands::keywords::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Presets => commands::presets::run(),
         Command::Bench(args) => dev::bench::run(args),

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
-use papertune_tasks::{classify, llm};
+use papertune_tasks::{classify, keywords, llm};
 use serde_json::Value;
 
 use super::{PrecisionArg, device_for, single_llm_run};
@@ -25,6 +25,15 @@ pub struct EvalArgs {
     /// Score only the first N rows.
     #[arg(long)]
     max_rows: Option<usize>,
+    /// Keyword runs: `ours` (papertune's exact-match metric) or `literature` (adds what
+    /// keyphrase papers report: Porter-stemmed matches, present and absent keyphrases scored
+    /// apart, F1@5 and F1@M as `literature.{present,absent,all}`).
+    #[arg(long, default_value = "ours", value_parser = ["ours", "literature"])]
+    keyword_metric: String,
+    /// Keyword runs: write each scored document's keyphrases as JSON lines (`{"row",
+    /// "keywords", "scores"}`).
+    #[arg(long, value_name = "FILE")]
+    predictions: Option<PathBuf>,
     /// Backend: flex (CPU), ndarray (CPU), wgpu or cuda, if compiled in.
     #[arg(long)]
     backend: Option<String>,
@@ -35,11 +44,25 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> Result<()> {
     let device = device_for(args.backend.as_deref(), args.precision.precision)?;
     let started = Instant::now();
-    let metrics = if let Some(run) = single_llm_run(&args.run)? {
-        let options = llm::EvalOptions { with_adapter: !args.no_adapter, max_rows: args.max_rows };
+    let literature = args.keyword_metric == "literature";
+    let keyword_run = args.run.iter().find(|r| keywords::is_keywords_run(r));
+    let metrics = if let Some(run) = keyword_run {
+        anyhow::ensure!(args.run.len() == 1, "a keyword run is evaluated alone: give one --run");
+        anyhow::ensure!(!args.no_adapter, "--no-adapter applies to LoRA runs only");
+        let options = keywords::EvalOptions { max_rows: args.max_rows, literature };
+        let (evaluation, predicted) = keywords::evaluate(run, &args.data, &options, &device)?;
+        if let Some(path) = &args.predictions {
+            keywords::write_predictions(path, &predicted)?;
+        }
+        serde_json::to_value(evaluation)?
+    } else if args.predictions.is_some() {
+        anyhow::bail!("--predictions applies to keyword runs ([method] configs)");
+    } else if let Some(run) = single_llm_run(&args.run)? {
+        let options = llm::EvalOptions { with_adapter: !args.no_adapter, max_rows: args.max_rows, literature };
         serde_json::to_value(llm::evaluate(&run, &args.data, &options, &device)?)?
     } else {
         anyhow::ensure!(!args.no_adapter, "--no-adapter applies to LoRA runs only");
+        anyhow::ensure!(!literature, "--keyword-metric literature applies to keyword runs (a [method] or LoRA keywords config)");
         let options = classify::EvalOptions { max_rows: args.max_rows };
         serde_json::to_value(classify::evaluate(&args.run, &args.data, &options, &device)?)?
     };

@@ -5,6 +5,7 @@ pub mod embed;
 pub mod eval;
 pub mod generate;
 pub mod inspect;
+pub mod keywords;
 pub mod predict;
 pub mod presets;
 pub mod report;

@@ -1,16 +1,20 @@
-//! `predict`: the submission CSV (`uuid,Keywords,label`) for every row of a file.
+//! `predict`: the submission CSV (`uuid,Keywords,label`) for every row of a file: the label
+//! from a classifier run (or an ensemble, or a LoRA run), the keywords from a keyword run or a
+//! LoRA keyword run; give one of each for both columns.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use papertune_tasks::{classify, llm};
+use papertune_tasks::submission::{SubmissionRow, write_submission};
+use papertune_tasks::{classify, keywords, llm};
 
 use super::{PrecisionArg, device_for, single_llm_run};
 
 #[derive(Args)]
 pub struct PredictArgs {
-    /// Run folder; repeat it (or give a k-fold folder) to average the runs' probabilities.
+    /// Run folder; repeat it (or give a k-fold folder) to average the runs' probabilities. A
+    /// keyword run among them fills the `Keywords` column.
     #[arg(long, required = true)]
     run: Vec<PathBuf>,
     /// The table to predict for (CSV, TSV, Parquet, JSON lines or JSON); labels not needed.
@@ -28,9 +32,33 @@ pub struct PredictArgs {
 
 pub fn run(args: PredictArgs) -> Result<()> {
     let device = device_for(args.backend.as_deref(), args.precision.precision)?;
-    let report = match single_llm_run(&args.run)? {
-        Some(run) => llm::predict(&run, &args.data, &args.output, &device)?,
-        None => classify::predict(&args.run, &args.data, &args.output, &device)?,
+    let (keyword_runs, others): (Vec<_>, Vec<_>) = args.run.iter().cloned().partition(|r| keywords::is_keywords_run(r));
+    anyhow::ensure!(keyword_runs.len() <= 1, "one keyword run at most: {} given", keyword_runs.len());
+    let report = match keyword_runs.first() {
+        None => match single_llm_run(&others)? {
+            Some(run) => llm::predict(&run, &args.data, &args.output, &device)?,
+            None => classify::predict(&others, &args.data, &args.output, &device)?,
+        },
+        Some(keyword_run) => {
+            let predicted = keywords::predict_keywords(keyword_run, &args.data, &device)?;
+            let mut rows: Vec<SubmissionRow> = match single_llm_run(&others)? {
+                _ if others.is_empty() => predicted.iter().map(|(paper, _)| SubmissionRow { uuid: paper.uuid.clone(), keywords: Vec::new(), label: 0 }).collect(),
+                Some(run) => llm::submission_rows(&run, &args.data, &device)?,
+                None => classify::submission_rows(&others, &args.data, &device)?,
+            };
+            anyhow::ensure!(
+                rows.len() == predicted.len(),
+                "the runs read {} and {} rows of {}",
+                rows.len(),
+                predicted.len(),
+                args.data.display()
+            );
+            for (row, (paper, keywords)) in rows.iter_mut().zip(predicted) {
+                anyhow::ensure!(row.uuid == paper.uuid, "row {}: the runs read uuid {:?} and {:?}", paper.row, row.uuid, paper.uuid);
+                row.keywords = keywords;
+            }
+            write_submission(&args.output, &rows)?
+        }
     };
     tracing::info!("wrote {} rows ({} labelled 1) to {}", report.rows, report.label_1, report.output.display());
     Ok(())

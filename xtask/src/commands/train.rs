@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use anyhow::Result;
 use clap::Args;
 use papertune_models::precision::Precision;
-use papertune_tasks::{TrainOptions, TrainReport, classify, llm};
+use papertune_tasks::{TrainOptions, TrainReport, classify, keywords, llm};
 use papertune_train::StopReason;
 
 use super::device_for;
@@ -81,19 +81,12 @@ fn train(args: TrainArgs, globals: &Globals, ranks: Option<&Ranks>) -> Result<()
     };
     let resolved = load_run_config(&config, &args.overrides)?;
     if args.print_config {
-        let text = match &resolved {
-            RunConfig::Classify(c) => toml::to_string_pretty(c),
-            RunConfig::Llm(c) => toml::to_string_pretty(c),
-        };
-        print!("{}", text.map_err(|e| anyhow::anyhow!("the resolved config does not serialise: {e}"))?);
+        print!("{}", resolved.to_toml().map_err(|e| anyhow::anyhow!("the resolved config does not serialise: {e}"))?);
         return Ok(());
     }
     if let Some(ranks) = ranks {
         // Refused before the run folder is touched (the trainer checks it again).
-        let train = match &resolved {
-            RunConfig::Classify(c) => &c.train,
-            RunConfig::Llm(c) => &c.train,
-        };
+        let train = resolved.train();
         anyhow::ensure!(
             train.gradient_accumulation_steps >= ranks.size(),
             "{} ranks share each step's micro-batches, but train.gradient_accumulation_steps is {}: set it to at least {} \
@@ -128,6 +121,8 @@ fn train(args: TrainArgs, globals: &Globals, ranks: Option<&Ranks>) -> Result<()
         (RunConfig::Classify(c), None) => vec![classify::train(c, &out, &device, &options)?],
         (RunConfig::Llm(_), Some(_)) => anyhow::bail!("--folds applies to classification configs only"),
         (RunConfig::Llm(c), None) => vec![llm::train(c, &out, &device, &options)?],
+        (RunConfig::Keywords(_), Some(_)) => anyhow::bail!("--folds applies to classification configs only"),
+        (RunConfig::Keywords(c), None) => vec![keywords::train(c, &out, &device, &options)?],
     };
     // Repeated in the resume hint of an interrupted run: a resume takes them from the command
     // line, not from the run folder (the device count does not change the result).

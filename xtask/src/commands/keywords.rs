@@ -1,0 +1,89 @@
+//! `keywords`: a keyword extractor that needs no training (tfidf, yake, embed-rank) run on a
+//! file with gold keywords; prints one line of JSON with the metrics and times, and can write
+//! each document's keyphrases.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use papertune_data::{ColumnMap, EmptyTextPolicy, LoadOptions, load_papers};
+use papertune_tasks::keywords::{self, KeywordsConfig, MethodName};
+
+use super::{PrecisionArg, device_for};
+
+#[derive(Args)]
+pub struct KeywordsArgs {
+    /// tfidf, yake or embed-rank.
+    #[arg(long)]
+    method: MethodName,
+    /// The file to extract from and score (title, abstract, and a keywords column with gold
+    /// keywords: `;`-separated text or a JSON list).
+    #[arg(long)]
+    data: PathBuf,
+    /// tfidf: the file whose titles and abstracts give the document frequencies.
+    #[arg(long, value_name = "FILE")]
+    idf_from: Option<PathBuf>,
+    /// Keyphrases per document.
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+    /// Longest candidate, in words.
+    #[arg(long, default_value_t = 3)]
+    max_ngram: usize,
+    /// embed-rank: weight of diversity in maximal marginal relevance (0: cosine order).
+    #[arg(long, default_value_t = 0.0)]
+    diversity: f64,
+    /// embed-rank: the sentence encoder (a preset, hub id or folder).
+    #[arg(long, default_value = "minilm")]
+    model: String,
+    /// Score only the first N rows.
+    #[arg(long)]
+    max_rows: Option<usize>,
+    /// `ours` or `literature` (adds stemmed present/absent F1@5 and F1@M).
+    #[arg(long, default_value = "ours", value_parser = ["ours", "literature"])]
+    keyword_metric: String,
+    /// Write each document's keyphrases as JSON lines (`{"row", "keywords", "scores"}`).
+    #[arg(long, value_name = "FILE")]
+    predictions: Option<PathBuf>,
+    /// Backend: flex (CPU), ndarray (CPU), wgpu or cuda, if compiled in.
+    #[arg(long)]
+    backend: Option<String>,
+    #[command(flatten)]
+    precision: PrecisionArg,
+}
+
+pub fn run(args: KeywordsArgs) -> Result<()> {
+    anyhow::ensure!(!args.method.trains(), "the tagger is trained: cargo xtask train --config configs/keywords-best.toml");
+    anyhow::ensure!(args.idf_from.is_some() || args.method != MethodName::Tfidf, "--method tfidf needs --idf-from FILE (e.g. the training file)");
+    let device = device_for(args.backend.as_deref(), args.precision.precision)?;
+    let mut config = KeywordsConfig::default();
+    config.method.name = args.method;
+    config.method.top_k = args.top_k;
+    config.method.max_ngram = args.max_ngram;
+    config.method.diversity = args.diversity;
+    config.model.source = args.model.clone();
+    config.model.eval_batch_size = Some(128);
+    config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let started = Instant::now();
+    let idf_texts = match &args.idf_from {
+        Some(path) => {
+            let columns = ColumnMap::default();
+            let options = LoadOptions { columns: &columns, max_rows: None, require_label: false, empty_text: EmptyTextPolicy::Skip };
+            let (papers, _) = load_papers(path, &options)?;
+            papers.iter().map(|p| keywords::document_text(&p.title, &p.abstract_text)).collect()
+        }
+        None => Vec::new(),
+    };
+    let keyphraser = keywords::Keyphraser::prepare(&config, &idf_texts, None, &device)?;
+    let prepare_seconds = started.elapsed().as_secs_f64();
+    let options = keywords::EvalOptions { max_rows: args.max_rows, literature: args.keyword_metric == "literature" };
+    let (evaluation, predicted) = keywords::evaluate_with(&config, &keyphraser, &args.data, &options, &device)?;
+    if let Some(path) = &args.predictions {
+        keywords::write_predictions(path, &predicted).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let mut json = serde_json::to_value(&evaluation)?;
+    json["prepare_seconds"] = prepare_seconds.into();
+    json["seconds"] = started.elapsed().as_secs_f64().into();
+    println!("{}", serde_json::to_string(&json)?);
+    Ok(())
+}
