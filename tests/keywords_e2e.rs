@@ -74,6 +74,19 @@ fn tiny_tagger_learns_32_documents_and_its_run_serves_eval_and_predict() {
     let mut first = first.clone();
     first.sort();
     assert_eq!(first, vec!["patient clinical".to_owned(), "therapy".to_owned()]);
+
+    // Both columns of the submission: a classifier's labels, the tagger's keywords.
+    let (mut classify, _) = papertune_integration::tiny_classify_setup(&dir.path().join("classifier"), 7, 32);
+    classify.train.max_steps = Some(1);
+    let classifier = dir.path().join("classifier-run");
+    papertune_tasks::classify::train(&classify, &classifier, &device, &TrainOptions::default()).unwrap();
+    let mut rows = papertune_tasks::classify::submission_rows(&[classifier], &data, &device).unwrap();
+    keywords::fill_keywords(&mut rows, predicted.clone(), &data).unwrap();
+    assert_eq!((rows.len(), rows[0].uuid.as_str()), (32, "id0"));
+    assert!(rows.iter().all(|r| !r.keywords.is_empty()));
+    // Rows of another file are refused.
+    let err = keywords::fill_keywords(&mut rows[1..], predicted[..31].to_vec(), &data).unwrap_err().to_string();
+    assert!(err.contains("uuid"), "{err}");
 }
 
 #[test]

@@ -1,11 +1,12 @@
-//! Tasks of papertune: medical-paper classification (task 1) on BERT-family encoders, both
-//! tasks (classification and keyword generation) through a LoRA-tuned causal LM, their metrics
-//! and the challenge's submission file, plus sentence embeddings.
+//! Tasks of papertune: medical-paper classification (task 1) on BERT-family encoders, keyword
+//! extraction (task 2) by a keyphrase tagger on the same encoders or by classic extractors, both
+//! tasks through a LoRA-tuned causal LM, their metrics and the challenge's submission file, plus
+//! sentence embeddings.
 //!
 //! This crate wires the others together: rows and tokens from `papertune-data`, models from
-//! `papertune-models`, the loop from `papertune-train`. The two task families, [`classify`] and
-//! [`llm`], offer the same calls (`train`, `evaluate`, `predict`, `LoadedRun`) and train through
-//! one pipeline (`pipeline.rs`: run folder, resuming, trainer options, report, summary). The run
+//! `papertune-models`, the loop from `papertune-train`. The task families, [`classify`],
+//! [`keywords`] and [`llm`], offer the same calls (`train`, `evaluate`, and a run loaded for
+//! inference) and train through one pipeline (`pipeline.rs`: run folder, resuming, trainer options, report, summary). The run
 //! folder's layout, every file name included, is [`run_dir`]'s; [`report`] renders a run folder
 //! as `report.html`.
 //!
@@ -25,8 +26,9 @@
 pub mod classify;
 mod data;
 pub mod embed;
-pub mod keywords;
+mod encoder;
 mod error;
+pub mod keywords;
 pub mod llm;
 pub mod metrics;
 mod pipeline;

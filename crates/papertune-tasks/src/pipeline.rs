@@ -279,20 +279,27 @@ impl Drop for TrainSession<'_> {
         if self.created == Created::Nothing || has_trained(&self.run) {
             return;
         }
-        let root = &self.run.root;
-        let removed = match self.created {
-            Created::Folder => std::fs::remove_dir_all(root),
-            _ => std::fs::read_dir(root).and_then(|entries| {
-                entries.flatten().try_for_each(|entry| match entry.file_type() {
-                    Ok(kind) if kind.is_dir() => std::fs::remove_dir_all(entry.path()),
-                    _ => std::fs::remove_file(entry.path()),
-                })
-            }),
-        };
-        match removed {
-            Ok(()) => tracing::debug!("{}: removed, the run did not start", root.display()),
-            Err(e) => tracing::warn!("{}: the run did not start, and its folder could not be removed: {e}", root.display()),
-        }
+        remove_run_dir(&self.run, self.created);
+    }
+}
+
+/// Takes back what a run that did not start made of its folder: the folder, or the files in a
+/// folder that was there empty.
+pub(crate) fn remove_run_dir(run: &RunDir, created: Created) {
+    let root = &run.root;
+    let removed = match created {
+        Created::Nothing => return,
+        Created::Folder => std::fs::remove_dir_all(root),
+        Created::Files => std::fs::read_dir(root).and_then(|entries| {
+            entries.flatten().try_for_each(|entry| match entry.file_type() {
+                Ok(kind) if kind.is_dir() => std::fs::remove_dir_all(entry.path()),
+                _ => std::fs::remove_file(entry.path()),
+            })
+        }),
+    };
+    match removed {
+        Ok(()) => tracing::debug!("{}: removed, the run did not start", root.display()),
+        Err(e) => tracing::warn!("{}: the run did not start, and its folder could not be removed: {e}", root.display()),
     }
 }
 

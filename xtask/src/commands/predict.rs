@@ -1,6 +1,7 @@
-//! `predict`: the submission CSV (`uuid,Keywords,label`) for every row of a file: the label
-//! from a classifier run (or an ensemble, or a LoRA run), the keywords from a keyword run or a
-//! LoRA keyword run; give one of each for both columns.
+//! `predict`: the submission CSV (`uuid,Keywords,label`) for every row of a file. A classifier
+//! run (or an ensemble of them) or a LoRA run fills the column of its task; a keyword run
+//! (a `[method]` config) fills `Keywords`, and beside it a classifier run or a LoRA
+//! classification run fills `label`, so that one command writes both columns.
 
 use std::path::PathBuf;
 
@@ -40,23 +41,21 @@ pub fn run(args: PredictArgs) -> Result<()> {
             None => classify::predict(&others, &args.data, &args.output, &device)?,
         },
         Some(keyword_run) => {
+            let llm_keywords = others.iter().find(|r| llm::llm_run_task(r) == Some(papertune_data::InstructionTask::Keywords));
+            if let Some(run) = llm_keywords {
+                anyhow::bail!(
+                    "{} and {} both give keywords: pass one of them, with a classifier or LoRA classification run for the labels",
+                    run.display(),
+                    keyword_run.display()
+                );
+            }
             let predicted = keywords::predict_keywords(keyword_run, &args.data, &device)?;
             let mut rows: Vec<SubmissionRow> = match single_llm_run(&others)? {
                 _ if others.is_empty() => predicted.iter().map(|(paper, _)| SubmissionRow { uuid: paper.uuid.clone(), keywords: Vec::new(), label: 0 }).collect(),
                 Some(run) => llm::submission_rows(&run, &args.data, &device)?,
                 None => classify::submission_rows(&others, &args.data, &device)?,
             };
-            anyhow::ensure!(
-                rows.len() == predicted.len(),
-                "the runs read {} and {} rows of {}",
-                rows.len(),
-                predicted.len(),
-                args.data.display()
-            );
-            for (row, (paper, keywords)) in rows.iter_mut().zip(predicted) {
-                anyhow::ensure!(row.uuid == paper.uuid, "row {}: the runs read uuid {:?} and {:?}", paper.row, row.uuid, paper.uuid);
-                row.keywords = keywords;
-            }
+            keywords::fill_keywords(&mut rows, predicted, &args.data)?;
             write_submission(&args.output, &rows)?
         }
     };

@@ -15,4 +15,3 @@ pub use config::{ClassifyConfig, DataConfig, ModelConfig};
 pub use head::{HeadConfig, Pooling, SequenceClassifier};
 pub use infer::{Ensemble, EvalOptions, InspectReport, LoadedRun, TunedThreshold, best_f1_threshold, evaluate, inspect, predict, predict_probabilities, submission_rows};
 pub use train::{train, train_folds};
-pub(crate) use train::encoder_files;

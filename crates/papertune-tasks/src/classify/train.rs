@@ -10,13 +10,13 @@ use papertune_data::{ClassificationBatcher, ClassificationDataset, Classificatio
 use papertune_models::PretrainedEncoder;
 use papertune_models::bert::{BertConfig, BertModel};
 use papertune_models::checkpoint::Checkpoint;
-use papertune_models::source;
 use papertune_train::{CheckpointContext, Metrics, SaveKind, TrainError, TrainHooks, TrainProgress};
 
 use super::config::ClassifyConfig;
 use super::head::SequenceClassifier;
 use super::infer::{TunedThreshold, best_f1_threshold, encode, predict_probabilities, threshold_labels};
 use crate::data::RowRules;
+use crate::encoder::encoder_files;
 use crate::error::{TaskError, io_error};
 use crate::metrics::BinaryMetrics;
 use crate::pipeline::{RunFacts, TrainOptions, TrainReport, TrainSession};
@@ -221,28 +221,3 @@ fn train_on(
     session.fit(model, &config.train, device, &config.loss.build(), &dataset, &batcher, &mut hooks, facts)
 }
 
-/// The files of encoder `spec` (a preset, hub id or folder), its config, and its tokenizer
-/// cutting inputs at `max_len` tokens; refuses a `max_len` beyond the model's positions and a
-/// tokenizer larger than the embedding table.
-pub(crate) fn encoder_files(spec: &str, max_len: usize) -> Result<(source::ModelFiles, BertConfig, TextTokenizer), TaskError> {
-    let files = source::resolve(spec)?;
-    let encoder_config = BertConfig::read(&files.config)?;
-    let limit = encoder_config.max_sequence_len();
-    if max_len > limit {
-        return Err(TaskError::Config(format!(
-            "model.max_len is {max_len} but {spec} reads at most {limit} tokens ({}); set model.max_len to {limit} or less",
-            files.config.display()
-        )));
-    }
-    let tokenizer = TextTokenizer::from_file(&files.tokenizer, max_len)?;
-    if tokenizer.vocab_size() > encoder_config.vocab_size {
-        return Err(TaskError::Config(format!(
-            "{}: the tokenizer has {} tokens but the model's embedding table has {} rows ({})",
-            files.tokenizer.display(),
-            tokenizer.vocab_size(),
-            encoder_config.vocab_size,
-            files.config.display()
-        )));
-    }
-    Ok((files, encoder_config, tokenizer))
-}

@@ -10,6 +10,9 @@ use super::spans::DecodeOptions;
 use crate::data::data_section;
 use crate::metrics::KeywordMetrics;
 
+/// The most keyphrases a config may ask for per document.
+pub const MAX_KEYPHRASES: usize = 1000;
+
 data_section! {
     /// `[data]`: the rows (title, abstract and the gold `Keywords` column).
     pub struct DataConfig {
@@ -140,8 +143,8 @@ impl KeywordsConfig {
         self.train.validate()?;
         self.decode.validate("decode")?;
         self.rerank.validate()?;
-        if self.method.top_k == 0 {
-            return Err("method.top_k must be at least 1".into());
+        if !(1..=MAX_KEYPHRASES).contains(&self.method.top_k) {
+            return Err(format!("method.top_k must be in 1..={MAX_KEYPHRASES}, found {}", self.method.top_k));
         }
         if !(1..=8).contains(&self.method.max_ngram) {
             return Err(format!("method.max_ngram must be in 1..=8, found {}", self.method.max_ngram));
@@ -184,6 +187,11 @@ impl KeywordsConfig {
 
     /// Batch size used for evaluation and prediction.
     pub fn eval_batch_size(&self) -> usize {
-        self.model.eval_batch_size.unwrap_or(self.train.batch_size * 2)
+        self.model.eval_batch_size.unwrap_or(self.train.batch_size.saturating_mul(2))
+    }
+
+    /// The longest phrase the method proposes, in words (what re-ranking counts occurrences of).
+    pub fn longest_phrase(&self) -> usize {
+        self.decode.max_words.max(self.method.max_ngram)
     }
 }

@@ -12,16 +12,16 @@ use papertune_models::checkpoint::Checkpoint;
 use serde::Serialize;
 
 use super::config::{KeywordsConfig, MethodName};
-use super::document_text;
 use super::extract::{EmbedRanker, IdfTable, YakeOptions, tfidf_keywords, yake_keywords};
 use super::literature::LiteratureMetrics;
 use super::rerank::{KeywordMemory, MemoryIndex, RerankConfig};
-use super::spans::{DecodeOptions, decode_keyphrases};
+use super::spans::{DecodeOptions, TaggedToken, decode_keyphrases};
 use super::tagger::{KeyphraseTagger, TaggingInput};
-use super::train::{keyword_rows, with_gold};
+use super::train::{keyword_rows, texts, with_gold};
 use crate::data::RowRules;
 use crate::error::TaskError;
 use crate::metrics::KeywordMetrics;
+use crate::submission::SubmissionRow;
 use crate::run_dir::{ENCODER_CONFIG_FILE, RunDir, WEIGHTS_FILE, Which, read_json, read_toml, write_json};
 
 /// The idf table of a tfidf run, in the run folder.
@@ -43,29 +43,24 @@ pub enum Method {
 
 impl Method {
     /// At most `count` scored phrases of each text, best first (higher is better): the tagger's
-    /// span probability, count × idf, YAKE's score as `1 / (1 + s)` (YAKE ranks low scores
-    /// first), the embedding ranker's rank as `1 / (1 + rank)`.
+    /// span score, count × idf, and for YAKE and the embedding ranker `1 / (1 + rank)`.
     fn scored(&self, texts: &[String], count: usize, device: &Device) -> Result<Vec<Vec<(String, f64)>>, TaskError> {
         Ok(match self {
             Self::Tagger { model, tokenizer, decode, batch_size } => {
                 let inputs = texts.iter().map(|t| TaggingInput::new(tokenizer, t)).collect::<Result<Vec<_>, _>>()?;
                 let tagged = model.tag_probabilities(&inputs, tokenizer.pad_id(), *batch_size, device);
-                let decode = DecodeOptions { top_k: count, ..decode.clone() };
-                texts
-                    .iter()
-                    .zip(&tagged)
-                    .map(|(text, tokens)| decode_keyphrases(text, tokens, &decode).into_iter().map(|(k, s)| (k, f64::from(s))).collect())
-                    .collect()
+                texts.iter().zip(&tagged).map(|(text, tokens)| tagged_spans(text, tokens, decode, count)).collect()
             }
             Self::Tfidf(idf) => texts.iter().map(|t| tfidf_keywords(t, idf, count)).collect(),
             Self::Yake(options) => texts
                 .iter()
                 .map(|t| {
                     let mut kept: Vec<(String, f64)> = Vec::new();
-                    for (keyword, score) in yake_keywords(t, options, (count * 4).max(50)) {
+                    for (keyword, _) in yake_keywords(t, options, count.saturating_mul(4).max(50)) {
                         let keyword = papertune_data::normalize_keyword(&keyword);
                         if !keyword.is_empty() && !kept.iter().any(|(k, _)| *k == keyword) {
-                            kept.push((keyword, 1.0 / (1.0 + score)));
+                            let rank = kept.len() as f64;
+                            kept.push((keyword, 1.0 / (1.0 + rank)));
                         }
                     }
                     kept.truncate(count);
@@ -117,7 +112,7 @@ impl Keyphraser {
     pub(super) fn with_rerank(config: &KeywordsConfig, method: Method, memory: Option<&KeywordMemory>) -> Result<Self, TaskError> {
         let rerank = match (config.rerank.enabled(), memory) {
             (false, _) => None,
-            (true, Some(memory)) => Some((config.rerank.clone(), MemoryIndex::new(memory, config.decode.max_words.max(config.method.max_ngram)))),
+            (true, Some(memory)) => Some((config.rerank.clone(), MemoryIndex::new(memory, config.longest_phrase()))),
             (true, None) => return Err(TaskError::Config("[rerank] needs the training papers (data.train)".into())),
         };
         Ok(Self { method, top_k: config.top_k(), rerank })
@@ -136,25 +131,36 @@ impl Keyphraser {
     pub fn open(run: &Path, device: &Device) -> Result<(KeywordsConfig, Self), TaskError> {
         let dir = RunDir::new(run);
         let config: KeywordsConfig = read_toml(&dir.config())?;
+        config.validate().map_err(|message| TaskError::Run { path: dir.config(), message })?;
         let memory: Option<KeywordMemory> = if config.rerank.enabled() { Some(read_json(&dir.root.join(MEMORY_FILE))?) } else { None };
         let keyphraser = match config.method.name {
             MethodName::Tagger => {
                 let checkpoint_dir = dir.verified_checkpoint(Which::Best)?;
                 let encoder_config = papertune_models::bert::BertConfig::read(&checkpoint_dir.join(ENCODER_CONFIG_FILE))?;
-                let tokenizer = TextTokenizer::from_file(&dir.tokenizer(), config.model.max_len)?;
+                let max_len = config.model.max_len.min(encoder_config.max_sequence_len());
+                let tokenizer = TextTokenizer::from_file(&dir.tokenizer(), max_len)?;
                 let mut checkpoint = Checkpoint::read(&checkpoint_dir.join(WEIGHTS_FILE))?;
                 let encoder = BertModel::from_checkpoint(&encoder_config, &mut checkpoint, device)?;
                 let model = KeyphraseTagger::load(encoder, &mut checkpoint, 0.0, device)?;
                 let method = Method::Tagger { model: Box::new(model), tokenizer, decode: config.decode.clone(), batch_size: config.eval_batch_size() };
                 Self::with_rerank(&config, method, memory.as_ref())?
             }
-            MethodName::Tfidf => Self::with_rerank(&config, Method::Tfidf(read_json(&dir.root.join(IDF_FILE))?), memory.as_ref())?,
+            MethodName::Tfidf => {
+                let path = dir.root.join(IDF_FILE);
+                let idf: IdfTable = read_json(&path)?;
+                idf.check().map_err(|message| TaskError::Run { path: path.clone(), message })?;
+                if idf.max_ngram != config.method.max_ngram {
+                    let message = format!("counts phrases of up to {} words, the config's method.max_ngram is {}", idf.max_ngram, config.method.max_ngram);
+                    return Err(TaskError::Run { path, message });
+                }
+                Self::with_rerank(&config, Method::Tfidf(idf), memory.as_ref())?
+            }
             _ => Self::prepare(&config, &[], memory.as_ref(), device)?,
         };
         Ok((config, keyphraser))
     }
 
-    /// Keyphrases of each text (a document's title and abstract, see [`document_text`]), best
+    /// Keyphrases of each text (a document's title and abstract, see [`document_text`](super::document_text)), best
     /// first, normalised as the metrics compare them.
     pub fn keyphrases(&self, texts: &[String], device: &Device) -> Result<Vec<Vec<String>>, TaskError> {
         Ok(self.scored_keyphrases(texts, device)?.into_iter().map(|ranked| ranked.into_iter().map(|(k, _)| k).collect()).collect())
@@ -166,11 +172,27 @@ impl Keyphraser {
         match &self.rerank {
             None => self.method.scored(texts, self.top_k, device),
             Some((config, index)) => {
-                let pool = self.method.scored(texts, self.top_k * config.pool, device)?;
+                let pool = self.method.scored(texts, config.pool_size(self.top_k), device)?;
                 Ok(texts.iter().zip(pool).map(|(text, scored)| index.rerank(text, &scored, config, self.top_k)).collect())
             }
         }
     }
+}
+
+/// The tagger's scored spans of one document, at most `count`.
+fn tagged_spans(text: &str, tokens: &[TaggedToken], decode: &DecodeOptions, count: usize) -> Vec<(String, f64)> {
+    let decode = DecodeOptions { top_k: count, ..decode.clone() };
+    decode_keyphrases(text, tokens, &decode).into_iter().map(|(k, s)| (k, f64::from(s))).collect()
+}
+
+/// The tagger's keyphrases of one document as a run returns them: `decode.top_k` spans, or a
+/// larger pool re-ranked with the training papers' evidence.
+pub(super) fn rank_tagged(text: &str, tokens: &[TaggedToken], decode: &DecodeOptions, rerank: Option<&(RerankConfig, MemoryIndex)>) -> Vec<String> {
+    let ranked = match rerank {
+        None => tagged_spans(text, tokens, decode, decode.top_k),
+        Some((config, index)) => index.rerank(text, &tagged_spans(text, tokens, decode, config.pool_size(decode.top_k)), config, decode.top_k),
+    };
+    ranked.into_iter().map(|(k, _)| k).collect()
 }
 
 /// How a keyword run is evaluated.
@@ -214,7 +236,7 @@ pub fn evaluate_with(
     device: &Device,
 ) -> Result<(KeywordEvaluation, Vec<(usize, Vec<(String, f64)>)>), TaskError> {
     let (papers, gold) = gold_papers(config, data, options.max_rows, keyword_rows())?;
-    let texts: Vec<String> = papers.iter().map(|p| document_text(&p.title, &p.abstract_text)).collect();
+    let texts = texts(&papers);
     let started = Instant::now();
     let scored = keyphraser.scored_keyphrases(&texts, device)?;
     let extract_seconds = started.elapsed().as_secs_f64();
@@ -255,9 +277,26 @@ pub fn predict_keywords(run: &Path, data: &Path, device: &Device) -> Result<Vec<
     let (config, keyphraser) = Keyphraser::open(run, device)?;
     let rules = RowRules { require_label: false, empty_text: papertune_data::EmptyTextPolicy::Keep };
     let (papers, _) = load_papers(data, &config.data.source().load_options(None, rules))?;
-    let texts: Vec<String> = papers.iter().map(|p| document_text(&p.title, &p.abstract_text)).collect();
+    let texts = texts(&papers);
     let keywords = keyphraser.keyphrases(&texts, device)?;
     Ok(papers.into_iter().zip(keywords).collect())
+}
+
+/// Puts each paper's keyphrases into the submission row of the same uuid, in the same order
+/// (rows that another run read from the same file); fails naming the first row that differs.
+pub fn fill_keywords(rows: &mut [SubmissionRow], predicted: Vec<(PaperRecord, Vec<String>)>, data: &Path) -> Result<(), TaskError> {
+    if rows.len() != predicted.len() {
+        let message = format!("the runs read {} and {} rows", rows.len(), predicted.len());
+        return Err(TaskError::Run { path: data.to_path_buf(), message });
+    }
+    for (row, (paper, keywords)) in rows.iter_mut().zip(predicted) {
+        if row.uuid != paper.uuid {
+            let message = format!("row {}: the runs read uuid {:?} and {:?}", paper.row, row.uuid, paper.uuid);
+            return Err(TaskError::Run { path: data.to_path_buf(), message });
+        }
+        row.keywords = keywords;
+    }
+    Ok(())
 }
 
 /// Whether a run folder holds a keyword run (its config has a `[method]` section).

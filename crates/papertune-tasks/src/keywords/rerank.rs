@@ -35,6 +35,11 @@ impl Default for RerankConfig {
 }
 
 impl RerankConfig {
+    /// Candidates taken from the method to re-rank for a final `top_k`.
+    pub fn pool_size(&self, top_k: usize) -> usize {
+        top_k.saturating_mul(self.pool)
+    }
+
     /// Whether anything is added.
     pub fn enabled(&self) -> bool {
         self.keyphraseness > 0.0 || (self.neighbours > 0 && self.neighbour_weight > 0.0)

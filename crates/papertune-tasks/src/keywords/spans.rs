@@ -120,26 +120,52 @@ pub struct DecodeOptions {
     /// Longest span considered, in words (as the tokenizer's pre-tokenizer splits them:
     /// punctuation counts as a word).
     pub max_words: usize,
-    /// Spans whose probability is below this are dropped (but at least `min_keywords` are kept).
+    /// Spans whose score (see `span_score`) is below this are dropped (but at least
+    /// `min_keywords` are kept).
     pub min_score: f32,
     /// Keyphrases returned per document, at least (when the text has that many candidates).
     pub min_keywords: usize,
+    /// How the occurrences of a phrase combine: `max` keeps the best one's probability, `sum`
+    /// adds them up (a phrase the text repeats counts more).
+    pub merge: Merge,
+    /// How a span's tag probabilities make its score: `exact` (the probability that the tagger
+    /// marks exactly that span) or `per-word` (its geometric mean over the span's factors).
+    pub span_score: SpanScore,
+}
+
+/// How a span is scored from its tag probabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum SpanScore {
+    #[default]
+    #[serde(rename = "exact")]
+    Exact,
+    #[serde(rename = "per-word")]
+    PerWord,
+}
+
+/// How the scores of a phrase's occurrences combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Merge {
+    #[default]
+    Max,
+    Sum,
 }
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        Self { top_k: 10, max_words: 8, min_score: 0.0, min_keywords: 5 }
+        Self { top_k: 10, max_words: 8, min_score: 0.0, min_keywords: 5, merge: Merge::Max, span_score: SpanScore::Exact }
     }
 }
 
 impl DecodeOptions {
     /// Checks the options; the message names the key under `section`.
     pub fn validate(&self, section: &str) -> Result<(), String> {
-        if self.top_k == 0 {
-            return Err(format!("{section}.top_k must be at least 1"));
+        if !(1..=super::config::MAX_KEYPHRASES).contains(&self.top_k) {
+            return Err(format!("{section}.top_k must be in 1..={}, found {}", super::config::MAX_KEYPHRASES, self.top_k));
         }
-        if self.max_words == 0 {
-            return Err(format!("{section}.max_words must be at least 1"));
+        if !(1..=64).contains(&self.max_words) {
+            return Err(format!("{section}.max_words must be in 1..=64, found {}", self.max_words));
         }
         if !(0.0..=1.0).contains(&self.min_score) {
             return Err(format!("{section}.min_score must be in [0, 1], found {}", self.min_score));
@@ -157,12 +183,23 @@ pub struct TaggedToken {
     pub probs: [f32; NUM_TAGS],
 }
 
+/// Whether a span of the text can be a keyphrase: it starts and ends with a letter or digit,
+/// and holds no bracket, no clause punctuation and no sentence end (a full stop followed by a
+/// space). Hyphens, slashes, apostrophes and inner dots ("3.5") may stay.
+fn plausible_phrase(surface: &str) -> bool {
+    let edges_ok = surface.chars().next().is_some_and(char::is_alphanumeric) && surface.chars().next_back().is_some_and(char::is_alphanumeric);
+    let sentence_end = surface.char_indices().any(|(at, c)| c == '.' && surface[at + 1..].starts_with(char::is_whitespace));
+    edges_ok && !sentence_end && !surface.contains(|c: char| ",;:()[]{}<>!?\"".contains(c) || c.is_control())
+}
+
 /// Keyphrases of `text` from its tagged tokens, best first, with their scores.
 ///
-/// A word is read from its first token. The span of words `i..=j` scores
+/// A word is read from its first token; a word the text continues without a break (the last
+/// word of a truncated document) is left out. The span of words `i..=j` scores
 /// `p_B(i) · p_I(i+1) ⋯ p_I(j) · (1 - p_I(j+1))`: the probability, under the head's independent
-/// decisions, that the tagger marks exactly that span. A phrase found several times keeps its
-/// best score. Phrases are normalised as the metrics normalise keywords.
+/// decisions, that the tagger marks exactly that span (`span_score = "exact"`), or the geometric
+/// mean of those factors (`"per-word"`). A phrase found several times keeps its best score or
+/// the sum of them (`merge`). Phrases are normalised as the metrics normalise keywords.
 pub fn decode_keyphrases(text: &str, tokens: &[TaggedToken], options: &DecodeOptions) -> Vec<(String, f32)> {
     // Words: (start byte, end byte, probabilities of the first token).
     let mut words: Vec<(usize, usize, [f32; NUM_TAGS])> = Vec::new();
@@ -181,6 +218,16 @@ pub fn decode_keyphrases(text: &str, tokens: &[TaggedToken], options: &DecodeOpt
         }
         current = Some(word);
     }
+    // A word the text goes on without a break was cut by truncation.
+    if let Some(&(_, end, _)) = words.last()
+        && text.get(end..).is_some_and(|rest| rest.starts_with(char::is_alphanumeric))
+    {
+        words.pop();
+    }
+    let floor = match options.span_score {
+        SpanScore::Exact => 1e-6,
+        SpanScore::PerWord => 1e-6f32.powi(options.max_words as i32).max(f32::MIN_POSITIVE),
+    };
     let mut best: HashMap<String, f32> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
     for i in 0..words.len() {
@@ -189,19 +236,29 @@ pub fn decode_keyphrases(text: &str, tokens: &[TaggedToken], options: &DecodeOpt
             if j > i {
                 score *= words[j].2[TAG_I as usize];
             }
-            if score < 1e-6 {
+            if score < floor {
                 break;
             }
             let closed = words.get(j + 1).map_or(1.0, |next| 1.0 - next.2[TAG_I as usize]);
             let (start, end) = (words[i].0, words[j].1);
             let Some(surface) = text.get(start..end) else { continue };
-            let phrase = normalize_keyword(surface);
-            if phrase.is_empty() || !phrase.chars().any(char::is_alphanumeric) {
+            if !plausible_phrase(surface) {
                 continue;
             }
-            let value = score * closed;
+            let phrase = normalize_keyword(surface);
+            if phrase.is_empty() {
+                continue;
+            }
+            let value = match options.span_score {
+                SpanScore::Exact => score * closed,
+                // Geometric mean of the span's factors: length no longer costs by itself.
+                SpanScore::PerWord => (score * closed).powf(1.0 / (j - i + 2) as f32),
+            };
             match best.get_mut(&phrase) {
-                Some(kept) => *kept = kept.max(value),
+                Some(kept) => match options.merge {
+                    Merge::Max => *kept = kept.max(value),
+                    Merge::Sum => *kept += value,
+                },
                 None => {
                     order.push(phrase.clone());
                     best.insert(phrase, value);
@@ -251,6 +308,16 @@ mod tests {
     }
 
     #[test]
+    fn spans_across_punctuation_are_not_phrases() {
+        for good in ["x-ray imaging", "3.5 GHz", "Alzheimer's disease", "TiO2/graphene"] {
+            assert!(plausible_phrase(good), "{good}");
+        }
+        for bad in ["clustering (", "sketch-", "data. Su", "data.\tSu", "(sc)", "a, b", "end.", "", "two\nlines"] {
+            assert!(!plausible_phrase(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn spans_decode_by_probability_and_merge_repeats() {
         let text = "deep learning helps deep learning";
         let token = |start: usize, end: usize, word: u32, probs: [f32; 3]| TaggedToken { offsets: (start, end), word: Some(word), probs };
@@ -263,7 +330,7 @@ mod tests {
             token(20, 24, 3, [0.5, 0.4, 0.1]),
             token(25, 33, 4, [0.5, 0.1, 0.4]),
         ];
-        let options = DecodeOptions { top_k: 3, max_words: 3, min_score: 0.0, min_keywords: 0 };
+        let options = DecodeOptions { top_k: 3, max_words: 3, min_score: 0.0, min_keywords: 0, merge: Merge::Max, span_score: SpanScore::Exact };
         let ranked = decode_keyphrases(text, &tokens, &options);
         // "deep learning": 0.8 * 0.8 * (1 - 0.05) = 0.608 at the first occurrence (0.16 * 1.0 at
         // the second); "deep": 0.4 * (1 - 0.4) = 0.24 at the second (0.8 * (1 - 0.8) at the first).
@@ -278,5 +345,8 @@ mod tests {
         let strict = DecodeOptions { min_keywords: 0, ..strict };
         assert_eq!(decode_keyphrases(text, &tokens, &strict).len(), 1);
         assert!(decode_keyphrases("", &[], &options).is_empty());
+        // Summed over occurrences: "deep learning" 0.608 + 0.16, "deep" 0.16 + 0.24.
+        let summed = decode_keyphrases(text, &tokens, &DecodeOptions { merge: Merge::Sum, ..options });
+        assert!((summed[0].1 - 0.768).abs() < 1e-6 && (summed[1].1 - 0.4).abs() < 1e-6, "{summed:?}");
     }
 }

@@ -16,15 +16,15 @@ use papertune_train::{CheckpointContext, CrossEntropyLoss, Metrics, SaveKind, St
 
 use super::config::KeywordsConfig;
 use super::document_text;
-use super::infer::{Keyphraser, MEMORY_FILE};
+use super::infer::{Keyphraser, MEMORY_FILE, rank_tagged};
 use super::rerank::{KeywordMemory, MemoryIndex, MemoryPaper, RerankConfig};
-use super::spans::{DecodeOptions, decode_keyphrases};
+use super::spans::DecodeOptions;
 use super::tagger::{KeyphraseTagger, TaggingBatcher, TaggingDataset, TaggingInput};
-use crate::classify::encoder_files;
+use crate::encoder::encoder_files;
 use crate::data::RowRules;
 use crate::error::TaskError;
 use crate::metrics::KeywordMetrics;
-use crate::pipeline::{RunFacts, TrainOptions, TrainReport, TrainSession, create_run_dir};
+use crate::pipeline::{RunFacts, TrainOptions, TrainReport, TrainSession, create_run_dir, remove_run_dir};
 use crate::run_dir::{CheckpointState, ENCODER_CONFIG_FILE, RunDir, WEIGHTS_FILE, Which, write_json};
 
 /// The rows of a keyword run: every row with text; gold keywords are needed to train and score.
@@ -57,7 +57,7 @@ struct TaggerHooks<'a> {
     encoder_config: &'a BertConfig,
     decode: &'a DecodeOptions,
     /// The training papers' evidence, when the config re-ranks.
-    rerank: Option<(&'a RerankConfig, MemoryIndex)>,
+    rerank: Option<(RerankConfig, MemoryIndex)>,
     pad_id: u32,
     batch_size: usize,
     device: Device,
@@ -82,15 +82,7 @@ impl TrainHooks<KeyphraseTagger> for TaggerHooks<'_> {
             .texts
             .iter()
             .zip(&tagged)
-            .map(|(text, tokens)| match &self.rerank {
-                None => decode_keyphrases(text, tokens, self.decode).into_iter().map(|(k, _)| k).collect(),
-                Some((config, index)) => {
-                    let pool = DecodeOptions { top_k: self.decode.top_k * config.pool, ..self.decode.clone() };
-                    let scored: Vec<(String, f64)> =
-                        decode_keyphrases(text, tokens, &pool).into_iter().map(|(k, s)| (k, f64::from(s))).collect();
-                    index.rerank(text, &scored, config, self.decode.top_k).into_iter().map(|(k, _)| k).collect()
-                }
-            })
+            .map(|(text, tokens)| rank_tagged(text, tokens, self.decode, self.rerank.as_ref()))
             .collect();
         Ok(KeywordMetrics::compute(&predicted, &self.valid.gold).as_map())
     }
@@ -119,6 +111,10 @@ pub fn train(config: &KeywordsConfig, out: &Path, device: &Device, options: &Tra
     if train_papers.is_empty() {
         return Err(TaskError::Run { path: source.train_path()?.to_path_buf(), message: "no row has gold keywords to learn from".into() });
     }
+    if valid_papers.is_empty() && config.method.name.trains() {
+        let path = source.valid.unwrap_or(source.train_path()?).to_path_buf();
+        return Err(TaskError::Run { path, message: "no validation row has gold keywords: the tagger's checkpoints could not be compared".into() });
+    }
     tracing::info!("data: {} training rows, {} validation rows with gold keywords", train_papers.len(), valid_papers.len());
     if config.method.name.trains() {
         train_tagger(config, out, (&train_papers, &train_gold), (&valid_papers, &valid_gold), device, options)
@@ -127,7 +123,8 @@ pub fn train(config: &KeywordsConfig, out: &Path, device: &Device, options: &Tra
     }
 }
 
-fn texts(papers: &[PaperRecord]) -> Vec<String> {
+/// Each paper's [`document_text`].
+pub(super) fn texts(papers: &[PaperRecord]) -> Vec<String> {
     papers.iter().map(|p| document_text(&p.title, &p.abstract_text)).collect()
 }
 
@@ -164,15 +161,16 @@ fn train_tagger(
     let valid = TaggerValid { texts: valid_texts, inputs: valid_inputs, gold: valid_gold.to_vec() };
 
     let memory = memory_of(config, &train_texts, train_gold);
-    let session = TrainSession::open(out, config, options, &["train", "decode", "rerank"])?;
-    if session.writes() {
+    // The best checkpoint is picked by the metric of the decoding and re-ranking in force: a
+    // resumed run may change the training options only.
+    let session = TrainSession::open(out, config, options, &["train"])?;
+    if session.writes() && !options.resume {
         tokenizer.save(&session.run.tokenizer())?;
         if let Some(memory) = &memory {
             write_json(&session.run.root.join(MEMORY_FILE), memory)?;
         }
     }
-    let longest = config.decode.max_words.max(config.method.max_ngram);
-    let rerank = memory.as_ref().map(|memory| (&config.rerank, MemoryIndex::new(memory, longest)));
+    let rerank = memory.as_ref().map(|memory| (config.rerank.clone(), MemoryIndex::new(memory, config.longest_phrase())));
     let train_device = device.clone().autodiff();
     let dropout = config.model.dropout.unwrap_or(encoder_config.hidden_dropout_prob);
     let model = match session.resume_dir() {
@@ -223,6 +221,29 @@ fn prepare_extractor(
     if options.resume {
         return Err(TaskError::Config(format!("--resume: a {} run has nothing to resume; train it again", config.method.name.as_str())));
     }
+    if out.exists() && std::fs::read_dir(out).map_err(crate::error::io_error(out))?.next().is_some() {
+        let message = format!("the run folder already exists and is not empty; choose another --out (a {} run has nothing to resume)", config.method.name.as_str());
+        return Err(TaskError::Run { path: out.to_path_buf(), message });
+    }
+    // Refused before any work if the folder is taken; removed again if a later step fails.
+    let created = if options.writes_run_folder() { Some(create_run_dir(out)?) } else { None };
+    let written = extract_and_write(config, created.as_ref().map(|(run, _)| run), (train_papers, train_gold), (valid_papers, valid_gold), device, options);
+    if written.is_err()
+        && let Some((run, kind)) = &created
+    {
+        remove_run_dir(run, *kind);
+    }
+    written
+}
+
+fn extract_and_write(
+    config: &KeywordsConfig,
+    run: Option<&RunDir>,
+    (train_papers, train_gold): (&[PaperRecord], &[Vec<String>]),
+    (valid_papers, valid_gold): (&[PaperRecord], &[Vec<String>]),
+    device: &Device,
+    options: &TrainOptions,
+) -> Result<TrainReport, TaskError> {
     let started = Instant::now();
     let train_texts = texts(train_papers);
     let memory = memory_of(config, &train_texts, train_gold);
@@ -236,7 +257,7 @@ fn prepare_extractor(
     let seconds = started.elapsed().as_secs_f64();
     let config_toml = toml::to_string_pretty(config).map_err(|e| TaskError::Config(e.to_string()))?;
     let report = TrainReport {
-        run: out.to_path_buf(),
+        run: run.map_or_else(|| std::path::PathBuf::new(), |r| r.root.clone()),
         model: config.method.name.as_str().to_owned(),
         train_examples: train_papers.len(),
         valid_examples: valid_papers.len(),
@@ -254,10 +275,9 @@ fn prepare_extractor(
         timings: Default::default(),
         backend: options.backend.clone(),
     };
-    if options.writes_run_folder() {
-        let (run, _) = create_run_dir(out)?;
+    if let Some(run) = run {
         crate::run_dir::write_atomic(&run.config(), config_toml.as_bytes())?;
-        keyphraser.save(&run)?;
+        keyphraser.save(run)?;
         if let Some(memory) = &memory {
             write_json(&run.root.join(MEMORY_FILE), memory)?;
         }

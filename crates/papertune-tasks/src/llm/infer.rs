@@ -175,6 +175,12 @@ pub fn is_llm_run(run: &Path) -> bool {
         .is_some_and(|table| table.contains_key("lora"))
 }
 
+/// The task of a LoRA run folder (from its `config.toml`), if it is one.
+pub fn llm_run_task(run: &Path) -> Option<InstructionTask> {
+    let config: LlmConfig = read_toml(&RunDir::new(run).config()).ok()?;
+    Some(config.data.task)
+}
+
 /// How a LoRA run is evaluated.
 #[derive(Debug, Clone, Copy)]
 pub struct EvalOptions {

@@ -18,6 +18,6 @@ mod prompt;
 mod train;
 
 pub use config::{LlmConfig, LlmDataConfig, LlmDataFormat, LlmModelConfig};
-pub use infer::{EvalOptions, LoadedRun, classify_probabilities, evaluate, generate_keywords, is_llm_run, predict, submission_rows};
+pub use infer::{EvalOptions, LoadedRun, classify_probabilities, evaluate, generate_keywords, is_llm_run, llm_run_task, predict, submission_rows};
 pub use prompt::PromptEncoder;
 pub use train::{CausalLmTrainer, train};

@@ -10,7 +10,7 @@ use papertune_data::{TextTokenizer, normalize_keyword};
 use papertune_models::PretrainedEncoder;
 
 use super::candidates::Candidates;
-use crate::classify::encoder_files;
+use crate::encoder::encoder_files;
 use crate::embed::sentence_embeddings;
 use crate::error::TaskError;
 use crate::progress::Progress;
@@ -78,7 +78,7 @@ impl EmbedRanker {
             } else {
                 let mut order: Vec<usize> = (0..phrases.len()).collect();
                 order.sort_by(|&a, &b| similarity[b].total_cmp(&similarity[a]).then(a.cmp(&b)));
-                order.truncate(top_k * 4);
+                order.truncate(top_k.saturating_mul(4));
                 order
             };
             let mut kept: Vec<String> = Vec::new();

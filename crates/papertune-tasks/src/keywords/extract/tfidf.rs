@@ -43,7 +43,19 @@ impl IdfTable {
     /// documents and `df` the phrase's document frequency (0 for a phrase never seen).
     pub fn idf(&self, phrase: &str) -> f64 {
         let df = self.df.get(phrase).copied().unwrap_or(0);
-        ((1 + self.documents) as f64 / (1.0 + f64::from(df))).ln() + 1.0
+        ((1.0 + self.documents as f64) / (1.0 + f64::from(df))).ln() + 1.0
+    }
+
+    /// Checks a table read from a file: candidates of 1 to 8 words, and no phrase in more
+    /// documents than the table counts.
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=8).contains(&self.max_ngram) {
+            return Err(format!("max_ngram must be in 1..=8, found {}", self.max_ngram));
+        }
+        if let Some((phrase, df)) = self.df.iter().find(|(_, df)| **df as usize > self.documents) {
+            return Err(format!("{phrase:?} is counted in {df} documents of {}", self.documents));
+        }
+        Ok(())
     }
 }
 
