@@ -126,6 +126,16 @@ def write_tables(out: Path) -> None:
     (folds / "folds.json").write_text(json.dumps(["../../../../etc"]))
     (out / "config-nan-clip.toml").write_text('[model]\nsource = "minilm"\n[train]\nmax_grad_norm = nan\n')
     (out / "config-unknown-key.toml").write_text('[train]\nlearning_rate = 1e-4\n')
+    (out / "keywords.csv").write_text("uuid,title,abstract,Keywords\nq,Graph kernels,Graph kernels compare graphs.,graph kernels\n")
+    for name, idf in [("kw-idf-ngrams", {"documents": 2, "max_ngram": 99, "df": {"graph": 1}}),
+                      ("kw-idf-counts", {"documents": 18446744073709551615, "max_ngram": 3, "df": {"graph": 4294967295}})]:
+        run = out / name
+        run.mkdir(exist_ok=True)
+        (run / "config.toml").write_text('[method]\nname = "tfidf"\n')
+        (run / "idf.json").write_text(json.dumps(idf))
+    run = out / "kw-top-k"
+    run.mkdir(exist_ok=True)
+    (run / "config.toml").write_text('[method]\nname = "yake"\ntop_k = 18446744073709551615\n')
 
 
 def main() -> None:

@@ -73,6 +73,14 @@ case_ "table without rows" 1 "$run" -- eval --run "$run" --data "$crafted/papers
 case_ "binary bytes as CSV" 1 "$run" -- eval --run "$run" --data "$crafted/papers-binary.csv"
 case_ "a cell of 6 MB" 1 "$run" -- eval --run "$run" --data "$crafted/papers-6mb-cell.csv"
 
+# Keyword runs and extractors.
+case_ "keyword run: idf.json of 99-word phrases" 1 - -- eval --run "$crafted/kw-idf-ngrams" --data "$crafted/keywords.csv"
+case_ "keyword run: idf.json counts at their limits" 0 - -- eval --run "$crafted/kw-idf-counts" --data "$crafted/keywords.csv"
+case_ "keyword run: top_k u64::MAX" 1 - -- eval --run "$crafted/kw-top-k" --data "$crafted/keywords.csv"
+case_ "keywords --top-k u64::MAX" 1 - -- keywords --method yake --top-k 18446744073709551615 --data "$crafted/keywords.csv"
+case_ "keywords without gold keywords" 1 - -- keywords --method yake --data "$crafted/papers-bad-label.csv"
+case_ "keyword config with decode.top_k = 0" 1 "$work/kw" -- train --config configs/keywords-best.toml --set data.train="$crafted/keywords.csv" --set decode.top_k=0 --out "$work/kw"
+
 # GGUF files.
 for file in "$crafted"/gguf-*.gguf; do
   case_ "$(basename "$file" .gguf)" 1 - -- generate --model "$file" --prompt x --max-new-tokens 2

@@ -299,10 +299,12 @@ pub fn fill_keywords(rows: &mut [SubmissionRow], predicted: Vec<(PaperRecord, Ve
     Ok(())
 }
 
-/// Whether a run folder holds a keyword run (its config has a `[method]` section).
+/// Whether a run folder holds a keyword run (its config has a `[method]` section; a config
+/// that does not parse counts by its section header, so that loading it reports the error).
 pub fn is_keywords_run(run: &Path) -> bool {
-    std::fs::read_to_string(RunDir::new(run).config())
-        .ok()
-        .and_then(|text| text.parse::<toml::Table>().ok())
-        .is_some_and(|table| table.contains_key("method"))
+    let Ok(text) = std::fs::read_to_string(RunDir::new(run).config()) else { return false };
+    match text.parse::<toml::Table>() {
+        Ok(table) => table.contains_key("method"),
+        Err(_) => text.lines().any(|line| line.trim() == "[method]"),
+    }
 }
