@@ -5,6 +5,15 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+/// Checks that `train.metric_for_best` is one of the task's metrics (`what`: "classification",
+/// "keyword").
+pub(crate) fn check_metric_for_best(metric: &str, names: &[&str], what: &str) -> Result<(), String> {
+    if names.contains(&metric) {
+        return Ok(());
+    }
+    Err(format!("train.metric_for_best {metric:?} is not a {what} metric ({})", names.join(", ")))
+}
+
 /// Confusion counts and the metrics derived from them.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct BinaryMetrics {

@@ -9,7 +9,7 @@ use clap::Args;
 use papertune_tasks::{classify, keywords, llm};
 use serde_json::Value;
 
-use super::{PrecisionArg, device_for, single_llm_run};
+use super::{KeywordReportArgs, PrecisionArg, device_for, single_llm_run};
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -25,15 +25,9 @@ pub struct EvalArgs {
     /// Score only the first N rows.
     #[arg(long)]
     max_rows: Option<usize>,
-    /// Keyword runs: `ours` (papertune's exact-match metric) or `literature` (adds what
-    /// keyphrase papers report: Porter-stemmed matches, present and absent keyphrases scored
-    /// apart, F1@5 and F1@M as `literature.{present,absent,all}`).
-    #[arg(long, default_value = "ours", value_parser = ["ours", "literature"])]
-    keyword_metric: String,
-    /// Keyword runs: write each scored document's keyphrases as JSON lines (`{"row",
-    /// "keywords", "scores"}`).
-    #[arg(long, value_name = "FILE")]
-    predictions: Option<PathBuf>,
+    /// Keyword runs ([method] configs; LoRA keyword runs take --keyword-metric too).
+    #[command(flatten)]
+    report: KeywordReportArgs,
     /// Backend: flex (CPU), ndarray (CPU), wgpu or cuda, if compiled in.
     #[arg(long)]
     backend: Option<String>,
@@ -44,18 +38,18 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> Result<()> {
     let device = device_for(args.backend.as_deref(), args.precision.precision)?;
     let started = Instant::now();
-    let literature = args.keyword_metric == "literature";
+    let literature = args.report.literature();
     let keyword_run = args.run.iter().find(|r| keywords::is_keywords_run(r));
     let metrics = if let Some(run) = keyword_run {
         anyhow::ensure!(args.run.len() == 1, "a keyword run is evaluated alone: give one --run");
         anyhow::ensure!(!args.no_adapter, "--no-adapter applies to LoRA runs only");
         let options = keywords::EvalOptions { max_rows: args.max_rows, literature };
         let (evaluation, predicted) = keywords::evaluate(run, &args.data, &options, &device)?;
-        if let Some(path) = &args.predictions {
+        if let Some(path) = &args.report.predictions {
             keywords::write_predictions(path, &predicted)?;
         }
         serde_json::to_value(evaluation)?
-    } else if args.predictions.is_some() {
+    } else if args.report.predictions.is_some() {
         anyhow::bail!("--predictions applies to keyword runs ([method] configs)");
     } else if let Some(run) = single_llm_run(&args.run)? {
         let options = llm::EvalOptions { with_adapter: !args.no_adapter, max_rows: args.max_rows, literature };

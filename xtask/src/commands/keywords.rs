@@ -10,7 +10,7 @@ use clap::Args;
 use papertune_data::{ColumnMap, EmptyTextPolicy, LoadOptions, load_papers};
 use papertune_tasks::keywords::{self, KeywordsConfig, MethodName};
 
-use super::{PrecisionArg, device_for};
+use super::{KeywordReportArgs, PrecisionArg, device_for};
 
 #[derive(Args)]
 pub struct KeywordsArgs {
@@ -39,12 +39,8 @@ pub struct KeywordsArgs {
     /// Score only the first N rows.
     #[arg(long)]
     max_rows: Option<usize>,
-    /// `ours` or `literature` (adds stemmed present/absent F1@5 and F1@M).
-    #[arg(long, default_value = "ours", value_parser = ["ours", "literature"])]
-    keyword_metric: String,
-    /// Write each document's keyphrases as JSON lines (`{"row", "keywords", "scores"}`).
-    #[arg(long, value_name = "FILE")]
-    predictions: Option<PathBuf>,
+    #[command(flatten)]
+    report: KeywordReportArgs,
     /// Backend: flex (CPU), ndarray (CPU), wgpu or cuda, if compiled in.
     #[arg(long)]
     backend: Option<String>,
@@ -76,9 +72,9 @@ pub fn run(args: KeywordsArgs) -> Result<()> {
     };
     let keyphraser = keywords::Keyphraser::prepare(&config, &idf_texts, None, &device)?;
     let prepare_seconds = started.elapsed().as_secs_f64();
-    let options = keywords::EvalOptions { max_rows: args.max_rows, literature: args.keyword_metric == "literature" };
+    let options = keywords::EvalOptions { max_rows: args.max_rows, literature: args.report.literature() };
     let (evaluation, predicted) = keywords::evaluate_with(&config, &keyphraser, &args.data, &options, &device)?;
-    if let Some(path) = &args.predictions {
+    if let Some(path) = &args.report.predictions {
         keywords::write_predictions(path, &predicted).with_context(|| format!("writing {}", path.display()))?;
     }
     let mut json = serde_json::to_value(&evaluation)?;

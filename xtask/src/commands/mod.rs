@@ -27,6 +27,26 @@ pub struct PrecisionArg {
     pub precision: Precision,
 }
 
+/// How a keyword evaluation reports (`eval` of a keyword run, `keywords`).
+#[derive(clap::Args, Clone)]
+pub struct KeywordReportArgs {
+    /// `ours` (papertune's exact-match metric) or `literature` (adds what keyphrase papers
+    /// report: Porter-stemmed matches, present and absent keyphrases scored apart, F1@5 and
+    /// F1@M as `literature.{present,absent,all}`).
+    #[arg(long, default_value = "ours", value_parser = ["ours", "literature"])]
+    pub keyword_metric: String,
+    /// Write each scored document's keyphrases as JSON lines (`{"row", "keywords", "scores"}`).
+    #[arg(long, value_name = "FILE")]
+    pub predictions: Option<PathBuf>,
+}
+
+impl KeywordReportArgs {
+    /// Whether the literature's figures were asked for.
+    pub fn literature(&self) -> bool {
+        self.keyword_metric == "literature"
+    }
+}
+
 /// The device of backend `name` (the default backend when unset) in `precision`.
 pub fn device_for(backend: Option<&str>, precision: Precision) -> Result<burn::tensor::Device> {
     let name = backend.unwrap_or_else(|| backend::default_name());

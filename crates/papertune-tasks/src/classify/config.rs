@@ -72,14 +72,7 @@ impl ClassifyConfig {
         if self.model.eval_batch_size == Some(0) {
             return Err("model.eval_batch_size must be at least 1".into());
         }
-        if !BinaryMetrics::NAMES.contains(&self.train.metric_for_best.as_str()) {
-            return Err(format!(
-                "train.metric_for_best {:?} is not a classification metric ({})",
-                self.train.metric_for_best,
-                BinaryMetrics::NAMES.join(", ")
-            ));
-        }
-        Ok(())
+        crate::metrics::check_metric_for_best(&self.train.metric_for_best, &BinaryMetrics::NAMES, "classification")
     }
 
     /// Batch size used for evaluation and prediction.

@@ -169,14 +169,7 @@ impl KeywordsConfig {
         if self.data.valid.is_none() && !(self.data.valid_fraction > 0.0 && self.data.valid_fraction < 1.0) {
             return Err(format!("data.valid_fraction must be in (0, 1), found {}", self.data.valid_fraction));
         }
-        if !KeywordMetrics::NAMES.contains(&self.train.metric_for_best.as_str()) {
-            return Err(format!(
-                "train.metric_for_best {:?} is not a keyword metric ({})",
-                self.train.metric_for_best,
-                KeywordMetrics::NAMES.join(", ")
-            ));
-        }
-        Ok(())
+        crate::metrics::check_metric_for_best(&self.train.metric_for_best, &KeywordMetrics::NAMES, "keyword")
     }
 
     /// Keyphrases per document: `[decode] top_k` for the tagger, `[method] top_k` for the
