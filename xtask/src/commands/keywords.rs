@@ -51,6 +51,7 @@ pub struct KeywordsArgs {
 pub fn run(args: KeywordsArgs) -> Result<()> {
     anyhow::ensure!(!args.method.trains(), "the tagger is trained: cargo xtask train --config configs/keywords-best.toml");
     anyhow::ensure!(args.idf_from.is_some() || args.method != MethodName::Tfidf, "--method tfidf needs --idf-from FILE (e.g. the training file)");
+    anyhow::ensure!(args.idf_from.is_none() || args.method == MethodName::Tfidf, "--idf-from applies to --method tfidf only");
     let device = device_for(args.backend.as_deref(), args.precision.precision)?;
     let mut config = KeywordsConfig::default();
     config.method.name = args.method;

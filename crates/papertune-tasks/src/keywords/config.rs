@@ -27,7 +27,8 @@ pub enum MethodName {
     #[default]
     #[serde(rename = "tagger")]
     Tagger,
-    /// n-gram candidates ranked by count × idf, the idf from `data.train`.
+    /// n-gram candidates ranked by count × idf, the idf counted over the training rows that have
+    /// gold keywords (`cargo xtask keywords --idf-from` counts every row of its file).
     #[serde(rename = "tfidf")]
     Tfidf,
     /// YAKE's statistical features of the text alone.
