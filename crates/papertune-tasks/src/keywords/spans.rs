@@ -43,6 +43,16 @@ fn fold(text: &str) -> Folded {
             continue;
         }
         in_space = false;
+        // A capital sigma that ends a word lowers to the final form, as `str::to_lowercase`
+        // (and so `normalize_keyword`) lowers it; both forms take two bytes.
+        let final_sigma = ch == 'Σ'
+            && text[..at].chars().next_back().is_some_and(char::is_alphabetic)
+            && !text[at + ch.len_utf8()..].chars().next().is_some_and(char::is_alphabetic);
+        if final_sigma {
+            folded.text.push('ς');
+            folded.origin.extend([at, at]);
+            continue;
+        }
         for lower in ch.to_lowercase() {
             let before = folded.text.len();
             folded.text.push(lower);
@@ -295,6 +305,9 @@ mod tests {
         let spans = locate_keywords("Über-Struktur und ÜBER-struktur.", &words(&["über-struktur"]));
         assert_eq!(spans.len(), 2);
         assert!(locate_keywords("anything", &words(&["", " . "])).is_empty());
+        // Greek capitals fold as the keywords are normalised (a final sigma included).
+        assert_eq!(locate_keywords("ΟΔΟΣ και ΟΔΟΣ.", &words(&["οδος"])).len(), 2);
+        assert_eq!(locate_keywords("ΣΟΦΙΑ", &words(&["ΣΟΦΙΑ"])).len(), 1);
     }
 
     #[test]
