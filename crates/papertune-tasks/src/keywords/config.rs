@@ -6,12 +6,9 @@ use papertune_train::TrainConfig;
 use serde::{Deserialize, Serialize};
 
 use super::rerank::RerankConfig;
-use super::spans::DecodeOptions;
+use super::spans::{DecodeOptions, MAX_KEYPHRASES};
 use crate::data::data_section;
 use crate::metrics::KeywordMetrics;
-
-/// The most keyphrases a config may ask for per document.
-pub const MAX_KEYPHRASES: usize = 1000;
 
 data_section! {
     /// `[data]`: the rows (title, abstract and the gold `Keywords` column).

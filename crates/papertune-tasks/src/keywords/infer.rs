@@ -17,7 +17,7 @@ use super::literature::LiteratureMetrics;
 use super::rerank::{KeywordMemory, MemoryIndex, RerankConfig};
 use super::spans::{DecodeOptions, TaggedToken, decode_keyphrases};
 use super::tagger::{KeyphraseTagger, TaggingInput};
-use super::train::{keyword_rows, texts, with_gold};
+use super::rows::{keyword_rows, texts, with_gold};
 use crate::data::RowRules;
 use crate::error::TaskError;
 use crate::metrics::KeywordMetrics;

@@ -4,7 +4,7 @@
 //!
 //! The rooms: `config.rs` (the `[data] [method] [model] [decode] [rerank] [train]` sections), `spans.rs`
 //! (gold keywords located in a text and made BIO tags; tag probabilities decoded into ranked
-//! phrases), `tagger.rs` (the token-classification head on a BERT-family encoder, its examples
+//! phrases), `rows.rs` (the rows a keyword run reads and the text of each), `tagger.rs` (the token-classification head on a BERT-family encoder, its examples
 //! and batches), `train.rs` (the tagger through the shared pipeline; an extractor's run folder),
 //! `rerank.rs` (the training papers' evidence added to a method's scores: keyphraseness and
 //! the gold keywords of similar papers), `infer.rs` (a method loaded and at work: keyphrases,
@@ -32,6 +32,7 @@ mod extract;
 mod infer;
 mod literature;
 mod rerank;
+mod rows;
 mod spans;
 mod tagger;
 mod train;

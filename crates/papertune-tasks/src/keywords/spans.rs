@@ -22,6 +22,8 @@ pub const TAG_I: u8 = 2;
 pub const TAG_IGNORE: u8 = u8::MAX;
 /// The number of tags the head predicts.
 pub const NUM_TAGS: usize = 3;
+/// The most keyphrases a config may ask for per document.
+pub const MAX_KEYPHRASES: usize = 1000;
 
 /// A text folded for matching: lowercase, whitespace runs as one space, with the byte position
 /// in the original text of every byte (and of the end).
@@ -171,8 +173,8 @@ impl Default for DecodeOptions {
 impl DecodeOptions {
     /// Checks the options; the message names the key under `section`.
     pub fn validate(&self, section: &str) -> Result<(), String> {
-        if !(1..=super::config::MAX_KEYPHRASES).contains(&self.top_k) {
-            return Err(format!("{section}.top_k must be in 1..={}, found {}", super::config::MAX_KEYPHRASES, self.top_k));
+        if !(1..=MAX_KEYPHRASES).contains(&self.top_k) {
+            return Err(format!("{section}.top_k must be in 1..={}, found {}", MAX_KEYPHRASES, self.top_k));
         }
         if !(1..=64).contains(&self.max_words) {
             return Err(format!("{section}.max_words must be in 1..=64, found {}", self.max_words));

@@ -8,40 +8,23 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::tensor::Device;
-use papertune_data::{EmptyTextPolicy, PaperRecord, parse_gold_keywords};
+use papertune_data::PaperRecord;
 use papertune_models::PretrainedEncoder;
 use papertune_models::bert::{BertConfig, BertModel};
 use papertune_models::checkpoint::Checkpoint;
 use papertune_train::{CheckpointContext, CrossEntropyLoss, Metrics, SaveKind, StopReason, TrainError, TrainHooks, TrainProgress};
 
 use super::config::KeywordsConfig;
-use super::document_text;
 use super::infer::{Keyphraser, MEMORY_FILE, rank_tagged};
+use super::rows::{keyword_rows, texts, with_gold};
 use super::rerank::{KeywordMemory, MemoryIndex, MemoryPaper, RerankConfig};
 use super::spans::DecodeOptions;
 use super::tagger::{KeyphraseTagger, TaggingBatcher, TaggingDataset, TaggingInput};
 use crate::encoder::encoder_files;
-use crate::data::RowRules;
 use crate::error::TaskError;
 use crate::metrics::KeywordMetrics;
 use crate::pipeline::{RunFacts, TrainOptions, TrainReport, TrainSession, create_run_dir, remove_run_dir};
 use crate::run_dir::{CheckpointState, ENCODER_CONFIG_FILE, RunDir, WEIGHTS_FILE, Which, write_json};
-
-/// The rows of a keyword run: every row with text; gold keywords are needed to train and score.
-pub(super) fn keyword_rows() -> RowRules {
-    RowRules { require_label: false, empty_text: EmptyTextPolicy::Skip }
-}
-
-/// Papers with at least one gold keyword, and their gold keywords.
-pub(super) fn with_gold(papers: Vec<PaperRecord>) -> (Vec<PaperRecord>, Vec<Vec<String>>) {
-    papers
-        .into_iter()
-        .filter_map(|p| {
-            let gold = p.keywords.as_deref().map(parse_gold_keywords).unwrap_or_default();
-            (!gold.is_empty()).then_some((p, gold))
-        })
-        .unzip()
-}
 
 /// Validation documents of the tagger, tokenized once.
 struct TaggerValid {
@@ -121,11 +104,6 @@ pub fn train(config: &KeywordsConfig, out: &Path, device: &Device, options: &Tra
     } else {
         prepare_extractor(config, out, (&train_papers, &train_gold), (&valid_papers, &valid_gold), device, options)
     }
-}
-
-/// Each paper's [`document_text`].
-pub(super) fn texts(papers: &[PaperRecord]) -> Vec<String> {
-    papers.iter().map(|p| document_text(&p.title, &p.abstract_text)).collect()
 }
 
 /// The training papers as re-ranking reads them, when the config re-ranks.
