@@ -112,6 +112,14 @@ fn extractor_runs_need_no_training_and_store_what_they_read() {
     assert_eq!((scored.metrics.n, rows.len(), rows[0].0), (32, 32, 1));
     assert!(rows.iter().all(|(_, k)| !k.is_empty() && k.len() <= 3));
 
+    // embed-rank on the tiny encoder (fewer positions than the 256 it asks for: it takes them).
+    config.method.name = MethodName::EmbedRank;
+    config.method.diversity = 0.5;
+    let ranker = keywords::Keyphraser::prepare(&config, &[], None, &device).unwrap();
+    let (scored, rows) = keywords::evaluate_with(&config, &ranker, &data, &keywords::EvalOptions::default(), &device).unwrap();
+    assert_eq!(scored.metrics.n, 32);
+    assert!(rows.iter().all(|(_, k)| !k.is_empty() && k.len() <= 3), "{rows:?}");
+
     // The tagger is trained, not prepared.
     config.method.name = MethodName::Tagger;
     assert!(keywords::Keyphraser::prepare(&config, &[], None, &device).is_err());

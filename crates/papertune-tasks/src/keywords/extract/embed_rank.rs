@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use burn::tensor::Device;
 use papertune_data::{TextTokenizer, normalize_keyword};
 use papertune_models::PretrainedEncoder;
+use papertune_models::bert::BertConfig;
+use papertune_models::source;
 
 use super::candidates::Candidates;
 use crate::encoder::encoder_files;
@@ -29,9 +31,11 @@ pub struct EmbedRanker {
 }
 
 impl EmbedRanker {
-    /// Loads encoder `source` (a preset, hub id or folder).
+    /// Loads encoder `source` (a preset, hub id or folder); texts are cut at 256 tokens, or at
+    /// the encoder's positions when it has fewer.
     pub fn load(source: &str, max_ngram: usize, diversity: f64, batch_size: usize, device: &Device) -> Result<Self, TaskError> {
-        let (files, encoder_config, tokenizer) = encoder_files(source, EMBED_MAX_LEN)?;
+        let positions = BertConfig::read(&source::resolve(source)?.config)?.max_sequence_len();
+        let (files, encoder_config, tokenizer) = encoder_files(source, EMBED_MAX_LEN.min(positions))?;
         let encoder = PretrainedEncoder::load_weights(encoder_config, &files.weights, device)?;
         Ok(Self { encoder, tokenizer, max_ngram, diversity, batch_size: batch_size.max(1) })
     }
