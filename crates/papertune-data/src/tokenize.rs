@@ -79,8 +79,14 @@ impl TextTokenizer {
 
     /// Encodes one text with the tokenizer's special tokens.
     pub fn encode(&self, text: &str) -> Result<Encoded> {
-        let encoding = self.inner.encode(text, true).map_err(|e| self.error(e.to_string()))?;
+        let encoding = self.encoding(text)?;
         Ok(Encoded { ids: encoding.get_ids().to_vec(), type_ids: encoding.get_type_ids().to_vec() })
+    }
+
+    /// The whole `tokenizers` encoding of one text with the special tokens: besides the ids,
+    /// each token's byte offsets in `text`, its word and whether it is a special token.
+    pub fn encoding(&self, text: &str) -> Result<tokenizers::Encoding> {
+        self.inner.encode(text, true).map_err(|e| self.error(e.to_string()))
     }
 
     /// Encodes a pair of texts the way the model was pre-trained on pairs (`[CLS] a [SEP] b [SEP]`).

@@ -131,7 +131,7 @@ impl<'a> TrainSession<'a> {
             return Ok(Self { run: RunDir::new(out), resume: None, options, created: Created::Nothing });
         }
         if !options.resume {
-            let (run, created) = create_run_dir(out)?;
+            let (run, created) = create_run_dir(out, true)?;
             let session = Self { run, resume: None, options, created };
             write_atomic(&session.run.config(), config_toml.as_bytes())?;
             return Ok(session);
@@ -310,13 +310,15 @@ fn has_trained(run: &RunDir) -> bool {
     logged || run.root.join("last").exists() || run.root.join("best").exists()
 }
 
-/// Creates a fresh run folder (or takes an empty one); refuses one that already holds files.
-pub(crate) fn create_run_dir(out: &Path) -> Result<(RunDir, Created), TaskError> {
+/// Creates a fresh run folder (or takes an empty one); refuses one that already holds files,
+/// pointing to `--resume` when the run could be continued.
+pub(crate) fn create_run_dir(out: &Path, resumable: bool) -> Result<(RunDir, Created), TaskError> {
     if out.exists() {
         if std::fs::read_dir(out).map_err(io_error(out))?.next().is_some() {
+            let hint = if resumable { ", or continue it with --resume" } else { " (this run has nothing to resume)" };
             return Err(TaskError::Run {
                 path: out.to_path_buf(),
-                message: "the run folder already exists and is not empty; choose another --out, or continue it with --resume".into(),
+                message: format!("the run folder already exists and is not empty; choose another --out{hint}"),
             });
         }
         return Ok((RunDir::new(out), Created::Files));

@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use papertune_data::{ColumnMap, EmptyTextPolicy, LoadOptions, load_papers};
 use papertune_tasks::keywords::{self, KeywordsConfig, MethodName};
 
 use super::{KeywordReportArgs, PrecisionArg, device_for};
@@ -63,12 +62,7 @@ pub fn run(args: KeywordsArgs) -> Result<()> {
     config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     let started = Instant::now();
     let idf_texts = match &args.idf_from {
-        Some(path) => {
-            let columns = ColumnMap::default();
-            let options = LoadOptions { columns: &columns, max_rows: None, require_label: false, empty_text: EmptyTextPolicy::Skip };
-            let (papers, _) = load_papers(path, &options)?;
-            papers.iter().map(|p| keywords::document_text(&p.title, &p.abstract_text)).collect()
-        }
+        Some(path) => keywords::read_texts(&config, path)?,
         None => Vec::new(),
     };
     let keyphraser = keywords::Keyphraser::prepare(&config, &idf_texts, None, &device)?;

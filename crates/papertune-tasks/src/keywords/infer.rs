@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::config::{KeywordsConfig, MethodName};
 use super::extract::{EmbedRanker, IdfTable, YakeOptions, tfidf_keywords, yake_keywords};
 use super::literature::LiteratureMetrics;
-use super::rerank::{KeywordMemory, MemoryIndex, RerankConfig};
+use super::rerank::{KeywordMemory, MemoryIndex, Reranker, finish, pool_size};
 use super::spans::{DecodeOptions, TaggedToken, decode_keyphrases};
 use super::tagger::{KeyphraseTagger, TaggingInput};
 use super::rows::{keyword_rows, texts, with_gold};
@@ -82,7 +82,7 @@ pub struct Keyphraser {
     pub method: Method,
     /// Phrases per document.
     pub top_k: usize,
-    rerank: Option<(RerankConfig, MemoryIndex)>,
+    rerank: Option<Reranker>,
 }
 
 impl Keyphraser {
@@ -110,12 +110,7 @@ impl Keyphraser {
 
     /// `method` with the config's count and re-ranking (which needs the training papers).
     pub(super) fn with_rerank(config: &KeywordsConfig, method: Method, memory: Option<&KeywordMemory>) -> Result<Self, TaskError> {
-        let rerank = match (config.rerank.enabled(), memory) {
-            (false, _) => None,
-            (true, Some(memory)) => Some((config.rerank.clone(), MemoryIndex::new(memory, config.longest_phrase()))),
-            (true, None) => return Err(TaskError::Config("[rerank] needs the training papers (data.train)".into())),
-        };
-        Ok(Self { method, top_k: config.top_k(), rerank })
+        Ok(Self { method, top_k: config.top_k(), rerank: reranker(config, memory)? })
     }
 
     /// Writes what the method read from its training file into the run folder.
@@ -169,13 +164,18 @@ impl Keyphraser {
     /// [`Keyphraser::keyphrases`] with each phrase's score, higher is better (see
     /// [`RerankConfig`] for what re-ranking adds).
     pub fn scored_keyphrases(&self, texts: &[String], device: &Device) -> Result<Vec<Vec<(String, f64)>>, TaskError> {
-        match &self.rerank {
-            None => self.method.scored(texts, self.top_k, device),
-            Some((config, index)) => {
-                let pool = self.method.scored(texts, config.pool_size(self.top_k), device)?;
-                Ok(texts.iter().zip(pool).map(|(text, scored)| index.rerank(text, &scored, config, self.top_k)).collect())
-            }
-        }
+        let rerank = self.rerank.as_ref();
+        let pool = self.method.scored(texts, pool_size(rerank, self.top_k), device)?;
+        Ok(texts.iter().zip(pool).map(|(text, scored)| finish(rerank, text, scored, self.top_k)).collect())
+    }
+}
+
+/// The re-ranking `config` asks for, on the training papers (`None` when it adds nothing).
+pub(super) fn reranker(config: &KeywordsConfig, memory: Option<&KeywordMemory>) -> Result<Option<Reranker>, TaskError> {
+    match (config.rerank.enabled(), memory) {
+        (false, _) => Ok(None),
+        (true, Some(memory)) => Ok(Some(Reranker { config: config.rerank.clone(), index: MemoryIndex::new(memory, config.longest_phrase()) })),
+        (true, None) => Err(TaskError::Config("[rerank] needs the training papers (data.train)".into())),
     }
 }
 
@@ -187,12 +187,9 @@ fn tagged_spans(text: &str, tokens: &[TaggedToken], decode: &DecodeOptions, coun
 
 /// The tagger's keyphrases of one document as a run returns them: `decode.top_k` spans, or a
 /// larger pool re-ranked with the training papers' evidence.
-pub(super) fn rank_tagged(text: &str, tokens: &[TaggedToken], decode: &DecodeOptions, rerank: Option<&(RerankConfig, MemoryIndex)>) -> Vec<String> {
-    let ranked = match rerank {
-        None => tagged_spans(text, tokens, decode, decode.top_k),
-        Some((config, index)) => index.rerank(text, &tagged_spans(text, tokens, decode, config.pool_size(decode.top_k)), config, decode.top_k),
-    };
-    ranked.into_iter().map(|(k, _)| k).collect()
+pub(super) fn rank_tagged(text: &str, tokens: &[TaggedToken], decode: &DecodeOptions, rerank: Option<&Reranker>) -> Vec<String> {
+    let scored = tagged_spans(text, tokens, decode, pool_size(rerank, decode.top_k));
+    finish(rerank, text, scored, decode.top_k).into_iter().map(|(k, _)| k).collect()
 }
 
 /// How a keyword run is evaluated.
@@ -214,6 +211,13 @@ pub struct KeywordEvaluation {
     pub method: String,
     /// Seconds spent extracting (loading excluded).
     pub extract_seconds: f64,
+}
+
+/// The text of every row of `path` that has some (titles and abstracts, see
+/// [`document_text`](super::document_text)), read with the config's column names.
+pub fn read_texts(config: &KeywordsConfig, path: &Path) -> Result<Vec<String>, TaskError> {
+    let (papers, _) = load_papers(path, &config.data.source().load_options(None, keyword_rows()))?;
+    Ok(texts(&papers))
 }
 
 /// Papers of `data` with gold keywords, read with the run's column names.

@@ -91,19 +91,14 @@ pub struct MemoryIndex {
     keywords: Vec<Vec<String>>,
 }
 
-/// Word tokens of a phrase or text, lowercase, as the candidates split them.
-fn words(text: &str) -> Vec<Vec<String>> {
-    segments(text)
-}
-
 fn phrase_key(phrase: &str) -> String {
-    words(phrase).into_iter().flatten().collect::<Vec<_>>().join(" ")
+    segments(phrase).into_iter().flatten().collect::<Vec<_>>().join(" ")
 }
 
 /// Unigrams and bigrams of the content words of each segment (stopwords dropped first).
 fn terms_of(text: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for segment in words(text) {
+    for segment in segments(text) {
         let content: Vec<&String> = segment.iter().filter(|w| !is_stopword(w) && w.chars().any(char::is_alphanumeric)).collect();
         out.extend(content.iter().map(|w| (*w).clone()));
         out.extend(content.windows(2).map(|pair| format!("{} {}", pair[0], pair[1])));
@@ -125,7 +120,7 @@ impl MemoryIndex {
         let longest = longest_keyword.max(1);
         for paper in &memory.papers {
             let mut seen: HashSet<String> = HashSet::new();
-            for segment in words(&paper.text) {
+            for segment in segments(&paper.text) {
                 for start in 0..segment.len() {
                     let mut key = String::new();
                     for word in segment.iter().skip(start).take(longest) {
@@ -239,6 +234,29 @@ fn add_score(order: &mut Vec<String>, total: &mut HashMap<String, f64>, phrase: 
         None => {
             order.push(phrase.to_owned());
             total.insert(phrase.to_owned(), value);
+        }
+    }
+}
+
+/// Re-ranking ready to apply: what to add, and the training papers' index.
+pub struct Reranker {
+    pub config: RerankConfig,
+    pub index: MemoryIndex,
+}
+
+/// How many candidates a method proposes for `top_k` final ones: a larger pool when re-ranking.
+pub fn pool_size(reranker: Option<&Reranker>, top_k: usize) -> usize {
+    reranker.map_or(top_k, |r| r.config.pool_size(top_k))
+}
+
+/// A method's candidates for `text` made final: re-ranked when there is a reranker, cut at
+/// `top_k` either way.
+pub fn finish(reranker: Option<&Reranker>, text: &str, mut scored: Vec<(String, f64)>, top_k: usize) -> Vec<(String, f64)> {
+    match reranker {
+        Some(r) => r.index.rerank(text, &scored, &r.config, top_k),
+        None => {
+            scored.truncate(top_k);
+            scored
         }
     }
 }

@@ -33,9 +33,7 @@ pub struct TaggingInput {
 impl TaggingInput {
     /// Tokenizes `text` (truncated to the tokenizer's length) with the offsets the tagger needs.
     pub fn new(tokenizer: &TextTokenizer, text: &str) -> Result<Self, TaskError> {
-        let encoding = tokenizer.inner().encode(text, true).map_err(|e| {
-            TaskError::Data(papertune_data::DataError::Tokenizer { path: "tokenizer".into(), message: e.to_string() })
-        })?;
+        let encoding = tokenizer.encoding(text)?;
         Ok(Self {
             tokens: Encoded { ids: encoding.get_ids().to_vec(), type_ids: encoding.get_type_ids().to_vec() },
             offsets: encoding.get_offsets().to_vec(),
@@ -111,8 +109,8 @@ impl Batcher<TaggingItem, TaggingBatch> for TaggingBatcher {
             }
         }
         if positions.is_empty() {
-            // A batch of special tokens only still gives a (zero-weight-free) loss: tag the first
-            // position O.
+            // A batch of special tokens only has nothing to score; the loss needs one position:
+            // the first, as O.
             positions.push(0);
             tags.push(0);
         }

@@ -15,9 +15,9 @@ use papertune_models::checkpoint::Checkpoint;
 use papertune_train::{CheckpointContext, CrossEntropyLoss, Metrics, SaveKind, StopReason, TrainError, TrainHooks, TrainProgress};
 
 use super::config::KeywordsConfig;
-use super::infer::{Keyphraser, MEMORY_FILE, rank_tagged};
+use super::infer::{Keyphraser, MEMORY_FILE, rank_tagged, reranker};
 use super::rows::{keyword_rows, texts, with_gold};
-use super::rerank::{KeywordMemory, MemoryIndex, MemoryPaper, RerankConfig};
+use super::rerank::{KeywordMemory, MemoryPaper, Reranker};
 use super::spans::DecodeOptions;
 use super::tagger::{KeyphraseTagger, TaggingBatcher, TaggingDataset, TaggingInput};
 use crate::encoder::encoder_files;
@@ -40,7 +40,7 @@ struct TaggerHooks<'a> {
     encoder_config: &'a BertConfig,
     decode: &'a DecodeOptions,
     /// The training papers' evidence, when the config re-ranks.
-    rerank: Option<(RerankConfig, MemoryIndex)>,
+    rerank: Option<Reranker>,
     pad_id: u32,
     batch_size: usize,
     device: Device,
@@ -148,7 +148,7 @@ fn train_tagger(
             write_json(&session.run.root.join(MEMORY_FILE), memory)?;
         }
     }
-    let rerank = memory.as_ref().map(|memory| (config.rerank.clone(), MemoryIndex::new(memory, config.longest_phrase())));
+    let rerank = reranker(config, memory.as_ref())?;
     let train_device = device.clone().autodiff();
     let dropout = config.model.dropout.unwrap_or(encoder_config.hidden_dropout_prob);
     let model = match session.resume_dir() {
@@ -199,12 +199,8 @@ fn prepare_extractor(
     if options.resume {
         return Err(TaskError::Config(format!("--resume: a {} run has nothing to resume; train it again", config.method.name.as_str())));
     }
-    if out.exists() && std::fs::read_dir(out).map_err(crate::error::io_error(out))?.next().is_some() {
-        let message = format!("the run folder already exists and is not empty; choose another --out (a {} run has nothing to resume)", config.method.name.as_str());
-        return Err(TaskError::Run { path: out.to_path_buf(), message });
-    }
     // Refused before any work if the folder is taken; removed again if a later step fails.
-    let created = if options.writes_run_folder() { Some(create_run_dir(out)?) } else { None };
+    let created = if options.writes_run_folder() { Some(create_run_dir(out, false)?) } else { None };
     let written = extract_and_write(config, created.as_ref().map(|(run, _)| run), (train_papers, train_gold), (valid_papers, valid_gold), device, options);
     if written.is_err()
         && let Some((run, kind)) = &created

@@ -94,6 +94,8 @@ pub(super) struct ValidSet {
     pub prompts: Vec<Vec<u32>>,
     labels: Vec<u8>,
     gold_keywords: Vec<Vec<String>>,
+    /// Each paper's title and abstract, the source text of the literature's metric.
+    texts: Vec<String>,
 }
 
 impl ValidSet {
@@ -107,23 +109,31 @@ impl ValidSet {
             prompts: config.records(papers).iter().map(|r| encoder.prompt_ids(r, budget)).collect::<Result<_, _>>()?,
             labels: papers.iter().map(|p| p.label.unwrap_or(0)).collect(),
             gold_keywords: papers.iter().map(|p| p.keywords.as_deref().map(parse_gold_keywords).unwrap_or_default()).collect(),
+            texts: papers.iter().map(|p| crate::keywords::document_text(&p.title, &p.abstract_text)).collect(),
         })
     }
 }
 
-/// Evaluates a model on a validation set: keyword metrics or binary metrics.
+/// Evaluates a model on a validation set: keyword metrics (with the literature's under
+/// `literature` when asked for) or binary metrics.
 pub(super) fn evaluate_model(
     config: &LlmConfig,
     model: &LlamaModel,
     tokenizer: &LlmTokenizer,
     valid: &ValidSet,
+    literature: bool,
 ) -> Result<(Metrics, serde_json::Value), TaskError> {
     match config.data.task {
         InstructionTask::Keywords => {
             let predicted =
                 generate_keywords(model, tokenizer, &valid.prompts, &config.generation, config.model.eval_batch_size)?;
             let metrics = KeywordMetrics::compute(&predicted, &valid.gold_keywords);
-            Ok((metrics.as_map(), serde_json::to_value(metrics).expect("serialisable")))
+            let mut json = serde_json::to_value(metrics).expect("serialisable");
+            if literature {
+                let scores = LiteratureMetrics::compute(&predicted, &valid.gold_keywords, &valid.texts);
+                json["literature"] = serde_json::to_value(scores).expect("serialisable");
+            }
+            Ok((metrics.as_map(), json))
         }
         InstructionTask::Classify => {
             let probabilities = classify_probabilities(model, tokenizer, &valid.prompts, config.model.eval_batch_size)?;
@@ -212,16 +222,7 @@ pub fn evaluate(run: &Path, data: &Path, options: &EvalOptions, device: &Device)
         }
     }
     let valid = ValidSet::new(config, &loaded.encoder(), &papers)?;
-    let mut json = if options.literature && config.data.task == InstructionTask::Keywords {
-        let batch_size = config.model.eval_batch_size;
-        let predicted = generate_keywords(&loaded.model, &loaded.tokenizer, &valid.prompts, &config.generation, batch_size)?;
-        let texts: Vec<String> = papers.iter().map(|p| crate::keywords::document_text(&p.title, &p.abstract_text)).collect();
-        let mut json = serde_json::to_value(KeywordMetrics::compute(&predicted, &valid.gold_keywords)).expect("serialisable");
-        json["literature"] = serde_json::to_value(LiteratureMetrics::compute(&predicted, &valid.gold_keywords, &texts)).expect("serialisable");
-        json
-    } else {
-        evaluate_model(config, &loaded.model, &loaded.tokenizer, &valid)?.1
-    };
+    let (_, mut json) = evaluate_model(config, &loaded.model, &loaded.tokenizer, &valid, options.literature)?;
     json["adapter"] = serde_json::json!(options.with_adapter);
     json["task"] = serde_json::json!(config.data.task);
     if config.data.task == InstructionTask::Classify {

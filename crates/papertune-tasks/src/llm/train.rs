@@ -56,7 +56,7 @@ impl TrainHooks<CausalLmTrainer> for LlmHooks<'_> {
         if self.valid.prompts.is_empty() {
             return Ok(Metrics::new());
         }
-        let (metrics, _) = evaluate_model(self.config, &model.lm, self.tokenizer, self.valid).map_err(|e| TrainError::Hook(e.to_string()))?;
+        let (metrics, _) = evaluate_model(self.config, &model.lm, self.tokenizer, self.valid, false).map_err(|e| TrainError::Hook(e.to_string()))?;
         Ok(metrics)
     }
 

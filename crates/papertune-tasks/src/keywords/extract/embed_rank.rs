@@ -40,7 +40,7 @@ impl EmbedRanker {
         Ok(Self { encoder, tokenizer, max_ngram, diversity, batch_size: batch_size.max(1) })
     }
 
-    /// Unit-length embeddings of `texts`, batched by token length.
+    /// Unit-length embeddings of `texts`, batched by length (in bytes, a proxy for tokens).
     fn embed(&self, texts: &[&str], device: &Device, what: &'static str) -> Result<Vec<Vec<f32>>, TaskError> {
         let lengths: Vec<usize> = texts.iter().map(|t| t.len()).collect();
         let mut order: Vec<usize> = (0..texts.len()).collect();
