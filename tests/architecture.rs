@@ -12,7 +12,7 @@ use std::process::Command;
 use serde_json::Value;
 
 /// The crates papertune-kernels may depend on: it is the bottom layer.
-const KERNELS_DEPENDENCIES: [&str; 4] = ["burn", "burn-flex", "gemm", "rayon"];
+const KERNELS_DEPENDENCIES: [&str; 5] = ["burn", "burn-flex", "gemm", "half", "rayon"];
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the tests crate lies in the workspace root")

@@ -54,6 +54,7 @@ mod autodiff;
 mod backend;
 mod composed;
 pub mod dropout;
+pub mod quant;
 #[cfg(feature = "flex")]
 mod flex;
 #[cfg(feature = "flex")]
@@ -68,6 +69,6 @@ mod testing;
 pub use backend::FusedOps;
 pub use memory::keep_freed_memory;
 pub use ops::{
-    AdamWStep, adamw_update, attention_dropout, attention_key_bias, batched_matmul, gelu, layer_norm, linear, linear_gelu,
+    AdamWStep, adamw_update, attention_dropout, attention_key_bias, batched_matmul, geglu_tanh, gelu, layer_norm, linear, linear_gelu,
     linear_layer, linear_residual_layer_norm, rms_norm, rotary, softmax_last, supported, swiglu, token_nll,
 };

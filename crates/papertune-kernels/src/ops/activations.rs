@@ -1,4 +1,4 @@
-//! Softmax over the last axis, SwiGLU and GELU, alone or after a linear layer's product.
+//! Softmax over the last axis, SwiGLU, GeGLU and GELU, alone or after a linear layer's product.
 
 use burn::backend::Dispatch;
 use burn::tensor::{Tensor, activation};
@@ -27,6 +27,12 @@ pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     } else {
         activation::silu(gate) * up
     }
+}
+
+/// `gelu_tanh(gate) * up`, GELU in its tanh approximation (Gemma's GeGLU feed-forward):
+/// burn's operations on every backend (no fused kernel yet).
+pub fn geglu_tanh<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    activation::gelu_approximate(gate) * up
 }
 
 /// GELU in its exact (erf) form: one tracked operation with a vectorised erf on the CPU
