@@ -42,14 +42,9 @@ fn last_logits(model: &LlamaModel, prompt: &[u32]) -> Vec<f32> {
     logits.narrow(1, seq - 1, 1).reshape([vocab]).into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
 }
 
-#[test]
-fn smollm2_gguf_matches_transformers() {
-    let device = Device::flex();
-    let files = source::resolve_llm("smollm2-135m").expect("the smollm2-135m preset resolves (fetched once)");
-    let lm = PretrainedCausalLm::load(&files, &device).unwrap();
-    let reference = read_json(&fixture("smollm2_reference.json"));
-
-    // Tokenizer: ids and round trip.
+/// Token ids and round trip of every string of a reference (`ids_llama_cpp` where llama.cpp's
+/// ids differ from transformers').
+fn check_tokenizer(lm: &PretrainedCausalLm, reference: &serde_json::Value) {
     for case in reference["tokenizer"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
         let expected = ids(case.get("ids_llama_cpp").unwrap_or(&case["ids"]));
@@ -57,17 +52,11 @@ fn smollm2_gguf_matches_transformers() {
         assert_eq!(found, expected, "token ids of {text:?}");
         assert_eq!(lm.tokenizer.decode(&found, false).unwrap(), case["decoded"].as_str().unwrap());
     }
+}
 
-    // Chat template and prompt ids.
-    let chat = &reference["chat"];
-    let question = chat["messages"][0]["content"].as_str().unwrap();
-    let rendered = lm.tokenizer.apply_chat_template(&[ChatMessage::user(question)], true).unwrap();
-    assert_eq!(rendered, chat["rendered"].as_str().unwrap());
-    let prompt_ids = lm.tokenizer.encode(&rendered, true).unwrap();
-    assert_eq!(prompt_ids, ids(&chat["prompt_ids"]));
-
-    // Next-token logits within 1e-3 relative (to the larger of |reference| and 1).
-    let model = &lm.model;
+/// Next-token logits of a reference's prompts within 1e-3 relative (to the larger of
+/// |reference| and 1): the 50 highest and every 16th, and the same argmax.
+fn check_logits(model: &LlamaModel, reference: &serde_json::Value) {
     for case in reference["logits"].as_array().unwrap() {
         let prompt = ids(&case["ids"]);
         let logits = last_logits(model, &prompt);
@@ -85,6 +74,27 @@ fn smollm2_gguf_matches_transformers() {
         let top_id = case["top"][0][0].as_u64().unwrap() as u32;
         assert_eq!(papertune_models::generate::argmax(&logits), top_id);
     }
+}
+
+#[test]
+fn smollm2_gguf_matches_transformers() {
+    let device = Device::flex();
+    let files = source::resolve_llm("smollm2-135m").expect("the smollm2-135m preset resolves (fetched once)");
+    let lm = PretrainedCausalLm::load(&files, &device).unwrap();
+    let reference = read_json(&fixture("smollm2_reference.json"));
+
+    check_tokenizer(&lm, &reference);
+
+    // Chat template and prompt ids.
+    let chat = &reference["chat"];
+    let question = chat["messages"][0]["content"].as_str().unwrap();
+    let rendered = lm.tokenizer.apply_chat_template(&[ChatMessage::user(question)], true).unwrap();
+    assert_eq!(rendered, chat["rendered"].as_str().unwrap());
+    let prompt_ids = lm.tokenizer.encode(&rendered, true).unwrap();
+    assert_eq!(prompt_ids, ids(&chat["prompt_ids"]));
+
+    let model = &lm.model;
+    check_logits(model, &reference);
 
     // Greedy decoding with the KV cache: the chat answer (stops at EOS) ...
     let generator = Generator::new(model, &lm.tokenizer);
@@ -147,6 +157,55 @@ fn smollm2_gguf_matches_transformers() {
     assert_eq!(outs[0].finish_reason, FinishReason::Length);
     let alone = generator.generate(&[prompt_ids[..5].to_vec()], &greedy).unwrap();
     assert_eq!(outs[1].ids, alone[0].ids, "left padding does not change a shorter prompt's continuation");
+}
+
+/// Gemma 3 270M from its Q4_K_M GGUF (the `gemma3-270m` preset), dequantised to f32, against
+/// transformers loading the same file (`scripts/make_gemma3_reference.py`): the SentencePiece
+/// tokenizer rebuilt from the metadata, next-token logits, and 20 greedy tokens.
+#[test]
+fn gemma3_gguf_matches_transformers() {
+    let device = Device::flex();
+    let files = source::resolve_llm("gemma3-270m").expect("the gemma3-270m preset resolves (fetched once)");
+    let lm = PretrainedCausalLm::load(&files, &device).unwrap();
+    let reference = read_json(&fixture("gemma3_reference.json"));
+    check_tokenizer(&lm, &reference);
+    check_logits(&lm.model, &reference);
+    let continuation = &reference["continuation"];
+    let mut no_eos = lm.tokenizer.clone();
+    no_eos.eos_token_ids.clear();
+    let greedy = GenerationConfig { max_new_tokens: 20, ..Default::default() };
+    let out = Generator::new(&lm.model, &no_eos).generate(&[ids(&continuation["prompt_ids"])], &greedy).unwrap().remove(0);
+    assert_eq!(out.ids, ids(&continuation["greedy_ids"]));
+    assert_eq!(out.text, continuation["greedy_text"].as_str().unwrap());
+}
+
+/// Every quantised tensor of the two preset files (Q4_1; Q4_K, Q5_0, Q6_K, Q8_0) decodes to the
+/// bits the `gguf` Python package gives: the sha256 of its first 65,536 values as little-endian
+/// f32 (`scripts/make_gguf_block_reference.py`; the weights themselves are not in the
+/// repository).
+#[test]
+fn real_gguf_tensors_decode_as_gguf_py_does() {
+    use sha2::{Digest, Sha256};
+    let reference = read_json(&fixture("gguf_tensor_digests.json"));
+    let covered = reference["values_per_tensor"].as_u64().unwrap() as usize;
+    for preset in ["gemma3-270m", "smollm2-135m"] {
+        let path = match source::resolve_llm(preset).unwrap() {
+            source::LlmFiles::Gguf(path) => path,
+            other => panic!("{preset} resolves to {other:?}"),
+        };
+        let file = papertune_models::gguf::GgufFile::read(&path).unwrap();
+        let expected = reference["files"][path.file_name().unwrap().to_str().unwrap()].as_object().unwrap();
+        let quantised: Vec<_> = file.tensors.iter().filter(|t| matches!(t.ggml_type, papertune_models::gguf::GgmlType::Quant(_))).collect();
+        assert_eq!(quantised.len(), expected.len(), "{preset}: quantised tensors");
+        for info in quantised {
+            let values = file.dequantize(info).unwrap().data;
+            let bytes: Vec<u8> = values.iter().take(covered).flat_map(|v| v.to_le_bytes()).collect();
+            let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+            let case = &expected[&info.name];
+            assert_eq!(case["type"].as_str().unwrap(), info.ggml_type.name(), "{preset} {}", info.name);
+            assert_eq!(digest, case["sha256"].as_str().unwrap(), "{preset} {}: values differ from gguf-py's", info.name);
+        }
+    }
 }
 
 fn logits_rows(value: &serde_json::Value) -> Vec<f32> {

@@ -138,6 +138,14 @@ impl Checkpoint {
         self.tensors.remove(name)
     }
 
+    /// Adds `delta` to every value of the tensors whose names end with `suffix` (Gemma's norm
+    /// scales, stored as offsets from 1).
+    pub fn offset_tensors(&mut self, suffix: &str, delta: f32) {
+        for (_, tensor) in self.tensors.iter_mut().filter(|(name, _)| name.ends_with(suffix)) {
+            tensor.data.iter_mut().for_each(|v| *v += delta);
+        }
+    }
+
     /// Inserts a tensor (used when exporting).
     pub fn insert(&mut self, name: impl Into<String>, tensor: HostTensor) {
         self.tensors.insert(name.into(), tensor);

@@ -90,11 +90,18 @@ pub fn random_llama_checkpoint(config: &LlamaConfig, seed: u64) -> Checkpoint {
     let c = config;
     let mut t = RandomTensors { rng: StdRng::seed_from_u64(seed), tensors: BTreeMap::new() };
     let (q_width, kv_width) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
+    // Norm scales of 1: stored as 0 where the checkpoint holds offsets from 1 (Gemma).
+    let unit = if c.norm_unit_offset { 0.0 } else { 1.0 };
     t.normal("model.embed_tokens.weight".into(), vec![c.vocab_size, c.hidden_size]);
     for i in 0..c.num_hidden_layers {
         let p = format!("model.layers.{i}");
-        t.constant(format!("{p}.input_layernorm.weight"), c.hidden_size, 1.0);
-        t.constant(format!("{p}.post_attention_layernorm.weight"), c.hidden_size, 1.0);
+        for name in crate::llama::norm_names(c).into_iter().filter(|n| !n.is_empty()) {
+            t.constant(format!("{p}.{name}.weight"), c.hidden_size, unit);
+        }
+        if c.qk_norm {
+            t.constant(format!("{p}.self_attn.q_norm.weight"), c.head_dim, unit);
+            t.constant(format!("{p}.self_attn.k_norm.weight"), c.head_dim, unit);
+        }
         for (name, d_in, d_out, bias) in [
             ("self_attn.q_proj", c.hidden_size, q_width, c.qkv_bias),
             ("self_attn.k_proj", c.hidden_size, kv_width, c.qkv_bias),
@@ -110,7 +117,7 @@ pub fn random_llama_checkpoint(config: &LlamaConfig, seed: u64) -> Checkpoint {
             }
         }
     }
-    t.constant("model.norm.weight".into(), c.hidden_size, 1.0);
+    t.constant("model.norm.weight".into(), c.hidden_size, unit);
     if !c.tie_word_embeddings {
         t.normal("lm_head.weight".into(), vec![c.vocab_size, c.hidden_size]);
     }

@@ -15,7 +15,10 @@ pub fn run() -> Result<()> {
         println!("  {:<22} {:<10} {:<52} {package}", preset.name, "encoder", hub);
     }
     for preset in LLM_PRESETS {
-        let package = preset.package.as_ref().map_or("hub only".to_owned(), |p| format!("package {}", p.requirement));
+        let package = preset.package.as_ref().map_or("hub only".to_owned(), |p| match p.requirements().as_slice() {
+            [one] => format!("package {one}"),
+            parts => format!("packages {} (+{} more)", parts[0], parts.len() - 1),
+        });
         println!("  {:<22} {:<10} {:<52} {package}", preset.name, "causal LM", preset.hub_id);
     }
     let dir = Path::new("configs");

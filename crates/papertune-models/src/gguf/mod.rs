@@ -1,9 +1,9 @@
 //! GGUF (versions 2 and 3): the header, metadata key/values, tensor infos and aligned tensor
-//! data of llama.cpp's checkpoint format, with the block formats F32, F16, BF16, Q8_0, Q4_0 and
-//! Q4_1 dequantised to f32.
+//! data of llama.cpp's checkpoint format, with F32, F16, BF16 and the quantised block formats
+//! of [`QuantType`] (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K to Q6_K) read to f32 or kept as blocks.
 //!
-//! The rooms: this file reads the container; `blocks.rs` holds the quantised block formats,
-//! `names.rs` maps llama.cpp's tensor names to Hugging Face's, and `writer.rs` writes small
+//! The rooms: this file reads the container; the block formats are papertune-kernels' `quant`
+//! module (the quantised matrix products use them too), `names.rs` maps llama.cpp's tensor names to Hugging Face's, and `writer.rs` writes small
 //! files for tests (feature `test-util`).
 //!
 //! Layout: `"GGUF"`, version (u32), tensor count (u64), key/value count (u64), the key/values,
@@ -16,10 +16,11 @@ use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
 
+use papertune_kernels::quant::{self, QuantType};
+
 use crate::checkpoint::HostTensor;
 use crate::error::{ModelError, Result};
 
-mod blocks;
 mod names;
 #[cfg(any(test, feature = "test-util"))]
 mod writer;
@@ -120,48 +121,53 @@ impl GgufValue {
     }
 }
 
-/// The element formats of GGML tensors that papertune knows by name.
+/// The element format of a GGML tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GgmlType {
     F32,
     F16,
     BF16,
-    Q4_0,
-    Q4_1,
-    Q8_0,
-    /// Any other type, kept by number so that the error can name it.
+    /// A quantised block format.
+    Quant(QuantType),
+    /// Any other type (the IQ formats, integers, ...), kept by number so that errors can name it.
     Other(u32),
 }
 
 impl GgmlType {
-    fn from_id(id: u32) -> Self {
+    /// The type of a GGML type id.
+    pub fn from_id(id: u32) -> Self {
         match id {
             0 => Self::F32,
             1 => Self::F16,
-            2 => Self::Q4_0,
-            3 => Self::Q4_1,
-            8 => Self::Q8_0,
             30 => Self::BF16,
-            other => Self::Other(other),
+            other => QuantType::from_ggml_id(other).map_or(Self::Other(other), Self::Quant),
+        }
+    }
+
+    /// GGML's type id.
+    pub fn id(self) -> u32 {
+        match self {
+            Self::F32 => 0,
+            Self::F16 => 1,
+            Self::BF16 => 30,
+            Self::Quant(ty) => ty.ggml_id(),
+            Self::Other(id) => id,
         }
     }
 
     /// llama.cpp's name of the type (for messages).
     pub fn name(self) -> String {
-        let known = [
-            (6, "Q5_0"), (7, "Q5_1"), (9, "Q8_1"), (10, "Q2_K"), (11, "Q3_K"), (12, "Q4_K"), (13, "Q5_K"),
-            (14, "Q6_K"), (15, "Q8_K"), (16, "IQ2_XXS"), (17, "IQ2_XS"), (18, "IQ3_XXS"), (19, "IQ1_S"),
-            (20, "IQ4_NL"), (21, "IQ3_S"), (22, "IQ2_S"), (23, "IQ4_XS"), (24, "I8"), (25, "I16"),
-            (26, "I32"), (27, "I64"), (28, "F64"), (29, "IQ1_M"),
+        let others = [
+            (9, "Q8_1"), (15, "Q8_K"), (16, "IQ2_XXS"), (17, "IQ2_XS"), (18, "IQ3_XXS"), (19, "IQ1_S"), (20, "IQ4_NL"),
+            (21, "IQ3_S"), (22, "IQ2_S"), (23, "IQ4_XS"), (24, "I8"), (25, "I16"), (26, "I32"), (27, "I64"), (28, "F64"),
+            (29, "IQ1_M"), (34, "TQ1_0"), (35, "TQ2_0"), (39, "MXFP4"),
         ];
         match self {
             Self::F32 => "F32".into(),
             Self::F16 => "F16".into(),
             Self::BF16 => "BF16".into(),
-            Self::Q4_0 => "Q4_0".into(),
-            Self::Q4_1 => "Q4_1".into(),
-            Self::Q8_0 => "Q8_0".into(),
-            Self::Other(id) => known
+            Self::Quant(ty) => ty.name().into(),
+            Self::Other(id) => others
                 .iter()
                 .find(|(k, _)| *k == id)
                 .map_or_else(|| format!("type {id}"), |(_, n)| format!("{n} (type {id})")),
@@ -173,13 +179,14 @@ impl GgmlType {
         match self {
             Self::F32 => Some((1, 4)),
             Self::F16 | Self::BF16 => Some((1, 2)),
-            Self::Q4_0 => Some((32, 18)),
-            Self::Q4_1 => Some((32, 20)),
-            Self::Q8_0 => Some((32, 34)),
+            Self::Quant(ty) => Some((ty.block_elements(), ty.block_bytes())),
             Self::Other(_) => None,
         }
     }
 }
+
+/// The types papertune reads, for messages.
+const SUPPORTED_TYPES: &str = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
 
 /// Where one tensor lies in the file.
 #[derive(Debug, Clone, PartialEq)]
@@ -358,22 +365,32 @@ impl GgufFile {
         })
     }
 
-    /// Dequantises one tensor to f32 in row-major order.
-    pub fn dequantize(&self, info: &GgufTensorInfo) -> Result<HostTensor> {
-        let range = self.byte_range(info)?.ok_or_else(|| ModelError::UnsupportedDtype {
+    /// The raw bytes of one tensor (its blocks, for a quantised type).
+    pub fn raw(&self, info: &GgufTensorInfo) -> Result<&[u8]> {
+        let range = self.byte_range(info)?.ok_or_else(|| self.unsupported(info))?;
+        Ok(&self.bytes[range])
+    }
+
+    fn unsupported(&self, info: &GgufTensorInfo) -> ModelError {
+        ModelError::UnsupportedDtype {
             path: self.path.clone(),
             name: info.name.clone(),
-            dtype: format!("{} (GGUF); supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1", info.ggml_type.name()),
-        })?;
-        let raw = &self.bytes[range];
+            dtype: format!("{} (GGUF); supported: {SUPPORTED_TYPES}", info.ggml_type.name()),
+        }
+    }
+
+    /// Dequantises one tensor to f32 in row-major order.
+    pub fn dequantize(&self, info: &GgufTensorInfo) -> Result<HostTensor> {
+        let raw = self.raw(info)?;
         let data = match info.ggml_type {
             GgmlType::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
             GgmlType::F16 => raw.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             GgmlType::BF16 => raw.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            GgmlType::Q8_0 => blocks::dequantize_q8_0(raw),
-            GgmlType::Q4_0 => blocks::dequantize_q4(raw, false),
-            GgmlType::Q4_1 => blocks::dequantize_q4(raw, true),
-            GgmlType::Other(_) => unreachable!("byte_range is None for unknown types"),
+            GgmlType::Quant(ty) => quant::dequantize(ty, raw).map_err(|message| ModelError::Config {
+                path: self.path.clone(),
+                message: format!("tensor {:?}: {message}", info.name),
+            })?,
+            GgmlType::Other(_) => return Err(self.unsupported(info)),
         };
         Ok(HostTensor::new(info.shape.clone(), data))
     }

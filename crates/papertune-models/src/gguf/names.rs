@@ -1,5 +1,5 @@
-//! llama.cpp's tensor names for the Llama family, mapped to Hugging Face's, so that a GGUF
-//! file loads through the same name map as a safetensors checkpoint.
+//! llama.cpp's tensor names for the Llama family (Gemma 3 included), mapped to Hugging Face's,
+//! so that a GGUF file loads through the same name map as a safetensors checkpoint.
 
 use super::GgufFile;
 use crate::checkpoint::{Checkpoint, HostTensor};
@@ -7,12 +7,13 @@ use crate::error::{ModelError, Result};
 use crate::llama::LlamaConfig;
 
 /// Maps GGUF tensors (llama.cpp names) to a checkpoint with Hugging Face names, dequantised to
-/// f32, undoing the Q/K row permutation llama.cpp applies to Llama models.
+/// f32, undoing the Q/K row permutation llama.cpp applies to Llama models, and the `+ 1`
+/// llama.cpp adds to Gemma's norm scales.
 pub fn llama_checkpoint(file: &GgufFile, config: &LlamaConfig) -> Result<Checkpoint> {
     let unpermute = config.model_type == "llama" || config.model_type == "mistral";
     let mut checkpoint = Checkpoint::from_tensors(file.path.clone(), Default::default());
     for info in &file.tensors {
-        let name = hf_name(&info.name).ok_or_else(|| ModelError::Config {
+        let name = hf_name(&info.name, config).ok_or_else(|| ModelError::Config {
             path: file.path.clone(),
             message: format!("GGUF tensor {:?} has no Hugging Face counterpart papertune knows", info.name),
         })?;
@@ -39,11 +40,14 @@ pub fn llama_checkpoint(file: &GgufFile, config: &LlamaConfig) -> Result<Checkpo
         }
         checkpoint.insert(name, tensor);
     }
+    if config.norm_unit_offset {
+        checkpoint.offset_tensors("norm.weight", -1.0);
+    }
     Ok(checkpoint)
 }
 
 /// llama.cpp's tensor name -> Hugging Face's.
-fn hf_name(gguf: &str) -> Option<String> {
+fn hf_name(gguf: &str, config: &LlamaConfig) -> Option<String> {
     let fixed = match gguf {
         "token_embd.weight" => Some("model.embed_tokens.weight"),
         "output_norm.weight" => Some("model.norm.weight"),
@@ -58,9 +62,14 @@ fn hf_name(gguf: &str) -> Option<String> {
     let (layer, rest) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
     let (module, param) = rest.rsplit_once('.')?;
+    let [attn_norm, attn_post_norm, ffn_norm, ffn_post_norm] = crate::llama::norm_names(config);
     let hf_module = match module {
-        "attn_norm" => "input_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
+        "attn_norm" => attn_norm,
+        "ffn_norm" => ffn_norm,
+        "post_attention_norm" if config.sandwich_norms => attn_post_norm,
+        "post_ffw_norm" if config.sandwich_norms => ffn_post_norm,
+        "attn_q_norm" if config.qk_norm => "self_attn.q_norm",
+        "attn_k_norm" if config.qk_norm => "self_attn.k_norm",
         "attn_q" => "self_attn.q_proj",
         "attn_k" => "self_attn.k_proj",
         "attn_v" => "self_attn.v_proj",
@@ -99,10 +108,18 @@ mod tests {
 
     #[test]
     fn gguf_names_map_to_hugging_face() {
-        assert_eq!(hf_name("blk.12.attn_q.weight").unwrap(), "model.layers.12.self_attn.q_proj.weight");
-        assert_eq!(hf_name("blk.0.ffn_down.weight").unwrap(), "model.layers.0.mlp.down_proj.weight");
-        assert_eq!(hf_name("token_embd.weight").unwrap(), "model.embed_tokens.weight");
-        assert!(hf_name("blk.0.mystery.weight").is_none());
+        let llama = LlamaConfig::tiny();
+        assert_eq!(hf_name("blk.12.attn_q.weight", &llama).unwrap(), "model.layers.12.self_attn.q_proj.weight");
+        assert_eq!(hf_name("blk.0.ffn_down.weight", &llama).unwrap(), "model.layers.0.mlp.down_proj.weight");
+        assert_eq!(hf_name("blk.0.ffn_norm.weight", &llama).unwrap(), "model.layers.0.post_attention_layernorm.weight");
+        assert_eq!(hf_name("token_embd.weight", &llama).unwrap(), "model.embed_tokens.weight");
+        assert!(hf_name("blk.0.mystery.weight", &llama).is_none());
+        assert!(hf_name("blk.0.post_ffw_norm.weight", &llama).is_none(), "a Llama has no sandwich norms");
+        let gemma = LlamaConfig::tiny_gemma3();
+        assert_eq!(hf_name("blk.1.ffn_norm.weight", &gemma).unwrap(), "model.layers.1.pre_feedforward_layernorm.weight");
+        assert_eq!(hf_name("blk.1.post_attention_norm.weight", &gemma).unwrap(), "model.layers.1.post_attention_layernorm.weight");
+        assert_eq!(hf_name("blk.1.post_ffw_norm.weight", &gemma).unwrap(), "model.layers.1.post_feedforward_layernorm.weight");
+        assert_eq!(hf_name("blk.1.attn_k_norm.weight", &gemma).unwrap(), "model.layers.1.self_attn.k_norm.weight");
     }
 
     #[test]

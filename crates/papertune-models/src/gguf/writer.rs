@@ -2,6 +2,8 @@
 
 use half::f16;
 
+use papertune_kernels::quant::QuantType;
+
 use super::{DEFAULT_ALIGNMENT, GgmlType, GgufValue, MAGIC};
 
 /// Writes a GGUF v3 file (for tests and tools): metadata, then f32 / f16 tensors.
@@ -39,7 +41,7 @@ impl GgufWriter {
             bytes.extend_from_slice(&f16::from_f32(d).to_le_bytes());
             bytes.extend(block.iter().map(|v| (v * inv).round().clamp(-127.0, 127.0) as i8 as u8));
         }
-        self.tensors.push((name.to_owned(), shape.to_vec(), GgmlType::Q8_0, bytes));
+        self.tensors.push((name.to_owned(), shape.to_vec(), GgmlType::Quant(QuantType::Q8_0), bytes));
         self
     }
 
@@ -57,7 +59,7 @@ impl GgufWriter {
             let q = |v: f32| ((v - min) * inv).round().clamp(0.0, 15.0) as u8;
             bytes.extend((0..16).map(|j| q(block[j]) | (q(block[j + 16]) << 4)));
         }
-        self.tensors.push((name.to_owned(), shape.to_vec(), GgmlType::Q4_1, bytes));
+        self.tensors.push((name.to_owned(), shape.to_vec(), GgmlType::Quant(QuantType::Q4_1), bytes));
         self
     }
 
@@ -80,13 +82,7 @@ impl GgufWriter {
             for &d in shape.iter().rev() {
                 out.extend_from_slice(&(d as u64).to_le_bytes());
             }
-            let id = match ggml_type {
-                GgmlType::F32 => 0u32,
-                GgmlType::Q4_1 => 3,
-                GgmlType::Q8_0 => 8,
-                _ => unreachable!("the writer only stores F32, Q4_1 and Q8_0"),
-            };
-            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&ggml_type.id().to_le_bytes());
             out.extend_from_slice(&offset.to_le_bytes());
             offsets.push(offset);
             offset = (offset + bytes.len() as u64).div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
@@ -251,12 +247,12 @@ mod tests {
         let mut writer = GgufWriter::new();
         writer.tensor_f32("w", &[4], &[0.0; 4]);
         let mut bytes = writer.to_bytes();
-        // Patch the type id (after name, n_dims, one dim) to Q6_K (14).
+        // Patch the type id (after name, n_dims, one dim) to IQ2_XXS (16), which papertune does not read.
         let type_at = 4 + 4 + 8 + 8 + 8 + 1 + 4 + 8;
-        bytes[type_at..type_at + 4].copy_from_slice(&14u32.to_le_bytes());
+        bytes[type_at..type_at + 4].copy_from_slice(&16u32.to_le_bytes());
         let file = GgufFile::parse(Path::new("m.gguf"), bytes.clone()).unwrap();
         let err = file.dequantize(&file.tensors[0]).unwrap_err().to_string();
-        assert!(err.contains("Q6_K") && err.contains("\"w\""), "{err}");
+        assert!(err.contains("IQ2_XXS") && err.contains("\"w\"") && err.contains("Q6_K"), "{err}");
 
         let mut writer = GgufWriter::new();
         writer.tensor_f32("w", &[64], &[0.0; 64]);

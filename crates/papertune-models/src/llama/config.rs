@@ -1,5 +1,10 @@
-//! The shape of a Llama-family causal LM (Llama, SmolLM2, Mistral-style, Qwen2), read from a
-//! Hugging Face `config.json` or from GGUF metadata.
+//! The shape of a Llama-family causal LM (Llama, SmolLM2, Mistral-style, Qwen2, Gemma 3), read
+//! from a Hugging Face `config.json` or from GGUF metadata.
+//!
+//! The architectures differ in a handful of switches rather than in code: the feed-forward
+//! activation, norms on the q/k heads, norms on the sublayers' outputs ("sandwich" norms), the
+//! embedding scale, the attention scale, and which layers attend to a sliding window with which
+//! RoPE base. A new member of the family is a new set of values here.
 
 use std::path::Path;
 
@@ -34,6 +39,60 @@ pub struct LlamaConfig {
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
     pub pad_token_id: Option<u32>,
+    /// The gated feed-forward's activation.
+    #[serde(default)]
+    pub hidden_act: HiddenAct,
+    /// An RMSNorm over each query and key head before the rotary embedding (Gemma 3, Qwen3).
+    #[serde(default)]
+    pub qk_norm: bool,
+    /// RMSNorms on the attention and feed-forward outputs too, before each residual sum
+    /// (Gemma 2 and 3).
+    #[serde(default)]
+    pub sandwich_norms: bool,
+    /// Hugging Face checkpoints store the RMSNorm scales as offsets from 1 (`x̂ (1 + w)`, Gemma);
+    /// the model holds `1 + w`, as GGUF files do.
+    #[serde(default)]
+    pub norm_unit_offset: bool,
+    /// Token embeddings are multiplied by `sqrt(hidden_size)` (Gemma).
+    #[serde(default)]
+    pub scale_embeddings: bool,
+    /// Attention scores are scaled by `query_pre_attn_scalar^(-1/2)`; `None` means `head_dim`.
+    #[serde(default)]
+    pub query_pre_attn_scalar: Option<f64>,
+    /// Per layer, whether it attends to every earlier position or to a sliding window; empty
+    /// when every layer is global.
+    #[serde(default)]
+    pub layer_types: Vec<LayerAttention>,
+    /// The window of the sliding-window layers, in positions (the query's own included).
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    /// The RoPE base of the sliding-window layers, when it differs from `rope_theta` (Gemma 3:
+    /// 10,000 locally, 1,000,000 globally).
+    #[serde(default)]
+    pub rope_local_theta: Option<f64>,
+}
+
+/// The activation of the gated feed-forward layer `down(act(gate(x)) * up(x))`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HiddenAct {
+    /// SiLU (SwiGLU): Llama, Mistral, Qwen.
+    #[default]
+    Silu,
+    /// GELU in its tanh approximation (GeGLU): Gemma, as `gelu_pytorch_tanh`.
+    #[serde(rename = "gelu_pytorch_tanh")]
+    GeluTanh,
+}
+
+/// What one layer attends to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LayerAttention {
+    /// Every earlier position.
+    #[serde(rename = "full_attention")]
+    Full,
+    /// The last `sliding_window` positions.
+    #[serde(rename = "sliding_attention")]
+    Sliding,
 }
 
 /// `config.json` as Hugging Face writes it, the fields papertune reads.
@@ -62,6 +121,14 @@ struct HfLlamaConfig {
     #[serde(default)]
     mlp_bias: bool,
     hidden_act: Option<String>,
+    /// Gemma's name for `hidden_act`.
+    hidden_activation: Option<String>,
+    query_pre_attn_scalar: Option<f64>,
+    sliding_window: Option<usize>,
+    layer_types: Option<Vec<LayerAttention>>,
+    /// Gemma 2 and 3 (1B and up) cap logits with tanh; papertune does not.
+    final_logit_softcapping: Option<f64>,
+    attn_logit_softcapping: Option<f64>,
     bos_token_id: Option<u32>,
     eos_token_id: Option<serde_json::Value>,
     pad_token_id: Option<u32>,
@@ -74,7 +141,13 @@ fn default_max_positions() -> usize {
     2048
 }
 
-const SUPPORTED: &[&str] = &["llama", "mistral", "qwen2"];
+const SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "gemma3_text"];
+/// GGUF's `general.architecture` values papertune reads.
+const SUPPORTED_GGUF: &[&str] = &["llama", "mistral", "qwen2", "gemma3"];
+/// Gemma 3 alternates five sliding-window layers with one global layer.
+const GEMMA3_SLIDING_PATTERN: usize = 6;
+/// The RoPE base of Gemma 3's sliding-window layers.
+const GEMMA3_LOCAL_ROPE_THETA: f64 = 10_000.0;
 
 impl LlamaConfig {
     /// Reads a Hugging Face `config.json`.
@@ -91,22 +164,36 @@ impl LlamaConfig {
         if !SUPPORTED.contains(&model_type.as_str()) {
             return Err(bad(format!("model_type {model_type:?} is not supported; supported: {}", SUPPORTED.join(", "))));
         }
-        if let Some(act) = raw.hidden_act.as_deref().filter(|a| *a != "silu") {
-            return Err(bad(format!("hidden_act {act:?} is not supported (only silu)")));
-        }
+        let is_gemma = model_type == "gemma3_text";
+        let hidden_act = match raw.hidden_activation.as_deref().or(raw.hidden_act.as_deref()) {
+            None => if is_gemma { HiddenAct::GeluTanh } else { HiddenAct::Silu },
+            Some("silu") => HiddenAct::Silu,
+            Some("gelu_pytorch_tanh") => HiddenAct::GeluTanh,
+            Some(act) => return Err(bad(format!("hidden_act {act:?} is not supported (silu and gelu_pytorch_tanh are)"))),
+        };
         if raw.mlp_bias {
             return Err(bad("mlp_bias = true is not supported".into()));
         }
+        for (name, cap) in [("final_logit_softcapping", raw.final_logit_softcapping), ("attn_logit_softcapping", raw.attn_logit_softcapping)] {
+            if let Some(cap) = cap {
+                return Err(bad(format!("{name} = {cap} is not supported (logit soft-capping)")));
+            }
+        }
+        // transformers 5 nests the RoPE options, per layer type where the types differ.
+        let rope_of = |kind: &str| raw.rope_parameters.as_ref().and_then(|p| p.get(kind)).filter(|v| v.is_object());
+        let (global_rope, local_rope) = match rope_of("full_attention") {
+            Some(full) => (Some(full), rope_of("sliding_attention")),
+            None => (raw.rope_parameters.as_ref(), None),
+        };
         let rope_type = |v: &serde_json::Value| v.get("rope_type").or_else(|| v.get("type")).and_then(|t| t.as_str()).map(str::to_owned);
-        for scaling in [raw.rope_scaling.as_ref(), raw.rope_parameters.as_ref()].into_iter().flatten() {
+        for scaling in [raw.rope_scaling.as_ref(), global_rope, local_rope].into_iter().flatten() {
             if let Some(kind) = rope_type(scaling).filter(|k| k != "default") {
                 return Err(bad(format!("RoPE scaling {kind:?} is not supported (only the default RoPE)")));
             }
         }
-        let rope_theta = raw
-            .rope_theta
-            .or_else(|| raw.rope_parameters.as_ref().and_then(|p| p.get("rope_theta")).and_then(|t| t.as_f64()))
-            .unwrap_or(10_000.0);
+        let theta_of = |v: Option<&serde_json::Value>| v.and_then(|p| p.get("rope_theta")).and_then(|t| t.as_f64());
+        let rope_theta = raw.rope_theta.or_else(|| theta_of(global_rope)).unwrap_or(10_000.0);
+        let rope_local_theta = theta_of(local_rope).filter(|&t| t != rope_theta);
         let eos_token_ids = match raw.eos_token_id {
             None | Some(serde_json::Value::Null) => Vec::new(),
             Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
@@ -114,6 +201,7 @@ impl LlamaConfig {
             Some(other) => return Err(bad(format!("eos_token_id {other} is neither a number nor a list"))),
         };
         let is_qwen2 = model_type == "qwen2";
+        let layer_types = raw.layer_types.unwrap_or_default();
         let config = Self {
             vocab_size: raw.vocab_size,
             hidden_size: raw.hidden_size,
@@ -125,12 +213,21 @@ impl LlamaConfig {
             rope_theta,
             rms_norm_eps: raw.rms_norm_eps,
             max_position_embeddings: raw.max_position_embeddings,
-            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(is_qwen2),
+            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(is_qwen2 || is_gemma),
             qkv_bias: is_qwen2 || raw.attention_bias,
             o_bias: !is_qwen2 && raw.attention_bias,
             bos_token_id: raw.bos_token_id,
             eos_token_ids,
             pad_token_id: raw.pad_token_id,
+            hidden_act,
+            qk_norm: is_gemma,
+            sandwich_norms: is_gemma,
+            norm_unit_offset: is_gemma,
+            scale_embeddings: is_gemma,
+            query_pre_attn_scalar: raw.query_pre_attn_scalar,
+            sliding_window: raw.sliding_window.filter(|_| layer_types.contains(&LayerAttention::Sliding)),
+            layer_types,
+            rope_local_theta,
             model_type,
         };
         config.validate().map_err(bad)?;
@@ -141,58 +238,78 @@ impl LlamaConfig {
     /// keys); whether the head is tied is told by the absence of `output.weight`.
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
         let arch = file.get_str("general.architecture")?.to_owned();
-        if !SUPPORTED.contains(&arch.as_str()) {
-            return Err(ModelError::Config {
-                path: file.path.clone(),
-                message: format!("GGUF architecture {arch:?} is not supported; supported: {}", SUPPORTED.join(", ")),
-            });
+        let bad = |message: String| ModelError::Config { path: file.path.clone(), message };
+        if !SUPPORTED_GGUF.contains(&arch.as_str()) {
+            return Err(bad(format!("GGUF architecture {arch:?} is not supported; supported: {}", SUPPORTED_GGUF.join(", "))));
         }
         let key = |name: &str| format!("{arch}.{name}");
         let usize_of = |name: &str| file.get_u64(&key(name)).map(|v| v as usize);
+        let optional = |name: &str| file.get(&key(name)).and_then(|v| v.as_u64()).map(|v| v as usize);
         let hidden_size = usize_of("embedding_length")?;
         let num_attention_heads = usize_of("attention.head_count")?;
-        let vocab_size = match file.get(&key("vocab_size")).and_then(|v| v.as_u64()) {
-            Some(v) => v as usize,
+        let num_hidden_layers = usize_of("block_count")?;
+        // Every block has its tensors: a count the file cannot hold is refused before any
+        // allocation follows it.
+        if num_hidden_layers > file.tensors.len() {
+            return Err(bad(format!("block_count is {num_hidden_layers} but the file has {} tensors", file.tensors.len())));
+        }
+        let vocab_size = match optional("vocab_size") {
+            Some(v) => v,
             None => file.get_strings("tokenizer.ggml.tokens")?.len(),
         };
-        let head_dim = file
-            .get(&key("attention.key_length"))
-            .and_then(|v| v.as_u64())
-            .map_or(hidden_size / num_attention_heads.max(1), |v| v as usize);
+        let head_dim = optional("attention.key_length").unwrap_or(hidden_size / num_attention_heads.max(1));
         let token = |name: &str| file.get(&format!("tokenizer.ggml.{name}")).and_then(|v| v.as_u64()).map(|v| v as u32);
-        let is_qwen2 = arch == "qwen2";
+        let has = |name: &str| file.tensor_info(name).is_some();
+        let is_gemma = arch == "gemma3";
+        // llama.cpp names no layer pattern in Gemma 3's metadata: five sliding-window layers,
+        // then a global one.
+        let sliding_window = optional("attention.sliding_window").filter(|_| is_gemma);
+        let layer_types = match sliding_window {
+            Some(_) => (0..num_hidden_layers)
+                .map(|i| if (i + 1) % GEMMA3_SLIDING_PATTERN == 0 { LayerAttention::Full } else { LayerAttention::Sliding })
+                .collect(),
+            None => Vec::new(),
+        };
         let config = Self {
             vocab_size,
             hidden_size,
             intermediate_size: usize_of("feed_forward_length")?,
-            num_hidden_layers: usize_of("block_count")?,
+            num_hidden_layers,
             num_attention_heads,
-            num_key_value_heads: file
-                .get(&key("attention.head_count_kv"))
-                .and_then(|v| v.as_u64())
-                .map_or(num_attention_heads, |v| v as usize),
+            num_key_value_heads: optional("attention.head_count_kv").unwrap_or(num_attention_heads),
             head_dim,
             rope_theta: file.get(&key("rope.freq_base")).and_then(|v| v.as_f64()).unwrap_or(10_000.0),
             rms_norm_eps: file.get_f64(&key("attention.layer_norm_rms_epsilon"))?,
-            max_position_embeddings: file.get(&key("context_length")).and_then(|v| v.as_u64()).map_or(2048, |v| v as usize),
-            tie_word_embeddings: file.tensor_info("output.weight").is_none(),
-            qkv_bias: file.tensor_info("blk.0.attn_q.bias").is_some(),
-            o_bias: file.tensor_info("blk.0.attn_output.bias").is_some(),
+            max_position_embeddings: optional("context_length").unwrap_or(2048),
+            tie_word_embeddings: !has("output.weight"),
+            qkv_bias: has("blk.0.attn_q.bias"),
+            o_bias: has("blk.0.attn_output.bias"),
             bos_token_id: token("bos_token_id"),
             eos_token_ids: token("eos_token_id").into_iter().collect(),
             pad_token_id: token("padding_token_id"),
-            model_type: if is_qwen2 { "qwen2".into() } else { arch },
+            hidden_act: if is_gemma { HiddenAct::GeluTanh } else { HiddenAct::Silu },
+            qk_norm: has("blk.0.attn_q_norm.weight"),
+            sandwich_norms: has("blk.0.post_attention_norm.weight"),
+            norm_unit_offset: is_gemma,
+            scale_embeddings: is_gemma,
+            query_pre_attn_scalar: None,
+            sliding_window,
+            layer_types,
+            rope_local_theta: sliding_window.map(|_| GEMMA3_LOCAL_ROPE_THETA),
+            model_type: if is_gemma { "gemma3_text".into() } else { arch },
         };
-        config.validate().map_err(|message| ModelError::Config { path: file.path.clone(), message })?;
-        // Every block has its tensors: a count the file cannot hold is refused before any
-        // allocation follows it.
-        if config.num_hidden_layers > file.tensors.len() {
-            return Err(ModelError::Config {
-                path: file.path.clone(),
-                message: format!("block_count is {} but the file has {} tensors", config.num_hidden_layers, file.tensors.len()),
-            });
-        }
+        config.validate().map_err(bad)?;
         Ok(config)
+    }
+
+    /// Whether layer `i` attends to a sliding window.
+    pub fn is_sliding(&self, layer: usize) -> bool {
+        self.layer_types.get(layer) == Some(&LayerAttention::Sliding)
+    }
+
+    /// The attention scores' scale.
+    pub fn attention_scale(&self) -> f64 {
+        1.0 / self.query_pre_attn_scalar.unwrap_or(self.head_dim as f64).sqrt()
     }
 
     /// Checks the numbers that must agree with each other.
@@ -219,6 +336,15 @@ impl LlamaConfig {
         if self.head_dim % 2 != 0 {
             return Err(format!("head_dim {} must be even for rotary embeddings", self.head_dim));
         }
+        if !self.layer_types.is_empty() && self.layer_types.len() != self.num_hidden_layers {
+            return Err(format!("layer_types lists {} layers but num_hidden_layers is {}", self.layer_types.len(), self.num_hidden_layers));
+        }
+        if self.layer_types.contains(&LayerAttention::Sliding) && !self.sliding_window.is_some_and(|w| w > 0) {
+            return Err("sliding_attention layers need a sliding_window of at least 1".into());
+        }
+        if let Some(scalar) = self.query_pre_attn_scalar.filter(|s| !(*s > 0.0 && s.is_finite())) {
+            return Err(format!("query_pre_attn_scalar must be positive, found {scalar}"));
+        }
         Ok(())
     }
 
@@ -242,13 +368,53 @@ impl LlamaConfig {
             bos_token_id: Some(1),
             eos_token_ids: vec![2],
             pad_token_id: Some(2),
+            hidden_act: HiddenAct::Silu,
+            qk_norm: false,
+            sandwich_norms: false,
+            norm_unit_offset: false,
+            scale_embeddings: false,
+            query_pre_attn_scalar: None,
+            layer_types: Vec::new(),
+            sliding_window: None,
+            rope_local_theta: None,
+        }
+    }
+
+    /// A tiny Gemma 3-shaped configuration for tests: q/k norms, sandwich norms, GeGLU, scaled
+    /// embeddings, and sliding-window layers (window 4) around a global one.
+    pub fn tiny_gemma3() -> Self {
+        Self {
+            model_type: "gemma3_text".into(),
+            num_hidden_layers: 3,
+            num_key_value_heads: 1,
+            hidden_act: HiddenAct::GeluTanh,
+            qk_norm: true,
+            sandwich_norms: true,
+            norm_unit_offset: true,
+            scale_embeddings: true,
+            query_pre_attn_scalar: Some(16.0),
+            layer_types: vec![LayerAttention::Sliding, LayerAttention::Full, LayerAttention::Sliding],
+            sliding_window: Some(4),
+            rope_theta: 1_000_000.0,
+            rope_local_theta: Some(10_000.0),
+            rms_norm_eps: 1e-6,
+            ..Self::tiny()
         }
     }
 
     /// Writes `config.json` in Hugging Face's layout.
     pub fn to_hf_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "architectures": [if self.model_type == "qwen2" { "Qwen2ForCausalLM" } else { "LlamaForCausalLM" }],
+        let architecture = match self.model_type.as_str() {
+            "qwen2" => "Qwen2ForCausalLM",
+            "gemma3_text" => "Gemma3ForCausalLM",
+            _ => "LlamaForCausalLM",
+        };
+        let hidden_act = match self.hidden_act {
+            HiddenAct::Silu => "silu",
+            HiddenAct::GeluTanh => "gelu_pytorch_tanh",
+        };
+        let mut json = serde_json::json!({
+            "architectures": [architecture],
             "model_type": self.model_type,
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
@@ -262,11 +428,31 @@ impl LlamaConfig {
             "max_position_embeddings": self.max_position_embeddings,
             "tie_word_embeddings": self.tie_word_embeddings,
             "attention_bias": self.model_type != "qwen2" && self.qkv_bias,
-            "hidden_act": "silu",
+            "hidden_act": hidden_act,
             "bos_token_id": self.bos_token_id,
             "eos_token_id": self.eos_token_ids.first(),
             "pad_token_id": self.pad_token_id,
-        })
+        });
+        if self.model_type == "gemma3_text" {
+            let rope = |theta: f64| serde_json::json!({"rope_type": "default", "rope_theta": theta});
+            let extra = serde_json::json!({
+                "hidden_activation": hidden_act,
+                "query_pre_attn_scalar": self.query_pre_attn_scalar.unwrap_or(self.head_dim as f64),
+                "sliding_window": self.sliding_window,
+                "layer_types": self.layer_types,
+                "rope_parameters": {
+                    "full_attention": rope(self.rope_theta),
+                    "sliding_attention": rope(self.rope_local_theta.unwrap_or(self.rope_theta)),
+                },
+                "final_logit_softcapping": null,
+                "attn_logit_softcapping": null,
+            });
+            if let (Some(object), serde_json::Value::Object(extra)) = (json.as_object_mut(), extra) {
+                object.remove("rope_theta");
+                object.extend(extra);
+            }
+        }
+        json
     }
 }
 

@@ -1,7 +1,12 @@
-//! The Llama-family decoder (Touvron et al., 2023) as SmolLM2, Mistral and Qwen2 use it:
-//! token embedding, then `num_hidden_layers` pre-norm blocks of
+//! The Llama-family decoder (Touvron et al., 2023) as SmolLM2, Mistral, Qwen2 and Gemma 3 use
+//! it: token embedding, then `num_hidden_layers` pre-norm blocks of
 //! `h = x + Attention(RMSNorm(x))`, `y = h + SwiGLU(RMSNorm(h))`, a final RMSNorm and a language
 //! model head (tied to the embedding or separate).
+//!
+//! Gemma 3 (Gemma Team, 2025) is the same outline with the switches of [`LlamaConfig`] set:
+//! embeddings scaled by `sqrt(hidden)`, an RMSNorm on each query and key head, RMSNorms on the
+//! sublayers' outputs as well (`h = x + RMSNorm(Attention(RMSNorm(x)))`), GELU (tanh form) in
+//! the gated feed-forward, and five sliding-window layers (their own RoPE base) per global one.
 //!
 //! Attention is grouped-query: `num_attention_heads` query heads share `num_key_value_heads`
 //! key/value heads, with rotary position embeddings (the "rotate half" form Hugging Face uses)
@@ -26,7 +31,7 @@ use crate::weights::{TensorReader, TensorWriter};
 
 mod config;
 
-pub use config::LlamaConfig;
+pub use config::{HiddenAct, LayerAttention, LlamaConfig};
 
 /// Root-mean-square layer norm: `x / sqrt(mean(x^2) + eps) * weight`.
 #[derive(Module, Debug)]
@@ -173,9 +178,17 @@ pub struct LlamaAttention {
     pub k_proj: LoraLinear,
     pub v_proj: LoraLinear,
     pub o_proj: LoraLinear,
+    /// RMSNorm over each query head, before the rotary embedding (Gemma 3, Qwen3).
+    pub q_norm: Option<RmsNorm>,
+    /// RMSNorm over each key head, before the rotary embedding.
+    pub k_norm: Option<RmsNorm>,
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
+    /// The scores' scale, `1 / sqrt(head_dim)` unless the architecture says otherwise.
+    pub scale: f64,
+    /// Attends to a sliding window (the input's local mask and rotary tables).
+    pub sliding: bool,
 }
 
 impl LlamaAttention {
@@ -190,8 +203,14 @@ impl LlamaAttention {
         let [batch, seq, _] = x.dims();
         let (heads, kv_heads, head_dim) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let group = heads / kv_heads;
-        let query = self.q_proj.forward(x.clone()).reshape([batch, seq, heads, head_dim]).swap_dims(1, 2);
-        let key = self.k_proj.forward(x.clone()).reshape([batch, seq, kv_heads, head_dim]).swap_dims(1, 2);
+        let head_norm = |norm: &Option<RmsNorm>, t: Tensor<4>| match norm {
+            Some(norm) => norm.forward(t),
+            None => t,
+        };
+        let query = self.q_proj.forward(x.clone()).reshape([batch, seq, heads, head_dim]);
+        let key = self.k_proj.forward(x.clone()).reshape([batch, seq, kv_heads, head_dim]);
+        let query = head_norm(&self.q_norm, query).swap_dims(1, 2);
+        let key = head_norm(&self.k_norm, key).swap_dims(1, 2);
         let value = self.v_proj.forward(x).reshape([batch, seq, kv_heads, head_dim]).swap_dims(1, 2);
         let query = rotary.apply(query); // [batch, heads, seq, head_dim]
         let key = rotary.apply(key); // [batch, kv_heads, seq, head_dim]
@@ -205,7 +224,7 @@ impl LlamaAttention {
         // axis, so that K and V are used as they are instead of being repeated per head.
         let query = query.reshape([batch, kv_heads, group * seq, head_dim]);
         let mask_bias = mask_bias.repeat_dim(2, group); // [batch, 1, group * seq, total]
-        let scale = 1.0 / (head_dim as f64).sqrt();
+        let scale = self.scale;
         // The scale goes on the query, smaller than the scores when total > head_dim.
         let scores = kernels::batched_matmul(query.mul_scalar(scale), key.swap_dims(2, 3)) + mask_bias; // [batch, kv_heads, group * seq, total]
         let probs = kernels::softmax_last(scores);
@@ -216,28 +235,50 @@ impl LlamaAttention {
     }
 }
 
-/// The SwiGLU feed-forward layer: `down(silu(gate(x)) * up(x))`.
+/// The gated feed-forward layer: `down(act(gate(x)) * up(x))`, SwiGLU with SiLU, GeGLU with
+/// GELU.
 #[derive(Module, Debug)]
 pub struct LlamaMlp {
     pub gate_proj: LoraLinear,
     pub up_proj: LoraLinear,
     pub down_proj: LoraLinear,
+    /// GELU (tanh form) instead of SiLU.
+    pub gelu: bool,
 }
 
 impl LlamaMlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let gate = self.gate_proj.forward(x.clone());
-        self.down_proj.forward(kernels::swiglu(gate, self.up_proj.forward(x)))
+        let up = self.up_proj.forward(x);
+        let gated = if self.gelu { kernels::geglu_tanh(gate, up) } else { kernels::swiglu(gate, up) };
+        self.down_proj.forward(gated)
     }
 }
 
-/// One pre-norm decoder block.
+/// One pre-norm decoder block. The norms are named by their place (as llama.cpp names them);
+/// [`norm_names`] gives the Hugging Face names, which differ between Llama and Gemma.
 #[derive(Module, Debug)]
 pub struct LlamaLayer {
-    pub input_layernorm: RmsNorm,
+    /// Before attention.
+    pub attn_norm: RmsNorm,
     pub self_attn: LlamaAttention,
-    pub post_attention_layernorm: RmsNorm,
+    /// On the attention's output, before the residual sum (Gemma's sandwich norms).
+    pub attn_post_norm: Option<RmsNorm>,
+    /// Before the feed-forward layer.
+    pub ffn_norm: RmsNorm,
     pub mlp: LlamaMlp,
+    /// On the feed-forward's output, before the residual sum.
+    pub ffn_post_norm: Option<RmsNorm>,
+}
+
+/// The Hugging Face names of a layer's four norms: before attention, after it, before the
+/// feed-forward layer, after it (the second and fourth only with sandwich norms).
+pub fn norm_names(config: &LlamaConfig) -> [&'static str; 4] {
+    if config.sandwich_norms {
+        ["input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"]
+    } else {
+        ["input_layernorm", "", "post_attention_layernorm", ""]
+    }
 }
 
 impl LlamaLayer {
@@ -248,9 +289,34 @@ impl LlamaLayer {
         mask_bias: Tensor<4>,
         cache: Option<(&mut Option<LayerCache>, usize)>,
     ) -> Tensor<3> {
-        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rotary, mask_bias, cache);
-        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+        let post = |norm: &Option<RmsNorm>, t: Tensor<3>| match norm {
+            Some(norm) => norm.forward(t),
+            None => t,
+        };
+        let attended = self.self_attn.forward(self.attn_norm.forward(x.clone()), rotary, mask_bias, cache);
+        let h = x + post(&self.attn_post_norm, attended);
+        let fed = self.mlp.forward(self.ffn_norm.forward(h.clone()));
+        h + post(&self.ffn_post_norm, fed)
     }
+}
+
+/// How a decoder encodes positions: the rotary embedding's width and base, and for
+/// sliding-window layers their window and base.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PositionEncoding {
+    pub head_dim: usize,
+    pub rope_theta: f64,
+    /// `(window, rope_theta)` of the sliding-window layers.
+    pub sliding: Option<(usize, f64)>,
+}
+
+/// The rotary tables and mask of the sliding-window layers.
+#[derive(Debug, Clone)]
+pub struct SlidingInput {
+    pub rotary: Rotary,
+    /// As [`DecoderInput::mask_bias`], with the keys more than `window - 1` positions before
+    /// the query masked too.
+    pub mask_bias: Tensor<4>,
 }
 
 /// Token ids with their positions and attention mask, for one forward pass.
@@ -263,22 +329,27 @@ pub struct DecoderInput {
     /// Additive mask `[batch, 1, seq, past + seq]`: 0 where a query may attend, a large
     /// negative number where not (future positions, padding).
     pub mask_bias: Tensor<4>,
+    /// For models with sliding-window layers.
+    pub sliding: Option<SlidingInput>,
 }
 
 impl DecoderInput {
-    /// Builds ids, positions and the causal + padding mask on the host.
+    /// Builds ids, positions and the causal + padding masks on the host.
     ///
     /// `ids` are `[batch][seq]` new tokens; `attention_mask` is `[batch][past + seq]` over the
     /// cached and new tokens (1 real, 0 padding). Positions count real tokens only, so left
-    /// padding does not shift them (as Hugging Face computes them from the mask).
-    pub fn new(ids: &[Vec<u32>], attention_mask: &[Vec<u8>], head_dim: usize, theta: f64, device: &Device) -> Self {
+    /// padding does not shift them (as Hugging Face computes them from the mask). The sliding
+    /// window is counted in cache slots, as Hugging Face does.
+    pub fn new(ids: &[Vec<u32>], attention_mask: &[Vec<u8>], encoding: &PositionEncoding, device: &Device) -> Self {
         let batch = ids.len();
         let seq = ids.first().map_or(0, Vec::len);
         let total = attention_mask.first().map_or(seq, Vec::len);
         let past = total - seq;
         let masked = masked_bias(device.settings().float_dtype.into());
+        let window = encoding.sliding.map(|(window, _)| window);
         let mut positions = Vec::with_capacity(batch);
         let mut bias = Vec::with_capacity(batch * seq * total);
+        let mut local_bias = Vec::with_capacity(if window.is_some() { batch * seq * total } else { 0 });
         for mask in attention_mask {
             let mut count = 0i64;
             let mut row_positions = Vec::with_capacity(total);
@@ -290,13 +361,23 @@ impl DecoderInput {
             for q in 0..seq {
                 let q_abs = past + q;
                 bias.extend((0..total).map(|k| if k <= q_abs && mask[k] == 1 { 0.0 } else { masked }));
+                if let Some(window) = window {
+                    let open = |k: usize| k <= q_abs && q_abs - k < window && mask[k] == 1;
+                    local_bias.extend((0..total).map(|k| if open(k) { 0.0 } else { masked }));
+                }
             }
         }
         let flat: Vec<i64> = ids.iter().flatten().map(|&i| i64::from(i)).collect();
+        let rotary = Rotary::new(&positions, encoding.head_dim, encoding.rope_theta, device);
+        let sliding = encoding.sliding.map(|(_, theta)| SlidingInput {
+            rotary: if theta == encoding.rope_theta { rotary.clone() } else { Rotary::new(&positions, encoding.head_dim, theta, device) },
+            mask_bias: Tensor::from_data(TensorData::new(std::mem::take(&mut local_bias), [batch, 1, seq, total]), device),
+        });
         Self {
             input_ids: Tensor::from_data(TensorData::new(flat, [batch, seq]), device),
-            rotary: Rotary::new(&positions, head_dim, theta, device),
+            rotary,
             mask_bias: Tensor::from_data(TensorData::new(bias, [batch, 1, seq, total]), device),
+            sliding,
         }
     }
 }
@@ -314,45 +395,67 @@ pub struct LlamaModel {
     pub tied_head: Option<Param<Tensor<2>>>,
     pub head_dim: usize,
     pub rope_theta: f64,
+    /// The sliding-window layers' window and RoPE base.
+    pub sliding: Option<(usize, f64)>,
+    /// Embeddings are multiplied by this (Gemma: `sqrt(hidden)`).
+    pub embedding_scale: Option<f64>,
 }
 
 impl LlamaModel {
     /// Builds the model from a checkpoint with Hugging Face tensor names, taking out what it uses.
     pub fn load(config: &LlamaConfig, checkpoint: &mut Checkpoint, device: &Device) -> Result<Self> {
         let c = config;
+        if c.norm_unit_offset {
+            // Gemma's checkpoints hold `w` of `x̂ (1 + w)`; the model holds `1 + w`.
+            checkpoint.offset_tensors("norm.weight", 1.0);
+        }
         let mut reader = TensorReader::new(checkpoint, device);
         let r = &mut reader;
-        let norm = |r: &mut TensorReader<'_>, name: &str| -> Result<RmsNorm> {
-            Ok(RmsNorm { weight: Param::from_tensor(r.tensor(&format!("{name}.weight"), [c.hidden_size])?), eps: c.rms_norm_eps })
+        let norm = |r: &mut TensorReader<'_>, name: &str, width: usize| -> Result<RmsNorm> {
+            Ok(RmsNorm { weight: Param::from_tensor(r.tensor(&format!("{name}.weight"), [width])?), eps: c.rms_norm_eps })
         };
         let linear = |r: &mut TensorReader<'_>, name: &str, d_in: usize, d_out: usize, bias: bool| -> Result<LoraLinear> {
             Ok(LoraLinear::new(r.linear(name, d_in, d_out, bias)?))
         };
         let (q_width, kv_width) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
+        let [attn_norm, attn_post_norm, ffn_norm, ffn_post_norm] = norm_names(c);
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
+            let head_norm = |r: &mut TensorReader<'_>, name: &str| -> Result<Option<RmsNorm>> {
+                c.qk_norm.then(|| norm(r, &format!("{p}.self_attn.{name}"), c.head_dim)).transpose()
+            };
+            let sandwich = |r: &mut TensorReader<'_>, name: &str| -> Result<Option<RmsNorm>> {
+                c.sandwich_norms.then(|| norm(r, &format!("{p}.{name}"), c.hidden_size)).transpose()
+            };
             layers.push(LlamaLayer {
-                input_layernorm: norm(r, &format!("{p}.input_layernorm"))?,
+                attn_norm: norm(r, &format!("{p}.{attn_norm}"), c.hidden_size)?,
                 self_attn: LlamaAttention {
                     q_proj: linear(r, &format!("{p}.self_attn.q_proj"), c.hidden_size, q_width, c.qkv_bias)?,
                     k_proj: linear(r, &format!("{p}.self_attn.k_proj"), c.hidden_size, kv_width, c.qkv_bias)?,
                     v_proj: linear(r, &format!("{p}.self_attn.v_proj"), c.hidden_size, kv_width, c.qkv_bias)?,
                     o_proj: linear(r, &format!("{p}.self_attn.o_proj"), q_width, c.hidden_size, c.o_bias)?,
+                    q_norm: head_norm(r, "q_norm")?,
+                    k_norm: head_norm(r, "k_norm")?,
                     num_heads: c.num_attention_heads,
                     num_kv_heads: c.num_key_value_heads,
                     head_dim: c.head_dim,
+                    scale: c.attention_scale(),
+                    sliding: c.is_sliding(i),
                 },
-                post_attention_layernorm: norm(r, &format!("{p}.post_attention_layernorm"))?,
+                attn_post_norm: sandwich(r, attn_post_norm)?,
+                ffn_norm: norm(r, &format!("{p}.{ffn_norm}"), c.hidden_size)?,
                 mlp: LlamaMlp {
                     gate_proj: linear(r, &format!("{p}.mlp.gate_proj"), c.hidden_size, c.intermediate_size, false)?,
                     up_proj: linear(r, &format!("{p}.mlp.up_proj"), c.hidden_size, c.intermediate_size, false)?,
                     down_proj: linear(r, &format!("{p}.mlp.down_proj"), c.intermediate_size, c.hidden_size, false)?,
+                    gelu: c.hidden_act == HiddenAct::GeluTanh,
                 },
+                ffn_post_norm: sandwich(r, ffn_post_norm)?,
             });
         }
         let embed_tokens = r.embedding("model.embed_tokens", c.vocab_size, c.hidden_size)?;
-        let norm = norm(r, "model.norm")?;
+        let norm = norm(r, "model.norm", c.hidden_size)?;
         let lm_head = if c.tie_word_embeddings {
             // Some tied checkpoints still store the head; it must equal the embedding.
             if r.contains("lm_head.weight") {
@@ -366,7 +469,17 @@ impl LlamaModel {
             let transposed = crate::weights::to_host(embed_tokens.weight.val()).transposed();
             Param::from_tensor(crate::weights::to_device(transposed, r.device())).set_require_grad(false)
         });
-        Ok(Self { embed_tokens, layers, norm, lm_head, tied_head, head_dim: c.head_dim, rope_theta: c.rope_theta })
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            tied_head,
+            head_dim: c.head_dim,
+            rope_theta: c.rope_theta,
+            sliding: c.sliding_window.map(|window| (window, c.rope_local_theta.unwrap_or(c.rope_theta))),
+            embedding_scale: c.scale_embeddings.then(|| (c.hidden_size as f64).sqrt()),
+        })
     }
 
     /// Tensors a checkpoint may hold that the model does not need.
@@ -374,14 +487,28 @@ impl LlamaModel {
         &["rotary_emb.inv_freq"]
     }
 
-    /// Writes the weights (adapters merged or not, as they are) under Hugging Face names.
-    pub fn export(&self, writer: &mut TensorWriter) {
+    /// Writes the weights (adapters merged or not, as they are) under Hugging Face names, the
+    /// norms as `config` stores them.
+    pub fn export(&self, config: &LlamaConfig, writer: &mut TensorWriter) {
+        let norm = |writer: &mut TensorWriter, name: &str, norm: &RmsNorm| {
+            let weight = norm.weight.val();
+            writer.tensor(&format!("{name}.weight"), if config.norm_unit_offset { weight.sub_scalar(1.0) } else { weight });
+        };
+        let [attn_norm, attn_post_norm, ffn_norm, ffn_post_norm] = norm_names(config);
         writer.embedding("model.embed_tokens", &self.embed_tokens);
         for (i, layer) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
-            writer.tensor(&format!("{p}.input_layernorm.weight"), layer.input_layernorm.weight.val());
-            writer.tensor(&format!("{p}.post_attention_layernorm.weight"), layer.post_attention_layernorm.weight.val());
+            norm(writer, &format!("{p}.{attn_norm}"), &layer.attn_norm);
+            norm(writer, &format!("{p}.{ffn_norm}"), &layer.ffn_norm);
+            if let (Some(before), Some(after)) = (&layer.attn_post_norm, &layer.ffn_post_norm) {
+                norm(writer, &format!("{p}.{attn_post_norm}"), before);
+                norm(writer, &format!("{p}.{ffn_post_norm}"), after);
+            }
             let a = &layer.self_attn;
+            if let (Some(q), Some(k)) = (&a.q_norm, &a.k_norm) {
+                norm(writer, &format!("{p}.self_attn.q_norm"), q);
+                norm(writer, &format!("{p}.self_attn.k_norm"), k);
+            }
             for (name, l) in [("q_proj", &a.q_proj), ("k_proj", &a.k_proj), ("v_proj", &a.v_proj), ("o_proj", &a.o_proj)] {
                 writer.linear(&format!("{p}.self_attn.{name}"), &l.base);
             }
@@ -390,7 +517,7 @@ impl LlamaModel {
                 writer.linear(&format!("{p}.mlp.{name}"), &l.base);
             }
         }
-        writer.tensor("model.norm.weight", self.norm.weight.val());
+        norm(writer, "model.norm", &self.norm);
         if let Some(head) = &self.lm_head {
             writer.linear("lm_head", &head.base);
         }
@@ -410,13 +537,22 @@ impl LlamaModel {
 
     /// Host-side input for `ids` with `attention_mask` over cached + new tokens.
     pub fn input(&self, ids: &[Vec<u32>], attention_mask: &[Vec<u8>]) -> DecoderInput {
-        DecoderInput::new(ids, attention_mask, self.head_dim, self.rope_theta, &self.device())
+        DecoderInput::new(ids, attention_mask, &self.position_encoding(), &self.device())
+    }
+
+    /// The rotary bases and sliding window this model was built with.
+    pub fn position_encoding(&self) -> PositionEncoding {
+        PositionEncoding { head_dim: self.head_dim, rope_theta: self.rope_theta, sliding: self.sliding }
     }
 
     /// Final hidden states (after the last norm): `[batch, seq, hidden]`. With a cache, the
     /// new keys and values are appended to it.
     pub fn forward_hidden(&self, input: DecoderInput, mut cache: Option<&mut KvCache>) -> Tensor<3> {
         let mut hidden = self.embed_tokens.forward(input.input_ids); // [batch, seq, hidden]
+        if let Some(scale) = self.embedding_scale {
+            // In the float type of the activations, as Gemma's reference computes it.
+            hidden = hidden.mul_scalar(scale as f32);
+        }
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| {
                 if c.layers.len() <= i {
@@ -424,7 +560,11 @@ impl LlamaModel {
                 }
                 (&mut c.layers[i], c.capacity)
             });
-            hidden = layer.forward(hidden, &input.rotary, input.mask_bias.clone(), slot);
+            let (rotary, mask_bias) = match (&input.sliding, layer.self_attn.sliding) {
+                (Some(local), true) => (&local.rotary, local.mask_bias.clone()),
+                _ => (&input.rotary, input.mask_bias.clone()),
+            };
+            hidden = layer.forward(hidden, rotary, mask_bias, slot);
         }
         self.norm.forward(hidden)
     }

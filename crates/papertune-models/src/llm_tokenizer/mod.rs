@@ -1,7 +1,10 @@
 //! The tokenizer of a causal LM, with its special tokens and chat template: read from
-//! `tokenizer.json` (+ `tokenizer_config.json`), or rebuilt from GGUF metadata as a GPT-2-style
-//! byte-level BPE (tokens, merges, pre-tokenizer, special tokens) with the `tokenizers` crate.
-//! Chat templates are the model's own Jinja text, rendered with minijinja.
+//! `tokenizer.json` (+ `tokenizer_config.json`), or rebuilt from GGUF metadata with the
+//! `tokenizers` crate: a GPT-2-style byte-level BPE (tokens, merges, pre-tokenizer, special
+//! tokens), or Gemma's SentencePiece vocabulary (`spm.rs`). Chat templates are the model's own
+//! Jinja text, rendered with minijinja; a Gemma file without one gets Gemma's turn format.
+
+mod spm;
 
 use std::path::{Path, PathBuf};
 
@@ -61,6 +64,18 @@ impl std::fmt::Debug for LlmTokenizer {
 /// GGUF token types that are special tokens (3 = control, 4 = user defined).
 const SPECIAL_TOKEN_TYPES: [i64; 2] = [3, 4];
 
+/// Gemma's turn format (its documented chat layout): a system message goes in front of the
+/// first user turn, the assistant's role is `model`. BOS is not part of it: `encode` adds it.
+const GEMMA_TURNS: &str = "{% set ns = namespace(system='') %}{% for message in messages %}\
+{% if message['role'] == 'system' %}{% set ns.system = message['content'] ~ '\\n\\n' %}\
+{% else %}{{ '<start_of_turn>' ~ ('model' if message['role'] == 'assistant' else message['role']) ~ '\\n' }}\
+{% if message['role'] == 'user' %}{{ ns.system }}{% set ns.system = '' %}{% endif %}\
+{{ message['content'] | trim }}{{ '<end_of_turn>\\n' }}{% endif %}{% endfor %}\
+{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}";
+
+/// The control token that ends a turn in Gemma's format.
+const GEMMA_END_OF_TURN: &str = "<end_of_turn>";
+
 /// Split patterns of the Llama 3 and Qwen2 pre-tokenizers (digits in groups of three, or alone).
 const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -115,16 +130,23 @@ impl LlmTokenizer {
         Ok(out)
     }
 
-    /// Rebuilds the tokenizer from GGUF metadata (`tokenizer.ggml.*`). Only byte-level BPE
-    /// (`tokenizer.ggml.model = "gpt2"`) is supported; other models fail with a clear error.
+    /// Rebuilds the tokenizer from GGUF metadata (`tokenizer.ggml.*`): byte-level BPE
+    /// (`tokenizer.ggml.model = "gpt2"`), or SentencePiece (`"llama"`) for the Gemma
+    /// architectures; other models fail with a clear error.
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
         let bad = |message: String| ModelError::Tokenizer { path: file.path.clone(), message };
         let model = file.get_str("tokenizer.ggml.model")?;
-        if model != "gpt2" {
-            return Err(bad(format!(
-                "tokenizer.ggml.model {model:?} cannot be rebuilt (only \"gpt2\" byte-level BPE); \
-                 put the model's tokenizer.json beside the GGUF file instead"
-            )));
+        let architecture = file.get("general.architecture").and_then(|v| v.as_str()).unwrap_or("");
+        match (model, architecture) {
+            ("gpt2", _) => {}
+            ("llama", "gemma" | "gemma2" | "gemma3") => return Self::gemma_from_gguf(file),
+            _ => {
+                return Err(bad(format!(
+                    "tokenizer.ggml.model {model:?} of architecture {architecture:?} cannot be rebuilt (papertune \
+                     rebuilds \"gpt2\" byte-level BPE, and \"llama\" SentencePiece for Gemma); put the model's \
+                     tokenizer.json beside the GGUF file instead"
+                )));
+            }
         }
         let tokens = file.get_strings("tokenizer.ggml.tokens")?;
         let merges = file.get_strings("tokenizer.ggml.merges")?;
@@ -192,6 +214,51 @@ impl LlmTokenizer {
             eos_token_ids: eos_id.into_iter().collect(),
             pad_token_id: id("padding_token_id"),
             add_bos: file.get("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()).unwrap_or(false),
+        })
+    }
+
+    /// Gemma's SentencePiece vocabulary from the metadata, with Gemma's turn format as the chat
+    /// template when the file carries none (a pretrained base model), ending turns at
+    /// `<end_of_turn>` as well as at EOS.
+    fn gemma_from_gguf(file: &GgufFile) -> Result<Self> {
+        let bad = |message: String| ModelError::Tokenizer { path: file.path.clone(), message };
+        let tokens = file.get_strings("tokenizer.ggml.tokens")?;
+        let token_types: Vec<i64> = match file.get("tokenizer.ggml.token_type").and_then(|v| v.as_array()) {
+            Some(values) => values.iter().map(|v| v.as_f64().unwrap_or(1.0) as i64).collect(),
+            None => Vec::new(),
+        };
+        let id = |key: &str| file.get(&format!("tokenizer.ggml.{key}")).and_then(|v| v.as_u64()).map(|v| v as u32);
+        let text_of = |what: &str, id: Option<u32>| -> Result<Option<String>> {
+            match id {
+                None => Ok(None),
+                Some(i) => tokens
+                    .get(i as usize)
+                    .map(|t| Some((*t).to_owned()))
+                    .ok_or_else(|| bad(format!("{what} token id {i} is outside the {}-token vocabulary", tokens.len()))),
+            }
+        };
+        let (bos_id, eos_id, unk_id, pad_id) = (id("bos_token_id"), id("eos_token_id"), id("unknown_token_id"), id("padding_token_id"));
+        let bos_token = text_of("BOS", bos_id)?;
+        let eos_token = text_of("EOS", eos_id)?;
+        let unk = text_of("unknown", unk_id)?.unwrap_or_else(|| "<unk>".into());
+        let pad = text_of("padding", pad_id)?;
+        let specials: Vec<&str> = [&bos_token, &eos_token, &pad].into_iter().flatten().map(String::as_str).chain([unk.as_str()]).collect();
+        let tokenizer = spm::gemma_tokenizer(&tokens, &token_types, &specials, &unk).map_err(bad)?;
+        let file_template = file.get("tokenizer.chat_template").and_then(|v| v.as_str()).map(str::to_owned);
+        let mut eos_token_ids: Vec<u32> = eos_id.into_iter().collect();
+        if file_template.is_none() {
+            eos_token_ids.extend(tokenizer.token_to_id(GEMMA_END_OF_TURN).filter(|id| !eos_token_ids.contains(id)));
+        }
+        Ok(Self {
+            source: file.path.clone(),
+            tokenizer,
+            chat_template: Some(file_template.unwrap_or_else(|| GEMMA_TURNS.to_owned())),
+            bos_token,
+            eos_token,
+            eos_token_ids,
+            pad_token_id: pad_id,
+            // transformers prepends BOS to Gemma's text unless the file says otherwise.
+            add_bos: file.get("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()).unwrap_or(true),
         })
     }
 
@@ -294,6 +361,13 @@ mod tests {
             {% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
         let text = render_chat_template(template, &[ChatMessage::user("Hi")], true, None, None).unwrap();
         assert_eq!(text, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+        let system = ChatMessage { role: "system".into(), content: "Be brief.".into() };
+        let reply = ChatMessage { role: "assistant".into(), content: "Hello. ".into() };
+        let gemma = render_chat_template(GEMMA_TURNS, &[system, ChatMessage::user("Hi"), reply], true, None, None).unwrap();
+        assert_eq!(
+            gemma,
+            "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n<start_of_turn>model\n"
+        );
         let err = render_chat_template("{{ raise_exception('no') }}", &[], false, None, None).unwrap_err();
         assert!(err.contains("no"), "{err}");
     }

