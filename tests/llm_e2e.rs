@@ -98,11 +98,11 @@ fn lora_adapters_start_neutral_merge_exactly_and_train_alone() {
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let adapters = model.lm.lora_linears().len();
     assert_eq!(grads.len(), 2 * adapters, "gradients for A and B of every adapter, nothing else");
-    let before = model.lm.layers[0].self_attn.q_proj.base.weight.val().into_data();
+    let before = model.lm.layers[0].self_attn.q_proj.base.as_ref().unwrap().weight.val().into_data();
     let b_before = model.lm.layers[0].self_attn.q_proj.lora.as_ref().unwrap().b.val().into_data();
     let mut optimizer = AdamWConfig::new().init();
     let model = optimizer.step(1e-2, model, grads);
-    assert_eq!(model.lm.layers[0].self_attn.q_proj.base.weight.val().into_data(), before);
+    assert_eq!(model.lm.layers[0].self_attn.q_proj.base.as_ref().unwrap().weight.val().into_data(), before);
     assert_ne!(model.lm.layers[0].self_attn.q_proj.lora.as_ref().unwrap().b.val().into_data(), b_before);
 }
 

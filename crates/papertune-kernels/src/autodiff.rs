@@ -178,6 +178,29 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         tracked_product::<B, C>(x, weight, B::linear_layer)
     }
 
+    fn quantized_linear(x: FloatTensor<Self>, weight: crate::quant::QuantWeight) -> FloatTensor<Self> {
+        /// The weight is frozen: only the input gets a gradient, `dx = dy W`.
+        #[derive(Debug)]
+        struct QuantizedLinear(crate::quant::QuantWeight);
+
+        impl<B: FusedOps> Backward<B, 1> for QuantizedLinear {
+            type State = ();
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [parent] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                if let Some(parent) = parent {
+                    grads.register::<B>(parent.id, B::quantized_linear_backward(grad, self.0));
+                }
+            }
+        }
+
+        match QuantizedLinear(weight.clone()).prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((), B::quantized_linear(x.into_primitive(), weight)),
+            OpsKind::UnTracked(prep) => prep.finish(B::quantized_linear(x.into_primitive(), weight)),
+        }
+    }
+
     fn linear_layer_bias(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct LinearBias;

@@ -190,6 +190,19 @@ pub trait FusedOps: Backend {
         composed::linear_bias::<Self>(x, weight, bias)
     }
 
+    /// A linear layer whose weight `W [d_out, d_in]` stays in its quantised blocks: `x Wᵀ` for
+    /// `x [rows, d_in]`, `[rows, d_out]`. The default computes on the host from the blocks
+    /// ([`crate::quant::matmul_xwt`]): the activations travel, the weight never exists in f32.
+    fn quantized_linear(x: FloatTensor<Self>, weight: crate::quant::QuantWeight) -> FloatTensor<Self> {
+        composed::quantized_linear::<Self>(x, weight)
+    }
+
+    /// The backward pass of [`FusedOps::quantized_linear`] to its input: `dx = dy W`,
+    /// `[rows, d_in]` from `dy [rows, d_out]`.
+    fn quantized_linear_backward(grad: FloatTensor<Self>, weight: crate::quant::QuantWeight) -> FloatTensor<Self> {
+        composed::quantized_linear_backward::<Self>(grad, weight)
+    }
+
     /// Batched matrix product of `a [b0, b1, m, k]` and `b [b0, b1, k, n]` (no broadcasting),
     /// `[b0, b1, m, n]`.
     fn batched_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {

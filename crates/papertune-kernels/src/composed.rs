@@ -244,6 +244,35 @@ pub(crate) fn matmul<B: Backend>(lhs: FloatTensor<B>, rhs: FloatTensor<B>) -> Fl
     B::float_matmul(lhs, rhs)
 }
 
+/// `x Wᵀ` from W's blocks, on the host: `x [rows, d_in]` is read, multiplied, and the result
+/// written back to `x`'s device.
+pub(crate) fn quantized_linear<B: Backend>(x: FloatTensor<B>, weight: crate::quant::QuantWeight) -> FloatTensor<B> {
+    let (device, dtype) = (x.device(), x.dtype());
+    let rows = x.shape().num_elements() / weight.cols;
+    let x = host_f32::<B>(x);
+    let mut y = vec![0.0f32; rows * weight.rows];
+    crate::quant::matmul_xwt(&x, rows, &weight, &mut y);
+    B::float_from_data(burn::tensor::TensorData::new(y, [rows, weight.rows]).convert_dtype(dtype), &device)
+}
+
+/// `dy W` from W's blocks, on the host.
+pub(crate) fn quantized_linear_backward<B: Backend>(grad: FloatTensor<B>, weight: crate::quant::QuantWeight) -> FloatTensor<B> {
+    let (device, dtype) = (grad.device(), grad.dtype());
+    let rows = grad.shape().num_elements() / weight.rows;
+    let dy = host_f32::<B>(grad);
+    let mut dx = vec![0.0f32; rows * weight.cols];
+    crate::quant::matmul_dyw(&dy, rows, &weight, &mut dx);
+    B::float_from_data(burn::tensor::TensorData::new(dx, [rows, weight.cols]).convert_dtype(dtype), &device)
+}
+
+/// A tensor's values as f32 on the host.
+fn host_f32<B: Backend>(x: FloatTensor<B>) -> Vec<f32> {
+    let data = burn::backend::try_read_sync(B::float_into_data(x))
+        .expect("reading a tensor back is synchronous on every backend papertune runs")
+        .expect("a tensor's data can be read back");
+    data.convert::<f32>().try_into_vec::<f32>().expect("converted to f32")
+}
+
 pub(crate) fn linear_bias<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {
     let d_out = bias.shape().num_elements();
     let product = B::float_matmul(x, weight); // [rows, d_out]

@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use papertune_kernels as kernels;
 use papertune_kernels::dropout::Dropout;
 
-use crate::checkpoint::{Checkpoint, write_atomic};
+use papertune_kernels::quant::QuantWeight;
+
+use crate::checkpoint::{Checkpoint, HostTensor, write_atomic};
 use crate::error::{ModelError, Result};
 use crate::weights::{to_device, to_host};
 
@@ -131,41 +133,94 @@ impl LoraAdapter {
     }
 }
 
-/// A linear layer with an optional LoRA adapter.
+/// A frozen linear layer whose weight stays in its quantised GGUF blocks (`[out, in]`); the
+/// bias, if any, is f32. Its forward pass computes from the blocks, and its backward pass
+/// reaches the input through them, so LoRA trains on it without an f32 copy of the weight.
+#[derive(Module, Debug)]
+pub struct QuantizedLinear {
+    #[module(skip)]
+    pub weight: QuantWeight,
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+impl QuantizedLinear {
+    /// The layer in f32 (burn's layout, `[in, out]`), for merging and export.
+    pub fn dequantized(&self, device: &Device) -> Linear {
+        let weight = HostTensor::new(vec![self.weight.rows, self.weight.cols], self.weight.dequantize()).transposed();
+        Linear { weight: Param::from_tensor(to_device(weight, device)).set_require_grad(false), bias: self.bias.clone() }
+    }
+}
+
+/// A linear layer with an optional LoRA adapter; its frozen base is f32 or quantised.
 #[derive(Module, Debug)]
 pub struct LoraLinear {
-    pub base: Linear,
+    /// The base in f32 (`None` when it is quantised).
+    pub base: Option<Linear>,
+    /// The base kept in its quantised blocks.
+    pub quantized: Option<QuantizedLinear>,
     pub lora: Option<LoraAdapter>,
 }
 
 impl LoraLinear {
     pub fn new(base: Linear) -> Self {
-        Self { base, lora: None }
+        Self { base: Some(base), quantized: None, lora: None }
+    }
+
+    /// A layer over a quantised base.
+    pub fn quantized(weight: QuantWeight, bias: Option<Tensor<1>>) -> Self {
+        Self { base: None, quantized: Some(QuantizedLinear { weight, bias: bias.map(Param::from_tensor) }), lora: None }
+    }
+
+    /// The frozen base's output, `[.., in]` -> `[.., out]`.
+    fn base_forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match (&self.base, &self.quantized) {
+            (Some(base), _) => kernels::linear_layer(base, x),
+            (None, Some(q)) => kernels::quantized_linear(x, &q.weight, q.bias.as_ref().map(|b| b.val())),
+            (None, None) => unreachable!("a LoraLinear is built with a base"),
+        }
     }
 
     /// `[.., in]` -> `[.., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match &self.lora {
-            None => kernels::linear_layer(&self.base, x),
+            None => self.base_forward(x),
             Some(lora) => {
                 // The scaling goes on the narrow [.., r] product rather than on [.., out].
                 let down = kernels::linear(lora.dropout.forward(x.clone()), lora.a.val(), None).mul_scalar(lora.scaling);
-                kernels::linear_layer(&self.base, x) + kernels::linear(down, lora.b.val(), None)
+                self.base_forward(x) + kernels::linear(down, lora.b.val(), None)
             }
         }
     }
 
     /// `(in, out)`
     pub fn dims(&self) -> (usize, usize) {
-        let [d_in, d_out] = self.base.weight.dims();
-        (d_in, d_out)
+        match (&self.base, &self.quantized) {
+            (Some(base), _) => {
+                let [d_in, d_out] = base.weight.dims();
+                (d_in, d_out)
+            }
+            (None, Some(q)) => (q.weight.cols, q.weight.rows),
+            (None, None) => (0, 0),
+        }
     }
 
-    /// Folds the adapter into the base weight (`W + scaling * A B`) and drops it.
+    /// The base in f32 (decoded from its blocks when quantised).
+    pub fn f32_base(&self, device: &Device) -> Linear {
+        match (&self.base, &self.quantized) {
+            (Some(base), _) => base.clone(),
+            (None, Some(q)) => q.dequantized(device),
+            (None, None) => unreachable!("a LoraLinear is built with a base"),
+        }
+    }
+
+    /// Folds the adapter into the base weight (`W + scaling * A B`) and drops it. A quantised
+    /// base is decoded to f32 first: the sum is not a quantised matrix.
     pub fn merge(&mut self) {
         if let Some(lora) = self.lora.take() {
-            let merged = self.base.weight.val() + lora.delta_weight();
-            self.base.weight = Param::from_tensor(merged).set_require_grad(false);
+            let mut base = self.f32_base(&lora.a.device());
+            base.weight = Param::from_tensor(base.weight.val() + lora.delta_weight()).set_require_grad(false);
+            self.base = Some(base);
+            self.quantized = None;
         }
     }
 }

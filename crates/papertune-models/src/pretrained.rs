@@ -51,9 +51,25 @@ pub struct PretrainedCausalLm {
     pub tokenizer: LlmTokenizer,
 }
 
+/// How a GGUF file's quantised weights are held in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightPrecision {
+    /// Decoded to f32 on load.
+    #[default]
+    Dequantized,
+    /// The linear layers and a tied head stay in their blocks and are computed from them (the
+    /// token embedding and the norms are f32). Files without quantised weights load as f32.
+    Quantized,
+}
+
 impl PretrainedCausalLm {
     /// Reads the architecture, the weights (dequantised to f32) and the tokenizer.
     pub fn load(files: &LlmFiles, device: &Device) -> Result<Self> {
+        Self::load_with(files, WeightPrecision::Dequantized, device)
+    }
+
+    /// Reads the architecture, the weights as `precision` says, and the tokenizer.
+    pub fn load_with(files: &LlmFiles, precision: WeightPrecision, device: &Device) -> Result<Self> {
         match files {
             LlmFiles::Gguf(path) => {
                 let file = GgufFile::read(path)?;
@@ -65,10 +81,16 @@ impl PretrainedCausalLm {
                     LlmTokenizer::from_gguf(&file)?
                 };
                 check_vocabulary(&tokenizer, &config, path)?;
-                let mut checkpoint = gguf::llama_checkpoint(&file, &config)?;
+                let (mut checkpoint, mut quantized) = match precision {
+                    WeightPrecision::Dequantized => (gguf::llama_checkpoint(&file, &config)?, Default::default()),
+                    WeightPrecision::Quantized => gguf::llama_checkpoint_quantized(&file, &config)?,
+                };
                 drop(file);
-                let model = LlamaModel::load(&config, &mut checkpoint, device)?;
+                let model = LlamaModel::load_with_quantized(&config, &mut checkpoint, &mut quantized, device)?;
                 checkpoint.ensure_consumed(LlamaModel::ignorable_tensors())?;
+                if let Some(name) = quantized.keys().next() {
+                    return Err(ModelError::Config { path: path.clone(), message: format!("quantised tensor {name:?} is not used by the model") });
+                }
                 Ok(Self { config, model, tokenizer })
             }
             LlmFiles::Folder { files, tokenizer_config } => {

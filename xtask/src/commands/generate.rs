@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use papertune_models::PretrainedCausalLm;
+use papertune_models::{PretrainedCausalLm, WeightPrecision};
 use papertune_models::generate::{GenerationConfig, Generator};
 use papertune_models::llm_tokenizer::ChatMessage;
 use papertune_models::lora::{LoraModel, load_peft_adapter};
@@ -14,7 +14,7 @@ use super::{PrecisionArg, device_for};
 
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// Preset (smollm2-135m), .gguf file, model folder or hub id.
+    /// Preset (smollm2-135m, gemma3-270m), .gguf file, model folder or hub id.
     #[arg(long, default_value = "smollm2-135m")]
     model: String,
     /// The text to continue.
@@ -44,6 +44,10 @@ pub struct GenerateArgs {
     /// A PEFT adapter folder to apply.
     #[arg(long)]
     adapter: Option<PathBuf>,
+    /// Decode a GGUF file's quantised weights to f32 on load, instead of computing from the
+    /// blocks (more memory, no 8-bit rounding of the activations).
+    #[arg(long)]
+    dequantize: bool,
     /// Backend: flex (CPU), ndarray (CPU), wgpu or cuda, if compiled in.
     #[arg(long)]
     backend: Option<String>,
@@ -53,7 +57,8 @@ pub struct GenerateArgs {
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     let device = device_for(args.backend.as_deref(), args.precision.precision)?;
-    let lm = PretrainedCausalLm::load(&source::resolve_llm(&args.model)?, &device)?;
+    let precision = if args.dequantize { WeightPrecision::Dequantized } else { WeightPrecision::Quantized };
+    let lm = PretrainedCausalLm::load_with(&source::resolve_llm(&args.model)?, precision, &device)?;
     let mut weights = lm.model;
     if let Some(dir) = args.adapter {
         weights = load_peft_adapter(weights, &dir)?.0.merge_lora();

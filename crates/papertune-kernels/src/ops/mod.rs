@@ -16,7 +16,7 @@ pub use attention::{attention_dropout, attention_key_bias, rotary};
 pub use loss::token_nll;
 pub use norms::{layer_norm, linear_residual_layer_norm, rms_norm};
 pub use optimizer::{AdamWStep, adamw_update};
-pub use products::{batched_matmul, linear, linear_layer};
+pub use products::{batched_matmul, linear, linear_layer, quantized_linear};
 
 use burn::backend::DispatchDevice;
 use burn::tensor::{DType, Device, FloatDType, Tensor};

@@ -23,6 +23,30 @@ pub fn batched_matmul(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
     }
 }
 
+/// `x Wᵀ + bias` for `x [.., d_in]` and a weight `W [d_out, d_in]` kept in its quantised
+/// blocks; the output is `[.., d_out]`. One tracked operation whose backward pass reaches `x`
+/// through the blocks (`dx = dy W`); the weight is frozen.
+pub fn quantized_linear<const D: usize>(x: Tensor<D>, weight: &crate::quant::QuantWeight, bias: Option<Tensor<1>>) -> Tensor<D> {
+    let dims = x.dims();
+    assert_eq!(
+        dims[D - 1],
+        weight.cols,
+        "quantized_linear: the input's last axis is {}, the weight takes {}",
+        dims[D - 1],
+        weight.cols
+    );
+    let rows = dims[..D - 1].iter().product();
+    let x = x.reshape([rows, weight.cols]);
+    let y = Tensor::<2>::from_dispatch(<Dispatch as FusedOps>::quantized_linear(x.into_dispatch(), weight.clone()));
+    let y = match bias {
+        Some(bias) => y + bias.unsqueeze_dim(0),
+        None => y,
+    };
+    let mut out = dims;
+    out[D - 1] = weight.rows;
+    y.reshape(out)
+}
+
 /// burn's [`Linear`](burn::nn::Linear) layer on `x [.., d_in]`: [`linear`] with the layer's
 /// weight and bias.
 pub fn linear_layer<const D: usize>(layer: &burn::nn::Linear, x: Tensor<D>) -> Tensor<D> {

@@ -18,6 +18,9 @@ mod testing;
 #[cfg(test)]
 mod tests;
 
+/// A quantised matrix shared between the layers and the operations that read it.
+pub type QuantWeight = std::sync::Arc<QuantMatrix>;
+
 pub use matmul::{QuantMatrix, matmul_dyw, matmul_xwt, matmul_xwt_dequant, matmul_xwt_q8, q8_error_bound, q8_path_max_m};
 
 /// The quantised block formats papertune decodes.

@@ -25,7 +25,7 @@ mod names;
 #[cfg(any(test, feature = "test-util"))]
 mod writer;
 
-pub use names::llama_checkpoint;
+pub use names::{QuantizedWeights, llama_checkpoint, llama_checkpoint_quantized};
 #[cfg(any(test, feature = "test-util"))]
 pub use writer::GgufWriter;
 

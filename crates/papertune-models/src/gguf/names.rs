@@ -1,7 +1,12 @@
 //! llama.cpp's tensor names for the Llama family (Gemma 3 included), mapped to Hugging Face's,
 //! so that a GGUF file loads through the same name map as a safetensors checkpoint.
 
-use super::GgufFile;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use papertune_kernels::quant::{QuantMatrix, QuantWeight};
+
+use super::{GgmlType, GgufFile};
 use crate::checkpoint::{Checkpoint, HostTensor};
 use crate::error::{ModelError, Result};
 use crate::llama::LlamaConfig;
@@ -10,22 +15,48 @@ use crate::llama::LlamaConfig;
 /// f32, undoing the Q/K row permutation llama.cpp applies to Llama models, and the `+ 1`
 /// llama.cpp adds to Gemma's norm scales.
 pub fn llama_checkpoint(file: &GgufFile, config: &LlamaConfig) -> Result<Checkpoint> {
+    Ok(llama_weights(file, config, false)?.0)
+}
+
+/// The linear layers' weights kept in their quantised blocks, by Hugging Face name
+/// (`model.layers.0.self_attn.q_proj.weight`; `lm_head.weight` for a tied head, the token
+/// embedding's blocks).
+pub type QuantizedWeights = BTreeMap<String, QuantWeight>;
+
+/// As [`llama_checkpoint`], with the quantised weights of the linear layers (and of a tied head)
+/// kept in their blocks instead of decoded: the checkpoint holds the rest (norms, the token
+/// embedding, f32 tensors).
+pub fn llama_checkpoint_quantized(file: &GgufFile, config: &LlamaConfig) -> Result<(Checkpoint, QuantizedWeights)> {
+    llama_weights(file, config, true)
+}
+
+fn llama_weights(file: &GgufFile, config: &LlamaConfig, keep_blocks: bool) -> Result<(Checkpoint, QuantizedWeights)> {
     let unpermute = config.model_type == "llama" || config.model_type == "mistral";
     let mut checkpoint = Checkpoint::from_tensors(file.path.clone(), Default::default());
+    let mut quantized = QuantizedWeights::new();
     for info in &file.tensors {
         let name = hf_name(&info.name, config).ok_or_else(|| ModelError::Config {
             path: file.path.clone(),
             message: format!("GGUF tensor {:?} has no Hugging Face counterpart papertune knows", info.name),
         })?;
+        let is_linear = name.ends_with("_proj.weight") || name == "lm_head.weight";
+        let tied_head = config.tie_word_embeddings && name == "model.embed_tokens.weight";
+        if let (true, GgmlType::Quant(ty), &[rows, cols]) = (keep_blocks && (is_linear || tied_head), info.ggml_type, info.shape.as_slice()) {
+            let matrix = QuantMatrix::new(ty, rows, cols, file.raw(info)?.to_vec())
+                .map_err(|message| ModelError::Config { path: file.path.clone(), message: format!("tensor {:?}: {message}", info.name) })?;
+            let heads = query_or_key_heads(&name, config).filter(|_| unpermute);
+            let matrix = match heads {
+                Some(heads) => unpermute_block_rows(matrix, heads, config.head_dim, &file.path, &info.name)?,
+                None => matrix,
+            };
+            let key = if tied_head { "lm_head.weight".to_owned() } else { name.clone() };
+            quantized.insert(key, Arc::new(matrix));
+            if !tied_head {
+                continue;
+            }
+        }
         let mut tensor = file.dequantize(info)?;
-        let heads = if name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias") {
-            Some(config.num_attention_heads)
-        } else if name.ends_with("k_proj.weight") || name.ends_with("k_proj.bias") {
-            Some(config.num_key_value_heads)
-        } else {
-            None
-        };
-        if let Some(heads) = heads.filter(|_| unpermute) {
+        if let Some(heads) = query_or_key_heads(&name, config).filter(|_| unpermute) {
             // The rows must be the heads' before they are moved (the name map checks the rest).
             let rows = heads * config.head_dim;
             if tensor.shape.first() != Some(&rows) {
@@ -43,7 +74,43 @@ pub fn llama_checkpoint(file: &GgufFile, config: &LlamaConfig) -> Result<Checkpo
     if config.norm_unit_offset {
         checkpoint.offset_tensors("norm.weight", -1.0);
     }
-    Ok(checkpoint)
+    Ok((checkpoint, quantized))
+}
+
+/// The heads of a query or key projection's rows (which llama.cpp permutes for Llama models).
+fn query_or_key_heads(name: &str, config: &LlamaConfig) -> Option<usize> {
+    if name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias") {
+        Some(config.num_attention_heads)
+    } else if name.ends_with("k_proj.weight") || name.ends_with("k_proj.bias") {
+        Some(config.num_key_value_heads)
+    } else {
+        None
+    }
+}
+
+/// [`unpermute_rows`] on a matrix kept in blocks: each row is whole blocks, so rows move as
+/// byte ranges.
+fn unpermute_block_rows(matrix: QuantMatrix, heads: usize, head_dim: usize, path: &std::path::Path, name: &str) -> Result<QuantMatrix> {
+    if matrix.rows != heads * head_dim {
+        return Err(ModelError::ShapeMismatch {
+            path: path.to_path_buf(),
+            name: name.to_owned(),
+            expected: vec![heads * head_dim],
+            found: vec![matrix.rows, matrix.cols],
+        });
+    }
+    let row_bytes = matrix.row_bytes();
+    let half = head_dim / 2;
+    let mut bytes = vec![0u8; matrix.bytes.len()];
+    for h in 0..heads {
+        for s in 0..2 {
+            for j in 0..half {
+                let (from, to) = (h * head_dim + 2 * j + s, h * head_dim + s * half + j);
+                bytes[to * row_bytes..(to + 1) * row_bytes].copy_from_slice(&matrix.bytes[from * row_bytes..(from + 1) * row_bytes]);
+            }
+        }
+    }
+    QuantMatrix::new(matrix.ty, matrix.rows, matrix.cols, bytes).map_err(|message| ModelError::Config { path: path.to_path_buf(), message })
 }
 
 /// llama.cpp's tensor name -> Hugging Face's.

@@ -24,8 +24,9 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use papertune_kernels as kernels;
 
 use crate::checkpoint::Checkpoint;
-use crate::error::Result;
-use crate::lora::{LoraLinear, LoraModel};
+use crate::error::{ModelError, Result};
+use crate::gguf::QuantizedWeights;
+use crate::lora::{LoraLinear, LoraModel, QuantizedLinear};
 use crate::mask::masked_bias;
 use crate::weights::{TensorReader, TensorWriter};
 
@@ -393,6 +394,9 @@ pub struct LlamaModel {
     /// The tied head: `embed_tokens`' weight transposed once into a contiguous `[hidden, vocab]`
     /// copy (frozen), so that computing logits does not re-layout 28M values at every call.
     pub tied_head: Option<Param<Tensor<2>>>,
+    /// The tied head kept in the token embedding's quantised blocks (GGUF, quantised loading),
+    /// in place of `tied_head`.
+    pub quantized_head: Option<QuantizedLinear>,
     pub head_dim: usize,
     pub rope_theta: f64,
     /// The sliding-window layers' window and RoPE base.
@@ -404,7 +408,14 @@ pub struct LlamaModel {
 impl LlamaModel {
     /// Builds the model from a checkpoint with Hugging Face tensor names, taking out what it uses.
     pub fn load(config: &LlamaConfig, checkpoint: &mut Checkpoint, device: &Device) -> Result<Self> {
+        Self::load_with_quantized(config, checkpoint, &mut QuantizedWeights::new(), device)
+    }
+
+    /// As [`LlamaModel::load`], with the linear layers in `quantized` (and a tied head under
+    /// `lm_head.weight`) kept in their blocks; they are taken out of the map.
+    pub fn load_with_quantized(config: &LlamaConfig, checkpoint: &mut Checkpoint, quantized: &mut QuantizedWeights, device: &Device) -> Result<Self> {
         let c = config;
+        let path = checkpoint.path.clone();
         if c.norm_unit_offset {
             // Gemma's checkpoints hold `w` of `x̂ (1 + w)`; the model holds `1 + w`.
             checkpoint.offset_tensors("norm.weight", 1.0);
@@ -414,8 +425,20 @@ impl LlamaModel {
         let norm = |r: &mut TensorReader<'_>, name: &str, width: usize| -> Result<RmsNorm> {
             Ok(RmsNorm { weight: Param::from_tensor(r.tensor(&format!("{name}.weight"), [width])?), eps: c.rms_norm_eps })
         };
-        let linear = |r: &mut TensorReader<'_>, name: &str, d_in: usize, d_out: usize, bias: bool| -> Result<LoraLinear> {
-            Ok(LoraLinear::new(r.linear(name, d_in, d_out, bias)?))
+        let mut linear = |r: &mut TensorReader<'_>, name: &str, d_in: usize, d_out: usize, bias: bool| -> Result<LoraLinear> {
+            let Some(weight) = quantized.remove(&format!("{name}.weight")) else {
+                return Ok(LoraLinear::new(r.linear(name, d_in, d_out, bias)?));
+            };
+            if (weight.rows, weight.cols) != (d_out, d_in) {
+                return Err(ModelError::ShapeMismatch {
+                    path: path.clone(),
+                    name: format!("{name}.weight"),
+                    expected: vec![d_out, d_in],
+                    found: vec![weight.rows, weight.cols],
+                });
+            }
+            let bias = if bias { Some(r.tensor(&format!("{name}.bias"), [d_out])?) } else { None };
+            Ok(LoraLinear::quantized(weight, bias))
         };
         let (q_width, kv_width) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
         let [attn_norm, attn_post_norm, ffn_norm, ffn_post_norm] = norm_names(c);
@@ -465,7 +488,19 @@ impl LlamaModel {
         } else {
             Some(linear(r, "lm_head", c.hidden_size, c.vocab_size, false)?)
         };
-        let tied_head = c.tie_word_embeddings.then(|| {
+        let quantized_head = match quantized.remove("lm_head.weight").filter(|_| c.tie_word_embeddings) {
+            Some(weight) if (weight.rows, weight.cols) != (c.vocab_size, c.hidden_size) => {
+                return Err(ModelError::ShapeMismatch {
+                    path,
+                    name: "model.embed_tokens.weight".into(),
+                    expected: vec![c.vocab_size, c.hidden_size],
+                    found: vec![weight.rows, weight.cols],
+                });
+            }
+            Some(weight) => Some(QuantizedLinear { weight, bias: None }),
+            None => None,
+        };
+        let tied_head = (c.tie_word_embeddings && quantized_head.is_none()).then(|| {
             let transposed = crate::weights::to_host(embed_tokens.weight.val()).transposed();
             Param::from_tensor(crate::weights::to_device(transposed, r.device())).set_require_grad(false)
         });
@@ -475,6 +510,7 @@ impl LlamaModel {
             norm,
             lm_head,
             tied_head,
+            quantized_head,
             head_dim: c.head_dim,
             rope_theta: c.rope_theta,
             sliding: c.sliding_window.map(|window| (window, c.rope_local_theta.unwrap_or(c.rope_theta))),
@@ -510,16 +546,16 @@ impl LlamaModel {
                 norm(writer, &format!("{p}.self_attn.k_norm"), k);
             }
             for (name, l) in [("q_proj", &a.q_proj), ("k_proj", &a.k_proj), ("v_proj", &a.v_proj), ("o_proj", &a.o_proj)] {
-                writer.linear(&format!("{p}.self_attn.{name}"), &l.base);
+                writer.linear(&format!("{p}.self_attn.{name}"), &l.f32_base(&self.device()));
             }
             let m = &layer.mlp;
             for (name, l) in [("gate_proj", &m.gate_proj), ("up_proj", &m.up_proj), ("down_proj", &m.down_proj)] {
-                writer.linear(&format!("{p}.mlp.{name}"), &l.base);
+                writer.linear(&format!("{p}.mlp.{name}"), &l.f32_base(&self.device()));
             }
         }
         norm(writer, "model.norm", &self.norm);
         if let Some(head) = &self.lm_head {
-            writer.linear("lm_head", &head.base);
+            writer.linear("lm_head", &head.f32_base(&self.device()));
         }
     }
 
@@ -571,6 +607,9 @@ impl LlamaModel {
 
     /// Next-token logits from hidden states: `[.., hidden]` -> `[.., vocab]`.
     pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
+        if let (None, Some(head)) = (&self.lm_head, &self.quantized_head) {
+            return kernels::quantized_linear(hidden, &head.weight, None);
+        }
         match (&self.lm_head, &self.tied_head) {
             (Some(head), _) => head.forward(hidden),
             (None, Some(weight)) => kernels::linear(hidden, weight.val(), None),
@@ -631,5 +670,89 @@ impl LoraModel for LlamaModel {
             out.push(("lm_head".into(), true, head));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod quantized_tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use burn::tensor::Device;
+    use papertune_kernels::quant::{QuantMatrix, QuantType};
+
+    use super::*;
+    use crate::checkpoint::HostTensor;
+    use crate::gguf::{GgufFile, GgufWriter};
+    use crate::lora::LoraConfig;
+
+    /// The tiny model twice: its projections in Q8_0 blocks, and the blocks' values in f32.
+    fn twins(device: &Device) -> (LlamaModel, LlamaModel) {
+        let config = LlamaConfig::tiny();
+        let mut exact = crate::init::random_llama_checkpoint(&config, 7);
+        let mut rest = crate::init::random_llama_checkpoint(&config, 7);
+        let mut quantized = QuantizedWeights::new();
+        let names: Vec<String> = rest.names().filter(|n| n.ends_with("_proj.weight")).map(str::to_owned).collect();
+        for name in names {
+            let tensor = rest.remove(&name).unwrap();
+            let (rows, cols) = (tensor.shape[0], tensor.shape[1]);
+            let mut writer = GgufWriter::new();
+            writer.tensor_q8_0("w", &[rows, cols], &tensor.data);
+            let file = GgufFile::parse(Path::new("w.gguf"), writer.to_bytes()).unwrap();
+            let matrix = QuantMatrix::new(QuantType::Q8_0, rows, cols, file.raw(&file.tensors[0]).unwrap().to_vec()).unwrap();
+            exact.insert(name.clone(), HostTensor::new(vec![rows, cols], matrix.dequantize()));
+            quantized.insert(name, Arc::new(matrix));
+        }
+        let exact = LlamaModel::load(&config, &mut exact, device).unwrap();
+        let quantised = LlamaModel::load_with_quantized(&config, &mut rest, &mut quantized, device).unwrap();
+        assert!(quantized.is_empty() && quantised.layers[1].mlp.down_proj.quantized.is_some());
+        (exact, quantised)
+    }
+
+    /// Every adapter's `A` and `B` gradients of `sum(logits * ramp)` over `batch` sequences of
+    /// `seq` tokens, with `B` set away from zero so that the gradients reach earlier layers
+    /// through the later ones' frozen weights.
+    fn adapter_gradients(model: LlamaModel, batch: usize, seq: usize) -> Vec<f32> {
+        let config = LoraConfig { target_modules: vec!["all-linear".into()], dropout: 0.0, ..LoraConfig::default() };
+        let mut model = model.attach_lora(&config).unwrap();
+        for (i, (_, _, linear)) in model.lora_linears_mut().into_iter().enumerate() {
+            let lora = linear.lora.as_mut().unwrap();
+            let [r, out] = lora.b.dims();
+            let values: Vec<f32> = (0..r * out).map(|j| ((j * 7 + i * 3) % 11) as f32 / 110.0 - 0.05).collect();
+            lora.b = Param::from_tensor(Tensor::from_data(TensorData::new(values, [r, out]), &lora.b.device()));
+        }
+        let ids: Vec<Vec<u32>> = (0..batch).map(|b| (0..seq).map(|t| ((b * 5 + t * 3) % 60) as u32 + 3).collect()).collect();
+        let input = model.input(&ids, &vec![vec![1; seq]; batch]);
+        let logits = model.forward(input, None); // [batch, seq, vocab]
+        let ramp = Tensor::<3>::from_data(
+            TensorData::new((0..logits.dims().iter().product::<usize>()).map(|i| (i % 13) as f32 / 13.0).collect::<Vec<_>>(), logits.dims()),
+            &logits.device(),
+        );
+        let grads = (logits * ramp).sum().backward();
+        let mut out = Vec::new();
+        for (_, _, linear) in model.lora_linears() {
+            let lora = linear.lora.as_ref().unwrap();
+            for grad in [lora.a.grad(&grads).unwrap(), lora.b.grad(&grads).unwrap()] {
+                out.extend(grad.into_data().convert::<f32>().try_into_vec::<f32>().unwrap());
+            }
+        }
+        out
+    }
+
+    /// A LoRA step on the quantised base gives the adapters the gradients of the decoded model:
+    /// to f32 rounding when the products decode bands of the weight (more than 16 rows), and
+    /// within the 8-bit rounding of the activations when few rows take the integer path
+    /// (`quant::q8_error_bound`; the backward pass `dy W` always decodes).
+    #[test]
+    fn lora_gradients_reach_through_the_quantised_base() {
+        let device = Device::flex().autodiff();
+        for (batch, seq, tolerance) in [(2, 12, 1e-4), (1, 4, 3e-2)] {
+            let (exact, quantised) = twins(&device);
+            let (a, b) = (adapter_gradients(exact, batch, seq), adapter_gradients(quantised, batch, seq));
+            let scale = a.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!(scale > 0.0);
+            let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= tolerance * scale, "{batch}x{seq} rows: largest difference {worst}, largest gradient {scale}");
+        }
     }
 }
