@@ -5,7 +5,9 @@
 //! - W2: MiniLM-L6 classification inference, batch 32 x 256 tokens -> examples/s.
 //! - W3: SmolLM2-135M LoRA train step (r 8, alpha 16, q_proj + v_proj), batch 4 x 256 tokens,
 //!   causal-LM loss on every position, AdamW -> tokens/s.
-//! - W4: SmolLM2-135M greedy generation, 128-token prompt, 32 new tokens, KV cache -> new tokens/s.
+//! - W4: SmolLM2-135M greedy generation, 128-token prompt, 32 new tokens, KV cache -> new tokens/s,
+//!   with the weights decoded to f32; W4Q the same computed from the Q4_1 blocks, W4G Gemma 3
+//!   270M from its Q4_K_M blocks and W4GF Gemma 3 decoded to f32 (run with --only).
 //!
 //! The rooms: `workloads.rs` (the four, timed), `compare.rs` (the same against transformers +
 //! PEFT, in processes of their own).

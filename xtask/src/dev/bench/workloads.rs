@@ -11,7 +11,7 @@ use burn::tensor::Device;
 use papertune_data::{CausalLmBatcher, CausalLmExample, ClassificationBatcher, ClassificationItem, Encoded, TokenBatch};
 use papertune_models::generate::{GenerationConfig, Generator};
 use papertune_models::lora::{LoraConfig, LoraModel};
-use papertune_models::{PretrainedCausalLm, PretrainedEncoder, source};
+use papertune_models::{PretrainedCausalLm, PretrainedEncoder, WeightPrecision, source};
 
 use super::{BenchOptions, median, peak_rss_mib};
 use papertune_tasks::llm::CausalLmTrainer;
@@ -175,9 +175,12 @@ fn w3(device: &Device, options: &BenchOptions) -> Result<Value> {
     Ok(result((batch * seq) as f64, times.total, "tokens/s", [batch, seq], options, times.detail()))
 }
 
-fn w4(device: &Device, options: &BenchOptions) -> Result<Value> {
+/// Greedy generation with the KV cache from `preset`'s GGUF, its weights held as `precision`
+/// says: W4 (SmolLM2, decoded to f32), W4Q (SmolLM2 Q4_1 computed from its blocks), W4G (Gemma 3
+/// Q4_K_M from its blocks) and W4GF (Gemma 3 decoded to f32).
+fn w4(device: &Device, options: &BenchOptions, preset: &str, precision: WeightPrecision) -> Result<Value> {
     let (prompt_len, new_tokens) = (128usize, 32usize);
-    let lm = PretrainedCausalLm::load(&source::resolve_llm("smollm2-135m")?, device)?;
+    let lm = PretrainedCausalLm::load_with(&source::resolve_llm(preset)?, precision, device)?;
     let mut tokenizer = lm.tokenizer.clone();
     tokenizer.eos_token_ids.clear(); // always produce every new token
     let mut rng = StdRng::seed_from_u64(1);
@@ -219,8 +222,11 @@ pub fn run(device: &Device, options: &BenchOptions) -> Result<Value> {
             "W1" => w1(device, options)?,
             "W2" => w2(device, options)?,
             "W3" => w3(device, options)?,
-            "W4" => w4(device, options)?,
-            other => bail!("unknown workload {other:?}; known: W1, W2, W3, W4"),
+            "W4" => w4(device, options, "smollm2-135m", WeightPrecision::Dequantized)?,
+            "W4Q" => w4(device, options, "smollm2-135m", WeightPrecision::Quantized)?,
+            "W4G" => w4(device, options, "gemma3-270m", WeightPrecision::Quantized)?,
+            "W4GF" => w4(device, options, "gemma3-270m", WeightPrecision::Dequantized)?,
+            other => bail!("unknown workload {other:?}; known: W1, W2, W3, W4, W4Q, W4G, W4GF"),
         };
         value["precision"] = json!(options.precision.name());
         tracing::info!("{name}: {value}");
