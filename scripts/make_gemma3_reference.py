@@ -30,7 +30,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_smollm2_reference import (  # noqa: E402
@@ -39,6 +38,7 @@ from make_smollm2_reference import (  # noqa: E402
     TOKENIZER_TEXTS,
     dumps,
     greedy_continuation,
+    load_gguf,
     logit_record,
     sha256,
 )
@@ -61,14 +61,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
 
-    directory, name = str(args.gguf.parent), args.gguf.name
-    tok = AutoTokenizer.from_pretrained(directory, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(
-        directory,
-        gguf_file=name,
-        dtype=torch.float32,
-        quantization_config=GgufConfig(dequantize=True),
-    ).eval()
+    name = args.gguf.name
+    tok, model = load_gguf(args.gguf)
 
     tokenizer = []
     for text in TOKENIZER_TEXTS + EXTRA_TEXTS:

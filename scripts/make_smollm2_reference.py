@@ -101,6 +101,20 @@ def sig(value: float, digits: int = 6) -> float:
     return float(f"{value:.{digits}g}")
 
 
+def load_gguf(path: Path):
+    """transformers' tokenizer and float32 model of a GGUF file. dequantize=True: plain float32
+    weights even where transformers could keep GGUF blocks packed."""
+    directory, name = str(path.parent), path.name
+    tok = AutoTokenizer.from_pretrained(directory, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(
+        directory,
+        gguf_file=name,
+        dtype=torch.float32,
+        quantization_config=GgufConfig(dequantize=True),
+    ).eval()
+    return tok, model
+
+
 def digits_first(tok) -> Tokenizer:
     """A copy of `tok`'s backend that isolates each \\p{N} character before the byte-level regex."""
     backend = Tokenizer.from_str(tok.backend_tokenizer.to_str())
@@ -161,15 +175,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    directory, name = str(args.gguf.parent), args.gguf.name
-    tok = AutoTokenizer.from_pretrained(directory, gguf_file=name)
-    # dequantize=True: plain float32 weights even where transformers could keep GGUF blocks packed.
-    model = AutoModelForCausalLM.from_pretrained(
-        directory,
-        gguf_file=name,
-        dtype=torch.float32,
-        quantization_config=GgufConfig(dequantize=True),
-    ).eval()
+    name = args.gguf.name
+    tok, model = load_gguf(args.gguf)
 
     llama_cpp_tok = digits_first(tok)
     tokenizer = []

@@ -62,6 +62,7 @@ mod math;
 mod memory;
 mod ops;
 pub mod random;
+mod send_ptr;
 mod simd;
 #[cfg(test)]
 mod testing;

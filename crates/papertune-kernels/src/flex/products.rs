@@ -8,6 +8,7 @@ use burn_flex::{FlexTensor, Layout};
 use rayon::prelude::*;
 
 use super::{CHUNK, contiguous_f32, written_in_chunks};
+use crate::send_ptr::SendPtr;
 use crate::simd::Width;
 
 /// `x weight` for `x [rows, d_in]`, `weight [d_in, d_out]` on their own strides.
@@ -220,20 +221,5 @@ impl<'a> Matrices<'a> {
         unsafe { out.set_len(count * m * n) };
         let [b0, b1] = self.batch;
         FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(burn::tensor::Shape::new([b0, b1, m, n])), DType::F32)
-    }
-}
-
-/// A pointer that tasks writing disjoint parts of one buffer share.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-
-// SAFETY: used only for writes to disjoint elements, joined before the buffer is read.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// Through a method, so closures capture the wrapper (which is Send) and not the field.
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }

@@ -5,6 +5,7 @@
 use rayon::prelude::*;
 
 use super::{QuantMatrix, dequantize_into};
+use crate::send_ptr::SendPtr;
 
 /// Bytes of `f32` band one task of the forward dequantizes at once: small
 /// enough that the band and gemm's packed copy of it stay in a 512 KiB L2
@@ -18,20 +19,6 @@ fn xwt_band_rows(cols: usize) -> usize {
 
 /// Rows of `W` per band in the backward.
 pub(crate) const DYW_BAND_ROWS: usize = 64;
-
-/// A raw pointer that may cross threads; every use writes a region no other
-/// task touches.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// The pointer (a method, so closures capture the whole `Send` wrapper).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
 
 /// `y[m, rows] = x[m, cols] · Wᵀ`, one band of rows per rayon task.
 /// Shapes were checked by the caller; `m`, `rows` > 0.
@@ -137,4 +124,3 @@ pub(crate) fn dyw(dy: &[f32], m: usize, w: &QuantMatrix, dx: &mut [f32]) {
         }
     });
 }
-

@@ -17,36 +17,8 @@ use super::QuantType;
 /// and one quantized activation row of the same length.
 pub(crate) type RowDot = fn(&[u8], ActRow<'_>) -> f32;
 
-/// Instruction set used by the integer kernels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Isa {
-    /// Portable Rust, any CPU.
-    Scalar,
-    /// x86-64 AVX2 + F16C.
-    Avx2,
-}
-
-impl Isa {
-    /// The best instruction set this CPU supports.
-    pub(crate) fn detect() -> Isa {
-        #[cfg(target_arch = "x86_64")]
-        if super::simd::available() {
-            return Isa::Avx2;
-        }
-        Isa::Scalar
-    }
-}
-
-/// The row kernel for weights of type `ty`; `Avx2` silently falls back to
-/// scalar when the CPU lacks it.
-pub(crate) fn row_dot_fn(ty: QuantType, isa: Isa) -> RowDot {
-    #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
-        if let Some(f) = super::simd::row_dot_fn(ty) {
-            return f;
-        }
-    }
-    let _ = isa;
+/// The portable row kernel for weights of type `ty`.
+pub(crate) fn scalar_row_dot(ty: QuantType) -> RowDot {
     match ty {
         QuantType::Q4_0 => |w, a| row_b32(w, a, &Q4_0, raw_q4_0),
         QuantType::Q4_1 => |w, a| row_b32(w, a, &Q4_1, raw_q4_1),

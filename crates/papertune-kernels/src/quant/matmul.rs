@@ -8,7 +8,8 @@
 
 use rayon::prelude::*;
 
-use super::{QuantType, act, bands, dequantize_into, dot};
+use super::isa::{self, Isa};
+use super::{QuantType, act, bands, dequantize_into};
 
 /// Largest batch size `m` for which [`matmul_xwt`] takes the integer path
 /// for weights of type `ty`; larger batches dequantize bands and call `gemm`.
@@ -133,7 +134,7 @@ pub fn matmul_xwt(x: &[f32], m: usize, w: &QuantMatrix, y: &mut [f32]) {
 /// Same conditions as [`matmul_xwt`].
 pub fn matmul_xwt_q8(x: &[f32], m: usize, w: &QuantMatrix, y: &mut [f32]) {
     check_xwt("matmul_xwt_q8", x, m, w, y);
-    xwt_q8(x, m, w, y, dot::Isa::detect());
+    xwt_q8(x, m, w, y, Isa::detect());
 }
 
 /// [`matmul_xwt`] through the `f32` path: bands of `W` rows are dequantized
@@ -241,12 +242,12 @@ fn rows_per_task(rows: usize) -> usize {
 }
 
 /// The integer path with an explicit instruction set (tests force `Scalar`).
-pub(super) fn xwt_q8(x: &[f32], m: usize, w: &QuantMatrix, y: &mut [f32], isa: dot::Isa) {
+pub(super) fn xwt_q8(x: &[f32], m: usize, w: &QuantMatrix, y: &mut [f32], isa: Isa) {
     if m == 0 || w.rows == 0 {
         return;
     }
     let acts = act::QuantizedActs::new(x, m, w.cols, w.ty.is_k_quant());
-    let dot = dot::row_dot_fn(w.ty, isa);
+    let dot = isa::row_dot_fn(w.ty, isa);
     let rb = w.row_bytes();
     let chunk = rows_per_task(w.rows);
     if m == 1 {

@@ -10,6 +10,7 @@ mod act;
 mod bands;
 mod blocks;
 mod dot;
+mod isa;
 mod matmul;
 #[cfg(target_arch = "x86_64")]
 mod simd;

@@ -1,7 +1,7 @@
 //! Tests against a dequantize-then-naive-f64 reference built on the shared
 //! `blocks` dequantizers.
 
-use super::dot::Isa;
+use super::isa::Isa;
 use super::matmul::xwt_q8;
 use super::testing::{random_matrix, random_vec, Rng};
 use super::*;
