@@ -70,6 +70,13 @@ enum Command {
   cargo xtask generate --prompt \"The heart\" --max-new-tokens 20
   cargo xtask generate --chat --prompt \"Name three keywords for: cardiac surgery outcomes\"")]
     Generate(commands::generate::GenerateArgs),
+    /// Write a LoRA run's adapter (llama.cpp's LoRA GGUF) or merged model (GGUF, Hugging Face
+    /// folder) for other tools.
+    #[command(after_help = "Examples:
+  cargo xtask export --run runs/kw-gemma3 --format gguf-lora --out kw.lora.gguf
+  cargo xtask export --run runs/kw-gemma3 --format gguf --type q8_0 --out kw-merged.gguf
+  cargo xtask export --run runs/kw-gemma3 --format hf --out kw-hf")]
+    Export(commands::export::ExportArgs),
     /// Write the submission CSV (uuid,Keywords,label) for a file.
     #[command(after_help = "Examples:
   cargo xtask predict --run runs/minilm --data testB.csv --output submission.csv
@@ -166,6 +173,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Report(args) => commands::report::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Generate(args) => commands::generate::run(args),
+        Command::Export(args) => commands::export::run(args),
         Command::Predict(args) => commands::predict::run(args),
         Command::Embed(args) => commands::embed::run(args),
         Command::Keywords(args) => commands::keywords::run(args),

@@ -49,4 +49,4 @@ pub mod source;
 pub mod weights;
 
 pub use error::{ModelError, Result};
-pub use pretrained::{PretrainedCausalLm, PretrainedEncoder, WeightPrecision};
+pub use pretrained::{PretrainedCausalLm, PretrainedEncoder, WeightPrecision, write_hf_folder};

@@ -52,7 +52,8 @@ pub struct PretrainedCausalLm {
 }
 
 /// How a GGUF file's quantised weights are held in memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum WeightPrecision {
     /// Decoded to f32 on load.
     #[default]
@@ -107,6 +108,35 @@ impl PretrainedCausalLm {
             }
         }
     }
+}
+
+/// Writes a decoder as a Hugging Face folder: `model.safetensors` (adapters merged), the
+/// `config.json` transformers reads for its architecture, and the tokenizer files. The folder
+/// is assembled beside `dir` and renamed into place, so a failure leaves no partial folder; an
+/// existing `dir` is refused.
+pub fn write_hf_folder(model: LlamaModel, config: &LlamaConfig, tokenizer: &LlmTokenizer, dir: &Path) -> Result<()> {
+    use crate::lora::LoraModel;
+    if dir.exists() {
+        return Err(ModelError::Config { path: dir.to_path_buf(), message: "already exists; choose a new folder".into() });
+    }
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "export".into());
+    let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    let write = || -> Result<()> {
+        std::fs::create_dir_all(&staging).map_err(|e| ModelError::io(&staging, e))?;
+        let mut writer = crate::weights::TensorWriter::new();
+        model.merge_lora().export(config, &mut writer);
+        writer.into_checkpoint().write(&staging.join("model.safetensors"), None)?;
+        let json = serde_json::to_string_pretty(&config.to_hf_json()).map_err(|e| ModelError::Config { path: staging.clone(), message: e.to_string() })?;
+        crate::checkpoint::write_atomic(&staging.join("config.json"), json.as_bytes())?;
+        tokenizer.save_hf(&staging)?;
+        std::fs::rename(&staging, dir).map_err(|e| ModelError::io(dir, e))
+    };
+    let outcome = write();
+    if outcome.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    outcome
 }
 
 /// Refuses a tokenizer that can produce ids past the embedding table (they would index out of

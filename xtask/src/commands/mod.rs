@@ -3,6 +3,7 @@
 
 pub mod embed;
 pub mod eval;
+pub mod export;
 pub mod generate;
 pub mod inspect;
 pub mod keywords;

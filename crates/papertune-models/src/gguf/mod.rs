@@ -3,8 +3,8 @@
 //! of [`QuantType`] (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K to Q6_K) read to f32 or kept as blocks.
 //!
 //! The rooms: this file reads the container; the block formats are papertune-kernels' `quant`
-//! module (the quantised matrix products use them too), `names.rs` maps llama.cpp's tensor names to Hugging Face's, and `writer.rs` writes small
-//! files for tests (feature `test-util`).
+//! module (the quantised matrix products use them too), `names.rs` maps llama.cpp's tensor names to Hugging Face's, `writer.rs` writes GGUF files,
+//! and `export.rs` writes a model's adapters (llama.cpp's LoRA files) or the whole model.
 //!
 //! Layout: `"GGUF"`, version (u32), tensor count (u64), key/value count (u64), the key/values,
 //! the tensor infos (name, dims with the fastest-varying first, type, offset), then the tensor
@@ -22,11 +22,11 @@ use crate::checkpoint::HostTensor;
 use crate::error::{ModelError, Result};
 
 mod names;
-#[cfg(any(test, feature = "test-util"))]
+mod export;
 mod writer;
 
 pub use names::{QuantizedWeights, llama_checkpoint, llama_checkpoint_quantized};
-#[cfg(any(test, feature = "test-util"))]
+pub use export::{ExportType, write_lora_adapter, write_merged_model};
 pub use writer::GgufWriter;
 
 const MAGIC: &[u8; 4] = b"GGUF";

@@ -114,7 +114,7 @@ fn unpermute_block_rows(matrix: QuantMatrix, heads: usize, head_dim: usize, path
 }
 
 /// llama.cpp's tensor name -> Hugging Face's.
-fn hf_name(gguf: &str, config: &LlamaConfig) -> Option<String> {
+pub(super) fn hf_name(gguf: &str, config: &LlamaConfig) -> Option<String> {
     let fixed = match gguf {
         "token_embd.weight" => Some("model.embed_tokens.weight"),
         "output_norm.weight" => Some("model.norm.weight"),
@@ -151,7 +151,7 @@ fn hf_name(gguf: &str, config: &LlamaConfig) -> Option<String> {
 
 /// Undoes llama.cpp's permutation of Q/K rows. Within each head of `head_dim` rows, llama.cpp
 /// interleaves the two rotary halves (row `2j + s` holds Hugging Face's row `s * head_dim/2 + j`).
-fn unpermute_rows(tensor: HostTensor, heads: usize) -> HostTensor {
+pub(super) fn unpermute_rows(tensor: HostTensor, heads: usize) -> HostTensor {
     let rows = tensor.shape[0];
     let cols: usize = tensor.shape[1..].iter().product();
     let head_dim = rows / heads;

@@ -1,4 +1,4 @@
-//! A GGUF v3 writer, for tests and tools that need small GGUF files (the `test-util` feature).
+//! A GGUF v3 writer: metadata, then tensors as F32, F16, Q8_0, Q4_1 or blocks already encoded.
 
 use half::f16;
 
@@ -6,7 +6,8 @@ use papertune_kernels::quant::QuantType;
 
 use super::{DEFAULT_ALIGNMENT, GgmlType, GgufValue, MAGIC};
 
-/// Writes a GGUF v3 file (for tests and tools): metadata, then f32 / f16 tensors.
+/// Writes a GGUF v3 file: metadata, then tensors (row-major shapes, as [`super::GgufFile`] reads
+/// them back).
 #[derive(Debug, Default)]
 pub struct GgufWriter {
     metadata: Vec<(String, GgufValue)>,
@@ -30,7 +31,26 @@ impl GgufWriter {
         self
     }
 
-    /// Adds a tensor with a row-major shape, quantised to Q8_0 (length a multiple of 32).
+    /// Adds a tensor with a row-major shape, stored as F16.
+    pub fn tensor_f16(&mut self, name: &str, shape: &[usize], data: &[f32]) -> &mut Self {
+        let bytes = data.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect();
+        self.tensors.push((name.to_owned(), shape.to_vec(), GgmlType::F16, bytes));
+        self
+    }
+
+    /// Adds a tensor whose bytes are already encoded as `ggml_type`.
+    pub fn tensor_encoded(&mut self, name: &str, shape: &[usize], ggml_type: GgmlType, bytes: Vec<u8>) -> &mut Self {
+        self.tensors.push((name.to_owned(), shape.to_vec(), ggml_type, bytes));
+        self
+    }
+
+    /// Writes the file atomically: the old file, if any, stays whole until the new one is.
+    pub fn write(&self, path: &std::path::Path) -> crate::error::Result<()> {
+        crate::checkpoint::write_atomic(path, &self.to_bytes())
+    }
+
+    /// Adds a tensor with a row-major shape, quantised to Q8_0 (length a multiple of 32), as
+    /// llama.cpp's reference quantiser does (`d = max|x| / 127`, `q = round(x / d)`).
     pub fn tensor_q8_0(&mut self, name: &str, shape: &[usize], data: &[f32]) -> &mut Self {
         assert_eq!(data.len() % 32, 0, "Q8_0 needs whole blocks of 32");
         let mut bytes = Vec::with_capacity(data.len() / 32 * 34);

@@ -437,7 +437,8 @@ impl LlamaConfig {
             let rope = |theta: f64| serde_json::json!({"rope_type": "default", "rope_theta": theta});
             let extra = serde_json::json!({
                 "hidden_activation": hidden_act,
-                "query_pre_attn_scalar": self.query_pre_attn_scalar.unwrap_or(self.head_dim as f64),
+                // transformers' config class takes an integer here.
+                "query_pre_attn_scalar": self.query_pre_attn_scalar.unwrap_or(self.head_dim as f64).round() as u64,
                 "sliding_window": self.sliding_window,
                 "layer_types": self.layer_types,
                 "rope_parameters": {

@@ -65,12 +65,14 @@ impl std::fmt::Debug for LlmTokenizer {
 const SPECIAL_TOKEN_TYPES: [i64; 2] = [3, 4];
 
 /// Gemma's turn format (its documented chat layout): a system message goes in front of the
-/// first user turn, the assistant's role is `model`. BOS is not part of it: `encode` adds it.
+/// first user turn, the assistant's role is `model`. The content is kept as written (Gemma's
+/// own template trims it; the prompt encoder needs the user text reproduced). BOS is not part
+/// of it: `encode` adds it.
 const GEMMA_TURNS: &str = "{% set ns = namespace(system='') %}{% for message in messages %}\
 {% if message['role'] == 'system' %}{% set ns.system = message['content'] ~ '\\n\\n' %}\
 {% else %}{{ '<start_of_turn>' ~ ('model' if message['role'] == 'assistant' else message['role']) ~ '\\n' }}\
 {% if message['role'] == 'user' %}{{ ns.system }}{% set ns.system = '' %}{% endif %}\
-{{ message['content'] | trim }}{{ '<end_of_turn>\\n' }}{% endif %}{% endfor %}\
+{{ message['content'] }}{{ '<end_of_turn>\\n' }}{% endif %}{% endfor %}\
 {% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}";
 
 /// The control token that ends a turn in Gemma's format.
@@ -218,8 +220,8 @@ impl LlmTokenizer {
     }
 
     /// Gemma's SentencePiece vocabulary from the metadata, with Gemma's turn format as the chat
-    /// template when the file carries none (a pretrained base model), ending turns at
-    /// `<end_of_turn>` as well as at EOS.
+    /// template when the file carries none (a pretrained base model), ending turns (and
+    /// training answers) at `<end_of_turn>`; EOS also ends generation.
     fn gemma_from_gguf(file: &GgufFile) -> Result<Self> {
         let bad = |message: String| ModelError::Tokenizer { path: file.path.clone(), message };
         let tokens = file.get_strings("tokenizer.ggml.tokens")?;
@@ -245,10 +247,11 @@ impl LlmTokenizer {
         let specials: Vec<&str> = [&bos_token, &eos_token, &pad].into_iter().flatten().map(String::as_str).chain([unk.as_str()]).collect();
         let tokenizer = spm::gemma_tokenizer(&tokens, &token_types, &specials, &unk).map_err(bad)?;
         let file_template = file.get("tokenizer.chat_template").and_then(|v| v.as_str()).map(str::to_owned);
-        let mut eos_token_ids: Vec<u32> = eos_id.into_iter().collect();
-        if file_template.is_none() {
-            eos_token_ids.extend(tokenizer.token_to_id(GEMMA_END_OF_TURN).filter(|id| !eos_token_ids.contains(id)));
-        }
+        // With Gemma's turn format, a turn (an answer) ends with `<end_of_turn>`: first, so that
+        // training targets end with it; EOS still stops generation.
+        let end_of_turn = tokenizer.token_to_id(GEMMA_END_OF_TURN).filter(|_| file_template.is_none());
+        let mut eos_token_ids: Vec<u32> = end_of_turn.into_iter().collect();
+        eos_token_ids.extend(eos_id.filter(|id| !eos_token_ids.contains(id)));
         Ok(Self {
             source: file.path.clone(),
             tokenizer,
@@ -260,6 +263,40 @@ impl LlmTokenizer {
             // transformers prepends BOS to Gemma's text unless the file says otherwise.
             add_bos: file.get("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()).unwrap_or(true),
         })
+    }
+
+    /// Writes `tokenizer.json` (with BOS prepended by its post-processor when this tokenizer
+    /// adds it, as transformers expects) and `tokenizer_config.json` (special tokens, chat
+    /// template) into `dir`.
+    pub fn save_hf(&self, dir: &Path) -> Result<()> {
+        let bad = |message: String| ModelError::Tokenizer { path: dir.to_path_buf(), message };
+        let mut tokenizer = self.tokenizer.clone();
+        if let (true, Some(bos)) = (self.add_bos, self.bos_token.as_deref()) {
+            let id = tokenizer.token_to_id(bos).ok_or_else(|| bad(format!("BOS token {bos:?} is not in the vocabulary")))?;
+            let special = tokenizers::processors::template::SpecialToken::new("<bos>".into(), vec![id], vec![bos.to_owned()])
+                .map_err(|e| bad(e.to_string()))?;
+            let template = tokenizers::processors::template::TemplateProcessing::builder()
+                .try_single("<bos> $A")
+                .and_then(|t| t.try_pair("<bos> $A <bos> $B:1"))
+                .map_err(|e| bad(e.to_string()))?
+                .special_tokens(vec![special])
+                .build()
+                .map_err(|e| bad(e.to_string()))?;
+            tokenizer.with_post_processor(Some(template));
+        }
+        let json = tokenizer.to_string(false).map_err(|e| bad(e.to_string()))?;
+        crate::checkpoint::write_atomic(&dir.join("tokenizer.json"), json.as_bytes())?;
+        let pad = self.pad_token_id.and_then(|id| self.tokenizer.id_to_token(id));
+        let config = serde_json::json!({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": self.bos_token,
+            "eos_token": self.eos_token,
+            "pad_token": pad,
+            "add_bos_token": self.add_bos,
+            "chat_template": self.chat_template,
+        });
+        let text = serde_json::to_string_pretty(&config).map_err(|e| bad(e.to_string()))?;
+        crate::checkpoint::write_atomic(&dir.join("tokenizer_config.json"), text.as_bytes())
     }
 
     /// Token ids of `text`; special tokens written in the text are recognised. With
@@ -362,7 +399,7 @@ mod tests {
         let text = render_chat_template(template, &[ChatMessage::user("Hi")], true, None, None).unwrap();
         assert_eq!(text, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
         let system = ChatMessage { role: "system".into(), content: "Be brief.".into() };
-        let reply = ChatMessage { role: "assistant".into(), content: "Hello. ".into() };
+        let reply = ChatMessage { role: "assistant".into(), content: "Hello.".into() };
         let gemma = render_chat_template(GEMMA_TURNS, &[system, ChatMessage::user("Hi"), reply], true, None, None).unwrap();
         assert_eq!(
             gemma,

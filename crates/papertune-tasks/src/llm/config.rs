@@ -2,6 +2,7 @@
 //! [train]`, read from TOML; every field has a default; unknown keys are rejected.
 
 use papertune_data::{DEFAULT_INPUT_TEMPLATE, EmptyTextPolicy, InstructionRecord, InstructionTask, PaperRecord, TextTemplate, records_from_papers};
+use papertune_models::WeightPrecision;
 use papertune_models::generate::GenerationConfig;
 use papertune_models::lora::LoraConfig;
 use papertune_train::TrainConfig;
@@ -51,11 +52,29 @@ pub struct LlmModelConfig {
     pub chat_template: bool,
     /// Prompts per batch at evaluation and prediction.
     pub eval_batch_size: usize,
+    /// A GGUF base's weights: `quantized` keeps the linear layers in their blocks, frozen, and
+    /// trains the adapters through them (QLoRA-style; the default of new configs), and
+    /// `dequantized` decodes them to f32. A config without the key is read as `dequantized`,
+    /// what runs written before the key existed trained on. Ignored for safetensors folders.
+    #[serde(default = "weights_of_older_configs")]
+    pub weights: WeightPrecision,
+}
+
+/// The base weights of a config written before `model.weights` existed.
+fn weights_of_older_configs() -> WeightPrecision {
+    WeightPrecision::Dequantized
 }
 
 impl Default for LlmModelConfig {
     fn default() -> Self {
-        Self { source: "smollm2-135m".into(), max_len: 512, max_answer_len: 96, chat_template: true, eval_batch_size: 8 }
+        Self {
+            source: "smollm2-135m".into(),
+            max_len: 512,
+            max_answer_len: 96,
+            chat_template: true,
+            eval_batch_size: 8,
+            weights: WeightPrecision::Quantized,
+        }
     }
 }
 

@@ -161,7 +161,7 @@ impl LoadedRun {
         let dir = RunDir::new(run);
         let config: LlmConfig = read_toml(&dir.config())?;
         let files = source::resolve_llm(&config.model.source)?;
-        let lm = PretrainedCausalLm::load(&files, device)?;
+        let lm = PretrainedCausalLm::load_with(&files, config.model.weights, device)?;
         let (model, state) = if with_adapter {
             let checkpoint = dir.verified_checkpoint(which)?;
             let (model, _) = load_peft_adapter(lm.model, &checkpoint)?;

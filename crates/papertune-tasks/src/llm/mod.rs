@@ -10,14 +10,17 @@
 //!
 //! The rooms: `config.rs` (the `[data] [model] [lora] [generation] [train]` sections),
 //! `prompt.rs` (records as token ids), `train.rs` (the task's side of the shared training
-//! pipeline), `infer.rs` (loaded runs and what they do).
+//! pipeline), `infer.rs` (loaded runs and what they do), `export.rs` (a run written for
+//! llama.cpp and transformers).
 
 mod config;
+mod export;
 mod infer;
 mod prompt;
 mod train;
 
 pub use config::{LlmConfig, LlmDataConfig, LlmDataFormat, LlmModelConfig};
+pub use export::{ExportFormat, export};
 pub use infer::{EvalOptions, LoadedRun, classify_probabilities, evaluate, generate_keywords, is_llm_run, llm_run_task, predict, submission_rows};
 pub use prompt::PromptEncoder;
 pub use train::{CausalLmTrainer, train};

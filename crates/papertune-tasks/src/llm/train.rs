@@ -107,7 +107,7 @@ pub fn train(config: &LlmConfig, out: &Path, device: &Device, options: &TrainOpt
     config.validate().map_err(TaskError::Config)?;
     let (train_records, valid_papers) = training_data(config)?;
     let files = source::resolve_llm(&config.model.source)?;
-    let lm = PretrainedCausalLm::load(&files, &device.clone().autodiff())?;
+    let lm = PretrainedCausalLm::load_with(&files, config.model.weights, &device.clone().autodiff())?;
     let encoder = PromptEncoder { tokenizer: &lm.tokenizer, chat_template: config.model.chat_template };
     let examples = train_records
         .iter()

@@ -8,6 +8,8 @@
 //! - W4: SmolLM2-135M greedy generation, 128-token prompt, 32 new tokens, KV cache -> new tokens/s,
 //!   with the weights decoded to f32; W4Q the same computed from the Q4_1 blocks, W4G Gemma 3
 //!   270M from its Q4_K_M blocks and W4GF Gemma 3 decoded to f32 (run with --only).
+//! - W5: the W3 step on Gemma 3 270M with its frozen base kept in the Q4_K_M blocks (the
+//!   adapters train through them); W5F the same base decoded to f32 (run with --only).
 //!
 //! The rooms: `workloads.rs` (the four, timed), `compare.rs` (the same against transformers +
 //! PEFT, in processes of their own).

@@ -142,10 +142,13 @@ fn w2(device: &Device, options: &BenchOptions) -> Result<Value> {
     Ok(result(batch as f64, seconds, "examples/s", [batch, seq], options, json!({"seconds_per_batch": seconds})))
 }
 
-fn w3(device: &Device, options: &BenchOptions) -> Result<Value> {
+/// A LoRA train step on `preset`'s GGUF, its frozen base held as `precision` says: W3
+/// (SmolLM2 decoded to f32), W5 (Gemma 3 kept in its Q4_K_M blocks, the adapters trained through
+/// them) and W5F (Gemma 3 decoded to f32).
+fn w3(device: &Device, options: &BenchOptions, name: &str, preset: &str, precision: WeightPrecision) -> Result<Value> {
     let (batch, seq) = (4usize, 256usize);
     let train_device = device.clone().autodiff();
-    let lm = PretrainedCausalLm::load(&source::resolve_llm("smollm2-135m")?, &train_device)?;
+    let lm = PretrainedCausalLm::load_with(&source::resolve_llm(preset)?, precision, &train_device)?;
     let lora = LoraConfig { r: 8, alpha: 16.0, dropout: 0.0, ..LoraConfig::default() };
     let mut model = CausalLmTrainer { lm: lm.model.attach_lora(&lora)? };
     let vocab = model.lm.vocab_size();
@@ -160,7 +163,7 @@ fn w3(device: &Device, options: &BenchOptions) -> Result<Value> {
         .collect();
     let batcher = CausalLmBatcher { pad_id: 0 };
     let mut optimizer = ModuleOptimizer::from(FusedAdamW { weight_decay: 0.0, ..FusedAdamW::default() });
-    let times = time_train_steps("W3", options.repeats, || {
+    let times = time_train_steps(name, options.repeats, || {
         let batch_data = batcher.batch(examples.clone(), &train_device);
         let (output, target) = model.forward_train(batch_data);
         let loss = CausalLmLoss::default().forward(output, target);
@@ -215,18 +218,20 @@ fn w4(device: &Device, options: &BenchOptions, preset: &str, precision: WeightPr
 pub fn run(device: &Device, options: &BenchOptions) -> Result<Value> {
     let mut out = serde_json::Map::new();
     for name in &options.only {
-        if options.precision.is_half() && matches!(name.as_str(), "W1" | "W3") {
+        if options.precision.is_half() && matches!(name.as_str(), "W1" | "W3" | "W5" | "W5F") {
             bail!("{name} is a training workload and training runs in f32; with --precision {} run --only W2,W4", options.precision);
         }
         let mut value = match name.as_str() {
             "W1" => w1(device, options)?,
             "W2" => w2(device, options)?,
-            "W3" => w3(device, options)?,
+            "W3" => w3(device, options, "W3", "smollm2-135m", WeightPrecision::Dequantized)?,
+            "W5" => w3(device, options, "W5", "gemma3-270m", WeightPrecision::Quantized)?,
+            "W5F" => w3(device, options, "W5F", "gemma3-270m", WeightPrecision::Dequantized)?,
             "W4" => w4(device, options, "smollm2-135m", WeightPrecision::Dequantized)?,
             "W4Q" => w4(device, options, "smollm2-135m", WeightPrecision::Quantized)?,
             "W4G" => w4(device, options, "gemma3-270m", WeightPrecision::Quantized)?,
             "W4GF" => w4(device, options, "gemma3-270m", WeightPrecision::Dequantized)?,
-            other => bail!("unknown workload {other:?}; known: W1, W2, W3, W4, W4Q, W4G, W4GF"),
+            other => bail!("unknown workload {other:?}; known: W1, W2, W3, W4, W4Q, W4G, W4GF, W5, W5F"),
         };
         value["precision"] = json!(options.precision.name());
         tracing::info!("{name}: {value}");

@@ -1,0 +1,65 @@
+//! `export`: a LoRA run's adapter or merged model written for llama.cpp or transformers.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use papertune_models::gguf::ExportType;
+use papertune_tasks::llm::ExportFormat;
+use papertune_tasks::run_dir::Which;
+
+use super::device_for;
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// The adapter as llama.cpp's LoRA GGUF (llama-cli -m BASE.gguf --lora FILE).
+    GgufLora,
+    /// The merged model as a GGUF (--type q8_0 or f16) with the base file's metadata.
+    Gguf,
+    /// The merged model as a Hugging Face folder (safetensors, config.json, tokenizer files).
+    Hf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GgufType {
+    #[value(name = "q8_0")]
+    Q8_0,
+    F16,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// A LoRA run folder.
+    #[arg(long)]
+    run: PathBuf,
+    #[arg(long, value_enum)]
+    format: Format,
+    /// The merged GGUF's matrices (with --format gguf).
+    #[arg(long = "type", value_enum, default_value = "q8_0")]
+    ty: GgufType,
+    /// The file (gguf, gguf-lora) or folder (hf) to write; it must not exist.
+    #[arg(long)]
+    out: PathBuf,
+    /// `best` or `last`.
+    #[arg(long, default_value = "best")]
+    checkpoint: String,
+}
+
+pub fn run(args: ExportArgs) -> Result<()> {
+    let which = match args.checkpoint.as_str() {
+        "best" => Which::Best,
+        "last" => Which::Last,
+        other => anyhow::bail!("--checkpoint {other:?}: expected best or last"),
+    };
+    let format = match (args.format, args.ty) {
+        (Format::GgufLora, _) => ExportFormat::GgufLora,
+        (Format::Gguf, GgufType::Q8_0) => ExportFormat::Gguf(ExportType::Q8_0),
+        (Format::Gguf, GgufType::F16) => ExportFormat::Gguf(ExportType::F16),
+        (Format::Hf, _) => ExportFormat::Hf,
+    };
+    let device = device_for(Some("flex"), Default::default())?;
+    papertune_tasks::llm::export(&args.run, which, format, &args.out, &device)?;
+    tracing::info!("wrote {}", args.out.display());
+    println!("{}", args.out.display());
+    Ok(())
+}
