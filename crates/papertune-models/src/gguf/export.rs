@@ -169,8 +169,14 @@ pub fn write_merged_model(model: LlamaModel, config: &LlamaConfig, base: &GgufFi
 
 #[cfg(test)]
 mod tests {
-    use super::super::names::unpermute_rows;
+    use std::path::Path;
+
+    use burn::module::Param;
+    use burn::tensor::{Device, Tensor, TensorData};
+
+    use super::super::names::{llama_checkpoint, unpermute_rows};
     use super::*;
+    use crate::llama::LayerAttention;
 
     #[test]
     fn permute_inverts_unpermute() {
@@ -178,5 +184,105 @@ mod tests {
         let tensor = HostTensor::new(vec![16, 1], rows.clone());
         let back = unpermute_rows(permute_rows(tensor, 2), 2);
         assert_eq!(back.data, rows);
+    }
+
+    /// A base GGUF of `config`'s shape with random weights, in llama.cpp's conventions (the
+    /// writer's inverse: Llama q/k rows permuted, Gemma norms as `1 + w`), read back.
+    fn tiny_base(config: &LlamaConfig, dir: &Path) -> GgufFile {
+        let arch = if config.model_type == "gemma3_text" { "gemma3" } else { "llama" };
+        let mut checkpoint = crate::init::random_llama_checkpoint(config, 11);
+        let mut names = vec!["token_embd.weight".to_owned(), "output_norm.weight".to_owned()];
+        for i in 0..config.num_hidden_layers {
+            for part in ["attn_norm", "ffn_norm", "post_attention_norm", "post_ffw_norm", "attn_q_norm", "attn_k_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"] {
+                names.push(format!("blk.{i}.{part}.weight"));
+            }
+        }
+        let mut writer = GgufWriter::new();
+        let key = |k: &str| format!("{arch}.{k}");
+        writer
+            .metadata("general.architecture", GgufValue::String(arch.into()))
+            .metadata(&key("embedding_length"), GgufValue::U32(config.hidden_size as u32))
+            .metadata(&key("feed_forward_length"), GgufValue::U32(config.intermediate_size as u32))
+            .metadata(&key("block_count"), GgufValue::U32(config.num_hidden_layers as u32))
+            .metadata(&key("attention.head_count"), GgufValue::U32(config.num_attention_heads as u32))
+            .metadata(&key("attention.head_count_kv"), GgufValue::U32(config.num_key_value_heads as u32))
+            .metadata(&key("attention.key_length"), GgufValue::U32(config.head_dim as u32))
+            .metadata(&key("attention.layer_norm_rms_epsilon"), GgufValue::F32(config.rms_norm_eps as f32))
+            .metadata(&key("rope.freq_base"), GgufValue::F32(config.rope_theta as f32))
+            .metadata(&key("vocab_size"), GgufValue::U32(config.vocab_size as u32))
+            .metadata("general.file_type", GgufValue::U32(0));
+        if let Some(window) = config.sliding_window {
+            writer.metadata(&key("attention.sliding_window"), GgufValue::U32(window as u32));
+        }
+        for name in names {
+            let Some(hf) = hf_name(&name, config) else { continue };
+            let Some(mut tensor) = checkpoint.remove(&hf) else { continue };
+            if config.norm_unit_offset && hf.ends_with("norm.weight") {
+                tensor.data.iter_mut().for_each(|v| *v += 1.0);
+            }
+            if let Some(heads) = rotary_heads(&hf, config) {
+                tensor = permute_rows(tensor, heads);
+            }
+            writer.tensor_f32(&name, &tensor.shape, &tensor.data);
+        }
+        assert_eq!(checkpoint.names().count(), 0, "every tensor has a GGUF name");
+        let path = dir.join(format!("{arch}.gguf"));
+        writer.write(&path).unwrap();
+        GgufFile::read(&path).unwrap()
+    }
+
+    fn last_logits(model: &LlamaModel) -> Vec<f32> {
+        let ids = vec![vec![3u32, 17, 5, 40, 9, 22]];
+        let logits = model.forward(model.input(&ids, &[vec![1; 6]]), None);
+        logits.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+    }
+
+    /// The adapter file names the base file's tensors with llama.cpp's shapes and row order, and
+    /// the merged file, read back through papertune's GGUF loader, is the merged model (Llama
+    /// and Gemma 3 conventions).
+    #[test]
+    fn exports_read_back_as_the_model_they_came_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let device = Device::flex();
+        for config in [LlamaConfig::tiny(), LlamaConfig { layer_types: vec![LayerAttention::Sliding, LayerAttention::Sliding, LayerAttention::Full], ..LlamaConfig::tiny_gemma3() }] {
+            let base = tiny_base(&config, dir.path());
+            let config = LlamaConfig::from_gguf(&base).unwrap();
+            let mut checkpoint = llama_checkpoint(&base, &config).unwrap();
+            let model = LlamaModel::load(&config, &mut checkpoint, &device).unwrap();
+            let lora = LoraConfig { r: 4, target_modules: vec!["q_proj".into(), "v_proj".into()], dropout: 0.0, ..LoraConfig::default() };
+            let mut model = model.attach_lora(&lora).unwrap();
+            for (i, (_, _, linear)) in model.lora_linears_mut().into_iter().enumerate() {
+                if let Some(adapter) = linear.lora.as_mut() {
+                    let [r, out] = adapter.b.dims();
+                    let values: Vec<f32> = (0..r * out).map(|j| ((j * 5 + i) % 9) as f32 / 30.0 - 0.13).collect();
+                    adapter.b = Param::from_tensor(Tensor::from_data(TensorData::new(values, [r, out]), &device));
+                }
+            }
+
+            let adapter_path = dir.path().join("adapter.gguf");
+            write_lora_adapter(&model, &config, &lora, &base, &adapter_path).unwrap();
+            let adapter = GgufFile::read(&adapter_path).unwrap();
+            assert_eq!(adapter.get_str("general.type").unwrap(), "adapter");
+            assert_eq!(adapter.get_f64("adapter.lora.alpha").unwrap(), lora.alpha);
+            let a = adapter.tensor_info("blk.1.attn_q.weight.lora_a").unwrap();
+            let b = adapter.tensor_info("blk.1.attn_q.weight.lora_b").unwrap();
+            assert_eq!((a.shape.clone(), b.shape.clone()), (vec![4, config.hidden_size], vec![config.num_attention_heads * config.head_dim, 4]));
+            let stored = adapter.dequantize(b).unwrap();
+            let stored = if rotary_heads("q_proj.weight", &config).is_some() { unpermute_rows(stored, config.num_attention_heads) } else { stored };
+            let ours = to_host(model.layers[1].self_attn.q_proj.lora.as_ref().unwrap().b.val()).transposed();
+            assert_eq!(stored.data, ours.data, "{}: lora_b of q_proj in Hugging Face's row order", config.model_type);
+            assert_eq!(adapter.tensors.len(), 4 * config.num_hidden_layers);
+
+            let expected = last_logits(&model.clone().merge_lora());
+            let merged_path = dir.path().join("merged.gguf");
+            write_merged_model(model, &config, &base, ExportType::F16, &merged_path).unwrap();
+            let merged = GgufFile::read(&merged_path).unwrap();
+            assert_eq!(merged.get_u64("general.file_type").unwrap(), 1);
+            let mut checkpoint = llama_checkpoint(&merged, &LlamaConfig::from_gguf(&merged).unwrap()).unwrap();
+            let reread = LlamaModel::load(&config, &mut checkpoint, &device).unwrap();
+            let found = last_logits(&reread);
+            let worst = expected.iter().zip(&found).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 2e-2, "{}: merged GGUF logits differ by {worst} (F16 rounding)", config.model_type);
+        }
     }
 }
