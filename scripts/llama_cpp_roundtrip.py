@@ -65,7 +65,8 @@ def llama_cpp_text(binary: Path, model: Path, prompt: str, lora: Path | None) ->
     if lora is not None:
         command += ["--lora", str(lora)]
     out = subprocess.run(command, check=True, capture_output=True, text=True)
-    return out.stdout
+    # llama-completion ends its output with a blank line of its own.
+    return out.stdout.removesuffix("\n\n")
 
 
 def papertune_text(xtask: str, base: str, adapter: Path, prompt: str, dequantize: bool) -> str:

@@ -85,6 +85,10 @@ case_ "keyword config with decode.top_k = 0" 1 "$work/kw" -- train --config conf
 for file in "$crafted"/gguf-*.gguf; do
   case_ "$(basename "$file" .gguf)" 1 - -- generate --model "$file" --prompt x --max-new-tokens 2
 done
+# Exports: a classifier run has no adapter; an existing output is never overwritten.
+case_ "export of a classifier run" 1 "$run" -- export --run "$run" --format gguf-lora --out "$work/adapter.gguf"
+touch "$work/taken.gguf"
+case_ "export onto an existing file" 1 "$run" -- export --run "$run" --format gguf --out "$work/taken.gguf"
 case_ "--max-new-tokens 1e9" 1 - -- generate --model smollm2-135m --prompt x --max-new-tokens 1000000000
 case_ "--max-new-tokens u64::MAX" 1 - -- generate --model smollm2-135m --prompt x --max-new-tokens 18446744073709551615
 

@@ -31,6 +31,12 @@ pub fn export(run: &Path, which: Which, format: ExportFormat, out: &Path, device
         return Err(TaskError::Config(format!("{} already exists; export writes a new file or folder", out.display())));
     }
     let dir = RunDir::new(run);
+    if dir.config().exists() && !super::is_llm_run(run) {
+        return Err(TaskError::Run {
+            path: run.to_path_buf(),
+            message: "is not a LoRA run (its config has no [lora] section); export writes a LoRA run's adapter or merged model".into(),
+        });
+    }
     let config: LlmConfig = read_toml(&dir.config())?;
     let checkpoint = dir.verified_checkpoint(which)?;
     let files = source::resolve_llm(&config.model.source)?;
