@@ -36,8 +36,8 @@ from make_smollm2_reference import (  # noqa: E402
     LOGIT_PROMPTS,
     REPO_ROOT,
     TOKENIZER_TEXTS,
+    continuation_record,
     dumps,
-    greedy_continuation,
     load_gguf,
     logit_record,
     sha256,
@@ -69,14 +69,7 @@ def main() -> None:
         ids = tok(text, add_special_tokens=True).input_ids
         tokenizer.append({"text": text, "ids": ids, "decoded": tok.decode(ids)})
 
-    continuation_ids = tok(CONTINUATION_PROMPT).input_ids
-    continuation_new = greedy_continuation(model, continuation_ids, 20)
-    continuation = {
-        "prompt": CONTINUATION_PROMPT,
-        "prompt_ids": continuation_ids,
-        "greedy_ids": continuation_new,
-        "greedy_text": tok.decode(continuation_new, skip_special_tokens=False),
-    }
+    continuation = continuation_record(model, tok, CONTINUATION_PROMPT)
 
     config = model.config
     keys = (

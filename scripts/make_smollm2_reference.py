@@ -141,6 +141,13 @@ def greedy_continuation(model, ids: list[int], steps: int) -> list[int]:
     return new
 
 
+def continuation_record(model, tok, prompt: str) -> dict:
+    """A prompt's ids and its 20 greedy tokens (EOS ignored), with their text."""
+    ids = tok(prompt).input_ids
+    new = greedy_continuation(model, ids, 20)
+    return {"prompt": prompt, "prompt_ids": ids, "greedy_ids": new, "greedy_text": tok.decode(new, skip_special_tokens=False)}
+
+
 def logit_record(model, tok, prompt: str) -> dict:
     ids = tok(prompt).input_ids
     logits = last_logits(model, ids)
@@ -210,14 +217,7 @@ def main() -> None:
         "greedy_text": tok.decode(chat_new, skip_special_tokens=False),
     }
 
-    continuation_ids = tok(CONTINUATION_PROMPT).input_ids
-    continuation_new = greedy_continuation(model, continuation_ids, 20)
-    continuation = {
-        "prompt": CONTINUATION_PROMPT,
-        "prompt_ids": continuation_ids,
-        "greedy_ids": continuation_new,
-        "greedy_text": tok.decode(continuation_new, skip_special_tokens=False),
-    }
+    continuation = continuation_record(model, tok, CONTINUATION_PROMPT)
 
     config = model.config
     reference = {

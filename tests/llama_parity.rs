@@ -221,12 +221,22 @@ fn real_gguf_tensors_decode_as_gguf_py_does() {
 /// divergence happens at such a step.
 #[test]
 fn gemma3_quantised_weights_follow_the_dequantised_model() {
+    quantised_weights_follow_the_dequantised_model("gemma3-270m", "gemma3_reference.json");
+}
+
+/// The same for SmolLM2 (Q4_1 blocks, a Q8_0 tied head).
+#[test]
+fn smollm2_quantised_weights_follow_the_dequantised_model() {
+    quantised_weights_follow_the_dequantised_model("smollm2-135m", "smollm2_reference.json");
+}
+
+fn quantised_weights_follow_the_dequantised_model(preset: &str, reference: &str) {
     let device = Device::flex();
-    let files = source::resolve_llm("gemma3-270m").unwrap();
+    let files = source::resolve_llm(preset).unwrap();
     let exact = PretrainedCausalLm::load(&files, &device).unwrap();
     let quantised = PretrainedCausalLm::load_with(&files, papertune_models::WeightPrecision::Quantized, &device).unwrap();
     assert!(quantised.model.quantized_head.is_some() && quantised.model.layers[0].self_attn.q_proj.quantized.is_some());
-    let reference = read_json(&fixture("gemma3_reference.json"));
+    let reference = read_json(&fixture(reference));
     let stats = |a: &[f32], b: &[f32]| {
         let n = a.len() as f64;
         let mean = a.iter().map(|&v| f64::from(v)).sum::<f64>() / n;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::names::hf_name;
+use super::names::{gather_rows, hf_name, llama_cpp_row_sources};
 use super::{GgufFile, GgufValue, GgufWriter};
 use crate::checkpoint::HostTensor;
 use crate::error::{ModelError, Result};
@@ -56,20 +56,9 @@ fn permuted(config: &LlamaConfig) -> bool {
 /// The rows of a query or key projection (or of its LoRA `B`) in llama.cpp's order: the
 /// inverse of `names::unpermute_rows`.
 fn permute_rows(tensor: HostTensor, heads: usize) -> HostTensor {
-    let rows = tensor.shape[0];
     let cols: usize = tensor.shape[1..].iter().product();
-    let head_dim = rows / heads;
-    let half = head_dim / 2;
-    let mut data = vec![0.0; tensor.data.len()];
-    for h in 0..heads {
-        for s in 0..2 {
-            for j in 0..half {
-                let (to, from) = (h * head_dim + 2 * j + s, h * head_dim + s * half + j);
-                data[to * cols..(to + 1) * cols].copy_from_slice(&tensor.data[from * cols..(from + 1) * cols]);
-            }
-        }
-    }
-    HostTensor::new(tensor.shape, data)
+    let order = llama_cpp_row_sources(tensor.shape[0], heads);
+    HostTensor::new(tensor.shape, gather_rows(&tensor.data, cols, &order))
 }
 
 /// The heads whose rows llama.cpp reorders in this tensor (query or key projection), if any.

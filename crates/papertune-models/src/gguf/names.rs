@@ -99,17 +99,8 @@ fn unpermute_block_rows(matrix: QuantMatrix, heads: usize, head_dim: usize, path
             found: vec![matrix.rows, matrix.cols],
         });
     }
-    let row_bytes = matrix.row_bytes();
-    let half = head_dim / 2;
-    let mut bytes = vec![0u8; matrix.bytes.len()];
-    for h in 0..heads {
-        for s in 0..2 {
-            for j in 0..half {
-                let (from, to) = (h * head_dim + 2 * j + s, h * head_dim + s * half + j);
-                bytes[to * row_bytes..(to + 1) * row_bytes].copy_from_slice(&matrix.bytes[from * row_bytes..(from + 1) * row_bytes]);
-            }
-        }
-    }
+    let order = inverse_order(&llama_cpp_row_sources(matrix.rows, heads));
+    let bytes = gather_rows(&matrix.bytes, matrix.row_bytes(), &order);
     QuantMatrix::new(matrix.ty, matrix.rows, matrix.cols, bytes).map_err(|message| ModelError::Config { path: path.to_path_buf(), message })
 }
 
@@ -149,24 +140,35 @@ pub(super) fn hf_name(gguf: &str, config: &LlamaConfig) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf_module}.{param}"))
 }
 
-/// Undoes llama.cpp's permutation of Q/K rows. Within each head of `head_dim` rows, llama.cpp
-/// interleaves the two rotary halves (row `2j + s` holds Hugging Face's row `s * head_dim/2 + j`).
+/// For each row of a query or key projection in llama.cpp's order, the Hugging Face row it
+/// holds: within each head of `head_dim` rows, llama.cpp interleaves the two rotary halves (row
+/// `2j + s` holds Hugging Face's row `s * head_dim/2 + j`).
+pub(super) fn llama_cpp_row_sources(rows: usize, heads: usize) -> Vec<usize> {
+    let head_dim = rows / heads.max(1);
+    let half = head_dim / 2;
+    (0..rows).map(|i| (i / head_dim) * head_dim + (i % 2) * half + (i % head_dim) / 2).collect()
+}
+
+/// Rows of `row_len` values gathered: row `i` of the result is row `order[i]` of `data`.
+pub(super) fn gather_rows<T: Copy>(data: &[T], row_len: usize, order: &[usize]) -> Vec<T> {
+    order.iter().flat_map(|&from| data[from * row_len..(from + 1) * row_len].iter().copied()).collect()
+}
+
+/// The inverse of a row order.
+pub(super) fn inverse_order(order: &[usize]) -> Vec<usize> {
+    let mut inverse = vec![0; order.len()];
+    for (i, &from) in order.iter().enumerate() {
+        inverse[from] = i;
+    }
+    inverse
+}
+
+/// Undoes llama.cpp's permutation of Q/K rows (see [`llama_cpp_row_sources`]).
 pub(super) fn unpermute_rows(tensor: HostTensor, heads: usize) -> HostTensor {
     let rows = tensor.shape[0];
     let cols: usize = tensor.shape[1..].iter().product();
-    let head_dim = rows / heads;
-    let half = head_dim / 2;
-    let mut data = vec![0.0; tensor.data.len()];
-    for h in 0..heads {
-        for s in 0..2 {
-            for j in 0..half {
-                let from = h * head_dim + 2 * j + s;
-                let to = h * head_dim + s * half + j;
-                data[to * cols..(to + 1) * cols].copy_from_slice(&tensor.data[from * cols..(from + 1) * cols]);
-            }
-        }
-    }
-    HostTensor::new(tensor.shape, data)
+    let order = inverse_order(&llama_cpp_row_sources(rows, heads));
+    HostTensor::new(tensor.shape, gather_rows(&tensor.data, cols, &order))
 }
 
 #[cfg(test)]
