@@ -49,11 +49,10 @@ fn llama_weights(file: &GgufFile, config: &LlamaConfig, keep_blocks: bool) -> Re
                 Some(heads) => unpermute_block_rows(matrix, heads, config.head_dim, &file.path, &info.name)?,
                 None => matrix,
             };
+            // A tied embedding's blocks serve both the head and the lookup.
             let key = if tied_head { "lm_head.weight".to_owned() } else { name.clone() };
             quantized.insert(key, Arc::new(matrix));
-            if !tied_head {
-                continue;
-            }
+            continue;
         }
         let mut tensor = file.dequantize(info)?;
         if let Some(heads) = query_or_key_heads(&name, config).filter(|_| unpermute) {

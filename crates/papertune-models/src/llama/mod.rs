@@ -386,7 +386,9 @@ impl DecoderInput {
 /// A Llama-family causal language model.
 #[derive(Module, Debug)]
 pub struct LlamaModel {
-    pub embed_tokens: Embedding,
+    /// The token embedding in f32; `None` when the lookup reads the tied head's quantised
+    /// blocks (`quantized_head`) instead.
+    pub embed_tokens: Option<Embedding>,
     pub layers: Vec<LlamaLayer>,
     pub norm: RmsNorm,
     /// `None` when the head is tied to `embed_tokens`.
@@ -395,7 +397,7 @@ pub struct LlamaModel {
     /// copy (frozen), so that computing logits does not re-layout 28M values at every call.
     pub tied_head: Option<Param<Tensor<2>>>,
     /// The tied head kept in the token embedding's quantised blocks (GGUF, quantised loading),
-    /// in place of `tied_head`.
+    /// in place of `tied_head`; the embedding lookup decodes its rows too.
     pub quantized_head: Option<QuantizedLinear>,
     pub head_dim: usize,
     pub rope_theta: f64,
@@ -477,7 +479,6 @@ impl LlamaModel {
                 ffn_post_norm: sandwich(r, ffn_post_norm)?,
             });
         }
-        let embed_tokens = r.embedding("model.embed_tokens", c.vocab_size, c.hidden_size)?;
         let norm = norm(r, "model.norm", c.hidden_size)?;
         let lm_head = if c.tie_word_embeddings {
             // Some tied checkpoints still store the head; it must equal the embedding.
@@ -500,10 +501,17 @@ impl LlamaModel {
             Some(weight) => Some(QuantizedLinear { weight, bias: None }),
             None => None,
         };
-        let tied_head = (c.tie_word_embeddings && quantized_head.is_none()).then(|| {
-            let transposed = crate::weights::to_host(embed_tokens.weight.val()).transposed();
-            Param::from_tensor(crate::weights::to_device(transposed, r.device())).set_require_grad(false)
-        });
+        let embed_tokens = match quantized_head {
+            Some(_) => None,
+            None => Some(r.embedding("model.embed_tokens", c.vocab_size, c.hidden_size)?),
+        };
+        let tied_head = match (&embed_tokens, c.tie_word_embeddings) {
+            (Some(embedding), true) => {
+                let transposed = crate::weights::to_host(embedding.weight.val()).transposed();
+                Some(Param::from_tensor(crate::weights::to_device(transposed, r.device())).set_require_grad(false))
+            }
+            _ => None,
+        };
         Ok(Self {
             embed_tokens,
             layers,
@@ -531,7 +539,15 @@ impl LlamaModel {
             writer.tensor(&format!("{name}.weight"), if config.norm_unit_offset { weight.sub_scalar(1.0) } else { weight });
         };
         let [attn_norm, attn_post_norm, ffn_norm, ffn_post_norm] = norm_names(config);
-        writer.embedding("model.embed_tokens", &self.embed_tokens);
+        match (&self.embed_tokens, &self.quantized_head) {
+            (Some(embedding), _) => writer.embedding("model.embed_tokens", embedding),
+            (None, Some(head)) => {
+                let weight = &head.weight;
+                let values = TensorData::new(weight.dequantize(), [weight.rows, weight.cols]);
+                writer.tensor("model.embed_tokens.weight", Tensor::<2>::from_data(values, &self.device()));
+            }
+            (None, None) => unreachable!("a model is built with an embedding"),
+        }
         for (i, layer) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
             norm(writer, &format!("{p}.{attn_norm}"), &layer.attn_norm);
@@ -564,11 +580,36 @@ impl LlamaModel {
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.embed_tokens.weight.dims()[0]
+        match (&self.embed_tokens, &self.quantized_head) {
+            (Some(embedding), _) => embedding.weight.dims()[0],
+            (None, Some(head)) => head.weight.rows,
+            (None, None) => 0,
+        }
     }
 
     pub fn device(&self) -> Device {
-        self.embed_tokens.weight.device()
+        self.norm.weight.device()
+    }
+
+    /// The token embeddings of `ids [batch, seq]`: `[batch, seq, hidden]`, from the f32 table or
+    /// decoded from the tied head's blocks, row by row.
+    fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        let embedding = match (&self.embed_tokens, &self.quantized_head) {
+            (Some(embedding), _) => return embedding.forward(ids),
+            (None, Some(head)) => &head.weight,
+            (None, None) => unreachable!("a model is built with an embedding"),
+        };
+        let [batch, seq] = ids.dims();
+        let ids: Vec<i64> = ids.into_data().convert::<i64>().try_to_vec::<i64>().unwrap_or_default();
+        let (cols, row_bytes) = (embedding.cols, embedding.row_bytes());
+        let mut values = vec![0.0f32; ids.len() * cols];
+        for (&id, out) in ids.iter().zip(values.chunks_exact_mut(cols)) {
+            // Ids come from a tokenizer checked against the vocabulary; any other row reads zeros.
+            if let Some(row) = usize::try_from(id).ok().filter(|&r| r < embedding.rows) {
+                papertune_kernels::quant::dequantize_into(embedding.ty, &embedding.bytes[row * row_bytes..(row + 1) * row_bytes], out);
+            }
+        }
+        Tensor::from_data(TensorData::new(values, [batch, seq, cols]), &self.device())
     }
 
     /// Host-side input for `ids` with `attention_mask` over cached + new tokens.
@@ -584,7 +625,7 @@ impl LlamaModel {
     /// Final hidden states (after the last norm): `[batch, seq, hidden]`. With a cache, the
     /// new keys and values are appended to it.
     pub fn forward_hidden(&self, input: DecoderInput, mut cache: Option<&mut KvCache>) -> Tensor<3> {
-        let mut hidden = self.embed_tokens.forward(input.input_ids); // [batch, seq, hidden]
+        let mut hidden = self.embed(input.input_ids); // [batch, seq, hidden]
         if let Some(scale) = self.embedding_scale {
             // In the float type of the activations, as Gemma's reference computes it.
             hidden = hidden.mul_scalar(scale as f32);
@@ -614,7 +655,10 @@ impl LlamaModel {
             (Some(head), _) => head.forward(hidden),
             (None, Some(weight)) => kernels::linear(hidden, weight.val(), None),
             // The embedding [vocab, hidden] read as [hidden, vocab] through a transposed view.
-            (None, None) => kernels::linear(hidden, self.embed_tokens.weight.val().transpose(), None),
+            (None, None) => match &self.embed_tokens {
+                Some(embedding) => kernels::linear(hidden, embedding.weight.val().transpose(), None),
+                None => unreachable!("a model without an f32 embedding has a quantised head"),
+            },
         }
     }
 
