@@ -24,9 +24,7 @@ models/gemma3-270m/gemma-3-270m-q4_k_m.gguf. Needs torch, transformers 5.24 and 
 """
 
 import argparse
-import os
 import sys
-from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -37,10 +35,11 @@ from make_smollm2_reference import (  # noqa: E402
     REPO_ROOT,
     TOKENIZER_TEXTS,
     continuation_record,
+    default_gguf,
     dumps,
     load_gguf,
     logit_record,
-    sha256,
+    meta_record,
 )
 
 GGUF_RELATIVE = "models/gemma3-270m/gemma-3-270m-q4_k_m.gguf"
@@ -49,19 +48,13 @@ CONTINUATION_PROMPT = "The capital of France is"
 EXTRA_TEXTS = ["<start_of_turn>user\nName three rivers.<end_of_turn>\n<start_of_turn>model\n"]
 
 
-def default_gguf() -> Path:
-    cache = os.environ.get("PAPERTUNE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "papertune")
-    return Path(cache) / GGUF_RELATIVE
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gguf", type=Path, default=default_gguf())
+    parser.add_argument("--gguf", type=Path, default=default_gguf(GGUF_RELATIVE))
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "tests/fixtures/gemma3_reference.json")
     args = parser.parse_args()
     torch.set_num_threads(2)
 
-    name = args.gguf.name
     tok, model = load_gguf(args.gguf)
 
     tokenizer = []
@@ -71,7 +64,6 @@ def main() -> None:
 
     continuation = continuation_record(model, tok, CONTINUATION_PROMPT)
 
-    config = model.config
     keys = (
         "model_type",
         "vocab_size",
@@ -92,15 +84,7 @@ def main() -> None:
         "rope_parameters",
     )
     reference = {
-        "meta": {
-            "transformers": version("transformers"),
-            "torch": version("torch"),
-            "gguf": version("gguf"),
-            "gguf_file": name,
-            "gguf_sha256": sha256(args.gguf),
-            "dtype": "float32",
-            "config": {key: getattr(config, key, None) for key in keys},
-        },
+        "meta": meta_record(args.gguf, model, keys),
         "tokenizer": tokenizer,
         "continuation": continuation,
         "logits": [logit_record(model, tok, prompt) for prompt in LOGIT_PROMPTS],

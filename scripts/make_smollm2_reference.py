@@ -84,9 +84,23 @@ LOGIT_PROMPTS = [
 ]
 
 
-def default_gguf() -> Path:
+def default_gguf(relative: str = GGUF_RELATIVE) -> Path:
+    """A GGUF file in papertune's cache ($PAPERTUNE_CACHE or ~/.cache/papertune)."""
     cache = os.environ.get("PAPERTUNE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "papertune")
-    return Path(cache) / GGUF_RELATIVE
+    return Path(cache) / relative
+
+
+def meta_record(path: Path, model, config_keys: tuple) -> dict:
+    """Library versions, the GGUF file's name and sha256, and the config transformers built."""
+    return {
+        "transformers": version("transformers"),
+        "torch": version("torch"),
+        "gguf": version("gguf"),
+        "gguf_file": path.name,
+        "gguf_sha256": sha256(path),
+        "dtype": "float32",
+        "config": {key: getattr(model.config, key, None) for key in config_keys},
+    }
 
 
 def sha256(path: Path) -> str:
@@ -182,7 +196,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    name = args.gguf.name
     tok, model = load_gguf(args.gguf)
 
     llama_cpp_tok = digits_first(tok)
@@ -219,32 +232,21 @@ def main() -> None:
 
     continuation = continuation_record(model, tok, CONTINUATION_PROMPT)
 
-    config = model.config
+    keys = (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "rms_norm_eps",
+        "max_position_embeddings",
+        "tie_word_embeddings",
+        "rope_parameters",
+    )
     reference = {
-        "meta": {
-            "transformers": version("transformers"),
-            "torch": version("torch"),
-            "gguf": version("gguf"),
-            "gguf_file": name,
-            "gguf_sha256": sha256(args.gguf),
-            "dtype": "float32",
-            "config": {
-                key: getattr(config, key, None)
-                for key in (
-                    "vocab_size",
-                    "hidden_size",
-                    "intermediate_size",
-                    "num_hidden_layers",
-                    "num_attention_heads",
-                    "num_key_value_heads",
-                    "head_dim",
-                    "rms_norm_eps",
-                    "max_position_embeddings",
-                    "tie_word_embeddings",
-                )
-            }
-            | {"rope_parameters": getattr(config, "rope_parameters", None)},
-        },
+        "meta": meta_record(args.gguf, model, keys),
         "tokenizer": tokenizer,
         "chat": chat,
         "continuation": continuation,

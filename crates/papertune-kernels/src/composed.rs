@@ -247,30 +247,26 @@ pub(crate) fn matmul<B: Backend>(lhs: FloatTensor<B>, rhs: FloatTensor<B>) -> Fl
 /// `x Wᵀ` from W's blocks, on the host: `x [rows, d_in]` is read, multiplied, and the result
 /// written back to `x`'s device.
 pub(crate) fn quantized_linear<B: Backend>(x: FloatTensor<B>, weight: crate::quant::QuantWeight) -> FloatTensor<B> {
-    let (device, dtype) = (x.device(), x.dtype());
-    let rows = x.shape().num_elements() / weight.cols;
-    let x = host_f32::<B>(x);
-    let mut y = vec![0.0f32; rows * weight.rows];
-    crate::quant::matmul_xwt(&x, rows, &weight, &mut y);
-    B::float_from_data(burn::tensor::TensorData::new(y, [rows, weight.rows]).convert_dtype(dtype), &device)
+    on_host::<B>(x, weight.cols, weight.rows, |x, rows, y| crate::quant::matmul_xwt(x, rows, &weight, y))
 }
 
 /// `dy W` from W's blocks, on the host.
 pub(crate) fn quantized_linear_backward<B: Backend>(grad: FloatTensor<B>, weight: crate::quant::QuantWeight) -> FloatTensor<B> {
-    let (device, dtype) = (grad.device(), grad.dtype());
-    let rows = grad.shape().num_elements() / weight.rows;
-    let dy = host_f32::<B>(grad);
-    let mut dx = vec![0.0f32; rows * weight.cols];
-    crate::quant::matmul_dyw(&dy, rows, &weight, &mut dx);
-    B::float_from_data(burn::tensor::TensorData::new(dx, [rows, weight.cols]).convert_dtype(dtype), &device)
+    on_host::<B>(grad, weight.rows, weight.cols, |dy, rows, dx| crate::quant::matmul_dyw(dy, rows, &weight, dx))
 }
 
-/// A tensor's values as f32 on the host.
-fn host_f32<B: Backend>(x: FloatTensor<B>) -> Vec<f32> {
-    let data = burn::backend::try_read_sync(B::float_into_data(x))
+/// `product(input, rows, output)` on the host: `input` (`[rows, width_in]`) read as f32, the
+/// `[rows, width_out]` output written back to its device in its dtype.
+fn on_host<B: Backend>(input: FloatTensor<B>, width_in: usize, width_out: usize, product: impl FnOnce(&[f32], usize, &mut [f32])) -> FloatTensor<B> {
+    let (device, dtype) = (input.device(), input.dtype());
+    let rows = input.shape().num_elements() / width_in;
+    let data = burn::backend::try_read_sync(B::float_into_data(input))
         .expect("reading a tensor back is synchronous on every backend papertune runs")
         .expect("a tensor's data can be read back");
-    data.convert::<f32>().try_into_vec::<f32>().expect("converted to f32")
+    let values = data.convert::<f32>().try_into_vec::<f32>().expect("converted to f32");
+    let mut out = vec![0.0f32; rows * width_out];
+    product(&values, rows, &mut out);
+    B::float_from_data(burn::tensor::TensorData::new(out, [rows, width_out]).convert_dtype(dtype), &device)
 }
 
 pub(crate) fn linear_bias<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {

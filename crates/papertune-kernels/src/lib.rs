@@ -59,6 +59,7 @@ pub mod quant;
 mod flex;
 #[cfg(feature = "flex")]
 mod math;
+mod matrix;
 mod memory;
 mod ops;
 pub mod random;

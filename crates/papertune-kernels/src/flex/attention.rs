@@ -8,7 +8,7 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use super::lanes::{dot_lanes, max_lanes, sum_lanes};
-use super::products::Matrix;
+use crate::matrix::Matrix;
 use super::{contiguous_f32, output, widest};
 use crate::math::exp_approx;
 

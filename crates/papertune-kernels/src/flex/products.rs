@@ -8,6 +8,7 @@ use burn_flex::{FlexTensor, Layout};
 use rayon::prelude::*;
 
 use super::{CHUNK, contiguous_f32, written_in_chunks};
+use crate::matrix::Matrix;
 use crate::send_ptr::SendPtr;
 use crate::simd::Width;
 
@@ -45,16 +46,6 @@ const FEW_ROWS: usize = 8;
 
 const PARALLEL_FEW_ROWS: usize = 1 << 17;
 
-/// A 2-d f32 tensor read in place: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
-#[derive(Clone, Copy)]
-pub(super) struct Matrix<'a> {
-    data: &'a [f32],
-    pub(super) rows: usize,
-    pub(super) cols: usize,
-    row_stride: usize,
-    col_stride: usize,
-}
-
 impl<'a> Matrix<'a> {
     /// The f32 matrix `t` is, through its own strides (a transposed or sliced view is read
     /// without a copy); `None` for other dtypes, ranks, empty or negative-stride layouts.
@@ -70,54 +61,6 @@ impl<'a> Matrix<'a> {
         let data = data.get(layout.start_offset()..)?;
         let last = (rows - 1) * row_stride + (cols - 1) * col_stride;
         (last < data.len()).then_some(Matrix { data, rows, cols, row_stride, col_stride })
-    }
-
-    /// The `rows x cols` matrix whose element `(i, j)` is `data[i * row_stride + j * col_stride]`.
-    ///
-    /// # Panics
-    /// If the last element lies outside `data`.
-    pub(super) fn strided(data: &'a [f32], rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> Self {
-        assert!(rows > 0 && cols > 0 && (rows - 1) * row_stride + (cols - 1) * col_stride < data.len());
-        Matrix { data, rows, cols, row_stride, col_stride }
-    }
-
-    /// The transpose, as a view.
-    pub(super) fn transposed(self) -> Self {
-        Matrix { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
-    }
-
-    /// Columns `start..start + cols` of this matrix.
-    fn columns(self, start: usize, cols: usize) -> Self {
-        Matrix { data: &self.data[start * self.col_stride..], cols, ..self }
-    }
-
-    /// `dst (+)= factor * self rhs` into a row-major buffer with rows `dst_row_stride` apart.
-    ///
-    /// # Safety
-    /// `dst` must be valid for writes (and, with `read_dst`, initialised reads) of elements
-    /// `i * dst_row_stride + j` for `i < self.rows`, `j < rhs.cols`, and no other thread may
-    /// touch them during the call. gemm reads the operands only through their strides,
-    /// within what `Matrix::of` checked; with `read_dst` false it stores without reading.
-    pub(super) unsafe fn product_into(
-        self,
-        rhs: Matrix<'_>,
-        dst: *mut f32,
-        dst_row_stride: usize,
-        read_dst: bool,
-        factor: f32,
-        parallelism: gemm::Parallelism,
-    ) {
-        debug_assert_eq!(self.cols, rhs.rows);
-        // SAFETY: see the function's contract.
-        unsafe {
-            gemm::gemm(
-                self.rows, rhs.cols, self.cols,
-                dst, 1, dst_row_stride as isize, read_dst,
-                self.data.as_ptr(), self.col_stride as isize, self.row_stride as isize,
-                rhs.data.as_ptr(), rhs.col_stride as isize, rhs.row_stride as isize,
-                1.0, factor, false, false, false, parallelism,
-            );
-        }
     }
 
     /// `self rhs`, `[self.rows, rhs.cols]` and contiguous, with `row_init` (of `rhs.cols`

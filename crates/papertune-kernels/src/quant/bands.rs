@@ -5,6 +5,7 @@
 use rayon::prelude::*;
 
 use super::{QuantMatrix, dequantize_into};
+use crate::matrix::Matrix;
 use crate::send_ptr::SendPtr;
 
 /// Bytes of `f32` band one task of the forward dequantizes at once: small
@@ -39,33 +40,11 @@ pub(crate) fn xwt(x: &[f32], m: usize, w: &QuantMatrix, y: &mut [f32]) {
             let nb = raw.len() / rb;
             buf.resize(nb * cols, 0.0);
             dequantize_into(w.ty, raw, buf);
-            // SAFETY: dst is y[:, r0..r0 + nb] (row stride `rows`), inside y
-            // and disjoint from every other band's columns; lhs is x[m, cols]
-            // and rhs the band transposed (buf[j, k] at k + j·cols), both
-            // fully inside their buffers.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    nb,
-                    cols,
-                    yp.get().add(r0),
-                    1,
-                    rows as isize,
-                    false,
-                    x.as_ptr(),
-                    1,
-                    cols as isize,
-                    buf.as_ptr(),
-                    cols as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            let lhs = Matrix::strided(x, m, cols, cols, 1); // x [m, cols]
+            let decoded = Matrix::strided(buf, nb, cols, cols, 1).transposed(); // [cols, nb]
+            // SAFETY: dst is y[:, r0..r0 + nb] (row stride `rows`), inside y and disjoint from
+            // every other band's columns.
+            unsafe { lhs.product_into(decoded, yp.get().add(r0), rows, false, 1.0, gemm::Parallelism::None) };
         });
 }
 
@@ -95,32 +74,11 @@ pub(crate) fn dyw(dy: &[f32], m: usize, w: &QuantMatrix, dx: &mut [f32]) {
                 let row = &w.bytes[(r0 + j) * rb..(r0 + j + 1) * rb];
                 dequantize_into(w.ty, &row[b0 * bb..b1 * bb], &mut buf[j * cw..(j + 1) * cw]);
             }
-            // SAFETY: dst is dx[:, c0..c0 + cw] (row stride `cols`), inside dx
-            // and disjoint from every other task's columns; lhs is
-            // dy[:, r0..r0 + nb] (row stride `rows`) and rhs buf[nb, cw].
-            unsafe {
-                gemm::gemm(
-                    m,
-                    cw,
-                    nb,
-                    dxp.get().add(c0),
-                    1,
-                    cols as isize,
-                    r0 > 0,
-                    dy.as_ptr().add(r0),
-                    1,
-                    rows as isize,
-                    buf.as_ptr(),
-                    1,
-                    cw as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            let lhs = Matrix::strided(&dy[r0..], m, nb, rows, 1); // dy[:, r0..r0 + nb]
+            let rhs = Matrix::strided(&buf, nb, cw, cw, 1); // buf [nb, cw]
+            // SAFETY: dst is dx[:, c0..c0 + cw] (row stride `cols`), inside dx and disjoint
+            // from every other task's columns; the first band stores, later ones accumulate.
+            unsafe { lhs.product_into(rhs, dxp.get().add(c0), cols, r0 > 0, 1.0, gemm::Parallelism::None) };
         }
     });
 }

@@ -36,16 +36,15 @@ impl ExportType {
 
 /// Hugging Face name -> the base file's tensor name, for every tensor the base file holds.
 fn gguf_names(base: &GgufFile, config: &LlamaConfig) -> Result<BTreeMap<String, String>> {
-    base.tensors
-        .iter()
-        .map(|info| {
-            let hf = hf_name(&info.name, config).ok_or_else(|| ModelError::Config {
-                path: base.path.clone(),
-                message: format!("GGUF tensor {:?} has no Hugging Face counterpart papertune knows", info.name),
-            })?;
-            Ok((hf, info.name.clone()))
-        })
-        .collect()
+    base.tensors.iter().map(|info| Ok((known_hf_name(base, &info.name, config)?, info.name.clone()))).collect()
+}
+
+/// The Hugging Face name of one of the base file's tensors.
+fn known_hf_name(base: &GgufFile, name: &str, config: &LlamaConfig) -> Result<String> {
+    hf_name(name, config).ok_or_else(|| ModelError::Config {
+        path: base.path.clone(),
+        message: format!("GGUF tensor {name:?} has no Hugging Face counterpart papertune knows"),
+    })
 }
 
 /// Whether llama.cpp keeps this architecture's query and key rows in its own rotary order.
@@ -113,7 +112,6 @@ pub fn write_lora_adapter(model: &LlamaModel, config: &LlamaConfig, lora: &LoraC
 /// Writes `model` (its adapters merged first, if it has any) as a whole GGUF: the base file's
 /// metadata and tensor names, matrices in `ty`, vectors in F32.
 pub fn write_merged_model(model: LlamaModel, config: &LlamaConfig, base: &GgufFile, ty: ExportType, path: &Path) -> Result<()> {
-    let names = gguf_names(base, config)?;
     let model = model.merge_lora();
     let mut tensors = TensorWriter::new();
     model.export(config, &mut tensors);
@@ -131,7 +129,7 @@ pub fn write_merged_model(model: LlamaModel, config: &LlamaConfig, base: &GgufFi
         }
     }
     for info in &base.tensors {
-        let hf = names.iter().find(|(_, gguf)| **gguf == info.name).map(|(hf, _)| hf.clone()).unwrap_or_default();
+        let hf = known_hf_name(base, &info.name, config)?;
         let Some(mut tensor) = checkpoint.remove(&hf) else {
             // Tensors the model does not hold (rotary frequency tables) are copied as they are.
             writer.tensor_encoded(&info.name, &info.shape, info.ggml_type, base.raw(info)?.to_vec());
