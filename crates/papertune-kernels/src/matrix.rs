@@ -49,7 +49,7 @@ impl<'a> Matrix<'a> {
         factor: f32,
         parallelism: gemm::Parallelism,
     ) {
-        debug_assert_eq!(self.cols, rhs.rows);
+        assert_eq!(self.cols, rhs.rows);
         // SAFETY: see the function's contract.
         unsafe {
             gemm::gemm(

@@ -68,7 +68,7 @@ impl<'a> Matrix<'a> {
     /// no separate pass. Without it gemm writes every element of a fresh buffer.
     pub(super) fn times(self, rhs: Matrix<'_>, row_init: Option<&[f32]>) -> FlexTensor {
         let (m, n, k) = (self.rows, rhs.cols, self.cols);
-        debug_assert_eq!(k, rhs.rows);
+        assert_eq!(k, rhs.rows);
         let mut out: Vec<f32> = match row_init {
             // Whole rows per task, each a copy of `row`.
             Some(row) => written_in_chunks(m * n, (CHUNK / n).max(1) * n, Width::Avx2, #[inline(always)] |_, o| {

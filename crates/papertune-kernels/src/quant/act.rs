@@ -40,8 +40,8 @@ impl QuantizedActs {
     /// `cols` must be a multiple of the block size (checked by the caller).
     pub(crate) fn new(x: &[f32], m: usize, cols: usize, k_layout: bool) -> Self {
         let (block, group) = if k_layout { (256, 16) } else { (32, 32) };
-        debug_assert_eq!(cols % block, 0);
-        debug_assert_eq!(x.len(), m * cols);
+        assert_eq!(cols % block, 0);
+        assert_eq!(x.len(), m * cols);
         let mut qs = vec![0i8; m * cols];
         let mut d = vec![0.0f32; m * cols / block];
         for ((xb, qb), db) in x.chunks_exact(block).zip(qs.chunks_exact_mut(block)).zip(&mut d) {

@@ -133,7 +133,7 @@ unsafe fn f16x4(p: *const u8, stride: usize) -> __m128 {
 /// Shared row loop of the 32-value formats: four blocks at a time, their
 /// integer sums reduced to one lane each; float work as in [`dot::b32_step`].
 #[inline(always)]
-unsafe fn row_b32(w: &[u8], a: ActRow<'_>, f: &B32, prod: B32Prod, raw: fn(&[u8], &[i8]) -> i32) -> f32 {
+unsafe fn row_b32(w: &[u8], a: ActRow<'_>, f: &B32, prod: B32Prod) -> f32 {
     let nb = w.len() / f.bytes;
     assert!(w.len() == nb * f.bytes && a.qs.len() == 32 * nb && a.d.len() == nb && a.sums.len() == nb);
     let (wp, xp) = (w.as_ptr(), a.qs.as_ptr());
@@ -161,33 +161,44 @@ unsafe fn row_b32(w: &[u8], a: ActRow<'_>, f: &B32, prod: B32Prod, raw: fn(&[u8]
     }
     let mut lanes = [0.0f32; 4];
     _mm_storeu_ps(lanes.as_mut_ptr(), acc);
+    // The last nb % 4 blocks one at a time (a 576-wide row has two), their integer sums still
+    // in AVX2: the same exact integers as `raw` gives.
     for b in 4 * groups..nb {
         let blk = &w[b * f.bytes..(b + 1) * f.bytes];
-        let xq = &a.qs[32 * b..32 * b + 32];
-        dot::b32_step(f, blk, raw(blk, xq), a.d[b], a.sums[b], &mut lanes[b & 3]);
+        let raw = hsum_i32(prod(wp.add(b * f.bytes), xp.add(32 * b)));
+        dot::b32_step(f, blk, raw, a.d[b], a.sums[b], &mut lanes[b & 3]);
     }
     dot::reduce4(lanes)
 }
 
+/// The sum of eight `i32` lanes (exact: the block sums are far from overflowing).
+#[inline(always)]
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    let x = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let x = _mm_add_epi32(x, _mm_shuffle_epi32::<0b01_00_11_10>(x));
+    let x = _mm_add_epi32(x, _mm_shuffle_epi32::<0b10_11_00_01>(x));
+    _mm_cvtsi128_si32(x)
+}
+
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn row_q4_0(w: &[u8], a: ActRow<'_>) -> f32 {
-    row_b32(w, a, &dot::Q4_0, prod_q4_0, dot::raw_q4_0)
+    row_b32(w, a, &dot::Q4_0, prod_q4_0)
 }
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn row_q4_1(w: &[u8], a: ActRow<'_>) -> f32 {
-    row_b32(w, a, &dot::Q4_1, prod_q4_1, dot::raw_q4_1)
+    row_b32(w, a, &dot::Q4_1, prod_q4_1)
 }
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn row_q5_0(w: &[u8], a: ActRow<'_>) -> f32 {
-    row_b32(w, a, &dot::Q5_0, prod_q5_0, dot::raw_q5_0)
+    row_b32(w, a, &dot::Q5_0, prod_q5_0)
 }
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn row_q5_1(w: &[u8], a: ActRow<'_>) -> f32 {
-    row_b32(w, a, &dot::Q5_1, prod_q5_1, dot::raw_q5_1)
+    row_b32(w, a, &dot::Q5_1, prod_q5_1)
 }
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn row_q8_0(w: &[u8], a: ActRow<'_>) -> f32 {
-    row_b32(w, a, &dot::Q8_0, prod_q8_0, dot::raw_q8_0)
+    row_b32(w, a, &dot::Q8_0, prod_q8_0)
 }
 
 /// `[s[2k] ×8 | s[2k+1] ×8]` (`i16`) from eight `i16` scales held in both
