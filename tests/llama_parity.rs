@@ -25,7 +25,7 @@ use burn::tensor::{Tensor, TensorData};
 use papertune_models::lora::{LoraConfig, LoraModel, load_peft_adapter, save_peft_adapter};
 use burn::data::dataloader::batcher::Batcher;
 use papertune_data::{CausalLmBatcher, PaperRecord};
-use papertune_models::llama::LlamaModel;
+use papertune_models::llama::{KvCache, LlamaModel};
 use papertune_models::llm_tokenizer::ChatMessage;
 use papertune_models::{PretrainedCausalLm, source};
 use papertune_tasks::llm::{CausalLmTrainer, LlmConfig, PromptEncoder};
@@ -40,6 +40,19 @@ fn last_logits(model: &LlamaModel, prompt: &[u32]) -> Vec<f32> {
     let logits = model.forward(input, None); // [1, seq, vocab]
     let [_, seq, vocab] = logits.dims();
     logits.narrow(1, seq - 1, 1).reshape([vocab]).into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+}
+
+/// The logits after `context` as a decoding step computes them: the tokens before the last
+/// fill a KV cache, then the last runs alone (one row, so quantised products take their 8-bit
+/// path, as they do in generation).
+fn decoding_logits(model: &LlamaModel, context: &[u32]) -> Vec<f32> {
+    let (head, last) = context.split_at(context.len() - 1);
+    let mut cache = KvCache::new(model.num_layers());
+    model.forward_hidden(model.input(&[head.to_vec()], &[vec![1; head.len()]]), Some(&mut cache));
+    let hidden = model.forward_hidden(model.input(&[last.to_vec()], &[vec![1; context.len()]]), Some(&mut cache));
+    let logits = model.logits(hidden); // [1, 1, vocab]
+    let vocab = logits.dims()[2];
+    logits.reshape([vocab]).into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
 }
 
 /// Token ids and round trip of every string of a reference (`ids_llama_cpp` where llama.cpp's
@@ -281,7 +294,7 @@ fn quantised_weights_follow_the_dequantised_model(preset: &str, reference: &str)
     println!("quantised text: {:?}", quantised.tokenizer.decode(&generated, false).unwrap());
     if let Some(step) = generated.iter().zip(&expected).position(|(a, b)| a != b) {
         let context: Vec<u32> = prompt.iter().chain(&expected[..step]).copied().collect();
-        let (a, b) = (last_logits(&exact.model, &context), last_logits(&quantised.model, &context));
+        let (a, b) = (last_logits(&exact.model, &context), decoding_logits(&quantised.model, &context));
         let (ta, tb) = (expected[step] as usize, generated[step] as usize);
         let margin = a[ta] - a[tb];
         let error = (a[ta] - b[ta]).abs() + (a[tb] - b[tb]).abs();

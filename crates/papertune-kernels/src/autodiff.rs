@@ -27,6 +27,10 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         tracked_binary::<B, C>(gate, up, B::swiglu, swiglu_grads::<B>)
     }
 
+    fn geglu_tanh(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        tracked_binary::<B, C>(gate, up, B::geglu_tanh, geglu_tanh_grads::<B>)
+    }
+
     fn gelu_erf(x: FloatTensor<Self>) -> FloatTensor<Self> {
         tracked_unary::<B, C>(x, B::gelu_erf, B::gelu_erf_backward, Saved::Input)
     }
@@ -421,6 +425,13 @@ fn tracked_binary<B: FusedOps, C: CheckpointStrategy>(
 fn swiglu_grads<B: FusedOps>(gate: FloatTensor<B>, up: FloatTensor<B>, grad: FloatTensor<B>, [gate_tracked, up_tracked]: [bool; 2]) -> [Option<FloatTensor<B>>; 2] {
     let d_up = up_tracked.then(|| B::swiglu_backward_up(gate.clone(), grad.clone()));
     let d_gate = gate_tracked.then(|| B::swiglu_backward_gate(gate, up, grad));
+    [d_gate, d_up]
+}
+
+/// GeGLU's gradients with respect to `gate` and `up`.
+fn geglu_tanh_grads<B: FusedOps>(gate: FloatTensor<B>, up: FloatTensor<B>, grad: FloatTensor<B>, [gate_tracked, up_tracked]: [bool; 2]) -> [Option<FloatTensor<B>>; 2] {
+    let d_up = up_tracked.then(|| B::geglu_tanh_backward_up(gate.clone(), grad.clone()));
+    let d_gate = gate_tracked.then(|| B::geglu_tanh_backward_gate(gate, up, grad));
     [d_gate, d_up]
 }
 

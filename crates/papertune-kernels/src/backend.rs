@@ -9,7 +9,7 @@ use burn::backend::{Backend, TensorMetadata, backend_extension};
 
 use crate::composed;
 
-/// Softmax over the last axis, SwiGLU, GELU, RMSNorm, LayerNorm, the rotary embedding,
+/// Softmax over the last axis, SwiGLU, GeGLU, GELU, RMSNorm, LayerNorm, the rotary embedding,
 /// attention, linear layers and batched products, the per-row cross-entropy and the AdamW
 /// update, with their backward passes, as backend operations.
 ///
@@ -41,6 +41,21 @@ pub trait FusedOps: Backend {
     /// The gradient of `silu(gate) * up` with respect to `up`.
     fn swiglu_backward_up(gate: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         composed::swiglu_backward_up::<Self>(gate, grad)
+    }
+
+    /// `gelu_tanh(gate) * up`, GELU in its tanh approximation (Gemma's GeGLU).
+    fn geglu_tanh(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed::geglu_tanh::<Self>(gate, up)
+    }
+
+    /// The gradient of `gelu_tanh(gate) * up` with respect to `gate`.
+    fn geglu_tanh_backward_gate(gate: FloatTensor<Self>, up: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed::geglu_tanh_backward_gate::<Self>(gate, up, grad)
+    }
+
+    /// The gradient of `gelu_tanh(gate) * up` with respect to `up`.
+    fn geglu_tanh_backward_up(gate: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed::geglu_tanh_backward_up::<Self>(gate, grad)
     }
 
     /// GELU in its exact form, `x * Phi(x)`.

@@ -295,3 +295,35 @@ pub(crate) fn swiglu_backward_gate<B: Backend>(gate: FloatTensor<B>, up: FloatTe
 pub(crate) fn swiglu_backward_up<B: Backend>(gate: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
     B::float_mul(grad, B::float_mul(gate.clone(), B::sigmoid(gate)))
 }
+
+/// `sqrt(2 / pi)` and the cubic coefficient of GELU's tanh approximation.
+pub(crate) const GELU_TANH_C: f64 = 0.797_884_560_802_865_4;
+pub(crate) const GELU_TANH_A: f64 = 0.044_715;
+
+/// `s = sigmoid(2 u)` with `u = c (x + a x^3)`: GELU's tanh form is
+/// `0.5 x (1 + tanh(u)) = x s`.
+fn gelu_tanh_sigmoid<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    let cube = B::float_mul(B::float_mul(x.clone(), x.clone()), x.clone());
+    let u = B::float_add(x, B::float_mul_scalar(cube, GELU_TANH_A.into()));
+    B::sigmoid(B::float_mul_scalar(u, (2.0 * GELU_TANH_C).into()))
+}
+
+pub(crate) fn geglu_tanh<B: Backend>(gate: FloatTensor<B>, up: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_mul(B::float_mul(gate.clone(), gelu_tanh_sigmoid::<B>(gate)), up)
+}
+
+/// `dy * up * (s + x s (1 - s) 2 c (1 + 3 a x^2))`, the derivative of `x s` times `up`.
+pub(crate) fn geglu_tanh_backward_gate<B: Backend>(gate: FloatTensor<B>, up: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    let s = gelu_tanh_sigmoid::<B>(gate.clone());
+    let one_minus_s = B::float_add_scalar(B::float_neg(s.clone()), 1.0.into());
+    let du = B::float_add_scalar(
+        B::float_mul_scalar(B::float_mul(gate.clone(), gate.clone()), (6.0 * GELU_TANH_C * GELU_TANH_A).into()),
+        (2.0 * GELU_TANH_C).into(),
+    );
+    let slope = B::float_add(s.clone(), B::float_mul(B::float_mul(gate, s), B::float_mul(one_minus_s, du)));
+    B::float_mul(B::float_mul(grad, up), slope)
+}
+
+pub(crate) fn geglu_tanh_backward_up<B: Backend>(gate: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_mul(grad, B::float_mul(gate.clone(), gelu_tanh_sigmoid::<B>(gate)))
+}

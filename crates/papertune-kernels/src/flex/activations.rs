@@ -1,4 +1,5 @@
-//! Softmax over the last axis, SwiGLU and GELU (erf form), with their backward passes, and
+//! Softmax over the last axis, SwiGLU, GeGLU (GELU's tanh form) and GELU (erf form), with their
+//! backward passes, and
 //! GELU of a product plus its bias: element-wise or row-wise kernels bound by arithmetic
 //! (`exp`, `erf`), compiled for the widest vectors the CPU has.
 
@@ -8,6 +9,7 @@ use rayon::prelude::*;
 
 use super::lanes::{dot_lanes, max_lanes, sum_lanes};
 use super::{CHUNK, contiguous_f32, output, wide, widest, written_in_chunks};
+use crate::composed;
 use crate::math::{erf_approx, exp_approx};
 use crate::simd::Width;
 
@@ -82,6 +84,50 @@ pub(super) fn swiglu_backward_gate(gate: &FlexTensor, up: &FlexTensor, grad: &Fl
 /// `dy * silu(gate)`.
 pub(super) fn swiglu_backward_up(gate: &FlexTensor, grad: &FlexTensor) -> Option<FlexTensor> {
     zip_f32(gate, grad, #[inline(always)] |g, d| d * g * sigmoid(g))
+}
+
+/// `gelu_tanh(gate) * up`.
+pub(super) fn geglu_tanh(gate: &FlexTensor, up: &FlexTensor) -> Option<FlexTensor> {
+    zip_f32(gate, up, #[inline(always)] |g, u| g * gelu_tanh_sigmoid(g) * u)
+}
+
+/// `dy * up * gelu_tanh'(gate)`.
+pub(super) fn geglu_tanh_backward_gate(gate: &FlexTensor, up: &FlexTensor, grad: &FlexTensor) -> Option<FlexTensor> {
+    let (g, u, d) = (contiguous_f32(gate)?, contiguous_f32(up)?, contiguous_f32(grad)?);
+    if g.shape() != u.shape() || g.shape() != d.shape() {
+        return None;
+    }
+    let (gs, us, ds): (&[f32], &[f32], &[f32]) = (g.storage(), u.storage(), d.storage());
+    let out = written_in_chunks(gs.len(), CHUNK, Width::Widest, #[inline(always)] |start, o| {
+        let end = start + o.len();
+        for (((o, &g), &u), &d) in o.iter_mut().zip(&gs[start..end]).zip(&us[start..end]).zip(&ds[start..end]) {
+            o.write(d * u * gelu_tanh_slope(g));
+        }
+    });
+    Some(output(out, &g))
+}
+
+/// `dy * gelu_tanh(gate)`.
+pub(super) fn geglu_tanh_backward_up(gate: &FlexTensor, grad: &FlexTensor) -> Option<FlexTensor> {
+    zip_f32(gate, grad, #[inline(always)] |g, d| d * g * gelu_tanh_sigmoid(g))
+}
+
+/// `sigmoid(2 u)` with `u = sqrt(2 / pi) (x + 0.044715 x^3)`: GELU's tanh form
+/// `0.5 x (1 + tanh(u))` is `x` times it, without a `tanh` call.
+#[inline(always)]
+fn gelu_tanh_sigmoid(x: f32) -> f32 {
+    const TWO_C: f32 = (2.0 * composed::GELU_TANH_C) as f32;
+    const A: f32 = composed::GELU_TANH_A as f32;
+    sigmoid(TWO_C * (x + A * x * x * x))
+}
+
+/// The derivative of `x s`, `s + x s (1 - s) 2 c (1 + 3 a x^2)`.
+#[inline(always)]
+fn gelu_tanh_slope(x: f32) -> f32 {
+    const TWO_C: f32 = (2.0 * composed::GELU_TANH_C) as f32;
+    const A3: f32 = (3.0 * composed::GELU_TANH_A) as f32;
+    let s = gelu_tanh_sigmoid(x);
+    s + x * s * (1.0 - s) * TWO_C * (1.0 + A3 * x * x)
 }
 
 /// GELU in its erf form.

@@ -59,6 +59,19 @@ impl FusedOps for Flex {
         activations::swiglu_backward_up(&gate, &grad).unwrap_or_else(|| composed::swiglu_backward_up::<Flex>(gate, grad))
     }
 
+    fn geglu_tanh(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        activations::geglu_tanh(&gate, &up).unwrap_or_else(|| composed::geglu_tanh::<Flex>(gate, up))
+    }
+
+    fn geglu_tanh_backward_gate(gate: FloatTensor<Self>, up: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        activations::geglu_tanh_backward_gate(&gate, &up, &grad)
+            .unwrap_or_else(|| composed::geglu_tanh_backward_gate::<Flex>(gate, up, grad))
+    }
+
+    fn geglu_tanh_backward_up(gate: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        activations::geglu_tanh_backward_up(&gate, &grad).unwrap_or_else(|| composed::geglu_tanh_backward_up::<Flex>(gate, grad))
+    }
+
     fn gelu_erf(x: FloatTensor<Self>) -> FloatTensor<Self> {
         activations::gelu_erf(&x).unwrap_or_else(|| <Flex as ActivationOps<Flex>>::gelu(x))
     }
