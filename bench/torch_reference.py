@@ -144,7 +144,7 @@ def main() -> None:
     p.add_argument("--only", default="W1,W2,W3,W4", help="comma-separated workloads")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--minilm", help="folder of the MiniLM checkpoint (config.json, model.safetensors)")
-    p.add_argument("--gguf", help="the SmolLM2-135M GGUF file")
+    p.add_argument("--gguf", help="the LLM's GGUF file (SmolLM2-135M, Gemma 3 270M)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads (default: all cores)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()

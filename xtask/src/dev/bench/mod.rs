@@ -11,8 +11,8 @@
 //! - W5: the W3 step on Gemma 3 270M with its frozen base kept in the Q4_K_M blocks (the
 //!   adapters train through them); W5F the same base decoded to f32 (run with --only).
 //!
-//! The rooms: `workloads.rs` (the four, timed), `compare.rs` (the same against transformers +
-//! PEFT, in processes of their own).
+//! The rooms: `workloads.rs` (the workloads, timed), `compare.rs` (the same against
+//! transformers + PEFT, and generation against llama.cpp, in processes of their own).
 
 mod compare;
 mod workloads;
@@ -32,8 +32,9 @@ pub struct BenchArgs {
     /// Workloads to run, comma-separated (default: all four; W2,W4 with half precision).
     #[arg(long)]
     only: Option<String>,
-    /// Also run bench/torch_reference.py (transformers + PEFT) on the same workloads, each
-    /// in a process of its own, and print the papertune/PyTorch ratios.
+    /// Also run bench/torch_reference.py (transformers + PEFT) on the same workloads, and
+    /// llama.cpp's llama-bench on the W4 workloads' GGUF files where it is installed (on PATH
+    /// or named by PAPERTUNE_LLAMA_BENCH), each in a process of its own, and print the ratios.
     #[arg(long)]
     compare: bool,
     /// Timed repeats after one warm-up.
