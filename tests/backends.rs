@@ -1,7 +1,8 @@
 //! Runs on every backend compiled in and usable here (`test_backends`): the tiny encoder
 //! learns its 32 synthetic rows through the whole task pipeline (trainer, checkpoints,
-//! evaluation), and a tiny decoder's KV cache gives the logits of a full pass. CI runs them on
-//! wgpu through Mesa's Vulkan driver (lavapipe).
+//! evaluation), a tiny decoder's KV cache gives the logits of a full pass, and a linear layer kept
+//! in quantised blocks gives its decoded weight's product and gradient. CI runs them on wgpu
+//! through Mesa's Vulkan driver (lavapipe).
 
 use papertune_integration::{test_backends, tiny_classify_setup};
 
@@ -58,3 +59,66 @@ fn cached_decoding_matches_the_full_pass_on_every_backend() {
         }
     }
 }
+
+/// A weight kept in Q8_0 blocks on every backend, forward and backward to the input, against
+/// the decoded weight's exact product: within the bound that the activations' 8-bit rounding
+/// explains (one row without gradient takes the 8-bit integer products on the host on every
+/// backend; 40 rows, and rows that need a gradient, take decoded bands on the CPU backends and
+/// the weight decoded for the one product on the GPU backends), and `dx = dy W` within f32
+/// rounding.
+#[test]
+fn quantised_linear_on_every_backend() {
+    use papertune_kernels::quant::{QuantMatrix, QuantType, q8_error_bound};
+    let (d_out, d_in) = (24, 96);
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut bytes = Vec::new();
+    for block in 0..d_out * d_in / 32 {
+        let scale = 1.0 / (64.0 + block as f32);
+        bytes.extend_from_slice(&half::f16::from_f32(scale).to_le_bytes());
+        bytes.extend((0..32).map(|_| next() as u8));
+    }
+    let weight = std::sync::Arc::new(QuantMatrix::new(QuantType::Q8_0, d_out, d_in, bytes).unwrap());
+    let decoded = weight.dequantize();
+    for backend in test_backends() {
+        let device = backend.device.clone().autodiff();
+        for rows in [1, 40] {
+            let x: Vec<f32> = (0..rows * d_in).map(|_| (next() % 2001) as f32 / 1000.0 - 1.0).collect();
+            let dy: Vec<f32> = (0..rows * d_out).map(|_| (next() % 2001) as f32 / 1000.0 - 1.0).collect();
+            let input = burn::tensor::Tensor::<2>::from_data(burn::tensor::TensorData::new(x.clone(), [rows, d_in]), &device).require_grad();
+            let output = papertune_kernels::quantized_linear(input.clone(), &weight, None);
+            let upstream = burn::tensor::Tensor::<2>::from_data(burn::tensor::TensorData::new(dy.clone(), [rows, d_out]), &device);
+            let grads = (output.clone() * upstream).sum().backward();
+            let y = output.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+            let dx = input.grad(&grads).unwrap().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+            // Without autodiff (generation): on the GPU backends one row takes the host's 8-bit path.
+            let plain = burn::tensor::Tensor::<2>::from_data(burn::tensor::TensorData::new(x.clone(), [rows, d_in]), &backend.device);
+            let y_plain = papertune_kernels::quantized_linear(plain, &weight, None).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+            for i in 0..rows {
+                let x_row = &x[i * d_in..][..d_in];
+                for r in 0..d_out {
+                    let w_row = &decoded[r * d_in..][..d_in];
+                    let exact: f64 = w_row.iter().zip(x_row).map(|(&w, &v)| f64::from(w) * f64::from(v)).sum();
+                    let size: f64 = w_row.iter().zip(x_row).map(|(&w, &v)| f64::from(w * v).abs()).sum();
+                    let bound = q8_error_bound(QuantType::Q8_0, w_row, x_row) + 1e-5 * size;
+                    for (what, y) in [("tracked", &y), ("untracked", &y_plain)] {
+                        let got = f64::from(y[i * d_out + r]);
+                        assert!((got - exact).abs() <= bound, "{} rows {rows} {what}: y[{i}, {r}] = {got}, decoded weight gives {exact} (bound {bound})", backend.name);
+                    }
+                }
+                for c in 0..d_in {
+                    let exact: f64 = (0..d_out).map(|r| f64::from(dy[i * d_out + r]) * f64::from(decoded[r * d_in + c])).sum();
+                    let size: f64 = (0..d_out).map(|r| f64::from(dy[i * d_out + r] * decoded[r * d_in + c]).abs()).sum();
+                    let got = f64::from(dx[i * d_in + c]);
+                    assert!((got - exact).abs() <= 1e-5 * size + 1e-7, "{} rows {rows}: dx[{i}, {c}] = {got}, decoded weight gives {exact}", backend.name);
+                }
+            }
+        }
+    }
+}
+

@@ -206,16 +206,18 @@ pub trait FusedOps: Backend {
     }
 
     /// A linear layer whose weight `W [d_out, d_in]` stays in its quantised blocks: `x Wᵀ` for
-    /// `x [rows, d_in]`, `[rows, d_out]`. The default computes on the host from the blocks
+    /// `x [rows, d_in]`, `[rows, d_out]`, computed on the host from the blocks
     /// ([`crate::quant::matmul_xwt`]): the activations travel, the weight never exists in f32.
+    /// (The GPU backends, which have no papertune kernels, take
+    /// [`crate::quantized_linear`]'s own path instead.)
     fn quantized_linear(x: FloatTensor<Self>, weight: crate::quant::QuantWeight) -> FloatTensor<Self> {
-        composed::quantized_linear::<Self>(x, weight)
+        composed::quantized_linear_on_host::<Self>(x, weight)
     }
 
     /// The backward pass of [`FusedOps::quantized_linear`] to its input: `dx = dy W`,
     /// `[rows, d_in]` from `dy [rows, d_out]`.
     fn quantized_linear_backward(grad: FloatTensor<Self>, weight: crate::quant::QuantWeight) -> FloatTensor<Self> {
-        composed::quantized_linear_backward::<Self>(grad, weight)
+        composed::quantized_linear_backward_on_host::<Self>(grad, weight)
     }
 
     /// Batched matrix product of `a [b0, b1, m, k]` and `b [b0, b1, k, n]` (no broadcasting),

@@ -246,13 +246,33 @@ pub(crate) fn matmul<B: Backend>(lhs: FloatTensor<B>, rhs: FloatTensor<B>) -> Fl
 
 /// `x Wᵀ` from W's blocks, on the host: `x [rows, d_in]` is read, multiplied, and the result
 /// written back to `x`'s device.
-pub(crate) fn quantized_linear<B: Backend>(x: FloatTensor<B>, weight: crate::quant::QuantWeight) -> FloatTensor<B> {
+/// `x Wᵀ` for `x [rows, d_in]` on a backend without papertune's kernels (the GPU backends):
+/// with `to_host`, the rows cross to the host for [`quantized_linear_on_host`]; otherwise the
+/// weight is decoded to f32 on the host, uploaded for this product alone and multiplied on the
+/// device, a product that the backend's autodiff tracks like any other.
+pub(crate) fn quantized_linear_on_device<B: Backend>(x: FloatTensor<B>, weight: crate::quant::QuantWeight, to_host: bool) -> FloatTensor<B> {
+    if to_host {
+        return quantized_linear_on_host::<B>(x, weight);
+    }
+    let w = decoded_on::<B>(&weight, &x.device(), x.dtype()); // [d_out, d_in]
+    B::float_matmul(x, B::float_transpose(w))
+}
+
+/// `x Wᵀ` from W's blocks, on the host.
+pub(crate) fn quantized_linear_on_host<B: Backend>(x: FloatTensor<B>, weight: crate::quant::QuantWeight) -> FloatTensor<B> {
     on_host::<B>(x, weight.cols, weight.rows, |x, rows, y| crate::quant::matmul_xwt(x, rows, &weight, y))
 }
 
 /// `dy W` from W's blocks, on the host.
-pub(crate) fn quantized_linear_backward<B: Backend>(grad: FloatTensor<B>, weight: crate::quant::QuantWeight) -> FloatTensor<B> {
+pub(crate) fn quantized_linear_backward_on_host<B: Backend>(grad: FloatTensor<B>, weight: crate::quant::QuantWeight) -> FloatTensor<B> {
     on_host::<B>(grad, weight.rows, weight.cols, |dy, rows, dx| crate::quant::matmul_dyw(dy, rows, &weight, dx))
+}
+
+/// The weight decoded to f32 on the host and uploaded, `[d_out, d_in]` in `dtype`: it lives for
+/// one product (the blocks stay the only lasting copy).
+fn decoded_on<B: Backend>(weight: &crate::quant::QuantMatrix, device: &B::Device, dtype: burn::tensor::DType) -> FloatTensor<B> {
+    let data = burn::tensor::TensorData::new(weight.dequantize(), [weight.rows, weight.cols]);
+    B::float_from_data(data.convert_dtype(dtype), device)
 }
 
 /// `product(input, rows, output)` on the host: `input` (`[rows, width_in]`) read as f32, the

@@ -24,8 +24,16 @@ pub fn batched_matmul(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
 }
 
 /// `x Wᵀ + bias` for `x [.., d_in]` and a weight `W [d_out, d_in]` kept in its quantised
-/// blocks; the output is `[.., d_out]`. One tracked operation whose backward pass reaches `x`
-/// through the blocks (`dx = dy W`); the weight is frozen.
+/// blocks (in host memory); the output is `[.., d_out]`. The weight is frozen; the backward pass
+/// reaches `x` (`dx = dy W`).
+///
+/// On the CPU backends this is one tracked operation computed from the blocks
+/// ([`crate::quant::matmul_xwt`], [`crate::quant::matmul_dyw`]). The GPU backends split by
+/// rows as those kernels do: up to [`crate::quant::q8_path_max_m`] rows that need no gradient
+/// (decoding) cross to the host for the 8-bit integer products; more rows (prefill, training),
+/// or rows that need a gradient, get the weight decoded to f32 on the host and uploaded for
+/// this one product, which runs on the device (burn's quantised tensors do not hold GGUF's
+/// block formats, so the weight is decoded per layer).
 pub fn quantized_linear<const D: usize>(x: Tensor<D>, weight: &crate::quant::QuantWeight, bias: Option<Tensor<1>>) -> Tensor<D> {
     let dims = x.dims();
     assert_eq!(
@@ -37,7 +45,12 @@ pub fn quantized_linear<const D: usize>(x: Tensor<D>, weight: &crate::quant::Qua
     );
     let rows = dims[..D - 1].iter().product();
     let x = x.reshape([rows, weight.cols]);
-    let y = Tensor::<2>::from_dispatch(<Dispatch as FusedOps>::quantized_linear(x.into_dispatch(), weight.clone()));
+    let y = if supported(&x.device()) {
+        Tensor::<2>::from_dispatch(<Dispatch as FusedOps>::quantized_linear(x.into_dispatch(), weight.clone()))
+    } else {
+        let to_host = rows <= crate::quant::q8_path_max_m(weight.ty) && !x.is_tracked();
+        Tensor::<2>::from_dispatch(crate::composed::quantized_linear_on_device::<Dispatch>(x.into_dispatch(), weight.clone(), to_host))
+    };
     let y = match bias {
         Some(bias) => y + bias.unsqueeze_dim(0),
         None => y,

@@ -83,8 +83,9 @@ impl QuantMatrix {
         &self.bytes[r * rb..(r + 1) * rb]
     }
 
-    /// The whole matrix in `f32`, `[rows, cols]` row-major. Meant for tests
-    /// and baselines; the matmuls never call it.
+    /// The whole matrix in `f32`, `[rows, cols]` row-major: for tests, baselines and the GPU
+    /// backends' many-row products (decoded for one product, then dropped); the host matmuls
+    /// never call it.
     pub fn dequantize(&self) -> Vec<f32> {
         self.assert_consistent("QuantMatrix::dequantize");
         let mut out = vec![0.0; self.rows * self.cols];
