@@ -78,11 +78,44 @@ const GEMMA_TURNS: &str = "{% set ns = namespace(system='') %}{% for message in 
 /// The control token that ends a turn in Gemma's format.
 const GEMMA_END_OF_TURN: &str = "<end_of_turn>";
 
+/// ChatML, the turn format of SmolLM2, Qwen2 and many others (no default system message).
+const CHATML: &str = "{% for message in messages %}\
+{{ '<|im_start|>' ~ message['role'] ~ '\\n' ~ message['content'] ~ '<|im_end|>\\n' }}{% endfor %}\
+{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/// The chat templates a config can name: name, template, the token that opens a turn and the
+/// one that closes it.
+const NAMED_TEMPLATES: [(&str, &str, &str, &str); 2] =
+    [("gemma", GEMMA_TURNS, "<start_of_turn>", GEMMA_END_OF_TURN), ("chatml", CHATML, "<|im_start|>", "<|im_end|>")];
+
 /// Split patterns of the Llama 3 and Qwen2 pre-tokenizers (digits in groups of three, or alone).
 const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 impl LlmTokenizer {
+    /// Replaces the chat template by a named one: `gemma` (Gemma's turn format, a turn closed by
+    /// `<end_of_turn>`) or `chatml` (`<|im_start|>` ... `<|im_end|>`). The token that closes a
+    /// turn becomes the first end-of-sequence id: training answers end with it and generation
+    /// stops at it. Fails for another name, or when the vocabulary lacks the format's tokens.
+    pub fn use_named_template(&mut self, name: &str) -> Result<()> {
+        let bad = |message: String| ModelError::Tokenizer { path: self.source.clone(), message };
+        let Some(&(_, template, open, close)) = NAMED_TEMPLATES.iter().find(|(known, ..)| *known == name) else {
+            let known: Vec<&str> = NAMED_TEMPLATES.iter().map(|(known, ..)| *known).collect();
+            return Err(bad(format!("no chat template named {name:?}; known: {}", known.join(", "))));
+        };
+        let id = |token: &str| {
+            self.tokenizer
+                .token_to_id(token)
+                .ok_or_else(|| bad(format!("the {name} template needs the token {token:?}, which this vocabulary lacks")))
+        };
+        id(open)?;
+        let end = id(close)?;
+        self.chat_template = Some(template.to_owned());
+        self.eos_token_ids.retain(|&other| other != end);
+        self.eos_token_ids.insert(0, end);
+        Ok(())
+    }
+
     /// Reads `tokenizer.json`, and `tokenizer_config.json` beside it when present (chat
     /// template, BOS/EOS tokens).
     pub fn from_files(tokenizer_json: &Path, tokenizer_config: Option<&Path>) -> Result<Self> {
@@ -407,5 +440,31 @@ mod tests {
         );
         let err = render_chat_template("{{ raise_exception('no') }}", &[], false, None, None).unwrap_err();
         assert!(err.contains("no"), "{err}");
+        let chatml = render_chat_template(CHATML, &[ChatMessage::user("Hi")], true, None, None).unwrap();
+        assert_eq!(chatml, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    }
+
+    #[test]
+    fn a_named_template_replaces_the_model_s_and_ends_answers_with_its_turn_token() {
+        let tokens = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "▁", "h", "i"];
+        let types = [3, 3, 3, 2, 3, 3, 1, 1, 1];
+        let mut tokenizer = LlmTokenizer {
+            source: PathBuf::from("tiny.gguf"),
+            tokenizer: spm::gemma_tokenizer(&tokens, &types, &["<bos>", "<eos>"], "<unk>").unwrap(),
+            chat_template: Some(CHATML.to_owned()),
+            bos_token: Some("<bos>".into()),
+            eos_token: Some("<eos>".into()),
+            eos_token_ids: vec![1],
+            pad_token_id: Some(0),
+            add_bos: true,
+        };
+        tokenizer.use_named_template("gemma").unwrap();
+        assert_eq!(tokenizer.chat_template.as_deref(), Some(GEMMA_TURNS));
+        assert_eq!(tokenizer.eos_token_ids, [5, 1]);
+        let err = tokenizer.use_named_template("chatml").unwrap_err().to_string();
+        assert!(err.contains("<|im_start|>") && err.contains("tiny.gguf"), "{err}");
+        let err = tokenizer.use_named_template("alpaca").unwrap_err().to_string();
+        assert!(err.contains("\"alpaca\"") && err.contains("gemma, chatml"), "{err}");
+        assert_eq!(tokenizer.chat_template.as_deref(), Some(GEMMA_TURNS), "a refused name changes nothing");
     }
 }

@@ -58,6 +58,10 @@ pub struct LlmModelConfig {
     /// what runs written before the key existed trained on. Ignored for safetensors folders.
     #[serde(default = "weights_of_older_configs")]
     pub weights: WeightPrecision,
+    /// A chat template by name, `gemma` (Gemma's turn format) or `chatml`, instead of the
+    /// model's own: the file's, else its architecture's default (Gemma's turn format for a Gemma
+    /// file without one). The template's closing token ends the answers.
+    pub template: Option<String>,
 }
 
 /// The base weights of a config written before `model.weights` existed.
@@ -74,6 +78,7 @@ impl Default for LlmModelConfig {
             chat_template: true,
             eval_batch_size: 8,
             weights: WeightPrecision::Quantized,
+            template: None,
         }
     }
 }

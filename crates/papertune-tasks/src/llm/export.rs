@@ -7,7 +7,7 @@ use burn::tensor::Device;
 use papertune_models::gguf::{ExportType, GgufFile, write_lora_adapter, write_merged_model};
 use papertune_models::lora::load_peft_adapter;
 use papertune_models::source::{self, LlmFiles};
-use papertune_models::{PretrainedCausalLm, WeightPrecision, write_hf_folder};
+use papertune_models::{WeightPrecision, write_hf_folder};
 
 use super::config::LlmConfig;
 use crate::error::TaskError;
@@ -49,7 +49,7 @@ pub fn export(run: &Path, which: Which, format: ExportFormat, out: &Path, device
         ExportFormat::GgufLora => config.model.weights,
         _ => WeightPrecision::Dequantized,
     };
-    let lm = PretrainedCausalLm::load_with(&files, precision, device)?;
+    let lm = super::load_base(&config.model, &files, precision, device)?;
     let (model, lora) = load_peft_adapter(lm.model, &checkpoint)?;
     let gguf_base = || -> Result<GgufFile, TaskError> {
         let path = base_gguf.clone().ok_or_else(|| {

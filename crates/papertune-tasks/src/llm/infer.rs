@@ -7,7 +7,6 @@ use std::path::Path;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use papertune_data::{EmptyTextPolicy, InstructionTask, PaperRecord, load_papers, parse_generated_keywords, parse_gold_keywords};
-use papertune_models::PretrainedCausalLm;
 use papertune_models::generate::{GenerationConfig, Generator};
 use papertune_models::llama::LlamaModel;
 use papertune_models::llm_tokenizer::LlmTokenizer;
@@ -161,7 +160,7 @@ impl LoadedRun {
         let dir = RunDir::new(run);
         let config: LlmConfig = read_toml(&dir.config())?;
         let files = source::resolve_llm(&config.model.source)?;
-        let lm = PretrainedCausalLm::load_with(&files, config.model.weights, device)?;
+        let lm = super::load_base(&config.model, &files, config.model.weights, device)?;
         let (model, state) = if with_adapter {
             let checkpoint = dir.verified_checkpoint(which)?;
             let (model, _) = load_peft_adapter(lm.model, &checkpoint)?;

@@ -8,7 +8,6 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor};
 use papertune_data::{CausalLmBatch, CausalLmBatcher, CausalLmDataset, CausalLmExample, InstructionTask, PaperRecord, load_papers, read_alpaca};
-use papertune_models::PretrainedCausalLm;
 use papertune_models::llama::LlamaModel;
 use papertune_models::llm_tokenizer::LlmTokenizer;
 use papertune_models::lora::{LoraModel, load_peft_adapter, save_peft_adapter};
@@ -107,7 +106,7 @@ pub fn train(config: &LlmConfig, out: &Path, device: &Device, options: &TrainOpt
     config.validate().map_err(TaskError::Config)?;
     let (train_records, valid_papers) = training_data(config)?;
     let files = source::resolve_llm(&config.model.source)?;
-    let lm = PretrainedCausalLm::load_with(&files, config.model.weights, &device.clone().autodiff())?;
+    let lm = super::load_base(&config.model, &files, config.model.weights, &device.clone().autodiff())?;
     let encoder = PromptEncoder { tokenizer: &lm.tokenizer, chat_template: config.model.chat_template };
     let examples = train_records
         .iter()
