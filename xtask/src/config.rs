@@ -169,6 +169,22 @@ mod tests {
         }
     }
 
+    /// Every ready-made config loads as `cargo xtask train` loads it (typed, unknown keys
+    /// refused, validated).
+    #[test]
+    fn every_shipped_config_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut loaded = 0;
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                load_run_config(&path, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                loaded += 1;
+            }
+        }
+        assert!(loaded >= 9, "{loaded} configs");
+    }
+
     #[test]
     fn overrides_set_nested_keys_with_typed_values() {
         let mut table: Table = toml::from_str("[train]\nepochs = 1\n").unwrap();
