@@ -64,21 +64,10 @@ pub(super) fn swiglu(gate: &FlexTensor, up: &FlexTensor) -> Option<FlexTensor> {
 
 /// `dy * up * s * (1 + gate (1 - s))` with `s = sigmoid(gate)`.
 pub(super) fn swiglu_backward_gate(gate: &FlexTensor, up: &FlexTensor, grad: &FlexTensor) -> Option<FlexTensor> {
-    let (g, u, d) = (contiguous_f32(gate)?, contiguous_f32(up)?, contiguous_f32(grad)?);
-    if g.shape() != u.shape() || g.shape() != d.shape() {
-        return None;
-    }
-    let (gs, us, ds): (&[f32], &[f32], &[f32]) = (g.storage(), u.storage(), d.storage());
-    let mut out = vec![0.0f32; gs.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(gs.par_chunks(CHUNK).zip(us.par_chunks(CHUNK).zip(ds.par_chunks(CHUNK))))
-        .for_each(|(o, (g, (u, d)))| widest(#[inline(always)] || {
-            for (((o, &g), &u), &d) in o.iter_mut().zip(g).zip(u).zip(d) {
-                let s = sigmoid(g);
-                *o = d * u * s * (1.0 + g - g * s);
-            }
-        }));
-    Some(output(out, &g))
+    zip3_f32(gate, up, grad, #[inline(always)] |g, u, d| {
+        let s = sigmoid(g);
+        d * u * s * (1.0 + g - g * s)
+    })
 }
 
 /// `dy * silu(gate)`.
@@ -93,18 +82,7 @@ pub(super) fn geglu_tanh(gate: &FlexTensor, up: &FlexTensor) -> Option<FlexTenso
 
 /// `dy * up * gelu_tanh'(gate)`.
 pub(super) fn geglu_tanh_backward_gate(gate: &FlexTensor, up: &FlexTensor, grad: &FlexTensor) -> Option<FlexTensor> {
-    let (g, u, d) = (contiguous_f32(gate)?, contiguous_f32(up)?, contiguous_f32(grad)?);
-    if g.shape() != u.shape() || g.shape() != d.shape() {
-        return None;
-    }
-    let (gs, us, ds): (&[f32], &[f32], &[f32]) = (g.storage(), u.storage(), d.storage());
-    let out = written_in_chunks(gs.len(), CHUNK, Width::Widest, #[inline(always)] |start, o| {
-        let end = start + o.len();
-        for (((o, &g), &u), &d) in o.iter_mut().zip(&gs[start..end]).zip(&us[start..end]).zip(&ds[start..end]) {
-            o.write(d * u * gelu_tanh_slope(g));
-        }
-    });
-    Some(output(out, &g))
+    zip3_f32(gate, up, grad, #[inline(always)] |g, u, d| d * u * gelu_tanh_slope(g))
 }
 
 /// `dy * gelu_tanh(gate)`.
@@ -236,6 +214,22 @@ fn zip_f32(a: &FlexTensor, b: &FlexTensor, f: impl Fn(f32, f32) -> f32 + Sync) -
         let end = start + o.len();
         for ((o, &a), &b) in o.iter_mut().zip(&avs[start..end]).zip(&bvs[start..end]) {
             o.write(f(a, b));
+        }
+    });
+    Some(output(out, &a))
+}
+
+/// `f(a, b, c)` element by element for three f32 tensors of the same shape; `None` otherwise.
+fn zip3_f32(a: &FlexTensor, b: &FlexTensor, c: &FlexTensor, f: impl Fn(f32, f32, f32) -> f32 + Sync) -> Option<FlexTensor> {
+    let (a, b, c) = (contiguous_f32(a)?, contiguous_f32(b)?, contiguous_f32(c)?);
+    if a.shape() != b.shape() || a.shape() != c.shape() {
+        return None;
+    }
+    let (avs, bvs, cvs): (&[f32], &[f32], &[f32]) = (a.storage(), b.storage(), c.storage());
+    let out = written_in_chunks(avs.len(), CHUNK, Width::Widest, #[inline(always)] |start, o| {
+        let end = start + o.len();
+        for (((o, &a), &b), &c) in o.iter_mut().zip(&avs[start..end]).zip(&bvs[start..end]).zip(&cvs[start..end]) {
+            o.write(f(a, b, c));
         }
     });
     Some(output(out, &a))
