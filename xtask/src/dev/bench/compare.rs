@@ -28,7 +28,8 @@ struct Reference {
 
 fn reference(name: &str) -> Result<Reference> {
     let (torch, llm, llama_cpp) = match name {
-        "W1" | "W2" => (if name == "W1" { "W1" } else { "W2" }, None, false),
+        "W1" => ("W1", None, false),
+        "W2" => ("W2", None, false),
         "W3" => ("W3", Some("smollm2-135m"), false),
         "W4" | "W4Q" => ("W4", Some("smollm2-135m"), true),
         "W4G" | "W4GF" => ("W4", Some("gemma3-270m"), true),
