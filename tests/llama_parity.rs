@@ -187,9 +187,17 @@ fn gemma3_gguf_matches_transformers() {
     let mut no_eos = lm.tokenizer.clone();
     no_eos.eos_token_ids.clear();
     let greedy = GenerationConfig { max_new_tokens: 20, ..Default::default() };
-    let out = Generator::new(&lm.model, &no_eos).generate(&[ids(&continuation["prompt_ids"])], &greedy).unwrap().remove(0);
+    let generator = Generator::new(&lm.model, &no_eos).with_candidates(3);
+    let out = generator.generate(&[ids(&continuation["prompt_ids"])], &greedy).unwrap().remove(0);
     assert_eq!(out.ids, ids(&continuation["greedy_ids"]));
     assert_eq!(out.text, continuation["greedy_text"].as_str().unwrap());
+    // The candidates of every step: three, best first, the greedy token leading.
+    assert_eq!(out.candidates.len(), out.ids.len());
+    for (step, (candidates, &id)) in out.candidates.iter().zip(&out.ids).enumerate() {
+        assert_eq!(candidates.len(), 3, "step {step}");
+        assert_eq!(candidates[0].id, id, "step {step}: the first candidate is the greedy token");
+        assert!(candidates.windows(2).all(|w| w[0].logit >= w[1].logit), "step {step}: {candidates:?}");
+    }
 }
 
 /// Every quantised tensor of the two preset files (Q4_1; Q4_K, Q5_0, Q6_K, Q8_0) decodes to the

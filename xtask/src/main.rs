@@ -68,7 +68,8 @@ enum Command {
     /// Continue a prompt with a causal LM; prints the new text.
     #[command(after_help = "Examples:
   cargo xtask generate --prompt \"The heart\" --max-new-tokens 20
-  cargo xtask generate --chat --prompt \"Name three keywords for: cardiac surgery outcomes\"")]
+  cargo xtask generate --chat --prompt \"Name three keywords for: cardiac surgery outcomes\"
+  cargo xtask generate --model gemma3-270m --prompt \"Keywords: heart failure,\" --top-logits 3")]
     Generate(commands::generate::GenerateArgs),
     /// Write a LoRA run's adapter (llama.cpp's LoRA GGUF) or merged model (GGUF, Hugging Face
     /// folder) for other tools.

@@ -56,17 +56,37 @@ pub struct Generation {
     /// Their text, special tokens skipped, cut at a stop string.
     pub text: String,
     pub finish_reason: FinishReason,
+    /// For each new token (and the end-of-sequence token, if one ended the sequence), the most
+    /// likely candidates at that step with their logits, best first: empty unless
+    /// [`Generator::with_candidates`] asked for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<Vec<Candidate>>,
+}
+
+/// A token the model considered at one step, with its logit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub id: u32,
+    pub logit: f32,
 }
 
 /// Runs generation for a model and its tokenizer.
 pub struct Generator<'a> {
     pub model: &'a LlamaModel,
     pub tokenizer: &'a LlmTokenizer,
+    candidates: usize,
 }
 
 impl<'a> Generator<'a> {
     pub fn new(model: &'a LlamaModel, tokenizer: &'a LlmTokenizer) -> Self {
-        Self { model, tokenizer }
+        Self { model, tokenizer, candidates: 0 }
+    }
+
+    /// Records the `n` most likely tokens of every step in [`Generation::candidates`] (to see
+    /// how close a choice was, e.g. where two implementations' greedy texts part).
+    pub fn with_candidates(mut self, n: usize) -> Self {
+        self.candidates = n;
+        self
     }
 
     /// Continues each prompt (token ids). The model should be in inference form (`valid()`).
@@ -97,6 +117,7 @@ impl<'a> Generator<'a> {
         }
         let mut active: Vec<usize> = (0..batch).collect();
         let mut generated: Vec<Vec<u32>> = vec![Vec::new(); batch];
+        let mut considered: Vec<Vec<Vec<Candidate>>> = vec![Vec::new(); batch];
         let positions = longest.checked_add(config.max_new_tokens).ok_or_else(|| ModelError::Generation {
             message: format!("max_new_tokens {} does not fit beside a prompt of {longest} tokens", config.max_new_tokens),
         })?;
@@ -120,6 +141,9 @@ impl<'a> Generator<'a> {
             for (row, &seq_index) in active.iter().enumerate() {
                 let row_logits = &logits[row * vocab..(row + 1) * vocab];
                 let token = pick_token(row_logits, config, &mut rng);
+                if self.candidates > 0 {
+                    considered[seq_index].push(top_candidates(row_logits, self.candidates));
+                }
                 let finished = if self.tokenizer.eos_token_ids.contains(&token) {
                     Some(FinishReason::Eos)
                 } else {
@@ -140,8 +164,12 @@ impl<'a> Generator<'a> {
                                 text.truncate(cut);
                             }
                         }
-                        results[seq_index] =
-                            Some(Generation { ids: std::mem::take(&mut generated[seq_index]), text, finish_reason: reason });
+                        results[seq_index] = Some(Generation {
+                            ids: std::mem::take(&mut generated[seq_index]),
+                            text,
+                            finish_reason: reason,
+                            candidates: std::mem::take(&mut considered[seq_index]),
+                        });
                     }
                     None => {
                         still_active.push(seq_index);
@@ -166,7 +194,14 @@ impl<'a> Generator<'a> {
         }
         Ok(results
             .into_iter()
-            .map(|r| r.unwrap_or(Generation { ids: Vec::new(), text: String::new(), finish_reason: FinishReason::Length }))
+            .map(|r| {
+                r.unwrap_or(Generation {
+                    ids: Vec::new(),
+                    text: String::new(),
+                    finish_reason: FinishReason::Length,
+                    candidates: Vec::new(),
+                })
+            })
             .collect())
     }
 }
@@ -211,6 +246,20 @@ pub fn pick_token(logits: &[f32], config: &GenerationConfig, rng: &mut StdRng) -
     order[probs.len() - 1]
 }
 
+/// The `n` largest logits of a row with their ids, best first (the lower id first on ties).
+pub fn top_candidates(logits: &[f32], n: usize) -> Vec<Candidate> {
+    let mut best: Vec<Candidate> = Vec::with_capacity(n + 1);
+    for (id, &logit) in logits.iter().enumerate() {
+        if best.len() == n && best.last().is_none_or(|last| logit <= last.logit) {
+            continue;
+        }
+        let at = best.partition_point(|c| c.logit >= logit);
+        best.insert(at, Candidate { id: id as u32, logit });
+        best.truncate(n);
+    }
+    best
+}
+
 /// Index of the largest value (the first on ties, as torch's argmax).
 pub fn argmax(values: &[f32]) -> u32 {
     let mut best = 0;
@@ -229,6 +278,14 @@ mod tests {
     #[test]
     fn greedy_takes_the_first_maximum() {
         assert_eq!(argmax(&[0.1, 3.0, 3.0, -1.0]), 1);
+    }
+
+    #[test]
+    fn candidates_are_the_largest_logits_best_first() {
+        let ids = |c: Vec<Candidate>| c.iter().map(|c| c.id).collect::<Vec<_>>();
+        assert_eq!(ids(top_candidates(&[0.5, 2.0, -1.0, 2.0, 1.5], 3)), [1, 3, 4]);
+        assert_eq!(ids(top_candidates(&[0.5, 2.0], 5)), [1, 0]);
+        assert!(top_candidates(&[0.5, 2.0], 0).is_empty());
     }
 
     #[test]

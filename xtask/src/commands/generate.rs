@@ -48,6 +48,10 @@ pub struct GenerateArgs {
     /// blocks (more memory, no 8-bit rounding of the activations).
     #[arg(long)]
     dequantize: bool,
+    /// Print the N most likely tokens of every step, with their logits and the margin of the
+    /// first over the second, on stderr (to see how near a tie a choice was).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    top_logits: usize,
     /// Backend: flex (CPU), ndarray (CPU), wgpu or cuda, if compiled in.
     #[arg(long)]
     backend: Option<String>,
@@ -81,8 +85,20 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         stop_strings: args.stop,
         seed: args.seed,
     };
-    let out = Generator::new(&weights, &lm.tokenizer).generate(&[ids], &generation)?.remove(0);
+    let generator = Generator::new(&weights, &lm.tokenizer).with_candidates(args.top_logits);
+    let out = generator.generate(&[ids], &generation)?.remove(0);
     tracing::info!("{} new tokens, finished by {:?}", out.ids.len(), out.finish_reason);
+    for (step, candidates) in out.candidates.iter().enumerate() {
+        let mut line = format!("step {step}:");
+        for candidate in candidates {
+            let piece = lm.tokenizer.decode(&[candidate.id], false)?;
+            line.push_str(&format!(" {piece:?} {:.4}", candidate.logit));
+        }
+        if let [first, second, ..] = candidates.as_slice() {
+            line.push_str(&format!(" (margin {:.4})", first.logit - second.logit));
+        }
+        eprintln!("{line}");
+    }
     println!("{}", out.text);
     Ok(())
 }
