@@ -29,17 +29,19 @@ fn tiny_training_run_on_every_backend() {
     }
 }
 
-/// The KV cache on every backend: decoding one token at a time gives the logits of one pass
-/// over the whole sequence, whether the cache's buffers start large enough (written in place)
-/// or grow (capacity 0 starts at the prompt's length and doubles). The second row is
-/// left-padded by two positions; padding positions have no defined output and are not compared.
+/// The KV cache on every backend: decoding one token at a time (attention over the cache) gives
+/// the logits of one pass over the whole sequence (the fused causal attention), whether the
+/// cache's buffers start large enough (written in place) or grow (capacity 0 starts at the
+/// prompt's length and doubles), for a Llama and a Gemma 3 (sliding window of 4 in two of its
+/// layers). The second row is left-padded by two positions; padding positions have no defined
+/// output and are not compared.
 #[test]
 fn cached_decoding_matches_the_full_pass_on_every_backend() {
-    let config = papertune_models::llama::LlamaConfig::tiny();
     let ids: Vec<Vec<u32>> = vec![vec![5, 9, 14, 3, 8, 21, 2, 11], vec![0, 0, 7, 4, 19, 6, 10, 13]];
     let mask: Vec<Vec<u8>> = vec![vec![1; 8], vec![0, 0, 1, 1, 1, 1, 1, 1]];
     let prompt = 3;
-    for backend in test_backends() {
+    let configs = [papertune_models::llama::LlamaConfig::tiny(), papertune_models::llama::LlamaConfig::tiny_gemma3()];
+    for (backend, config) in test_backends().iter().flat_map(|b| configs.iter().map(move |c| (b, c))) {
         let model = papertune_models::init::random_llama(&config, 7, &backend.device).expect("tiny decoder");
         let full = model.forward(model.input(&ids, &mask), None).narrow(1, 2, 6); // [2, 6, vocab]
         for capacity in [0, 8] {
@@ -55,7 +57,7 @@ fn cached_decoding_matches_the_full_pass_on_every_backend() {
             assert_eq!(cache.len(), ids[0].len(), "{}: cached positions", backend.name);
             let cached = burn::tensor::Tensor::cat(logits, 1).narrow(1, 2, 6);
             let difference: f32 = (cached - full.clone()).abs().max().into_scalar();
-            assert!(difference < backend.tolerance, "{} capacity {capacity}: cached logits differ by {difference}", backend.name);
+            assert!(difference < backend.tolerance, "{} {} capacity {capacity}: cached logits differ by {difference}", backend.name, config.model_type);
         }
     }
 }

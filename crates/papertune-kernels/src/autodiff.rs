@@ -178,6 +178,41 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         }
     }
 
+    fn causal_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f64, window: usize) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct CausalAttention {
+            scale: f64,
+            window: usize,
+        }
+
+        impl<B: FusedOps> Backward<B, 3> for CausalAttention {
+            type State = [FloatTensor<B>; 4]; // q, k, v, bias
+
+            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let grad = grads.consume::<B>(&ops.node);
+                let [q, k, v, bias] = ops.state;
+                let (dq, dk, dv) = B::causal_attention_backward(q, k, v, bias, grad, self.scale, self.window);
+                for (parent, grad) in ops.parents.into_iter().zip([dq, dk, dv]) {
+                    if let Some(parent) = parent {
+                        grads.register::<B>(parent.id, grad);
+                    }
+                }
+            }
+        }
+
+        // The bias is the padding mask: data, not a tracked input.
+        let bias = bias.into_primitive();
+        let op = CausalAttention { scale, window };
+        match op.prepare::<C>([q.node(), k.node(), v.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (q, k, v) = (q.into_primitive(), k.into_primitive(), v.into_primitive());
+                let output = B::causal_attention(q.clone(), k.clone(), v.clone(), bias.clone(), scale, window);
+                prep.finish([q, k, v, bias], output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::causal_attention(q.into_primitive(), k.into_primitive(), v.into_primitive(), bias, scale, window)),
+        }
+    }
+
     fn linear_layer(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
         tracked_product::<B, C>(x, weight, B::linear_layer)
     }

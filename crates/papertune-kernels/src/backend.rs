@@ -181,6 +181,31 @@ pub trait FusedOps: Backend {
         composed::attention_dropout_backward::<Self>(q, k, v, bias, grad, scale, keep, seed)
     }
 
+    /// A decoder's causal attention, `softmax(q k^T * scale + bias + causal) v` per head, for
+    /// `q [batch, seq_q, heads, d]`, `k`, `v [batch, seq_k, kv_heads, d]` (grouped key/value
+    /// heads: query head `h` reads head `h / (heads / kv_heads)`) and a per-key
+    /// `bias [batch, seq_k]` (the padding mask). Query `i` sits at position `seq_k - seq_q + i`
+    /// and sees the keys at or before it, only the last `window` of them when `window > 0`. The
+    /// output is `[batch, seq_q, heads, d]`.
+    fn causal_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f64, window: usize) -> FloatTensor<Self> {
+        composed::causal_attention::<Self>(q, k, v, bias, scale, window)
+    }
+
+    /// The gradients of [`FusedOps::causal_attention`] with respect to `q`, `k` and `v`, from the
+    /// output's gradient `grad [batch, seq_q, heads, d]`; the probabilities are computed again.
+    #[allow(clippy::too_many_arguments)]
+    fn causal_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        scale: f64,
+        window: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        composed::causal_attention_backward::<Self>(q, k, v, bias, grad, scale, window)
+    }
+
     /// Rotary embedding, `x cos + rotate_half(x) sin`, for `x [batch, heads, seq, d]` and
     /// `cos`, `sin` of `[batch, 1, seq, d]`; `rotate_half(x) = [-x2, x1]` for halves `x1`, `x2`.
     fn rotary(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -186,6 +186,83 @@ pub(crate) fn attention_dropout_backward<B: Backend>(
     (heads_first::<B>(dq), heads_first::<B>(dk), heads_first::<B>(dv))
 }
 
+/// The causal (and sliding-window) part of a decoder's attention mask, `[1, 1, seq_q, seq_k]`:
+/// 0 where query `i` (at position `seq_k - seq_q + i`) sees key `j`, minus infinity elsewhere
+/// (every query sees its own key, so no row is all minus infinity). `window = 0` is no window.
+pub(crate) fn causal_mask<B: Backend>(like: &FloatTensor<B>, seq_q: usize, seq_k: usize, window: usize) -> FloatTensor<B> {
+    let past = seq_k - seq_q;
+    let values: Vec<f32> = (0..seq_q)
+        .flat_map(|i| {
+            let position = past + i;
+            (0..seq_k).map(move |j| if j <= position && (window == 0 || position - j < window) { 0.0 } else { f32::NEG_INFINITY })
+        })
+        .collect();
+    let mask = burn::tensor::TensorData::new(values, [1, 1, seq_q, seq_k]).convert_dtype(like.dtype());
+    B::float_from_data(mask, &like.device())
+}
+
+/// Key/value heads `[batch, seq, kv_heads, d]` repeated for the `heads` query heads that share
+/// them (head `h` reads key/value head `h / (heads / kv_heads)`): `[batch, seq, heads, d]`.
+fn repeat_kv<B: Backend>(t: FloatTensor<B>, heads: usize) -> FloatTensor<B> {
+    let &[batch, seq, kv_heads, d] = t.shape().as_slice() else { unreachable!("4-d keys") };
+    if kv_heads == heads {
+        return t;
+    }
+    let grouped = B::float_reshape(t, burn::tensor::Shape::new([batch, seq, kv_heads, 1, d]));
+    B::float_reshape(B::float_repeat_dim(grouped, 3, heads / kv_heads), burn::tensor::Shape::new([batch, seq, heads, d]))
+}
+
+/// The gradient of [`repeat_kv`]: the query heads' gradients summed per key/value head.
+fn sum_kv<B: Backend>(t: FloatTensor<B>, kv_heads: usize) -> FloatTensor<B> {
+    let &[batch, seq, heads, d] = t.shape().as_slice() else { unreachable!("4-d keys") };
+    if kv_heads == heads {
+        return t;
+    }
+    let grouped = B::float_reshape(t, burn::tensor::Shape::new([batch, seq, kv_heads, heads / kv_heads, d]));
+    B::float_reshape(B::float_sum_dim(grouped, 3), burn::tensor::Shape::new([batch, seq, kv_heads, d]))
+}
+
+/// `softmax(q k^T * scale + bias + causal mask)` per head, `[batch, heads, seq_q, seq_k]`, with
+/// `k` already repeated to the query heads.
+fn causal_probs<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, bias: FloatTensor<B>, scale: f64, window: usize) -> FloatTensor<B> {
+    let &[batch, seq_q, _, _] = q.shape().as_slice() else { unreachable!("4-d queries") };
+    let seq_k = k.shape().as_slice()[1];
+    let causal = causal_mask::<B>(&q, seq_q, seq_k, window);
+    let keys_t = B::float_swap_dims(heads_first::<B>(k), 2, 3); // [batch, heads, d, seq_k]
+    let scores = B::float_matmul(B::float_mul_scalar(heads_first::<B>(q), scale.into()), keys_t); // [batch, heads, seq_q, seq_k]
+    let bias = B::float_reshape(bias, burn::tensor::Shape::new([batch, 1, 1, seq_k]));
+    B::softmax(B::float_add(B::float_add(scores, bias), causal), 3)
+}
+
+pub(crate) fn causal_attention<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, v: FloatTensor<B>, bias: FloatTensor<B>, scale: f64, window: usize) -> FloatTensor<B> {
+    let heads = q.shape().as_slice()[2];
+    let probs = causal_probs::<B>(q, repeat_kv::<B>(k, heads), bias, scale, window);
+    heads_first::<B>(B::float_matmul(probs, heads_first::<B>(repeat_kv::<B>(v, heads)))) // [batch, seq_q, heads, d]
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn causal_attention_backward<B: Backend>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    scale: f64,
+    window: usize,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let (heads, kv_heads) = (q.shape().as_slice()[2], k.shape().as_slice()[2]);
+    let (k, v) = (repeat_kv::<B>(k, heads), repeat_kv::<B>(v, heads));
+    let probs = causal_probs::<B>(q.clone(), k.clone(), bias, scale, window); // [batch, heads, seq_q, seq_k]
+    let grad = heads_first::<B>(grad); // [batch, heads, seq_q, d]
+    let transposed = |t: FloatTensor<B>| B::float_swap_dims(t, 2, 3);
+    let dv = B::float_matmul(transposed(probs.clone()), grad.clone()); // [batch, heads, seq_k, d]
+    let d_probs = B::float_matmul(grad, transposed(heads_first::<B>(v))); // [batch, heads, seq_q, seq_k]
+    let d_scores = B::float_mul_scalar(softmax_backward::<B>(probs, d_probs), scale.into());
+    let dq = B::float_matmul(d_scores.clone(), heads_first::<B>(k));
+    let dk = B::float_matmul(transposed(d_scores), heads_first::<B>(q));
+    (heads_first::<B>(dq), sum_kv::<B>(heads_first::<B>(dk), kv_heads), sum_kv::<B>(heads_first::<B>(dv), kv_heads))
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn adamw_packed<B: Backend>(
     param: FloatTensor<B>,

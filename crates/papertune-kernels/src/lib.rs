@@ -71,6 +71,6 @@ mod testing;
 pub use backend::FusedOps;
 pub use memory::keep_freed_memory;
 pub use ops::{
-    AdamWStep, adamw_update, attention_dropout, attention_key_bias, batched_matmul, geglu_tanh, gelu, layer_norm, linear, linear_gelu,
+    AdamWStep, adamw_update, attention_dropout, attention_key_bias, batched_matmul, causal_attention, geglu_tanh, gelu, layer_norm, linear, linear_gelu,
     linear_layer, linear_residual_layer_norm, quantized_linear, rms_norm, rotary, softmax_last, supported, swiglu, token_nll,
 };

@@ -8,6 +8,7 @@
 
 mod activations;
 mod attention;
+mod causal_attention;
 mod lanes;
 mod loss;
 mod norms;
@@ -158,6 +159,26 @@ impl FusedOps for Flex {
         match attention::attention_backward_kernel([&q, &k, &v, &bias, &grad], scale as f32, mask) {
             Some([dq, dk, dv]) => (dq, dk, dv),
             None => composed::attention_dropout_backward::<Flex>(q, k, v, bias, grad, scale, keep, seed),
+        }
+    }
+
+    fn causal_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f64, window: usize) -> FloatTensor<Self> {
+        causal_attention::causal_attention_kernel(&q, &k, &v, &bias, scale as f32, window)
+            .unwrap_or_else(|| composed::causal_attention::<Flex>(q, k, v, bias, scale, window))
+    }
+
+    fn causal_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        scale: f64,
+        window: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        match causal_attention::causal_attention_backward_kernel([&q, &k, &v, &bias, &grad], scale as f32, window) {
+            Some([dq, dk, dv]) => (dq, dk, dv),
+            None => composed::causal_attention_backward::<Flex>(q, k, v, bias, grad, scale, window),
         }
     }
 

@@ -75,6 +75,53 @@ fn attention_dropout_unfused(query: Tensor<4>, key: Tensor<4>, value: Tensor<4>,
     probs.matmul(heads_first(value)).swap_dims(1, 2)
 }
 
+/// A decoder's causal self-attention, `softmax(q k^T * scale + bias + causal) v` per head, in
+/// the projections' layout: `q [batch, seq_q, heads, d]`, `k`, `v [batch, seq_k, kv_heads, d]`
+/// (grouped key/value heads: query head `h` reads head `h / (heads / kv_heads)`, none repeated
+/// in memory) and `bias [batch, seq_k]` added to every query's scores (0 for real tokens, a
+/// large negative number for padding). Query `i` sits at position `seq_k - seq_q + i` and sees
+/// the keys at or before it, the last `window` of them with a sliding window. Returns
+/// `[batch, seq_q, heads, d]`. Every tensor may be tracked but `bias`.
+///
+/// On the CPU backends this is one tracked operation whose kernel takes the queries in blocks
+/// and multiplies each block only with the keys it can see (about half the products of full
+/// scores), and whose backward pass computes the probabilities again instead of keeping
+/// `[batch, heads, seq_q, seq_k]` tensors. Elsewhere, burn's operations with the mask built
+/// on the host.
+pub fn causal_attention(query: Tensor<4>, key: Tensor<4>, value: Tensor<4>, bias: Tensor<2>, scale: f64, window: Option<usize>) -> Tensor<4> {
+    let [batch, seq_q, heads, d] = query.dims();
+    let [_, seq_k, kv_heads, _] = key.dims();
+    assert!(
+        kv_heads > 0 && heads % kv_heads == 0 && seq_q <= seq_k,
+        "causal attention: {heads} query heads over {kv_heads} key/value heads, {seq_q} queries over {seq_k} keys"
+    );
+    let fits = key.dims() == [batch, seq_k, kv_heads, d] && value.dims() == key.dims() && bias.dims() == [batch, seq_k];
+    let window = window.unwrap_or(0);
+    if supported(&query.device()) && fits && !bias.is_require_grad() {
+        let (q, k, v, bias) = (query.into_dispatch(), key.into_dispatch(), value.into_dispatch(), bias.into_dispatch());
+        return Tensor::from_dispatch(<Dispatch as FusedOps>::causal_attention(q, k, v, bias, scale, window));
+    }
+    causal_attention_unfused(query, key, value, bias, scale, window)
+}
+
+/// [`causal_attention`] in burn's tensor operations (the path of the backends without
+/// papertune's kernels, and the tests' reference): the key/value heads repeated, the causal
+/// mask built on the host.
+fn causal_attention_unfused(query: Tensor<4>, key: Tensor<4>, value: Tensor<4>, bias: Tensor<2>, scale: f64, window: usize) -> Tensor<4> {
+    let [batch, seq_q, heads, d] = query.dims();
+    let [_, seq_k, kv_heads, _] = key.dims();
+    let group = heads / kv_heads;
+    let repeat = |t: Tensor<4>| t.reshape([batch, seq_k, kv_heads, 1, d]).repeat_dim(3, group).reshape([batch, seq_k, heads, d]);
+    let heads_first = |t: Tensor<4>| t.swap_dims(1, 2); // [batch, heads, seq, d]
+    let past = seq_k - seq_q;
+    let causal: Vec<f32> = (0..seq_q)
+        .flat_map(|i| (0..seq_k).map(move |j| if j <= past + i && (window == 0 || past + i - j < window) { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
+    let causal = Tensor::<4>::from_data(burn::tensor::TensorData::new(causal, [1, 1, seq_q, seq_k]).convert_dtype(query.dtype()), &query.device());
+    let scores = heads_first(query).matmul(heads_first(repeat(key)).swap_dims(2, 3)).mul_scalar(scale) + bias.reshape([batch, 1, 1, seq_k]) + causal;
+    activation::softmax(scores, 3).matmul(heads_first(repeat(value))).swap_dims(1, 2)
+}
+
 /// Rotary embedding of `x [batch, heads, seq, d]` with `cos`, `sin` of `[batch, 1, seq, d]`
 /// (constants: no gradient flows to them): one tracked operation on the CPU backends, burn's
 /// operations elsewhere.
@@ -172,6 +219,44 @@ mod tests {
             for (name, t) in [("dq", &q), ("dk", &k), ("dv", &v)] {
                 let (got, expected) = (t.grad(&grads_got).unwrap(), t.grad(&grads_expected).unwrap());
                 close(flat(got), flat(expected), 1e-5, &format!("{what}: {name}"));
+            }
+        }
+    }
+
+    /// The causal attention against burn's operations under autodiff, forward and the gradients
+    /// of `q`, `k` and `v`: self-attention and fewer queries than keys (a cache), with padded
+    /// keys, grouped key/value heads, a sliding window, and more queries than a block.
+    #[test]
+    fn causal_attention_matches_composed_operations() {
+        for device in cpu_devices() {
+            let device = device.autodiff();
+            let cases = [(5, 5, 3, 3, None), (6, 6, 4, 2, None), (3, 7, 4, 1, None), (9, 9, 2, 1, Some(4)), (70, 70, 2, 1, None), (70, 90, 4, 2, Some(50))];
+            for (seq_q, seq_k, heads, kv_heads, window) in cases {
+                let (batch, d) = (2, 8);
+                let random = |seq: usize, heads: usize| Tensor::<4>::random([batch, seq, heads, d], Distribution::Normal(0.0, 1.0), &device);
+                let (q, k, v) = (random(seq_q, heads).require_grad(), random(seq_k, kv_heads).require_grad(), random(seq_k, kv_heads).require_grad());
+                let weights = random(seq_q, heads); // the loss is sum(output * weights)
+                // The second sequence is left-padded by two keys.
+                let mut mask = vec![0.0f32; batch * seq_k];
+                mask[seq_k..seq_k + 2].iter_mut().for_each(|m| *m = -1.0e9);
+                let bias = Tensor::<2>::from_data(burn::tensor::TensorData::new(mask, [batch, seq_k]), &device);
+                let scale = 1.0 / (d as f64).sqrt();
+
+                let got = causal_attention(q.clone(), k.clone(), v.clone(), bias.clone(), scale, window);
+                let expected = causal_attention_unfused(q.clone(), k.clone(), v.clone(), bias, scale, window.unwrap_or(0));
+                let flat = |t: Tensor<4>| {
+                    let [b, s, h, d] = t.dims();
+                    t.reshape([b, s, h * d])
+                };
+                let what = format!("causal attention, {seq_q} queries, {seq_k} keys, {heads}/{kv_heads} heads, window {window:?}");
+                close(flat(got.clone()), flat(expected.clone()), 1e-5, &what);
+
+                let grads_got = (got * weights.clone()).sum().backward();
+                let grads_expected = (expected * weights).sum().backward();
+                for (name, t) in [("dq", &q), ("dk", &k), ("dv", &v)] {
+                    let (got, expected) = (t.grad(&grads_got).unwrap(), t.grad(&grads_expected).unwrap());
+                    close(flat(got), flat(expected), 1e-5, &format!("{what}: {name}"));
+                }
             }
         }
     }

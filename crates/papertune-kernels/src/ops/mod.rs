@@ -12,7 +12,7 @@ mod optimizer;
 mod products;
 
 pub use activations::{geglu_tanh, gelu, linear_gelu, softmax_last, swiglu};
-pub use attention::{attention_dropout, attention_key_bias, rotary};
+pub use attention::{attention_dropout, attention_key_bias, causal_attention, rotary};
 pub use loss::token_nll;
 pub use norms::{layer_norm, linear_residual_layer_norm, rms_norm};
 pub use optimizer::{AdamWStep, adamw_update};

@@ -10,8 +10,10 @@
 //!
 //! Attention is grouped-query: `num_attention_heads` query heads share `num_key_value_heads`
 //! key/value heads, with rotary position embeddings (the "rotate half" form Hugging Face uses)
-//! applied to queries and keys, and a causal mask. Every projection is a [`LoraLinear`], so
-//! adapters attach by module path (`model.layers.3.self_attn.q_proj`).
+//! applied to queries and keys, and a causal mask. Without a KV cache (training, scoring) the
+//! attention is one fused causal operation ([`papertune_kernels::causal_attention`]); over a
+//! cache, products and a softmax with the mask built on the host. Every projection is a
+//! [`LoraLinear`], so adapters attach by module path (`model.layers.3.self_attn.q_proj`).
 //!
 //! Weights come from Hugging Face safetensors (names as in transformers' `LlamaForCausalLM`) or
 //! from GGUF, whose names and Q/K row order [`crate::gguf::llama_checkpoint`] maps back to
@@ -193,14 +195,8 @@ pub struct LlamaAttention {
 }
 
 impl LlamaAttention {
-    /// `x [batch, seq, hidden]`, `mask_bias [batch, 1, seq, past + seq]` -> `[batch, seq, hidden]`
-    pub fn forward(
-        &self,
-        x: Tensor<3>,
-        rotary: &Rotary,
-        mask_bias: Tensor<4>,
-        cache: Option<(&mut Option<LayerCache>, usize)>,
-    ) -> Tensor<3> {
+    /// `x [batch, seq, hidden]` -> `[batch, seq, hidden]`
+    pub fn forward(&self, x: Tensor<3>, rotary: &Rotary, mask: LayerMask, cache: Option<(&mut Option<LayerCache>, usize)>) -> Tensor<3> {
         let [batch, seq, _] = x.dims();
         let (heads, kv_heads, head_dim) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let group = heads / kv_heads;
@@ -215,16 +211,20 @@ impl LlamaAttention {
         let value = self.v_proj.forward(x).reshape([batch, seq, kv_heads, head_dim]).swap_dims(1, 2);
         let query = rotary.apply(query); // [batch, heads, seq, head_dim]
         let key = rotary.apply(key); // [batch, kv_heads, seq, head_dim]
-        let (key, value) = match cache {
-            Some((slot, capacity)) => LayerCache::append(slot, key, value, capacity), // [batch, kv_heads, past + seq, head_dim]
-            None => (key, value),
+        let Some((slot, capacity)) = cache else {
+            // Without a cache, one causal attention on the projections' layout, the key/value
+            // heads shared in place.
+            let heads_second = |t: Tensor<4>| t.swap_dims(1, 2); // [batch, seq, heads, head_dim]
+            let context = kernels::causal_attention(heads_second(query), heads_second(key), heads_second(value), mask.key_bias, self.scale, mask.window);
+            return self.o_proj.forward(context.reshape([batch, seq, heads * head_dim]));
         };
+        let (key, value) = LayerCache::append(slot, key, value, capacity); // [batch, kv_heads, past + seq, head_dim]
         let total = key.dims()[2];
 
         // The `group` query heads that share a key/value head are stacked along the sequence
         // axis, so that K and V are used as they are instead of being repeated per head.
         let query = query.reshape([batch, kv_heads, group * seq, head_dim]);
-        let mask_bias = mask_bias.repeat_dim(2, group); // [batch, 1, group * seq, total]
+        let mask_bias = mask.bias.repeat_dim(2, group); // [batch, 1, group * seq, total]
         let scale = self.scale;
         // The scale goes on the query, smaller than the scores when total > head_dim.
         let scores = kernels::batched_matmul(query.mul_scalar(scale), key.swap_dims(2, 3)) + mask_bias; // [batch, kv_heads, group * seq, total]
@@ -283,18 +283,12 @@ pub fn norm_names(config: &LlamaConfig) -> [&'static str; 4] {
 }
 
 impl LlamaLayer {
-    pub fn forward(
-        &self,
-        x: Tensor<3>,
-        rotary: &Rotary,
-        mask_bias: Tensor<4>,
-        cache: Option<(&mut Option<LayerCache>, usize)>,
-    ) -> Tensor<3> {
+    pub fn forward(&self, x: Tensor<3>, rotary: &Rotary, mask: LayerMask, cache: Option<(&mut Option<LayerCache>, usize)>) -> Tensor<3> {
         let post = |norm: &Option<RmsNorm>, t: Tensor<3>| match norm {
             Some(norm) => norm.forward(t),
             None => t,
         };
-        let attended = self.self_attn.forward(self.attn_norm.forward(x.clone()), rotary, mask_bias, cache);
+        let attended = self.self_attn.forward(self.attn_norm.forward(x.clone()), rotary, mask, cache);
         let h = x + post(&self.attn_post_norm, attended);
         let fed = self.mlp.forward(self.ffn_norm.forward(h.clone()));
         h + post(&self.ffn_post_norm, fed)
@@ -311,10 +305,23 @@ pub struct PositionEncoding {
     pub sliding: Option<(usize, f64)>,
 }
 
+/// What the queries of one layer may see.
+#[derive(Debug, Clone)]
+pub struct LayerMask {
+    /// Additive mask `[batch, 1, seq, past + seq]` (for attention over a KV cache).
+    pub bias: Tensor<4>,
+    /// The padding alone, `[batch, past + seq]` (for the causal attention without a cache).
+    pub key_bias: Tensor<2>,
+    /// The sliding window of a local layer.
+    pub window: Option<usize>,
+}
+
 /// The rotary tables and mask of the sliding-window layers.
 #[derive(Debug, Clone)]
 pub struct SlidingInput {
     pub rotary: Rotary,
+    /// Keys at most `window - 1` positions before a query are seen.
+    pub window: usize,
     /// As [`DecoderInput::mask_bias`], with the keys more than `window - 1` positions before
     /// the query masked too.
     pub mask_bias: Tensor<4>,
@@ -330,6 +337,9 @@ pub struct DecoderInput {
     /// Additive mask `[batch, 1, seq, past + seq]`: 0 where a query may attend, a large
     /// negative number where not (future positions, padding).
     pub mask_bias: Tensor<4>,
+    /// Additive padding mask `[batch, past + seq]`: 0 for real tokens, a large negative number
+    /// for padding (the causal part is the attention's own).
+    pub key_bias: Tensor<2>,
     /// For models with sliding-window layers.
     pub sliding: Option<SlidingInput>,
 }
@@ -351,6 +361,7 @@ impl DecoderInput {
         let mut positions = Vec::with_capacity(batch);
         let mut bias = Vec::with_capacity(batch * seq * total);
         let mut local_bias = Vec::with_capacity(if window.is_some() { batch * seq * total } else { 0 });
+        let key_bias: Vec<f32> = attention_mask.iter().flatten().map(|&m| if m == 1 { 0.0 } else { masked }).collect();
         for mask in attention_mask {
             let mut count = 0i64;
             let mut row_positions = Vec::with_capacity(total);
@@ -370,7 +381,8 @@ impl DecoderInput {
         }
         let flat: Vec<i64> = ids.iter().flatten().map(|&i| i64::from(i)).collect();
         let rotary = Rotary::new(&positions, encoding.head_dim, encoding.rope_theta, device);
-        let sliding = encoding.sliding.map(|(_, theta)| SlidingInput {
+        let sliding = encoding.sliding.map(|(window, theta)| SlidingInput {
+            window,
             rotary: if theta == encoding.rope_theta { rotary.clone() } else { Rotary::new(&positions, encoding.head_dim, theta, device) },
             mask_bias: Tensor::from_data(TensorData::new(std::mem::take(&mut local_bias), [batch, 1, seq, total]), device),
         });
@@ -378,6 +390,7 @@ impl DecoderInput {
             input_ids: Tensor::from_data(TensorData::new(flat, [batch, seq]), device),
             rotary,
             mask_bias: Tensor::from_data(TensorData::new(bias, [batch, 1, seq, total]), device),
+            key_bias: Tensor::from_data(TensorData::new(key_bias, [batch, total]), device),
             sliding,
         }
     }
@@ -637,11 +650,11 @@ impl LlamaModel {
                 }
                 (&mut c.layers[i], c.capacity)
             });
-            let (rotary, mask_bias) = match (&input.sliding, layer.self_attn.sliding) {
-                (Some(local), true) => (&local.rotary, local.mask_bias.clone()),
-                _ => (&input.rotary, input.mask_bias.clone()),
+            let (rotary, bias, window) = match (&input.sliding, layer.self_attn.sliding) {
+                (Some(local), true) => (&local.rotary, local.mask_bias.clone(), Some(local.window)),
+                _ => (&input.rotary, input.mask_bias.clone(), None),
             };
-            hidden = layer.forward(hidden, rotary, mask_bias, slot);
+            hidden = layer.forward(hidden, rotary, LayerMask { bias, key_bias: input.key_bias.clone(), window }, slot);
         }
         self.norm.forward(hidden)
     }
