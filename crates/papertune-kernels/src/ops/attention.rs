@@ -207,19 +207,24 @@ mod tests {
 
             let got = attention_dropout(q.clone(), k.clone(), v.clone(), bias.clone(), scale, dropout, seed);
             let expected = attention_dropout_unfused(q.clone(), k.clone(), v.clone(), bias, scale, 1.0 - dropout, seed);
-            let flat = |t: Tensor<4>| {
-                let seq = t.dims()[1];
-                t.reshape([batch, seq, heads * d])
-            };
             let what = format!("attention with dropout {dropout}, {seq_q} queries, {seq_k} keys");
-            close(flat(got.clone()), flat(expected.clone()), 1e-5, &what);
+            check_output_and_gradients(got, expected, weights, [&q, &k, &v], &what);
+        }
+    }
 
-            let grads_got = (got * weights.clone()).sum().backward();
-            let grads_expected = (expected * weights).sum().backward();
-            for (name, t) in [("dq", &q), ("dk", &k), ("dv", &v)] {
-                let (got, expected) = (t.grad(&grads_got).unwrap(), t.grad(&grads_expected).unwrap());
-                close(flat(got), flat(expected), 1e-5, &format!("{what}: {name}"));
-            }
+    /// `got` against `expected`, and the gradients of `q`, `k`, `v` through each for the loss
+    /// `sum(output * weights)`, within 1e-5.
+    fn check_output_and_gradients(got: Tensor<4>, expected: Tensor<4>, weights: Tensor<4>, inputs: [&Tensor<4>; 3], what: &str) {
+        let flat = |t: Tensor<4>| {
+            let [b, s, h, d] = t.dims();
+            t.reshape([b, s, h * d])
+        };
+        close(flat(got.clone()), flat(expected.clone()), 1e-5, what);
+        let grads_got = (got * weights.clone()).sum().backward();
+        let grads_expected = (expected * weights).sum().backward();
+        for (name, t) in ["dq", "dk", "dv"].into_iter().zip(inputs) {
+            let (got, expected) = (t.grad(&grads_got).unwrap(), t.grad(&grads_expected).unwrap());
+            close(flat(got), flat(expected), 1e-5, &format!("{what}: {name}"));
         }
     }
 
@@ -244,19 +249,8 @@ mod tests {
 
                 let got = causal_attention(q.clone(), k.clone(), v.clone(), bias.clone(), scale, window);
                 let expected = causal_attention_unfused(q.clone(), k.clone(), v.clone(), bias, scale, window.unwrap_or(0));
-                let flat = |t: Tensor<4>| {
-                    let [b, s, h, d] = t.dims();
-                    t.reshape([b, s, h * d])
-                };
                 let what = format!("causal attention, {seq_q} queries, {seq_k} keys, {heads}/{kv_heads} heads, window {window:?}");
-                close(flat(got.clone()), flat(expected.clone()), 1e-5, &what);
-
-                let grads_got = (got * weights.clone()).sum().backward();
-                let grads_expected = (expected * weights).sum().backward();
-                for (name, t) in [("dq", &q), ("dk", &k), ("dv", &v)] {
-                    let (got, expected) = (t.grad(&grads_got).unwrap(), t.grad(&grads_expected).unwrap());
-                    close(flat(got), flat(expected), 1e-5, &format!("{what}: {name}"));
-                }
+                check_output_and_gradients(got, expected, weights, [&q, &k, &v], &what);
             }
         }
     }
