@@ -1,7 +1,7 @@
 //! Transformer models for papertune, in burn, with their checkpoint readers.
 //!
 //! - [`bert`]: the BERT-family encoder (BERT, RoBERTa, MiniLM) and its `config.json`;
-//!   [`llama`]: the Llama-family decoder (SmolLM2, Qwen2, Llama, Mistral) and its configuration,
+//!   [`llama`]: the Llama-family decoder (SmolLM2, Qwen2, Qwen3, Llama, Mistral, Gemma 3) and its configuration,
 //!   with [`lora`] adapters (PEFT's file layout), [`generate`] for decoding and
 //!   [`llm_tokenizer`] for its tokenizer and chat template.
 //! - [`checkpoint`] (safetensors, single or sharded) and [`gguf`] (llama.cpp's format) read

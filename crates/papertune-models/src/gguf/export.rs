@@ -176,7 +176,7 @@ mod tests {
     /// A base GGUF of `config`'s shape with random weights, in llama.cpp's conventions (the
     /// writer's inverse: Llama q/k rows permuted, Gemma norms as `1 + w`), read back.
     fn tiny_base(config: &LlamaConfig, dir: &Path) -> GgufFile {
-        let arch = if config.model_type == "gemma3_text" { "gemma3" } else { "llama" };
+        let arch = if config.model_type == "gemma3_text" { "gemma3" } else { config.model_type.as_str() };
         let mut checkpoint = crate::init::random_llama_checkpoint(config, 11);
         let mut names = vec!["token_embd.weight".to_owned(), "output_norm.weight".to_owned()];
         for i in 0..config.num_hidden_layers {
@@ -225,15 +225,19 @@ mod tests {
     }
 
     /// The adapter file names the base file's tensors with llama.cpp's shapes and row order, and
-    /// the merged file, read back through papertune's GGUF loader, is the merged model (Llama
-    /// and Gemma 3 conventions).
+    /// the merged file, read back through papertune's GGUF loader, is the merged model (Llama,
+    /// Qwen3 and Gemma 3 conventions).
     #[test]
     fn exports_read_back_as_the_model_they_came_from() {
         let dir = tempfile::tempdir().unwrap();
         let device = Device::flex();
-        for config in [LlamaConfig::tiny(), LlamaConfig { layer_types: vec![LayerAttention::Sliding, LayerAttention::Sliding, LayerAttention::Full], ..LlamaConfig::tiny_gemma3() }] {
-            let base = tiny_base(&config, dir.path());
+        let qwen3 = LlamaConfig { model_type: "qwen3".into(), qk_norm: true, ..LlamaConfig::tiny() };
+        let gemma3 = LlamaConfig { layer_types: vec![LayerAttention::Sliding, LayerAttention::Sliding, LayerAttention::Full], ..LlamaConfig::tiny_gemma3() };
+        for written in [LlamaConfig::tiny(), qwen3, gemma3] {
+            let base = tiny_base(&written, dir.path());
             let config = LlamaConfig::from_gguf(&base).unwrap();
+            // The architecture comes back from the metadata and the tensors the file holds.
+            assert_eq!((config.model_type.as_str(), config.qk_norm, config.sliding_window), (written.model_type.as_str(), written.qk_norm, written.sliding_window));
             let mut checkpoint = llama_checkpoint(&base, &config).unwrap();
             let model = LlamaModel::load(&config, &mut checkpoint, &device).unwrap();
             let lora = LoraConfig { r: 4, target_modules: vec!["q_proj".into(), "v_proj".into()], dropout: 0.0, ..LoraConfig::default() };

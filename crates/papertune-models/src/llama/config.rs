@@ -141,9 +141,9 @@ fn default_max_positions() -> usize {
     2048
 }
 
-const SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "gemma3_text"];
+const SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "gemma3_text"];
 /// GGUF's `general.architecture` values papertune reads.
-const SUPPORTED_GGUF: &[&str] = &["llama", "mistral", "qwen2", "gemma3"];
+const SUPPORTED_GGUF: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "gemma3"];
 /// Gemma 3 alternates five sliding-window layers with one global layer.
 const GEMMA3_SLIDING_PATTERN: usize = 6;
 /// The RoPE base of Gemma 3's sliding-window layers.
@@ -220,7 +220,8 @@ impl LlamaConfig {
             eos_token_ids,
             pad_token_id: raw.pad_token_id,
             hidden_act,
-            qk_norm: is_gemma,
+            // Qwen3 normalises each query and key head as Gemma 3 does (weights used as they are).
+            qk_norm: is_gemma || model_type == "qwen3",
             sandwich_norms: is_gemma,
             norm_unit_offset: is_gemma,
             scale_embeddings: is_gemma,
@@ -406,6 +407,7 @@ impl LlamaConfig {
     pub fn to_hf_json(&self) -> serde_json::Value {
         let architecture = match self.model_type.as_str() {
             "qwen2" => "Qwen2ForCausalLM",
+            "qwen3" => "Qwen3ForCausalLM",
             "gemma3_text" => "Gemma3ForCausalLM",
             _ => "LlamaForCausalLM",
         };
@@ -485,6 +487,19 @@ mod tests {
         assert!(err.to_string().contains("gpt_neox"), "{err}");
         let err = LlamaConfig::from_json(Path::new("c.json"), &json.replace("\"num_key_value_heads\":1", "\"num_key_value_heads\":3")).unwrap_err();
         assert!(err.to_string().contains("num_key_value_heads"), "{err}");
+    }
+
+    /// Qwen3's config: q/k norms, no biases unless `attention_bias`, an explicit head size.
+    #[test]
+    fn qwen3_normalises_queries_and_keys() {
+        let json = r#"{"model_type":"qwen3","vocab_size":10,"hidden_size":8,"intermediate_size":16,"head_dim":8,
+            "num_hidden_layers":1,"num_attention_heads":2,"num_key_value_heads":1,"tie_word_embeddings":true}"#;
+        let c = LlamaConfig::from_json(Path::new("c.json"), json).unwrap();
+        assert!(c.qk_norm && !c.qkv_bias && !c.o_bias && !c.norm_unit_offset && !c.sandwich_norms);
+        assert_eq!(c.head_dim, 8);
+        let c = LlamaConfig::from_json(Path::new("c.json"), &json.replace("\"head_dim\":8", "\"head_dim\":8,\"attention_bias\":true")).unwrap();
+        assert!(c.qkv_bias && c.o_bias);
+        assert_eq!(c.to_hf_json()["architectures"][0], "Qwen3ForCausalLM");
     }
 }
 

@@ -1,4 +1,4 @@
-//! The Llama-family decoder (Touvron et al., 2023) as SmolLM2, Mistral, Qwen2 and Gemma 3 use
+//! The Llama-family decoder (Touvron et al., 2023) as SmolLM2, Mistral, Qwen2, Qwen3 and Gemma 3 use
 //! it: token embedding, then `num_hidden_layers` pre-norm blocks of
 //! `h = x + Attention(RMSNorm(x))`, `y = h + SwiGLU(RMSNorm(h))`, a final RMSNorm and a language
 //! model head (tied to the embedding or separate).
@@ -7,6 +7,7 @@
 //! embeddings scaled by `sqrt(hidden)`, an RMSNorm on each query and key head, RMSNorms on the
 //! sublayers' outputs as well (`h = x + RMSNorm(Attention(RMSNorm(x)))`), GELU (tanh form) in
 //! the gated feed-forward, and five sliding-window layers (their own RoPE base) per global one.
+//! Qwen3 is Llama with the RMSNorm on each query and key head alone.
 //!
 //! Attention is grouped-query: `num_attention_heads` query heads share `num_key_value_heads`
 //! key/value heads, with rotary position embeddings (the "rotate half" form Hugging Face uses)
