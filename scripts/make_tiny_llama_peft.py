@@ -1,4 +1,4 @@
-"""Tiny random Llama, Qwen2 and Qwen3 checkpoints, a PEFT LoRA adapter, and their logits, for papertune's tests.
+"""Tiny random Llama, Llama 3.1-style, Qwen2 and Qwen3 checkpoints, a PEFT LoRA adapter, and their logits, for papertune's tests.
 
 make [OUT_DIR]   (OUT_DIR defaults to tests/fixtures/tiny_llama)
     OUT_DIR/config.json, model.safetensors   LlamaForCausalLM: vocab 64, hidden 32, intermediate 64,
@@ -15,6 +15,10 @@ make [OUT_DIR]   (OUT_DIR defaults to tests/fixtures/tiny_llama)
     OUT_DIR/../tiny_qwen3/                   Qwen3ForCausalLM of the same size: an RMSNorm on each
                                              query and key head, no biases, tied embeddings,
                                              rope_theta 1e6, rms_norm_eps 1e-6; expected.json as above.
+    OUT_DIR/../tiny_llama3/                  LlamaForCausalLM with Llama 3.1's RoPE scaling (factor 8,
+                                             low/high frequency factors 1 and 8 over 64 original
+                                             positions: of head_dim 8's four frequencies one is
+                                             kept, one blended, two divided); expected.json as above.
 
 check ADAPTER_DIR LOGITS_JSON [--base BASE_DIR]   (BASE_DIR defaults to tests/fixtures/tiny_llama)
     Loads the base, applies the adapter in ADAPTER_DIR (e.g. one papertune wrote) with
@@ -22,7 +26,7 @@ check ADAPTER_DIR LOGITS_JSON [--base BASE_DIR]   (BASE_DIR defaults to tests/fi
     logits for the input_ids of LOGITS_JSON ({"input_ids": [[...]], "logits": [[[...]]]}), prints
     the largest absolute difference, and exits 1 if it exceeds 1e-4.
 
-The weights are drawn with seeds 0 (Llama), 1 (adapter), 2 (Qwen2) and 3 (Qwen3). So that a parity test sees
+The weights are drawn with seeds 0 (Llama), 1 (adapter), 2 (Qwen2), 3 (Qwen3) and 4 (Llama 3.1). So that a parity test sees
 every weight, they are larger than the default init: matrices ~ N(0, 0.2^2) (initializer_range
 0.2, which makes attention far from uniform), norm weights 1 + N(0, 0.1^2), biases N(0, 0.1^2).
 Floats in the JSON have 7 significant digits. Everything is float32 and runs on the CPU.
@@ -158,12 +162,24 @@ def make_qwen3(out_dir: Path) -> None:
     write_json(out_dir / "expected.json", {"input_ids": INPUT_IDS, "logits": rounded(logits_of(model, INPUT_IDS))})
 
 
+def make_llama3(out_dir: Path) -> None:
+    torch.manual_seed(4)
+    rope = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 8.0,
+            "original_max_position_embeddings": 64}
+    config = LlamaConfig(**SIZES, rope_parameters=rope, rms_norm_eps=1e-5, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config).eval()
+    randomize_norms_and_biases(model, seed=4)
+    save_checkpoint(model, out_dir)
+    write_json(out_dir / "expected.json", {"input_ids": INPUT_IDS, "logits": rounded(logits_of(model, INPUT_IDS))})
+
+
 def make(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     make_llama(out_dir)
     make_qwen2(out_dir.parent / "tiny_qwen2")
     make_qwen3(out_dir.parent / "tiny_qwen3")
-    for directory in (out_dir, out_dir.parent / "tiny_qwen2", out_dir.parent / "tiny_qwen3"):
+    make_llama3(out_dir.parent / "tiny_llama3")
+    for directory in (out_dir, out_dir.parent / "tiny_qwen2", out_dir.parent / "tiny_qwen3", out_dir.parent / "tiny_llama3"):
         for path in sorted(directory.rglob("*")):
             if path.is_file():
                 print(f"{path.stat().st_size:>8}  {path}")

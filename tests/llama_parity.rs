@@ -329,7 +329,7 @@ fn assert_close(found: &[f32], expected: &[f32], tolerance: f32, what: &str) {
 #[test]
 fn tiny_hugging_face_checkpoints_and_peft_adapter_match_python() {
     let device = Device::flex();
-    for (folder, expected_key) in [("tiny_llama", "base_logits"), ("tiny_qwen2", "logits"), ("tiny_qwen3", "logits")] {
+    for (folder, expected_key) in [("tiny_llama", "base_logits"), ("tiny_qwen2", "logits"), ("tiny_qwen3", "logits"), ("tiny_llama3", "logits")] {
         let dir = fixture(folder);
         let config = papertune_models::llama::LlamaConfig::read(&dir.join("config.json")).unwrap();
         let mut checkpoint = papertune_models::checkpoint::Checkpoint::read(&dir.join("model.safetensors")).unwrap();

@@ -119,6 +119,7 @@ pub fn write_hf_folder(model: LlamaModel, config: &LlamaConfig, tokenizer: &LlmT
     if dir.exists() {
         return Err(ModelError::Config { path: dir.to_path_buf(), message: "already exists; choose a new folder".into() });
     }
+    config.hf_expressible().map_err(|message| ModelError::Config { path: dir.to_path_buf(), message })?;
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "export".into());
     let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));

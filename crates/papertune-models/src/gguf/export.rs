@@ -212,6 +212,9 @@ mod tests {
             }
             writer.tensor_f32(&name, &tensor.shape, &tensor.data);
         }
+        if !config.rope_freq_divisors.is_empty() {
+            writer.tensor_f32("rope_freqs.weight", &[config.head_dim / 2], &config.rope_freq_divisors);
+        }
         assert_eq!(checkpoint.names().count(), 0, "every tensor has a GGUF name");
         let path = dir.join(format!("{arch}.gguf"));
         writer.write(&path).unwrap();
@@ -226,18 +229,20 @@ mod tests {
 
     /// The adapter file names the base file's tensors with llama.cpp's shapes and row order, and
     /// the merged file, read back through papertune's GGUF loader, is the merged model (Llama,
-    /// Qwen3 and Gemma 3 conventions).
+    /// Llama 3.1's rotary frequency divisors, Qwen3 and Gemma 3 conventions).
     #[test]
     fn exports_read_back_as_the_model_they_came_from() {
         let dir = tempfile::tempdir().unwrap();
         let device = Device::flex();
         let qwen3 = LlamaConfig { model_type: "qwen3".into(), qk_norm: true, ..LlamaConfig::tiny() };
         let gemma3 = LlamaConfig { layer_types: vec![LayerAttention::Sliding, LayerAttention::Sliding, LayerAttention::Full], ..LlamaConfig::tiny_gemma3() };
-        for written in [LlamaConfig::tiny(), qwen3, gemma3] {
+        let llama3 = LlamaConfig { rope_freq_divisors: vec![1.0, 2.5, 8.0, 8.0], ..LlamaConfig::tiny() };
+        for written in [LlamaConfig::tiny(), llama3, qwen3, gemma3] {
             let base = tiny_base(&written, dir.path());
             let config = LlamaConfig::from_gguf(&base).unwrap();
             // The architecture comes back from the metadata and the tensors the file holds.
             assert_eq!((config.model_type.as_str(), config.qk_norm, config.sliding_window), (written.model_type.as_str(), written.qk_norm, written.sliding_window));
+            assert_eq!(config.rope_freq_divisors, written.rope_freq_divisors);
             let mut checkpoint = llama_checkpoint(&base, &config).unwrap();
             let model = LlamaModel::load(&config, &mut checkpoint, &device).unwrap();
             let lora = LoraConfig { r: 4, target_modules: vec!["q_proj".into(), "v_proj".into()], dropout: 0.0, ..LoraConfig::default() };

@@ -70,6 +70,77 @@ pub struct LlamaConfig {
     /// 10,000 locally, 1,000,000 globally).
     #[serde(default)]
     pub rope_local_theta: Option<f64>,
+    /// Llama 3.1's RoPE scaling, as `config.json` gives it (`rope_type = "llama3"`).
+    #[serde(default)]
+    pub rope_llama3: Option<Llama3Rope>,
+    /// Per rotary frequency (`head_dim / 2` of them), what its frequency is divided by: from
+    /// `rope_llama3`, or a GGUF file's `rope_freqs.weight`; empty for plain RoPE.
+    #[serde(default)]
+    pub rope_freq_divisors: Vec<f32>,
+}
+
+/// Llama 3.1's rescaling of the rotary frequencies for long contexts: frequencies whose
+/// wavelength exceeds `original_max_position_embeddings / low_freq_factor` are divided by
+/// `factor`, those whose wavelength is under `original_max_position_embeddings /
+/// high_freq_factor` are kept, and the ones between move smoothly from one to the other.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Llama3Rope {
+    pub factor: f64,
+    pub low_freq_factor: f64,
+    pub high_freq_factor: f64,
+    pub original_max_position_embeddings: f64,
+}
+
+impl Llama3Rope {
+    /// Reads the parameters from a `rope_scaling` / `rope_parameters` object.
+    fn from_json(value: &serde_json::Value) -> std::result::Result<Self, String> {
+        let number = |name: &str| {
+            value.get(name).and_then(|v| v.as_f64()).filter(|v| *v > 0.0 && v.is_finite()).ok_or_else(|| format!("llama3 RoPE scaling needs a positive {name}"))
+        };
+        let rope = Self {
+            factor: number("factor")?,
+            low_freq_factor: number("low_freq_factor")?,
+            high_freq_factor: number("high_freq_factor")?,
+            original_max_position_embeddings: number("original_max_position_embeddings")?,
+        };
+        if rope.high_freq_factor <= rope.low_freq_factor {
+            return Err(format!("llama3 RoPE scaling needs high_freq_factor ({}) above low_freq_factor ({})", rope.high_freq_factor, rope.low_freq_factor));
+        }
+        Ok(rope)
+    }
+
+    /// The divisor of each of the `head_dim / 2` frequencies of base `theta`.
+    pub fn divisors(&self, head_dim: usize, theta: f64) -> Vec<f32> {
+        let long = self.original_max_position_embeddings / self.low_freq_factor; // wavelengths beyond: divided by factor
+        let short = self.original_max_position_embeddings / self.high_freq_factor; // below: kept
+        (0..head_dim / 2)
+            .map(|i| {
+                let frequency = theta.powf(-2.0 * i as f64 / head_dim as f64);
+                let wavelength = 2.0 * std::f64::consts::PI / frequency;
+                let divisor = if wavelength < short {
+                    1.0
+                } else if wavelength > long {
+                    self.factor
+                } else {
+                    // The share of the kept frequency, 0 at `long` and 1 at `short`.
+                    let kept = (self.original_max_position_embeddings / wavelength - self.low_freq_factor) / (self.high_freq_factor - self.low_freq_factor);
+                    1.0 / ((1.0 - kept) / self.factor + kept)
+                };
+                divisor as f32
+            })
+            .collect()
+    }
+
+    fn to_json(self, theta: f64) -> serde_json::Value {
+        serde_json::json!({
+            "rope_type": "llama3",
+            "rope_theta": theta,
+            "factor": self.factor,
+            "low_freq_factor": self.low_freq_factor,
+            "high_freq_factor": self.high_freq_factor,
+            "original_max_position_embeddings": self.original_max_position_embeddings.round() as u64,
+        })
+    }
 }
 
 /// The activation of the gated feed-forward layer `down(act(gate(x)) * up(x))`.
@@ -186,9 +257,12 @@ impl LlamaConfig {
             None => (raw.rope_parameters.as_ref(), None),
         };
         let rope_type = |v: &serde_json::Value| v.get("rope_type").or_else(|| v.get("type")).and_then(|t| t.as_str()).map(str::to_owned);
+        let mut rope_llama3 = None;
         for scaling in [raw.rope_scaling.as_ref(), global_rope, local_rope].into_iter().flatten() {
-            if let Some(kind) = rope_type(scaling).filter(|k| k != "default") {
-                return Err(bad(format!("RoPE scaling {kind:?} is not supported (only the default RoPE)")));
+            match rope_type(scaling).as_deref() {
+                None | Some("default") => {}
+                Some("llama3") if !is_gemma => rope_llama3 = Some(Llama3Rope::from_json(scaling).map_err(bad)?),
+                Some(kind) => return Err(bad(format!("RoPE scaling {kind:?} is not supported (the default RoPE and llama3's are)"))),
             }
         }
         let theta_of = |v: Option<&serde_json::Value>| v.and_then(|p| p.get("rope_theta")).and_then(|t| t.as_f64());
@@ -202,6 +276,7 @@ impl LlamaConfig {
         };
         let is_qwen2 = model_type == "qwen2";
         let layer_types = raw.layer_types.unwrap_or_default();
+        let head_dim = raw.head_dim.unwrap_or(raw.hidden_size / raw.num_attention_heads.max(1));
         let config = Self {
             vocab_size: raw.vocab_size,
             hidden_size: raw.hidden_size,
@@ -209,7 +284,7 @@ impl LlamaConfig {
             num_hidden_layers: raw.num_hidden_layers,
             num_attention_heads: raw.num_attention_heads,
             num_key_value_heads: raw.num_key_value_heads.unwrap_or(raw.num_attention_heads),
-            head_dim: raw.head_dim.unwrap_or(raw.hidden_size / raw.num_attention_heads.max(1)),
+            head_dim,
             rope_theta,
             rms_norm_eps: raw.rms_norm_eps,
             max_position_embeddings: raw.max_position_embeddings,
@@ -229,6 +304,8 @@ impl LlamaConfig {
             sliding_window: raw.sliding_window.filter(|_| layer_types.contains(&LayerAttention::Sliding)),
             layer_types,
             rope_local_theta,
+            rope_freq_divisors: rope_llama3.map(|r| r.divisors(head_dim, rope_theta)).unwrap_or_default(),
+            rope_llama3,
             model_type,
         };
         config.validate().map_err(bad)?;
@@ -262,6 +339,11 @@ impl LlamaConfig {
         let token = |name: &str| file.get(&format!("tokenizer.ggml.{name}")).and_then(|v| v.as_u64()).map(|v| v as u32);
         let has = |name: &str| file.tensor_info(name).is_some();
         let is_gemma = arch == "gemma3";
+        // Llama 3.1's scaled rotary frequencies travel as a tensor of divisors.
+        let rope_freq_divisors = match file.tensor_info("rope_freqs.weight") {
+            Some(info) => file.dequantize(info)?.data,
+            None => Vec::new(),
+        };
         // llama.cpp names no layer pattern in Gemma 3's metadata: five sliding-window layers,
         // then a global one.
         let sliding_window = optional("attention.sliding_window").filter(|_| is_gemma);
@@ -297,6 +379,8 @@ impl LlamaConfig {
             sliding_window,
             layer_types,
             rope_local_theta: sliding_window.map(|_| GEMMA3_LOCAL_ROPE_THETA),
+            rope_llama3: None,
+            rope_freq_divisors,
             model_type: if is_gemma { "gemma3_text".into() } else { arch },
         };
         config.validate().map_err(bad)?;
@@ -336,6 +420,12 @@ impl LlamaConfig {
         }
         if self.head_dim % 2 != 0 {
             return Err(format!("head_dim {} must be even for rotary embeddings", self.head_dim));
+        }
+        if !self.rope_freq_divisors.is_empty() && self.rope_freq_divisors.len() != self.head_dim / 2 {
+            return Err(format!("rope_freqs holds {} values; head_dim {} has {} rotary frequencies", self.rope_freq_divisors.len(), self.head_dim, self.head_dim / 2));
+        }
+        if let Some(bad) = self.rope_freq_divisors.iter().find(|d| !(**d > 0.0 && d.is_finite())) {
+            return Err(format!("rope_freqs must hold positive numbers, found {bad}"));
         }
         if !self.layer_types.is_empty() && self.layer_types.len() != self.num_hidden_layers {
             return Err(format!("layer_types lists {} layers but num_hidden_layers is {}", self.layer_types.len(), self.num_hidden_layers));
@@ -378,6 +468,8 @@ impl LlamaConfig {
             layer_types: Vec::new(),
             sliding_window: None,
             rope_local_theta: None,
+            rope_llama3: None,
+            rope_freq_divisors: Vec::new(),
         }
     }
 
@@ -401,6 +493,18 @@ impl LlamaConfig {
             rms_norm_eps: 1e-6,
             ..Self::tiny()
         }
+    }
+
+    /// Whether [`LlamaConfig::to_hf_json`] can say everything this architecture does: a GGUF
+    /// file gives Llama 3.1's scaled rotary frequencies as divisors (`rope_freqs.weight`), not
+    /// as the `rope_scaling` parameters `config.json` needs.
+    pub fn hf_expressible(&self) -> std::result::Result<(), String> {
+        if !self.rope_freq_divisors.is_empty() && self.rope_llama3.is_none() {
+            return Err("the rotary frequencies are rescaled by the GGUF file's rope_freqs.weight, which config.json cannot express \
+                        without llama3's rope_scaling parameters; export as GGUF instead (--format gguf)"
+                .into());
+        }
+        Ok(())
     }
 
     /// Writes `config.json` in Hugging Face's layout.
@@ -435,6 +539,9 @@ impl LlamaConfig {
             "eos_token_id": self.eos_token_ids.first(),
             "pad_token_id": self.pad_token_id,
         });
+        if let (Some(rope), Some(object)) = (self.rope_llama3, json.as_object_mut()) {
+            object.insert("rope_scaling".into(), rope.to_json(self.rope_theta));
+        }
         if self.model_type == "gemma3_text" {
             let rope = |theta: f64| serde_json::json!({"rope_type": "default", "rope_theta": theta});
             let extra = serde_json::json!({
@@ -487,6 +594,32 @@ mod tests {
         assert!(err.to_string().contains("gpt_neox"), "{err}");
         let err = LlamaConfig::from_json(Path::new("c.json"), &json.replace("\"num_key_value_heads\":1", "\"num_key_value_heads\":3")).unwrap_err();
         assert!(err.to_string().contains("num_key_value_heads"), "{err}");
+    }
+
+    /// Llama 3.1's RoPE scaling from `config.json`: the divisors of the four frequencies of a
+    /// head of 8 (kept, blended, divided twice), and the parameters written back; divisors
+    /// without parameters (from a GGUF file) cannot go into `config.json`.
+    #[test]
+    fn llama3_rope_scaling_divides_the_long_wavelengths() {
+        let json = r#"{"model_type":"llama","vocab_size":10,"hidden_size":32,"intermediate_size":16,"num_hidden_layers":1,
+            "num_attention_heads":4,"rope_parameters":{"rope_type":"llama3","rope_theta":10000.0,"factor":8.0,
+            "low_freq_factor":1.0,"high_freq_factor":8.0,"original_max_position_embeddings":64}}"#;
+        let c = LlamaConfig::from_json(Path::new("c.json"), json).unwrap();
+        let d = &c.rope_freq_divisors;
+        assert_eq!(d.len(), 4);
+        assert_eq!((d[0], d[2], d[3]), (1.0, 8.0, 8.0));
+        // Wavelength 20π: a share (64 / 20π - 1) / 7 of the frequency is kept.
+        let kept = (64.0 / (20.0 * std::f64::consts::PI) - 1.0) / 7.0;
+        assert!((f64::from(d[1]) - 1.0 / ((1.0 - kept) / 8.0 + kept)).abs() < 1e-5, "{d:?}");
+        assert_eq!(c.to_hf_json()["rope_scaling"]["rope_type"], "llama3");
+        assert_eq!(LlamaConfig::from_json(Path::new("c.json"), &c.to_hf_json().to_string()).unwrap().rope_freq_divisors, c.rope_freq_divisors);
+        assert!(c.hf_expressible().is_ok());
+        let from_gguf = LlamaConfig { rope_llama3: None, ..c };
+        assert!(from_gguf.hf_expressible().unwrap_err().contains("rope_freqs"));
+        let err = LlamaConfig::from_json(Path::new("c.json"), &json.replace("\"high_freq_factor\":8.0", "\"high_freq_factor\":0.5")).unwrap_err();
+        assert!(err.to_string().contains("high_freq_factor"), "{err}");
+        let err = LlamaConfig::from_json(Path::new("c.json"), &json.replace("llama3", "yarn")).unwrap_err();
+        assert!(err.to_string().contains("yarn"), "{err}");
     }
 
     /// Qwen3's config: q/k norms, no biases unless `attention_bias`, an explicit head size.

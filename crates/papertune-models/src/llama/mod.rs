@@ -59,12 +59,14 @@ pub struct Rotary {
 }
 
 impl Rotary {
-    /// Angles `position * theta^(-2i / head_dim)`, duplicated over both halves of the head.
-    pub fn new(positions: &[Vec<i64>], head_dim: usize, theta: f64, device: &Device) -> Self {
+    /// Angles `position * theta^(-2i / head_dim) / divisors[i]` (no divisors: plain RoPE),
+    /// duplicated over both halves of the head.
+    pub fn new(positions: &[Vec<i64>], head_dim: usize, theta: f64, divisors: &[f32], device: &Device) -> Self {
         let batch = positions.len();
         let seq = positions.first().map_or(0, Vec::len);
         let half = head_dim / 2;
-        let inv_freq: Vec<f32> = (0..half).map(|i| (1.0 / theta.powf(2.0 * i as f64 / head_dim as f64)) as f32).collect();
+        let divisor = |i: usize| divisors.get(i).map_or(1.0, |&d| f64::from(d));
+        let inv_freq: Vec<f32> = (0..half).map(|i| (1.0 / theta.powf(2.0 * i as f64 / head_dim as f64) / divisor(i)) as f32).collect();
         let mut cos = Vec::with_capacity(batch * seq * head_dim);
         let mut sin = Vec::with_capacity(batch * seq * head_dim);
         for row in positions {
@@ -298,10 +300,12 @@ impl LlamaLayer {
 
 /// How a decoder encodes positions: the rotary embedding's width and base, and for
 /// sliding-window layers their window and base.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PositionEncoding {
     pub head_dim: usize,
     pub rope_theta: f64,
+    /// What each rotary frequency is divided by (Llama 3.1); empty for plain RoPE.
+    pub rope_freq_divisors: Vec<f32>,
     /// `(window, rope_theta)` of the sliding-window layers.
     pub sliding: Option<(usize, f64)>,
 }
@@ -381,10 +385,10 @@ impl DecoderInput {
             }
         }
         let flat: Vec<i64> = ids.iter().flatten().map(|&i| i64::from(i)).collect();
-        let rotary = Rotary::new(&positions, encoding.head_dim, encoding.rope_theta, device);
+        let rotary = Rotary::new(&positions, encoding.head_dim, encoding.rope_theta, &encoding.rope_freq_divisors, device);
         let sliding = encoding.sliding.map(|(window, theta)| SlidingInput {
             window,
-            rotary: if theta == encoding.rope_theta { rotary.clone() } else { Rotary::new(&positions, encoding.head_dim, theta, device) },
+            rotary: if theta == encoding.rope_theta { rotary.clone() } else { Rotary::new(&positions, encoding.head_dim, theta, &encoding.rope_freq_divisors, device) },
             mask_bias: Tensor::from_data(TensorData::new(std::mem::take(&mut local_bias), [batch, 1, seq, total]), device),
         });
         Self {
@@ -415,6 +419,8 @@ pub struct LlamaModel {
     pub quantized_head: Option<QuantizedLinear>,
     pub head_dim: usize,
     pub rope_theta: f64,
+    /// What each rotary frequency is divided by (Llama 3.1); empty for plain RoPE.
+    pub rope_freq_divisors: Vec<f32>,
     /// The sliding-window layers' window and RoPE base.
     pub sliding: Option<(usize, f64)>,
     /// Embeddings are multiplied by this (Gemma: `sqrt(hidden)`).
@@ -535,6 +541,7 @@ impl LlamaModel {
             quantized_head,
             head_dim: c.head_dim,
             rope_theta: c.rope_theta,
+            rope_freq_divisors: c.rope_freq_divisors.clone(),
             sliding: c.sliding_window.map(|window| (window, c.rope_local_theta.unwrap_or(c.rope_theta))),
             embedding_scale: c.scale_embeddings.then(|| (c.hidden_size as f64).sqrt()),
         })
@@ -633,7 +640,7 @@ impl LlamaModel {
 
     /// The rotary bases and sliding window this model was built with.
     pub fn position_encoding(&self) -> PositionEncoding {
-        PositionEncoding { head_dim: self.head_dim, rope_theta: self.rope_theta, sliding: self.sliding }
+        PositionEncoding { head_dim: self.head_dim, rope_theta: self.rope_theta, rope_freq_divisors: self.rope_freq_divisors.clone(), sliding: self.sliding }
     }
 
     /// Final hidden states (after the last norm): `[batch, seq, hidden]`. With a cache, the
