@@ -140,37 +140,32 @@ def make_llama(out_dir: Path) -> None:
     )
 
 
-def make_qwen2(out_dir: Path) -> None:
-    torch.manual_seed(2)
-    config = Qwen2Config(
-        **SIZES, rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True, use_sliding_window=False
-    )
-    model = Qwen2ForCausalLM(config).eval()
-    randomize_norms_and_biases(model, seed=2)
+def make_base_only(out_dir: Path, seed: int, model_class, config) -> None:
+    """A checkpoint without an adapter, drawn with `seed`, and its logits for INPUT_IDS."""
+    torch.manual_seed(seed)
+    model = model_class(config).eval()
+    randomize_norms_and_biases(model, seed=seed)
     save_checkpoint(model, out_dir)
     write_json(out_dir / "expected.json", {"input_ids": INPUT_IDS, "logits": rounded(logits_of(model, INPUT_IDS))})
+
+
+def make_qwen2(out_dir: Path) -> None:
+    config = Qwen2Config(**SIZES, rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True, use_sliding_window=False)
+    make_base_only(out_dir, 2, Qwen2ForCausalLM, config)
 
 
 def make_qwen3(out_dir: Path) -> None:
-    torch.manual_seed(3)
     config = Qwen3Config(
         **SIZES, head_dim=8, rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True, use_sliding_window=False
     )
-    model = Qwen3ForCausalLM(config).eval()
-    randomize_norms_and_biases(model, seed=3)
-    save_checkpoint(model, out_dir)
-    write_json(out_dir / "expected.json", {"input_ids": INPUT_IDS, "logits": rounded(logits_of(model, INPUT_IDS))})
+    make_base_only(out_dir, 3, Qwen3ForCausalLM, config)
 
 
 def make_llama3(out_dir: Path) -> None:
-    torch.manual_seed(4)
     rope = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 8.0,
             "original_max_position_embeddings": 64}
     config = LlamaConfig(**SIZES, rope_parameters=rope, rms_norm_eps=1e-5, tie_word_embeddings=True)
-    model = LlamaForCausalLM(config).eval()
-    randomize_norms_and_biases(model, seed=4)
-    save_checkpoint(model, out_dir)
-    write_json(out_dir / "expected.json", {"input_ids": INPUT_IDS, "logits": rounded(logits_of(model, INPUT_IDS))})
+    make_base_only(out_dir, 4, LlamaForCausalLM, config)
 
 
 def make(out_dir: Path) -> None:
