@@ -169,6 +169,19 @@ pub(crate) fn attention_dropout_backward<B: Backend>(
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
     let probs = attention_probs::<B>(q.clone(), k.clone(), bias, scale); // [batch, heads, seq_q, seq_k]
     let mask = attention_mask::<B>(&probs, keep, seed);
+    attention_grads::<B>(probs, mask, [q, k, v], grad, scale)
+}
+
+/// The gradients of `(probs * mask) v` with respect to `q`, `k` and `v` (`[batch, seq, heads, d]`
+/// each, as returned) through `probs = softmax(q k^T * scale + ..)` (`[batch, heads, seq_q,
+/// seq_k]`), from the output's gradient `grad [batch, seq_q, heads, d]`.
+fn attention_grads<B: Backend>(
+    probs: FloatTensor<B>,
+    mask: Option<FloatTensor<B>>,
+    [q, k, v]: [FloatTensor<B>; 3],
+    grad: FloatTensor<B>,
+    scale: f64,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
     let dropped = match &mask {
         Some(mask) => B::float_mul(probs.clone(), mask.clone()),
         None => probs.clone(),
@@ -190,6 +203,11 @@ pub(crate) fn attention_dropout_backward<B: Backend>(
 /// 0 where query `i` (at position `seq_k - seq_q + i`) sees key `j`, minus infinity elsewhere
 /// (every query sees its own key, so no row is all minus infinity). `window = 0` is no window.
 pub(crate) fn causal_mask<B: Backend>(like: &FloatTensor<B>, seq_q: usize, seq_k: usize, window: usize) -> FloatTensor<B> {
+    B::float_from_data(causal_mask_data(seq_q, seq_k, window, like.dtype()), &like.device())
+}
+
+/// The values of [`causal_mask`] on the host, in `dtype`.
+pub(crate) fn causal_mask_data(seq_q: usize, seq_k: usize, window: usize, dtype: burn::tensor::DType) -> burn::tensor::TensorData {
     let past = seq_k - seq_q;
     let values: Vec<f32> = (0..seq_q)
         .flat_map(|i| {
@@ -197,8 +215,7 @@ pub(crate) fn causal_mask<B: Backend>(like: &FloatTensor<B>, seq_q: usize, seq_k
             (0..seq_k).map(move |j| if j <= position && (window == 0 || position - j < window) { 0.0 } else { f32::NEG_INFINITY })
         })
         .collect();
-    let mask = burn::tensor::TensorData::new(values, [1, 1, seq_q, seq_k]).convert_dtype(like.dtype());
-    B::float_from_data(mask, &like.device())
+    burn::tensor::TensorData::new(values, [1, 1, seq_q, seq_k]).convert_dtype(dtype)
 }
 
 /// Key/value heads `[batch, seq, kv_heads, d]` repeated for the `heads` query heads that share
@@ -253,14 +270,8 @@ pub(crate) fn causal_attention_backward<B: Backend>(
     let (heads, kv_heads) = (q.shape().as_slice()[2], k.shape().as_slice()[2]);
     let (k, v) = (repeat_kv::<B>(k, heads), repeat_kv::<B>(v, heads));
     let probs = causal_probs::<B>(q.clone(), k.clone(), bias, scale, window); // [batch, heads, seq_q, seq_k]
-    let grad = heads_first::<B>(grad); // [batch, heads, seq_q, d]
-    let transposed = |t: FloatTensor<B>| B::float_swap_dims(t, 2, 3);
-    let dv = B::float_matmul(transposed(probs.clone()), grad.clone()); // [batch, heads, seq_k, d]
-    let d_probs = B::float_matmul(grad, transposed(heads_first::<B>(v))); // [batch, heads, seq_q, seq_k]
-    let d_scores = B::float_mul_scalar(softmax_backward::<B>(probs, d_probs), scale.into());
-    let dq = B::float_matmul(d_scores.clone(), heads_first::<B>(k));
-    let dk = B::float_matmul(transposed(d_scores), heads_first::<B>(q));
-    (heads_first::<B>(dq), sum_kv::<B>(heads_first::<B>(dk), kv_heads), sum_kv::<B>(heads_first::<B>(dv), kv_heads))
+    let (dq, dk, dv) = attention_grads::<B>(probs, None, [q, k, v], grad, scale);
+    (dq, sum_kv::<B>(dk, kv_heads), sum_kv::<B>(dv, kv_heads))
 }
 
 #[allow(clippy::too_many_arguments)]

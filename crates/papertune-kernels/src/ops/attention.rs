@@ -113,11 +113,7 @@ fn causal_attention_unfused(query: Tensor<4>, key: Tensor<4>, value: Tensor<4>, 
     let group = heads / kv_heads;
     let repeat = |t: Tensor<4>| t.reshape([batch, seq_k, kv_heads, 1, d]).repeat_dim(3, group).reshape([batch, seq_k, heads, d]);
     let heads_first = |t: Tensor<4>| t.swap_dims(1, 2); // [batch, heads, seq, d]
-    let past = seq_k - seq_q;
-    let causal: Vec<f32> = (0..seq_q)
-        .flat_map(|i| (0..seq_k).map(move |j| if j <= past + i && (window == 0 || past + i - j < window) { 0.0 } else { f32::NEG_INFINITY }))
-        .collect();
-    let causal = Tensor::<4>::from_data(burn::tensor::TensorData::new(causal, [1, 1, seq_q, seq_k]).convert_dtype(query.dtype()), &query.device());
+    let causal = Tensor::<4>::from_data(crate::composed::causal_mask_data(seq_q, seq_k, window, query.dtype()), &query.device());
     let scores = heads_first(query).matmul(heads_first(repeat(key)).swap_dims(2, 3)).mul_scalar(scale) + bias.reshape([batch, 1, 1, seq_k]) + causal;
     activation::softmax(scores, 3).matmul(heads_first(repeat(value))).swap_dims(1, 2)
 }

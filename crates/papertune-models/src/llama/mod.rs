@@ -22,7 +22,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Embedding;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use papertune_kernels as kernels;
 
@@ -199,7 +199,7 @@ pub struct LlamaAttention {
 
 impl LlamaAttention {
     /// `x [batch, seq, hidden]` -> `[batch, seq, hidden]`
-    pub fn forward(&self, x: Tensor<3>, rotary: &Rotary, mask: LayerMask, cache: Option<(&mut Option<LayerCache>, usize)>) -> Tensor<3> {
+    pub fn forward(&self, x: Tensor<3>, rotary: &Rotary, attend: Attend<'_>) -> Tensor<3> {
         let [batch, seq, _] = x.dims();
         let (heads, kv_heads, head_dim) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let group = heads / kv_heads;
@@ -214,12 +214,15 @@ impl LlamaAttention {
         let value = self.v_proj.forward(x).reshape([batch, seq, kv_heads, head_dim]).swap_dims(1, 2);
         let query = rotary.apply(query); // [batch, heads, seq, head_dim]
         let key = rotary.apply(key); // [batch, kv_heads, seq, head_dim]
-        let Some((slot, capacity)) = cache else {
-            // Without a cache, one causal attention on the projections' layout, the key/value
-            // heads shared in place.
-            let heads_second = |t: Tensor<4>| t.swap_dims(1, 2); // [batch, seq, heads, head_dim]
-            let context = kernels::causal_attention(heads_second(query), heads_second(key), heads_second(value), mask.key_bias, self.scale, mask.window);
-            return self.o_proj.forward(context.reshape([batch, seq, heads * head_dim]));
+        let (mask_bias, slot, capacity) = match attend {
+            Attend::Causal { key_bias, window } => {
+                // Without a cache, one causal attention on the projections' layout, the
+                // key/value heads shared in place.
+                let heads_second = |t: Tensor<4>| t.swap_dims(1, 2); // [batch, seq, heads, head_dim]
+                let context = kernels::causal_attention(heads_second(query), heads_second(key), heads_second(value), key_bias, self.scale, window);
+                return self.o_proj.forward(context.reshape([batch, seq, heads * head_dim]));
+            }
+            Attend::OverCache { bias, slot, capacity } => (bias, slot, capacity),
         };
         let (key, value) = LayerCache::append(slot, key, value, capacity); // [batch, kv_heads, past + seq, head_dim]
         let total = key.dims()[2];
@@ -227,7 +230,7 @@ impl LlamaAttention {
         // The `group` query heads that share a key/value head are stacked along the sequence
         // axis, so that K and V are used as they are instead of being repeated per head.
         let query = query.reshape([batch, kv_heads, group * seq, head_dim]);
-        let mask_bias = mask.bias.repeat_dim(2, group); // [batch, 1, group * seq, total]
+        let mask_bias = mask_bias.repeat_dim(2, group); // [batch, 1, group * seq, total]
         let scale = self.scale;
         // The scale goes on the query, smaller than the scores when total > head_dim.
         let scores = kernels::batched_matmul(query.mul_scalar(scale), key.swap_dims(2, 3)) + mask_bias; // [batch, kv_heads, group * seq, total]
@@ -286,12 +289,12 @@ pub fn norm_names(config: &LlamaConfig) -> [&'static str; 4] {
 }
 
 impl LlamaLayer {
-    pub fn forward(&self, x: Tensor<3>, rotary: &Rotary, mask: LayerMask, cache: Option<(&mut Option<LayerCache>, usize)>) -> Tensor<3> {
+    pub fn forward(&self, x: Tensor<3>, rotary: &Rotary, attend: Attend<'_>) -> Tensor<3> {
         let post = |norm: &Option<RmsNorm>, t: Tensor<3>| match norm {
             Some(norm) => norm.forward(t),
             None => t,
         };
-        let attended = self.self_attn.forward(self.attn_norm.forward(x.clone()), rotary, mask, cache);
+        let attended = self.self_attn.forward(self.attn_norm.forward(x.clone()), rotary, attend);
         let h = x + post(&self.attn_post_norm, attended);
         let fed = self.mlp.forward(self.ffn_norm.forward(h.clone()));
         h + post(&self.ffn_post_norm, fed)
@@ -310,26 +313,24 @@ pub struct PositionEncoding {
     pub sliding: Option<(usize, f64)>,
 }
 
-/// What the queries of one layer may see.
-#[derive(Debug, Clone)]
-pub struct LayerMask {
-    /// Additive mask `[batch, 1, seq, past + seq]` (for attention over a KV cache).
-    pub bias: Tensor<4>,
-    /// The padding alone, `[batch, past + seq]` (for the causal attention without a cache).
-    pub key_bias: Tensor<2>,
-    /// The sliding window of a local layer.
-    pub window: Option<usize>,
+/// What the queries of one layer attend to.
+#[derive(Debug)]
+pub enum Attend<'a> {
+    /// The new positions alone (no cache): the fused causal attention, with the padding
+    /// masked by `key_bias [batch, seq]` and, in a sliding-window layer, its `window`.
+    Causal { key_bias: Tensor<2>, window: Option<usize> },
+    /// The cached positions and the new ones, which are appended to `slot`; `bias
+    /// [batch, 1, seq, past + seq]` is 0 where a query may attend, a large negative number where
+    /// not (later positions, padding, outside the window).
+    OverCache { bias: Tensor<4>, slot: &'a mut Option<LayerCache>, capacity: usize },
 }
 
-/// The rotary tables and mask of the sliding-window layers.
+/// The rotary tables and window of the sliding-window layers.
 #[derive(Debug, Clone)]
 pub struct SlidingInput {
     pub rotary: Rotary,
     /// Keys at most `window - 1` positions before a query are seen.
     pub window: usize,
-    /// As [`DecoderInput::mask_bias`], with the keys more than `window - 1` positions before
-    /// the query masked too.
-    pub mask_bias: Tensor<4>,
 }
 
 /// Token ids with their positions and attention mask, for one forward pass.
@@ -339,18 +340,15 @@ pub struct DecoderInput {
     pub input_ids: Tensor<2, Int>,
     /// Rotary tables for the positions of these tokens.
     pub rotary: Rotary,
-    /// Additive mask `[batch, 1, seq, past + seq]`: 0 where a query may attend, a large
-    /// negative number where not (future positions, padding).
-    pub mask_bias: Tensor<4>,
     /// Additive padding mask `[batch, past + seq]`: 0 for real tokens, a large negative number
-    /// for padding (the causal part is the attention's own).
+    /// for padding (the causal part and the window are added where attention needs them).
     pub key_bias: Tensor<2>,
     /// For models with sliding-window layers.
     pub sliding: Option<SlidingInput>,
 }
 
 impl DecoderInput {
-    /// Builds ids, positions and the causal + padding masks on the host.
+    /// Builds ids, positions and the padding mask on the host.
     ///
     /// `ids` are `[batch][seq]` new tokens; `attention_mask` is `[batch][past + seq]` over the
     /// cached and new tokens (1 real, 0 padding). Positions count real tokens only, so left
@@ -362,10 +360,7 @@ impl DecoderInput {
         let total = attention_mask.first().map_or(seq, Vec::len);
         let past = total - seq;
         let masked = masked_bias(device.settings().float_dtype.into());
-        let window = encoding.sliding.map(|(window, _)| window);
         let mut positions = Vec::with_capacity(batch);
-        let mut bias = Vec::with_capacity(batch * seq * total);
-        let mut local_bias = Vec::with_capacity(if window.is_some() { batch * seq * total } else { 0 });
         let key_bias: Vec<f32> = attention_mask.iter().flatten().map(|&m| if m == 1 { 0.0 } else { masked }).collect();
         for mask in attention_mask {
             let mut count = 0i64;
@@ -375,29 +370,38 @@ impl DecoderInput {
                 count += i64::from(m);
             }
             positions.push(row_positions[past..].to_vec());
-            for q in 0..seq {
-                let q_abs = past + q;
-                bias.extend((0..total).map(|k| if k <= q_abs && mask[k] == 1 { 0.0 } else { masked }));
-                if let Some(window) = window {
-                    let open = |k: usize| k <= q_abs && q_abs - k < window && mask[k] == 1;
-                    local_bias.extend((0..total).map(|k| if open(k) { 0.0 } else { masked }));
-                }
-            }
         }
         let flat: Vec<i64> = ids.iter().flatten().map(|&i| i64::from(i)).collect();
         let rotary = Rotary::new(&positions, encoding.head_dim, encoding.rope_theta, &encoding.rope_freq_divisors, device);
         let sliding = encoding.sliding.map(|(window, theta)| SlidingInput {
             window,
             rotary: if theta == encoding.rope_theta { rotary.clone() } else { Rotary::new(&positions, encoding.head_dim, theta, &encoding.rope_freq_divisors, device) },
-            mask_bias: Tensor::from_data(TensorData::new(std::mem::take(&mut local_bias), [batch, 1, seq, total]), device),
         });
         Self {
             input_ids: Tensor::from_data(TensorData::new(flat, [batch, seq]), device),
             rotary,
-            mask_bias: Tensor::from_data(TensorData::new(bias, [batch, 1, seq, total]), device),
             key_bias: Tensor::from_data(TensorData::new(key_bias, [batch, total]), device),
             sliding,
         }
+    }
+
+    /// The additive mask of attention over a KV cache, `[batch, 1, seq, past + seq]`: the
+    /// padding of `key_bias`, and a large negative number where a key comes after the query or,
+    /// with a `window`, `window` or more positions before it (counted in cache slots).
+    fn over_cache_bias(&self, window: Option<usize>) -> Tensor<4> {
+        let [batch, seq] = self.input_ids.dims();
+        let [_, total] = self.key_bias.dims();
+        let past = total - seq;
+        let device = self.key_bias.device();
+        let closed: Vec<bool> = (0..seq)
+            .flat_map(|q| {
+                let q_abs = past + q;
+                (0..total).map(move |k| k > q_abs || window.is_some_and(|w| q_abs - k >= w))
+            })
+            .collect();
+        let closed = Tensor::<4, Bool>::from_data(TensorData::new(closed, [1, 1, seq, total]), &device).expand([batch, 1, seq, total]);
+        let masked = masked_bias(device.settings().float_dtype.into());
+        self.key_bias.clone().reshape([batch, 1, 1, total]).expand([batch, 1, seq, total]).mask_fill(closed, masked)
     }
 }
 
@@ -646,23 +650,28 @@ impl LlamaModel {
     /// Final hidden states (after the last norm): `[batch, seq, hidden]`. With a cache, the
     /// new keys and values are appended to it.
     pub fn forward_hidden(&self, input: DecoderInput, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        // Over a cache, the masks of the global and the sliding-window layers, once a pass.
+        let over_cache = cache.is_some().then(|| (input.over_cache_bias(None), input.sliding.as_ref().map(|s| input.over_cache_bias(Some(s.window)))));
         let mut hidden = self.embed(input.input_ids); // [batch, seq, hidden]
         if let Some(scale) = self.embedding_scale {
             // In the float type of the activations, as Gemma's reference computes it.
             hidden = hidden.mul_scalar(scale as f32);
         }
         for (i, layer) in self.layers.iter().enumerate() {
-            let slot = cache.as_deref_mut().map(|c| {
-                if c.layers.len() <= i {
-                    c.layers.resize(i + 1, None);
+            let local = input.sliding.as_ref().filter(|_| layer.self_attn.sliding);
+            let rotary = local.map_or(&input.rotary, |s| &s.rotary);
+            let window = local.map(|s| s.window);
+            let attend = match (cache.as_deref_mut(), &over_cache) {
+                (Some(c), Some((global, local_bias))) => {
+                    if c.layers.len() <= i {
+                        c.layers.resize(i + 1, None);
+                    }
+                    let bias = local_bias.as_ref().filter(|_| window.is_some()).unwrap_or(global).clone();
+                    Attend::OverCache { bias, slot: &mut c.layers[i], capacity: c.capacity }
                 }
-                (&mut c.layers[i], c.capacity)
-            });
-            let (rotary, bias, window) = match (&input.sliding, layer.self_attn.sliding) {
-                (Some(local), true) => (&local.rotary, local.mask_bias.clone(), Some(local.window)),
-                _ => (&input.rotary, input.mask_bias.clone(), None),
+                _ => Attend::Causal { key_bias: input.key_bias.clone(), window },
             };
-            hidden = layer.forward(hidden, rotary, LayerMask { bias, key_bias: input.key_bias.clone(), window }, slot);
+            hidden = layer.forward(hidden, rotary, attend);
         }
         self.norm.forward(hidden)
     }
