@@ -15,7 +15,9 @@ use serde_json::Value;
 const KERNELS_DEPENDENCIES: [&str; 5] = ["burn", "burn-flex", "gemm", "half", "rayon"];
 
 fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the tests crate lies in the workspace root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lies in the workspace root")
 }
 
 /// `cargo metadata` of the workspace's own packages: name -> (dependency name, kind).
@@ -26,8 +28,13 @@ fn declared() -> BTreeMap<String, Vec<(String, String)>> {
         .arg(root().join("Cargo.toml"))
         .output()
         .expect("cargo metadata runs");
-    assert!(output.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr));
-    let metadata: Value = serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
+    assert!(
+        output.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: Value =
+        serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
     let mut packages = BTreeMap::new();
     for package in metadata["packages"].as_array().expect("packages") {
         let name = package["name"].as_str().expect("name").to_owned();
@@ -35,7 +42,12 @@ fn declared() -> BTreeMap<String, Vec<(String, String)>> {
             .as_array()
             .expect("dependencies")
             .iter()
-            .map(|d| (d["name"].as_str().expect("name").to_owned(), d["kind"].as_str().unwrap_or("normal").to_owned()))
+            .map(|d| {
+                (
+                    d["name"].as_str().expect("name").to_owned(),
+                    d["kind"].as_str().unwrap_or("normal").to_owned(),
+                )
+            })
             .collect();
         packages.insert(name, dependencies);
     }
@@ -51,13 +63,21 @@ fn drawn() -> BTreeMap<String, BTreeSet<String>> {
         .nth(1)
         .unwrap_or_else(|| panic!("{}: no section \"## Who may depend on whom\"", path.display()));
     let mut arrows = BTreeMap::new();
-    for line in table.lines().skip_while(|l| !l.starts_with('|')).take_while(|l| l.starts_with('|')) {
-        let cells: Vec<&str> = line.trim_matches('|').split('|').map(|c| c.trim().trim_matches('`')).collect();
-        let [from, to] = cells[..] else { panic!("{}: a row of two cells expected, found {line:?}", path.display()) };
+    for line in table.lines().skip_while(|l| !l.starts_with('|')).take_while(|l| l.starts_with('|'))
+    {
+        let cells: Vec<&str> =
+            line.trim_matches('|').split('|').map(|c| c.trim().trim_matches('`')).collect();
+        let [from, to] = cells[..] else {
+            panic!("{}: a row of two cells expected, found {line:?}", path.display())
+        };
         if from == "crate" || from.starts_with("---") {
             continue;
         }
-        let targets = to.split(',').map(|t| t.trim().trim_matches('`').to_owned()).filter(|t| !t.is_empty() && t != "—").collect();
+        let targets = to
+            .split(',')
+            .map(|t| t.trim().trim_matches('`').to_owned())
+            .filter(|t| !t.is_empty() && t != "—")
+            .collect();
         arrows.insert(from.to_owned(), targets);
     }
     assert!(!arrows.is_empty(), "{}: the dependency table has no rows", path.display());
@@ -75,7 +95,9 @@ fn the_cargo_tomls_draw_the_arrows_of_docs_architecture() {
             continue;
         }
         let Some(allowed) = drawn.get(name) else {
-            problems.push(format!("{name} is a workspace crate that docs/architecture.md's table does not list"));
+            problems.push(format!(
+                "{name} is a workspace crate that docs/architecture.md's table does not list"
+            ));
             continue;
         };
         let mut used = BTreeSet::new();
@@ -104,5 +126,9 @@ fn the_cargo_tomls_draw_the_arrows_of_docs_architecture() {
             ));
         }
     }
-    assert!(problems.is_empty(), "the crate graph and its drawing disagree:\n- {}", problems.join("\n- "));
+    assert!(
+        problems.is_empty(),
+        "the crate graph and its drawing disagree:\n- {}",
+        problems.join("\n- ")
+    );
 }

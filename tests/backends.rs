@@ -18,13 +18,31 @@ fn tiny_training_run_on_every_backend() {
     config.train.seed = 3;
     for backend in test_backends() {
         let out = dir.path().join(backend.name);
-        let report = papertune_tasks::classify::train(&config, &out, &backend.device, &papertune_tasks::TrainOptions::default())
-            .unwrap_or_else(|e| panic!("{}: training failed: {e}", backend.name));
+        let report = papertune_tasks::classify::train(
+            &config,
+            &out,
+            &backend.device,
+            &papertune_tasks::TrainOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{}: training failed: {e}", backend.name));
         let f1 = report.best_metrics.as_ref().map(|m| m["f1"]).unwrap_or(0.0);
-        eprintln!("{}: {} steps, final loss {:.4}, best f1 {f1:.3}, {:.1} examples/s", backend.name, report.steps, report.final_loss, report.examples_per_second);
+        eprintln!(
+            "{}: {} steps, final loss {:.4}, best f1 {f1:.3}, {:.1} examples/s",
+            backend.name, report.steps, report.final_loss, report.examples_per_second
+        );
         assert!(report.final_loss.is_finite(), "{}: loss {}", backend.name, report.final_loss);
-        assert!(f1 >= 0.9, "{}: the tiny encoder did not learn its rows (best f1 {f1})", backend.name);
-        let metrics = papertune_tasks::classify::evaluate(&[out.clone()], &data, &Default::default(), &backend.device).unwrap();
+        assert!(
+            f1 >= 0.9,
+            "{}: the tiny encoder did not learn its rows (best f1 {f1})",
+            backend.name
+        );
+        let metrics = papertune_tasks::classify::evaluate(
+            &[out.clone()],
+            &data,
+            &Default::default(),
+            &backend.device,
+        )
+        .unwrap();
         assert!(metrics.f1 >= 0.9, "{}: eval f1 {}", backend.name, metrics.f1);
     }
 }
@@ -40,24 +58,37 @@ fn cached_decoding_matches_the_full_pass_on_every_backend() {
     let ids: Vec<Vec<u32>> = vec![vec![5, 9, 14, 3, 8, 21, 2, 11], vec![0, 0, 7, 4, 19, 6, 10, 13]];
     let mask: Vec<Vec<u8>> = vec![vec![1; 8], vec![0, 0, 1, 1, 1, 1, 1, 1]];
     let prompt = 3;
-    let configs = [papertune_models::llama::LlamaConfig::tiny(), papertune_models::llama::LlamaConfig::tiny_gemma3()];
-    for (backend, config) in test_backends().iter().flat_map(|b| configs.iter().map(move |c| (b, c))) {
-        let model = papertune_models::init::random_llama(&config, 7, &backend.device).expect("tiny decoder");
+    let configs = [
+        papertune_models::llama::LlamaConfig::tiny(),
+        papertune_models::llama::LlamaConfig::tiny_gemma3(),
+    ];
+    for (backend, config) in
+        test_backends().iter().flat_map(|b| configs.iter().map(move |c| (b, c)))
+    {
+        let model = papertune_models::init::random_llama(&config, 7, &backend.device)
+            .expect("tiny decoder");
         let full = model.forward(model.input(&ids, &mask), None).narrow(1, 2, 6); // [2, 6, vocab]
         for capacity in [0, 8] {
-            let mut cache = papertune_models::llama::KvCache::with_capacity(model.num_layers(), capacity);
+            let mut cache =
+                papertune_models::llama::KvCache::with_capacity(model.num_layers(), capacity);
             let head: Vec<Vec<u32>> = ids.iter().map(|row| row[..prompt].to_vec()).collect();
             let head_mask: Vec<Vec<u8>> = mask.iter().map(|row| row[..prompt].to_vec()).collect();
             let mut logits = vec![model.forward(model.input(&head, &head_mask), Some(&mut cache))];
             for position in prompt..ids[0].len() {
                 let step: Vec<Vec<u32>> = ids.iter().map(|row| vec![row[position]]).collect();
-                let step_mask: Vec<Vec<u8>> = mask.iter().map(|row| row[..=position].to_vec()).collect();
+                let step_mask: Vec<Vec<u8>> =
+                    mask.iter().map(|row| row[..=position].to_vec()).collect();
                 logits.push(model.forward(model.input(&step, &step_mask), Some(&mut cache)));
             }
             assert_eq!(cache.len(), ids[0].len(), "{}: cached positions", backend.name);
             let cached = burn::tensor::Tensor::cat(logits, 1).narrow(1, 2, 6);
             let difference: f32 = (cached - full.clone()).abs().max().into_scalar();
-            assert!(difference < backend.tolerance, "{} {} capacity {capacity}: cached logits differ by {difference}", backend.name, config.model_type);
+            assert!(
+                difference < backend.tolerance,
+                "{} {} capacity {capacity}: cached logits differ by {difference}",
+                backend.name,
+                config.model_type
+            );
         }
     }
 }
@@ -85,42 +116,78 @@ fn quantised_linear_on_every_backend() {
         bytes.extend_from_slice(&half::f16::from_f32(scale).to_le_bytes());
         bytes.extend((0..32).map(|_| next() as u8));
     }
-    let weight = std::sync::Arc::new(QuantMatrix::new(QuantType::Q8_0, d_out, d_in, bytes).unwrap());
+    let weight =
+        std::sync::Arc::new(QuantMatrix::new(QuantType::Q8_0, d_out, d_in, bytes).unwrap());
     let decoded = weight.dequantize();
     for backend in test_backends() {
         let device = backend.device.clone().autodiff();
         for rows in [1, 40] {
-            let x: Vec<f32> = (0..rows * d_in).map(|_| (next() % 2001) as f32 / 1000.0 - 1.0).collect();
-            let dy: Vec<f32> = (0..rows * d_out).map(|_| (next() % 2001) as f32 / 1000.0 - 1.0).collect();
-            let input = burn::tensor::Tensor::<2>::from_data(burn::tensor::TensorData::new(x.clone(), [rows, d_in]), &device).require_grad();
+            let x: Vec<f32> =
+                (0..rows * d_in).map(|_| (next() % 2001) as f32 / 1000.0 - 1.0).collect();
+            let dy: Vec<f32> =
+                (0..rows * d_out).map(|_| (next() % 2001) as f32 / 1000.0 - 1.0).collect();
+            let input = burn::tensor::Tensor::<2>::from_data(
+                burn::tensor::TensorData::new(x.clone(), [rows, d_in]),
+                &device,
+            )
+            .require_grad();
             let output = papertune_kernels::quantized_linear(input.clone(), &weight, None);
-            let upstream = burn::tensor::Tensor::<2>::from_data(burn::tensor::TensorData::new(dy.clone(), [rows, d_out]), &device);
+            let upstream = burn::tensor::Tensor::<2>::from_data(
+                burn::tensor::TensorData::new(dy.clone(), [rows, d_out]),
+                &device,
+            );
             let grads = (output.clone() * upstream).sum().backward();
             let y = output.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
-            let dx = input.grad(&grads).unwrap().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+            let dx = input
+                .grad(&grads)
+                .unwrap()
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap();
             // Without autodiff (generation): on the GPU backends one row takes the host's 8-bit path.
-            let plain = burn::tensor::Tensor::<2>::from_data(burn::tensor::TensorData::new(x.clone(), [rows, d_in]), &backend.device);
-            let y_plain = papertune_kernels::quantized_linear(plain, &weight, None).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+            let plain = burn::tensor::Tensor::<2>::from_data(
+                burn::tensor::TensorData::new(x.clone(), [rows, d_in]),
+                &backend.device,
+            );
+            let y_plain = papertune_kernels::quantized_linear(plain, &weight, None)
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap();
             for i in 0..rows {
                 let x_row = &x[i * d_in..][..d_in];
                 for r in 0..d_out {
                     let w_row = &decoded[r * d_in..][..d_in];
-                    let exact: f64 = w_row.iter().zip(x_row).map(|(&w, &v)| f64::from(w) * f64::from(v)).sum();
-                    let size: f64 = w_row.iter().zip(x_row).map(|(&w, &v)| f64::from(w * v).abs()).sum();
+                    let exact: f64 =
+                        w_row.iter().zip(x_row).map(|(&w, &v)| f64::from(w) * f64::from(v)).sum();
+                    let size: f64 =
+                        w_row.iter().zip(x_row).map(|(&w, &v)| f64::from(w * v).abs()).sum();
                     let bound = q8_error_bound(QuantType::Q8_0, w_row, x_row) + 1e-5 * size;
                     for (what, y) in [("tracked", &y), ("untracked", &y_plain)] {
                         let got = f64::from(y[i * d_out + r]);
-                        assert!((got - exact).abs() <= bound, "{} rows {rows} {what}: y[{i}, {r}] = {got}, decoded weight gives {exact} (bound {bound})", backend.name);
+                        assert!(
+                            (got - exact).abs() <= bound,
+                            "{} rows {rows} {what}: y[{i}, {r}] = {got}, decoded weight gives {exact} (bound {bound})",
+                            backend.name
+                        );
                     }
                 }
                 for c in 0..d_in {
-                    let exact: f64 = (0..d_out).map(|r| f64::from(dy[i * d_out + r]) * f64::from(decoded[r * d_in + c])).sum();
-                    let size: f64 = (0..d_out).map(|r| f64::from(dy[i * d_out + r] * decoded[r * d_in + c]).abs()).sum();
+                    let exact: f64 = (0..d_out)
+                        .map(|r| f64::from(dy[i * d_out + r]) * f64::from(decoded[r * d_in + c]))
+                        .sum();
+                    let size: f64 = (0..d_out)
+                        .map(|r| f64::from(dy[i * d_out + r] * decoded[r * d_in + c]).abs())
+                        .sum();
                     let got = f64::from(dx[i * d_in + c]);
-                    assert!((got - exact).abs() <= 1e-5 * size + 1e-7, "{} rows {rows}: dx[{i}, {c}] = {got}, decoded weight gives {exact}", backend.name);
+                    assert!(
+                        (got - exact).abs() <= 1e-5 * size + 1e-7,
+                        "{} rows {rows}: dx[{i}, {c}] = {got}, decoded weight gives {exact}",
+                        backend.name
+                    );
                 }
             }
         }
     }
 }
-

@@ -1,7 +1,6 @@
 //! The classification pipeline end to end on a tiny random encoder written to disk: train on 32
 //! examples until they are learnt, then evaluate, predict and inspect the run folder.
 
-
 use burn::tensor::Device;
 use papertune_integration::tiny_classify_setup;
 use papertune_tasks::run_dir::Which;
@@ -20,7 +19,13 @@ fn tiny_encoder_learns_32_examples_and_the_run_folder_serves_eval_predict_inspec
 
     let device = Device::flex();
     let out = dir.path().join("run");
-    let report = papertune_tasks::classify::train(&config, &out, &device, &papertune_tasks::TrainOptions::default()).unwrap();
+    let report = papertune_tasks::classify::train(
+        &config,
+        &out,
+        &device,
+        &papertune_tasks::TrainOptions::default(),
+    )
+    .unwrap();
     assert_eq!(report.steps, 80);
     assert_eq!(report.best_metrics.as_ref().unwrap()["f1"], 1.0, "{report:?}");
 
@@ -35,17 +40,34 @@ fn tiny_encoder_learns_32_examples_and_the_run_folder_serves_eval_predict_inspec
     assert!(losses.len() >= 10);
     assert!(losses.last().unwrap() < &(losses[0] * 0.5), "loss did not fall: {losses:?}");
 
-    for file in ["config.toml", "metrics.jsonl", "tokenizer.json", "summary.json", "best/model.safetensors", "last/model.safetensors", "best/config.json", "best/trainer_state.json"] {
+    for file in [
+        "config.toml",
+        "metrics.jsonl",
+        "tokenizer.json",
+        "summary.json",
+        "best/model.safetensors",
+        "last/model.safetensors",
+        "best/config.json",
+        "best/trainer_state.json",
+    ] {
         assert!(out.join(file).exists(), "{file} missing from the run folder");
     }
 
-    let metrics = papertune_tasks::classify::evaluate(&[out.clone()], &data, &Default::default(), &device).unwrap();
+    let metrics =
+        papertune_tasks::classify::evaluate(&[out.clone()], &data, &Default::default(), &device)
+            .unwrap();
     let first = papertune_tasks::classify::EvalOptions { max_rows: Some(5) };
-    assert_eq!(papertune_tasks::classify::evaluate(std::slice::from_ref(&out), &data, &first, &device).unwrap().n, 5);
+    assert_eq!(
+        papertune_tasks::classify::evaluate(std::slice::from_ref(&out), &data, &first, &device)
+            .unwrap()
+            .n,
+        5
+    );
     assert_eq!((metrics.f1, metrics.accuracy, metrics.n), (1.0, 1.0, 32));
 
     let submission = dir.path().join("submission.csv");
-    let predicted = papertune_tasks::classify::predict(&[out.clone()], &data, &submission, &device).unwrap();
+    let predicted =
+        papertune_tasks::classify::predict(&[out.clone()], &data, &submission, &device).unwrap();
     assert_eq!((predicted.rows, predicted.label_1), (32, 16));
     let text = std::fs::read_to_string(&submission).unwrap();
     let mut lines = text.lines();
@@ -59,7 +81,14 @@ fn tiny_encoder_learns_32_examples_and_the_run_folder_serves_eval_predict_inspec
     assert_eq!(best.params, last.params);
     assert_eq!(best.weights_digest.len(), 64);
     // A second run into the same folder is refused, nothing overwritten.
-    let err = papertune_tasks::classify::train(&config, &out, &device, &papertune_tasks::TrainOptions::default()).unwrap_err().to_string();
+    let err = papertune_tasks::classify::train(
+        &config,
+        &out,
+        &device,
+        &papertune_tasks::TrainOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("already exists"), "{err}");
 
     // The digest is a function of the weights alone: the same tensors written again without
@@ -67,14 +96,20 @@ fn tiny_encoder_learns_32_examples_and_the_run_folder_serves_eval_predict_inspec
     let weights = out.join("last/model.safetensors");
     let mut checkpoint = papertune_models::checkpoint::Checkpoint::read(&weights).unwrap();
     checkpoint.write(&weights, None).unwrap();
-    assert_eq!(papertune_tasks::classify::inspect(&out, Which::Last).unwrap().weights_digest, last.weights_digest);
+    assert_eq!(
+        papertune_tasks::classify::inspect(&out, Which::Last).unwrap().weights_digest,
+        last.weights_digest
+    );
     let name = checkpoint.names().next().unwrap().to_owned();
     let mut tensors: std::collections::BTreeMap<String, papertune_models::checkpoint::HostTensor> =
         checkpoint.names().map(|n| (n.to_owned(), checkpoint.get(n).unwrap().clone())).collect();
     tensors.get_mut(&name).unwrap().data[0] += 1.0;
     checkpoint = papertune_models::checkpoint::Checkpoint::from_tensors(&weights, tensors);
     checkpoint.write(&weights, None).unwrap();
-    assert_ne!(papertune_tasks::classify::inspect(&out, Which::Last).unwrap().weights_digest, last.weights_digest);
+    assert_ne!(
+        papertune_tasks::classify::inspect(&out, Which::Last).unwrap().weights_digest,
+        last.weights_digest
+    );
 }
 
 #[test]
@@ -90,7 +125,8 @@ fn k_fold_training_and_ensembles_average_the_runs() {
     let device = Device::flex();
     let out = dir.path().join("folds");
     let options = papertune_tasks::TrainOptions::default();
-    let reports = papertune_tasks::classify::train_folds(&config, &out, 3, &device, &options).unwrap();
+    let reports =
+        papertune_tasks::classify::train_folds(&config, &out, 3, &device, &options).unwrap();
     assert_eq!(reports.len(), 3);
     // 32 rows in 3 stratified folds: each run validates on its own 10 or 11 rows.
     let valid: Vec<usize> = reports.iter().map(|r| r.valid_examples).collect();
@@ -98,7 +134,10 @@ fn k_fold_training_and_ensembles_average_the_runs() {
     assert!(reports.iter().all(|r| r.train_examples + r.valid_examples == 32));
     let tuned = out.join("fold-1/best/threshold.json");
     assert!(tuned.exists(), "the tuned threshold is stored with the best checkpoint");
-    assert!(out.join("fold-1/eval_predictions.json").exists() && out.join("fold-1/report.html").exists());
+    assert!(
+        out.join("fold-1/eval_predictions.json").exists()
+            && out.join("fold-1/report.html").exists()
+    );
 
     // The parent folder is the ensemble of its folds: the mean of their probabilities.
     let runs = papertune_tasks::run_dir::expand_runs(&[out.clone()]).unwrap();
@@ -112,14 +151,17 @@ fn k_fold_training_and_ensembles_average_the_runs() {
     };
     let (papers, _) = papertune_data::load_papers(&data, &options).unwrap();
     let mean = ensemble.probabilities(&papers, &device).unwrap();
-    let each: Vec<Vec<f32>> = ensemble.runs.iter().map(|r| r.probabilities(&papers, &device).unwrap()).collect();
+    let each: Vec<Vec<f32>> =
+        ensemble.runs.iter().map(|r| r.probabilities(&papers, &device).unwrap()).collect();
     for (i, p) in mean.iter().enumerate() {
         let expected = (each[0][i] + each[1][i] + each[2][i]) / 3.0;
         assert!((p - expected).abs() < 1e-6, "row {i}: {p} vs {expected}");
     }
     let thresholds: Vec<f64> = ensemble.runs.iter().map(|r| r.threshold).collect();
     assert!((ensemble.threshold() - thresholds.iter().sum::<f64>() / 3.0).abs() < 1e-12);
-    let metrics = papertune_tasks::classify::evaluate(&[out.clone()], &data, &Default::default(), &device).unwrap();
+    let metrics =
+        papertune_tasks::classify::evaluate(&[out.clone()], &data, &Default::default(), &device)
+            .unwrap();
     assert_eq!(metrics.n, 32);
     let submission = dir.path().join("submission.csv");
     let predicted = papertune_tasks::classify::predict(&runs, &data, &submission, &device).unwrap();
@@ -135,14 +177,23 @@ fn a_max_len_or_a_tokenizer_the_encoder_cannot_take_is_refused_before_the_run_fo
     let options = papertune_tasks::TrainOptions::default();
     let mut long = config.clone();
     long.model.max_len = 100_000;
-    let error = papertune_tasks::classify::train(&long, &run, &device, &options).unwrap_err().to_string();
-    assert!(error.contains("model.max_len is 100000") && error.contains("set model.max_len to"), "{error}");
+    let error =
+        papertune_tasks::classify::train(&long, &run, &device, &options).unwrap_err().to_string();
+    assert!(
+        error.contains("model.max_len is 100000") && error.contains("set model.max_len to"),
+        "{error}"
+    );
     // An embedding table smaller than the tokenizer's vocabulary.
     let model_config = work.path().join("tiny-bert/config.json");
-    let mut value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&model_config).unwrap()).unwrap();
+    let mut value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&model_config).unwrap()).unwrap();
     value["vocab_size"] = 6.into();
     std::fs::write(&model_config, value.to_string()).unwrap();
-    let error = papertune_tasks::classify::train(&config, &run, &device, &options).unwrap_err().to_string();
-    assert!(error.contains("tokenizer.json") && error.contains("embedding table has 6 rows"), "{error}");
+    let error =
+        papertune_tasks::classify::train(&config, &run, &device, &options).unwrap_err().to_string();
+    assert!(
+        error.contains("tokenizer.json") && error.contains("embedding table has 6 rows"),
+        "{error}"
+    );
     assert!(!run.exists());
 }

@@ -19,7 +19,13 @@ fn same_seed_gives_bit_identical_weights() {
     let digests: Vec<String> = (0..2)
         .map(|i| {
             let out = dir.path().join(format!("run{i}"));
-            papertune_tasks::classify::train(&config, &out, &device, &papertune_tasks::TrainOptions::default()).unwrap();
+            papertune_tasks::classify::train(
+                &config,
+                &out,
+                &device,
+                &papertune_tasks::TrainOptions::default(),
+            )
+            .unwrap();
             papertune_tasks::classify::inspect(&out, Which::Last).unwrap().weights_digest
         })
         .collect();

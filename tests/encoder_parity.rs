@@ -6,9 +6,9 @@
 use std::path::Path;
 
 use papertune_data::TextTokenizer;
+use papertune_integration::{TestBackend, test_backends};
 use papertune_models::bert::BertInput;
 use papertune_models::{PretrainedEncoder, source};
-use papertune_integration::{TestBackend, test_backends};
 use papertune_tasks::embed::sentence_embeddings;
 
 struct Reference {
@@ -21,16 +21,29 @@ struct Reference {
 
 fn reference() -> Vec<Reference> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/minilm_reference.json");
-    let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let floats = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect::<Vec<_>>();
+    let value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let floats = |v: &serde_json::Value| {
+        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect::<Vec<_>>()
+    };
     value["records"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| Reference {
             text: r["text"].as_str().unwrap().to_owned(),
-            input_ids: r["input_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect(),
-            last_hidden_state: r["last_hidden_state"].as_array().unwrap().iter().map(floats).collect(),
+            input_ids: r["input_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect(),
+            last_hidden_state: r["last_hidden_state"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(floats)
+                .collect(),
             pooler_output: floats(&r["pooler_output"]),
             sentence_embedding: floats(&r["sentence_embedding"]),
         })
@@ -53,7 +66,8 @@ fn minilm_matches_transformers() {
 
 fn minilm_matches_transformers_on(backend: &TestBackend) {
     let (device, tolerance, name) = (&backend.device, backend.tolerance, backend.name);
-    let files = source::resolve("minilm").expect("the minilm preset resolves (fetched once into the cache)");
+    let files = source::resolve("minilm")
+        .expect("the minilm preset resolves (fetched once into the cache)");
     let encoder = PretrainedEncoder::load(&files, device).unwrap();
     let tokenizer = TextTokenizer::from_file(&files.tokenizer, 256).unwrap();
     let references = reference();
@@ -69,7 +83,10 @@ fn minilm_matches_transformers_on(backend: &TestBackend) {
         let seq = encoding.ids.len();
         let ids: Vec<i64> = encoding.ids.iter().map(|&t| i64::from(t)).collect();
         let input = BertInput {
-            input_ids: burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(ids, [1, seq]), device),
+            input_ids: burn::tensor::Tensor::from_data(
+                burn::tensor::TensorData::new(ids, [1, seq]),
+                device,
+            ),
             token_type_ids: burn::tensor::Tensor::zeros([1, seq], device),
             attention_mask: burn::tensor::Tensor::ones([1, seq], device),
         };
@@ -77,7 +94,11 @@ fn minilm_matches_transformers_on(backend: &TestBackend) {
         let hidden = output.last_hidden_state.try_into_vec_as::<f32>().unwrap();
         let expected: Vec<f32> = r.last_hidden_state.iter().flatten().copied().collect();
         let diff = max_abs_diff(&hidden, &expected);
-        assert!(diff <= tolerance, "{name}: last hidden state of {:?}: max abs diff {diff}", r.text);
+        assert!(
+            diff <= tolerance,
+            "{name}: last hidden state of {:?}: max abs diff {diff}",
+            r.text
+        );
         let pooled = output.pooler_output.unwrap().try_into_vec_as::<f32>().unwrap();
         let diff = max_abs_diff(&pooled, &r.pooler_output);
         assert!(diff <= tolerance, "{name}: pooler output of {:?}: max abs diff {diff}", r.text);
@@ -87,6 +108,10 @@ fn minilm_matches_transformers_on(backend: &TestBackend) {
     let embeddings = sentence_embeddings(&encoder, &tokenizer, &texts, device).unwrap();
     for (embedding, r) in embeddings.iter().zip(&references) {
         let diff = max_abs_diff(embedding, &r.sentence_embedding);
-        assert!(diff <= tolerance, "{name}: sentence embedding of {:?}: max abs diff {diff}", r.text);
+        assert!(
+            diff <= tolerance,
+            "{name}: sentence embedding of {:?}: max abs diff {diff}",
+            r.text
+        );
     }
 }

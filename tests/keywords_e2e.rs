@@ -59,7 +59,10 @@ fn tiny_tagger_learns_32_documents_and_its_run_serves_eval_and_predict() {
 
     let options = keywords::EvalOptions { max_rows: None, literature: true };
     let (scored, rows) = keywords::evaluate(&out, &data, &options, &device).unwrap();
-    assert!(rows.iter().all(|(_, ranked)| ranked.windows(2).all(|w| w[0].1 >= w[1].1)), "scores fall along each list");
+    assert!(
+        rows.iter().all(|(_, ranked)| ranked.windows(2).all(|w| w[0].1 >= w[1].1)),
+        "scores fall along each list"
+    );
     assert_eq!(scored.metrics.n, 32);
     assert!(scored.metrics.kw_f1 >= 0.95, "{scored:?}");
     // Every gold keyphrase is in its text: nothing is absent.
@@ -76,16 +79,21 @@ fn tiny_tagger_learns_32_documents_and_its_run_serves_eval_and_predict() {
     assert_eq!(first, vec!["patient clinical".to_owned(), "therapy".to_owned()]);
 
     // Both columns of the submission: a classifier's labels, the tagger's keywords.
-    let (mut classify, _) = papertune_integration::tiny_classify_setup(&dir.path().join("classifier"), 7, 32);
+    let (mut classify, _) =
+        papertune_integration::tiny_classify_setup(&dir.path().join("classifier"), 7, 32);
     classify.train.max_steps = Some(1);
     let classifier = dir.path().join("classifier-run");
-    papertune_tasks::classify::train(&classify, &classifier, &device, &TrainOptions::default()).unwrap();
-    let mut rows = papertune_tasks::classify::submission_rows(&[classifier], &data, &device).unwrap();
+    papertune_tasks::classify::train(&classify, &classifier, &device, &TrainOptions::default())
+        .unwrap();
+    let mut rows =
+        papertune_tasks::classify::submission_rows(&[classifier], &data, &device).unwrap();
     keywords::fill_keywords(&mut rows, predicted.clone(), &data).unwrap();
     assert_eq!((rows.len(), rows[0].uuid.as_str()), (32, "id0"));
     assert!(rows.iter().all(|r| !r.keywords.is_empty()));
     // Rows of another file are refused.
-    let err = keywords::fill_keywords(&mut rows[1..], predicted[..31].to_vec(), &data).unwrap_err().to_string();
+    let err = keywords::fill_keywords(&mut rows[1..], predicted[..31].to_vec(), &data)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("uuid"), "{err}");
 }
 
@@ -99,16 +107,24 @@ fn extractor_runs_need_no_training_and_store_what_they_read() {
     let out = dir.path().join("tfidf");
     let report = keywords::train(&config, &out, &device, &TrainOptions::default()).unwrap();
     assert_eq!((report.steps, report.train_examples), (0, 32));
-    assert!(out.join(keywords::IDF_FILE).exists() && out.join("config.toml").exists() && out.join("summary.json").exists());
-    let (scored, _) = keywords::evaluate(&out, &data, &keywords::EvalOptions::default(), &device).unwrap();
+    assert!(
+        out.join(keywords::IDF_FILE).exists()
+            && out.join("config.toml").exists()
+            && out.join("summary.json").exists()
+    );
+    let (scored, _) =
+        keywords::evaluate(&out, &data, &keywords::EvalOptions::default(), &device).unwrap();
     assert_eq!((scored.metrics.n, scored.metrics.mean_predicted), (32, 3.0));
     // The same folder is not written twice.
-    let err = keywords::train(&config, &out, &device, &TrainOptions::default()).unwrap_err().to_string();
+    let err =
+        keywords::train(&config, &out, &device, &TrainOptions::default()).unwrap_err().to_string();
     assert!(err.contains("already exists"), "{err}");
 
     config.method.name = MethodName::Yake;
     let yake = keywords::Keyphraser::prepare(&config, &[], None, &device).unwrap();
-    let (scored, rows) = keywords::evaluate_with(&config, &yake, &data, &keywords::EvalOptions::default(), &device).unwrap();
+    let (scored, rows) =
+        keywords::evaluate_with(&config, &yake, &data, &keywords::EvalOptions::default(), &device)
+            .unwrap();
     assert_eq!((scored.metrics.n, rows.len(), rows[0].0), (32, 32, 1));
     assert!(rows.iter().all(|(_, k)| !k.is_empty() && k.len() <= 3));
 
@@ -116,7 +132,14 @@ fn extractor_runs_need_no_training_and_store_what_they_read() {
     config.method.name = MethodName::EmbedRank;
     config.method.diversity = 0.5;
     let ranker = keywords::Keyphraser::prepare(&config, &[], None, &device).unwrap();
-    let (scored, rows) = keywords::evaluate_with(&config, &ranker, &data, &keywords::EvalOptions::default(), &device).unwrap();
+    let (scored, rows) = keywords::evaluate_with(
+        &config,
+        &ranker,
+        &data,
+        &keywords::EvalOptions::default(),
+        &device,
+    )
+    .unwrap();
     assert_eq!(scored.metrics.n, 32);
     assert!(rows.iter().all(|(_, k)| !k.is_empty() && k.len() <= 3), "{rows:?}");
 
@@ -140,7 +163,9 @@ fn keyword_lists_in_json_lines_are_gold_keywords() {
     config.method.name = MethodName::Yake;
     let device = Device::flex();
     let yake = keywords::Keyphraser::prepare(&config, &[], None, &device).unwrap();
-    let (scored, _) = keywords::evaluate_with(&config, &yake, &data, &keywords::EvalOptions::default(), &device).unwrap();
+    let (scored, _) =
+        keywords::evaluate_with(&config, &yake, &data, &keywords::EvalOptions::default(), &device)
+            .unwrap();
     assert_eq!(scored.metrics.n, 2);
     assert!(scored.metrics.kw_recall > 0.0, "{scored:?}");
 }

@@ -10,8 +10,8 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 use papertune_data::InstructionTask;
 use papertune_integration::{MEDICAL, TECHNICAL, write_synthetic_rows, write_tiny_llm};
-use papertune_models::lora::{LoraConfig, LoraModel, load_peft_adapter, save_peft_adapter};
 use papertune_models::llama::LlamaModel;
+use papertune_models::lora::{LoraConfig, LoraModel, load_peft_adapter, save_peft_adapter};
 use papertune_models::source::LlmFiles;
 use papertune_models::{PretrainedCausalLm, source};
 use papertune_tasks::TrainOptions;
@@ -19,7 +19,12 @@ use papertune_tasks::llm::{self, CausalLmTrainer, LlmConfig};
 use papertune_train::{CausalLmLoss, Loss, TrainModel};
 
 fn tiny_lm(dir: &Path, device: &Device) -> PretrainedCausalLm {
-    let words: Vec<&str> = MEDICAL.iter().chain(&TECHNICAL).chain(&["study", "results", "method", "k1", "k2", "a", "b"]).copied().collect();
+    let words: Vec<&str> = MEDICAL
+        .iter()
+        .chain(&TECHNICAL)
+        .chain(&["study", "results", "method", "k1", "k2", "a", "b"])
+        .copied()
+        .collect();
     write_tiny_llm(dir, &words, 7);
     PretrainedCausalLm::load(&source::resolve_llm(dir.to_str().unwrap()).unwrap(), device).unwrap()
 }
@@ -40,7 +45,13 @@ fn lora_adapters_start_neutral_merge_exactly_and_train_alone() {
     let lm = tiny_lm(dir.path(), &device);
     let ids = [4, 9, 12, 3, 17, 21];
     let base = logits(&lm.model, &ids);
-    let config = LoraConfig { r: 4, alpha: 8.0, dropout: 0.0, target_modules: vec!["all-linear".into()], ..Default::default() };
+    let config = LoraConfig {
+        r: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        target_modules: vec!["all-linear".into()],
+        ..Default::default()
+    };
 
     // B = 0: the fresh adapter leaves every output unchanged.
     let mut adapted = lm.model.clone().attach_lora(&config).unwrap();
@@ -50,7 +61,8 @@ fn lora_adapters_start_neutral_merge_exactly_and_train_alone() {
     for (_, _, linear) in adapted.lora_linears_mut() {
         let lora = linear.lora.as_mut().unwrap();
         let [r, out] = lora.b.val().dims();
-        let values: Vec<f32> = (0..r * out).map(|i| ((i * 7919 % 97) as f32 / 97.0 - 0.5) * 0.2).collect();
+        let values: Vec<f32> =
+            (0..r * out).map(|i| ((i * 7919 % 97) as f32 / 97.0 - 0.5) * 0.2).collect();
         lora.b = Param::from_tensor(Tensor::from_data(TensorData::new(values, [r, out]), &device));
     }
     let unmerged = logits(&adapted, &ids);
@@ -81,11 +93,14 @@ fn lora_adapters_start_neutral_merge_exactly_and_train_alone() {
 
     // One optimizer step changes adapter parameters only.
     let train_device = device.clone().autodiff();
-    let trainable = PretrainedCausalLm::load(&source::resolve_llm(dir.path().to_str().unwrap()).unwrap(), &train_device)
-        .unwrap()
-        .model
-        .attach_lora(&LoraConfig { dropout: 0.0, ..config.clone() })
-        .unwrap();
+    let trainable = PretrainedCausalLm::load(
+        &source::resolve_llm(dir.path().to_str().unwrap()).unwrap(),
+        &train_device,
+    )
+    .unwrap()
+    .model
+    .attach_lora(&LoraConfig { dropout: 0.0, ..config.clone() })
+    .unwrap();
     let model = CausalLmTrainer { lm: trainable };
     let example = papertune_data::CausalLmExample::new(&[4, 9, 12], &[3], &[17, 2], 16, 8);
     let batch = burn::data::dataloader::batcher::Batcher::batch(
@@ -98,12 +113,19 @@ fn lora_adapters_start_neutral_merge_exactly_and_train_alone() {
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let adapters = model.lm.lora_linears().len();
     assert_eq!(grads.len(), 2 * adapters, "gradients for A and B of every adapter, nothing else");
-    let before = model.lm.layers[0].self_attn.q_proj.base.as_ref().unwrap().weight.val().into_data();
+    let before =
+        model.lm.layers[0].self_attn.q_proj.base.as_ref().unwrap().weight.val().into_data();
     let b_before = model.lm.layers[0].self_attn.q_proj.lora.as_ref().unwrap().b.val().into_data();
     let mut optimizer = AdamWConfig::new().init();
     let model = optimizer.step(1e-2, model, grads);
-    assert_eq!(model.lm.layers[0].self_attn.q_proj.base.as_ref().unwrap().weight.val().into_data(), before);
-    assert_ne!(model.lm.layers[0].self_attn.q_proj.lora.as_ref().unwrap().b.val().into_data(), b_before);
+    assert_eq!(
+        model.lm.layers[0].self_attn.q_proj.base.as_ref().unwrap().weight.val().into_data(),
+        before
+    );
+    assert_ne!(
+        model.lm.layers[0].self_attn.q_proj.lora.as_ref().unwrap().b.val().into_data(),
+        b_before
+    );
 }
 
 /// Rows whose keywords name their field: medical rows "clinical; therapy", technical rows
@@ -111,7 +133,11 @@ fn lora_adapters_start_neutral_merge_exactly_and_train_alone() {
 fn write_keyword_rows(path: &Path) {
     let mut csv = String::from("uuid,title,author,abstract,Keywords\n");
     for i in 0..8 {
-        let (words, keywords) = if i % 2 == 0 { (&MEDICAL, "clinical; therapy.") } else { (&TECHNICAL, "graph; network") };
+        let (words, keywords) = if i % 2 == 0 {
+            (&MEDICAL, "clinical; therapy.")
+        } else {
+            (&TECHNICAL, "graph; network")
+        };
         let (a, b) = (words[i % 8], words[(i + 3) % 8]);
         csv.push_str(&format!("kw{i},{a} study,a,{a} {b} results method,{keywords}\n"));
     }
@@ -127,7 +153,13 @@ fn tiny_config(model_dir: &Path, data: &Path, task: InstructionTask) -> LlmConfi
     config.data.task = task;
     config.data.train = Some(data.to_path_buf());
     config.data.valid = Some(data.to_path_buf());
-    config.lora = LoraConfig { r: 8, alpha: 16.0, dropout: 0.0, target_modules: vec!["all-linear".into()], ..Default::default() };
+    config.lora = LoraConfig {
+        r: 8,
+        alpha: 16.0,
+        dropout: 0.0,
+        target_modules: vec!["all-linear".into()],
+        ..Default::default()
+    };
     config.generation.max_new_tokens = 8;
     config.train.max_steps = Some(300);
     config.train.batch_size = 4;
@@ -136,7 +168,8 @@ fn tiny_config(model_dir: &Path, data: &Path, task: InstructionTask) -> LlmConfi
     config.train.warmup_ratio = 0.0;
     config.train.schedule = papertune_train::ScheduleKind::Constant;
     config.train.eval_every_steps = Some(300);
-    config.train.metric_for_best = if task == InstructionTask::Keywords { "kw_f1" } else { "f1" }.into();
+    config.train.metric_for_best =
+        if task == InstructionTask::Keywords { "kw_f1" } else { "f1" }.into();
     config
 }
 
@@ -159,22 +192,47 @@ fn tiny_llama_learns_both_tasks_from_instruction_records() {
     assert!(metrics["kw_f1"].as_f64().unwrap() >= 0.9, "{metrics}");
     assert_eq!(metrics["n"], 8);
     // The literature's metric beside ours: the same predictions, stemmed and split by presence.
-    let both = llm::evaluate(&run, &keywords, &llm::EvalOptions { literature: true, ..Default::default() }, &device).unwrap();
+    let both = llm::evaluate(
+        &run,
+        &keywords,
+        &llm::EvalOptions { literature: true, ..Default::default() },
+        &device,
+    )
+    .unwrap();
     assert_eq!(both["kw_f1"], metrics["kw_f1"]);
     assert!(both["literature"]["all"]["f1_at_m"].as_f64().unwrap() >= 0.9, "{both}");
-    let zero_shot = llm::evaluate(&run, &keywords, &llm::EvalOptions { with_adapter: false, ..Default::default() }, &device).unwrap();
-    assert!(zero_shot["kw_f1"].as_f64().unwrap() < 0.5, "the random base model knows nothing: {zero_shot}");
+    let zero_shot = llm::evaluate(
+        &run,
+        &keywords,
+        &llm::EvalOptions { with_adapter: false, ..Default::default() },
+        &device,
+    )
+    .unwrap();
+    assert!(
+        zero_shot["kw_f1"].as_f64().unwrap() < 0.5,
+        "the random base model knows nothing: {zero_shot}"
+    );
     let submission = work.path().join("kw.csv");
     assert_eq!(llm::predict(&run, &keywords, &submission, &device).unwrap().rows, 8);
     let text = std::fs::read_to_string(&submission).unwrap();
     assert!(text.starts_with("uuid,Keywords,label\nkw0,"), "{text}");
     // A row with an empty text still gets its line in the submission.
     let with_empty = work.path().join("with-empty.csv");
-    std::fs::write(&with_empty, format!("{}kw-empty,,,,\n", std::fs::read_to_string(&keywords).unwrap())).unwrap();
+    std::fs::write(
+        &with_empty,
+        format!("{}kw-empty,,,,\n", std::fs::read_to_string(&keywords).unwrap()),
+    )
+    .unwrap();
     assert_eq!(llm::predict(&run, &with_empty, &submission, &device).unwrap().rows, 9);
     assert!(std::fs::read_to_string(&submission).unwrap().contains("\nkw-empty,"));
-    assert!(run.join("best/adapter_config.json").exists() && run.join("best/adapter_model.safetensors").exists());
-    assert!(matches!(source::resolve_llm(model_dir.to_str().unwrap()).unwrap(), LlmFiles::Folder { .. }));
+    assert!(
+        run.join("best/adapter_config.json").exists()
+            && run.join("best/adapter_model.safetensors").exists()
+    );
+    assert!(matches!(
+        source::resolve_llm(model_dir.to_str().unwrap()).unwrap(),
+        LlmFiles::Folder { .. }
+    ));
 
     // Without validation data nothing is evaluated during training and the last checkpoint
     // serves evaluation.
@@ -186,7 +244,16 @@ fn tiny_llama_learns_both_tasks_from_instruction_records() {
     let report = llm::train(&no_valid, &run, &device, &TrainOptions::default()).unwrap();
     assert_eq!((report.steps, report.best_step), (4, None));
     assert!(run.join("last/adapter_model.safetensors").exists() && !run.join("best").exists());
-    assert_eq!(llm::evaluate(&run, &keywords, &llm::EvalOptions { max_rows: Some(2), ..Default::default() }, &device).unwrap()["n"], 2);
+    assert_eq!(
+        llm::evaluate(
+            &run,
+            &keywords,
+            &llm::EvalOptions { max_rows: Some(2), ..Default::default() },
+            &device
+        )
+        .unwrap()["n"],
+        2
+    );
 
     // The long CPU runs go in sessions: stopped after 2 steps and resumed, the adapter ends as
     // the one of the 4-step run above (no adapter dropout here, so no random stream involved).
@@ -209,11 +276,21 @@ fn tiny_llama_learns_both_tasks_from_instruction_records() {
     let one_device = work.path().join("kw-dropout-1");
     llm::train(&dropped, &one_device, &device, &TrainOptions::default()).unwrap();
     let two_devices = work.path().join("kw-dropout-2");
-    let options = TrainOptions { devices: vec![device.clone(), device.clone()], ..Default::default() };
+    let options =
+        TrainOptions { devices: vec![device.clone(), device.clone()], ..Default::default() };
     llm::train(&dropped, &two_devices, &device, &options).unwrap();
-    assert!(adapter(&one_device) == adapter(&two_devices), "two devices and one made different adapters with dropout");
+    assert!(
+        adapter(&one_device) == adapter(&two_devices),
+        "two devices and one made different adapters with dropout"
+    );
     let undropped = work.path().join("kw-dropout-0");
-    llm::train(&LlmConfig { lora: LoraConfig { dropout: 0.0, ..dropped.lora.clone() }, ..dropped.clone() }, &undropped, &device, &TrainOptions::default()).unwrap();
+    llm::train(
+        &LlmConfig { lora: LoraConfig { dropout: 0.0, ..dropped.lora.clone() }, ..dropped.clone() },
+        &undropped,
+        &device,
+        &TrainOptions::default(),
+    )
+    .unwrap();
     assert!(adapter(&one_device) != adapter(&undropped), "adapter dropout changed nothing");
 
     // Task 1: "1" / "0" read from the logits.
@@ -235,11 +312,17 @@ fn a_tokenizer_larger_than_the_embedding_table_is_refused_at_load() {
     let words: Vec<&str> = MEDICAL.iter().chain(&TECHNICAL).copied().collect();
     write_tiny_llm(work.path(), &words, 7);
     let config = work.path().join("config.json");
-    let mut value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    let mut value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
     value["vocab_size"] = 4.into();
     std::fs::write(&config, value.to_string()).unwrap();
     let files = source::resolve_llm(work.path().to_str().unwrap()).unwrap();
-    let Err(error) = PretrainedCausalLm::load(&files, &Device::flex()) else { panic!("a tokenizer larger than the embedding table was accepted") };
+    let Err(error) = PretrainedCausalLm::load(&files, &Device::flex()) else {
+        panic!("a tokenizer larger than the embedding table was accepted")
+    };
     let error = error.to_string();
-    assert!(error.contains("tokenizer.json") && error.contains("embedding table has 4 rows"), "{error}");
+    assert!(
+        error.contains("tokenizer.json") && error.contains("embedding table has 4 rows"),
+        "{error}"
+    );
 }

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::Device;
 use papertune_data::InstructionTask;
-use papertune_integration::{synthetic_words, write_synthetic_rows, write_tiny_bert, write_tiny_llm};
+use papertune_integration::{
+    synthetic_words, write_synthetic_rows, write_tiny_bert, write_tiny_llm,
+};
 use papertune_models::checkpoint::Checkpoint;
 use papertune_models::lora::LoraConfig;
 use papertune_tasks::TrainOptions;
@@ -57,7 +59,13 @@ fn decoder_config(root: &Path) -> LlmConfig {
     config.data.task = InstructionTask::Classify;
     config.data.train = Some(root.join("rows.csv"));
     config.data.valid_fraction = 0.25;
-    config.lora = LoraConfig { r: 4, alpha: 8.0, dropout: 0.1, target_modules: vec!["all-linear".into()], ..Default::default() };
+    config.lora = LoraConfig {
+        r: 4,
+        alpha: 8.0,
+        dropout: 0.1,
+        target_modules: vec!["all-linear".into()],
+        ..Default::default()
+    };
     config.train.max_steps = Some(15);
     config.train.batch_size = 2;
     config.train.gradient_accumulation_steps = 2;
@@ -95,7 +103,15 @@ impl Job {
 
     fn encode(&self, root: &Path) -> String {
         let opt = |v: Option<usize>| v.map_or_else(String::new, |v| v.to_string());
-        format!("{}|{}|{}|{}|{}|{}", self.task, root.display(), self.out.display(), opt(self.stop_at_step), self.resume, opt(self.max_steps))
+        format!(
+            "{}|{}|{}|{}|{}|{}",
+            self.task,
+            root.display(),
+            self.out.display(),
+            opt(self.stop_at_step),
+            self.resume,
+            opt(self.max_steps)
+        )
     }
 
     /// Trains in this process, as the only process or as one rank of `collective`.
@@ -154,7 +170,11 @@ impl Job {
 }
 
 fn describe(output: &Output) -> String {
-    format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 /// One rank of a job: trains what [`RANK_ENV`] says. Started by the tests below, not alone.
@@ -169,11 +189,22 @@ fn mpi_rank() {
         "decoder" => "decoder",
         other => panic!("unknown task {other}"),
     };
-    let job = Job { task, out: fields[2].into(), stop_at_step: number(fields[3]), resume: fields[4] == "true", max_steps: number(fields[5]) };
+    let job = Job {
+        task,
+        out: fields[2].into(),
+        stop_at_step: number(fields[3]),
+        resume: fields[4] == "true",
+        max_steps: number(fields[5]),
+    };
     let timeout = std::env::var(TIMEOUT_ENV).map_or(60, |s| s.parse().unwrap());
-    let world = MpiWorld::from_launcher(Duration::from_secs(timeout)).unwrap().expect("started by mpirun");
+    let world =
+        MpiWorld::from_launcher(Duration::from_secs(timeout)).unwrap().expect("started by mpirun");
     let root = PathBuf::from(fields[1]);
-    std::fs::write(root.join(format!("pid-{}", papertune_train::Collective::rank(&world))), std::process::id().to_string()).unwrap();
+    std::fs::write(
+        root.join(format!("pid-{}", papertune_train::Collective::rank(&world))),
+        std::process::id().to_string(),
+    )
+    .unwrap();
     job.train(&root, Some(Arc::new(world)));
 }
 
@@ -199,7 +230,10 @@ fn same_weights(a: &Path, b: &Path, file: &str) {
 /// Trains `task` in one process, on 2 ranks, and on 2 ranks stopped after step 7 then resumed
 /// in one process, and requires the same weights (`file` of `last/`) from all three; returns
 /// the scratch folder with the one-process and the 2-rank runs.
-fn one_process_two_ranks_and_two_then_one(task: &'static str, file: &str) -> (tempfile::TempDir, Job, Job) {
+fn one_process_two_ranks_and_two_then_one(
+    task: &'static str,
+    file: &str,
+) -> (tempfile::TempDir, Job, Job) {
     let dir = scratch();
     let root = dir.path();
     let one = Job::new(task, root.join("one"));
@@ -220,7 +254,11 @@ fn two_ranks_train_the_encoder_as_one_process_and_resume_across_rank_counts() {
     // Only rank 0 wrote: one metrics log, with the events of the single process's run.
     let events = |run: &Path| -> Vec<String> {
         let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-        log.lines().map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["event"].to_string()).collect()
+        log.lines()
+            .map(|line| {
+                serde_json::from_str::<serde_json::Value>(line).unwrap()["event"].to_string()
+            })
+            .collect()
     };
     assert_eq!(events(&two.out), events(&one.out));
     // One process stopped after step 7, two ranks resume.
@@ -266,13 +304,21 @@ fn sigusr1_to_mpirun_stops_every_rank_after_the_same_step_with_a_checkpoint() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // mpirun forwards SIGUSR1 to every rank, where it is a stop request like Ctrl-C on one process.
-    assert!(Command::new("kill").args(["-USR1", &child.id().to_string()]).status().unwrap().success());
+    assert!(
+        Command::new("kill").args(["-USR1", &child.id().to_string()]).status().unwrap().success()
+    );
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", describe(&output));
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(long.out.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(long.out.join("summary.json")).unwrap())
+            .unwrap();
     assert_eq!(summary["stop_reason"], "interrupted");
-    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&last).unwrap()).unwrap();
-    assert_eq!(state["step"], summary["steps"], "the last checkpoint holds the step the ranks stopped after");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&last).unwrap()).unwrap();
+    assert_eq!(
+        state["step"], summary["steps"],
+        "the last checkpoint holds the step the ranks stopped after"
+    );
 }
 
 #[test]
@@ -284,8 +330,15 @@ fn a_stopped_rank_makes_the_others_time_out_with_an_error() {
     let output = child.wait_with_output().unwrap();
     let text = describe(&output);
     assert!(!output.status.success(), "the job succeeded with a stalled rank:\n{text}");
-    assert!(stopped_at.elapsed() < Duration::from_secs(60), "the job took {:?} to end", stopped_at.elapsed());
-    assert!(text.contains("rank 0 of 2:") && text.contains("did not complete within 3 s"), "{text}");
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(60),
+        "the job took {:?} to end",
+        stopped_at.elapsed()
+    );
+    assert!(
+        text.contains("rank 0 of 2:") && text.contains("did not complete within 3 s"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -305,9 +358,11 @@ fn a_killed_rank_ends_the_job_with_an_error_and_the_run_resumes() {
     eprintln!("job ended {waited:?} after the kill:\n{text}");
 
     // The last complete checkpoint is intact: the run resumes (two more steps) in one process.
-    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&last).unwrap()).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&last).unwrap()).unwrap();
     let step = state["step"].as_u64().unwrap() as usize;
     Job { resume: true, max_steps: Some(step + 2), ..long }.train(root, None);
-    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&last).unwrap()).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&last).unwrap()).unwrap();
     assert_eq!(state["step"].as_u64().unwrap() as usize, step + 2);
 }

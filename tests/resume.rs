@@ -83,11 +83,26 @@ fn stopped_and_resumed_run_equals_one_run_bit_for_bit() {
 
     // The same run, stopped after 5 steps (mid-epoch, mid-schedule), then resumed.
     let split = f.root.join("split");
-    let stopped = papertune_tasks::classify::train(&f.config, &split, &device, &TrainOptions { stop_at_step: Some(5), ..options() }).unwrap();
+    let stopped = papertune_tasks::classify::train(
+        &f.config,
+        &split,
+        &device,
+        &TrainOptions { stop_at_step: Some(5), ..options() },
+    )
+    .unwrap();
     assert_eq!((stopped.steps, stopped.stop_reason), (5, StopReason::Interrupted));
     assert_eq!(papertune_tasks::classify::inspect(&split, Which::Last).unwrap().step, 5);
-    let resumed = papertune_tasks::classify::train(&f.config, &split, &device, &TrainOptions { resume: true, ..options() }).unwrap();
-    assert_eq!((resumed.steps, resumed.resumed_from, resumed.stop_reason), (12, Some(5), StopReason::Completed));
+    let resumed = papertune_tasks::classify::train(
+        &f.config,
+        &split,
+        &device,
+        &TrainOptions { resume: true, ..options() },
+    )
+    .unwrap();
+    assert_eq!(
+        (resumed.steps, resumed.resumed_from, resumed.stop_reason),
+        (12, Some(5), StopReason::Completed)
+    );
     assert_eq!(digest(&split), digest(&whole), "resumed weights differ from one run's");
     assert_eq!(resumed.best_step, report.best_step);
     assert_eq!(resumed.best_metrics, report.best_metrics);
@@ -104,20 +119,39 @@ fn stopped_and_resumed_run_equals_one_run_bit_for_bit() {
     };
     assert_eq!(losses(&split), losses(&whole));
     let html = std::fs::read_to_string(split.join("report.html")).unwrap();
-    assert!(html.contains("Resumed") && html.contains("<svg"), "report lacks the resume or the plots");
+    assert!(
+        html.contains("Resumed") && html.contains("<svg"),
+        "report lacks the resume or the plots"
+    );
 
     // A finished run cannot be resumed further without a larger budget; with one it can, and the
     // change is recorded.
-    let error = papertune_tasks::classify::train(&f.config, &split, &device, &TrainOptions { resume: true, ..options() }).unwrap_err();
+    let error = papertune_tasks::classify::train(
+        &f.config,
+        &split,
+        &device,
+        &TrainOptions { resume: true, ..options() },
+    )
+    .unwrap_err();
     assert!(error.to_string().contains("raise train.max_steps"), "{error}");
     let mut longer = f.config.clone();
     longer.train.epochs = 5;
     longer.train.lr = 1e-3;
-    let extended = papertune_tasks::classify::train(&longer, &split, &device, &TrainOptions { resume: true, ..options() }).unwrap();
+    let extended = papertune_tasks::classify::train(
+        &longer,
+        &split,
+        &device,
+        &TrainOptions { resume: true, ..options() },
+    )
+    .unwrap();
     assert_eq!(extended.steps, 15);
     let log = std::fs::read_to_string(split.join("metrics.jsonl")).unwrap();
     let last_resume = log.lines().filter(|l| l.contains("\"resume\"")).last().unwrap().to_owned();
-    assert!(last_resume.contains("train.lr: 0.002 -> 0.001") && last_resume.contains("train.epochs: 4 -> 5"), "{last_resume}");
+    assert!(
+        last_resume.contains("train.lr: 0.002 -> 0.001")
+            && last_resume.contains("train.epochs: 4 -> 5"),
+        "{last_resume}"
+    );
 }
 
 #[test]
@@ -126,38 +160,54 @@ fn resuming_with_another_model_data_or_batch_size_is_refused() {
     let f = fixture();
     let device = device();
     let run = f.root.join("run");
-    papertune_tasks::classify::train(&f.config, &run, &device, &TrainOptions { stop_at_step: Some(2), ..options() }).unwrap();
+    papertune_tasks::classify::train(
+        &f.config,
+        &run,
+        &device,
+        &TrainOptions { stop_at_step: Some(2), ..options() },
+    )
+    .unwrap();
     let resume = TrainOptions { resume: true, ..options() };
     // Every refusal below leaves the run folder's files as they were.
     let files = |run: &Path| {
-        ["config.toml", "metrics.jsonl", "last/trainer_state.json"].map(|name| std::fs::read(run.join(name)).unwrap())
+        ["config.toml", "metrics.jsonl", "last/trainer_state.json"]
+            .map(|name| std::fs::read(run.join(name)).unwrap())
     };
     let before = files(&run);
 
     let mut changed = f.config.clone();
     changed.model.max_len = 12;
-    let error = papertune_tasks::classify::train(&changed, &run, &device, &resume).unwrap_err().to_string();
-    assert!(error.contains("model.max_len: 16 -> 12") && error.contains("cannot resume"), "{error}");
+    let error =
+        papertune_tasks::classify::train(&changed, &run, &device, &resume).unwrap_err().to_string();
+    assert!(
+        error.contains("model.max_len: 16 -> 12") && error.contains("cannot resume"),
+        "{error}"
+    );
 
     let mut changed = f.config.clone();
     changed.train.batch_size = 8;
-    let error = papertune_tasks::classify::train(&changed, &run, &device, &resume).unwrap_err().to_string();
+    let error =
+        papertune_tasks::classify::train(&changed, &run, &device, &resume).unwrap_err().to_string();
     assert!(error.contains("train.batch_size was 4, now 8"), "{error}");
     assert!(files(&run) == before, "a refused resume changed the run folder");
 
     let mut changed = f.config.clone();
     changed.train.seed = 7;
-    let error = papertune_tasks::classify::train(&changed, &run, &device, &resume).unwrap_err().to_string();
+    let error =
+        papertune_tasks::classify::train(&changed, &run, &device, &resume).unwrap_err().to_string();
     assert!(error.contains("train.seed was 42, now 7"), "{error}");
     assert!(files(&run) == before, "a refused resume changed the run folder");
 
     let mut changed = f.config.clone();
     changed.data.valid_fraction = 0.5;
-    let error = papertune_tasks::classify::train(&changed, &run, &device, &resume).unwrap_err().to_string();
+    let error =
+        papertune_tasks::classify::train(&changed, &run, &device, &resume).unwrap_err().to_string();
     assert!(error.contains("data.valid_fraction"), "{error}");
 
     // A new run into a used folder is refused and points at --resume.
-    let error = papertune_tasks::classify::train(&f.config, &run, &device, &options()).unwrap_err().to_string();
+    let error = papertune_tasks::classify::train(&f.config, &run, &device, &options())
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("--resume"), "{error}");
     assert!(files(&run) == before, "a refused command changed the run folder");
 
@@ -178,7 +228,8 @@ fn a_run_refused_before_its_first_step_leaves_no_folder_behind() {
     // Three devices for two micro-batches per step: refused by the trainer's checks, after the
     // folder was made and the config and tokenizer written.
     let three = TrainOptions { devices: vec![device.clone(); 3], ..options() };
-    let error = papertune_tasks::classify::train(&f.config, &run, &device, &three).unwrap_err().to_string();
+    let error =
+        papertune_tasks::classify::train(&f.config, &run, &device, &three).unwrap_err().to_string();
     assert!(error.contains("3 data-parallel devices"), "{error}");
     assert!(!run.exists(), "the refused run left {}", run.display());
     // An empty folder made by the user stays, empty.
@@ -197,7 +248,13 @@ fn a_damaged_checkpoint_is_detected_at_load() {
     let f = fixture();
     let device = device();
     let run = f.root.join("run");
-    papertune_tasks::classify::train(&f.config, &run, &device, &TrainOptions { stop_at_step: Some(2), ..options() }).unwrap();
+    papertune_tasks::classify::train(
+        &f.config,
+        &run,
+        &device,
+        &TrainOptions { stop_at_step: Some(2), ..options() },
+    )
+    .unwrap();
     LoadedRun::open(&run, Which::Last, &device).unwrap();
     let weights = run.join("last/model.safetensors");
     let original = std::fs::read(&weights).unwrap();
@@ -207,13 +264,28 @@ fn a_damaged_checkpoint_is_detected_at_load() {
     std::fs::write(&weights, bytes).unwrap();
     let error = LoadedRun::open(&run, Which::Last, &device).err().unwrap().to_string();
     assert!(error.contains("last/model.safetensors") && error.contains("damaged"), "{error}");
-    let error = papertune_tasks::classify::train(&f.config, &run, &device, &TrainOptions { resume: true, ..options() }).unwrap_err();
+    let error = papertune_tasks::classify::train(
+        &f.config,
+        &run,
+        &device,
+        &TrainOptions { resume: true, ..options() },
+    )
+    .unwrap_err();
     assert!(error.to_string().contains("damaged"), "{error}");
     // A file missing from a checkpoint is caught the same way.
     std::fs::write(&weights, original).unwrap();
     std::fs::remove_file(run.join("last/optimizer.bpk")).unwrap();
-    let error = papertune_tasks::classify::train(&f.config, &run, &device, &TrainOptions { resume: true, ..options() }).unwrap_err();
-    assert!(error.to_string().contains("optimizer.bpk") && error.to_string().contains("missing"), "{error}");
+    let error = papertune_tasks::classify::train(
+        &f.config,
+        &run,
+        &device,
+        &TrainOptions { resume: true, ..options() },
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("optimizer.bpk") && error.to_string().contains("missing"),
+        "{error}"
+    );
 }
 
 /// This test binary again, running only the test `name`, with `env` naming the run folder.
@@ -250,7 +322,8 @@ fn wait_for_child(child: &mut std::process::Child, mut ready: impl FnMut() -> bo
 #[test]
 #[ignore = "the child process of a_run_killed_mid_training_resumes_to_the_same_weights, which starts it"]
 fn kill_test_child() {
-    let run = std::env::var(CHILD_ENV).expect("started by the kill test, which names the run folder");
+    let run =
+        std::env::var(CHILD_ENV).expect("started by the kill test, which names the run folder");
     let run = PathBuf::from(run);
     let config = kill_test_config(run.parent().unwrap());
     papertune_tasks::classify::train(&config, &run, &device(), &options()).unwrap();
@@ -261,13 +334,20 @@ fn kill_test_child() {
 #[test]
 #[ignore = "the child process of ctrl_c_finishes_the_step_saves_and_exits_cleanly, which starts it"]
 fn interrupt_test_child() {
-    let run = std::env::var(INTERRUPT_ENV).expect("started by the Ctrl-C test, which names the run folder");
+    let run = std::env::var(INTERRUPT_ENV)
+        .expect("started by the Ctrl-C test, which names the run folder");
     let run = PathBuf::from(run);
     let root = run.parent().unwrap();
     let mut config = config_for(&root.join("tiny-bert"), &root.join("rows.csv"));
     config.train.epochs = 200;
     let stop = papertune_train::stop_on_signals().unwrap();
-    let report = papertune_tasks::classify::train(&config, &run, &device(), &TrainOptions { stop: Some(stop), ..options() }).unwrap();
+    let report = papertune_tasks::classify::train(
+        &config,
+        &run,
+        &device(),
+        &TrainOptions { stop: Some(stop), ..options() },
+    )
+    .unwrap();
     assert_eq!(report.stop_reason, StopReason::Interrupted);
 }
 
@@ -281,9 +361,14 @@ fn ctrl_c_finishes_the_step_saves_and_exits_cleanly() {
     let run = f.root.join("interrupted");
     let mut child = spawn_child("interrupt_test_child", INTERRUPT_ENV, &run);
     // Wait until training is under way (the first evaluation is logged), then SIGINT.
-    wait_for_child(&mut child, || std::fs::read_to_string(run.join("metrics.jsonl")).is_ok_and(|log| log.contains("\"eval\"")));
+    wait_for_child(&mut child, || {
+        std::fs::read_to_string(run.join("metrics.jsonl")).is_ok_and(|log| log.contains("\"eval\""))
+    });
     // The shell's built-in kill: no procps needed.
-    let status = std::process::Command::new("sh").args(["-c", &format!("kill -INT {}", child.id())]).status().unwrap();
+    let status = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -INT {}", child.id())])
+        .status()
+        .unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();
     assert!(exit.success(), "the interrupted run did not exit cleanly: {exit:?}");
@@ -292,7 +377,10 @@ fn ctrl_c_finishes_the_step_saves_and_exits_cleanly() {
     assert!(state.step >= 2 && state.step < 600, "{}", state.step);
     let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     let end = log.lines().last().unwrap();
-    assert!(end.contains("\"interrupted\"") && end.contains(&format!("\"step\":{}", state.step)), "{end}");
+    assert!(
+        end.contains("\"interrupted\"") && end.contains(&format!("\"step\":{}", state.step)),
+        "{end}"
+    );
     LoadedRun::open(&run, Which::Last, &device()).unwrap();
 }
 
@@ -305,7 +393,12 @@ fn a_run_killed_mid_training_resumes_to_the_same_weights() {
     let mut child = spawn_child("kill_test_child", CHILD_ENV, &run);
     // Wait for a few checkpoints, then SIGKILL: no handler runs, whatever was being written
     // stays half-written.
-    let step_of = |run: &Path| papertune_tasks::run_dir::RunDir::new(run).checkpoint_state(Which::Last).map(|s| s.step).unwrap_or(0);
+    let step_of = |run: &Path| {
+        papertune_tasks::run_dir::RunDir::new(run)
+            .checkpoint_state(Which::Last)
+            .map(|s| s.step)
+            .unwrap_or(0)
+    };
     wait_for_child(&mut child, || step_of(&run) >= 7);
     child.kill().unwrap();
     child.wait().unwrap();
@@ -316,7 +409,13 @@ fn a_run_killed_mid_training_resumes_to_the_same_weights() {
     let device = device();
     LoadedRun::open(&run, Which::Last, &device).unwrap();
     let config = kill_test_config(&f.root);
-    let resumed = papertune_tasks::classify::train(&config, &run, &device, &TrainOptions { resume: true, ..options() }).unwrap();
+    let resumed = papertune_tasks::classify::train(
+        &config,
+        &run,
+        &device,
+        &TrainOptions { resume: true, ..options() },
+    )
+    .unwrap();
     assert_eq!(resumed.steps, 180);
     assert!(resumed.resumed_from.is_some_and(|s| s >= killed_at));
 

@@ -42,8 +42,10 @@ pub fn write_wordpiece_tokenizer(path: &Path, words: &[&str]) {
         .map(|(i, w)| (w.to_string(), serde_json::json!(i)))
         .collect();
     let added = added_tokens(&SPECIAL);
-    let special = |t: &str, type_id: u32| serde_json::json!({"SpecialToken": {"id": t, "type_id": type_id}});
-    let sequence = |s: &str, type_id: u32| serde_json::json!({"Sequence": {"id": s, "type_id": type_id}});
+    let special =
+        |t: &str, type_id: u32| serde_json::json!({"SpecialToken": {"id": t, "type_id": type_id}});
+    let sequence =
+        |s: &str, type_id: u32| serde_json::json!({"Sequence": {"id": s, "type_id": type_id}});
     let tokenizer = serde_json::json!({
         "version": "1.0",
         "truncation": null,
@@ -79,8 +81,10 @@ pub fn write_tiny_bert(dir: &Path, words: &[&str], seed: u64) -> BertConfig {
     config
 }
 
-pub const MEDICAL: [&str; 8] = ["patient", "clinical", "therapy", "cardiac", "surgery", "dose", "tumor", "hospital"];
-pub const TECHNICAL: [&str; 8] = ["graph", "algorithm", "network", "compiler", "protocol", "cache", "parser", "kernel"];
+pub const MEDICAL: [&str; 8] =
+    ["patient", "clinical", "therapy", "cardiac", "surgery", "dose", "tumor", "hospital"];
+pub const TECHNICAL: [&str; 8] =
+    ["graph", "algorithm", "network", "compiler", "protocol", "cache", "parser", "kernel"];
 
 /// 32 rows: label 1 draws words from MEDICAL, label 0 from TECHNICAL; shared filler words.
 pub fn write_synthetic_rows(path: &Path) {
@@ -90,7 +94,13 @@ pub fn write_synthetic_rows(path: &Path) {
         let label = i % 2;
         let words = if label == 1 { &MEDICAL } else { &TECHNICAL };
         let title = format!("{} {}", words[i % 8], filler[i % 3]);
-        let abstract_text = format!("{} {} {} {}", words[(i + 3) % 8], filler[(i + 1) % 3], words[(i + 5) % 8], filler[(i + 2) % 3]);
+        let abstract_text = format!(
+            "{} {} {} {}",
+            words[(i + 3) % 8],
+            filler[(i + 1) % 3],
+            words[(i + 5) % 8],
+            filler[(i + 2) % 3]
+        );
         csv.push_str(&format!("id{i},{title},\"A, B\",{abstract_text},k1; k2,{label},synthetic\n"));
     }
     std::fs::write(path, csv).unwrap();
@@ -98,7 +108,12 @@ pub fn write_synthetic_rows(path: &Path) {
 
 /// The vocabulary of the synthetic rows.
 pub fn synthetic_words() -> Vec<&'static str> {
-    MEDICAL.iter().chain(&TECHNICAL).chain(&["study", "results", "method", "a", "b"]).copied().collect()
+    MEDICAL
+        .iter()
+        .chain(&TECHNICAL)
+        .chain(&["study", "results", "method", "a", "b"])
+        .copied()
+        .collect()
 }
 
 /// Special tokens of the tiny chat tokenizer, ids 0..3.
@@ -112,15 +127,31 @@ pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>
 /// sized to it. Returns the vocabulary size.
 pub fn write_tiny_llm(dir: &Path, words: &[&str], seed: u64) -> usize {
     std::fs::create_dir_all(dir).unwrap();
-    let chat_words = ["system", "user", "assistant", "title", "author", "abstract", "answer", ":", ",", "-->", "0", "1"];
+    let chat_words = [
+        "system",
+        "user",
+        "assistant",
+        "title",
+        "author",
+        "abstract",
+        "answer",
+        ":",
+        ",",
+        "-->",
+        "0",
+        "1",
+    ];
     let mut vocab_words: Vec<&str> = LLM_SPECIAL.to_vec();
     for w in chat_words.iter().chain(words) {
         if !vocab_words.contains(w) {
             vocab_words.push(w);
         }
     }
-    let vocab: serde_json::Map<String, serde_json::Value> =
-        vocab_words.iter().enumerate().map(|(i, w)| (w.to_string(), serde_json::json!(i))).collect();
+    let vocab: serde_json::Map<String, serde_json::Value> = vocab_words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.to_string(), serde_json::json!(i)))
+        .collect();
     let added = added_tokens(&LLM_SPECIAL);
     let tokenizer = serde_json::json!({
         "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
@@ -130,7 +161,8 @@ pub fn write_tiny_llm(dir: &Path, words: &[&str], seed: u64) -> usize {
         "decoder": null,
         "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
     });
-    std::fs::write(dir.join("tokenizer.json"), serde_json::to_string_pretty(&tokenizer).unwrap()).unwrap();
+    std::fs::write(dir.join("tokenizer.json"), serde_json::to_string_pretty(&tokenizer).unwrap())
+        .unwrap();
     let tokenizer_config = serde_json::json!({
         "chat_template": CHATML_TEMPLATE, "eos_token": "<|im_end|>", "pad_token": "<|im_end|>", "bos_token": null
     });
@@ -140,7 +172,11 @@ pub fn write_tiny_llm(dir: &Path, words: &[&str], seed: u64) -> usize {
     config.eos_token_ids = vec![2];
     config.pad_token_id = Some(2);
     config.bos_token_id = None;
-    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config.to_hf_json()).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&config.to_hf_json()).unwrap(),
+    )
+    .unwrap();
     // A frozen tied embedding of std 0.02 bounds the logits of a 32-wide model to about +-0.6, too
     // flat to overfit anything; std 0.2 lets the adapters reach confident answers.
     let mut checkpoint = papertune_models::init::random_llama_checkpoint(&config, seed);
@@ -162,20 +198,28 @@ pub struct TestBackend {
 /// Whether the environment insists on a backend (`PAPERTUNE_REQUIRE_BACKENDS=wgpu,cuda`): CI sets
 /// it so that a missing driver fails instead of skipping.
 pub fn backend_required(name: &str) -> bool {
-    std::env::var("PAPERTUNE_REQUIRE_BACKENDS").is_ok_and(|list| list.split(',').any(|b| b.trim() == name))
+    std::env::var("PAPERTUNE_REQUIRE_BACKENDS")
+        .is_ok_and(|list| list.split(',').any(|b| b.trim() == name))
 }
 
 /// A device that computes: creating it and summing a tensor must not panic (no adapter, no
 /// driver).
 #[allow(dead_code)]
-fn usable(make: impl FnOnce() -> burn::tensor::Device + std::panic::UnwindSafe) -> Result<burn::tensor::Device, String> {
+fn usable(
+    make: impl FnOnce() -> burn::tensor::Device + std::panic::UnwindSafe,
+) -> Result<burn::tensor::Device, String> {
     std::panic::catch_unwind(|| {
         let device = make();
         let sum: f32 = burn::tensor::Tensor::<1>::ones([4], &device).sum().into_scalar();
         assert_eq!(sum, 4.0);
         device
     })
-    .map_err(|e| e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default())
+    .map_err(|e| {
+        e.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default()
+    })
 }
 
 /// Every backend compiled into this test build that can run here: the CPU backends always,
@@ -193,16 +237,24 @@ pub fn test_backends() -> Vec<TestBackend> {
     match usable(|| burn::tensor::Device::wgpu(Default::default())) {
         // GPU kernels sum in another order (and the CPU fallback adapter too).
         Ok(device) => backends.push(TestBackend { name: "wgpu", device, tolerance: 1e-3 }),
-        Err(e) if backend_required("wgpu") => panic!("wgpu is required here but has no usable adapter: {e}"),
+        Err(e) if backend_required("wgpu") => {
+            panic!("wgpu is required here but has no usable adapter: {e}")
+        }
         Err(e) => eprintln!("wgpu compiled in but skipped: no usable adapter ({e})"),
     }
     #[cfg(feature = "cuda")]
     {
         let driver = Path::new("/proc/driver/nvidia/version").exists();
         match driver.then(|| usable(|| burn::tensor::Device::cuda(0))) {
-            Some(Ok(device)) => backends.push(TestBackend { name: "cuda", device, tolerance: 1e-3 }),
-            Some(Err(e)) if backend_required("cuda") => panic!("cuda is required here but does not run: {e}"),
-            None if backend_required("cuda") => panic!("cuda is required here but no NVIDIA driver is present"),
+            Some(Ok(device)) => {
+                backends.push(TestBackend { name: "cuda", device, tolerance: 1e-3 })
+            }
+            Some(Err(e)) if backend_required("cuda") => {
+                panic!("cuda is required here but does not run: {e}")
+            }
+            None if backend_required("cuda") => {
+                panic!("cuda is required here but no NVIDIA driver is present")
+            }
             Some(Err(e)) => eprintln!("cuda compiled in but skipped: {e}"),
             None => eprintln!("cuda compiled in but skipped: no NVIDIA driver"),
         }
@@ -212,7 +264,11 @@ pub fn test_backends() -> Vec<TestBackend> {
 
 /// A tiny random encoder (seed `seed`) and the 32 synthetic rows written under `dir`, with a
 /// classification config that trains on them: `(config, rows.csv)`. Tests set what they vary.
-pub fn tiny_classify_setup(dir: &Path, seed: u64, max_len: usize) -> (papertune_tasks::classify::ClassifyConfig, std::path::PathBuf) {
+pub fn tiny_classify_setup(
+    dir: &Path,
+    seed: u64,
+    max_len: usize,
+) -> (papertune_tasks::classify::ClassifyConfig, std::path::PathBuf) {
     let model_dir = dir.join("tiny-bert");
     write_tiny_bert(&model_dir, &synthetic_words(), seed);
     let data = dir.join("rows.csv");

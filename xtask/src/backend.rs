@@ -5,12 +5,8 @@ use burn::tensor::Device;
 use papertune_models::precision::{self, Precision};
 
 /// Backends papertune knows, with the cargo feature that compiles each in.
-pub const BACKENDS: &[(&str, &str)] = &[
-    ("flex", "flex"),
-    ("ndarray", "ndarray"),
-    ("wgpu", "wgpu"),
-    ("cuda", "cuda"),
-];
+pub const BACKENDS: &[(&str, &str)] =
+    &[("flex", "flex"), ("ndarray", "ndarray"), ("wgpu", "wgpu"), ("cuda", "cuda")];
 
 /// Names of the backends this binary was built with.
 pub fn compiled_in() -> Vec<&'static str> {
@@ -51,7 +47,9 @@ pub fn device(name: &str, precision: Precision) -> Result<Device> {
 fn probe(name: &str, device: &Device) -> Result<()> {
     let quiet_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let outcome = std::panic::catch_unwind(|| burn::tensor::Tensor::<1>::ones([1], device).sum().into_scalar::<f32>());
+    let outcome = std::panic::catch_unwind(|| {
+        burn::tensor::Tensor::<1>::ones([1], device).sum().into_scalar::<f32>()
+    });
     std::panic::set_hook(quiet_hook);
     match outcome {
         Ok(_) => Ok(()),
@@ -63,8 +61,13 @@ fn probe(name: &str, device: &Device) -> Result<()> {
                 .unwrap_or_else(|| "no message".into());
             // A panic on the backend's own thread reaches this one as a closed channel; the
             // backend has logged its message (a warning) already.
-            let detail = if message.contains("RecvError") { String::new() } else { format!(": {message}") };
-            let needs = if name == "cuda" { "an NVIDIA driver (libcuda.so)" } else { "a Vulkan, Metal or DX12 adapter" };
+            let detail =
+                if message.contains("RecvError") { String::new() } else { format!(": {message}") };
+            let needs = if name == "cuda" {
+                "an NVIDIA driver (libcuda.so)"
+            } else {
+                "a Vulkan, Metal or DX12 adapter"
+            };
             bail!("backend {name} does not run on this machine; it needs {needs}{detail}")
         }
     }
@@ -123,7 +126,9 @@ pub fn devices(name: &str, count: usize, precision: Precision) -> Result<Vec<Dev
     let first = device(name, precision)?;
     let mut devices: Vec<Device> = match name {
         #[cfg(feature = "wgpu")]
-        "wgpu" if count > 1 => (0..count).map(|i| Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i))).collect(),
+        "wgpu" if count > 1 => {
+            (0..count).map(|i| Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i))).collect()
+        }
         #[cfg(feature = "cuda")]
         "cuda" => (0..count).map(Device::cuda).collect(),
         _ => vec![first; count],

@@ -18,9 +18,9 @@ fn parse_value(value: &str) -> Value {
 
 /// Applies `a.b.c=value` to a TOML table, creating tables on the way.
 pub fn apply_override(table: &mut Table, assignment: &str) -> Result<()> {
-    let (key, value) = assignment
-        .split_once('=')
-        .with_context(|| format!("--set {assignment:?}: expected key=value, e.g. train.epochs=2"))?;
+    let (key, value) = assignment.split_once('=').with_context(|| {
+        format!("--set {assignment:?}: expected key=value, e.g. train.epochs=2")
+    })?;
     let parts: Vec<&str> = key.trim().split('.').collect();
     if parts.iter().any(|p| p.is_empty()) {
         bail!("--set {assignment:?}: empty key component");
@@ -83,14 +83,16 @@ pub fn load_run_config(path: &Path, overrides: &[String]) -> Result<RunConfig> {
 }
 
 fn typed<T: serde::de::DeserializeOwned>(path: &Path, table: Table) -> Result<T> {
-    Value::Table(table)
-        .try_into()
-        .with_context(|| format!("{}: invalid configuration (after --set overrides)", path.display()))
+    Value::Table(table).try_into().with_context(|| {
+        format!("{}: invalid configuration (after --set overrides)", path.display())
+    })
 }
 
 fn read_table(path: &Path, overrides: &[String]) -> Result<Table> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-    let mut table: Table = toml::from_str(&text).with_context(|| format!("{}: not valid TOML", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
+    let mut table: Table =
+        toml::from_str(&text).with_context(|| format!("{}: not valid TOML", path.display()))?;
     for assignment in overrides {
         apply_override(&mut table, assignment)?;
     }
@@ -130,13 +132,19 @@ mod tests {
             .map(|p| std::fs::read_to_string(p).unwrap())
             .collect();
         seeds.sort();
-        let n: usize = std::env::var("PAPERTUNE_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000);
-        let mut state = std::env::var("PAPERTUNE_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(11u64);
+        let n: usize = std::env::var("PAPERTUNE_FUZZ_ITERATIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2_000);
+        let mut state =
+            std::env::var("PAPERTUNE_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(11u64);
         let picks = ['"', '[', ']', '=', '\n', '.', '-', '9', 'e', '{', '}', ','];
         for i in 0..n {
             let mut chars: Vec<char> = seeds[i % seeds.len()].chars().collect();
             for _ in 0..1 + i % 4 {
-                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
                 let at = (state >> 33) as usize % chars.len().max(1);
                 let pick = picks[(state >> 20) as usize % picks.len()];
                 match (state >> 8) % 4 {
@@ -215,7 +223,8 @@ mod tests {
             let path = entry.unwrap().path();
             // `dataset:` references are resolved (and built) only when a run starts.
             let text = std::fs::read_to_string(&path).unwrap();
-            let table: Table = toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let table: Table =
+                toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let checked = if table.contains_key("method") {
                 typed::<KeywordsConfig>(&path, table).map(|c| c.validate())
             } else if table.contains_key("lora") {

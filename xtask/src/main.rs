@@ -17,7 +17,11 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", version, about = "papertune: fine-tune transformers to classify scientific papers")]
+#[command(
+    name = "cargo xtask",
+    version,
+    about = "papertune: fine-tune transformers to classify scientific papers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -91,7 +95,9 @@ enum Command {
   cargo xtask keywords --method embed-rank --diversity 0.5 --data inspec.jsonl --top-k 10")]
     Keywords(commands::keywords::KeywordsArgs),
     /// Print the mean-pooled, L2-normalised sentence embedding of each text as a JSON array.
-    #[command(after_help = "Example:\n  cargo xtask embed --model minilm --text \"cardiac surgery\" --text \"graph kernels\"")]
+    #[command(
+        after_help = "Example:\n  cargo xtask embed --model minilm --text \"cardiac surgery\" --text \"graph kernels\""
+    )]
     Embed(commands::embed::EmbedArgs),
     /// Describe a run's weights; prints one line of JSON.
     #[command(after_help = "Example:\n  cargo xtask inspect --run runs/minilm --checkpoint last")]
@@ -106,7 +112,9 @@ enum Command {
     Bench(dev::bench::BenchArgs),
     /// On a machine with an NVIDIA GPU: the parity and training tests on CUDA, then the
     /// benchmark on CUDA (needs a build with `--features cuda`).
-    #[command(after_help = "Example (on a machine with an NVIDIA GPU):\n  cargo run --release -p xtask --features cuda -- gpu-check")]
+    #[command(
+        after_help = "Example (on a machine with an NVIDIA GPU):\n  cargo run --release -p xtask --features cuda -- gpu-check"
+    )]
     GpuCheck(dev::gpu_check::GpuCheckArgs),
     /// Build a data set papertune makes itself and print its files (medline-2021).
     #[command(after_help = "Example:\n  cargo xtask dataset medline-2021")]
@@ -125,8 +133,10 @@ fn main() {
     papertune_kernels::keep_freed_memory();
     let cli = Cli::parse();
     // The ranks other than 0 of a job over several processes tell warnings and errors only.
-    let default_level = if cli.globals.quiet || ranks::launcher_rank() > 0 { "warn" } else { "info" };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let default_level =
+        if cli.globals.quiet || ranks::launcher_rank() > 0 { "warn" } else { "info" };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let ansi = match cli.globals.color.as_str() {
         "always" => true,
         "never" => false,
@@ -137,7 +147,11 @@ fn main() {
                 && std::env::var("TERM").map_or(true, |t| t != "dumb")
         }
     };
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi);
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi);
     if cli.globals.log_format == "json" {
         logs.json().with_current_span(true).init();
     } else {
@@ -206,7 +220,8 @@ mod tests {
                 Some(&self.source)
             }
         }
-        let cause = || std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let cause =
+            || std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
         let error = anyhow::Error::new(Quoting { source: cause() });
         assert_eq!(describe(&error), "runs/x/config.toml: No such file or directory");
         let error = anyhow::Error::new(cause()).context("reading the config");

@@ -36,7 +36,9 @@ pub fn join() -> Result<Option<Ranks>> {
     }
     let seconds = match std::env::var(TIMEOUT_VARIABLE) {
         Ok(text) => text.parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(|| {
-            anyhow::anyhow!("{TIMEOUT_VARIABLE}={text:?}: expected a whole number of seconds above 0")
+            anyhow::anyhow!(
+                "{TIMEOUT_VARIABLE}={text:?}: expected a whole number of seconds above 0"
+            )
         })?,
         Err(_) => DEFAULT_TIMEOUT_SECONDS,
     };
@@ -89,7 +91,12 @@ impl Ranks {
     /// Reports `error` as this rank's and ends every rank of the job: the others would
     /// otherwise wait for this one in their next collective operation.
     pub fn fail(&self, error: anyhow::Error) -> ! {
-        eprintln!("error: rank {} of {}: {}", self.world.rank(), self.world.size(), crate::describe(&error));
+        eprintln!(
+            "error: rank {} of {}: {}",
+            self.world.rank(),
+            self.world.size(),
+            crate::describe(&error)
+        );
         self.world.abort(1)
     }
 }

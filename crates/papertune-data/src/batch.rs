@@ -114,13 +114,17 @@ mod tests {
     use super::*;
 
     fn item(ids: &[u32], label: u8) -> ClassificationItem {
-        ClassificationItem { tokens: Encoded { ids: ids.to_vec(), type_ids: vec![0; ids.len()] }, label }
+        ClassificationItem {
+            tokens: Encoded { ids: ids.to_vec(), type_ids: vec![0; ids.len()] },
+            label,
+        }
     }
 
     #[test]
     fn pads_to_the_longest_sequence_with_mask() {
         let device = Device::flex();
-        let batch = ClassificationBatcher::new(0).batch(vec![item(&[101, 7, 102], 1), item(&[101, 102], 0)], &device);
+        let batch = ClassificationBatcher::new(0)
+            .batch(vec![item(&[101, 7, 102], 1), item(&[101, 102], 0)], &device);
         assert_eq!(batch.input_ids.dims(), [2, 3]);
         let ids: Vec<i64> = batch.input_ids.try_into_vec_as::<i64>().unwrap();
         assert_eq!(ids, vec![101, 7, 102, 101, 102, 0]);

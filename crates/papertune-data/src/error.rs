@@ -24,7 +24,9 @@ pub enum DataError {
     UnsupportedFormat { path: PathBuf, extension: String },
 
     /// A text file holds bytes that are not UTF-8.
-    #[error("{path}: line {line}: invalid UTF-8 at byte offset {offset}; papertune reads UTF-8 text only")]
+    #[error(
+        "{path}: line {line}: invalid UTF-8 at byte offset {offset}; papertune reads UTF-8 text only"
+    )]
     NotUtf8 { path: PathBuf, line: usize, offset: usize },
 
     /// A line of a text table is longer than papertune reads (a cell of megabytes is no
@@ -37,11 +39,15 @@ pub enum DataError {
     Parse { path: PathBuf, format: &'static str, message: String },
 
     /// A column the configuration asks for is absent.
-    #[error("{path}: missing column {column:?} (configured as data.columns.{role}); columns found: {found}")]
+    #[error(
+        "{path}: missing column {column:?} (configured as data.columns.{role}); columns found: {found}"
+    )]
     MissingColumn { path: PathBuf, column: String, role: &'static str, found: String },
 
     /// A label cell holds something outside the label set.
-    #[error("{path}: row {row}, column {column:?}: label {value:?} is not in the label set {{0, 1}}")]
+    #[error(
+        "{path}: row {row}, column {column:?}: label {value:?} is not in the label set {{0, 1}}"
+    )]
     BadLabel { path: PathBuf, row: usize, column: String, value: String },
 
     /// Rows whose text is empty, with the policy set to fail.

@@ -7,8 +7,8 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use crate::papers::{ColumnMap, EmptyTextPolicy, LoadOptions, load_papers};
 use crate::instruct::read_alpaca;
+use crate::papers::{ColumnMap, EmptyTextPolicy, LoadOptions, load_papers};
 
 /// Bytes that change a table's structure.
 const STRUCTURE: [u8; 8] = [b'"', b',', b'\t', b'\n', b'\r', b'{', b'}', 0];
@@ -18,12 +18,19 @@ fn table_readers_never_panic_on_mutated_files() {
     let csv = "uuid,title,author,abstract,Keywords,label\nq1,Heart \"failure\",\"A, B\",Cardiac outcomes,heart; failure,1\nq2,Graphs,C,Kernels on graphs,graph,0\n";
     let tsv = csv.replace(',', "\t");
     let jsonl = "{\"uuid\":\"q1\",\"title\":\"T\",\"abstract\":\"A\",\"label\":\"1\",\"instruction\":\"i\",\"input\":\"x\",\"output\":\"y\"}\n";
-    let seconds = std::env::var("PAPERTUNE_FUZZ_SECONDS").ok().and_then(|v| v.parse().ok()).map(std::time::Duration::from_secs);
+    let seconds = std::env::var("PAPERTUNE_FUZZ_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_secs);
     let default = if seconds.is_some() { usize::MAX } else { 300 };
-    let n: usize = std::env::var("PAPERTUNE_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let n: usize = std::env::var("PAPERTUNE_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
     let dir = tempfile::tempdir().unwrap();
     let columns = ColumnMap::default();
-    let mut state = std::env::var("PAPERTUNE_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(1u64);
+    let mut state =
+        std::env::var("PAPERTUNE_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(1u64);
     let mut next = move || {
         state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = state;
@@ -31,7 +38,11 @@ fn table_readers_never_panic_on_mutated_files() {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     };
-    for (name, seed) in [("papers.csv", csv.as_bytes()), ("papers.tsv", tsv.as_bytes()), ("papers.jsonl", jsonl.as_bytes())] {
+    for (name, seed) in [
+        ("papers.csv", csv.as_bytes()),
+        ("papers.tsv", tsv.as_bytes()),
+        ("papers.jsonl", jsonl.as_bytes()),
+    ] {
         let path = dir.path().join(name);
         let started = std::time::Instant::now();
         let mut done = 0;
@@ -49,13 +60,19 @@ fn table_readers_never_panic_on_mutated_files() {
                     1 => bytes[at] = next() as u8,
                     2 => bytes.truncate(at),
                     _ => {
-                        let run = bytes[at..(at + 1 + (next() as usize) % 32).min(bytes.len())].to_vec();
+                        let run =
+                            bytes[at..(at + 1 + (next() as usize) % 32).min(bytes.len())].to_vec();
                         bytes.splice(at..at, run);
                     }
                 }
             }
             std::fs::write(&path, &bytes).unwrap();
-            let options = LoadOptions { columns: &columns, max_rows: None, require_label: true, empty_text: EmptyTextPolicy::Skip };
+            let options = LoadOptions {
+                columns: &columns,
+                max_rows: None,
+                require_label: true,
+                empty_text: EmptyTextPolicy::Skip,
+            };
             let outcome = catch_unwind(AssertUnwindSafe(|| {
                 let _ = load_papers(&path, &options);
                 let _ = read_alpaca(&path, None);
@@ -66,7 +83,10 @@ fn table_readers_never_panic_on_mutated_files() {
                 panic!("{name}: input {i} (saved as {}) panicked", saved.display());
             }
         }
-        eprintln!("{name}: {done} mutated inputs in {:.0} s, no panic", started.elapsed().as_secs_f64());
+        eprintln!(
+            "{name}: {done} mutated inputs in {:.0} s, no panic",
+            started.elapsed().as_secs_f64()
+        );
     }
 }
 
@@ -74,9 +94,17 @@ fn table_readers_never_panic_on_mutated_files() {
 fn templates_never_panic_on_mutated_sources() {
     use crate::papers::PaperRecord;
     use crate::template::TextTemplate;
-    let seeds = ["{title} [SEP] {author} [SEP] {abstract}", "title: {title}\nabstract: {abstract}", "{{literal}} {keywords}"];
-    let paper = PaperRecord { title: "T".into(), abstract_text: "A".into(), ..PaperRecord::default() };
-    let n: usize = std::env::var("PAPERTUNE_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000);
+    let seeds = [
+        "{title} [SEP] {author} [SEP] {abstract}",
+        "title: {title}\nabstract: {abstract}",
+        "{{literal}} {keywords}",
+    ];
+    let paper =
+        PaperRecord { title: "T".into(), abstract_text: "A".into(), ..PaperRecord::default() };
+    let n: usize = std::env::var("PAPERTUNE_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
     let mut state = 7u64;
     for i in 0..n {
         let mut chars: Vec<char> = seeds[i % seeds.len()].chars().collect();
@@ -91,7 +119,9 @@ fn templates_never_panic_on_mutated_sources() {
             }
         }
         let source: String = chars.into_iter().collect();
-        let outcome = catch_unwind(AssertUnwindSafe(|| TextTemplate::parse(&source).map(|t| t.render(&paper))));
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            TextTemplate::parse(&source).map(|t| t.render(&paper))
+        }));
         assert!(outcome.is_ok(), "template {source:?} panicked");
     }
 }

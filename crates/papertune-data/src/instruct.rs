@@ -21,8 +21,7 @@ use crate::template::TextTemplate;
 /// Task 1's instruction: answer "1" (medical) or "0".
 pub const CLASSIFY_INSTRUCTION: &str = "Please judge whether it is a medical field paper according to the given paper title and abstract, output 1 or 0, the following is the paper title and abstract -->";
 /// Task 2's instruction: the keywords, separated by commas.
-pub const KEYWORDS_INSTRUCTION: &str =
-    "Please extract keywords from the given paper title and abstract in the text below, separated by commas -->";
+pub const KEYWORDS_INSTRUCTION: &str = "Please extract keywords from the given paper title and abstract in the text below, separated by commas -->";
 /// The input built from a paper row.
 pub const DEFAULT_INPUT_TEMPLATE: &str = "title: {title}\nauthor: {author}\nabstract: {abstract}";
 
@@ -61,7 +60,11 @@ pub struct InstructionRecord {
 impl InstructionRecord {
     /// The user turn: the instruction, then the input on the next line (when there is one).
     pub fn user_content(&self) -> String {
-        if self.input.is_empty() { self.instruction.clone() } else { format!("{}\n{}", self.instruction, self.input) }
+        if self.input.is_empty() {
+            self.instruction.clone()
+        } else {
+            format!("{}\n{}", self.instruction, self.input)
+        }
     }
 }
 
@@ -86,7 +89,9 @@ pub fn records_from_papers(
             }),
             output: match task {
                 InstructionTask::Classify => paper.label.map(|l| l.to_string()).unwrap_or_default(),
-                InstructionTask::Keywords => paper.keywords.as_deref().map(keywords_target).unwrap_or_default(),
+                InstructionTask::Keywords => {
+                    paper.keywords.as_deref().map(keywords_target).unwrap_or_default()
+                }
             },
             system: None,
         })
@@ -188,7 +193,13 @@ impl CausalLmExample {
     /// The prompt comes in two parts: `head` (system and user text, cut from its end when too
     /// long) and `tail` (the template's closing tokens, e.g. `<|im_end|>\n<|im_start|>assistant\n`,
     /// always kept). The answer is cut to `max_answer` tokens, keeping its last token (the EOS).
-    pub fn new(head: &[u32], tail: &[u32], answer: &[u32], max_len: usize, max_answer: usize) -> Self {
+    pub fn new(
+        head: &[u32],
+        tail: &[u32],
+        answer: &[u32],
+        max_len: usize,
+        max_answer: usize,
+    ) -> Self {
         let mut answer = answer.to_vec();
         if answer.len() > max_answer && max_answer > 0 {
             let last = *answer.last().expect("non-empty");
@@ -237,7 +248,10 @@ impl CausalLmDataset {
 impl Dataset<CausalLmExample> for CausalLmDataset {
     fn get(&self, index: usize) -> std::result::Result<CausalLmExample, DatasetError> {
         self.examples.get(index).cloned().ok_or_else(|| {
-            DatasetError::new(std::io::Error::other(format!("index {index} out of {} examples", self.examples.len())))
+            DatasetError::new(std::io::Error::other(format!(
+                "index {index} out of {} examples",
+                self.examples.len()
+            )))
         })
     }
 
@@ -308,9 +322,15 @@ mod tests {
 
     #[test]
     fn keyword_targets_and_normalisation() {
-        assert_eq!(keywords_target("Deep learning; Protein folding.; ; X-ray."), "Deep learning, Protein folding, X-ray");
+        assert_eq!(
+            keywords_target("Deep learning; Protein folding.; ; X-ray."),
+            "Deep learning, Protein folding, X-ray"
+        );
         assert_eq!(normalize_keyword("  Deep   Learning.; "), "deep learning");
-        assert_eq!(parse_generated_keywords("Deep learning, deep  learning; proteins!, "), vec!["deep learning", "proteins"]);
+        assert_eq!(
+            parse_generated_keywords("Deep learning, deep  learning; proteins!, "),
+            vec!["deep learning", "proteins"]
+        );
         assert_eq!(parse_gold_keywords("A, B; C."), vec!["a, b", "c"]);
     }
 
@@ -331,7 +351,8 @@ mod tests {
         let batch = CausalLmBatcher { pad_id: 0 }.batch(vec![a, b], &Device::default());
         assert_eq!(batch.input_ids[1], vec![1, 9, 30, 2, 0]);
         assert_eq!(batch.attention_mask[1], vec![1, 1, 1, 1, 0]);
-        let positions: Vec<i64> = batch.scored_positions.into_data().convert::<i64>().try_into_vec().unwrap();
+        let positions: Vec<i64> =
+            batch.scored_positions.into_data().convert::<i64>().try_into_vec().unwrap();
         let targets: Vec<i64> = batch.targets.into_data().convert::<i64>().try_into_vec().unwrap();
         assert_eq!(positions, vec![2, 3, 6, 7]);
         assert_eq!(targets, vec![20, 2, 30, 2]);
@@ -346,8 +367,12 @@ mod alpaca_tests {
     fn reads_alpaca_json_and_jsonl_and_names_missing_columns() {
         let dir = tempfile::tempdir().unwrap();
         let json = dir.path().join("records.json");
-        std::fs::write(&json, r#"[{"instruction": "Say hi", "input": "", "output": "hi"},
-            {"instruction": "Add", "input": "1 + 1", "output": "2", "system": "Be exact."}]"#).unwrap();
+        std::fs::write(
+            &json,
+            r#"[{"instruction": "Say hi", "input": "", "output": "hi"},
+            {"instruction": "Add", "input": "1 + 1", "output": "2", "system": "Be exact."}]"#,
+        )
+        .unwrap();
         let records = read_alpaca(&json, None).unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!(records[0].user_content(), "Say hi");

@@ -26,12 +26,15 @@ mod table;
 mod template;
 mod tokenize;
 
-pub use batch::{ClassificationBatcher, ClassificationDataset, ClassificationItem, TokenBatch, pad_right};
+pub use batch::{
+    ClassificationBatcher, ClassificationDataset, ClassificationItem, TokenBatch, pad_right,
+};
 pub use error::{DataError, Result};
 pub use instruct::{
-    CLASSIFY_INSTRUCTION, CausalLmBatch, CausalLmBatcher, CausalLmDataset, CausalLmExample, DEFAULT_INPUT_TEMPLATE,
-    InstructionRecord, InstructionTask, KEYWORDS_INSTRUCTION, keywords_target, normalize_keyword, parse_generated_keywords,
-    parse_gold_keywords, read_alpaca, records_from_papers, split_keywords,
+    CLASSIFY_INSTRUCTION, CausalLmBatch, CausalLmBatcher, CausalLmDataset, CausalLmExample,
+    DEFAULT_INPUT_TEMPLATE, InstructionRecord, InstructionTask, KEYWORDS_INSTRUCTION,
+    keywords_target, normalize_keyword, parse_generated_keywords, parse_gold_keywords, read_alpaca,
+    records_from_papers, split_keywords,
 };
 pub use papers::{ColumnMap, EmptyTextPolicy, LoadOptions, LoadReport, PaperRecord, load_papers};
 pub use split::{stratified_folds, stratified_split};

@@ -104,7 +104,10 @@ pub struct LoadReport {
 /// row number, the others to empty. `title` and `abstract` must exist; `label` must exist when
 /// `require_label` is set, and every label must then be `0` or `1` (without it, other values
 /// are read as no label).
-pub fn load_papers(path: &Path, options: &LoadOptions<'_>) -> Result<(Vec<PaperRecord>, LoadReport)> {
+pub fn load_papers(
+    path: &Path,
+    options: &LoadOptions<'_>,
+) -> Result<(Vec<PaperRecord>, LoadReport)> {
     let table = Table::read(path, options.max_rows)?;
     if table.is_empty() {
         return Err(DataError::NoRows { path: path.to_path_buf() });
@@ -116,7 +119,9 @@ pub fn load_papers(path: &Path, options: &LoadOptions<'_>) -> Result<(Vec<PaperR
         role,
         found: table.column_names().join(", "),
     };
-    let required = |column: &str, role: &'static str| table.text_column(column).ok_or_else(|| missing(column, role));
+    let required = |column: &str, role: &'static str| {
+        table.text_column(column).ok_or_else(|| missing(column, role))
+    };
     let optional = |column: &str| table.text_column(column);
 
     let titles = required(&columns.title, "title")?;
@@ -141,12 +146,14 @@ pub fn load_papers(path: &Path, options: &LoadOptions<'_>) -> Result<(Vec<PaperR
         let label = match &labels {
             // Where labels are not needed (prediction), a value other than 0 or 1 is no label.
             Some(labels) if !options.require_label => parse_label(labels[i].as_deref()),
-            Some(labels) => Some(parse_label(labels[i].as_deref()).ok_or_else(|| DataError::BadLabel {
-                path: path.to_path_buf(),
-                row,
-                column: columns.label.clone(),
-                value: labels[i].clone().unwrap_or_else(|| "<empty>".into()),
-            })?),
+            Some(labels) => {
+                Some(parse_label(labels[i].as_deref()).ok_or_else(|| DataError::BadLabel {
+                    path: path.to_path_buf(),
+                    row,
+                    column: columns.label.clone(),
+                    value: labels[i].clone().unwrap_or_else(|| "<empty>".into()),
+                })?)
+            }
             None => None,
         };
         let record = PaperRecord {
@@ -212,7 +219,12 @@ mod tests {
     }
 
     fn options(columns: &ColumnMap) -> LoadOptions<'_> {
-        LoadOptions { columns, max_rows: None, require_label: true, empty_text: EmptyTextPolicy::Error }
+        LoadOptions {
+            columns,
+            max_rows: None,
+            require_label: true,
+            empty_text: EmptyTextPolicy::Error,
+        }
     }
 
     const CSV: &str = "uuid,title,author,abstract,Keywords,label,source\n\
@@ -334,7 +346,10 @@ mod tests {
         let path = write(&dir, "p.csv", b"title,abstract,label\nT,A,1\n,,0\n\"\",\" \",1\n");
         let columns = ColumnMap::default();
         let err = load_papers(&path, &options(&columns)).unwrap_err();
-        assert!(matches!(&err, DataError::EmptyText { count: 2, first_rows, .. } if first_rows == &vec![2, 3]), "{err}");
+        assert!(
+            matches!(&err, DataError::EmptyText { count: 2, first_rows, .. } if first_rows == &vec![2, 3]),
+            "{err}"
+        );
 
         let opts = LoadOptions { empty_text: EmptyTextPolicy::Skip, ..options(&columns) };
         let (records, report) = load_papers(&path, &opts).unwrap();
@@ -346,10 +361,17 @@ mod tests {
     fn a_line_of_megabytes_is_refused_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let huge = "x".repeat(6 << 20);
-        let path = write(&dir, "big.csv", format!("uuid,title,abstract,label\nq,T,A,1\nr,T,{huge},0\n").as_bytes());
+        let path = write(
+            &dir,
+            "big.csv",
+            format!("uuid,title,abstract,label\nq,T,A,1\nr,T,{huge},0\n").as_bytes(),
+        );
         let columns = ColumnMap::default();
         let error = load_papers(&path, &options(&columns)).unwrap_err().to_string();
-        assert!(error.contains("big.csv: line 3 is 6291462 bytes") && error.contains("at most 1048576"), "{error}");
+        assert!(
+            error.contains("big.csv: line 3 is 6291462 bytes") && error.contains("at most 1048576"),
+            "{error}"
+        );
     }
 
     #[test]

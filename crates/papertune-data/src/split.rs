@@ -11,7 +11,11 @@ use crate::error::{DataError, Result};
 /// Each class contributes `round(n_class * valid_fraction)` rows to the validation part (at least
 /// one when the class has two rows or more). The same labels, fraction and seed always give the
 /// same split. Both index lists come back sorted.
-pub fn stratified_split(labels: &[u8], valid_fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
+pub fn stratified_split(
+    labels: &[u8],
+    valid_fraction: f64,
+    seed: u64,
+) -> Result<(Vec<usize>, Vec<usize>)> {
     if !(valid_fraction > 0.0 && valid_fraction < 1.0) {
         return Err(DataError::Split {
             message: format!("data.valid_fraction must be in (0, 1), found {valid_fraction}"),
@@ -54,7 +58,9 @@ pub fn stratified_folds(labels: &[u8], k: usize, seed: u64) -> Result<Vec<Vec<us
         return Err(DataError::Split { message: format!("--folds must be at least 2, found {k}") });
     }
     if labels.len() < k {
-        return Err(DataError::Split { message: format!("{} rows cannot make {k} folds", labels.len()) });
+        return Err(DataError::Split {
+            message: format!("{} rows cannot make {k} folds", labels.len()),
+        });
     }
     let mut classes: Vec<u8> = labels.to_vec();
     classes.sort_unstable();

@@ -60,7 +60,10 @@ impl Table {
             return Err(DataError::NotFound { path: path.to_path_buf() });
         }
         let format = TableFormat::from_path(path)?;
-        if matches!(format, TableFormat::Csv | TableFormat::Tsv | TableFormat::JsonLines | TableFormat::Json) {
+        if matches!(
+            format,
+            TableFormat::Csv | TableFormat::Tsv | TableFormat::JsonLines | TableFormat::Json
+        ) {
             // One JSON document may be a single long line; rows of the other formats may not.
             let line_limit = (format != TableFormat::Json).then_some(MAX_LINE_BYTES);
             check_text(path, line_limit)?;
@@ -70,7 +73,9 @@ impl Table {
             format: format.name(),
             message: e.to_string(),
         };
-        let open = || File::open(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source });
+        let open = || {
+            File::open(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })
+        };
         let frame = match format {
             TableFormat::Csv | TableFormat::Tsv => {
                 let separator = if format == TableFormat::Tsv { b'\t' } else { b',' };
@@ -85,9 +90,15 @@ impl Table {
             }
             TableFormat::Parquet => ParquetReader::new(open()?).finish().map_err(parse_error)?,
             TableFormat::JsonLines | TableFormat::Json => {
-                let json_format =
-                    if format == TableFormat::Json { JsonFormat::Json } else { JsonFormat::JsonLines };
-                JsonReader::new(open()?).with_json_format(json_format).finish().map_err(parse_error)?
+                let json_format = if format == TableFormat::Json {
+                    JsonFormat::Json
+                } else {
+                    JsonFormat::JsonLines
+                };
+                JsonReader::new(open()?)
+                    .with_json_format(json_format)
+                    .finish()
+                    .map_err(parse_error)?
             }
         };
         let frame = match max_rows {
@@ -123,7 +134,11 @@ impl Table {
     /// items joined by `"; "`, as keyword cells are written.
     pub fn text_column(&self, name: &str) -> Option<Vec<Option<String>>> {
         let column = self.frame.column(name).ok().or_else(|| {
-            let mut matches = self.frame.columns().iter().filter(|c| c.name().as_str().eq_ignore_ascii_case(name));
+            let mut matches = self
+                .frame
+                .columns()
+                .iter()
+                .filter(|c| c.name().as_str().eq_ignore_ascii_case(name));
             let only = matches.next()?;
             matches.next().is_none().then_some(only)
         })?;
@@ -131,7 +146,8 @@ impl Table {
             let lists = column.list().ok()?;
             let cells = (0..lists.len()).map(|i| {
                 let items = lists.get_as_series(i)?.cast(&DataType::String).ok()?;
-                let joined: Vec<String> = items.str().ok()?.iter().flatten().map(str::to_owned).collect();
+                let joined: Vec<String> =
+                    items.str().ok()?.iter().flatten().map(str::to_owned).collect();
                 Some(joined.join("; "))
             });
             return Some(cells.collect());
@@ -149,16 +165,23 @@ const MAX_LINE_BYTES: usize = 1 << 20;
 /// Fails with the line and byte offset of the first byte sequence that is not UTF-8, or with
 /// the first line longer than `line_limit` bytes.
 fn check_text(path: &Path, line_limit: Option<usize>) -> Result<()> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
+    let bytes =
+        std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
     if let Err(e) = std::str::from_utf8(&bytes) {
         let offset = e.valid_up_to();
         let line = bytes[..offset].iter().filter(|&&b| b == b'\n').count() + 1;
         return Err(DataError::NotUtf8 { path: path.to_path_buf(), line, offset });
     }
     if let Some(limit) = line_limit
-        && let Some((index, line)) = bytes.split(|&b| b == b'\n').enumerate().find(|(_, line)| line.len() > limit)
+        && let Some((index, line)) =
+            bytes.split(|&b| b == b'\n').enumerate().find(|(_, line)| line.len() > limit)
     {
-        return Err(DataError::LineTooLong { path: path.to_path_buf(), line: index + 1, bytes: line.len(), limit });
+        return Err(DataError::LineTooLong {
+            path: path.to_path_buf(),
+            line: index + 1,
+            bytes: line.len(),
+            limit,
+        });
     }
     Ok(())
 }

@@ -80,7 +80,9 @@ impl TextTemplate {
             pieces.push(Piece::Literal(literal));
         }
         if !pieces.iter().any(|p| matches!(p, Piece::Field(_))) {
-            return Err(error("names no field; use at least one of {title}, {abstract}, ...".into()));
+            return Err(error(
+                "names no field; use at least one of {title}, {abstract}, ...".into(),
+            ));
         }
         Ok(Self { source: source.to_owned(), pieces })
     }
@@ -161,10 +163,16 @@ mod tests {
         struct Section {
             template: TextTemplate,
         }
-        let section: Section = serde_json::from_str(r#"{"template": "{title}: {abstract}"}"#).unwrap();
+        let section: Section =
+            serde_json::from_str(r#"{"template": "{title}: {abstract}"}"#).unwrap();
         assert_eq!(section.template.render(&paper()), "Title: Abstract.");
-        assert_eq!(serde_json::to_string(&section).unwrap(), r#"{"template":"{title}: {abstract}"}"#);
-        let err = serde_json::from_str::<Section>(r#"{"template": "{journal}"}"#).unwrap_err().to_string();
+        assert_eq!(
+            serde_json::to_string(&section).unwrap(),
+            r#"{"template":"{title}: {abstract}"}"#
+        );
+        let err = serde_json::from_str::<Section>(r#"{"template": "{journal}"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("{journal}"), "{err}");
     }
 

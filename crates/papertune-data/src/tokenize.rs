@@ -38,7 +38,9 @@ impl TextTokenizer {
         let pad_id = inner
             .get_padding()
             .map(|p| p.pad_id)
-            .or_else(|| ["[PAD]", "<pad>", "<|endoftext|>"].iter().find_map(|t| inner.token_to_id(t)))
+            .or_else(|| {
+                ["[PAD]", "<pad>", "<|endoftext|>"].iter().find_map(|t| inner.token_to_id(t))
+            })
             .unwrap_or(0);
         inner
             .with_truncation(Some(TruncationParams {
@@ -91,21 +93,30 @@ impl TextTokenizer {
 
     /// Encodes a pair of texts the way the model was pre-trained on pairs (`[CLS] a [SEP] b [SEP]`).
     pub fn encode_pair(&self, first: &str, second: &str) -> Result<Encoded> {
-        let encoding = self.inner.encode((first, second), true).map_err(|e| self.error(e.to_string()))?;
+        let encoding =
+            self.inner.encode((first, second), true).map_err(|e| self.error(e.to_string()))?;
         Ok(Encoded { ids: encoding.get_ids().to_vec(), type_ids: encoding.get_type_ids().to_vec() })
     }
 
     /// Encodes many texts (or pairs when `seconds` is given).
-    pub fn encode_all(&self, firsts: &[String], seconds: Option<&[String]>) -> Result<Vec<Encoded>> {
+    pub fn encode_all(
+        &self,
+        firsts: &[String],
+        seconds: Option<&[String]>,
+    ) -> Result<Vec<Encoded>> {
         match seconds {
             None => firsts.iter().map(|t| self.encode(t)).collect(),
-            Some(seconds) => firsts.iter().zip(seconds).map(|(a, b)| self.encode_pair(a, b)).collect(),
+            Some(seconds) => {
+                firsts.iter().zip(seconds).map(|(a, b)| self.encode_pair(a, b)).collect()
+            }
         }
     }
 
     /// Writes the tokenizer (with its truncation settings) to `path`.
     pub fn save(&self, path: &Path) -> Result<()> {
-        self.inner.save(path, false).map_err(|e| DataError::Tokenizer { path: path.to_path_buf(), message: e.to_string() })
+        self.inner
+            .save(path, false)
+            .map_err(|e| DataError::Tokenizer { path: path.to_path_buf(), message: e.to_string() })
     }
 
     fn error(&self, message: String) -> DataError {
@@ -122,6 +133,7 @@ pub fn encode_papers(
     papers: &[crate::PaperRecord],
 ) -> Result<Vec<Encoded>> {
     let firsts: Vec<String> = papers.iter().map(|p| template.render(p)).collect();
-    let seconds: Option<Vec<String>> = pair_template.map(|t| papers.iter().map(|p| t.render(p)).collect());
+    let seconds: Option<Vec<String>> =
+        pair_template.map(|t| papers.iter().map(|p| t.render(p)).collect());
     tokenizer.encode_all(&firsts, seconds.as_deref())
 }

@@ -6,13 +6,13 @@
 //! SwiGLU their inputs, a product the operand the other's gradient needs, and the training
 //! attention its inputs only (it computes the probabilities and the dropout mask again).
 
+use burn::backend::Backend;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::Backend;
 
 use crate::backend::FusedOps;
 use crate::composed;
@@ -46,12 +46,20 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         impl<B: FusedOps> Backward<B, 2> for RmsNorm {
             type State = (FloatTensor<B>, FloatTensor<B>, f64); // x, weight, eps
 
-            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
                 let [x_node, weight_node] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
                 let (x, weight, eps) = ops.state;
                 if let Some(node) = weight_node {
-                    grads.register::<B>(node.id, B::rms_norm_backward_weight(x.clone(), grad.clone(), eps));
+                    grads.register::<B>(
+                        node.id,
+                        B::rms_norm_backward_weight(x.clone(), grad.clone(), eps),
+                    );
                 }
                 if let Some(node) = x_node {
                     grads.register::<B>(node.id, B::rms_norm_backward_x(x, weight, grad, eps));
@@ -65,18 +73,30 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
                 let output = B::rms_norm(x.clone(), weight.clone(), eps);
                 prep.finish((x, weight, eps), output)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::rms_norm(x.into_primitive(), weight.into_primitive(), eps)),
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::rms_norm(x.into_primitive(), weight.into_primitive(), eps))
+            }
         }
     }
 
-    fn layer_norm_affine(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+    fn layer_norm_affine(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct LayerNorm;
 
         impl<B: FusedOps> Backward<B, 3> for LayerNorm {
             type State = (FloatTensor<B>, FloatTensor<B>, f64); // x, gamma, eps
 
-            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
                 let [x_node, gamma_node, beta_node] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
                 let (x, gamma, eps) = ops.state;
@@ -84,7 +104,10 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
                     grads.register::<B>(node.id, composed::sum_over_rows::<B>(grad.clone()));
                 }
                 if let Some(node) = gamma_node {
-                    grads.register::<B>(node.id, B::layer_norm_backward_gamma(x.clone(), grad.clone(), eps));
+                    grads.register::<B>(
+                        node.id,
+                        B::layer_norm_backward_gamma(x.clone(), grad.clone(), eps),
+                    );
                 }
                 if let Some(node) = x_node {
                     grads.register::<B>(node.id, B::layer_norm_backward_x(x, gamma, grad, eps));
@@ -92,26 +115,43 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             }
         }
 
-        match LayerNorm.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+        match LayerNorm
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => {
-                let (x, gamma, beta) = (x.into_primitive(), gamma.into_primitive(), beta.into_primitive());
+                let (x, gamma, beta) =
+                    (x.into_primitive(), gamma.into_primitive(), beta.into_primitive());
                 let output = B::layer_norm_affine(x.clone(), gamma.clone(), beta, eps);
                 prep.finish((x, gamma, eps), output)
             }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(B::layer_norm_affine(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), eps))
-            }
+            OpsKind::UnTracked(prep) => prep.finish(B::layer_norm_affine(
+                x.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                eps,
+            )),
         }
     }
 
-    fn rotary(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn rotary(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct Rotary;
 
         impl<B: FusedOps> Backward<B, 1> for Rotary {
             type State = (FloatTensor<B>, FloatTensor<B>); // cos, sin
 
-            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
                 let [parent] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
                 if let Some(parent) = parent {
@@ -151,10 +191,17 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         impl<B: FusedOps> Backward<B, 3> for AttentionDropout {
             type State = [FloatTensor<B>; 4]; // q, k, v, bias
 
-            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
                 let grad = grads.consume::<B>(&ops.node);
                 let [q, k, v, bias] = ops.state;
-                let (dq, dk, dv) = B::attention_dropout_backward(q, k, v, bias, grad, self.scale, self.keep, self.seed);
+                let (dq, dk, dv) = B::attention_dropout_backward(
+                    q, k, v, bias, grad, self.scale, self.keep, self.seed,
+                );
                 for (parent, grad) in ops.parents.into_iter().zip([dq, dk, dv]) {
                     if let Some(parent) = parent {
                         grads.register::<B>(parent.id, grad);
@@ -169,16 +216,37 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         match op.prepare::<C>([q.node(), k.node(), v.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let (q, k, v) = (q.into_primitive(), k.into_primitive(), v.into_primitive());
-                let output = B::attention_dropout(q.clone(), k.clone(), v.clone(), bias.clone(), scale, keep, seed);
+                let output = B::attention_dropout(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    bias.clone(),
+                    scale,
+                    keep,
+                    seed,
+                );
                 prep.finish([q, k, v, bias], output)
             }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(B::attention_dropout(q.into_primitive(), k.into_primitive(), v.into_primitive(), bias, scale, keep, seed))
-            }
+            OpsKind::UnTracked(prep) => prep.finish(B::attention_dropout(
+                q.into_primitive(),
+                k.into_primitive(),
+                v.into_primitive(),
+                bias,
+                scale,
+                keep,
+                seed,
+            )),
         }
     }
 
-    fn causal_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f64, window: usize) -> FloatTensor<Self> {
+    fn causal_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f64,
+        window: usize,
+    ) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct CausalAttention {
             scale: f64,
@@ -188,10 +256,16 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         impl<B: FusedOps> Backward<B, 3> for CausalAttention {
             type State = [FloatTensor<B>; 4]; // q, k, v, bias
 
-            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
                 let grad = grads.consume::<B>(&ops.node);
                 let [q, k, v, bias] = ops.state;
-                let (dq, dk, dv) = B::causal_attention_backward(q, k, v, bias, grad, self.scale, self.window);
+                let (dq, dk, dv) =
+                    B::causal_attention_backward(q, k, v, bias, grad, self.scale, self.window);
                 for (parent, grad) in ops.parents.into_iter().zip([dq, dk, dv]) {
                     if let Some(parent) = parent {
                         grads.register::<B>(parent.id, grad);
@@ -206,10 +280,24 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         match op.prepare::<C>([q.node(), k.node(), v.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let (q, k, v) = (q.into_primitive(), k.into_primitive(), v.into_primitive());
-                let output = B::causal_attention(q.clone(), k.clone(), v.clone(), bias.clone(), scale, window);
+                let output = B::causal_attention(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    bias.clone(),
+                    scale,
+                    window,
+                );
                 prep.finish([q, k, v, bias], output)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::causal_attention(q.into_primitive(), k.into_primitive(), v.into_primitive(), bias, scale, window)),
+            OpsKind::UnTracked(prep) => prep.finish(B::causal_attention(
+                q.into_primitive(),
+                k.into_primitive(),
+                v.into_primitive(),
+                bias,
+                scale,
+                window,
+            )),
         }
     }
 
@@ -217,7 +305,10 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         tracked_product::<B, C>(x, weight, B::linear_layer)
     }
 
-    fn quantized_linear(x: FloatTensor<Self>, weight: crate::quant::QuantWeight) -> FloatTensor<Self> {
+    fn quantized_linear(
+        x: FloatTensor<Self>,
+        weight: crate::quant::QuantWeight,
+    ) -> FloatTensor<Self> {
         /// The weight is frozen: only the input gets a gradient, `dx = dy W`.
         #[derive(Debug)]
         struct QuantizedLinear(crate::quant::QuantWeight);
@@ -225,7 +316,12 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         impl<B: FusedOps> Backward<B, 1> for QuantizedLinear {
             type State = ();
 
-            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
                 let [parent] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
                 if let Some(parent) = parent {
@@ -235,37 +331,64 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         }
 
         match QuantizedLinear(weight.clone()).prepare::<C>([x.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((), B::quantized_linear(x.into_primitive(), weight)),
-            OpsKind::UnTracked(prep) => prep.finish(B::quantized_linear(x.into_primitive(), weight)),
+            OpsKind::Tracked(prep) => {
+                prep.finish((), B::quantized_linear(x.into_primitive(), weight))
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::quantized_linear(x.into_primitive(), weight))
+            }
         }
     }
 
-    fn linear_layer_bias(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn linear_layer_bias(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct LinearBias;
 
         impl<B: FusedOps> Backward<B, 3> for LinearBias {
             type State = ProductSaved<B>;
 
-            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
                 let [x_node, weight_node, bias_node] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
                 if let Some(node) = bias_node {
                     grads.register::<B>(node.id, composed::sum_over_rows::<B>(grad.clone()));
                 }
-                ops.state.register_grads([x_node, weight_node].map(|n| n.map(|n| n.id)), grad, grads, B::linear_layer);
+                ops.state.register_grads(
+                    [x_node, weight_node].map(|n| n.map(|n| n.id)),
+                    grad,
+                    grads,
+                    B::linear_layer,
+                );
             }
         }
 
         let tracked = [x.is_tracked(), weight.is_tracked()];
-        match LinearBias.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
+        match LinearBias
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => {
                 let (x, weight) = (x.into_primitive(), weight.into_primitive());
-                prep.finish(ProductSaved::new(&x, &weight, tracked), B::linear_layer_bias(x, weight, bias.into_primitive()))
+                prep.finish(
+                    ProductSaved::new(&x, &weight, tracked),
+                    B::linear_layer_bias(x, weight, bias.into_primitive()),
+                )
             }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(B::linear_layer_bias(x.into_primitive(), weight.into_primitive(), bias.into_primitive()))
-            }
+            OpsKind::UnTracked(prep) => prep.finish(B::linear_layer_bias(
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+            )),
         }
     }
 
@@ -280,7 +403,12 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         impl<B: FusedOps> Backward<B, 1> for TokenNll {
             type State = (FloatTensor<B>, FloatTensor<B>); // logits, targets
 
-            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
                 let [parent] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
                 if let Some(parent) = parent {
@@ -313,7 +441,11 @@ struct ProductSaved<B: Backend> {
 
 impl<B: FusedOps> ProductSaved<B> {
     /// `tracked`: whether `lhs` and `rhs` need gradients.
-    fn new(lhs: &FloatTensor<B>, rhs: &FloatTensor<B>, [lhs_tracked, rhs_tracked]: [bool; 2]) -> Self {
+    fn new(
+        lhs: &FloatTensor<B>,
+        rhs: &FloatTensor<B>,
+        [lhs_tracked, rhs_tracked]: [bool; 2],
+    ) -> Self {
         Self { lhs: rhs_tracked.then(|| lhs.clone()), rhs: lhs_tracked.then(|| rhs.clone()) }
     }
 
@@ -358,12 +490,18 @@ fn tracked_product<B: FusedOps, C: CheckpointStrategy>(
     product: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
 ) -> FloatTensor<Autodiff<B, C>> {
     let tracked = [lhs.is_tracked(), rhs.is_tracked()];
-    match (ProductBackward { product }).prepare::<C>([lhs.node(), rhs.node()]).compute_bound().stateful() {
+    match (ProductBackward { product })
+        .prepare::<C>([lhs.node(), rhs.node()])
+        .compute_bound()
+        .stateful()
+    {
         OpsKind::Tracked(prep) => {
             let (lhs, rhs) = (lhs.into_primitive(), rhs.into_primitive());
             prep.finish(ProductSaved::new(&lhs, &rhs, tracked), product(lhs, rhs))
         }
-        OpsKind::UnTracked(prep) => prep.finish(product(lhs.into_primitive(), rhs.into_primitive())),
+        OpsKind::UnTracked(prep) => {
+            prep.finish(product(lhs.into_primitive(), rhs.into_primitive()))
+        }
     }
 }
 
@@ -416,7 +554,8 @@ fn tracked_unary<B: FusedOps, C: CheckpointStrategy>(
 }
 
 /// The gradients of a two-input operation's tracked inputs (`tracked`) from both inputs and `dy`.
-type BinaryGrads<B> = fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, [bool; 2]) -> [Option<FloatTensor<B>>; 2];
+type BinaryGrads<B> =
+    fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, [bool; 2]) -> [Option<FloatTensor<B>>; 2];
 
 /// The backward step of a two-input operation that keeps both inputs.
 #[derive(Debug)]
@@ -457,21 +596,36 @@ fn tracked_binary<B: FusedOps, C: CheckpointStrategy>(
 }
 
 /// SwiGLU's gradients with respect to `gate` and `up`.
-fn swiglu_grads<B: FusedOps>(gate: FloatTensor<B>, up: FloatTensor<B>, grad: FloatTensor<B>, [gate_tracked, up_tracked]: [bool; 2]) -> [Option<FloatTensor<B>>; 2] {
+fn swiglu_grads<B: FusedOps>(
+    gate: FloatTensor<B>,
+    up: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    [gate_tracked, up_tracked]: [bool; 2],
+) -> [Option<FloatTensor<B>>; 2] {
     let d_up = up_tracked.then(|| B::swiglu_backward_up(gate.clone(), grad.clone()));
     let d_gate = gate_tracked.then(|| B::swiglu_backward_gate(gate, up, grad));
     [d_gate, d_up]
 }
 
 /// GeGLU's gradients with respect to `gate` and `up`.
-fn geglu_tanh_grads<B: FusedOps>(gate: FloatTensor<B>, up: FloatTensor<B>, grad: FloatTensor<B>, [gate_tracked, up_tracked]: [bool; 2]) -> [Option<FloatTensor<B>>; 2] {
+fn geglu_tanh_grads<B: FusedOps>(
+    gate: FloatTensor<B>,
+    up: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    [gate_tracked, up_tracked]: [bool; 2],
+) -> [Option<FloatTensor<B>>; 2] {
     let d_up = up_tracked.then(|| B::geglu_tanh_backward_up(gate.clone(), grad.clone()));
     let d_gate = gate_tracked.then(|| B::geglu_tanh_backward_gate(gate, up, grad));
     [d_gate, d_up]
 }
 
 /// `gelu(x + bias)`'s gradients with respect to `x` and `bias` (the first summed over rows).
-fn bias_gelu_grads<B: FusedOps>(x: FloatTensor<B>, bias: FloatTensor<B>, grad: FloatTensor<B>, [x_tracked, bias_tracked]: [bool; 2]) -> [Option<FloatTensor<B>>; 2] {
+fn bias_gelu_grads<B: FusedOps>(
+    x: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    [x_tracked, bias_tracked]: [bool; 2],
+) -> [Option<FloatTensor<B>>; 2] {
     let d_pre = B::bias_gelu_backward(x, bias, grad); // the gradient of x + bias
     let d_bias = bias_tracked.then(|| composed::sum_over_rows::<B>(d_pre.clone()));
     [x_tracked.then_some(d_pre), d_bias]

@@ -24,7 +24,10 @@ pub trait FusedOps: Backend {
     }
 
     /// `dx = p * (dy - sum(dy * p))` over the last axis, from `p = softmax(x)`.
-    fn softmax_last_backward(probs: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn softmax_last_backward(
+        probs: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         composed::softmax_backward::<Self>(probs, grad)
     }
 
@@ -34,7 +37,11 @@ pub trait FusedOps: Backend {
     }
 
     /// The gradient of `silu(gate) * up` with respect to `gate`.
-    fn swiglu_backward_gate(gate: FloatTensor<Self>, up: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn swiglu_backward_gate(
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         composed::swiglu_backward_gate::<Self>(gate, up, grad)
     }
 
@@ -49,12 +56,19 @@ pub trait FusedOps: Backend {
     }
 
     /// The gradient of `gelu_tanh(gate) * up` with respect to `gate`.
-    fn geglu_tanh_backward_gate(gate: FloatTensor<Self>, up: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn geglu_tanh_backward_gate(
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         composed::geglu_tanh_backward_gate::<Self>(gate, up, grad)
     }
 
     /// The gradient of `gelu_tanh(gate) * up` with respect to `up`.
-    fn geglu_tanh_backward_up(gate: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn geglu_tanh_backward_up(
+        gate: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         composed::geglu_tanh_backward_up::<Self>(gate, grad)
     }
 
@@ -67,11 +81,20 @@ pub trait FusedOps: Backend {
     fn gelu_erf_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         // Written out rather than `gelu_backward`, whose default is the tanh form's derivative.
         let cdf = Self::float_mul_scalar(
-            Self::float_add_scalar(Self::float_erf(Self::float_mul_scalar(x.clone(), std::f64::consts::FRAC_1_SQRT_2.into())), 1.0.into()),
+            Self::float_add_scalar(
+                Self::float_erf(Self::float_mul_scalar(
+                    x.clone(),
+                    std::f64::consts::FRAC_1_SQRT_2.into(),
+                )),
+                1.0.into(),
+            ),
             0.5.into(),
         );
         let pdf = Self::float_mul_scalar(
-            Self::float_exp(Self::float_mul_scalar(Self::float_mul(x.clone(), x.clone()), (-0.5).into())),
+            Self::float_exp(Self::float_mul_scalar(
+                Self::float_mul(x.clone(), x.clone()),
+                (-0.5).into(),
+            )),
             (1.0 / (2.0 * std::f64::consts::PI).sqrt()).into(),
         );
         Self::float_mul(grad, Self::float_add(cdf, Self::float_mul(x, pdf)))
@@ -85,7 +108,11 @@ pub trait FusedOps: Backend {
 
     /// The gradient of [`FusedOps::bias_gelu`] with respect to `x`,
     /// `dy * (Phi(x + bias) + (x + bias) * phi(x + bias))`; summed over rows, that of `bias`.
-    fn bias_gelu_backward(x: FloatTensor<Self>, bias: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn bias_gelu_backward(
+        x: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         Self::gelu_erf_backward(composed::add_row_bias::<Self>(x, bias), grad)
     }
 
@@ -96,18 +123,32 @@ pub trait FusedOps: Backend {
 
     /// The gradient of [`FusedOps::rms_norm`] with respect to `x`:
     /// `r * (w * dy - x * r^2 * mean(w * dy * x))`.
-    fn rms_norm_backward_x(x: FloatTensor<Self>, weight: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+    fn rms_norm_backward_x(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
         composed::rms_norm_backward_x::<Self>(x, weight, grad, eps)
     }
 
     /// The gradient of [`FusedOps::rms_norm`] with respect to `w`: `dy * x * r` summed over rows, `[d]`.
-    fn rms_norm_backward_weight(x: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+    fn rms_norm_backward_weight(
+        x: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
         composed::rms_norm_backward_weight::<Self>(x, grad, eps)
     }
 
     /// LayerNorm over the last axis: `xhat * gamma + beta` with `xhat = (x - mean(x)) * r`,
     /// `r = 1 / sqrt(var(x) + eps)`; `gamma`, `beta` of shape `[d]`.
-    fn layer_norm_affine(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+    fn layer_norm_affine(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
         <Self as burn::backend::ops::ModuleOps<Self>>::layer_norm(x, gamma, Some(beta), eps)
     }
 
@@ -123,18 +164,32 @@ pub trait FusedOps: Backend {
         beta: FloatTensor<Self>,
         eps: f64,
     ) -> FloatTensor<Self> {
-        Self::layer_norm_affine(composed::bias_residual::<Self>(x, bias, residual), gamma, beta, eps)
+        Self::layer_norm_affine(
+            composed::bias_residual::<Self>(x, bias, residual),
+            gamma,
+            beta,
+            eps,
+        )
     }
 
     /// The gradient of [`FusedOps::layer_norm_affine`] with respect to `x`:
     /// `r * (gamma dy - mean(gamma dy) - xhat * mean(gamma dy * xhat))`.
-    fn layer_norm_backward_x(x: FloatTensor<Self>, gamma: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+    fn layer_norm_backward_x(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
         composed::layer_norm_backward_x::<Self>(x, gamma, grad, eps)
     }
 
     /// The gradient of [`FusedOps::layer_norm_affine`] with respect to `gamma`: `dy * xhat`
     /// summed over rows, `[d]`. (The gradient of `beta` is `dy` summed over rows.)
-    fn layer_norm_backward_gamma(x: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+    fn layer_norm_backward_gamma(
+        x: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
         composed::layer_norm_backward_gamma::<Self>(x, grad, eps)
     }
 
@@ -142,7 +197,13 @@ pub trait FusedOps: Backend {
     /// for `q [batch, seq_q, heads, d]`, `k`, `v [batch, seq_k, heads, d]` (the layout the
     /// projections produce, before any transpose) and a per-key `bias [batch, seq_k]` (the
     /// padding mask); the output is `[batch, seq_q, heads, d]`.
-    fn attention_key_bias(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+    fn attention_key_bias(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
         composed::attention_key_bias::<Self>(q, k, v, bias, scale)
     }
 
@@ -187,7 +248,14 @@ pub trait FusedOps: Backend {
     /// `bias [batch, seq_k]` (the padding mask). Query `i` sits at position `seq_k - seq_q + i`
     /// and sees the keys at or before it, only the last `window` of them when `window > 0`. The
     /// output is `[batch, seq_q, heads, d]`.
-    fn causal_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f64, window: usize) -> FloatTensor<Self> {
+    fn causal_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f64,
+        window: usize,
+    ) -> FloatTensor<Self> {
         composed::causal_attention::<Self>(q, k, v, bias, scale, window)
     }
 
@@ -208,13 +276,21 @@ pub trait FusedOps: Backend {
 
     /// Rotary embedding, `x cos + rotate_half(x) sin`, for `x [batch, heads, seq, d]` and
     /// `cos`, `sin` of `[batch, 1, seq, d]`; `rotate_half(x) = [-x2, x1]` for halves `x1`, `x2`.
-    fn rotary(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn rotary(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         composed::rotary::<Self>(x, cos, sin)
     }
 
     /// The gradient of [`FusedOps::rotary`] with respect to `x`: `dy cos + [dy2 s2, -dy1 s1]`
     /// with `s = sin`.
-    fn rotary_backward(grad: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn rotary_backward(
+        grad: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         composed::rotary_backward::<Self>(grad, cos, sin)
     }
 
@@ -226,7 +302,11 @@ pub trait FusedOps: Backend {
     }
 
     /// A linear layer, `x weight + bias`, with `bias [d_out]`.
-    fn linear_layer_bias(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn linear_layer_bias(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         composed::linear_bias::<Self>(x, weight, bias)
     }
 
@@ -235,13 +315,19 @@ pub trait FusedOps: Backend {
     /// ([`crate::quant::matmul_xwt`]): the activations travel, the weight never exists in f32.
     /// (The GPU backends, which have no papertune kernels, take
     /// [`crate::quantized_linear`]'s own path instead.)
-    fn quantized_linear(x: FloatTensor<Self>, weight: crate::quant::QuantWeight) -> FloatTensor<Self> {
+    fn quantized_linear(
+        x: FloatTensor<Self>,
+        weight: crate::quant::QuantWeight,
+    ) -> FloatTensor<Self> {
         composed::quantized_linear_on_host::<Self>(x, weight)
     }
 
     /// The backward pass of [`FusedOps::quantized_linear`] to its input: `dx = dy W`,
     /// `[rows, d_in]` from `dy [rows, d_out]`.
-    fn quantized_linear_backward(grad: FloatTensor<Self>, weight: crate::quant::QuantWeight) -> FloatTensor<Self> {
+    fn quantized_linear_backward(
+        grad: FloatTensor<Self>,
+        weight: crate::quant::QuantWeight,
+    ) -> FloatTensor<Self> {
         composed::quantized_linear_backward_on_host::<Self>(grad, weight)
     }
 
@@ -269,7 +355,19 @@ pub trait FusedOps: Backend {
         correction_1: f64,
         correction_2: f64,
     ) -> FloatTensor<Self> {
-        composed::adamw_packed::<Self>(param, grad, moment_1, moment_2, lr, beta_1, beta_2, epsilon, weight_decay, correction_1, correction_2)
+        composed::adamw_packed::<Self>(
+            param,
+            grad,
+            moment_1,
+            moment_2,
+            lr,
+            beta_1,
+            beta_2,
+            epsilon,
+            weight_decay,
+            correction_1,
+            correction_2,
+        )
     }
 
     /// Per-row negative log-likelihood of a target class, `logsumexp(x_r) - x_r[t_r]`, for
@@ -281,7 +379,11 @@ pub trait FusedOps: Backend {
 
     /// The gradient of [`FusedOps::token_nll`] with respect to the logits:
     /// `dy_r * (softmax(x_r) - onehot(t_r))`, `[rows, classes]`.
-    fn token_nll_backward(logits: FloatTensor<Self>, targets: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn token_nll_backward(
+        logits: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         composed::token_nll_backward::<Self>(logits, targets, grad)
     }
 }

@@ -53,7 +53,11 @@ fn next_mask_seed() -> u64 {
 pub(crate) fn mask_values(len: usize, keep: f64, seed: u64) -> Vec<f32> {
     let mut values = vec![0.0f32; len];
     values.par_chunks_mut(CHUNK).enumerate().for_each(|(chunk, out)| {
-        simd::vectorised(Width::Widest, #[inline(always)] || mask_range(out, chunk * CHUNK, keep, seed));
+        simd::vectorised(
+            Width::Widest,
+            #[inline(always)]
+            || mask_range(out, chunk * CHUNK, keep, seed),
+        );
     });
     values
 }
@@ -205,7 +209,10 @@ mod tests {
         assert!(values(dropout.forward(x.clone())).iter().all(|&v| v == 1.0));
         let tracked = Tensor::<2>::ones([4, 8], &device.clone().autodiff());
         let dropped = values(dropout.forward(tracked.clone()));
-        assert!(dropped.iter().any(|&v| v == 0.0) && dropped.iter().any(|&v| v == 2.0), "{dropped:?}");
+        assert!(
+            dropped.iter().any(|&v| v == 0.0) && dropped.iter().any(|&v| v == 2.0),
+            "{dropped:?}"
+        );
         let frozen = Dropout { prob: 0.5, training: Param::from_bool(false) };
         assert!(values(frozen.forward(tracked)).iter().all(|&v| v == 1.0));
     }

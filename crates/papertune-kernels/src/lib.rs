@@ -48,13 +48,15 @@
 #![allow(deprecated)]
 // Without a CPU backend feature the extension macro routes nothing, and the scalar arguments of
 // its generated Dispatch methods and the backend match go unused.
-#![cfg_attr(not(any(feature = "flex", feature = "ndarray")), allow(unused_variables, unused_imports))]
+#![cfg_attr(
+    not(any(feature = "flex", feature = "ndarray")),
+    allow(unused_variables, unused_imports)
+)]
 
 mod autodiff;
 mod backend;
 mod composed;
 pub mod dropout;
-pub mod quant;
 #[cfg(feature = "flex")]
 mod flex;
 #[cfg(feature = "flex")]
@@ -62,6 +64,7 @@ mod math;
 mod matrix;
 mod memory;
 mod ops;
+pub mod quant;
 pub mod random;
 mod send_ptr;
 mod simd;
@@ -71,6 +74,8 @@ mod testing;
 pub use backend::FusedOps;
 pub use memory::keep_freed_memory;
 pub use ops::{
-    AdamWStep, adamw_update, attention_dropout, attention_key_bias, batched_matmul, causal_attention, geglu_tanh, gelu, layer_norm, linear, linear_gelu,
-    linear_layer, linear_residual_layer_norm, quantized_linear, rms_norm, rotary, softmax_last, supported, swiglu, token_nll,
+    AdamWStep, adamw_update, attention_dropout, attention_key_bias, batched_matmul,
+    causal_attention, geglu_tanh, gelu, layer_norm, linear, linear_gelu, linear_layer,
+    linear_residual_layer_norm, quantized_linear, rms_norm, rotary, softmax_last, supported,
+    swiglu, token_nll,
 };

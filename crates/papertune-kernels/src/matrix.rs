@@ -17,14 +17,28 @@ impl<'a> Matrix<'a> {
     ///
     /// # Panics
     /// If the last element lies outside `data`.
-    pub(crate) fn strided(data: &'a [f32], rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> Self {
-        assert!(rows > 0 && cols > 0 && (rows - 1) * row_stride + (cols - 1) * col_stride < data.len());
+    pub(crate) fn strided(
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Self {
+        assert!(
+            rows > 0 && cols > 0 && (rows - 1) * row_stride + (cols - 1) * col_stride < data.len()
+        );
         Matrix { data, rows, cols, row_stride, col_stride }
     }
 
     /// The transpose, as a view.
     pub(crate) fn transposed(self) -> Self {
-        Matrix { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
+        Matrix {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
     }
 
     /// Columns `start..start + cols` of this matrix.
@@ -53,11 +67,25 @@ impl<'a> Matrix<'a> {
         // SAFETY: see the function's contract.
         unsafe {
             gemm::gemm(
-                self.rows, rhs.cols, self.cols,
-                dst, 1, dst_row_stride as isize, read_dst,
-                self.data.as_ptr(), self.col_stride as isize, self.row_stride as isize,
-                rhs.data.as_ptr(), rhs.col_stride as isize, rhs.row_stride as isize,
-                1.0, factor, false, false, false, parallelism,
+                self.rows,
+                rhs.cols,
+                self.cols,
+                dst,
+                1,
+                dst_row_stride as isize,
+                read_dst,
+                self.data.as_ptr(),
+                self.col_stride as isize,
+                self.row_stride as isize,
+                rhs.data.as_ptr(),
+                rhs.col_stride as isize,
+                rhs.row_stride as isize,
+                1.0,
+                factor,
+                false,
+                false,
+                false,
+                parallelism,
             );
         }
     }

@@ -38,7 +38,8 @@ pub(crate) fn vectorised<R>(width: Width, body: impl FnOnce() -> R) -> R {
         }
         use std::arch::is_x86_feature_detected as has;
         let avx2 = has!("avx2") && has!("fma");
-        let has_avx512 = avx2 && has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512dq");
+        let has_avx512 =
+            avx2 && has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512dq");
         if width == Width::Widest && has_avx512 {
             // SAFETY: the CPU has the features `avx512` is compiled for.
             return unsafe { avx512(body) };

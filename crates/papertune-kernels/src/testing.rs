@@ -4,7 +4,8 @@ use burn::tensor::{Device, Tensor};
 
 /// Asserts `|a - b| <= tol * (1 + |b|)` element by element, naming the first that is not.
 pub(crate) fn close(a: Tensor<3>, b: Tensor<3>, tol: f32, what: &str) {
-    let (a, b): (Vec<f32>, Vec<f32>) = (a.into_data().try_to_vec::<f32>().unwrap(), b.into_data().try_to_vec::<f32>().unwrap());
+    let (a, b): (Vec<f32>, Vec<f32>) =
+        (a.into_data().try_to_vec::<f32>().unwrap(), b.into_data().try_to_vec::<f32>().unwrap());
     assert_eq!(a.len(), b.len(), "{what}: lengths");
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{what}[{i}]: fused {x}, reference {y}");

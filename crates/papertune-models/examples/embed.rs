@@ -7,7 +7,12 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use papertune_models::bert::{BertInput, l2_normalize, masked_mean};
 use papertune_models::{PretrainedEncoder, source};
 
-fn embed(encoder: &PretrainedEncoder, tokenizer: &tokenizers::Tokenizer, text: &str, device: &Device) -> Vec<f32> {
+fn embed(
+    encoder: &PretrainedEncoder,
+    tokenizer: &tokenizers::Tokenizer,
+    text: &str,
+    device: &Device,
+) -> Vec<f32> {
     let encoding = tokenizer.encode(text, true).expect("tokenizes");
     let ids: Vec<i64> = encoding.get_ids().iter().map(|&t| i64::from(t)).collect();
     let seq = ids.len();
@@ -32,7 +37,8 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         "Anticoagulants prevent strokes in patients with an irregular heartbeat.",
         "A new compiler pass removes redundant bounds checks.",
     ];
-    let vectors: Vec<Vec<f32>> = texts.iter().map(|t| embed(&encoder, &tokenizer, t, &device)).collect();
+    let vectors: Vec<Vec<f32>> =
+        texts.iter().map(|t| embed(&encoder, &tokenizer, t, &device)).collect();
     for i in 0..texts.len() {
         for j in i + 1..texts.len() {
             let cosine: f32 = vectors[i].iter().zip(&vectors[j]).map(|(a, b)| a * b).sum();

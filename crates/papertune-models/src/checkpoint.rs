@@ -59,14 +59,16 @@ impl Checkpoint {
         if !path.exists() {
             return Err(ModelError::NotFound { path: path.to_path_buf() });
         }
-        let is_index = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".index.json"));
+        let is_index =
+            path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".index.json"));
         let mut tensors = BTreeMap::new();
         if is_index {
             let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-            let index: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Safetensors {
-                path: path.to_path_buf(),
-                message: format!("index is not JSON: {e}"),
-            })?;
+            let index: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| ModelError::Safetensors {
+                    path: path.to_path_buf(),
+                    message: format!("index is not JSON: {e}"),
+                })?;
             let shards: BTreeSet<String> = index
                 .get("weight_map")
                 .and_then(|m| m.as_object())
@@ -83,7 +85,9 @@ impl Checkpoint {
                 if !is_file_name(&shard) {
                     return Err(ModelError::Safetensors {
                         path: path.to_path_buf(),
-                        message: format!("weight_map names the shard {shard:?}; expected a file name beside the index"),
+                        message: format!(
+                            "weight_map names the shard {shard:?}; expected a file name beside the index"
+                        ),
                     });
                 }
                 read_file_into(&dir.join(shard), &mut tensors)?;
@@ -156,7 +160,11 @@ impl Checkpoint {
         let left: Vec<String> = self
             .tensors
             .keys()
-            .filter(|name| !ignorable.iter().any(|pattern| name.starts_with(pattern) || name.ends_with(pattern)))
+            .filter(|name| {
+                !ignorable
+                    .iter()
+                    .any(|pattern| name.starts_with(pattern) || name.ends_with(pattern))
+            })
             .cloned()
             .collect();
         if left.is_empty() {
@@ -183,9 +191,8 @@ impl Checkpoint {
             })
             .collect();
         let metadata = metadata.map(|m| m.into_iter().collect());
-        let bytes = safetensors::serialize(views, metadata).map_err(|e| ModelError::Safetensors {
-            path: path.to_path_buf(),
-            message: e.to_string(),
+        let bytes = safetensors::serialize(views, metadata).map_err(|e| {
+            ModelError::Safetensors { path: path.to_path_buf(), message: e.to_string() }
         })?;
         write_atomic(path, &bytes)
     }
@@ -225,21 +232,28 @@ fn read_file_into(path: &Path, tensors: &mut BTreeMap<String, HostTensor>) -> Re
         return Err(ModelError::NotFound { path: path.to_path_buf() });
     }
     let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
-    let file = SafeTensors::deserialize(&bytes)
-        .map_err(|e| ModelError::Safetensors { path: path.to_path_buf(), message: e.to_string() })?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Safetensors {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     for (name, view) in file.tensors() {
         let raw = view.data();
         let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::F16 => {
-                raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            Dtype::F32 => {
+                raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
             }
-            Dtype::BF16 => {
-                raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
-            }
-            Dtype::I64 if name.ends_with("position_ids") => {
-                raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32).collect()
-            }
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::I64 if name.ends_with("position_ids") => raw
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32)
+                .collect(),
             other => {
                 return Err(ModelError::UnsupportedDtype {
                     path: path.to_path_buf(),
@@ -269,7 +283,8 @@ mod tests {
 
     fn sample() -> Checkpoint {
         let mut tensors = BTreeMap::new();
-        tensors.insert("a.weight".into(), HostTensor::new(vec![2, 3], vec![1., 2., 3., 4., 5., 6.]));
+        tensors
+            .insert("a.weight".into(), HostTensor::new(vec![2, 3], vec![1., 2., 3., 4., 5., 6.]));
         tensors.insert("a.bias".into(), HostTensor::new(vec![2], vec![0.5, -0.5]));
         Checkpoint::from_tensors("mem", tensors)
     }
@@ -318,14 +333,23 @@ mod tests {
         two.insert("y".to_string(), HostTensor::new(vec![1], vec![2.0]));
         Checkpoint::from_tensors("b", two).write(&dir.path().join("s2.safetensors"), None).unwrap();
         let index = dir.path().join("model.safetensors.index.json");
-        std::fs::write(&index, r#"{"metadata":{},"weight_map":{"x":"s1.safetensors","y":"s2.safetensors"}}"#).unwrap();
+        std::fs::write(
+            &index,
+            r#"{"metadata":{},"weight_map":{"x":"s1.safetensors","y":"s2.safetensors"}}"#,
+        )
+        .unwrap();
         let ckpt = Checkpoint::read(&index).unwrap();
         assert_eq!(ckpt.names().collect::<Vec<_>>(), vec!["x", "y"]);
         // Shards outside the index's folder are refused, naming the index and the shard.
         for shard in ["../s1.safetensors", "/etc/passwd", "sub/s1.safetensors"] {
             std::fs::write(&index, format!(r#"{{"weight_map":{{"x":"{shard}"}}}}"#)).unwrap();
             let err = Checkpoint::read(&index).unwrap_err().to_string();
-            assert!(err.contains("index.json") && err.contains(shard) && err.contains("expected a file name"), "{err}");
+            assert!(
+                err.contains("index.json")
+                    && err.contains(shard)
+                    && err.contains("expected a file name"),
+                "{err}"
+            );
         }
     }
 

@@ -58,7 +58,9 @@ pub enum ModelError {
     Generation { message: String },
 
     /// A downloaded file does not have the published checksum.
-    #[error("{path}: sha256 {found} does not match the expected {expected}; delete the file and retry")]
+    #[error(
+        "{path}: sha256 {found} does not match the expected {expected}; delete the file and retry"
+    )]
     Checksum { path: PathBuf, expected: String, found: String },
 }
 

@@ -17,11 +17,24 @@ use papertune_kernels::random::{GOLDEN_GAMMA, mix};
 
 use crate::bert::BertConfig;
 use crate::checkpoint::{Checkpoint, HostTensor};
-use crate::llama::LlamaConfig;
 use crate::fuzz_targets::{self, ramp};
+use crate::llama::LlamaConfig;
 
 /// Values that break size arithmetic, written over counts, lengths and offsets.
-const BOUNDARY: [u64; 12] = [0, 1, 2, 7, 255, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff, 1 << 32, 1 << 40, i64::MAX as u64, u64::MAX];
+const BOUNDARY: [u64; 12] = [
+    0,
+    1,
+    2,
+    7,
+    255,
+    0x7fff_ffff,
+    0x8000_0000,
+    0xffff_ffff,
+    1 << 32,
+    1 << 40,
+    i64::MAX as u64,
+    u64::MAX,
+];
 
 struct Rng(u64);
 
@@ -93,14 +106,24 @@ fn campaign(name: &str, seeds: &[Vec<u8>], target: impl Fn(&[u8])) {
         }
         n = i + 1;
         if i > 0 && i % 1_000_000 == 0 {
-            eprintln!("{name}: {i} mutated inputs in {:.0} s, no panic so far", started.elapsed().as_secs_f64());
+            eprintln!(
+                "{name}: {i} mutated inputs in {:.0} s, no panic so far",
+                started.elapsed().as_secs_f64()
+            );
         }
         let input = mutate(&seeds[i % seeds.len()], &mut rng);
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| target(&input))) {
-            let message = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
             let saved = std::env::temp_dir().join(format!("papertune-fuzz-{name}-{i}.bin"));
             let _ = std::fs::write(&saved, &input);
-            failure = Some(format!("{name}: input {i} (saved as {}) panicked: {}", saved.display(), message.unwrap_or_default()));
+            failure = Some(format!(
+                "{name}: input {i} (saved as {}) panicked: {}",
+                saved.display(),
+                message.unwrap_or_default()
+            ));
             break;
         }
     }
@@ -108,7 +131,11 @@ fn campaign(name: &str, seeds: &[Vec<u8>], target: impl Fn(&[u8])) {
     if let Some(failure) = failure {
         panic!("{failure}");
     }
-    eprintln!("{name}: {n} mutated inputs from {} seeds in {:.0} s, no panic", seeds.len(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "{name}: {n} mutated inputs from {} seeds in {:.0} s, no panic",
+        seeds.len(),
+        started.elapsed().as_secs_f64()
+    );
 }
 
 #[test]
@@ -142,7 +169,8 @@ fn safetensors_reader_never_panics_on_mutated_files() {
 fn safetensors_index_never_panics_when_mutated() {
     let dir = tempfile::tempdir().unwrap();
     for (name, tensor) in [("s1.safetensors", "x"), ("s2.safetensors", "y")] {
-        let tensors = [(tensor.to_owned(), HostTensor::new(vec![2], vec![1.0, 2.0]))].into_iter().collect();
+        let tensors =
+            [(tensor.to_owned(), HostTensor::new(vec![2], vec![1.0, 2.0]))].into_iter().collect();
         Checkpoint::from_tensors(name, tensors).write(&dir.path().join(name), None).unwrap();
     }
     let index = dir.path().join("model.safetensors.index.json");

@@ -36,7 +36,9 @@ pub(crate) fn ramp(n: usize) -> Vec<f32> {
 fn llama_gguf(with_chat_template: bool) -> Vec<u8> {
     let mut w = GgufWriter::new();
     let u32v = GgufValue::U32;
-    let strings = |items: &[&str]| GgufValue::Array(items.iter().map(|t| GgufValue::String((*t).into())).collect());
+    let strings = |items: &[&str]| {
+        GgufValue::Array(items.iter().map(|t| GgufValue::String((*t).into())).collect())
+    };
     w.metadata("general.architecture", GgufValue::String("llama".into()))
         .metadata("llama.embedding_length", u32v(32))
         .metadata("llama.feed_forward_length", u32v(64))
@@ -50,7 +52,10 @@ fn llama_gguf(with_chat_template: bool) -> Vec<u8> {
         .metadata("tokenizer.ggml.merges", strings(&["a b"]))
         .metadata("tokenizer.ggml.eos_token_id", u32v(3));
     if with_chat_template {
-        w.metadata("tokenizer.chat_template", GgufValue::String("{% for m in messages %}{{ m['content'] }}{% endfor %}".into()));
+        w.metadata(
+            "tokenizer.chat_template",
+            GgufValue::String("{% for m in messages %}{{ m['content'] }}{% endfor %}".into()),
+        );
     }
     w.tensor_q8_0("token_embd.weight", &[4, 32], &ramp(128))
         .tensor_f32("output_norm.weight", &[32], &ramp(32))

@@ -32,7 +32,14 @@ pub struct GenerationConfig {
 
 impl Default for GenerationConfig {
     fn default() -> Self {
-        Self { max_new_tokens: 64, temperature: 0.0, top_k: None, top_p: None, stop_strings: Vec::new(), seed: 42 }
+        Self {
+            max_new_tokens: 64,
+            temperature: 0.0,
+            top_k: None,
+            top_p: None,
+            stop_strings: Vec::new(),
+            seed: 42,
+        }
     }
 }
 
@@ -90,7 +97,11 @@ impl<'a> Generator<'a> {
     }
 
     /// Continues each prompt (token ids). The model should be in inference form (`valid()`).
-    pub fn generate(&self, prompts: &[Vec<u32>], config: &GenerationConfig) -> Result<Vec<Generation>> {
+    pub fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        config: &GenerationConfig,
+    ) -> Result<Vec<Generation>> {
         // On a thread of rayon's pool: a decoding step is some twenty small operations per
         // layer, most of them parallel, and each one started from a thread outside the pool
         // hands its work to the pool and waits for it (tens of microseconds each, milliseconds
@@ -98,7 +109,11 @@ impl<'a> Generator<'a> {
         rayon::scope(|_| self.generate_in_pool(prompts, config))
     }
 
-    fn generate_in_pool(&self, prompts: &[Vec<u32>], config: &GenerationConfig) -> Result<Vec<Generation>> {
+    fn generate_in_pool(
+        &self,
+        prompts: &[Vec<u32>],
+        config: &GenerationConfig,
+    ) -> Result<Vec<Generation>> {
         let batch = prompts.len();
         let mut results: Vec<Option<Generation>> = vec![None; batch];
         if batch == 0 {
@@ -113,17 +128,26 @@ impl<'a> Generator<'a> {
         for prompt in prompts {
             let padding = longest - prompt.len();
             ids.push(std::iter::repeat_n(pad, padding).chain(prompt.iter().copied()).collect());
-            mask.push(std::iter::repeat_n(0, padding).chain(std::iter::repeat_n(1, prompt.len())).collect());
+            mask.push(
+                std::iter::repeat_n(0, padding)
+                    .chain(std::iter::repeat_n(1, prompt.len()))
+                    .collect(),
+            );
         }
         let mut active: Vec<usize> = (0..batch).collect();
         let mut generated: Vec<Vec<u32>> = vec![Vec::new(); batch];
         let mut considered: Vec<Vec<Vec<Candidate>>> = vec![Vec::new(); batch];
-        let positions = longest.checked_add(config.max_new_tokens).ok_or_else(|| ModelError::Generation {
-            message: format!("max_new_tokens {} does not fit beside a prompt of {longest} tokens", config.max_new_tokens),
-        })?;
+        let positions =
+            longest.checked_add(config.max_new_tokens).ok_or_else(|| ModelError::Generation {
+                message: format!(
+                    "max_new_tokens {} does not fit beside a prompt of {longest} tokens",
+                    config.max_new_tokens
+                ),
+            })?;
         // The cache grows as tokens come; what is reserved up front stays modest whatever the
         // budget (generation usually ends at an end-of-sequence token long before it).
-        let mut cache = KvCache::with_capacity(self.model.num_layers(), positions.min(longest + 512));
+        let mut cache =
+            KvCache::with_capacity(self.model.num_layers(), positions.min(longest + 512));
         let mut step_ids = ids;
 
         for step in 0..config.max_new_tokens {
@@ -133,7 +157,8 @@ impl<'a> Generator<'a> {
             let last = hidden.narrow(1, seq - 1, 1).reshape([rows, width]);
             let logits = self.model.logits(last); // [active, vocab]
             let vocab = logits.dims()[1];
-            let logits: Vec<f32> = logits.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 logits");
+            let logits: Vec<f32> =
+                logits.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 logits");
 
             let mut still_active = Vec::with_capacity(active.len());
             let mut keep_rows = Vec::with_capacity(active.len());
@@ -150,17 +175,27 @@ impl<'a> Generator<'a> {
                     generated[seq_index].push(token);
                     if !config.stop_strings.is_empty() {
                         let text = self.tokenizer.decode(&generated[seq_index], true)?;
-                        config.stop_strings.iter().any(|s| text.contains(s.as_str())).then_some(FinishReason::StopString)
+                        config
+                            .stop_strings
+                            .iter()
+                            .any(|s| text.contains(s.as_str()))
+                            .then_some(FinishReason::StopString)
                     } else {
                         None
                     }
                 };
-                let finished = finished.or((step + 1 == config.max_new_tokens).then_some(FinishReason::Length));
+                let finished = finished
+                    .or((step + 1 == config.max_new_tokens).then_some(FinishReason::Length));
                 match finished {
                     Some(reason) => {
                         let mut text = self.tokenizer.decode(&generated[seq_index], true)?;
                         if reason == FinishReason::StopString {
-                            if let Some(cut) = config.stop_strings.iter().filter_map(|s| text.find(s.as_str())).min() {
+                            if let Some(cut) = config
+                                .stop_strings
+                                .iter()
+                                .filter_map(|s| text.find(s.as_str()))
+                                .min()
+                            {
                                 text.truncate(cut);
                             }
                         }
@@ -182,7 +217,10 @@ impl<'a> Generator<'a> {
                 break;
             }
             if still_active.len() != active.len() {
-                let rows = Tensor::<1, Int>::from_data(TensorData::new(keep_rows.clone(), [keep_rows.len()]), &self.model.device());
+                let rows = Tensor::<1, Int>::from_data(
+                    TensorData::new(keep_rows.clone(), [keep_rows.len()]),
+                    &self.model.device(),
+                );
                 cache.select_rows(rows);
                 mask = keep_rows.iter().map(|&r| mask[r as usize].clone()).collect();
             }
@@ -218,7 +256,8 @@ pub fn pick_token(logits: &[f32], config: &GenerationConfig, rng: &mut StdRng) -
         order.truncate(k);
     }
     let max = logits[order[0] as usize] * inv_t;
-    let mut probs: Vec<f32> = order.iter().map(|&i| (logits[i as usize] * inv_t - max).exp()).collect();
+    let mut probs: Vec<f32> =
+        order.iter().map(|&i| (logits[i as usize] * inv_t - max).exp()).collect();
     let total: f32 = probs.iter().sum();
     probs.iter_mut().for_each(|p| *p /= total);
     if let Some(top_p) = config.top_p.filter(|p| *p < 1.0) {

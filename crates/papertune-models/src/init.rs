@@ -59,7 +59,10 @@ pub fn random_bert_checkpoint(config: &BertConfig, seed: u64) -> Checkpoint {
     let h = config.hidden_size;
     let mut init = RandomTensors { rng: StdRng::seed_from_u64(seed), tensors: BTreeMap::new() };
     init.normal("embeddings.word_embeddings.weight".into(), vec![config.vocab_size, h]);
-    init.normal("embeddings.position_embeddings.weight".into(), vec![config.max_position_embeddings, h]);
+    init.normal(
+        "embeddings.position_embeddings.weight".into(),
+        vec![config.max_position_embeddings, h],
+    );
     init.normal("embeddings.token_type_embeddings.weight".into(), vec![config.type_vocab_size, h]);
     init.layer_norm("embeddings.LayerNorm", h);
     for i in 0..config.num_hidden_layers {
@@ -89,7 +92,8 @@ pub fn random_linear(name: &str, d_in: usize, d_out: usize, seed: u64) -> Checkp
 pub fn random_llama_checkpoint(config: &LlamaConfig, seed: u64) -> Checkpoint {
     let c = config;
     let mut t = RandomTensors { rng: StdRng::seed_from_u64(seed), tensors: BTreeMap::new() };
-    let (q_width, kv_width) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
+    let (q_width, kv_width) =
+        (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
     // Norm scales of 1: stored as 0 where the checkpoint holds offsets from 1 (Gemma).
     let unit = if c.norm_unit_offset { 0.0 } else { 1.0 };
     t.normal("model.embed_tokens.weight".into(), vec![c.vocab_size, c.hidden_size]);

@@ -66,7 +66,11 @@ impl Default for LoraConfig {
 impl LoraConfig {
     /// The factor the update `A B` is multiplied by.
     pub fn scaling(&self) -> f64 {
-        if self.use_rslora { self.alpha / (self.r as f64).sqrt() } else { self.alpha / self.r as f64 }
+        if self.use_rslora {
+            self.alpha / (self.r as f64).sqrt()
+        } else {
+            self.alpha / self.r as f64
+        }
     }
 
     /// Rejects values that cannot work, naming the key.
@@ -146,8 +150,13 @@ pub struct QuantizedLinear {
 impl QuantizedLinear {
     /// The layer in f32 (burn's layout, `[in, out]`), for merging and export.
     pub fn dequantized(&self, device: &Device) -> Linear {
-        let weight = HostTensor::new(vec![self.weight.rows, self.weight.cols], self.weight.dequantize()).transposed();
-        Linear { weight: Param::from_tensor(to_device(weight, device)).set_require_grad(false), bias: self.bias.clone() }
+        let weight =
+            HostTensor::new(vec![self.weight.rows, self.weight.cols], self.weight.dequantize())
+                .transposed();
+        Linear {
+            weight: Param::from_tensor(to_device(weight, device)).set_require_grad(false),
+            bias: self.bias.clone(),
+        }
     }
 }
 
@@ -168,14 +177,20 @@ impl LoraLinear {
 
     /// A layer over a quantised base.
     pub fn quantized(weight: QuantWeight, bias: Option<Tensor<1>>) -> Self {
-        Self { base: None, quantized: Some(QuantizedLinear { weight, bias: bias.map(Param::from_tensor) }), lora: None }
+        Self {
+            base: None,
+            quantized: Some(QuantizedLinear { weight, bias: bias.map(Param::from_tensor) }),
+            lora: None,
+        }
     }
 
     /// The frozen base's output, `[.., in]` -> `[.., out]`.
     fn base_forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match (&self.base, &self.quantized) {
             (Some(base), _) => kernels::linear_layer(base, x),
-            (None, Some(q)) => kernels::quantized_linear(x, &q.weight, q.bias.as_ref().map(|b| b.val())),
+            (None, Some(q)) => {
+                kernels::quantized_linear(x, &q.weight, q.bias.as_ref().map(|b| b.val()))
+            }
             (None, None) => unreachable!("a LoraLinear is built with a base"),
         }
     }
@@ -186,7 +201,8 @@ impl LoraLinear {
             None => self.base_forward(x),
             Some(lora) => {
                 // The scaling goes on the narrow [.., r] product rather than on [.., out].
-                let down = kernels::linear(lora.dropout.forward(x.clone()), lora.a.val(), None).mul_scalar(lora.scaling);
+                let down = kernels::linear(lora.dropout.forward(x.clone()), lora.a.val(), None)
+                    .mul_scalar(lora.scaling);
                 self.base_forward(x) + kernels::linear(down, lora.b.val(), None)
             }
         }
@@ -218,7 +234,8 @@ impl LoraLinear {
     pub fn merge(&mut self) {
         if let Some(lora) = self.lora.take() {
             let mut base = self.f32_base(&lora.a.device());
-            base.weight = Param::from_tensor(base.weight.val() + lora.delta_weight()).set_require_grad(false);
+            base.weight =
+                Param::from_tensor(base.weight.val() + lora.delta_weight()).set_require_grad(false);
             self.base = Some(base);
             self.quantized = None;
         }
@@ -243,12 +260,19 @@ pub trait LoraModel: Module + Sized {
         for (index, (path, is_head, linear)) in model.lora_linears_mut().into_iter().enumerate() {
             if config.targets(&path, is_head) {
                 let (d_in, d_out) = linear.dims();
-                linear.lora = Some(LoraAdapter::new(d_in, d_out, config, config.seed.wrapping_add(index as u64), &device));
+                linear.lora = Some(LoraAdapter::new(
+                    d_in,
+                    d_out,
+                    config,
+                    config.seed.wrapping_add(index as u64),
+                    &device,
+                ));
                 attached += 1;
             }
         }
         if attached == 0 {
-            let examples: Vec<String> = model.lora_linears().into_iter().take(8).map(|(p, _, _)| p).collect();
+            let examples: Vec<String> =
+                model.lora_linears().into_iter().take(8).map(|(p, _, _)| p).collect();
             return Err(ModelError::Lora {
                 message: format!(
                     "lora.target_modules {:?} match no layer; layers look like {examples:?}",
@@ -280,7 +304,10 @@ pub trait LoraModel: Module + Sized {
         self.lora_linears()
             .into_iter()
             .filter_map(|(_, _, l)| l.lora.as_ref())
-            .map(|l| l.a.val().dims().iter().product::<usize>() + l.b.val().dims().iter().product::<usize>())
+            .map(|l| {
+                l.a.val().dims().iter().product::<usize>()
+                    + l.b.val().dims().iter().product::<usize>()
+            })
             .sum()
     }
 }
@@ -324,13 +351,24 @@ fn bias_none() -> String {
 
 /// Writes the model's adapters as a PEFT folder (`adapter_config.json`,
 /// `adapter_model.safetensors`), each file atomically.
-pub fn save_peft_adapter<M: LoraModel>(model: &M, config: &LoraConfig, base_model: &str, dir: &Path) -> Result<()> {
+pub fn save_peft_adapter<M: LoraModel>(
+    model: &M,
+    config: &LoraConfig,
+    base_model: &str,
+    dir: &Path,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     let mut tensors = BTreeMap::new();
     for (path, _, linear) in model.lora_linears() {
         if let Some(lora) = &linear.lora {
-            tensors.insert(format!("base_model.model.{path}.lora_A.weight"), to_host(lora.a.val()).transposed());
-            tensors.insert(format!("base_model.model.{path}.lora_B.weight"), to_host(lora.b.val()).transposed());
+            tensors.insert(
+                format!("base_model.model.{path}.lora_A.weight"),
+                to_host(lora.a.val()).transposed(),
+            );
+            tensors.insert(
+                format!("base_model.model.{path}.lora_B.weight"),
+                to_host(lora.b.val()).transposed(),
+            );
         }
     }
     if tensors.is_empty() {
@@ -361,7 +399,8 @@ pub fn save_peft_adapter<M: LoraModel>(model: &M, config: &LoraConfig, base_mode
     write_atomic(&dir.join(ADAPTER_CONFIG), json.as_bytes())?;
     let mut metadata = BTreeMap::new();
     metadata.insert("format".to_owned(), "pt".to_owned());
-    Checkpoint::from_tensors(dir.join(ADAPTER_WEIGHTS), tensors).write(&dir.join(ADAPTER_WEIGHTS), Some(metadata))
+    Checkpoint::from_tensors(dir.join(ADAPTER_WEIGHTS), tensors)
+        .write(&dir.join(ADAPTER_WEIGHTS), Some(metadata))
 }
 
 /// Reads a PEFT adapter folder and attaches its adapters to the model (replacing any), checking
@@ -369,9 +408,11 @@ pub fn save_peft_adapter<M: LoraModel>(model: &M, config: &LoraConfig, base_mode
 /// settings as a [`LoraConfig`].
 pub fn load_peft_adapter<M: LoraModel>(model: M, dir: &Path) -> Result<(M, LoraConfig)> {
     let config_path = dir.join(ADAPTER_CONFIG);
-    let text = std::fs::read_to_string(&config_path).map_err(|e| ModelError::io(&config_path, e))?;
+    let text =
+        std::fs::read_to_string(&config_path).map_err(|e| ModelError::io(&config_path, e))?;
     let bad = |message: String| ModelError::Config { path: config_path.clone(), message };
-    let peft: PeftAdapterConfig = serde_json::from_str(&text).map_err(|e| bad(format!("not a PEFT adapter config: {e}")))?;
+    let peft: PeftAdapterConfig =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not a PEFT adapter config: {e}")))?;
     if peft.peft_type != "LORA" {
         return Err(bad(format!("peft_type {:?} is not supported (only LORA)", peft.peft_type)));
     }
@@ -388,7 +429,9 @@ pub fn load_peft_adapter<M: LoraModel>(model: M, dir: &Path) -> Result<(M, LoraC
         return Err(bad("rank_pattern / alpha_pattern are not supported".into()));
     }
     let target_modules = match &peft.target_modules {
-        serde_json::Value::Array(items) => items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+        serde_json::Value::Array(items) => {
+            items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+        }
         serde_json::Value::String(s) => vec![s.clone()],
         other => return Err(bad(format!("target_modules {other} is neither a list nor a string"))),
     };
@@ -412,13 +455,18 @@ pub fn load_peft_adapter<M: LoraModel>(model: M, dir: &Path) -> Result<(M, LoraC
         }
         let (d_in, d_out) = linear.dims();
         let a = checkpoint.take(&name_a, &[config.r, d_in])?.transposed();
-        let b = checkpoint.take(&format!("base_model.model.{path}.lora_B.weight"), &[d_out, config.r])?.transposed();
-        linear.lora = Some(LoraAdapter::from_tensors(to_device(a, &device), to_device(b, &device), &config));
+        let b = checkpoint
+            .take(&format!("base_model.model.{path}.lora_B.weight"), &[d_out, config.r])?
+            .transposed();
+        linear.lora =
+            Some(LoraAdapter::from_tensors(to_device(a, &device), to_device(b, &device), &config));
         attached += 1;
     }
     checkpoint.ensure_consumed(&[])?;
     if attached == 0 {
-        return Err(ModelError::Lora { message: format!("{}: holds no LoRA tensor", weights_path.display()) });
+        return Err(ModelError::Lora {
+            message: format!("{}: holds no LoRA tensor", weights_path.display()),
+        });
     }
     Ok((model, config))
 }

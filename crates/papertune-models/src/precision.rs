@@ -90,9 +90,7 @@ impl FromStr for Precision {
 pub enum PrecisionError {
     #[error("unknown precision {found:?}; expected one of f32, f16, bf16")]
     Unknown { found: String },
-    #[error(
-        "backend {backend} does not support {precision} on this device{hint}"
-    )]
+    #[error("backend {backend} does not support {precision} on this device{hint}")]
     Unsupported { backend: String, precision: Precision, hint: &'static str },
     #[error(
         "backend {backend}: the precision must be set before the first tensor is created on the device ({message})"
@@ -104,7 +102,11 @@ pub enum PrecisionError {
 ///
 /// `backend` only names the device in errors. `f32` on a device whose default is already f32
 /// is accepted at any time; any other change must come before the first tensor on the device.
-pub fn configure(device: &mut Device, backend: &str, precision: Precision) -> Result<(), PrecisionError> {
+pub fn configure(
+    device: &mut Device,
+    backend: &str,
+    precision: Precision,
+) -> Result<(), PrecisionError> {
     let current = device.settings().float_dtype;
     if current == precision.float_dtype() {
         return Ok(());
@@ -122,7 +124,9 @@ pub fn configure(device: &mut Device, backend: &str, precision: Precision) -> Re
         Ok(()) => Ok(()),
         // Another thread may have set the same type in the meantime.
         Err(_) if device.settings().float_dtype == precision.float_dtype() => Ok(()),
-        Err(e) => Err(PrecisionError::TooLate { backend: backend.to_owned(), message: e.to_string() }),
+        Err(e) => {
+            Err(PrecisionError::TooLate { backend: backend.to_owned(), message: e.to_string() })
+        }
     }
 }
 

@@ -70,33 +70,51 @@ impl PretrainedCausalLm {
     }
 
     /// Reads the architecture, the weights as `precision` says, and the tokenizer.
-    pub fn load_with(files: &LlmFiles, precision: WeightPrecision, device: &Device) -> Result<Self> {
+    pub fn load_with(
+        files: &LlmFiles,
+        precision: WeightPrecision,
+        device: &Device,
+    ) -> Result<Self> {
         match files {
             LlmFiles::Gguf(path) => {
                 let file = GgufFile::read(path)?;
                 let config = LlamaConfig::from_gguf(&file)?;
                 let beside = path.with_file_name("tokenizer.json");
                 let tokenizer = if beside.exists() {
-                    LlmTokenizer::from_files(&beside, Some(&path.with_file_name("tokenizer_config.json")))?
+                    LlmTokenizer::from_files(
+                        &beside,
+                        Some(&path.with_file_name("tokenizer_config.json")),
+                    )?
                 } else {
                     LlmTokenizer::from_gguf(&file)?
                 };
                 check_vocabulary(&tokenizer, &config, path)?;
                 let (mut checkpoint, mut quantized) = match precision {
-                    WeightPrecision::Dequantized => (gguf::llama_checkpoint(&file, &config)?, Default::default()),
+                    WeightPrecision::Dequantized => {
+                        (gguf::llama_checkpoint(&file, &config)?, Default::default())
+                    }
                     WeightPrecision::Quantized => gguf::llama_checkpoint_quantized(&file, &config)?,
                 };
                 drop(file);
-                let model = LlamaModel::load_with_quantized(&config, &mut checkpoint, &mut quantized, device)?;
+                let model = LlamaModel::load_with_quantized(
+                    &config,
+                    &mut checkpoint,
+                    &mut quantized,
+                    device,
+                )?;
                 checkpoint.ensure_consumed(LlamaModel::ignorable_tensors())?;
                 if let Some(name) = quantized.keys().next() {
-                    return Err(ModelError::Config { path: path.clone(), message: format!("quantised tensor {name:?} is not used by the model") });
+                    return Err(ModelError::Config {
+                        path: path.clone(),
+                        message: format!("quantised tensor {name:?} is not used by the model"),
+                    });
                 }
                 Ok(Self { config, model, tokenizer })
             }
             LlmFiles::Folder { files, tokenizer_config } => {
                 let config = LlamaConfig::read(&files.config)?;
-                let mut tokenizer = LlmTokenizer::from_files(&files.tokenizer, tokenizer_config.as_deref())?;
+                let mut tokenizer =
+                    LlmTokenizer::from_files(&files.tokenizer, tokenizer_config.as_deref())?;
                 if tokenizer.eos_token_ids.is_empty() {
                     tokenizer.eos_token_ids = config.eos_token_ids.clone();
                 }
@@ -114,21 +132,35 @@ impl PretrainedCausalLm {
 /// `config.json` transformers reads for its architecture, and the tokenizer files. The folder
 /// is assembled beside `dir` and renamed into place, so a failure leaves no partial folder; an
 /// existing `dir` is refused.
-pub fn write_hf_folder(model: LlamaModel, config: &LlamaConfig, tokenizer: &LlmTokenizer, dir: &Path) -> Result<()> {
+pub fn write_hf_folder(
+    model: LlamaModel,
+    config: &LlamaConfig,
+    tokenizer: &LlmTokenizer,
+    dir: &Path,
+) -> Result<()> {
     use crate::lora::LoraModel;
     if dir.exists() {
-        return Err(ModelError::Config { path: dir.to_path_buf(), message: "already exists; choose a new folder".into() });
+        return Err(ModelError::Config {
+            path: dir.to_path_buf(),
+            message: "already exists; choose a new folder".into(),
+        });
     }
-    config.hf_expressible().map_err(|message| ModelError::Config { path: dir.to_path_buf(), message })?;
+    config
+        .hf_expressible()
+        .map_err(|message| ModelError::Config { path: dir.to_path_buf(), message })?;
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "export".into());
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "export".into());
     let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
     let write = || -> Result<()> {
         std::fs::create_dir_all(&staging).map_err(|e| ModelError::io(&staging, e))?;
         let mut writer = crate::weights::TensorWriter::new();
         model.merge_lora().export(config, &mut writer);
         writer.into_checkpoint().write(&staging.join("model.safetensors"), None)?;
-        let json = serde_json::to_string_pretty(&config.to_hf_json()).map_err(|e| ModelError::Config { path: staging.clone(), message: e.to_string() })?;
+        let json = serde_json::to_string_pretty(&config.to_hf_json())
+            .map_err(|e| ModelError::Config { path: staging.clone(), message: e.to_string() })?;
         crate::checkpoint::write_atomic(&staging.join("config.json"), json.as_bytes())?;
         tokenizer.save_hf(&staging)?;
         std::fs::rename(&staging, dir).map_err(|e| ModelError::io(dir, e))
@@ -142,11 +174,19 @@ pub fn write_hf_folder(model: LlamaModel, config: &LlamaConfig, tokenizer: &LlmT
 
 /// Refuses a tokenizer that can produce ids past the embedding table (they would index out of
 /// it at the first forward pass).
-fn check_vocabulary(tokenizer: &LlmTokenizer, config: &LlamaConfig, tokenizer_path: &Path) -> Result<()> {
+fn check_vocabulary(
+    tokenizer: &LlmTokenizer,
+    config: &LlamaConfig,
+    tokenizer_path: &Path,
+) -> Result<()> {
     if tokenizer.vocab_size() > config.vocab_size {
         return Err(ModelError::Tokenizer {
             path: tokenizer_path.to_path_buf(),
-            message: format!("{} tokens, but the model's embedding table has {} rows", tokenizer.vocab_size(), config.vocab_size),
+            message: format!(
+                "{} tokens, but the model's embedding table has {} rows",
+                tokenizer.vocab_size(),
+                config.vocab_size
+            ),
         });
     }
     Ok(())

@@ -5,9 +5,9 @@ use burn::module::Param;
 use burn::nn::{Embedding, EmbeddingConfig, Linear};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::checkpoint::{Checkpoint, HostTensor};
 use crate::error::Result;
 use crate::layer_norm::LayerNorm;
-use crate::checkpoint::{Checkpoint, HostTensor};
 
 /// Takes named tensors out of a checkpoint and builds burn layers from them on a device.
 pub struct TensorReader<'a> {
@@ -45,7 +45,10 @@ impl<'a> TensorReader<'a> {
     pub fn linear(&mut self, name: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear> {
         let weight = self.checkpoint.take(&format!("{name}.weight"), &[d_out, d_in])?.transposed();
         let bias = if bias { Some(self.tensor(&format!("{name}.bias"), [d_out])?) } else { None };
-        Ok(Linear { weight: Param::from_tensor(to_device(weight, &self.device)), bias: bias.map(Param::from_tensor) })
+        Ok(Linear {
+            weight: Param::from_tensor(to_device(weight, &self.device)),
+            bias: bias.map(Param::from_tensor),
+        })
     }
 
     /// An embedding table from `{name}.weight` (`[n, d]`).

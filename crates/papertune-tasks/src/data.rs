@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use papertune_data::{ColumnMap, EmptyTextPolicy, LoadOptions, PaperRecord, load_papers, stratified_split};
+use papertune_data::{
+    ColumnMap, EmptyTextPolicy, LoadOptions, PaperRecord, load_papers, stratified_split,
+};
 
 use crate::error::TaskError;
 
@@ -92,7 +94,12 @@ pub struct RowRules {
 impl<'a> DataSource<'a> {
     /// Options for [`load_papers`] with these column names and `max_rows`.
     pub fn load_options(&self, max_rows: Option<usize>, rules: RowRules) -> LoadOptions<'a> {
-        LoadOptions { columns: self.columns, max_rows, require_label: rules.require_label, empty_text: rules.empty_text }
+        LoadOptions {
+            columns: self.columns,
+            max_rows,
+            require_label: rules.require_label,
+            empty_text: rules.empty_text,
+        }
     }
 
     /// The training file, which must be set.
@@ -124,7 +131,11 @@ impl<'a> DataSource<'a> {
             return Ok((rows, Vec::new()));
         }
         let labels: Vec<u8> = rows.iter().map(|p| p.label.unwrap_or(0)).collect();
-        let (train_idx, mut valid_idx) = stratified_split(&labels, self.valid_fraction, self.split_seed.unwrap_or(default_seed))?;
+        let (train_idx, mut valid_idx) = stratified_split(
+            &labels,
+            self.valid_fraction,
+            self.split_seed.unwrap_or(default_seed),
+        )?;
         if let Some(max) = max_valid {
             valid_idx.truncate(max);
         }

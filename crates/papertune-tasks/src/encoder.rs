@@ -10,7 +10,10 @@ use crate::error::TaskError;
 /// The files of encoder `spec` (a preset, hub id or folder), its config, and its tokenizer
 /// cutting inputs at `max_len` tokens; refuses a `max_len` beyond the model's positions and a
 /// tokenizer larger than the embedding table.
-pub(crate) fn encoder_files(spec: &str, max_len: usize) -> Result<(source::ModelFiles, BertConfig, TextTokenizer), TaskError> {
+pub(crate) fn encoder_files(
+    spec: &str,
+    max_len: usize,
+) -> Result<(source::ModelFiles, BertConfig, TextTokenizer), TaskError> {
     let files = source::resolve(spec)?;
     let encoder_config = BertConfig::read(&files.config)?;
     let limit = encoder_config.max_sequence_len();

@@ -7,7 +7,11 @@ use serde::Serialize;
 
 /// Checks that `train.metric_for_best` is one of the task's metrics (`what`: "classification",
 /// "keyword").
-pub(crate) fn check_metric_for_best(metric: &str, names: &[&str], what: &str) -> Result<(), String> {
+pub(crate) fn check_metric_for_best(
+    metric: &str,
+    names: &[&str],
+    what: &str,
+) -> Result<(), String> {
     if names.contains(&metric) {
         return Ok(());
     }
@@ -69,7 +73,10 @@ impl BinaryMetrics {
 
 /// Precision and recall at every distinct threshold, from the highest score down; `None`
 /// without positives.
-pub fn precision_recall_curve(probabilities: &[f32], labels: &[u8]) -> Option<Vec<(f64, f64, f64)>> {
+pub fn precision_recall_curve(
+    probabilities: &[f32],
+    labels: &[u8],
+) -> Option<Vec<(f64, f64, f64)>> {
     let positives = labels.iter().filter(|&&l| l == 1).count();
     if positives == 0 || probabilities.len() != labels.len() {
         return None;
@@ -86,7 +93,11 @@ pub fn precision_recall_curve(probabilities: &[f32], labels: &[u8]) -> Option<Ve
         }
         let last_of_score = order.get(k + 1).is_none_or(|&j| probabilities[j] != probabilities[i]);
         if last_of_score {
-            curve.push((tp as f64 / positives as f64, tp as f64 / (tp + fp) as f64, f64::from(probabilities[i])));
+            curve.push((
+                tp as f64 / positives as f64,
+                tp as f64 / (tp + fp) as f64,
+                f64::from(probabilities[i]),
+            ));
         }
     }
     Some(curve)
@@ -100,7 +111,10 @@ mod tests {
     fn counts_and_ratios() {
         // tp=2, fp=1, tn=1, fn=1
         let m = BinaryMetrics::compute(&[1, 1, 1, 0, 0], &[1, 1, 0, 0, 1]);
-        assert_eq!((m.true_positives, m.false_positives, m.true_negatives, m.false_negatives), (2, 1, 1, 1));
+        assert_eq!(
+            (m.true_positives, m.false_positives, m.true_negatives, m.false_negatives),
+            (2, 1, 1, 1)
+        );
         assert!((m.precision - 2.0 / 3.0).abs() < 1e-12);
         assert!((m.recall - 2.0 / 3.0).abs() < 1e-12);
         assert!((m.f1 - 2.0 / 3.0).abs() < 1e-12);
@@ -110,7 +124,14 @@ mod tests {
     #[test]
     fn precision_recall_by_hand() {
         let curve = precision_recall_curve(&[0.9, 0.8, 0.8, 0.1], &[1, 0, 1, 0]).unwrap();
-        assert_eq!(curve, vec![(0.5, 1.0, 0.9f32 as f64), (1.0, 2.0 / 3.0, 0.8f32 as f64), (1.0, 0.5, 0.1f32 as f64)]);
+        assert_eq!(
+            curve,
+            vec![
+                (0.5, 1.0, 0.9f32 as f64),
+                (1.0, 2.0 / 3.0, 0.8f32 as f64),
+                (1.0, 0.5, 0.1f32 as f64)
+            ]
+        );
         assert!(precision_recall_curve(&[0.5], &[0]).is_none());
     }
 
@@ -172,7 +193,8 @@ impl KeywordMetrics {
             let matched_5 = pred.iter().take(5).filter(|k| gold.contains(k)).count();
             f1_at_5 += f1(matched_5 as f64 / 5.0, matched_5 as f64 / gold.len() as f64);
         }
-        let precision = if predicted_total == 0 { 0.0 } else { matched_total as f64 / predicted_total as f64 };
+        let precision =
+            if predicted_total == 0 { 0.0 } else { matched_total as f64 / predicted_total as f64 };
         let recall = if gold_total == 0 { 0.0 } else { matched_total as f64 / gold_total as f64 };
         let per_doc = |sum: f64| if n == 0 { 0.0 } else { sum / n as f64 };
         Self {
@@ -210,7 +232,8 @@ mod keyword_tests {
     #[test]
     fn keyword_metrics_by_hand() {
         // Doc 1: 2 of 3 predictions right, 4 gold. Doc 2: 1 of 6 right, 1 gold. Doc 3: no gold.
-        let predicted = vec![list(&["a", "b", "x"]), list(&["q", "r", "s", "t", "u", "k"]), list(&["z"])];
+        let predicted =
+            vec![list(&["a", "b", "x"]), list(&["q", "r", "s", "t", "u", "k"]), list(&["z"])];
         let gold = vec![list(&["a", "b", "c", "d"]), list(&["k"]), list(&[])];
         let m = KeywordMetrics::compute(&predicted, &gold);
         assert_eq!(m.n, 2);

@@ -11,8 +11,9 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::tensor::Device;
 use papertune_train::{
-    CheckpointContext, Collective, Loss, Metrics, PhaseTimings, ResumePoint, SaveKind, StopReason, TrainConfig, TrainError, TrainEvent,
-    TrainHooks, TrainModel, TrainProgress, TrainSummary, Trainer,
+    CheckpointContext, Collective, Loss, Metrics, PhaseTimings, ResumePoint, SaveKind, StopReason,
+    TrainConfig, TrainError, TrainEvent, TrainHooks, TrainModel, TrainProgress, TrainSummary,
+    Trainer,
 };
 use serde::Serialize;
 
@@ -124,11 +125,22 @@ impl<'a> TrainSession<'a> {
     /// The run folder to train into, with `config` (resolved) written to it: a new folder, or
     /// for a resumed run the existing one, whose config may differ only in the `free_sections`
     /// (training options such as the learning rate and step budget).
-    pub fn open<C: Serialize>(out: &Path, config: &C, options: &'a TrainOptions, free_sections: &[&str]) -> Result<Self, TaskError> {
-        let config_toml = toml::to_string_pretty(config).map_err(|e| TaskError::Config(e.to_string()))?;
+    pub fn open<C: Serialize>(
+        out: &Path,
+        config: &C,
+        options: &'a TrainOptions,
+        free_sections: &[&str],
+    ) -> Result<Self, TaskError> {
+        let config_toml =
+            toml::to_string_pretty(config).map_err(|e| TaskError::Config(e.to_string()))?;
         let writes = options.writes_run_folder();
         if !options.resume && !writes {
-            return Ok(Self { run: RunDir::new(out), resume: None, options, created: Created::Nothing });
+            return Ok(Self {
+                run: RunDir::new(out),
+                resume: None,
+                options,
+                created: Created::Nothing,
+            });
         }
         if !options.resume {
             let (run, created) = create_run_dir(out, true)?;
@@ -143,7 +155,12 @@ impl<'a> TrainSession<'a> {
         // The config in force from now on is written once the trainer has accepted the resume
         // (its resume event), so that a refused one leaves the folder as it was.
         let config_toml = writes.then_some(config_toml);
-        Ok(Self { run, resume: Some((last, point, config_toml)), options, created: Created::Nothing })
+        Ok(Self {
+            run,
+            resume: Some((last, point, config_toml)),
+            options,
+            created: Created::Nothing,
+        })
     }
 
     /// Whether this process writes the run folder (see [`TrainOptions::writes_run_folder`]).
@@ -199,7 +216,8 @@ impl<'a> TrainSession<'a> {
         if let Some(collective) = &options.collective {
             trainer = trainer.with_collective(Arc::clone(collective));
         }
-        let (parameters, trainable_parameters) = (model.num_params(), papertune_train::trainable_parameters(&model));
+        let (parameters, trainable_parameters) =
+            (model.num_params(), papertune_train::trainable_parameters(&model));
         let mut reporting = Reporting { task: hooks, run: &self.run, resumed_config };
         let (_, summary) = trainer.fit(model, loss, data, batcher, &mut reporting)?;
         let facts = RunFacts { parameters, trainable_parameters, ..facts };
@@ -249,7 +267,12 @@ impl<M, H: TrainHooks<M>> TrainHooks<M> for Reporting<'_, H> {
         self.task.evaluate(model, progress)
     }
 
-    fn save(&mut self, model: &M, kind: SaveKind, checkpoint: &CheckpointContext<'_>) -> Result<(), TrainError> {
+    fn save(
+        &mut self,
+        model: &M,
+        kind: SaveKind,
+        checkpoint: &CheckpointContext<'_>,
+    ) -> Result<(), TrainError> {
         self.task.save(model, kind, checkpoint)
     }
 
@@ -299,14 +322,18 @@ pub(crate) fn remove_run_dir(run: &RunDir, created: Created) {
     };
     match removed {
         Ok(()) => tracing::debug!("{}: removed, the run did not start", root.display()),
-        Err(e) => tracing::warn!("{}: the run did not start, and its folder could not be removed: {e}", root.display()),
+        Err(e) => tracing::warn!(
+            "{}: the run did not start, and its folder could not be removed: {e}",
+            root.display()
+        ),
     }
 }
 
 /// Whether a run folder holds the trace of a training step: a checkpoint, or a `train` event in
 /// its metrics log (kept for diagnosis even when the run failed later).
 fn has_trained(run: &RunDir) -> bool {
-    let logged = std::fs::read_to_string(run.metrics()).is_ok_and(|log| log.contains(r#""event":"train""#));
+    let logged =
+        std::fs::read_to_string(run.metrics()).is_ok_and(|log| log.contains(r#""event":"train""#));
     logged || run.root.join("last").exists() || run.root.join("best").exists()
 }
 
@@ -315,10 +342,16 @@ fn has_trained(run: &RunDir) -> bool {
 pub(crate) fn create_run_dir(out: &Path, resumable: bool) -> Result<(RunDir, Created), TaskError> {
     if out.exists() {
         if std::fs::read_dir(out).map_err(io_error(out))?.next().is_some() {
-            let hint = if resumable { ", or continue it with --resume" } else { " (this run has nothing to resume)" };
+            let hint = if resumable {
+                ", or continue it with --resume"
+            } else {
+                " (this run has nothing to resume)"
+            };
             return Err(TaskError::Run {
                 path: out.to_path_buf(),
-                message: format!("the run folder already exists and is not empty; choose another --out{hint}"),
+                message: format!(
+                    "the run folder already exists and is not empty; choose another --out{hint}"
+                ),
             });
         }
         return Ok((RunDir::new(out), Created::Files));
@@ -329,11 +362,16 @@ pub(crate) fn create_run_dir(out: &Path, resumable: bool) -> Result<(RunDir, Cre
 
 /// Refuses to resume `run` with a config that differs from its saved one outside
 /// `free_sections`, naming every key that changed.
-fn check_unchanged(run: &RunDir, config_toml: &str, free_sections: &[&str]) -> Result<(), TaskError> {
+fn check_unchanged(
+    run: &RunDir,
+    config_toml: &str,
+    free_sections: &[&str],
+) -> Result<(), TaskError> {
     let saved_path = run.config();
     let saved_text = std::fs::read_to_string(&saved_path).map_err(io_error(&saved_path))?;
     let parse = |text: &str, path: &Path| -> Result<toml::Table, TaskError> {
-        text.parse::<toml::Table>().map_err(|e| TaskError::Run { path: path.to_path_buf(), message: e.to_string() })
+        text.parse::<toml::Table>()
+            .map_err(|e| TaskError::Run { path: path.to_path_buf(), message: e.to_string() })
     };
     let saved = parse(&saved_text, &saved_path)?;
     let now = parse(config_toml, Path::new("the new config"))?;
@@ -346,12 +384,20 @@ fn check_unchanged(run: &RunDir, config_toml: &str, free_sections: &[&str]) -> R
         if a == b {
             continue;
         }
-        let keys = |v: Option<&toml::Value>| v.and_then(toml::Value::as_table).cloned().unwrap_or_default();
+        let keys = |v: Option<&toml::Value>| {
+            v.and_then(toml::Value::as_table).cloned().unwrap_or_default()
+        };
         let (ka, kb) = (keys(a), keys(b));
         for key in ka.keys().chain(kb.keys().filter(|k| !ka.contains_key(*k))) {
             if ka.get(key) != kb.get(key) {
-                let show = |v: Option<&toml::Value>| v.map_or_else(|| "unset".to_owned(), ToString::to_string);
-                changed.push(format!("{section}.{key}: {} -> {}", show(ka.get(key)), show(kb.get(key))));
+                let show = |v: Option<&toml::Value>| {
+                    v.map_or_else(|| "unset".to_owned(), ToString::to_string)
+                };
+                changed.push(format!(
+                    "{section}.{key}: {} -> {}",
+                    show(ka.get(key)),
+                    show(kb.get(key))
+                ));
             }
         }
     }

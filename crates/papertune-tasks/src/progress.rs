@@ -22,10 +22,16 @@ pub(crate) struct Progress {
 
 impl Progress {
     pub fn new(total: usize, what: &'static str) -> Self {
-        let bar = if SHOWN.load(Ordering::Relaxed) { indicatif::ProgressBar::new(total as u64) } else { indicatif::ProgressBar::hidden() };
+        let bar = if SHOWN.load(Ordering::Relaxed) {
+            indicatif::ProgressBar::new(total as u64)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg} [{elapsed_precise} < {eta_precise}] {bar:30} {pos}/{len}")
-                .expect("valid template"),
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{elapsed_precise} < {eta_precise}] {bar:30} {pos}/{len}",
+            )
+            .expect("valid template"),
         );
         bar.set_message(what);
         Self { bar, what, total, done: 0 }

@@ -71,13 +71,18 @@ impl CheckpointState {
         for (name, expected) in &self.files {
             let path = dir.join(name);
             if !path.exists() {
-                return Err(TaskError::Run { path, message: "missing from its checkpoint (partial copy?)".into() });
+                return Err(TaskError::Run {
+                    path,
+                    message: "missing from its checkpoint (partial copy?)".into(),
+                });
             }
             let found = file_sha256(&path)?;
             if &found != expected {
                 return Err(TaskError::Run {
                     path,
-                    message: format!("damaged: its sha256 is {found}, the checkpoint recorded {expected}"),
+                    message: format!(
+                        "damaged: its sha256 is {found}, the checkpoint recorded {expected}"
+                    ),
                 });
             }
         }
@@ -164,7 +169,10 @@ impl RunDir {
         }
         Err(TaskError::Run {
             path: self.root.clone(),
-            message: format!("no {} checkpoint (is this a papertune run folder?)", which.dir_name()),
+            message: format!(
+                "no {} checkpoint (is this a papertune run folder?)",
+                which.dir_name()
+            ),
         })
     }
 
@@ -236,7 +244,9 @@ impl RunDir {
         for entry in std::fs::read_dir(&self.root).map_err(io_error(&self.root))? {
             let entry = entry.map_err(io_error(&self.root))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(step) = name.strip_prefix("checkpoint-").and_then(|s| s.parse::<usize>().ok()) {
+            if let Some(step) =
+                name.strip_prefix("checkpoint-").and_then(|s| s.parse::<usize>().ok())
+            {
                 found.push((step, entry.path()));
             }
         }
@@ -278,8 +288,17 @@ pub fn expand_runs(runs: &[PathBuf]) -> Result<Vec<PathBuf>, TaskError> {
             for name in &names {
                 // Fold runs sit in the k-fold folder: a path elsewhere is not followed.
                 let mut parts = Path::new(name).components();
-                if !matches!((parts.next(), parts.next()), (Some(std::path::Component::Normal(_)), None)) {
-                    return Err(TaskError::Run { path: folds, message: format!("names the fold run {name:?}; expected a folder name inside {}", run.display()) });
+                if !matches!(
+                    (parts.next(), parts.next()),
+                    (Some(std::path::Component::Normal(_)), None)
+                ) {
+                    return Err(TaskError::Run {
+                        path: folds,
+                        message: format!(
+                            "names the fold run {name:?}; expected a folder name inside {}",
+                            run.display()
+                        ),
+                    });
                 }
                 expanded.push(run.join(name));
             }
@@ -310,13 +329,15 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Tas
 /// Reads a TOML file (a run's `config.toml`), naming it in any error.
 pub(crate) fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TaskError> {
     let text = std::fs::read_to_string(path).map_err(io_error(path))?;
-    toml::from_str(&text).map_err(|e| TaskError::Run { path: path.to_path_buf(), message: e.to_string() })
+    toml::from_str(&text)
+        .map_err(|e| TaskError::Run { path: path.to_path_buf(), message: e.to_string() })
 }
 
 /// Reads a JSON file, naming it in any error.
 pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TaskError> {
     let text = std::fs::read_to_string(path).map_err(io_error(path))?;
-    serde_json::from_str(&text).map_err(|e| TaskError::Run { path: path.to_path_buf(), message: e.to_string() })
+    serde_json::from_str(&text)
+        .map_err(|e| TaskError::Run { path: path.to_path_buf(), message: e.to_string() })
 }
 
 #[cfg(test)]
@@ -339,7 +360,8 @@ mod tests {
             write(&run, step, 3);
         }
         assert_eq!(run.checkpoint_state(Which::Last).unwrap().step, 40);
-        let kept: Vec<usize> = run.archived_checkpoints().unwrap().into_iter().map(|(s, _)| s).collect();
+        let kept: Vec<usize> =
+            run.archived_checkpoints().unwrap().into_iter().map(|(s, _)| s).collect();
         assert_eq!(kept, vec![20, 30]);
         // With the default limit of 1 nothing is archived.
         let other = tempfile::tempdir().unwrap();
@@ -360,7 +382,8 @@ mod tests {
         std::fs::create_dir(dir.path().join("last.tmp")).unwrap();
         assert_eq!(run.checkpoint_state(Which::Last).unwrap().step, 1);
         // The next save fails while writing its files: the step-1 checkpoint is still there.
-        let failed = run.write_checkpoint(Which::Last, |_| Err(TaskError::Config("disk full".into())));
+        let failed =
+            run.write_checkpoint(Which::Last, |_| Err(TaskError::Config("disk full".into())));
         assert!(failed.is_err());
         assert!(!dir.path().join("last.tmp").exists(), "the failed save left its staging folder");
         assert_eq!(run.verified_checkpoint(Which::Last).unwrap(), dir.path().join("last"));

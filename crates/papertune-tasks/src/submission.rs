@@ -30,7 +30,9 @@ pub fn submission_csv(rows: &[SubmissionRow]) -> String {
     let mut writer = csv::Writer::from_writer(Vec::new());
     writer.write_record(["uuid", "Keywords", "label"]).expect("writes to memory");
     for row in rows {
-        writer.write_record([row.uuid.as_str(), &row.keywords.join("; "), &row.label.to_string()]).expect("writes to memory");
+        writer
+            .write_record([row.uuid.as_str(), &row.keywords.join("; "), &row.label.to_string()])
+            .expect("writes to memory");
     }
     String::from_utf8(writer.into_inner().expect("writes to memory")).expect("UTF-8 fields")
 }
@@ -60,7 +62,11 @@ mod tests {
     fn header_quoting_and_keyword_join() {
         let rows = vec![
             SubmissionRow { uuid: "a".into(), keywords: vec![], label: 1 },
-            SubmissionRow { uuid: "b,c".into(), keywords: vec!["x".into(), "y \"z\"".into()], label: 0 },
+            SubmissionRow {
+                uuid: "b,c".into(),
+                keywords: vec!["x".into(), "y \"z\"".into()],
+                label: 0,
+            },
             SubmissionRow { uuid: "d".into(), keywords: vec!["two\nlines".into()], label: 0 },
         ];
         assert_eq!(

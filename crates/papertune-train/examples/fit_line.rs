@@ -9,7 +9,8 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use papertune_train::{
-    CheckpointContext, Loss, Metrics, SaveKind, TrainConfig, TrainError, TrainHooks, TrainModel, TrainProgress, Trainer,
+    CheckpointContext, Loss, Metrics, SaveKind, TrainConfig, TrainError, TrainHooks, TrainModel,
+    TrainProgress, Trainer,
 };
 
 #[derive(Module, Debug)]
@@ -64,13 +65,23 @@ struct Hooks {
 }
 
 impl TrainHooks<LineClassifier> for Hooks {
-    fn evaluate(&mut self, model: &LineClassifier, _: &TrainProgress) -> Result<Metrics, TrainError> {
+    fn evaluate(
+        &mut self,
+        model: &LineClassifier,
+        _: &TrainProgress,
+    ) -> Result<Metrics, TrainError> {
         let batch = PointBatcher.batch(self.points.clone(), &self.device);
         let scores = model.linear.forward(batch.xy).try_into_vec_as::<f32>().expect("floats");
-        let correct = scores.iter().zip(&self.points).filter(|(s, (_, l))| (**s > 0.0) == (*l == 1)).count();
+        let correct =
+            scores.iter().zip(&self.points).filter(|(s, (_, l))| (**s > 0.0) == (*l == 1)).count();
         Ok(Metrics::from([("accuracy".to_owned(), correct as f64 / self.points.len() as f64)]))
     }
-    fn save(&mut self, _: &LineClassifier, _: SaveKind, _: &CheckpointContext<'_>) -> Result<(), TrainError> {
+    fn save(
+        &mut self,
+        _: &LineClassifier,
+        _: SaveKind,
+        _: &CheckpointContext<'_>,
+    ) -> Result<(), TrainError> {
         Ok(())
     }
 }
@@ -96,7 +107,13 @@ fn main() -> Result<(), TrainError> {
     };
     let trainer = Trainer::new(config, &device.clone().autodiff())?.with_progress(false);
     let mut hooks = Hooks { points: points.clone(), device: device.clone() };
-    let (_, summary) = trainer.fit(model, &Hinge, &InMemDataset::new(points), &PointBatcher, &mut hooks)?;
-    println!("{} steps, final loss {:.4}, best accuracy {:.3}", summary.steps, summary.final_loss, summary.best.unwrap().0);
+    let (_, summary) =
+        trainer.fit(model, &Hinge, &InMemDataset::new(points), &PointBatcher, &mut hooks)?;
+    println!(
+        "{} steps, final loss {:.4}, best accuracy {:.3}",
+        summary.steps,
+        summary.final_loss,
+        summary.best.unwrap().0
+    );
     Ok(())
 }

@@ -44,7 +44,9 @@ impl Optimizer for FusedAdamW {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let (time, moments) = match state {
-            Some(state) => (state.momentum.time + 1, Some((state.momentum.moment_1, state.momentum.moment_2))),
+            Some(state) => {
+                (state.momentum.time + 1, Some((state.momentum.moment_1, state.momentum.moment_2)))
+            }
             None => (1, None),
         };
         // The hyperparameters are f32 like burn's, widened exactly to f64.
@@ -85,7 +87,9 @@ mod tests {
         let device = Device::default();
         let fused = FusedAdamW { weight_decay: 0.01, ..FusedAdamW::default() };
         let reference = AdamWConfig::new().with_weight_decay(0.01).with_epsilon(1e-8).build();
-        let random = |std: f64| Tensor::<2>::random([37, 5], Distribution::Normal(0.0, std), &device).cast(dtype);
+        let random = |std: f64| {
+            Tensor::<2>::random([37, 5], Distribution::Normal(0.0, std), &device).cast(dtype)
+        };
         let mut ours = random(1.0);
         let mut theirs = ours.clone();
         let (mut our_state, mut their_state) = (None, None);
@@ -95,10 +99,14 @@ mod tests {
             (theirs, their_state) = reference.step(1e-2, theirs, grad, their_state);
         }
         let close = |a: Tensor<2>, b: Tensor<2>, what: &str| {
-            let as_f32 = |t: Tensor<2>| t.cast(FloatDType::F32).into_data().try_to_vec::<f32>().unwrap();
+            let as_f32 =
+                |t: Tensor<2>| t.cast(FloatDType::F32).into_data().try_to_vec::<f32>().unwrap();
             let (a, b) = (as_f32(a), as_f32(b));
             for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-                assert!((x - y).abs() <= 1e-6 * (1.0 + y.abs()), "{dtype:?} {what}[{i}]: fused {x}, burn {y}");
+                assert!(
+                    (x - y).abs() <= 1e-6 * (1.0 + y.abs()),
+                    "{dtype:?} {what}[{i}]: fused {x}, burn {y}"
+                );
             }
         };
         let (ours_m, theirs_m) = (our_state.unwrap().momentum, their_state.unwrap().momentum);

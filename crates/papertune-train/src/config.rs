@@ -142,15 +142,25 @@ impl TrainConfig {
             return Err(format!("train.lr must be positive, found {}", self.lr));
         }
         if !(0.0..1.0).contains(&self.warmup_ratio) {
-            return Err(format!("train.warmup_ratio must be in [0, 1), found {}", self.warmup_ratio));
+            return Err(format!(
+                "train.warmup_ratio must be in [0, 1), found {}",
+                self.warmup_ratio
+            ));
         }
-        if self.eval_every_steps == Some(0) || self.save_every_steps == Some(0) || self.log_every_steps == 0 {
+        if self.eval_every_steps == Some(0)
+            || self.save_every_steps == Some(0)
+            || self.log_every_steps == 0
+        {
             return Err("train.eval_every_steps, train.save_every_steps and train.log_every_steps must be at least 1".into());
         }
         // `!(x > 0)` rather than `x <= 0`, so that NaN is refused too.
-        for (key, value) in [("max_grad_norm", self.max_grad_norm), ("max_grad_value", self.max_grad_value)] {
+        for (key, value) in
+            [("max_grad_norm", self.max_grad_norm), ("max_grad_value", self.max_grad_value)]
+        {
             if let Some(v) = value.filter(|v| !(*v > 0.0 && v.is_finite())) {
-                return Err(format!("train.{key} must be a positive number (or left out: no clipping), found {v}"));
+                return Err(format!(
+                    "train.{key} must be a positive number (or left out: no clipping), found {v}"
+                ));
             }
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
@@ -162,7 +172,10 @@ impl TrainConfig {
             }
         }
         if !(self.adam_epsilon > 0.0 && self.adam_epsilon.is_finite()) {
-            return Err(format!("train.adam_epsilon must be positive, found {}", self.adam_epsilon));
+            return Err(format!(
+                "train.adam_epsilon must be positive, found {}",
+                self.adam_epsilon
+            ));
         }
         if self.schedule_cycles == 0 {
             return Err("train.schedule_cycles must be at least 1".into());
@@ -171,7 +184,10 @@ impl TrainConfig {
             return Err(format!("train.poly_power must be positive, found {}", self.poly_power));
         }
         if !(self.lr_end >= 0.0 && self.lr_end < self.lr) {
-            return Err(format!("train.lr_end must be in [0, train.lr), found {} (train.lr {})", self.lr_end, self.lr));
+            return Err(format!(
+                "train.lr_end must be in [0, train.lr), found {} (train.lr {})",
+                self.lr_end, self.lr
+            ));
         }
         if self.eval_strategy == Strategy::Steps && self.eval_every_steps.is_none() {
             return Err("train.eval_strategy = \"steps\" needs train.eval_every_steps".into());
@@ -192,7 +208,10 @@ impl TrainConfig {
             return Err("train.early_stopping_patience needs evaluations, but train.eval_strategy is \"no\"".into());
         }
         if !(self.early_stopping_threshold >= 0.0 && self.early_stopping_threshold.is_finite()) {
-            return Err(format!("train.early_stopping_threshold must be >= 0, found {}", self.early_stopping_threshold));
+            return Err(format!(
+                "train.early_stopping_threshold must be >= 0, found {}",
+                self.early_stopping_threshold
+            ));
         }
         Ok(())
     }
@@ -210,7 +229,9 @@ impl TrainConfig {
         let total = self.total_steps(n);
         let warmup = self.warmup(total);
         if self.warmup_steps.is_some() && warmup >= total {
-            return Err(format!("train.warmup_steps ({warmup}) is not shorter than training ({total} steps)"));
+            return Err(format!(
+                "train.warmup_steps ({warmup}) is not shorter than training ({total} steps)"
+            ));
         }
         Ok(())
     }
@@ -233,7 +254,9 @@ impl TrainConfig {
         match self.eval_strategy {
             Strategy::No => false,
             Strategy::Steps => last_step || self.eval_every_steps.is_some_and(|k| step % k == 0),
-            Strategy::Epoch => last_step || end_of_epoch || self.eval_every_steps.is_some_and(|k| step % k == 0),
+            Strategy::Epoch => {
+                last_step || end_of_epoch || self.eval_every_steps.is_some_and(|k| step % k == 0)
+            }
         }
     }
 
@@ -280,7 +303,10 @@ mod tests {
             edit(&mut config);
             config.validate().unwrap_err()
         };
-        assert!(with(|c| c.max_grad_norm = Some(f64::NAN)).contains("train.max_grad_norm must be a positive number"));
+        assert!(
+            with(|c| c.max_grad_norm = Some(f64::NAN))
+                .contains("train.max_grad_norm must be a positive number")
+        );
         assert!(with(|c| c.max_grad_value = Some(-1.0)).contains("train.max_grad_value"));
         assert!(with(|c| c.weight_decay = f64::NAN).contains("train.weight_decay"));
         assert!(with(|c| c.adam_beta2 = 1.0).contains("train.adam_beta2 must be in [0, 1)"));

@@ -11,7 +11,9 @@ pub enum TrainError {
     EmptyData,
     #[error("the model is not on an autodiff device; load it on `device.autodiff()` to train it")]
     NotAutodiff,
-    #[error("step {step}: the loss is {value}; stopped before applying it (the last saved checkpoint is kept)")]
+    #[error(
+        "step {step}: the loss is {value}; stopped before applying it (the last saved checkpoint is kept)"
+    )]
     NonFiniteLoss { step: usize, value: f32 },
     #[error("evaluation metrics have no {metric:?} (train.metric_for_best); found {found:?}")]
     MissingMetric { metric: String, found: Vec<String> },

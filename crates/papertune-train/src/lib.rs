@@ -29,16 +29,20 @@ mod trainer;
 pub use adamw::FusedAdamW;
 pub use clip::{clip_grad_norm, clip_grad_value};
 pub use config::{Strategy, TrainConfig};
+pub use distributed::Collective;
 #[cfg(feature = "mpi")]
 pub use distributed::MpiWorld;
-pub use distributed::Collective;
 pub use error::TrainError;
-pub use loss::{BceWithLogitsLoss, CausalLmLoss, ClassificationLoss, CrossEntropyLoss, FocalLoss, Loss, LossConfig, LossName};
+pub use loss::{
+    BceWithLogitsLoss, CausalLmLoss, ClassificationLoss, CrossEntropyLoss, FocalLoss, Loss,
+    LossConfig, LossName,
+};
 pub use metrics::{EvalRecord, Metrics};
 pub use params::trainable_parameters;
 pub use schedule::{LrSchedule, ScheduleKind};
 pub use signal::stop_on_signals;
 pub use state::{CheckpointContext, ResumePoint, TrainProgress, TrainerState};
 pub use trainer::{
-    PhaseTimings, SaveKind, StopReason, TrainEvent, TrainHooks, TrainModel, TrainSummary, Trainer, epoch_order,
+    PhaseTimings, SaveKind, StopReason, TrainEvent, TrainHooks, TrainModel, TrainSummary, Trainer,
+    epoch_order,
 };

@@ -50,10 +50,18 @@ impl Loss<Tensor<2>, Tensor<1, Int>> for CrossEntropyLoss {
                 per_example.mean()
             }
             Some(weights) => {
-                assert_eq!(weights.len(), classes, "{} class weights for {classes} classes", weights.len());
-                let weights = Tensor::<1>::from_data(TensorData::new(weights.clone(), [classes]), &device);
-                let weight_of_target = weights.clone().reshape([1, classes]).repeat_dim(0, batch).gather(1, target); // [batch, 1]
-                let mut per_example = (picked * weight_of_target.clone()).mul_scalar(1.0 - smoothing);
+                assert_eq!(
+                    weights.len(),
+                    classes,
+                    "{} class weights for {classes} classes",
+                    weights.len()
+                );
+                let weights =
+                    Tensor::<1>::from_data(TensorData::new(weights.clone(), [classes]), &device);
+                let weight_of_target =
+                    weights.clone().reshape([1, classes]).repeat_dim(0, batch).gather(1, target); // [batch, 1]
+                let mut per_example =
+                    (picked * weight_of_target.clone()).mul_scalar(1.0 - smoothing);
                 if smoothing > 0.0 {
                     let weighted = (log_probs.neg() * weights.reshape([1, classes])).sum_dim(1); // [batch, 1]
                     per_example = per_example + weighted.mul_scalar(smoothing / classes as f64);
@@ -115,13 +123,23 @@ impl Default for FocalLoss {
 impl Loss<Tensor<2>, Tensor<1, Int>> for FocalLoss {
     fn forward(&self, logits: Tensor<2>, target: Tensor<1, Int>) -> Tensor<1> {
         let [batch, classes] = logits.dims();
-        let log_pt = log_softmax(logits, 1).gather(1, target.clone().reshape([batch, 1])).reshape([batch]); // [batch]
-        let modulating = log_pt.clone().exp().neg().add_scalar(1.0).clamp_min(0.0).powf_scalar(f64::from(self.gamma));
+        let log_pt =
+            log_softmax(logits, 1).gather(1, target.clone().reshape([batch, 1])).reshape([batch]); // [batch]
+        let modulating = log_pt
+            .clone()
+            .exp()
+            .neg()
+            .add_scalar(1.0)
+            .clamp_min(0.0)
+            .powf_scalar(f64::from(self.gamma));
         let mut per_example = modulating * log_pt.neg();
         if let Some(alpha) = self.alpha {
             assert_eq!(classes, 2, "focal loss alpha weighs two classes, found {classes}");
             // α for label 1, 1-α for label 0: (1-α) + y·(2α-1).
-            let alpha_t = target.float().mul_scalar(2.0 * f64::from(alpha) - 1.0).add_scalar(1.0 - f64::from(alpha));
+            let alpha_t = target
+                .float()
+                .mul_scalar(2.0 * f64::from(alpha) - 1.0)
+                .add_scalar(1.0 - f64::from(alpha));
             per_example = per_example * alpha_t;
         }
         per_example.mean()
@@ -208,9 +226,17 @@ impl LossConfig {
     /// Rejects options that do not fit the named loss, naming the key (`section` is the
     /// config section, e.g. `loss`).
     pub fn validate(&self, section: &str) -> Result<(), String> {
-        let misplaced = |key: &str, name: &str| Err(format!("{section}.{key} applies to {name} only; {section}.name is {:?}", self.name));
+        let misplaced = |key: &str, name: &str| {
+            Err(format!(
+                "{section}.{key} applies to {name} only; {section}.name is {:?}",
+                self.name
+            ))
+        };
         if !(0.0..1.0).contains(&self.label_smoothing) {
-            return Err(format!("{section}.label_smoothing must be in [0, 1), found {}", self.label_smoothing));
+            return Err(format!(
+                "{section}.label_smoothing must be in [0, 1), found {}",
+                self.label_smoothing
+            ));
         }
         if self.name != LossName::CrossEntropy {
             if self.class_weights.is_some() {
@@ -227,18 +253,28 @@ impl LossConfig {
             return misplaced("focal_alpha", "focal");
         }
         if let Some(weights) = &self.class_weights
-            && (weights.len() != 2 || weights.iter().any(|w| !(*w >= 0.0 && w.is_finite())) || weights.iter().all(|w| *w == 0.0))
+            && (weights.len() != 2
+                || weights.iter().any(|w| !(*w >= 0.0 && w.is_finite()))
+                || weights.iter().all(|w| *w == 0.0))
         {
-            return Err(format!("{section}.class_weights must be two non-negative numbers, not both 0; found {weights:?}"));
+            return Err(format!(
+                "{section}.class_weights must be two non-negative numbers, not both 0; found {weights:?}"
+            ));
         }
         if self.pos_weight.is_some_and(|w| !(w > 0.0 && w.is_finite())) {
-            return Err(format!("{section}.pos_weight must be positive, found {:?}", self.pos_weight));
+            return Err(format!(
+                "{section}.pos_weight must be positive, found {:?}",
+                self.pos_weight
+            ));
         }
         if !(self.focal_gamma >= 0.0 && self.focal_gamma.is_finite()) {
             return Err(format!("{section}.focal_gamma must be >= 0, found {}", self.focal_gamma));
         }
         if self.focal_alpha.is_some_and(|a| !(0.0..=1.0).contains(&a)) {
-            return Err(format!("{section}.focal_alpha must be in [0, 1], found {:?}", self.focal_alpha));
+            return Err(format!(
+                "{section}.focal_alpha must be in [0, 1], found {:?}",
+                self.focal_alpha
+            ));
         }
         Ok(())
     }
@@ -250,8 +286,13 @@ impl LossConfig {
                 class_weights: self.class_weights.clone(),
                 label_smoothing: self.label_smoothing,
             }),
-            LossName::Bce => ClassificationLoss::Bce(BceWithLogitsLoss { pos_weight: self.pos_weight }),
-            LossName::Focal => ClassificationLoss::Focal(FocalLoss { gamma: self.focal_gamma, alpha: self.focal_alpha }),
+            LossName::Bce => {
+                ClassificationLoss::Bce(BceWithLogitsLoss { pos_weight: self.pos_weight })
+            }
+            LossName::Focal => ClassificationLoss::Focal(FocalLoss {
+                gamma: self.focal_gamma,
+                alpha: self.focal_alpha,
+            }),
         }
     }
 }
@@ -284,7 +325,10 @@ mod tests {
     }
 
     fn logits(values: &[f32], classes: usize) -> Tensor<2> {
-        Tensor::from_data(TensorData::new(values.to_vec(), [values.len() / classes, classes]), &device())
+        Tensor::from_data(
+            TensorData::new(values.to_vec(), [values.len() / classes, classes]),
+            &device(),
+        )
     }
 
     fn labels(values: &[i64]) -> Tensor<1, Int> {
@@ -327,7 +371,8 @@ mod tests {
         let mut total = 0.0;
         for i in 0..3 {
             let nll = |c: usize| -log_p(ROWS[i], c);
-            total += (1.0 - eps) * w[Y[i]] * nll(Y[i]) + eps / 2.0 * (w[0] * nll(0) + w[1] * nll(1));
+            total +=
+                (1.0 - eps) * w[Y[i]] * nll(Y[i]) + eps / 2.0 * (w[0] * nll(0) + w[1] * nll(1));
         }
         let expected = total / Y.iter().map(|&y| w[y]).sum::<f64>();
         let loss = CrossEntropyLoss { class_weights: Some(vec![0.3, 2.0]), label_smoothing: 0.1 };
@@ -340,7 +385,10 @@ mod tests {
             total += (1.0 - eps) * nll(Y[i]) + eps / 2.0 * (nll(0) + nll(1));
         }
         let (x, y) = inputs();
-        close(value(&CrossEntropyLoss { class_weights: None, label_smoothing: 0.1 }, x, y), total / 3.0);
+        close(
+            value(&CrossEntropyLoss { class_weights: None, label_smoothing: 0.1 }, x, y),
+            total / 3.0,
+        );
     }
 
     #[test]
@@ -351,14 +399,18 @@ mod tests {
         for pos_weight in [None, Some(3.0f32)] {
             let pw = f64::from(pos_weight.unwrap_or(1.0));
             let expected = (0..3)
-                .map(|i| -(pw * ys[i] * sigmoid(xs[i]).ln() + (1.0 - ys[i]) * (1.0 - sigmoid(xs[i])).ln()))
+                .map(|i| {
+                    -(pw * ys[i] * sigmoid(xs[i]).ln()
+                        + (1.0 - ys[i]) * (1.0 - sigmoid(xs[i])).ln())
+                })
                 .sum::<f64>()
                 / 3.0;
             let x = logits(&xs.map(|v| v as f32), 1);
             close(value(&BceWithLogitsLoss { pos_weight }, x, labels(&[1, 0, 1])), expected);
         }
         // A huge logit of the right sign costs nothing, not NaN.
-        let extreme = value(&BceWithLogitsLoss::new(), logits(&[200.0, -200.0], 1), labels(&[1, 0]));
+        let extreme =
+            value(&BceWithLogitsLoss::new(), logits(&[200.0, -200.0], 1), labels(&[1, 0]));
         assert!(extreme.abs() < 1e-6, "{extreme}");
     }
 
@@ -367,17 +419,32 @@ mod tests {
         let (gamma, alpha) = (2.0f64, 0.25f64);
         let per = |i: usize, with_alpha: bool| {
             let log_pt = log_p(ROWS[i], Y[i]);
-            let a = if !with_alpha { 1.0 } else if Y[i] == 1 { alpha } else { 1.0 - alpha };
+            let a = if !with_alpha {
+                1.0
+            } else if Y[i] == 1 {
+                alpha
+            } else {
+                1.0 - alpha
+            };
             -a * (1.0 - log_pt.exp()).powf(gamma) * log_pt
         };
         let (x, y) = inputs();
-        close(value(&FocalLoss { gamma: 2.0, alpha: Some(0.25) }, x, y), (0..3).map(|i| per(i, true)).sum::<f64>() / 3.0);
+        close(
+            value(&FocalLoss { gamma: 2.0, alpha: Some(0.25) }, x, y),
+            (0..3).map(|i| per(i, true)).sum::<f64>() / 3.0,
+        );
         let (x, y) = inputs();
-        close(value(&FocalLoss { gamma: 2.0, alpha: None }, x, y), (0..3).map(|i| per(i, false)).sum::<f64>() / 3.0);
+        close(
+            value(&FocalLoss { gamma: 2.0, alpha: None }, x, y),
+            (0..3).map(|i| per(i, false)).sum::<f64>() / 3.0,
+        );
         // γ = 0 without α is cross-entropy.
         let (x, y) = inputs();
         let (x2, y2) = inputs();
-        close(value(&FocalLoss { gamma: 0.0, alpha: None }, x, y), value(&CrossEntropyLoss::new(), x2, y2));
+        close(
+            value(&FocalLoss { gamma: 0.0, alpha: None }, x, y),
+            value(&CrossEntropyLoss::new(), x2, y2),
+        );
     }
 
     #[test]
@@ -393,11 +460,18 @@ mod tests {
     fn loss_config_checks_keys_against_the_name() {
         let config: LossConfig = toml_like(r#"{"name": "bce", "label_smoothing": 0.1}"#);
         let error = config.validate("loss").unwrap_err();
-        assert!(error.contains("loss.label_smoothing") && error.contains("cross-entropy"), "{error}");
-        let config: LossConfig = toml_like(r#"{"name": "focal", "focal_gamma": 1.5, "focal_alpha": 0.75}"#);
+        assert!(
+            error.contains("loss.label_smoothing") && error.contains("cross-entropy"),
+            "{error}"
+        );
+        let config: LossConfig =
+            toml_like(r#"{"name": "focal", "focal_gamma": 1.5, "focal_alpha": 0.75}"#);
         config.validate("loss").unwrap();
         assert_eq!(config.num_outputs(), 2);
-        assert_eq!(config.build(), ClassificationLoss::Focal(FocalLoss { gamma: 1.5, alpha: Some(0.75) }));
+        assert_eq!(
+            config.build(),
+            ClassificationLoss::Focal(FocalLoss { gamma: 1.5, alpha: Some(0.75) })
+        );
         let config: LossConfig = toml_like(r#"{"class_weights": [1.0]}"#);
         assert!(config.validate("loss").unwrap_err().contains("loss.class_weights"));
     }

@@ -107,7 +107,10 @@ mod tests {
     #[test]
     fn cosine_with_hard_restarts_matches_closed_form() {
         // 2 cycles over 100 decay steps after 10 warmup steps: peaks at 10 and 60.
-        let s = LrSchedule { cycles: 2, ..LrSchedule::new(ScheduleKind::CosineWithRestarts, 1.0, 10, 110) };
+        let s = LrSchedule {
+            cycles: 2,
+            ..LrSchedule::new(ScheduleKind::CosineWithRestarts, 1.0, 10, 110)
+        };
         close(s.lr(5), 0.5);
         close(s.lr(10), 1.0);
         close(s.lr(35), 0.5); // a quarter of the way: half a cycle
@@ -126,14 +129,22 @@ mod tests {
             (109, 0.000986636),
         ];
         for (step, expected) in reference {
-            assert!((s.lr(step) - expected).abs() < 1e-8, "step {step}: {} vs transformers' {expected}", s.lr(step));
+            assert!(
+                (s.lr(step) - expected).abs() < 1e-8,
+                "step {step}: {} vs transformers' {expected}",
+                s.lr(step)
+            );
         }
         assert_eq!(s.lr(110), 0.0);
     }
 
     #[test]
     fn polynomial_matches_closed_form() {
-        let s = LrSchedule { power: 2.0, lr_end: 0.1, ..LrSchedule::new(ScheduleKind::Polynomial, 1.0, 0, 100) };
+        let s = LrSchedule {
+            power: 2.0,
+            lr_end: 0.1,
+            ..LrSchedule::new(ScheduleKind::Polynomial, 1.0, 0, 100)
+        };
         assert_eq!(s.lr(0), 1.0);
         close(s.lr(50), 0.9 * 0.25 + 0.1);
         close(s.lr(90), 0.9 * 0.01 + 0.1);

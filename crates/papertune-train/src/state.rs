@@ -152,14 +152,20 @@ impl CheckpointContext<'_> {
 
     /// Writes the resume files into `dir` (nothing for a checkpoint that is not resumable);
     /// returns the names written.
-    pub fn write_resume_files<M: Module>(&self, model: &M, dir: &Path) -> Result<Vec<String>, TrainError> {
+    pub fn write_resume_files<M: Module>(
+        &self,
+        model: &M,
+        dir: &Path,
+    ) -> Result<Vec<String>, TrainError> {
         let Some(optimizer) = self.optimizer else {
             return Ok(Vec::new());
         };
-        let bytes = optimizer
-            .to_record()
-            .into_bytes()
-            .map_err(|e| corrupt(&dir.join(OPTIMIZER_FILE), format!("cannot serialise the optimizer state: {e:?}")))?;
+        let bytes = optimizer.to_record().into_bytes().map_err(|e| {
+            corrupt(
+                &dir.join(OPTIMIZER_FILE),
+                format!("cannot serialise the optimizer state: {e:?}"),
+            )
+        })?;
         write_atomic(&dir.join(OPTIMIZER_FILE), &bytes)?;
         let ids = serde_json::to_vec_pretty(&param_entries(model)).expect("serialisable ids");
         write_atomic(&dir.join(PARAM_IDS_FILE), &ids)?;
@@ -179,7 +185,10 @@ pub struct ResumePoint {
 
 impl std::fmt::Debug for ResumePoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResumePoint").field("dir", &self.dir).field("step", &self.state.step).finish()
+        f.debug_struct("ResumePoint")
+            .field("dir", &self.dir)
+            .field("step", &self.state.step)
+            .finish()
     }
 }
 
@@ -189,12 +198,25 @@ impl ResumePoint {
     pub fn read(dir: &Path) -> Result<Self, TrainError> {
         let state_path = dir.join(RESUME_STATE_FILE);
         if !state_path.exists() {
-            return Err(corrupt(dir, format!("no {RESUME_STATE_FILE}: this checkpoint cannot be resumed (it was not written as a last/ checkpoint)")));
+            return Err(corrupt(
+                dir,
+                format!(
+                    "no {RESUME_STATE_FILE}: this checkpoint cannot be resumed (it was not written as a last/ checkpoint)"
+                ),
+            ));
         }
         let text = std::fs::read(&state_path).map_err(io_error(&state_path))?;
-        let state: TrainerState = serde_json::from_slice(&text).map_err(|e| corrupt(&state_path, e))?;
+        let state: TrainerState =
+            serde_json::from_slice(&text).map_err(|e| corrupt(&state_path, e))?;
         if state.format != TrainerState::FORMAT {
-            return Err(corrupt(&state_path, format!("layout version {} (this papertune reads {})", state.format, TrainerState::FORMAT)));
+            return Err(corrupt(
+                &state_path,
+                format!(
+                    "layout version {} (this papertune reads {})",
+                    state.format,
+                    TrainerState::FORMAT
+                ),
+            ));
         }
         let ids_path = dir.join(PARAM_IDS_FILE);
         let text = std::fs::read(&ids_path).map_err(io_error(&ids_path))?;
@@ -210,12 +232,20 @@ impl ResumePoint {
     /// them their ids back.
     pub(crate) fn restore_param_ids<M: Module>(&self, model: M) -> Result<M, TrainError> {
         let current = param_entries(&model);
-        let changed = |message: String| TrainError::Resume(format!("{}: the model changed since the checkpoint: {message}", self.dir.display()));
+        let changed = |message: String| {
+            TrainError::Resume(format!(
+                "{}: the model changed since the checkpoint: {message}",
+                self.dir.display()
+            ))
+        };
         for (path, entry) in &self.params {
             match current.get(path) {
                 None => return Err(changed(format!("parameter {path} is gone"))),
                 Some(now) if now.shape != entry.shape => {
-                    return Err(changed(format!("parameter {path} was {:?}, is now {:?}", entry.shape, now.shape)));
+                    return Err(changed(format!(
+                        "parameter {path} was {:?}, is now {:?}",
+                        entry.shape, now.shape
+                    )));
                 }
                 Some(_) => {}
             }

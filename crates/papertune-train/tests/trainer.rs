@@ -11,8 +11,8 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use papertune_train::{
-    CheckpointContext, CrossEntropyLoss, Loss, Metrics, ResumePoint, SaveKind, StopReason, Strategy, TrainConfig,
-    TrainError, TrainHooks, TrainModel, TrainProgress, Trainer,
+    CheckpointContext, CrossEntropyLoss, Loss, Metrics, ResumePoint, SaveKind, StopReason,
+    Strategy, TrainConfig, TrainError, TrainHooks, TrainModel, TrainProgress, Trainer,
 };
 
 #[derive(Module, Debug)]
@@ -42,12 +42,17 @@ impl Batcher<([f32; 2], u8), Batch> for ToyBatcher {
         let n = items.len();
         let x: Vec<f32> = items.iter().flat_map(|(p, _)| *p).collect();
         let y: Vec<i64> = items.iter().map(|(_, l)| i64::from(*l)).collect();
-        Batch { x: Tensor::from_data(TensorData::new(x, [n, 2]), device), y: Tensor::from_data(TensorData::new(y, [n]), device) }
+        Batch {
+            x: Tensor::from_data(TensorData::new(x, [n, 2]), device),
+            y: Tensor::from_data(TensorData::new(y, [n]), device),
+        }
     }
 }
 
 fn points() -> Vec<([f32; 2], u8)> {
-    (0..40).map(|i| ([(i % 8) as f32 / 4.0 - 1.0, (i / 8) as f32 / 2.0 - 1.0], u8::from(i % 3 == 0))).collect()
+    (0..40)
+        .map(|i| ([(i % 8) as f32 / 4.0 - 1.0, (i / 8) as f32 / 2.0 - 1.0], u8::from(i % 3 == 0)))
+        .collect()
 }
 
 fn device() -> Device {
@@ -59,7 +64,14 @@ fn toy(device: &Device) -> Toy {
 }
 
 fn config() -> TrainConfig {
-    TrainConfig { epochs: 3, batch_size: 8, lr: 0.05, warmup_ratio: 0.0, metric_for_best: "score".into(), ..TrainConfig::default() }
+    TrainConfig {
+        epochs: 3,
+        batch_size: 8,
+        lr: 0.05,
+        warmup_ratio: 0.0,
+        metric_for_best: "score".into(),
+        ..TrainConfig::default()
+    }
 }
 
 /// Scripted evaluation results, and a record of what was saved at which step.
@@ -78,7 +90,12 @@ impl TrainHooks<Toy> for Script {
         self.evals.push(progress.step);
         Ok(Metrics::from([("score".to_owned(), score)]))
     }
-    fn save(&mut self, model: &Toy, kind: SaveKind, context: &CheckpointContext<'_>) -> Result<(), TrainError> {
+    fn save(
+        &mut self,
+        model: &Toy,
+        kind: SaveKind,
+        context: &CheckpointContext<'_>,
+    ) -> Result<(), TrainError> {
         self.saves.push((kind, context.progress.step));
         if let (Some(dir), SaveKind::Last) = (&self.resume_dir, kind) {
             context.write_resume_files(model, dir)?;
@@ -91,7 +108,8 @@ impl TrainHooks<Toy> for Script {
 
 fn weights(model: &Toy) -> Vec<f32> {
     let mut values = model.linear.weight.val().into_data().try_to_vec::<f32>().unwrap();
-    values.extend(model.linear.bias.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap());
+    values
+        .extend(model.linear.bias.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap());
     values
 }
 
@@ -113,7 +131,13 @@ fn early_stopping_stops_after_patience_evaluations_without_improvement() {
     let (_, summary) = Trainer::new(config, &device)
         .unwrap()
         .with_progress(false)
-        .fit(toy(&device), &CrossEntropyLoss::new(), &InMemDataset::new(points()), &ToyBatcher, &mut hooks)
+        .fit(
+            toy(&device),
+            &CrossEntropyLoss::new(),
+            &InMemDataset::new(points()),
+            &ToyBatcher,
+            &mut hooks,
+        )
         .unwrap();
     assert_eq!(hooks.evals, vec![2, 4, 6, 8, 10]);
     assert_eq!(summary.stop_reason, StopReason::EarlyStopping);
@@ -122,7 +146,13 @@ fn early_stopping_stops_after_patience_evaluations_without_improvement() {
     // The last checkpoint is also saved at the end of epoch 1 (save_strategy "epoch").
     assert_eq!(
         hooks.saves,
-        vec![(SaveKind::Best, 2), (SaveKind::Best, 4), (SaveKind::Last, 5), (SaveKind::Best, 6), (SaveKind::Last, 10)]
+        vec![
+            (SaveKind::Best, 2),
+            (SaveKind::Best, 4),
+            (SaveKind::Last, 5),
+            (SaveKind::Best, 6),
+            (SaveKind::Last, 10)
+        ]
     );
     assert_eq!(summary.best, Some((0.6, 6)));
 }
@@ -143,13 +173,20 @@ impl Loss<Tensor<2>, Tensor<1, Int>> for NanAt {
 
 #[test]
 fn a_nan_loss_stops_before_the_update_and_keeps_the_last_checkpoint() {
-    let config = TrainConfig { save_strategy: Strategy::Steps, save_every_steps: Some(1), ..config() };
+    let config =
+        TrainConfig { save_strategy: Strategy::Steps, save_every_steps: Some(1), ..config() };
     let mut hooks = Script::default();
     let device = device();
     let error = Trainer::new(config, &device)
         .unwrap()
         .with_progress(false)
-        .fit(toy(&device), &NanAt { at: 4, calls: AtomicUsize::new(0) }, &InMemDataset::new(points()), &ToyBatcher, &mut hooks)
+        .fit(
+            toy(&device),
+            &NanAt { at: 4, calls: AtomicUsize::new(0) },
+            &InMemDataset::new(points()),
+            &ToyBatcher,
+            &mut hooks,
+        )
         .unwrap_err();
     assert!(matches!(error, TrainError::NonFiniteLoss { step: 4, .. }), "{error}");
     assert!(error.to_string().contains("last saved checkpoint is kept"), "{error}");
@@ -167,7 +204,13 @@ fn stop_signal_saves_a_last_checkpoint_and_returns() {
         .with_progress(false)
         .with_stop_at_step(3)
         .with_stop_signal(Arc::clone(&flag))
-        .fit(toy(&device), &CrossEntropyLoss::new(), &InMemDataset::new(points()), &ToyBatcher, &mut hooks)
+        .fit(
+            toy(&device),
+            &CrossEntropyLoss::new(),
+            &InMemDataset::new(points()),
+            &ToyBatcher,
+            &mut hooks,
+        )
         .unwrap();
     // The flag was raised before the first step: nothing to save, nothing done.
     assert_eq!((summary.steps, summary.stop_reason), (0, StopReason::Interrupted));
@@ -180,7 +223,13 @@ fn stop_signal_saves_a_last_checkpoint_and_returns() {
         .with_progress(false)
         .with_stop_at_step(3)
         .with_stop_signal(flag)
-        .fit(toy(&device), &CrossEntropyLoss::new(), &InMemDataset::new(points()), &ToyBatcher, &mut hooks)
+        .fit(
+            toy(&device),
+            &CrossEntropyLoss::new(),
+            &InMemDataset::new(points()),
+            &ToyBatcher,
+            &mut hooks,
+        )
         .unwrap();
     assert_eq!((summary.steps, summary.stop_reason), (3, StopReason::Interrupted));
     assert_eq!(hooks.saves, vec![(SaveKind::Last, 3)]);
@@ -191,18 +240,30 @@ fn contradictions_are_refused_before_training_naming_the_keys() {
     let device = device();
     let data = InMemDataset::new(points());
     let fit = |config: TrainConfig| {
-        Trainer::new(config, &device)?.with_progress(false).fit(toy(&device), &CrossEntropyLoss::new(), &data, &ToyBatcher, &mut Script::default())
+        Trainer::new(config, &device)?.with_progress(false).fit(
+            toy(&device),
+            &CrossEntropyLoss::new(),
+            &data,
+            &ToyBatcher,
+            &mut Script::default(),
+        )
     };
     // 40 points / batch 8 = 5 micro-batches per epoch.
-    let error = fit(TrainConfig { gradient_accumulation_steps: 6, ..config() }).unwrap_err().to_string();
+    let error =
+        fit(TrainConfig { gradient_accumulation_steps: 6, ..config() }).unwrap_err().to_string();
     assert!(error.contains("train.gradient_accumulation_steps (6)"), "{error}");
     let error = fit(TrainConfig { warmup_steps: Some(15), ..config() }).unwrap_err().to_string();
     assert!(error.contains("train.warmup_steps (15)") && error.contains("15 steps"), "{error}");
-    let error = fit(TrainConfig { eval_strategy: Strategy::Steps, ..config() }).unwrap_err().to_string();
+    let error =
+        fit(TrainConfig { eval_strategy: Strategy::Steps, ..config() }).unwrap_err().to_string();
     assert!(error.contains("train.eval_every_steps"), "{error}");
-    let error = fit(TrainConfig { early_stopping_patience: Some(2), eval_strategy: Strategy::No, ..config() })
-        .unwrap_err()
-        .to_string();
+    let error = fit(TrainConfig {
+        early_stopping_patience: Some(2),
+        eval_strategy: Strategy::No,
+        ..config()
+    })
+    .unwrap_err()
+    .to_string();
     assert!(error.contains("train.early_stopping_patience"), "{error}");
 }
 
@@ -220,27 +281,44 @@ fn resume_from_checkpoint_files_continues_exactly() {
     let device = device();
     let data = InMemDataset::new(points());
     let run = |trainer: Trainer, model: Toy, hooks: &mut Script| {
-        trainer.with_progress(false).fit(model, &CrossEntropyLoss::new(), &data, &ToyBatcher, hooks).unwrap()
+        trainer
+            .with_progress(false)
+            .fit(model, &CrossEntropyLoss::new(), &data, &ToyBatcher, hooks)
+            .unwrap()
     };
     let initial = toy(&device);
     // One run of all 12 steps (3 per epoch).
-    let (whole, summary) = run(Trainer::new(base.clone(), &device).unwrap(), initial.clone(), &mut Script::default());
+    let (whole, summary) =
+        run(Trainer::new(base.clone(), &device).unwrap(), initial.clone(), &mut Script::default());
     assert_eq!(summary.steps, 12);
 
     // The same run stopped after 5 steps, then resumed from the files in a fresh model.
     let dir = tempfile::tempdir().unwrap();
     let mut hooks = Script { resume_dir: Some(dir.path().to_path_buf()), ..Script::default() };
-    let (_, first) = run(Trainer::new(base.clone(), &device).unwrap().with_stop_at_step(5), initial, &mut hooks);
+    let (_, first) =
+        run(Trainer::new(base.clone(), &device).unwrap().with_stop_at_step(5), initial, &mut hooks);
     assert_eq!(first.steps, 5);
-    let saved: Vec<f32> = serde_json::from_slice(&std::fs::read(dir.path().join("weights.json")).unwrap()).unwrap();
+    let saved: Vec<f32> =
+        serde_json::from_slice(&std::fs::read(dir.path().join("weights.json")).unwrap()).unwrap();
     let mut fresh = toy(&device);
-    fresh.linear.weight = fresh.linear.weight.map(|w| Tensor::from_data(TensorData::new(saved[..4].to_vec(), [2, 2]), &w.device()).require_grad());
-    fresh.linear.bias = fresh.linear.bias.map(|b| b.map(|b| Tensor::from_data(TensorData::new(saved[4..].to_vec(), [2]), &b.device()).require_grad()));
+    fresh.linear.weight = fresh.linear.weight.map(|w| {
+        Tensor::from_data(TensorData::new(saved[..4].to_vec(), [2, 2]), &w.device()).require_grad()
+    });
+    fresh.linear.bias = fresh.linear.bias.map(|b| {
+        b.map(|b| {
+            Tensor::from_data(TensorData::new(saved[4..].to_vec(), [2]), &b.device()).require_grad()
+        })
+    });
     let point = ResumePoint::read(dir.path()).unwrap();
     assert_eq!(point.state.step, 5);
-    let (resumed, second) = run(Trainer::new(base, &device).unwrap().with_resume(point), fresh, &mut Script::default());
+    let (resumed, second) =
+        run(Trainer::new(base, &device).unwrap().with_resume(point), fresh, &mut Script::default());
     assert_eq!((second.steps, second.resumed_from), (12, Some(5)));
-    assert_eq!(weights(&resumed), weights(&whole), "a resumed run must end with the weights of one run");
+    assert_eq!(
+        weights(&resumed),
+        weights(&whole),
+        "a resumed run must end with the weights of one run"
+    );
 }
 
 /// Data parallelism on the CPU backends (each "device" a thread of its own): two devices sharing
@@ -260,20 +338,33 @@ fn two_devices_make_the_updates_of_accumulation_on_one() {
         };
         let initial = toy(&device);
         let train = |workers: Vec<Device>| {
-            let trainer = Trainer::new(config.clone(), &device).unwrap().with_progress(false).with_devices(workers);
+            let trainer = Trainer::new(config.clone(), &device)
+                .unwrap()
+                .with_progress(false)
+                .with_devices(workers);
             let (model, summary) = trainer
-                .fit(initial.clone(), &CrossEntropyLoss::new(), &InMemDataset::new(points()), &ToyBatcher, &mut Script::default())
+                .fit(
+                    initial.clone(),
+                    &CrossEntropyLoss::new(),
+                    &InMemDataset::new(points()),
+                    &ToyBatcher,
+                    &mut Script::default(),
+                )
                 .unwrap();
             assert_eq!(summary.steps, 15);
             (weights(&model), summary.final_loss)
         };
         let (one, one_loss) = train(Vec::new());
         let (two, two_loss) = train(vec![cpu.clone(), cpu.clone()]);
-        let moved = one.iter().zip(weights(&initial)).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let moved =
+            one.iter().zip(weights(&initial)).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(moved > 1e-2, "{cpu:?}: training should move the weights (moved {moved})");
         let differ = one.iter().zip(&two).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(differ < 1e-6, "{cpu:?}: two devices end at {two:?}, one device at {one:?}");
-        assert!((one_loss - two_loss).abs() < 1e-6, "{cpu:?}: logged loss {two_loss} on two devices, {one_loss} on one");
+        assert!(
+            (one_loss - two_loss).abs() < 1e-6,
+            "{cpu:?}: logged loss {two_loss} on two devices, {one_loss} on one"
+        );
     }
 }
 
@@ -285,8 +376,17 @@ fn more_devices_than_micro_batches_per_step_are_refused() {
         .unwrap()
         .with_progress(false)
         .with_devices(vec![Device::flex(); 3])
-        .fit(toy(&device), &CrossEntropyLoss::new(), &InMemDataset::new(points()), &ToyBatcher, &mut Script::default())
+        .fit(
+            toy(&device),
+            &CrossEntropyLoss::new(),
+            &InMemDataset::new(points()),
+            &ToyBatcher,
+            &mut Script::default(),
+        )
         .unwrap_err()
         .to_string();
-    assert!(err.contains("3 data-parallel devices") && err.contains("gradient_accumulation_steps is 2"), "{err}");
+    assert!(
+        err.contains("3 data-parallel devices") && err.contains("gradient_accumulation_steps is 2"),
+        "{err}"
+    );
 }

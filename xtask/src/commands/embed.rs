@@ -33,7 +33,8 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     let encoder = PretrainedEncoder::load(&files, &device)?;
     let max_len = args.max_len.min(encoder.config.max_sequence_len());
     let tokenizer = TextTokenizer::from_file(&files.tokenizer, max_len)?;
-    let embeddings = papertune_tasks::embed::sentence_embeddings(&encoder, &tokenizer, &args.text, &device)?;
+    let embeddings =
+        papertune_tasks::embed::sentence_embeddings(&encoder, &tokenizer, &args.text, &device)?;
     for embedding in embeddings {
         println!("{}", serde_json::to_string(&embedding)?);
     }

@@ -52,11 +52,18 @@ pub fn run(args: EvalArgs) -> Result<()> {
     } else if args.report.predictions.is_some() {
         anyhow::bail!("--predictions applies to keyword runs ([method] configs)");
     } else if let Some(run) = single_llm_run(&args.run)? {
-        let options = llm::EvalOptions { with_adapter: !args.no_adapter, max_rows: args.max_rows, literature };
+        let options = llm::EvalOptions {
+            with_adapter: !args.no_adapter,
+            max_rows: args.max_rows,
+            literature,
+        };
         serde_json::to_value(llm::evaluate(&run, &args.data, &options, &device)?)?
     } else {
         anyhow::ensure!(!args.no_adapter, "--no-adapter applies to LoRA runs only");
-        anyhow::ensure!(!literature, "--keyword-metric literature applies to keyword runs (a [method] or LoRA keywords config)");
+        anyhow::ensure!(
+            !literature,
+            "--keyword-metric literature applies to keyword runs (a [method] or LoRA keywords config)"
+        );
         let options = classify::EvalOptions { max_rows: args.max_rows };
         serde_json::to_value(classify::evaluate(&args.run, &args.data, &options, &device)?)?
     };

@@ -4,11 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use papertune_models::{PretrainedCausalLm, WeightPrecision};
 use papertune_models::generate::{GenerationConfig, Generator};
 use papertune_models::llm_tokenizer::ChatMessage;
 use papertune_models::lora::{LoraModel, load_peft_adapter};
 use papertune_models::source;
+use papertune_models::{PretrainedCausalLm, WeightPrecision};
 
 use super::{PrecisionArg, device_for};
 
@@ -61,13 +61,18 @@ pub struct GenerateArgs {
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     let device = device_for(args.backend.as_deref(), args.precision.precision)?;
-    let precision = if args.dequantize { WeightPrecision::Dequantized } else { WeightPrecision::Quantized };
+    let precision =
+        if args.dequantize { WeightPrecision::Dequantized } else { WeightPrecision::Quantized };
     let lm = PretrainedCausalLm::load_with(&source::resolve_llm(&args.model)?, precision, &device)?;
     let mut weights = lm.model;
     if let Some(dir) = args.adapter {
         weights = load_peft_adapter(weights, &dir)?.0.merge_lora();
     }
-    let text = if args.chat { lm.tokenizer.apply_chat_template(&[ChatMessage::user(args.prompt)], true)? } else { args.prompt };
+    let text = if args.chat {
+        lm.tokenizer.apply_chat_template(&[ChatMessage::user(args.prompt)], true)?
+    } else {
+        args.prompt
+    };
     let ids = lm.tokenizer.encode(&text, true)?;
     let context = lm.config.max_position_embeddings;
     anyhow::ensure!(

@@ -48,9 +48,18 @@ pub struct KeywordsArgs {
 }
 
 pub fn run(args: KeywordsArgs) -> Result<()> {
-    anyhow::ensure!(!args.method.trains(), "the tagger is trained: cargo xtask train --config configs/keywords-best.toml");
-    anyhow::ensure!(args.idf_from.is_some() || args.method != MethodName::Tfidf, "--method tfidf needs --idf-from FILE (e.g. the training file)");
-    anyhow::ensure!(args.idf_from.is_none() || args.method == MethodName::Tfidf, "--idf-from applies to --method tfidf only");
+    anyhow::ensure!(
+        !args.method.trains(),
+        "the tagger is trained: cargo xtask train --config configs/keywords-best.toml"
+    );
+    anyhow::ensure!(
+        args.idf_from.is_some() || args.method != MethodName::Tfidf,
+        "--method tfidf needs --idf-from FILE (e.g. the training file)"
+    );
+    anyhow::ensure!(
+        args.idf_from.is_none() || args.method == MethodName::Tfidf,
+        "--idf-from applies to --method tfidf only"
+    );
     let device = device_for(args.backend.as_deref(), args.precision.precision)?;
     let mut config = KeywordsConfig::default();
     config.method.name = args.method;
@@ -67,10 +76,13 @@ pub fn run(args: KeywordsArgs) -> Result<()> {
     };
     let keyphraser = keywords::Keyphraser::prepare(&config, &idf_texts, None, &device)?;
     let prepare_seconds = started.elapsed().as_secs_f64();
-    let options = keywords::EvalOptions { max_rows: args.max_rows, literature: args.report.literature() };
-    let (evaluation, predicted) = keywords::evaluate_with(&config, &keyphraser, &args.data, &options, &device)?;
+    let options =
+        keywords::EvalOptions { max_rows: args.max_rows, literature: args.report.literature() };
+    let (evaluation, predicted) =
+        keywords::evaluate_with(&config, &keyphraser, &args.data, &options, &device)?;
     if let Some(path) = &args.report.predictions {
-        keywords::write_predictions(path, &predicted).with_context(|| format!("writing {}", path.display()))?;
+        keywords::write_predictions(path, &predicted)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     let mut json = serde_json::to_value(&evaluation)?;
     json["prepare_seconds"] = prepare_seconds.into();

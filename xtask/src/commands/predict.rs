@@ -33,15 +33,22 @@ pub struct PredictArgs {
 
 pub fn run(args: PredictArgs) -> Result<()> {
     let device = device_for(args.backend.as_deref(), args.precision.precision)?;
-    let (keyword_runs, others): (Vec<_>, Vec<_>) = args.run.iter().cloned().partition(|r| keywords::is_keywords_run(r));
-    anyhow::ensure!(keyword_runs.len() <= 1, "one keyword run at most: {} given", keyword_runs.len());
+    let (keyword_runs, others): (Vec<_>, Vec<_>) =
+        args.run.iter().cloned().partition(|r| keywords::is_keywords_run(r));
+    anyhow::ensure!(
+        keyword_runs.len() <= 1,
+        "one keyword run at most: {} given",
+        keyword_runs.len()
+    );
     let report = match keyword_runs.first() {
         None => match single_llm_run(&others)? {
             Some(run) => llm::predict(&run, &args.data, &args.output, &device)?,
             None => classify::predict(&others, &args.data, &args.output, &device)?,
         },
         Some(keyword_run) => {
-            let llm_keywords = others.iter().find(|r| llm::llm_run_task(r) == Some(papertune_data::InstructionTask::Keywords));
+            let llm_keywords = others
+                .iter()
+                .find(|r| llm::llm_run_task(r) == Some(papertune_data::InstructionTask::Keywords));
             if let Some(run) = llm_keywords {
                 anyhow::bail!(
                     "{} and {} both give keywords: pass one of them, with a classifier or LoRA classification run for the labels",
@@ -51,7 +58,14 @@ pub fn run(args: PredictArgs) -> Result<()> {
             }
             let predicted = keywords::predict_keywords(keyword_run, &args.data, &device)?;
             let mut rows: Vec<SubmissionRow> = match single_llm_run(&others)? {
-                _ if others.is_empty() => predicted.iter().map(|(paper, _)| SubmissionRow { uuid: paper.uuid.clone(), keywords: Vec::new(), label: 0 }).collect(),
+                _ if others.is_empty() => predicted
+                    .iter()
+                    .map(|(paper, _)| SubmissionRow {
+                        uuid: paper.uuid.clone(),
+                        keywords: Vec::new(),
+                        label: 0,
+                    })
+                    .collect(),
                 Some(run) => llm::submission_rows(&run, &args.data, &device)?,
                 None => classify::submission_rows(&others, &args.data, &device)?,
             };
@@ -59,6 +73,11 @@ pub fn run(args: PredictArgs) -> Result<()> {
             write_submission(&args.output, &rows)?
         }
     };
-    tracing::info!("wrote {} rows ({} labelled 1) to {}", report.rows, report.label_1, report.output.display());
+    tracing::info!(
+        "wrote {} rows ({} labelled 1) to {}",
+        report.rows,
+        report.label_1,
+        report.output.display()
+    );
     Ok(())
 }

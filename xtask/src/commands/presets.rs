@@ -10,20 +10,31 @@ use papertune_models::source::{LLM_PRESETS, PRESETS};
 pub fn run() -> Result<()> {
     println!("models (model.source, or --model):");
     for preset in PRESETS {
-        let package = preset.package.as_ref().map_or("hub only".to_owned(), |p| format!("package {}", p.requirement));
+        let package = preset
+            .package
+            .as_ref()
+            .map_or("hub only".to_owned(), |p| format!("package {}", p.requirement));
         let hub = format!("{}@{}", preset.hub_id, &preset.revision[..12]);
         println!("  {:<22} {:<10} {:<52} {package}", preset.name, "encoder", hub);
     }
     for preset in LLM_PRESETS {
-        let package = preset.package.as_ref().map_or("hub only".to_owned(), |p| match p.requirements().as_slice() {
-            [one] => format!("package {one}"),
-            parts => format!("packages {} (+{} more)", parts[0], parts.len() - 1),
+        let package = preset.package.as_ref().map_or("hub only".to_owned(), |p| {
+            match p.requirements().as_slice() {
+                [one] => format!("package {one}"),
+                parts => format!("packages {} (+{} more)", parts[0], parts.len() - 1),
+            }
         });
         println!("  {:<22} {:<10} {:<52} {package}", preset.name, "causal LM", preset.hub_id);
     }
     let dir = Path::new("configs");
     let mut configs: Vec<_> = std::fs::read_dir(dir)
-        .map(|entries| entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "toml")).collect())
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+                .collect()
+        })
         .unwrap_or_default();
     configs.sort();
     if !configs.is_empty() {

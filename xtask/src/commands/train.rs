@@ -81,7 +81,12 @@ fn train(args: TrainArgs, globals: &Globals, ranks: Option<&Ranks>) -> Result<()
     };
     let resolved = load_run_config(&config, &args.overrides)?;
     if args.print_config {
-        print!("{}", resolved.to_toml().map_err(|e| anyhow::anyhow!("the resolved config does not serialise: {e}"))?);
+        print!(
+            "{}",
+            resolved
+                .to_toml()
+                .map_err(|e| anyhow::anyhow!("the resolved config does not serialise: {e}"))?
+        );
         return Ok(());
     }
     if let Some(ranks) = ranks {
@@ -98,7 +103,12 @@ fn train(args: TrainArgs, globals: &Globals, ranks: Option<&Ranks>) -> Result<()
             (train.batch_size / ranks.size()).max(1),
             train.batch_size * train.gradient_accumulation_steps,
         );
-        anyhow::ensure!(args.devices == 1, "--devices {} with {} ranks: a job over several processes takes one device per rank", args.devices, ranks.size());
+        anyhow::ensure!(
+            args.devices == 1,
+            "--devices {} with {} ranks: a job over several processes takes one device per rank",
+            args.devices,
+            ranks.size()
+        );
     }
     let backend_name = args.backend.clone().unwrap_or_else(|| backend::default_name().to_owned());
     let device = match ranks {
@@ -119,9 +129,13 @@ fn train(args: TrainArgs, globals: &Globals, ranks: Option<&Ranks>) -> Result<()
     let reports = match (&resolved, args.folds) {
         (RunConfig::Classify(c), Some(k)) => classify::train_folds(c, &out, k, &device, &options)?,
         (RunConfig::Classify(c), None) => vec![classify::train(c, &out, &device, &options)?],
-        (RunConfig::Llm(_), Some(_)) => anyhow::bail!("--folds applies to classification configs only"),
+        (RunConfig::Llm(_), Some(_)) => {
+            anyhow::bail!("--folds applies to classification configs only")
+        }
         (RunConfig::Llm(c), None) => vec![llm::train(c, &out, &device, &options)?],
-        (RunConfig::Keywords(_), Some(_)) => anyhow::bail!("--folds applies to classification configs only"),
+        (RunConfig::Keywords(_), Some(_)) => {
+            anyhow::bail!("--folds applies to classification configs only")
+        }
         (RunConfig::Keywords(c), None) => vec![keywords::train(c, &out, &device, &options)?],
     };
     // Repeated in the resume hint of an interrupted run: a resume takes them from the command
@@ -133,7 +147,8 @@ fn train(args: TrainArgs, globals: &Globals, ranks: Option<&Ranks>) -> Result<()
     if args.devices > 1 {
         resume_flags.push_str(&format!(" --devices {}", args.devices));
     }
-    let interrupted = stop.load(Ordering::SeqCst) && reports.iter().any(|r| r.stop_reason == StopReason::Interrupted);
+    let interrupted = stop.load(Ordering::SeqCst)
+        && reports.iter().any(|r| r.stop_reason == StopReason::Interrupted);
     if ranks.is_none_or(|r| r.rank() == 0) {
         // Rank 0 tells.
         for report in &reports {
@@ -179,7 +194,10 @@ fn print_train_report(report: &TrainReport, resume_flags: &str) {
         match report.stop_reason {
             StopReason::Completed => String::new(),
             StopReason::EarlyStopping => ", stopped early".into(),
-            StopReason::Interrupted => format!(" -- interrupted; continue with: cargo xtask train --resume {}{resume_flags}", report.run.display()),
+            StopReason::Interrupted => format!(
+                " -- interrupted; continue with: cargo xtask train --resume {}{resume_flags}",
+                report.run.display()
+            ),
         }
     );
     if let (Some(step), Some(metrics)) = (report.best_step, &report.best_metrics) {
@@ -191,11 +209,19 @@ fn print_train_report(report: &TrainReport, resume_flags: &str) {
 
 /// `runs/<config stem>`, or `runs/<stem>-2`, `-3`, ... when taken.
 fn default_run_dir(config: &Path) -> PathBuf {
-    let stem = config.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+    let stem = config
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
     let base = Path::new("runs").join(&stem);
-    let taken = |p: &Path| p.exists() && std::fs::read_dir(p).map(|mut d| d.next().is_some()).unwrap_or(true);
+    let taken = |p: &Path| {
+        p.exists() && std::fs::read_dir(p).map(|mut d| d.next().is_some()).unwrap_or(true)
+    };
     if !taken(&base) {
         return base;
     }
-    (2..).map(|i| Path::new("runs").join(format!("{stem}-{i}"))).find(|p| !taken(p)).expect("some numbered folder is free")
+    (2..)
+        .map(|i| Path::new("runs").join(format!("{stem}-{i}")))
+        .find(|p| !taken(p))
+        .expect("some numbered folder is free")
 }

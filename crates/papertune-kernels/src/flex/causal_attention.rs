@@ -33,7 +33,13 @@ struct CausalShape {
 
 impl CausalShape {
     /// The sizes of contiguous f32 inputs that fit together and are not empty.
-    fn of(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, bias: &FlexTensor, window: usize) -> Option<Self> {
+    fn of(
+        q: &FlexTensor,
+        k: &FlexTensor,
+        v: &FlexTensor,
+        bias: &FlexTensor,
+        window: usize,
+    ) -> Option<Self> {
         let &[batch, seq_q, heads, d] = q.shape().as_slice() else { return None };
         let &[_, seq_k, kv_heads, _] = k.shape().as_slice() else { return None };
         let fits = k.shape().as_slice() == [batch, seq_k, kv_heads, d]
@@ -43,7 +49,14 @@ impl CausalShape {
             && heads % kv_heads == 0
             && seq_q <= seq_k;
         let window = (window > 0).then_some(window);
-        (fits && batch * seq_q * heads * d != 0).then_some(CausalShape { seq_q, seq_k, heads, kv_heads, d, window })
+        (fits && batch * seq_q * heads * d != 0).then_some(CausalShape {
+            seq_q,
+            seq_k,
+            heads,
+            kv_heads,
+            d,
+            window,
+        })
     }
 
     /// The key/value head that query head `h` reads.
@@ -77,11 +90,29 @@ fn head_rows(data: &[f32], i0: usize, i1: usize, stride: usize, h: usize, d: usi
 /// softmax over the keys the query sees, and 0 for the others.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn block_probs(shape: CausalShape, probs: &mut [f32], q: Matrix<'_>, k: Matrix<'_>, key_bias: &[f32], scale: f32, i0: usize, lo: usize) {
+fn block_probs(
+    shape: CausalShape,
+    probs: &mut [f32],
+    q: Matrix<'_>,
+    k: Matrix<'_>,
+    key_bias: &[f32],
+    scale: f32,
+    i0: usize,
+    lo: usize,
+) {
     let width = k.rows;
     let probs = &mut probs[..q.rows * width];
     // SAFETY: `probs` holds the rows * width values written, rows width apart.
-    unsafe { q.product_into(k.transposed(), probs.as_mut_ptr(), width, false, scale, gemm::Parallelism::None) };
+    unsafe {
+        q.product_into(
+            k.transposed(),
+            probs.as_mut_ptr(),
+            width,
+            false,
+            scale,
+            gemm::Parallelism::None,
+        )
+    };
     for (r, row) in probs.chunks_mut(width).enumerate() {
         let (first, last) = shape.visible(i0 + r, lo);
         let seen = &mut row[first..=last];
@@ -97,37 +128,70 @@ fn block_probs(shape: CausalShape, probs: &mut [f32], q: Matrix<'_>, k: Matrix<'
 
 /// `softmax(q k^T * scale + bias, causal) v` per batch element and head; `None` when the
 /// shapes or dtypes do not fit.
-pub(super) fn causal_attention_kernel(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, bias: &FlexTensor, scale: f32, window: usize) -> Option<FlexTensor> {
-    let (q, k, v, bias) = (contiguous_f32(q)?, contiguous_f32(k)?, contiguous_f32(v)?, contiguous_f32(bias)?);
+pub(super) fn causal_attention_kernel(
+    q: &FlexTensor,
+    k: &FlexTensor,
+    v: &FlexTensor,
+    bias: &FlexTensor,
+    scale: f32,
+    window: usize,
+) -> Option<FlexTensor> {
+    let (q, k, v, bias) =
+        (contiguous_f32(q)?, contiguous_f32(k)?, contiguous_f32(v)?, contiguous_f32(bias)?);
     let shape = CausalShape::of(&q, &k, &v, &bias, window)?;
     let CausalShape { seq_q, seq_k, heads, kv_heads, d, .. } = shape;
-    let (qs, ks, vs, bs): (&[f32], &[f32], &[f32], &[f32]) = (q.storage(), k.storage(), v.storage(), bias.storage());
+    let (qs, ks, vs, bs): (&[f32], &[f32], &[f32], &[f32]) =
+        (q.storage(), k.storage(), v.storage(), bias.storage());
     let (q_row, kv_row) = (heads * d, kv_heads * d);
     let mut out = Vec::with_capacity(qs.len());
     out.spare_capacity_mut()[..qs.len()].par_chunks_mut(seq_q * q_row).enumerate().for_each_init(
         || vec![0.0f32; BLOCK * seq_k],
-        |probs, (b, o)| widest(#[inline(always)] || {
-            let q_rows = &qs[b * seq_q * q_row..(b + 1) * seq_q * q_row];
-            let (k_rows, v_rows) = (&ks[b * seq_k * kv_row..(b + 1) * seq_k * kv_row], &vs[b * seq_k * kv_row..(b + 1) * seq_k * kv_row]);
-            let key_bias = &bs[b * seq_k..(b + 1) * seq_k];
-            for h in 0..heads {
-                let kv = shape.kv_head(h);
-                for i0 in (0..seq_q).step_by(BLOCK) {
-                    let i1 = (i0 + BLOCK).min(seq_q);
-                    let (lo, hi) = shape.keys(i0, i1);
-                    let q_block = head_rows(q_rows, i0, i1, q_row, h, d);
-                    block_probs(shape, probs, q_block, head_rows(k_rows, lo, hi, kv_row, kv, d), key_bias, scale, i0, lo);
-                    let p = Matrix::strided(probs, i1 - i0, hi - lo, hi - lo, 1);
-                    // SAFETY: `o` holds this batch element's seq_q * q_row outputs; rows i0..i1
-                    // of head h sit at i * q_row + h * d + j inside it. Every (block, head)
-                    // writes its own values, so once all have run each value is written.
-                    unsafe {
-                        let dst = o.as_mut_ptr().cast::<f32>().add(i0 * q_row + h * d);
-                        p.product_into(head_rows(v_rows, lo, hi, kv_row, kv, d), dst, q_row, false, 1.0, gemm::Parallelism::None);
+        |probs, (b, o)| {
+            widest(
+                #[inline(always)]
+                || {
+                    let q_rows = &qs[b * seq_q * q_row..(b + 1) * seq_q * q_row];
+                    let (k_rows, v_rows) = (
+                        &ks[b * seq_k * kv_row..(b + 1) * seq_k * kv_row],
+                        &vs[b * seq_k * kv_row..(b + 1) * seq_k * kv_row],
+                    );
+                    let key_bias = &bs[b * seq_k..(b + 1) * seq_k];
+                    for h in 0..heads {
+                        let kv = shape.kv_head(h);
+                        for i0 in (0..seq_q).step_by(BLOCK) {
+                            let i1 = (i0 + BLOCK).min(seq_q);
+                            let (lo, hi) = shape.keys(i0, i1);
+                            let q_block = head_rows(q_rows, i0, i1, q_row, h, d);
+                            block_probs(
+                                shape,
+                                probs,
+                                q_block,
+                                head_rows(k_rows, lo, hi, kv_row, kv, d),
+                                key_bias,
+                                scale,
+                                i0,
+                                lo,
+                            );
+                            let p = Matrix::strided(probs, i1 - i0, hi - lo, hi - lo, 1);
+                            // SAFETY: `o` holds this batch element's seq_q * q_row outputs; rows i0..i1
+                            // of head h sit at i * q_row + h * d + j inside it. Every (block, head)
+                            // writes its own values, so once all have run each value is written.
+                            unsafe {
+                                let dst = o.as_mut_ptr().cast::<f32>().add(i0 * q_row + h * d);
+                                p.product_into(
+                                    head_rows(v_rows, lo, hi, kv_row, kv, d),
+                                    dst,
+                                    q_row,
+                                    false,
+                                    1.0,
+                                    gemm::Parallelism::None,
+                                );
+                            }
+                        }
                     }
-                }
-            }
-        }),
+                },
+            )
+        },
     );
     // SAFETY: every value was written above.
     unsafe { out.set_len(qs.len()) };
@@ -139,7 +203,11 @@ pub(super) fn causal_attention_kernel(q: &FlexTensor, k: &FlexTensor, v: &FlexTe
 /// computed again, then `dv += P^T dy`, `dP = dy v^T`, `dS = P (dP - rowsum(dP P))`,
 /// `dq = scale dS k` and `dk += scale dS^T q` (a key/value head sums over the query heads that
 /// share it). `None` when the shapes or dtypes do not fit.
-pub(super) fn causal_attention_backward_kernel(tensors: [&FlexTensor; 5], scale: f32, window: usize) -> Option<[FlexTensor; 3]> {
+pub(super) fn causal_attention_backward_kernel(
+    tensors: [&FlexTensor; 5],
+    scale: f32,
+    window: usize,
+) -> Option<[FlexTensor; 3]> {
     let [q, k, v, bias, grad] = tensors.map(contiguous_f32);
     let (q, k, v, bias, grad) = (q?, k?, v?, bias?, grad?);
     let shape = CausalShape::of(&q, &k, &v, &bias, window)?;
@@ -147,54 +215,98 @@ pub(super) fn causal_attention_backward_kernel(tensors: [&FlexTensor; 5], scale:
         return None;
     }
     let CausalShape { seq_q, seq_k, heads, kv_heads, d, .. } = shape;
-    let [qs, ks, vs, bs, gs]: [&[f32]; 5] = [q.storage(), k.storage(), v.storage(), bias.storage(), grad.storage()];
+    let [qs, ks, vs, bs, gs]: [&[f32]; 5] =
+        [q.storage(), k.storage(), v.storage(), bias.storage(), grad.storage()];
     let (q_row, kv_row) = (heads * d, kv_heads * d);
     // dk and dv sum over blocks and heads: they start at 0.
-    let (mut dq, mut dk, mut dv) = (Vec::with_capacity(qs.len()), vec![0.0f32; ks.len()], vec![0.0f32; ks.len()]);
+    let (mut dq, mut dk, mut dv) =
+        (Vec::with_capacity(qs.len()), vec![0.0f32; ks.len()], vec![0.0f32; ks.len()]);
     let per_batch = dq.spare_capacity_mut()[..qs.len()]
         .par_chunks_mut(seq_q * q_row)
         .zip(dk.par_chunks_mut(seq_k * kv_row))
         .zip(dv.par_chunks_mut(seq_k * kv_row));
     per_batch.enumerate().for_each_init(
         || [(); 2].map(|_| vec![0.0f32; BLOCK * seq_k]),
-        |[probs, d_scores], (b, ((dq, dk), dv))| widest(#[inline(always)] || {
-            let q_rows = &qs[b * seq_q * q_row..(b + 1) * seq_q * q_row];
-            let g_rows = &gs[b * seq_q * q_row..(b + 1) * seq_q * q_row];
-            let (k_rows, v_rows) = (&ks[b * seq_k * kv_row..(b + 1) * seq_k * kv_row], &vs[b * seq_k * kv_row..(b + 1) * seq_k * kv_row]);
-            let key_bias = &bs[b * seq_k..(b + 1) * seq_k];
-            let dq = dq.as_mut_ptr().cast::<f32>();
-            let (dk, dv) = (dk.as_mut_ptr(), dv.as_mut_ptr());
-            for h in 0..heads {
-                let kv = shape.kv_head(h);
-                for i0 in (0..seq_q).step_by(BLOCK) {
-                    let i1 = (i0 + BLOCK).min(seq_q);
-                    let (lo, hi) = shape.keys(i0, i1);
-                    let width = hi - lo;
-                    let (q_block, g_block) = (head_rows(q_rows, i0, i1, q_row, h, d), head_rows(g_rows, i0, i1, q_row, h, d));
-                    let (k_block, v_block) = (head_rows(k_rows, lo, hi, kv_row, kv, d), head_rows(v_rows, lo, hi, kv_row, kv, d));
-                    block_probs(shape, probs, q_block, k_block, key_bias, scale, i0, lo);
-                    let p = Matrix::strided(probs, i1 - i0, width, width, 1);
-                    let d_scores = &mut d_scores[..(i1 - i0) * width];
-                    // SAFETY (the four products): `d_scores` holds (i1 - i0) * width values,
-                    // rows width apart; `dq` holds this batch element's seq_q * q_row values and
-                    // `dk`, `dv` its seq_k * kv_row, and the rows written (i0..i1 of head h,
-                    // lo..hi of head kv) lie inside them. This task alone touches them.
-                    unsafe {
-                        p.transposed().product_into(g_block, dv.add(lo * kv_row + kv * d), kv_row, true, 1.0, gemm::Parallelism::None);
-                        g_block.product_into(v_block.transposed(), d_scores.as_mut_ptr(), width, false, 1.0, gemm::Parallelism::None);
+        |[probs, d_scores], (b, ((dq, dk), dv))| {
+            widest(
+                #[inline(always)]
+                || {
+                    let q_rows = &qs[b * seq_q * q_row..(b + 1) * seq_q * q_row];
+                    let g_rows = &gs[b * seq_q * q_row..(b + 1) * seq_q * q_row];
+                    let (k_rows, v_rows) = (
+                        &ks[b * seq_k * kv_row..(b + 1) * seq_k * kv_row],
+                        &vs[b * seq_k * kv_row..(b + 1) * seq_k * kv_row],
+                    );
+                    let key_bias = &bs[b * seq_k..(b + 1) * seq_k];
+                    let dq = dq.as_mut_ptr().cast::<f32>();
+                    let (dk, dv) = (dk.as_mut_ptr(), dv.as_mut_ptr());
+                    for h in 0..heads {
+                        let kv = shape.kv_head(h);
+                        for i0 in (0..seq_q).step_by(BLOCK) {
+                            let i1 = (i0 + BLOCK).min(seq_q);
+                            let (lo, hi) = shape.keys(i0, i1);
+                            let width = hi - lo;
+                            let (q_block, g_block) = (
+                                head_rows(q_rows, i0, i1, q_row, h, d),
+                                head_rows(g_rows, i0, i1, q_row, h, d),
+                            );
+                            let (k_block, v_block) = (
+                                head_rows(k_rows, lo, hi, kv_row, kv, d),
+                                head_rows(v_rows, lo, hi, kv_row, kv, d),
+                            );
+                            block_probs(shape, probs, q_block, k_block, key_bias, scale, i0, lo);
+                            let p = Matrix::strided(probs, i1 - i0, width, width, 1);
+                            let d_scores = &mut d_scores[..(i1 - i0) * width];
+                            // SAFETY (the four products): `d_scores` holds (i1 - i0) * width values,
+                            // rows width apart; `dq` holds this batch element's seq_q * q_row values and
+                            // `dk`, `dv` its seq_k * kv_row, and the rows written (i0..i1 of head h,
+                            // lo..hi of head kv) lie inside them. This task alone touches them.
+                            unsafe {
+                                p.transposed().product_into(
+                                    g_block,
+                                    dv.add(lo * kv_row + kv * d),
+                                    kv_row,
+                                    true,
+                                    1.0,
+                                    gemm::Parallelism::None,
+                                );
+                                g_block.product_into(
+                                    v_block.transposed(),
+                                    d_scores.as_mut_ptr(),
+                                    width,
+                                    false,
+                                    1.0,
+                                    gemm::Parallelism::None,
+                                );
+                            }
+                            for (g, p) in d_scores.chunks_mut(width).zip(probs.chunks(width)) {
+                                let dot = dot_lanes(g, p);
+                                g.iter_mut().zip(p).for_each(|(g, &p)| *g = p * (*g - dot));
+                            }
+                            let ds = Matrix::strided(d_scores, i1 - i0, width, width, 1);
+                            unsafe {
+                                ds.product_into(
+                                    k_block,
+                                    dq.add(i0 * q_row + h * d),
+                                    q_row,
+                                    false,
+                                    scale,
+                                    gemm::Parallelism::None,
+                                );
+                                ds.transposed().product_into(
+                                    q_block,
+                                    dk.add(lo * kv_row + kv * d),
+                                    kv_row,
+                                    true,
+                                    scale,
+                                    gemm::Parallelism::None,
+                                );
+                            }
+                        }
                     }
-                    for (g, p) in d_scores.chunks_mut(width).zip(probs.chunks(width)) {
-                        let dot = dot_lanes(g, p);
-                        g.iter_mut().zip(p).for_each(|(g, &p)| *g = p * (*g - dot));
-                    }
-                    let ds = Matrix::strided(d_scores, i1 - i0, width, width, 1);
-                    unsafe {
-                        ds.product_into(k_block, dq.add(i0 * q_row + h * d), q_row, false, scale, gemm::Parallelism::None);
-                        ds.transposed().product_into(q_block, dk.add(lo * kv_row + kv * d), kv_row, true, scale, gemm::Parallelism::None);
-                    }
-                }
-            }
-        }),
+                },
+            )
+        },
     );
     // SAFETY: every value of dq was written above (each block of rows of each head once).
     unsafe { dq.set_len(qs.len()) };

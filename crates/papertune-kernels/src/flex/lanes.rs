@@ -47,6 +47,7 @@ pub(super) fn dot_shifted(a: &[f32], a_shift: f32, x: &[f32], x_shift: f32) -> f
             *lane += (a - a_shift) * (x - x_shift);
         }
     }
-    let tail: f32 = ca.remainder().iter().zip(cx.remainder()).map(|(a, x)| (a - a_shift) * (x - x_shift)).sum();
+    let tail: f32 =
+        ca.remainder().iter().zip(cx.remainder()).map(|(a, x)| (a - a_shift) * (x - x_shift)).sum();
     lanes.iter().sum::<f32>() + tail
 }

@@ -1,8 +1,8 @@
 //! The per-row cross-entropy of a causal LM's loss, `logsumexp(x_r) - x_r[t_r]`, and its
 //! gradient `dy_r * (softmax(x_r) - onehot(t_r))`, one pass over each row.
 
-use burn_flex::FlexTensor;
 use burn::backend::TensorMetadata;
+use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use super::lanes::{max_lanes, sum_lanes};
@@ -18,33 +18,52 @@ pub(super) fn token_nll(logits: &FlexTensor, targets: &FlexTensor) -> Option<Fle
         .zip(ts.par_iter())
         .map_init(
             || vec![0.0f32; classes],
-            |scratch, (row, &target)| widest(#[inline(always)] || {
-                // logsumexp(row) - row[t] = log(sum(exp(row - max))) - (row[t] - max)
-                let (max, sum) = row_exp_sum(row, scratch);
-                sum.ln() - (row[class_index(target, classes)] - max)
-            }),
+            |scratch, (row, &target)| {
+                widest(
+                    #[inline(always)]
+                    || {
+                        // logsumexp(row) - row[t] = log(sum(exp(row - max))) - (row[t] - max)
+                        let (max, sum) = row_exp_sum(row, scratch);
+                        sum.ln() - (row[class_index(target, classes)] - max)
+                    },
+                )
+            },
         )
         .collect();
     Some(output(nll, &t))
 }
 
 /// The gradient of [`token_nll`] with respect to the logits, `[rows, classes]`.
-pub(super) fn token_nll_backward(logits: &FlexTensor, targets: &FlexTensor, grad: &FlexTensor) -> Option<FlexTensor> {
+pub(super) fn token_nll_backward(
+    logits: &FlexTensor,
+    targets: &FlexTensor,
+    grad: &FlexTensor,
+) -> Option<FlexTensor> {
     let ((x, t, classes), g) = (logits_and_targets(logits, targets)?, contiguous_f32(grad)?);
     let (xs, ts, gs): (&[f32], &[f32], &[f32]) = (x.storage(), t.storage(), g.storage());
     let mut out = vec![0.0f32; xs.len()];
-    out.par_chunks_mut(classes).zip(xs.par_chunks(classes)).enumerate().for_each(|(r, (o, row))| widest(#[inline(always)] || {
-        let dy = gs[r];
-        let scale = dy / row_exp_sum(row, o).1; // o = dy * softmax(row) after the scaling
-        o.iter_mut().for_each(|o| *o *= scale);
-        o[class_index(ts[r], classes)] -= dy;
-    }));
+    out.par_chunks_mut(classes).zip(xs.par_chunks(classes)).enumerate().for_each(
+        |(r, (o, row))| {
+            widest(
+                #[inline(always)]
+                || {
+                    let dy = gs[r];
+                    let scale = dy / row_exp_sum(row, o).1; // o = dy * softmax(row) after the scaling
+                    o.iter_mut().for_each(|o| *o *= scale);
+                    o[class_index(ts[r], classes)] -= dy;
+                },
+            )
+        },
+    );
     Some(output(out, &x))
 }
 
 /// Contiguous f32 logits `[rows, classes]` and targets `[rows]`, and `classes`; `None` for
 /// other dtypes or shapes.
-fn logits_and_targets(logits: &FlexTensor, targets: &FlexTensor) -> Option<(FlexTensor, FlexTensor, usize)> {
+fn logits_and_targets(
+    logits: &FlexTensor,
+    targets: &FlexTensor,
+) -> Option<(FlexTensor, FlexTensor, usize)> {
     let (x, t) = (contiguous_f32(logits)?, contiguous_f32(targets)?);
     let &[rows, classes] = x.shape().as_slice() else { return None };
     (t.shape().as_slice() == [rows] && classes > 0).then_some((x, t, classes))

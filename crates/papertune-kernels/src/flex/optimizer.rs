@@ -39,20 +39,35 @@ fn adamw_kernel([p, g, m, v]: [&[f32]; 4], scalars: AdamWScalars) -> FlexTensor 
     let mut out = vec![0.0f32; 3 * n];
     let (new_p, rest) = out.split_at_mut(n);
     let (new_m, new_v) = rest.split_at_mut(n);
-    let outputs = new_p.par_chunks_mut(CHUNK).zip(new_m.par_chunks_mut(CHUNK)).zip(new_v.par_chunks_mut(CHUNK));
-    let inputs = p.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)).zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)));
-    outputs.zip(inputs).for_each(|(((po, mo), vo), ((p, g), (m, v)))| wide(#[inline(always)] || {
-        // Zipped iterators rather than indices: no bounds checks, so the loop vectorises.
-        let outputs = po.iter_mut().zip(mo.iter_mut()).zip(vo.iter_mut());
-        let inputs = p.iter().zip(g).zip(m.iter().zip(v));
-        for (((po, mo), vo), ((&p, &g), (&m, &v))) in outputs.zip(inputs) {
-            let m = b1 * m + (1.0 - b1) * g;
-            let v = b2 * v + (1.0 - b2) * (g * g);
-            let delta = (m * inv_c1) / ((v * inv_c2).sqrt() + eps);
-            (*po, *mo, *vo) = (p * decay - lr * delta, m, v);
-        }
-    }));
-    FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(burn::tensor::Shape::new([3, n])), DType::F32)
+    let outputs = new_p
+        .par_chunks_mut(CHUNK)
+        .zip(new_m.par_chunks_mut(CHUNK))
+        .zip(new_v.par_chunks_mut(CHUNK));
+    let inputs = p
+        .par_chunks(CHUNK)
+        .zip(g.par_chunks(CHUNK))
+        .zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)));
+    outputs.zip(inputs).for_each(|(((po, mo), vo), ((p, g), (m, v)))| {
+        wide(
+            #[inline(always)]
+            || {
+                // Zipped iterators rather than indices: no bounds checks, so the loop vectorises.
+                let outputs = po.iter_mut().zip(mo.iter_mut()).zip(vo.iter_mut());
+                let inputs = p.iter().zip(g).zip(m.iter().zip(v));
+                for (((po, mo), vo), ((&p, &g), (&m, &v))) in outputs.zip(inputs) {
+                    let m = b1 * m + (1.0 - b1) * g;
+                    let v = b2 * v + (1.0 - b2) * (g * g);
+                    let delta = (m * inv_c1) / ((v * inv_c2).sqrt() + eps);
+                    (*po, *mo, *vo) = (p * decay - lr * delta, m, v);
+                }
+            },
+        )
+    });
+    FlexTensor::new(
+        Bytes::from_elems(out),
+        Layout::contiguous(burn::tensor::Shape::new([3, n])),
+        DType::F32,
+    )
 }
 
 /// The values of an f32 tensor whose elements lie contiguous in row-major order in its

@@ -21,10 +21,16 @@ pub(super) fn linear_layer(x: &FlexTensor, weight: &FlexTensor) -> Option<FlexTe
 }
 
 /// `x weight + bias`, the bias rows the product's starting values.
-pub(super) fn linear_layer_bias(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> Option<FlexTensor> {
+pub(super) fn linear_layer_bias(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    bias: &FlexTensor,
+) -> Option<FlexTensor> {
     let bias = contiguous_f32(bias)?;
     match (Matrix::of(x), Matrix::of(weight)) {
-        (Some(x), Some(w)) if x.cols == w.rows && bias.shape().num_elements() == w.cols => Some(x.times(w, Some(bias.storage()))),
+        (Some(x), Some(w)) if x.cols == w.rows && bias.shape().num_elements() == w.cols => {
+            Some(x.times(w, Some(bias.storage())))
+        }
         _ => None,
     }
 }
@@ -32,7 +38,9 @@ pub(super) fn linear_layer_bias(x: &FlexTensor, weight: &FlexTensor, bias: &Flex
 /// `a b` for `a [b0, b1, m, k]`, `b [b0, b1, k, n]`, each product on the operands' strides.
 pub(super) fn batched_matmul(a: &FlexTensor, b: &FlexTensor) -> Option<FlexTensor> {
     match (Matrices::of(a), Matrices::of(b)) {
-        (Some(x), Some(y)) if x.batch == y.batch && x.matrix.cols == y.matrix.rows => Some(x.times(&y)),
+        (Some(x), Some(y)) if x.batch == y.batch && x.matrix.cols == y.matrix.rows => {
+            Some(x.times(&y))
+        }
         _ => None,
     }
 }
@@ -71,13 +79,19 @@ impl<'a> Matrix<'a> {
         assert_eq!(k, rhs.rows);
         let mut out: Vec<f32> = match row_init {
             // Whole rows per task, each a copy of `row`.
-            Some(row) => written_in_chunks(m * n, (CHUNK / n).max(1) * n, Width::Avx2, #[inline(always)] |_, o| {
-                for o in o.chunks_exact_mut(n) {
-                    o.iter_mut().zip(row).for_each(|(o, &b)| {
-                        o.write(b);
-                    });
-                }
-            }),
+            Some(row) => written_in_chunks(
+                m * n,
+                (CHUNK / n).max(1) * n,
+                Width::Avx2,
+                #[inline(always)]
+                |_, o| {
+                    for o in o.chunks_exact_mut(n) {
+                        o.iter_mut().zip(row).for_each(|(o, &b)| {
+                            o.write(b);
+                        });
+                    }
+                },
+            ),
             None => Vec::with_capacity(m * n),
         };
         let dst = SendPtr(out.as_mut_ptr());
@@ -87,7 +101,14 @@ impl<'a> Matrix<'a> {
         // initialised above. Without one gemm stores without reading, so once every column
         // range has run, all m * n elements are initialised.
         let columns = |j0: usize, cols: usize, parallelism: gemm::Parallelism| unsafe {
-            self.product_into(rhs.columns(j0, cols), dst.get().add(j0), n, row_init.is_some(), 1.0, parallelism);
+            self.product_into(
+                rhs.columns(j0, cols),
+                dst.get().add(j0),
+                n,
+                row_init.is_some(),
+                1.0,
+                parallelism,
+            );
         };
         let threads = rayon::current_num_threads();
         let work = m * n * k;
@@ -102,13 +123,20 @@ impl<'a> Matrix<'a> {
                 columns(j0, width.min(n - j0), gemm::Parallelism::None);
             });
         } else {
-            let parallelism =
-                if work >= PARALLEL_PRODUCT { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+            let parallelism = if work >= PARALLEL_PRODUCT {
+                gemm::Parallelism::Rayon(0)
+            } else {
+                gemm::Parallelism::None
+            };
             columns(0, n, parallelism);
         }
         // SAFETY: see above; every element is written.
         unsafe { out.set_len(m * n) };
-        FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(burn::tensor::Shape::new([m, n])), DType::F32)
+        FlexTensor::new(
+            Bytes::from_elems(out),
+            Layout::contiguous(burn::tensor::Shape::new([m, n])),
+            DType::F32,
+        )
     }
 }
 
@@ -127,13 +155,18 @@ impl<'a> Matrices<'a> {
         let layout = t.layout();
         let &[b0, b1, rows, cols] = layout.shape().as_slice() else { return None };
         let strides = layout.strides();
-        if t.dtype() != DType::F32 || strides.iter().any(|&s| s < 0) || [b0, b1, rows, cols].contains(&0) {
+        if t.dtype() != DType::F32
+            || strides.iter().any(|&s| s < 0)
+            || [b0, b1, rows, cols].contains(&0)
+        {
             return None;
         }
-        let [s0, s1, row_stride, col_stride] = [strides[0], strides[1], strides[2], strides[3]].map(|s| s as usize);
+        let [s0, s1, row_stride, col_stride] =
+            [strides[0], strides[1], strides[2], strides[3]].map(|s| s as usize);
         let data: &[f32] = t.storage();
         let data = data.get(layout.start_offset()..)?;
-        let last = (b0 - 1) * s0 + (b1 - 1) * s1 + (rows - 1) * row_stride + (cols - 1) * col_stride;
+        let last =
+            (b0 - 1) * s0 + (b1 - 1) * s1 + (rows - 1) * row_stride + (cols - 1) * col_stride;
         (last < data.len()).then_some(Matrices {
             batch: [b0, b1],
             batch_strides: [s0, s1],
@@ -143,7 +176,8 @@ impl<'a> Matrices<'a> {
 
     /// Matrix `i` of the `b0 * b1`, in row-major order of the batch axes.
     fn get(&self, i: usize) -> Matrix<'a> {
-        let offset = i / self.batch[1] * self.batch_strides[0] + i % self.batch[1] * self.batch_strides[1];
+        let offset =
+            i / self.batch[1] * self.batch_strides[0] + i % self.batch[1] * self.batch_strides[1];
         Matrix { data: &self.matrix.data[offset..], ..self.matrix }
     }
 
@@ -158,11 +192,24 @@ impl<'a> Matrices<'a> {
             // SAFETY: `Matrices::of` checked the last index of the last matrix; product i
             // writes elements i * m * n .. (i + 1) * m * n of `out`'s capacity, each once,
             // disjoint from the others.
-            unsafe { self.get(i).product_into(rhs.get(i), dst.get().add(i * m * n), n, false, 1.0, gemm::Parallelism::None) };
+            unsafe {
+                self.get(i).product_into(
+                    rhs.get(i),
+                    dst.get().add(i * m * n),
+                    n,
+                    false,
+                    1.0,
+                    gemm::Parallelism::None,
+                )
+            };
         });
         // SAFETY: every element was written above.
         unsafe { out.set_len(count * m * n) };
         let [b0, b1] = self.batch;
-        FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(burn::tensor::Shape::new([b0, b1, m, n])), DType::F32)
+        FlexTensor::new(
+            Bytes::from_elems(out),
+            Layout::contiguous(burn::tensor::Shape::new([b0, b1, m, n])),
+            DType::F32,
+        )
     }
 }

@@ -23,7 +23,10 @@ pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// broadcast gradients); other shapes take burn's operations.
 pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     if supported(&gate.device()) && gate.dims() == up.dims() {
-        Tensor::from_dispatch(<Dispatch as FusedOps>::swiglu(gate.into_dispatch(), up.into_dispatch()))
+        Tensor::from_dispatch(<Dispatch as FusedOps>::swiglu(
+            gate.into_dispatch(),
+            up.into_dispatch(),
+        ))
     } else {
         activation::silu(gate) * up
     }
@@ -36,7 +39,10 @@ pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
 /// As for [`swiglu`], the fused path needs `gate` and `up` of the same shape.
 pub fn geglu_tanh<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     if supported(&gate.device()) && gate.dims() == up.dims() {
-        Tensor::from_dispatch(<Dispatch as FusedOps>::geglu_tanh(gate.into_dispatch(), up.into_dispatch()))
+        Tensor::from_dispatch(<Dispatch as FusedOps>::geglu_tanh(
+            gate.into_dispatch(),
+            up.into_dispatch(),
+        ))
     } else {
         activation::gelu_approximate(gate) * up
     }
@@ -63,9 +69,14 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 pub fn linear_gelu<const D: usize>(layer: &burn::nn::Linear, x: Tensor<D>) -> Tensor<D> {
     let [d_in, d_out] = layer.weight.dims();
     match &layer.bias {
-        Some(bias) if supported(&x.device()) && x.dims()[D - 1] == d_in && bias.dims() == [d_out] => {
+        Some(bias)
+            if supported(&x.device()) && x.dims()[D - 1] == d_in && bias.dims() == [d_out] =>
+        {
             let (product, dims) = product_rows(layer, x);
-            let activated = <Dispatch as FusedOps>::bias_gelu(product.into_dispatch(), bias.val().into_dispatch());
+            let activated = <Dispatch as FusedOps>::bias_gelu(
+                product.into_dispatch(),
+                bias.val().into_dispatch(),
+            );
             Tensor::<2>::from_dispatch(activated).reshape(dims)
         }
         _ => gelu(linear_layer(layer, x)),
@@ -84,7 +95,9 @@ mod tests {
         let shape = [2, 5, 37]; // a row length that is not a multiple of the vector width
         let x = Tensor::<3>::random(shape, Distribution::Normal(0.0, 3.0), device);
         // Masked positions as the decoder builds them (a bias of -1e9).
-        let keep = Tensor::<3>::random(shape, Distribution::Uniform(0.0, 1.0), device).greater_elem(0.3).float();
+        let keep = Tensor::<3>::random(shape, Distribution::Uniform(0.0, 1.0), device)
+            .greater_elem(0.3)
+            .float();
         let x = x + (keep.ones_like() - keep) * -1.0e9;
         let weights = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), device);
 
@@ -95,7 +108,12 @@ mod tests {
         close(fused_out.clone(), burn_out.clone(), 1e-6, "softmax");
         let fused_grads = (fused_out * weights.clone()).sum().backward();
         let burn_grads = (burn_out * weights.clone()).sum().backward();
-        close(fused_in.grad(&fused_grads).unwrap(), burn_in.grad(&burn_grads).unwrap(), 1e-5, "softmax grad");
+        close(
+            fused_in.grad(&fused_grads).unwrap(),
+            burn_in.grad(&burn_grads).unwrap(),
+            1e-5,
+            "softmax grad",
+        );
 
         let gate = Tensor::<3>::random(shape, Distribution::Normal(0.0, 4.0), device);
         let up = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), device);
@@ -106,8 +124,18 @@ mod tests {
         close(fused_out.clone(), burn_out.clone(), 1e-6, "swiglu");
         let fused_grads = (fused_out * weights.clone()).sum().backward();
         let burn_grads = (burn_out * weights.clone()).sum().backward();
-        close(fg.grad(&fused_grads).unwrap(), bg.grad(&burn_grads).unwrap(), 1e-5, "swiglu gate grad");
-        close(fu.grad(&fused_grads).unwrap(), bu.grad(&burn_grads).unwrap(), 1e-5, "swiglu up grad");
+        close(
+            fg.grad(&fused_grads).unwrap(),
+            bg.grad(&burn_grads).unwrap(),
+            1e-5,
+            "swiglu gate grad",
+        );
+        close(
+            fu.grad(&fused_grads).unwrap(),
+            bu.grad(&burn_grads).unwrap(),
+            1e-5,
+            "swiglu up grad",
+        );
 
         let gate = Tensor::<3>::random(shape, Distribution::Normal(0.0, 4.0), device);
         let up = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), device);
@@ -118,8 +146,18 @@ mod tests {
         close(fused_out.clone(), burn_out.clone(), 1e-6, "geglu_tanh");
         let fused_grads = (fused_out * weights.clone()).sum().backward();
         let burn_grads = (burn_out * weights.clone()).sum().backward();
-        close(fg.grad(&fused_grads).unwrap(), bg.grad(&burn_grads).unwrap(), 1e-5, "geglu_tanh gate grad");
-        close(fu.grad(&fused_grads).unwrap(), bu.grad(&burn_grads).unwrap(), 1e-5, "geglu_tanh up grad");
+        close(
+            fg.grad(&fused_grads).unwrap(),
+            bg.grad(&burn_grads).unwrap(),
+            1e-5,
+            "geglu_tanh gate grad",
+        );
+        close(
+            fu.grad(&fused_grads).unwrap(),
+            bu.grad(&burn_grads).unwrap(),
+            1e-5,
+            "geglu_tanh up grad",
+        );
 
         let x = Tensor::<3>::random(shape, Distribution::Normal(0.0, 3.0), device);
         let fx = x.clone().require_grad();
@@ -129,7 +167,8 @@ mod tests {
         // The exact derivative (burn's own gelu_backward is the tanh form's on some backends).
         let x = x.inner();
         let cdf = (x.clone() * std::f64::consts::FRAC_1_SQRT_2).erf().add_scalar(1.0) * 0.5;
-        let pdf = (x.clone().powi_scalar(2) * -0.5).exp() * (1.0 / (2.0 * std::f64::consts::PI).sqrt());
+        let pdf =
+            (x.clone().powi_scalar(2) * -0.5).exp() * (1.0 / (2.0 * std::f64::consts::PI).sqrt());
         let expected = weights.clone().inner() * (cdf + x * pdf);
         close(fx.grad(&fused_grads).unwrap(), expected, 1e-6, "gelu grad");
 
@@ -140,16 +179,32 @@ mod tests {
         let fused_out = linear_gelu(&layer, x.clone());
         let burn_out = gelu(layer.forward(x.clone()));
         close(fused_out.clone(), burn_out.clone(), 1e-5, "linear_gelu");
-        let out_weights = Tensor::<3>::random([shape[0], shape[1], 19], Distribution::Normal(0.0, 1.0), device);
+        let out_weights =
+            Tensor::<3>::random([shape[0], shape[1], 19], Distribution::Normal(0.0, 1.0), device);
         let fused_grads = (fused_out * out_weights.clone()).sum().backward();
         let burn_grads = (burn_out * out_weights).sum().backward();
-        close(x.grad(&fused_grads).unwrap(), x.grad(&burn_grads).unwrap(), 1e-5, "linear_gelu x grad");
+        close(
+            x.grad(&fused_grads).unwrap(),
+            x.grad(&burn_grads).unwrap(),
+            1e-5,
+            "linear_gelu x grad",
+        );
         let bias = layer.bias.as_ref().unwrap().val();
         let as_3d = |t: Tensor<1>| t.reshape([1, 1, 19]);
-        close(as_3d(bias.grad(&fused_grads).unwrap()), as_3d(bias.grad(&burn_grads).unwrap()), 1e-5, "linear_gelu bias grad");
+        close(
+            as_3d(bias.grad(&fused_grads).unwrap()),
+            as_3d(bias.grad(&burn_grads).unwrap()),
+            1e-5,
+            "linear_gelu bias grad",
+        );
         let weight = layer.weight.val();
         let as_3d = |t: Tensor<2>| t.reshape([1, shape[2], 19]);
-        close(as_3d(weight.grad(&fused_grads).unwrap()), as_3d(weight.grad(&burn_grads).unwrap()), 1e-5, "linear_gelu weight grad");
+        close(
+            as_3d(weight.grad(&fused_grads).unwrap()),
+            as_3d(weight.grad(&burn_grads).unwrap()),
+            1e-5,
+            "linear_gelu weight grad",
+        );
     }
 
     #[test]
@@ -167,8 +222,18 @@ mod tests {
             close(softmax_last(x.clone()), activation::softmax(x, 2), 1e-6, "softmax");
             let gate = Tensor::<3>::random([3, 4, 70], Distribution::Normal(0.0, 5.0), &device);
             let up = Tensor::<3>::random([3, 4, 70], Distribution::Normal(0.0, 1.0), &device);
-            close(swiglu(gate.clone(), up.clone()), activation::silu(gate.clone()) * up.clone(), 1e-6, "swiglu");
-            close(geglu_tanh(gate.clone(), up.clone()), activation::gelu_approximate(gate) * up, 1e-6, "geglu_tanh");
+            close(
+                swiglu(gate.clone(), up.clone()),
+                activation::silu(gate.clone()) * up.clone(),
+                1e-6,
+                "swiglu",
+            );
+            close(
+                geglu_tanh(gate.clone(), up.clone()),
+                activation::gelu_approximate(gate) * up,
+                1e-6,
+                "geglu_tanh",
+            );
         }
     }
 }

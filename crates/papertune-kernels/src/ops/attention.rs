@@ -15,20 +15,44 @@ use crate::backend::FusedOps;
 /// On the CPU backends without autodiff this is papertune's kernel: per batch element and head,
 /// the two products through gemm on strided views (no transposes) and the softmax in vectorised
 /// passes. Elsewhere, burn's `attention` on transposed views.
-pub fn attention_key_bias(query: Tensor<4>, key: Tensor<4>, value: Tensor<4>, bias: Tensor<2>, scale: f64) -> Tensor<4> {
+pub fn attention_key_bias(
+    query: Tensor<4>,
+    key: Tensor<4>,
+    value: Tensor<4>,
+    bias: Tensor<2>,
+    scale: f64,
+) -> Tensor<4> {
     let [batch, seq_q, heads, d] = query.dims();
     let seq_k = key.dims()[1];
-    let fits = key.dims() == [batch, seq_k, heads, d] && value.dims() == key.dims() && bias.dims() == [batch, seq_k];
+    let fits = key.dims() == [batch, seq_k, heads, d]
+        && value.dims() == key.dims()
+        && bias.dims() == [batch, seq_k];
     let device = query.device();
     if supported(&device) && !device.is_autodiff() && fits {
-        let (q, k, v, bias) = (query.into_dispatch(), key.into_dispatch(), value.into_dispatch(), bias.into_dispatch());
+        let (q, k, v, bias) = (
+            query.into_dispatch(),
+            key.into_dispatch(),
+            value.into_dispatch(),
+            bias.into_dispatch(),
+        );
         Tensor::from_dispatch(<Dispatch as FusedOps>::attention_key_bias(q, k, v, bias, scale))
     } else {
         let mask_bias = bias.reshape([batch, 1, 1, seq_k]).expand([batch, 1, seq_q, seq_k]); // shared by the heads
-        let options = burn::tensor::ops::AttentionModuleOptions { scale: Some(scale), softcap: None, is_causal: false };
+        let options = burn::tensor::ops::AttentionModuleOptions {
+            scale: Some(scale),
+            softcap: None,
+            is_causal: false,
+        };
         let heads_first = |t: Tensor<4>| t.swap_dims(1, 2); // [batch, heads, seq, d]
-        burn::tensor::module::attention(heads_first(query), heads_first(key), heads_first(value), None, Some(mask_bias), options)
-            .swap_dims(1, 2)
+        burn::tensor::module::attention(
+            heads_first(query),
+            heads_first(key),
+            heads_first(value),
+            None,
+            Some(mask_bias),
+            options,
+        )
+        .swap_dims(1, 2)
     }
 }
 
@@ -43,15 +67,35 @@ pub fn attention_key_bias(query: Tensor<4>, key: Tensor<4>, value: Tensor<4>, bi
 /// tensors from the forward pass, reading and writing `q`, `k`, `v` and their gradients in the
 /// projections' layout (no transposes). Elsewhere, burn's operations on transposed views with
 /// the same mask.
-pub fn attention_dropout(query: Tensor<4>, key: Tensor<4>, value: Tensor<4>, bias: Tensor<2>, scale: f64, dropout: f64, seed: u64) -> Tensor<4> {
-    assert!((0.0..1.0).contains(&dropout), "attention dropout probability must be in [0, 1), found {dropout}");
+pub fn attention_dropout(
+    query: Tensor<4>,
+    key: Tensor<4>,
+    value: Tensor<4>,
+    bias: Tensor<2>,
+    scale: f64,
+    dropout: f64,
+    seed: u64,
+) -> Tensor<4> {
+    assert!(
+        (0.0..1.0).contains(&dropout),
+        "attention dropout probability must be in [0, 1), found {dropout}"
+    );
     let [batch, _, heads, d] = query.dims();
     let seq_k = key.dims()[1];
-    let fits = key.dims() == [batch, seq_k, heads, d] && value.dims() == key.dims() && bias.dims() == [batch, seq_k];
+    let fits = key.dims() == [batch, seq_k, heads, d]
+        && value.dims() == key.dims()
+        && bias.dims() == [batch, seq_k];
     let keep = 1.0 - dropout;
     if supported(&query.device()) && fits && !bias.is_require_grad() {
-        let (q, k, v, bias) = (query.into_dispatch(), key.into_dispatch(), value.into_dispatch(), bias.into_dispatch());
-        return Tensor::from_dispatch(<Dispatch as FusedOps>::attention_dropout(q, k, v, bias, scale, keep, seed));
+        let (q, k, v, bias) = (
+            query.into_dispatch(),
+            key.into_dispatch(),
+            value.into_dispatch(),
+            bias.into_dispatch(),
+        );
+        return Tensor::from_dispatch(<Dispatch as FusedOps>::attention_dropout(
+            q, k, v, bias, scale, keep, seed,
+        ));
     }
     attention_dropout_unfused(query, key, value, bias, scale, keep, seed)
 }
@@ -59,12 +103,21 @@ pub fn attention_dropout(query: Tensor<4>, key: Tensor<4>, value: Tensor<4>, bia
 /// [`attention_dropout`] in burn's tensor operations (the path of the backends without
 /// papertune's kernels, and the tests' reference): the same mask, drawn for the whole
 /// `[batch, heads, seq_q, seq_k]` probabilities on the host.
-fn attention_dropout_unfused(query: Tensor<4>, key: Tensor<4>, value: Tensor<4>, bias: Tensor<2>, scale: f64, keep: f64, seed: u64) -> Tensor<4> {
+fn attention_dropout_unfused(
+    query: Tensor<4>,
+    key: Tensor<4>,
+    value: Tensor<4>,
+    bias: Tensor<2>,
+    scale: f64,
+    keep: f64,
+    seed: u64,
+) -> Tensor<4> {
     let [batch, seq_q, heads, _] = query.dims();
     let seq_k = key.dims()[1];
     let device = query.device();
     let heads_first = |t: Tensor<4>| t.swap_dims(1, 2); // [batch, heads, seq, d]
-    let scores = heads_first(query).matmul(heads_first(key).swap_dims(2, 3)).mul_scalar(scale) + bias.reshape([batch, 1, 1, seq_k]);
+    let scores = heads_first(query).matmul(heads_first(key).swap_dims(2, 3)).mul_scalar(scale)
+        + bias.reshape([batch, 1, 1, seq_k]);
     let mut probs = activation::softmax(scores, 3); // [batch, heads, seq_q, seq_k]
     if keep < 1.0 {
         let shape = [batch, heads, seq_q, seq_k];
@@ -88,18 +141,34 @@ fn attention_dropout_unfused(query: Tensor<4>, key: Tensor<4>, value: Tensor<4>,
 /// scores), and whose backward pass computes the probabilities again instead of keeping
 /// `[batch, heads, seq_q, seq_k]` tensors. Elsewhere, burn's operations with the mask built
 /// on the host.
-pub fn causal_attention(query: Tensor<4>, key: Tensor<4>, value: Tensor<4>, bias: Tensor<2>, scale: f64, window: Option<usize>) -> Tensor<4> {
+pub fn causal_attention(
+    query: Tensor<4>,
+    key: Tensor<4>,
+    value: Tensor<4>,
+    bias: Tensor<2>,
+    scale: f64,
+    window: Option<usize>,
+) -> Tensor<4> {
     let [batch, seq_q, heads, d] = query.dims();
     let [_, seq_k, kv_heads, _] = key.dims();
     assert!(
         kv_heads > 0 && heads % kv_heads == 0 && seq_q <= seq_k,
         "causal attention: {heads} query heads over {kv_heads} key/value heads, {seq_q} queries over {seq_k} keys"
     );
-    let fits = key.dims() == [batch, seq_k, kv_heads, d] && value.dims() == key.dims() && bias.dims() == [batch, seq_k];
+    let fits = key.dims() == [batch, seq_k, kv_heads, d]
+        && value.dims() == key.dims()
+        && bias.dims() == [batch, seq_k];
     let window = window.unwrap_or(0);
     if supported(&query.device()) && fits && !bias.is_require_grad() {
-        let (q, k, v, bias) = (query.into_dispatch(), key.into_dispatch(), value.into_dispatch(), bias.into_dispatch());
-        return Tensor::from_dispatch(<Dispatch as FusedOps>::causal_attention(q, k, v, bias, scale, window));
+        let (q, k, v, bias) = (
+            query.into_dispatch(),
+            key.into_dispatch(),
+            value.into_dispatch(),
+            bias.into_dispatch(),
+        );
+        return Tensor::from_dispatch(<Dispatch as FusedOps>::causal_attention(
+            q, k, v, bias, scale, window,
+        ));
     }
     causal_attention_unfused(query, key, value, bias, scale, window)
 }
@@ -107,14 +176,31 @@ pub fn causal_attention(query: Tensor<4>, key: Tensor<4>, value: Tensor<4>, bias
 /// [`causal_attention`] in burn's tensor operations (the path of the backends without
 /// papertune's kernels, and the tests' reference): the key/value heads repeated, the causal
 /// mask built on the host.
-fn causal_attention_unfused(query: Tensor<4>, key: Tensor<4>, value: Tensor<4>, bias: Tensor<2>, scale: f64, window: usize) -> Tensor<4> {
+fn causal_attention_unfused(
+    query: Tensor<4>,
+    key: Tensor<4>,
+    value: Tensor<4>,
+    bias: Tensor<2>,
+    scale: f64,
+    window: usize,
+) -> Tensor<4> {
     let [batch, seq_q, heads, d] = query.dims();
     let [_, seq_k, kv_heads, _] = key.dims();
     let group = heads / kv_heads;
-    let repeat = |t: Tensor<4>| t.reshape([batch, seq_k, kv_heads, 1, d]).repeat_dim(3, group).reshape([batch, seq_k, heads, d]);
+    let repeat = |t: Tensor<4>| {
+        t.reshape([batch, seq_k, kv_heads, 1, d])
+            .repeat_dim(3, group)
+            .reshape([batch, seq_k, heads, d])
+    };
     let heads_first = |t: Tensor<4>| t.swap_dims(1, 2); // [batch, heads, seq, d]
-    let causal = Tensor::<4>::from_data(crate::composed::causal_mask_data(seq_q, seq_k, window, query.dtype()), &query.device());
-    let scores = heads_first(query).matmul(heads_first(repeat(key)).swap_dims(2, 3)).mul_scalar(scale) + bias.reshape([batch, 1, 1, seq_k]) + causal;
+    let causal = Tensor::<4>::from_data(
+        crate::composed::causal_mask_data(seq_q, seq_k, window, query.dtype()),
+        &query.device(),
+    );
+    let scores =
+        heads_first(query).matmul(heads_first(repeat(key)).swap_dims(2, 3)).mul_scalar(scale)
+            + bias.reshape([batch, 1, 1, seq_k])
+            + causal;
     activation::softmax(scores, 3).matmul(heads_first(repeat(value))).swap_dims(1, 2)
 }
 
@@ -123,9 +209,14 @@ fn causal_attention_unfused(query: Tensor<4>, key: Tensor<4>, value: Tensor<4>, 
 /// operations elsewhere.
 pub fn rotary(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>) -> Tensor<4> {
     let [batch, _, seq, d] = x.dims();
-    let tables_fit = cos.dims() == [batch, 1, seq, d] && sin.dims() == [batch, 1, seq, d] && d % 2 == 0;
+    let tables_fit =
+        cos.dims() == [batch, 1, seq, d] && sin.dims() == [batch, 1, seq, d] && d % 2 == 0;
     if supported(&x.device()) && tables_fit && !cos.is_require_grad() && !sin.is_require_grad() {
-        Tensor::from_dispatch(<Dispatch as FusedOps>::rotary(x.into_dispatch(), cos.into_dispatch(), sin.into_dispatch()))
+        Tensor::from_dispatch(<Dispatch as FusedOps>::rotary(
+            x.into_dispatch(),
+            cos.into_dispatch(),
+            sin.into_dispatch(),
+        ))
     } else {
         let half = d / 2;
         let first = x.clone().narrow(3, 0, half);
@@ -146,7 +237,8 @@ mod tests {
         for device in cpu_devices() {
             let device = &device.autodiff();
             // Rotary: x [2, 3, 5, 8] with tables [2, 1, 5, 8]; x as the decoder makes it (swapped axes).
-            let x = Tensor::<4>::random([2, 5, 3, 8], Distribution::Normal(0.0, 1.0), device).swap_dims(1, 2);
+            let x = Tensor::<4>::random([2, 5, 3, 8], Distribution::Normal(0.0, 1.0), device)
+                .swap_dims(1, 2);
             let cos = Tensor::<4>::random([2, 1, 5, 8], Distribution::Uniform(-1.0, 1.0), device);
             let sin = Tensor::<4>::random([2, 1, 5, 8], Distribution::Uniform(-1.0, 1.0), device);
             let w4 = Tensor::<4>::random([2, 3, 5, 8], Distribution::Normal(0.0, 1.0), device);
@@ -159,7 +251,12 @@ mod tests {
             close(flat(fused_out.clone()), flat(burn_out.clone()), 1e-6, "rotary");
             let fused_grads = (fused_out * w4.clone()).sum().backward();
             let burn_grads = (burn_out * w4).sum().backward();
-            close(flat(fx.grad(&fused_grads).unwrap()), flat(bx.grad(&burn_grads).unwrap()), 1e-6, "rotary grad");
+            close(
+                flat(fx.grad(&fused_grads).unwrap()),
+                flat(bx.grad(&burn_grads).unwrap()),
+                1e-6,
+                "rotary grad",
+            );
         }
     }
 
@@ -168,18 +265,32 @@ mod tests {
     fn check_attention(device: &burn::tensor::Device) {
         for (seq_q, seq_k) in [(5, 5), (3, 7)] {
             let (batch, heads, d) = (2, 3, 8);
-            let q = Tensor::<4>::random([batch, seq_q, heads, d], Distribution::Normal(0.0, 1.0), device);
-            let k = Tensor::<4>::random([batch, seq_k, heads, d], Distribution::Normal(0.0, 1.0), device);
-            let v = Tensor::<4>::random([batch, seq_k, heads, d], Distribution::Normal(0.0, 1.0), device);
+            let q = Tensor::<4>::random(
+                [batch, seq_q, heads, d],
+                Distribution::Normal(0.0, 1.0),
+                device,
+            );
+            let k = Tensor::<4>::random(
+                [batch, seq_k, heads, d],
+                Distribution::Normal(0.0, 1.0),
+                device,
+            );
+            let v = Tensor::<4>::random(
+                [batch, seq_k, heads, d],
+                Distribution::Normal(0.0, 1.0),
+                device,
+            );
             // The second sequence has its last two keys padded.
             let mut mask = vec![0.0f32; batch * seq_k];
             mask[2 * seq_k - 2..].iter_mut().for_each(|m| *m = -1.0e9);
-            let bias = Tensor::<2>::from_data(burn::tensor::TensorData::new(mask, [batch, seq_k]), device);
+            let bias =
+                Tensor::<2>::from_data(burn::tensor::TensorData::new(mask, [batch, seq_k]), device);
             let scale = 1.0 / (d as f64).sqrt();
 
             let got = attention_key_bias(q.clone(), k.clone(), v.clone(), bias.clone(), scale);
             let heads_first = |t: Tensor<4>| t.swap_dims(1, 2);
-            let scores = heads_first(q).matmul(heads_first(k).swap_dims(2, 3)).mul_scalar(scale) + bias.reshape([batch, 1, 1, seq_k]);
+            let scores = heads_first(q).matmul(heads_first(k).swap_dims(2, 3)).mul_scalar(scale)
+                + bias.reshape([batch, 1, 1, seq_k]);
             let expected = activation::softmax(scores, 3).matmul(heads_first(v)).swap_dims(1, 2);
             let flat = |t: Tensor<4>| t.reshape([batch, seq_q, heads * d]);
             close(flat(got), flat(expected), 1e-5, "attention");
@@ -193,16 +304,41 @@ mod tests {
         let device = device.clone().autodiff();
         for ((seq_q, seq_k), dropout) in [((5, 5), 0.0), ((6, 6), 0.3), ((3, 7), 0.5)] {
             let (batch, heads, d) = (2, 3, 8);
-            let random = |seq: usize| Tensor::<4>::random([batch, seq, heads, d], Distribution::Normal(0.0, 1.0), &device);
-            let (q, k, v) = (random(seq_q).require_grad(), random(seq_k).require_grad(), random(seq_k).require_grad());
+            let random = |seq: usize| {
+                Tensor::<4>::random([batch, seq, heads, d], Distribution::Normal(0.0, 1.0), &device)
+            };
+            let (q, k, v) = (
+                random(seq_q).require_grad(),
+                random(seq_k).require_grad(),
+                random(seq_k).require_grad(),
+            );
             let weights = random(seq_q); // the loss is sum(output * weights)
             let mut mask = vec![0.0f32; batch * seq_k];
             mask[2 * seq_k - 2..].iter_mut().for_each(|m| *m = -1.0e9);
-            let bias = Tensor::<2>::from_data(burn::tensor::TensorData::new(mask, [batch, seq_k]), &device);
+            let bias = Tensor::<2>::from_data(
+                burn::tensor::TensorData::new(mask, [batch, seq_k]),
+                &device,
+            );
             let (scale, seed) = (1.0 / (d as f64).sqrt(), 1234);
 
-            let got = attention_dropout(q.clone(), k.clone(), v.clone(), bias.clone(), scale, dropout, seed);
-            let expected = attention_dropout_unfused(q.clone(), k.clone(), v.clone(), bias, scale, 1.0 - dropout, seed);
+            let got = attention_dropout(
+                q.clone(),
+                k.clone(),
+                v.clone(),
+                bias.clone(),
+                scale,
+                dropout,
+                seed,
+            );
+            let expected = attention_dropout_unfused(
+                q.clone(),
+                k.clone(),
+                v.clone(),
+                bias,
+                scale,
+                1.0 - dropout,
+                seed,
+            );
             let what = format!("attention with dropout {dropout}, {seq_q} queries, {seq_k} keys");
             check_output_and_gradients(got, expected, weights, [&q, &k, &v], &what);
         }
@@ -210,7 +346,13 @@ mod tests {
 
     /// `got` against `expected`, and the gradients of `q`, `k`, `v` through each for the loss
     /// `sum(output * weights)`, within 1e-5.
-    fn check_output_and_gradients(got: Tensor<4>, expected: Tensor<4>, weights: Tensor<4>, inputs: [&Tensor<4>; 3], what: &str) {
+    fn check_output_and_gradients(
+        got: Tensor<4>,
+        expected: Tensor<4>,
+        weights: Tensor<4>,
+        inputs: [&Tensor<4>; 3],
+        what: &str,
+    ) {
         let flat = |t: Tensor<4>| {
             let [b, s, h, d] = t.dims();
             t.reshape([b, s, h * d])
@@ -231,21 +373,51 @@ mod tests {
     fn causal_attention_matches_composed_operations() {
         for device in cpu_devices() {
             let device = device.autodiff();
-            let cases = [(5, 5, 3, 3, None), (6, 6, 4, 2, None), (3, 7, 4, 1, None), (9, 9, 2, 1, Some(4)), (70, 70, 2, 1, None), (70, 90, 4, 2, Some(50))];
+            let cases = [
+                (5, 5, 3, 3, None),
+                (6, 6, 4, 2, None),
+                (3, 7, 4, 1, None),
+                (9, 9, 2, 1, Some(4)),
+                (70, 70, 2, 1, None),
+                (70, 90, 4, 2, Some(50)),
+            ];
             for (seq_q, seq_k, heads, kv_heads, window) in cases {
                 let (batch, d) = (2, 8);
-                let random = |seq: usize, heads: usize| Tensor::<4>::random([batch, seq, heads, d], Distribution::Normal(0.0, 1.0), &device);
-                let (q, k, v) = (random(seq_q, heads).require_grad(), random(seq_k, kv_heads).require_grad(), random(seq_k, kv_heads).require_grad());
+                let random = |seq: usize, heads: usize| {
+                    Tensor::<4>::random(
+                        [batch, seq, heads, d],
+                        Distribution::Normal(0.0, 1.0),
+                        &device,
+                    )
+                };
+                let (q, k, v) = (
+                    random(seq_q, heads).require_grad(),
+                    random(seq_k, kv_heads).require_grad(),
+                    random(seq_k, kv_heads).require_grad(),
+                );
                 let weights = random(seq_q, heads); // the loss is sum(output * weights)
                 // The second sequence is left-padded by two keys.
                 let mut mask = vec![0.0f32; batch * seq_k];
                 mask[seq_k..seq_k + 2].iter_mut().for_each(|m| *m = -1.0e9);
-                let bias = Tensor::<2>::from_data(burn::tensor::TensorData::new(mask, [batch, seq_k]), &device);
+                let bias = Tensor::<2>::from_data(
+                    burn::tensor::TensorData::new(mask, [batch, seq_k]),
+                    &device,
+                );
                 let scale = 1.0 / (d as f64).sqrt();
 
-                let got = causal_attention(q.clone(), k.clone(), v.clone(), bias.clone(), scale, window);
-                let expected = causal_attention_unfused(q.clone(), k.clone(), v.clone(), bias, scale, window.unwrap_or(0));
-                let what = format!("causal attention, {seq_q} queries, {seq_k} keys, {heads}/{kv_heads} heads, window {window:?}");
+                let got =
+                    causal_attention(q.clone(), k.clone(), v.clone(), bias.clone(), scale, window);
+                let expected = causal_attention_unfused(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    bias,
+                    scale,
+                    window.unwrap_or(0),
+                );
+                let what = format!(
+                    "causal attention, {seq_q} queries, {seq_k} keys, {heads}/{kv_heads} heads, window {window:?}"
+                );
                 check_output_and_gradients(got, expected, weights, [&q, &k, &v], &what);
             }
         }

@@ -21,7 +21,10 @@ pub fn token_nll(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
         let targets = targets.float().into_dispatch();
         Tensor::from_dispatch(<Dispatch as FusedOps>::token_nll(logits.into_dispatch(), targets))
     } else {
-        activation::log_softmax(logits, 1).gather(1, targets.reshape([rows, 1])).reshape([rows]).neg()
+        activation::log_softmax(logits, 1)
+            .gather(1, targets.reshape([rows, 1]))
+            .reshape([rows])
+            .neg()
     }
 }
 
@@ -37,12 +40,16 @@ mod tests {
             let device = &device.autodiff();
             let as_3d = |t: Tensor<1>| t.unsqueeze::<3>();
             let (rows, classes) = (7, 53);
-            let logits = Tensor::<2>::random([rows, classes], Distribution::Normal(0.0, 3.0), device);
+            let logits =
+                Tensor::<2>::random([rows, classes], Distribution::Normal(0.0, 3.0), device);
             let targets = Tensor::<1, Int>::from_ints([0, 52, 17, 3, 3, 40, 1], device);
             let row_weights = Tensor::<1>::random([rows], Distribution::Normal(0.0, 1.0), device);
             let (fl, bl) = (logits.clone().require_grad(), logits.require_grad());
             let fused_out = token_nll(fl.clone(), targets.clone());
-            let burn_out = activation::log_softmax(bl.clone(), 1).gather(1, targets.reshape([rows, 1])).reshape([rows]).neg();
+            let burn_out = activation::log_softmax(bl.clone(), 1)
+                .gather(1, targets.reshape([rows, 1]))
+                .reshape([rows])
+                .neg();
             close(as_3d(fused_out.clone()), as_3d(burn_out.clone()), 1e-5, "token_nll");
             let fused_grads = (fused_out * row_weights.clone()).sum().backward();
             let burn_grads = (burn_out * row_weights).sum().backward();

@@ -38,8 +38,10 @@ pub fn adamw_update<const D: usize>(
     let correction_2 = 1.0 - step.beta_2.powi(step.time as i32);
     let fits = grad.dims() == dims && moment_1.dims() == dims && moment_2.dims() == dims;
     if !(supported(&param.device()) && fits) {
-        let moment_1 = moment_1.mul_scalar(step.beta_1) + grad.clone().mul_scalar(1.0 - step.beta_1);
-        let moment_2 = moment_2.mul_scalar(step.beta_2) + grad.square().mul_scalar(1.0 - step.beta_2);
+        let moment_1 =
+            moment_1.mul_scalar(step.beta_1) + grad.clone().mul_scalar(1.0 - step.beta_1);
+        let moment_2 =
+            moment_2.mul_scalar(step.beta_2) + grad.square().mul_scalar(1.0 - step.beta_2);
         let denominator = moment_2.clone().div_scalar(correction_2).sqrt().add_scalar(step.epsilon);
         let delta = moment_1.clone().div_scalar(correction_1) / denominator;
         let param = param.mul_scalar(1.0 - step.lr * step.weight_decay) - delta.mul_scalar(step.lr);

@@ -17,7 +17,10 @@ use crate::backend::FusedOps;
 pub fn batched_matmul(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
     let ([b0, b1, _, k], [c0, c1, k2, _]) = (a.dims(), b.dims());
     if supported(&a.device()) && [b0, b1, k] == [c0, c1, k2] {
-        Tensor::from_dispatch(<Dispatch as FusedOps>::batched_matmul(a.into_dispatch(), b.into_dispatch()))
+        Tensor::from_dispatch(<Dispatch as FusedOps>::batched_matmul(
+            a.into_dispatch(),
+            b.into_dispatch(),
+        ))
     } else {
         a.matmul(b)
     }
@@ -34,7 +37,11 @@ pub fn batched_matmul(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
 /// or rows that need a gradient, get the weight decoded to f32 on the host and uploaded for
 /// this one product, which runs on the device (burn's quantised tensors do not hold GGUF's
 /// block formats, so the weight is decoded per layer).
-pub fn quantized_linear<const D: usize>(x: Tensor<D>, weight: &crate::quant::QuantWeight, bias: Option<Tensor<1>>) -> Tensor<D> {
+pub fn quantized_linear<const D: usize>(
+    x: Tensor<D>,
+    weight: &crate::quant::QuantWeight,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
     let dims = x.dims();
     assert_eq!(
         dims[D - 1],
@@ -46,10 +53,17 @@ pub fn quantized_linear<const D: usize>(x: Tensor<D>, weight: &crate::quant::Qua
     let rows = dims[..D - 1].iter().product();
     let x = x.reshape([rows, weight.cols]);
     let y = if supported(&x.device()) {
-        Tensor::<2>::from_dispatch(<Dispatch as FusedOps>::quantized_linear(x.into_dispatch(), weight.clone()))
+        Tensor::<2>::from_dispatch(<Dispatch as FusedOps>::quantized_linear(
+            x.into_dispatch(),
+            weight.clone(),
+        ))
     } else {
         let to_host = rows <= crate::quant::q8_path_max_m(weight.ty) && !x.is_tracked();
-        Tensor::<2>::from_dispatch(crate::composed::quantized_linear_on_device::<Dispatch>(x.into_dispatch(), weight.clone(), to_host))
+        Tensor::<2>::from_dispatch(crate::composed::quantized_linear_on_device::<Dispatch>(
+            x.into_dispatch(),
+            weight.clone(),
+            to_host,
+        ))
     };
     let y = match bias {
         Some(bias) => y + bias.unsqueeze_dim(0),
@@ -73,7 +87,11 @@ pub fn linear_layer<const D: usize>(layer: &burn::nn::Linear, x: Tensor<D>) -> T
 /// are the product's starting values, the output is allocated once, and the backward pass
 /// computes `dx = dy weight^T` and `dweight = x^T dy` over all rows at once from strided views,
 /// with no transposed copies. Elsewhere, burn's `linear`.
-pub fn linear<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<D> {
+pub fn linear<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
     let dims = x.dims();
     let [d_in, d_out] = weight.dims();
     let bias_fits = bias.as_ref().is_none_or(|b| b.dims() == [d_out]);
@@ -105,7 +123,12 @@ mod tests {
         let q = Tensor::<4>::random([2, 3, 5, 8], Distribution::Normal(0.0, 1.0), device);
         let k = Tensor::<4>::random([2, 3, 7, 8], Distribution::Normal(0.0, 1.0), device);
         let w_scores = Tensor::<4>::random([2, 3, 5, 7], Distribution::Normal(0.0, 1.0), device);
-        let (fq, fk, bq, bk) = (q.clone().require_grad(), k.clone().require_grad(), q.require_grad(), k.require_grad());
+        let (fq, fk, bq, bk) = (
+            q.clone().require_grad(),
+            k.clone().require_grad(),
+            q.require_grad(),
+            k.require_grad(),
+        );
         let fused_out = batched_matmul(fq.clone(), fk.clone().swap_dims(2, 3));
         let burn_out = bq.clone().matmul(bk.clone().swap_dims(2, 3));
         let flat = |t: Tensor<4>| {
@@ -115,8 +138,18 @@ mod tests {
         close(flat(fused_out.clone()), flat(burn_out.clone()), 1e-5, "batched_matmul");
         let fused_grads = (fused_out * w_scores.clone()).sum().backward();
         let burn_grads = (burn_out * w_scores).sum().backward();
-        close(flat(fq.grad(&fused_grads).unwrap()), flat(bq.grad(&burn_grads).unwrap()), 1e-5, "batched_matmul a grad");
-        close(flat(fk.grad(&fused_grads).unwrap()), flat(bk.grad(&burn_grads).unwrap()), 1e-5, "batched_matmul b grad");
+        close(
+            flat(fq.grad(&fused_grads).unwrap()),
+            flat(bq.grad(&burn_grads).unwrap()),
+            1e-5,
+            "batched_matmul a grad",
+        );
+        close(
+            flat(fk.grad(&fused_grads).unwrap()),
+            flat(bk.grad(&burn_grads).unwrap()),
+            1e-5,
+            "batched_matmul b grad",
+        );
 
         // Linear layers: with a bias, without one, with a frozen weight read through a
         // transposed view (as a tied or merged weight may be), against burn's `linear`.
@@ -124,7 +157,11 @@ mod tests {
         let x = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), device);
         let weight = Tensor::<2>::random([d_in, d_out], Distribution::Normal(0.0, 0.2), device);
         let bias = Tensor::<1>::random([d_out], Distribution::Normal(0.0, 1.0), device);
-        let w_out = Tensor::<3>::random([shape[0], shape[1], d_out], Distribution::Normal(0.0, 1.0), device);
+        let w_out = Tensor::<3>::random(
+            [shape[0], shape[1], d_out],
+            Distribution::Normal(0.0, 1.0),
+            device,
+        );
         let frozen_t = Tensor::<2>::random([d_out, d_in], Distribution::Normal(0.0, 0.2), device);
         let cases: [(&str, Tensor<2>, Option<Tensor<1>>, bool); 3] = [
             ("linear with bias", weight.clone(), Some(bias), true),
@@ -133,14 +170,24 @@ mod tests {
         ];
         for (what, weight, bias, trained) in cases {
             let track = |t: Tensor<2>| if trained { t.require_grad() } else { t };
-            let (fx, fw, fb) = (x.clone().require_grad(), track(weight.clone()), bias.clone().map(|b| b.require_grad()));
-            let (bx, bw, bb) = (x.clone().require_grad(), track(weight), bias.map(|b| b.require_grad()));
+            let (fx, fw, fb) = (
+                x.clone().require_grad(),
+                track(weight.clone()),
+                bias.clone().map(|b| b.require_grad()),
+            );
+            let (bx, bw, bb) =
+                (x.clone().require_grad(), track(weight), bias.map(|b| b.require_grad()));
             let fused_out = linear(fx.clone(), fw.clone(), fb.clone());
             let burn_out = burn::tensor::module::linear(bx.clone(), bw.clone(), bb.clone());
             close(fused_out.clone(), burn_out.clone(), 1e-5, what);
             let fused_grads = (fused_out * w_out.clone()).sum().backward();
             let burn_grads = (burn_out * w_out.clone()).sum().backward();
-            close(fx.grad(&fused_grads).unwrap(), bx.grad(&burn_grads).unwrap(), 1e-5, &format!("{what}: x grad"));
+            close(
+                fx.grad(&fused_grads).unwrap(),
+                bx.grad(&burn_grads).unwrap(),
+                1e-5,
+                &format!("{what}: x grad"),
+            );
             if trained {
                 let (fwg, bwg) = (fw.grad(&fused_grads).unwrap(), bw.grad(&burn_grads).unwrap());
                 close(fwg.unsqueeze(), bwg.unsqueeze(), 1e-5, &format!("{what}: weight grad"));

@@ -32,10 +32,9 @@ pub(crate) fn xwt(x: &[f32], m: usize, w: &QuantMatrix, y: &mut [f32]) {
     let rb = w.row_bytes();
     let band = xwt_band_rows(cols);
     let yp = SendPtr(y.as_mut_ptr());
-    w.bytes
-        .par_chunks(band * rb)
-        .enumerate()
-        .for_each_init(Vec::new, |buf: &mut Vec<f32>, (bi, raw)| {
+    w.bytes.par_chunks(band * rb).enumerate().for_each_init(
+        Vec::new,
+        |buf: &mut Vec<f32>, (bi, raw)| {
             let r0 = bi * band;
             let nb = raw.len() / rb;
             buf.resize(nb * cols, 0.0);
@@ -44,8 +43,18 @@ pub(crate) fn xwt(x: &[f32], m: usize, w: &QuantMatrix, y: &mut [f32]) {
             let decoded = Matrix::strided(buf, nb, cols, cols, 1).transposed(); // [cols, nb]
             // SAFETY: dst is y[:, r0..r0 + nb] (row stride `rows`), inside y and disjoint from
             // every other band's columns.
-            unsafe { lhs.product_into(decoded, yp.get().add(r0), rows, false, 1.0, gemm::Parallelism::None) };
-        });
+            unsafe {
+                lhs.product_into(
+                    decoded,
+                    yp.get().add(r0),
+                    rows,
+                    false,
+                    1.0,
+                    gemm::Parallelism::None,
+                )
+            };
+        },
+    );
 }
 
 /// `dx[m, cols] = dy[m, rows] · W`, parallel over block-aligned column
@@ -78,7 +87,9 @@ pub(crate) fn dyw(dy: &[f32], m: usize, w: &QuantMatrix, dx: &mut [f32]) {
             let rhs = Matrix::strided(&buf, nb, cw, cw, 1); // buf [nb, cw]
             // SAFETY: dst is dx[:, c0..c0 + cw] (row stride `cols`), inside dx and disjoint
             // from every other task's columns; the first band stores, later ones accumulate.
-            unsafe { lhs.product_into(rhs, dxp.get().add(c0), cols, r0 > 0, 1.0, gemm::Parallelism::None) };
+            unsafe {
+                lhs.product_into(rhs, dxp.get().add(c0), cols, r0 > 0, 1.0, gemm::Parallelism::None)
+            };
         }
     });
 }

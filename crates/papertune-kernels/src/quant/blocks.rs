@@ -18,7 +18,11 @@ pub(crate) fn f16_at(b: &[u8], off: usize) -> f32 {
 /// Runs `f` over every complete `B`-byte block of `raw`, giving it the matching `N`-element
 /// slot of `out` (the caller sizes `out` to the blocks).
 #[inline(always)]
-fn map_blocks<const B: usize, const N: usize>(raw: &[u8], out: &mut [f32], f: impl Fn(&[u8; B], &mut [f32; N])) {
+fn map_blocks<const B: usize, const N: usize>(
+    raw: &[u8],
+    out: &mut [f32],
+    f: impl Fn(&[u8; B], &mut [f32; N]),
+) {
     for (src, dst) in raw.chunks_exact(B).zip(out.chunks_exact_mut(N)) {
         // Both conversions always succeed: chunks_exact yields exact lengths.
         if let (Ok(src), Ok(dst)) = (<&[u8; B]>::try_from(src), <&mut [f32; N]>::try_from(dst)) {
@@ -269,16 +273,28 @@ mod tests {
     /// (`scripts/make_gguf_block_reference.py`).
     #[test]
     fn every_format_decodes_as_gguf_py_does() {
-        let fixture: serde_json::Value = serde_json::from_str(include_str!("../../fixtures/gguf_blocks.json")).unwrap();
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../../fixtures/gguf_blocks.json")).unwrap();
         for ty in QuantType::ALL {
             let case = &fixture["types"][ty.name()];
             assert_eq!(case["type_id"].as_u64(), Some(u64::from(ty.ggml_id())), "{}", ty.name());
             let raw = hex(case["raw_hex"].as_str().unwrap());
             let found = dequantize(ty, &raw).unwrap();
-            let expected: Vec<u32> = case["bits"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            let expected: Vec<u32> = case["bits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
             assert_eq!(found.len(), expected.len(), "{}", ty.name());
             let differing = found.iter().zip(&expected).filter(|(f, e)| f.to_bits() != **e).count();
-            assert_eq!(differing, 0, "{}: {differing} of {} values differ from gguf-py's", ty.name(), found.len());
+            assert_eq!(
+                differing,
+                0,
+                "{}: {differing} of {} values differ from gguf-py's",
+                ty.name(),
+                found.len()
+            );
         }
     }
 
@@ -295,9 +311,17 @@ mod tests {
         for ty in QuantType::ALL {
             for blocks in 0..3 {
                 let raw: Vec<u8> = (0..blocks * ty.block_bytes()).map(|_| next()).collect();
-                assert_eq!(dequantize(ty, &raw).unwrap().len(), blocks * ty.block_elements(), "{}", ty.name());
+                assert_eq!(
+                    dequantize(ty, &raw).unwrap().len(),
+                    blocks * ty.block_elements(),
+                    "{}",
+                    ty.name()
+                );
             }
-            assert_eq!(dequantize(ty, &vec![0xff; 2 * ty.block_bytes()]).unwrap().len(), 2 * ty.block_elements());
+            assert_eq!(
+                dequantize(ty, &vec![0xff; 2 * ty.block_bytes()]).unwrap().len(),
+                2 * ty.block_elements()
+            );
             let err = dequantize(ty, &vec![0; ty.block_bytes() + 1]).unwrap_err();
             assert!(err.contains(ty.name()) && err.contains("whole number"), "{err}");
         }

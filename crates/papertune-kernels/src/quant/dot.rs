@@ -10,8 +10,8 @@
 //!   (k-quants), or by the same IEEE operations lane by lane (32-value
 //!   blocks: block `b` goes to lane `b % 4`, lanes summed `(0+1)+(2+3)`).
 
-use super::act::ActRow;
 use super::QuantType;
+use super::act::ActRow;
 
 /// A whole-row kernel: `Σ_i W[r, i] · x̂[i]` for one weight row (raw blocks)
 /// and one quantized activation row of the same length.
@@ -93,7 +93,8 @@ fn row_b32(w: &[u8], a: ActRow<'_>, f: &B32, raw: fn(&[u8], &[i8]) -> i32) -> f3
 fn nibble_dot(qs: &[u8], xq: &[i8]) -> i32 {
     (0..16)
         .map(|j| {
-            i32::from(qs[j] & 0x0F) * i32::from(xq[j]) + i32::from(qs[j] >> 4) * i32::from(xq[j + 16])
+            i32::from(qs[j] & 0x0F) * i32::from(xq[j])
+                + i32::from(qs[j] >> 4) * i32::from(xq[j + 16])
         })
         .sum()
 }
@@ -181,13 +182,12 @@ pub(crate) fn row_k<const B: usize, const D: usize, const M: usize>(
     int: impl Fn(&[u8; B], &[i8; 256], &[i16; 16]) -> (i32, i32),
 ) -> f32 {
     let nb = w.len() / B;
-    assert!(w.len() == nb * B && a.qs.len() == 256 * nb && a.d.len() == nb && a.sums.len() == 16 * nb);
+    assert!(
+        w.len() == nb * B && a.qs.len() == 256 * nb && a.d.len() == nb && a.sums.len() == 16 * nb
+    );
     let mut acc = 0.0f32;
-    for (((blk, xq), sums), &dx) in w
-        .chunks_exact(B)
-        .zip(a.qs.chunks_exact(256))
-        .zip(a.sums.chunks_exact(16))
-        .zip(a.d)
+    for (((blk, xq), sums), &dx) in
+        w.chunks_exact(B).zip(a.qs.chunks_exact(256)).zip(a.sums.chunks_exact(16)).zip(a.d)
     {
         let (Ok(blk), Ok(xq), Ok(sums)) = (blk.try_into(), xq.try_into(), sums.try_into()) else {
             unreachable!("chunks_exact yields exact lengths")

@@ -63,10 +63,7 @@ impl QuantMatrix {
 
     fn expected_len(ty: QuantType, rows: usize, cols: usize) -> Result<usize, String> {
         let row = ty.row_bytes(cols).ok_or_else(|| {
-            format!(
-                "{ty:?} needs cols to be a multiple of {}, got {cols}",
-                ty.block_elements()
-            )
+            format!("{ty:?} needs cols to be a multiple of {}, got {cols}", ty.block_elements())
         })?;
         row.checked_mul(rows)
             .ok_or_else(|| format!("{ty:?} weight [{rows}, {cols}] size overflows usize"))
@@ -279,4 +276,3 @@ pub(super) fn xwt_q8(x: &[f32], m: usize, w: &QuantMatrix, y: &mut [f32], isa: I
         }
     });
 }
-

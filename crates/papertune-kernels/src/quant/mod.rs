@@ -22,7 +22,10 @@ mod tests;
 /// A quantised matrix shared between the layers and the operations that read it.
 pub type QuantWeight = std::sync::Arc<QuantMatrix>;
 
-pub use matmul::{QuantMatrix, matmul_dyw, matmul_xwt, matmul_xwt_dequant, matmul_xwt_q8, q8_error_bound, q8_path_max_m};
+pub use matmul::{
+    QuantMatrix, matmul_dyw, matmul_xwt, matmul_xwt_dequant, matmul_xwt_q8, q8_error_bound,
+    q8_path_max_m,
+};
 
 /// The quantised block formats papertune decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,8 +44,18 @@ pub enum QuantType {
 
 impl QuantType {
     /// Every format, in GGML's type-id order.
-    pub const ALL: [QuantType; 10] =
-        [Self::Q4_0, Self::Q4_1, Self::Q5_0, Self::Q5_1, Self::Q8_0, Self::Q2K, Self::Q3K, Self::Q4K, Self::Q5K, Self::Q6K];
+    pub const ALL: [QuantType; 10] = [
+        Self::Q4_0,
+        Self::Q4_1,
+        Self::Q5_0,
+        Self::Q5_1,
+        Self::Q8_0,
+        Self::Q2K,
+        Self::Q3K,
+        Self::Q4K,
+        Self::Q5K,
+        Self::Q6K,
+    ];
 
     /// The format of a GGML type id, if it is one of these.
     pub fn from_ggml_id(id: u32) -> Option<Self> {
@@ -113,7 +126,8 @@ impl QuantType {
     /// The bytes of a row of `cols` values, or `None` when they are not a whole number of
     /// blocks (or the count overflows).
     pub fn row_bytes(self, cols: usize) -> Option<usize> {
-        (cols % self.block_elements() == 0).then(|| (cols / self.block_elements()).checked_mul(self.block_bytes()))?
+        (cols % self.block_elements() == 0)
+            .then(|| (cols / self.block_elements()).checked_mul(self.block_bytes()))?
     }
 }
 
@@ -121,7 +135,12 @@ impl QuantType {
 /// block is refused with a message naming the format and the lengths.
 pub fn dequantize(ty: QuantType, raw: &[u8]) -> Result<Vec<f32>, String> {
     if raw.len() % ty.block_bytes() != 0 {
-        return Err(format!("{} bytes are not a whole number of {}-byte {} blocks", raw.len(), ty.block_bytes(), ty.name()));
+        return Err(format!(
+            "{} bytes are not a whole number of {}-byte {} blocks",
+            raw.len(),
+            ty.block_bytes(),
+            ty.name()
+        ));
     }
     let mut out = vec![0.0; raw.len() / ty.block_bytes() * ty.block_elements()];
     dequantize_into(ty, raw, &mut out);
@@ -135,9 +154,23 @@ pub fn dequantize(ty: QuantType, raw: &[u8]) -> Result<Vec<f32>, String> {
 /// If `raw` is not a whole number of blocks or `out` has another length.
 pub fn dequantize_into(ty: QuantType, raw: &[u8], out: &mut [f32]) {
     let (block_bytes, block_elements) = (ty.block_bytes(), ty.block_elements());
-    assert_eq!(raw.len() % block_bytes, 0, "{} bytes are not a whole number of {}-byte {} blocks", raw.len(), block_bytes, ty.name());
+    assert_eq!(
+        raw.len() % block_bytes,
+        0,
+        "{} bytes are not a whole number of {}-byte {} blocks",
+        raw.len(),
+        block_bytes,
+        ty.name()
+    );
     let values = raw.len() / block_bytes * block_elements;
-    assert_eq!(out.len(), values, "{} bytes of {} hold {values} values, the output has room for {}", raw.len(), ty.name(), out.len());
+    assert_eq!(
+        out.len(),
+        values,
+        "{} bytes of {} hold {values} values, the output has room for {}",
+        raw.len(),
+        ty.name(),
+        out.len()
+    );
     let decode = match ty {
         QuantType::Q4_0 => blocks::dequantize_q4_0,
         QuantType::Q4_1 => blocks::dequantize_q4_1,

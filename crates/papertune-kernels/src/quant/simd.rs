@@ -16,9 +16,9 @@
 
 use std::arch::x86_64::*;
 
-use super::act::ActRow;
-use super::dot::{self, RowDot, B32};
 use super::QuantType;
+use super::act::ActRow;
+use super::dot::{self, B32, RowDot};
 
 /// Whether the CPU supports the kernels of this module.
 pub(crate) fn available() -> bool {
@@ -135,7 +135,9 @@ unsafe fn f16x4(p: *const u8, stride: usize) -> __m128 {
 #[inline(always)]
 unsafe fn row_b32(w: &[u8], a: ActRow<'_>, f: &B32, prod: B32Prod) -> f32 {
     let nb = w.len() / f.bytes;
-    assert!(w.len() == nb * f.bytes && a.qs.len() == 32 * nb && a.d.len() == nb && a.sums.len() == nb);
+    assert!(
+        w.len() == nb * f.bytes && a.qs.len() == 32 * nb && a.d.len() == nb && a.sums.len() == nb
+    );
     let (wp, xp) = (w.as_ptr(), a.qs.as_ptr());
     let mut acc = _mm_setzero_ps();
     let groups = nb / 4;
@@ -299,11 +301,15 @@ unsafe fn row_q3k(w: &[u8], a: ActRow<'_>) -> f32 {
         let (bp, xp) = (blk.as_ptr(), xq.as_ptr());
         let Ok(packed) = blk[96..108].try_into() else { unreachable!() };
         let biased = dot::scales_q3k_biased(packed);
-        let sc = _mm_sub_epi8(_mm_loadu_si128(biased.as_ptr() as *const __m128i), _mm_set1_epi8(32));
+        let sc =
+            _mm_sub_epi8(_mm_loadu_si128(biased.as_ptr() as *const __m128i), _mm_set1_epi8(32));
         let sc16 = _mm256_cvtepi8_epi16(sc);
         // The −4 offset of every quant, as −4·Σ_g sc_g·sum_g.
         let bs = _mm256_loadu_si256(sums.as_ptr() as *const __m256i);
-        let mut acc = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<2>(_mm256_madd_epi16(sc16, bs)));
+        let mut acc = _mm256_sub_epi32(
+            _mm256_setzero_si256(),
+            _mm256_slli_epi32::<2>(_mm256_madd_epi16(sc16, bs)),
+        );
         let (m3, m4) = (_mm256_set1_epi8(3), _mm256_set1_epi8(4));
         let mut hm = load(bp);
         for n in 0..2 {
@@ -388,7 +394,10 @@ unsafe fn row_q6k(w: &[u8], a: ActRow<'_>) -> f32 {
         let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp.add(192) as *const __m128i));
         // The −32 offset of every quant, as −32·Σ_g sc_g·sum_g.
         let bs = _mm256_loadu_si256(sums.as_ptr() as *const __m256i);
-        let mut acc = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, bs)));
+        let mut acc = _mm256_sub_epi32(
+            _mm256_setzero_si256(),
+            _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, bs)),
+        );
         let (m4, m30) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
         for n in 0..2 {
             let s8 = both_lanes(sc16, n);
@@ -396,9 +405,18 @@ unsafe fn row_q6k(w: &[u8], a: ActRow<'_>) -> f32 {
             let qb = load(bp.add(64 * n + 32));
             let qh = load(bp.add(128 + 32 * n));
             let u = [
-                _mm256_or_si256(_mm256_and_si256(qa, m4), _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m30)),
-                _mm256_or_si256(_mm256_and_si256(qb, m4), _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m30)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(qa), m4), _mm256_and_si256(qh, m30)),
+                _mm256_or_si256(
+                    _mm256_and_si256(qa, m4),
+                    _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m30),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(qb, m4),
+                    _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m30),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(qa), m4),
+                    _mm256_and_si256(qh, m30),
+                ),
                 _mm256_or_si256(
                     _mm256_and_si256(_mm256_srli_epi16::<4>(qb), m4),
                     _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m30),

@@ -2,7 +2,6 @@
 
 use super::{QuantMatrix, QuantType};
 
-
 /// A small xorshift generator (no external crates).
 pub struct Rng(pub u64);
 
@@ -56,4 +55,3 @@ pub fn random_vec(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = Rng(seed | 1);
     (0..n).map(|_| rng.uniform()).collect()
 }
-

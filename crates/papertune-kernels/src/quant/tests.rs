@@ -3,16 +3,12 @@
 
 use super::isa::Isa;
 use super::matmul::xwt_q8;
-use super::testing::{random_matrix, random_vec, Rng};
+use super::testing::{Rng, random_matrix, random_vec};
 use super::*;
 
 /// Column counts exercising whole groups of four blocks plus a tail.
 fn test_cols(ty: QuantType) -> usize {
-    if ty.is_k_quant() {
-        3 * 256
-    } else {
-        13 * 32
-    }
+    if ty.is_k_quant() { 3 * 256 } else { 13 * 32 }
 }
 
 /// `W` dequantized by the shared reference decoder.
@@ -86,7 +82,10 @@ fn q8_path_within_error_bound() {
                     let bound = q8_error_bound(ty, &wf[r * cols..][..cols], &x[i * cols..][..cols]);
                     let (g, t) = (f64::from(y[i * rows + r]), want[i * rows + r]);
                     let err = (g - t).abs();
-                    assert!(err <= bound, "{ty:?} m={m} y[{i},{r}]: got {g}, want {t}, err {err:e} > bound {bound:e}");
+                    assert!(
+                        err <= bound,
+                        "{ty:?} m={m} y[{i},{r}]: got {g}, want {t}, err {err:e} > bound {bound:e}"
+                    );
                     worst = worst.max(err / bound);
                     num += err * err;
                     den += t * t;
@@ -113,7 +112,8 @@ fn q8_path_exact_on_representable_activations() {
         let wf = reference_w(&w);
         let mut rng = Rng(99);
         let m = 2;
-        let mut x: Vec<f32> = (0..m * cols).map(|_| (rng.next_u64() % 255) as f32 - 127.0).collect();
+        let mut x: Vec<f32> =
+            (0..m * cols).map(|_| (rng.next_u64() % 255) as f32 - 127.0).collect();
         for (b, blk) in x.chunks_mut(32).enumerate() {
             blk[b % 32] = if b % 2 == 0 { 127.0 } else { -127.0 };
         }
@@ -163,7 +163,11 @@ fn scalar_and_simd_agree_exactly() {
                 xwt_q8(&x, m, w, &mut ys, Isa::Scalar);
                 xwt_q8(&x, m, w, &mut yv, Isa::Avx2);
                 for (i, (a, b)) in ys.iter().zip(&yv).enumerate() {
-                    assert_eq!(a.to_bits(), b.to_bits(), "{ty:?} case {ci} m={m} y[{i}]: scalar {a} vs avx2 {b}");
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{ty:?} case {ci} m={m} y[{i}]: scalar {a} vs avx2 {b}"
+                    );
                 }
             }
         }

@@ -75,9 +75,13 @@ impl BertConfig {
             return Err(ModelError::NotFound { path: path.to_path_buf() });
         }
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        let config: Self = serde_json::from_str(&text)
-            .map_err(|e| ModelError::Config { path: path.to_path_buf(), message: format!("not a BERT config: {e}") })?;
-        config.validate().map_err(|message| ModelError::Config { path: path.to_path_buf(), message })?;
+        let config: Self = serde_json::from_str(&text).map_err(|e| ModelError::Config {
+            path: path.to_path_buf(),
+            message: format!("not a BERT config: {e}"),
+        })?;
+        config
+            .validate()
+            .map_err(|message| ModelError::Config { path: path.to_path_buf(), message })?;
         Ok(config)
     }
 
@@ -96,7 +100,10 @@ impl BertConfig {
             ("intermediate_size", self.intermediate_size),
             ("max_position_embeddings", self.max_position_embeddings),
         ])?;
-        for (key, value) in [("hidden_dropout_prob", self.hidden_dropout_prob), ("attention_probs_dropout_prob", self.attention_probs_dropout_prob)] {
+        for (key, value) in [
+            ("hidden_dropout_prob", self.hidden_dropout_prob),
+            ("attention_probs_dropout_prob", self.attention_probs_dropout_prob),
+        ] {
             if !(0.0..1.0).contains(&value) {
                 return Err(format!("{key} must be in [0, 1), found {value}"));
             }
@@ -105,7 +112,10 @@ impl BertConfig {
             return Err(format!("layer_norm_eps must be positive, found {}", self.layer_norm_eps));
         }
         if self.pad_token_id >= self.vocab_size {
-            return Err(format!("pad_token_id {} is outside the vocabulary of {}", self.pad_token_id, self.vocab_size));
+            return Err(format!(
+                "pad_token_id {} is outside the vocabulary of {}",
+                self.pad_token_id, self.vocab_size
+            ));
         }
         if self.hidden_size % self.num_attention_heads != 0 {
             return Err(format!(
@@ -114,7 +124,10 @@ impl BertConfig {
             ));
         }
         if !matches!(self.hidden_act.as_str(), "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "relu") {
-            return Err(format!("hidden_act {:?} is not supported (gelu, gelu_new, relu)", self.hidden_act));
+            return Err(format!(
+                "hidden_act {:?} is not supported (gelu, gelu_new, relu)",
+                self.hidden_act
+            ));
         }
         if self.position_embedding_type != "absolute" {
             return Err(format!(
@@ -145,7 +158,9 @@ impl BertConfig {
     pub fn max_sequence_len(&self) -> usize {
         match self.flavor() {
             BertFlavor::Bert => self.max_position_embeddings,
-            BertFlavor::Roberta => self.max_position_embeddings.saturating_sub(self.pad_token_id + 1),
+            BertFlavor::Roberta => {
+                self.max_position_embeddings.saturating_sub(self.pad_token_id + 1)
+            }
         }
     }
 
@@ -235,9 +250,18 @@ mod tests {
             edit(&mut config);
             config.validate().unwrap_err()
         };
-        assert_eq!(refused(|c| c.num_attention_heads = 0), "num_attention_heads must be at least 1");
-        assert!(refused(|c| c.hidden_dropout_prob = 1.0).contains("hidden_dropout_prob must be in [0, 1)"));
-        assert!(refused(|c| c.attention_probs_dropout_prob = f64::NAN).contains("attention_probs_dropout_prob"));
+        assert_eq!(
+            refused(|c| c.num_attention_heads = 0),
+            "num_attention_heads must be at least 1"
+        );
+        assert!(
+            refused(|c| c.hidden_dropout_prob = 1.0)
+                .contains("hidden_dropout_prob must be in [0, 1)")
+        );
+        assert!(
+            refused(|c| c.attention_probs_dropout_prob = f64::NAN)
+                .contains("attention_probs_dropout_prob")
+        );
         assert!(refused(|c| c.layer_norm_eps = 0.0).contains("layer_norm_eps"));
         assert!(refused(|c| c.pad_token_id = 10).contains("pad_token_id 10"));
     }

@@ -116,7 +116,12 @@ impl BertSelfAttention {
 
     /// Attention of the positions in `queries [batch, seq_q, hidden]` over all of `hidden
     /// [batch, seq, hidden]` (the keys and values); `-> [batch, seq_q, hidden]`.
-    pub fn forward_queries(&self, queries: Tensor<3>, hidden: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+    pub fn forward_queries(
+        &self,
+        queries: Tensor<3>,
+        hidden: Tensor<3>,
+        mask_bias: Tensor<4>,
+    ) -> Tensor<3> {
         let [batch, seq, width] = hidden.dims();
         let seq_q = queries.dims()[1];
         let split_heads = |x: Tensor<3>| {
@@ -158,7 +163,14 @@ impl BertResidualOutput {
             // No dropout between the product and the residual: the bias, the residual and the
             // normalisation in one pass.
             let norm = &self.layer_norm;
-            return kernels::linear_residual_layer_norm(&self.dense, hidden, residual, norm.gamma.val(), norm.beta.val(), norm.epsilon);
+            return kernels::linear_residual_layer_norm(
+                &self.dense,
+                hidden,
+                residual,
+                norm.gamma.val(),
+                norm.beta.val(),
+                norm.epsilon,
+            );
         }
         let projected = self.dropout.forward(kernels::linear_layer(&self.dense, hidden));
         self.layer_norm.forward(projected + residual)
@@ -193,12 +205,20 @@ impl BertLayer {
     /// stream there), attending over all of `hidden [batch, seq, hidden]`; `-> [batch, seq_q,
     /// hidden]`. Every step after the keys and values is per position, so this equals those
     /// rows of [`BertLayer::forward`].
-    pub fn forward_queries(&self, queries: Tensor<3>, hidden: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
-        let attended = self.attention.self_attention.forward_queries(queries.clone(), hidden, mask_bias);
+    pub fn forward_queries(
+        &self,
+        queries: Tensor<3>,
+        hidden: Tensor<3>,
+        mask_bias: Tensor<4>,
+    ) -> Tensor<3> {
+        let attended =
+            self.attention.self_attention.forward_queries(queries.clone(), hidden, mask_bias);
         let hidden = self.attention.output.forward(attended, queries);
         let expanded = match self.activation {
             HiddenAct::Gelu => kernels::linear_gelu(&self.intermediate, hidden.clone()),
-            activation => activation.apply(kernels::linear_layer(&self.intermediate, hidden.clone())),
+            activation => {
+                activation.apply(kernels::linear_layer(&self.intermediate, hidden.clone()))
+            }
         }; // [batch, seq_q, intermediate]
         self.output.forward(expanded, hidden)
     }
@@ -214,7 +234,8 @@ pub struct BertModel {
 }
 
 /// Tensors a checkpoint may carry that the encoder does not use.
-const IGNORABLE: &[&str] = &["position_ids", "cls.", "lm_head.", "classifier.", "score.", "qa_outputs."];
+const IGNORABLE: &[&str] =
+    &["position_ids", "cls.", "lm_head.", "classifier.", "score.", "qa_outputs."];
 
 impl BertModel {
     /// Builds the encoder from checkpoint tensors, checking every name and shape.
@@ -230,7 +251,11 @@ impl BertModel {
         };
         let hidden_dropout = || Dropout::new(config.hidden_dropout_prob);
         let embeddings = BertEmbeddings {
-            word_embeddings: reader.embedding(&format!("{prefix}embeddings.word_embeddings"), config.vocab_size, hidden)?,
+            word_embeddings: reader.embedding(
+                &format!("{prefix}embeddings.word_embeddings"),
+                config.vocab_size,
+                hidden,
+            )?,
             position_embeddings: reader.embedding(
                 &format!("{prefix}embeddings.position_embeddings"),
                 config.max_position_embeddings,
@@ -251,16 +276,40 @@ impl BertModel {
             layers.push(BertLayer {
                 attention: BertAttention {
                     self_attention: BertSelfAttention {
-                        query: reader.linear(&format!("{p}.attention.self.query"), hidden, hidden, true)?,
-                        key: reader.linear(&format!("{p}.attention.self.key"), hidden, hidden, true)?,
-                        value: reader.linear(&format!("{p}.attention.self.value"), hidden, hidden, true)?,
+                        query: reader.linear(
+                            &format!("{p}.attention.self.query"),
+                            hidden,
+                            hidden,
+                            true,
+                        )?,
+                        key: reader.linear(
+                            &format!("{p}.attention.self.key"),
+                            hidden,
+                            hidden,
+                            true,
+                        )?,
+                        value: reader.linear(
+                            &format!("{p}.attention.self.value"),
+                            hidden,
+                            hidden,
+                            true,
+                        )?,
                         dropout: Dropout::new(config.attention_probs_dropout_prob),
                         num_heads: config.num_attention_heads,
                         head_dim: config.head_dim(),
                     },
                     output: BertResidualOutput {
-                        dense: reader.linear(&format!("{p}.attention.output.dense"), hidden, hidden, true)?,
-                        layer_norm: reader.layer_norm(&format!("{p}.attention.output.LayerNorm"), hidden, eps)?,
+                        dense: reader.linear(
+                            &format!("{p}.attention.output.dense"),
+                            hidden,
+                            hidden,
+                            true,
+                        )?,
+                        layer_norm: reader.layer_norm(
+                            &format!("{p}.attention.output.LayerNorm"),
+                            hidden,
+                            eps,
+                        )?,
                         dropout: hidden_dropout(),
                     },
                 },
@@ -272,7 +321,12 @@ impl BertModel {
                 )?,
                 activation: HiddenAct::from_name(&config.hidden_act),
                 output: BertResidualOutput {
-                    dense: reader.linear(&format!("{p}.output.dense"), config.intermediate_size, hidden, true)?,
+                    dense: reader.linear(
+                        &format!("{p}.output.dense"),
+                        config.intermediate_size,
+                        hidden,
+                        true,
+                    )?,
                     layer_norm: reader.layer_norm(&format!("{p}.output.LayerNorm"), hidden, eps)?,
                     dropout: hidden_dropout(),
                 },
@@ -290,7 +344,11 @@ impl BertModel {
     /// Builds the encoder from a checkpoint, taking out the tensors it uses (under any of the
     /// prefixes [`BertModel::detect_prefix`] knows); what is left (a task head, say) stays in
     /// `checkpoint` for the caller.
-    pub fn from_checkpoint(config: &BertConfig, checkpoint: &mut Checkpoint, device: &Device) -> Result<Self> {
+    pub fn from_checkpoint(
+        config: &BertConfig,
+        checkpoint: &mut Checkpoint,
+        device: &Device,
+    ) -> Result<Self> {
         let mut reader = TensorReader::new(checkpoint, device);
         let prefix = Self::detect_prefix(&reader).ok_or_else(|| ModelError::MissingTensor {
             path: reader.path().to_path_buf(),
@@ -318,8 +376,12 @@ impl BertModel {
     pub fn export(&self, writer: &mut TensorWriter, prefix: &str) {
         let e = &self.embeddings;
         writer.embedding(&format!("{prefix}embeddings.word_embeddings"), &e.word_embeddings);
-        writer.embedding(&format!("{prefix}embeddings.position_embeddings"), &e.position_embeddings);
-        writer.embedding(&format!("{prefix}embeddings.token_type_embeddings"), &e.token_type_embeddings);
+        writer
+            .embedding(&format!("{prefix}embeddings.position_embeddings"), &e.position_embeddings);
+        writer.embedding(
+            &format!("{prefix}embeddings.token_type_embeddings"),
+            &e.token_type_embeddings,
+        );
         writer.layer_norm(&format!("{prefix}embeddings.LayerNorm"), &e.layer_norm);
         for (i, layer) in self.layers.iter().enumerate() {
             let p = format!("{prefix}encoder.layer.{i}");
@@ -328,7 +390,10 @@ impl BertModel {
             writer.linear(&format!("{p}.attention.self.key"), &attention.self_attention.key);
             writer.linear(&format!("{p}.attention.self.value"), &attention.self_attention.value);
             writer.linear(&format!("{p}.attention.output.dense"), &attention.output.dense);
-            writer.layer_norm(&format!("{p}.attention.output.LayerNorm"), &attention.output.layer_norm);
+            writer.layer_norm(
+                &format!("{p}.attention.output.LayerNorm"),
+                &attention.output.layer_norm,
+            );
             writer.linear(&format!("{p}.intermediate.dense"), &layer.intermediate);
             writer.linear(&format!("{p}.output.dense"), &layer.output.dense);
             writer.layer_norm(&format!("{p}.output.LayerNorm"), &layer.output.layer_norm);
@@ -416,7 +481,11 @@ mod tests {
     /// `forward_cls` gives `forward`'s `[CLS]` state and pooler output, and the same gradients,
     /// on a tiny random encoder with a padded sequence (no dropout, so both draw nothing).
     fn check_cls_only_last_layer(device: &Device) {
-        let config = BertConfig { hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0, ..BertConfig::tiny(50) };
+        let config = BertConfig {
+            hidden_dropout_prob: 0.0,
+            attention_probs_dropout_prob: 0.0,
+            ..BertConfig::tiny(50)
+        };
         let model = crate::PretrainedEncoder::random(config, 3, device).unwrap().model;
         let ids = [[2i64, 17, 33, 8, 41, 3], [2, 9, 27, 3, 0, 0]];
         let mask = [[1.0f32; 6], [1.0, 1.0, 1.0, 1.0, 0.0, 0.0]];
@@ -441,7 +510,9 @@ mod tests {
         if device.is_autodiff() {
             // A fresh pass for each backward: the graph is consumed by one.
             let weight = model.embeddings.word_embeddings.weight.val();
-            let grad = |output: BertOutput| values(weight.grad(&output.pooler_output.unwrap().sum().backward()).unwrap());
+            let grad = |output: BertOutput| {
+                values(weight.grad(&output.pooler_output.unwrap().sum().backward()).unwrap())
+            };
             let (full, cls_only) = (grad(model.forward(input())), grad(model.forward_cls(input())));
             for (x, y) in full.iter().zip(&cls_only) {
                 assert!((x - y).abs() < 1e-5, "embedding gradient: full {x}, [CLS] only {y}");

@@ -36,7 +36,10 @@ impl ExportType {
 
 /// Hugging Face name -> the base file's tensor name, for every tensor the base file holds.
 fn gguf_names(base: &GgufFile, config: &LlamaConfig) -> Result<BTreeMap<String, String>> {
-    base.tensors.iter().map(|info| Ok((known_hf_name(base, &info.name, config)?, info.name.clone()))).collect()
+    base.tensors
+        .iter()
+        .map(|info| Ok((known_hf_name(base, &info.name, config)?, info.name.clone())))
+        .collect()
 }
 
 /// The Hugging Face name of one of the base file's tensors.
@@ -78,12 +81,21 @@ fn rotary_heads(hf: &str, config: &LlamaConfig) -> Option<usize> {
 /// `adapter.lora.alpha` (llama.cpp scales by `alpha / r`; an rsLoRA adapter gets the alpha that
 /// gives its `alpha / sqrt(r)`), and `<tensor>.lora_a [r, in]`, `<tensor>.lora_b [out, r]` in
 /// F32 under the base file's names.
-pub fn write_lora_adapter(model: &LlamaModel, config: &LlamaConfig, lora: &LoraConfig, base: &GgufFile, path: &Path) -> Result<()> {
+pub fn write_lora_adapter(
+    model: &LlamaModel,
+    config: &LlamaConfig,
+    lora: &LoraConfig,
+    base: &GgufFile,
+    path: &Path,
+) -> Result<()> {
     let names = gguf_names(base, config)?;
     let mut writer = GgufWriter::new();
     let alpha = if lora.use_rslora { lora.alpha * (lora.r as f64).sqrt() } else { lora.alpha };
     writer
-        .metadata("general.architecture", GgufValue::String(base.get_str("general.architecture")?.to_owned()))
+        .metadata(
+            "general.architecture",
+            GgufValue::String(base.get_str("general.architecture")?.to_owned()),
+        )
         .metadata("general.type", GgufValue::String("adapter".into()))
         .metadata("adapter.type", GgufValue::String("lora".into()))
         .metadata("adapter.lora.alpha", GgufValue::F32(alpha as f32));
@@ -92,7 +104,10 @@ pub fn write_lora_adapter(model: &LlamaModel, config: &LlamaConfig, lora: &LoraC
         let Some(adapter) = &linear.lora else { continue };
         let hf = format!("{module}.weight");
         let name = names.get(&hf).ok_or_else(|| ModelError::Lora {
-            message: format!("{hf} has an adapter but the base file {} has no such tensor", base.path.display()),
+            message: format!(
+                "{hf} has an adapter but the base file {} has no such tensor",
+                base.path.display()
+            ),
         })?;
         let a = to_host(adapter.a.val()).transposed(); // [r, in]
         let mut b = to_host(adapter.b.val()).transposed(); // [out, r]
@@ -111,7 +126,13 @@ pub fn write_lora_adapter(model: &LlamaModel, config: &LlamaConfig, lora: &LoraC
 
 /// Writes `model` (its adapters merged first, if it has any) as a whole GGUF: the base file's
 /// metadata and tensor names, matrices in `ty`, vectors in F32.
-pub fn write_merged_model(model: LlamaModel, config: &LlamaConfig, base: &GgufFile, ty: ExportType, path: &Path) -> Result<()> {
+pub fn write_merged_model(
+    model: LlamaModel,
+    config: &LlamaConfig,
+    base: &GgufFile,
+    ty: ExportType,
+    path: &Path,
+) -> Result<()> {
     let model = model.merge_lora();
     let mut tensors = TensorWriter::new();
     model.export(config, &mut tensors);
@@ -132,7 +153,12 @@ pub fn write_merged_model(model: LlamaModel, config: &LlamaConfig, base: &GgufFi
         let hf = known_hf_name(base, &info.name, config)?;
         let Some(mut tensor) = checkpoint.remove(&hf) else {
             // Tensors the model does not hold (rotary frequency tables) are copied as they are.
-            writer.tensor_encoded(&info.name, &info.shape, info.ggml_type, base.raw(info)?.to_vec());
+            writer.tensor_encoded(
+                &info.name,
+                &info.shape,
+                info.ggml_type,
+                base.raw(info)?.to_vec(),
+            );
             continue;
         };
         if config.norm_unit_offset && hf.ends_with("norm.weight") {
@@ -144,12 +170,17 @@ pub fn write_merged_model(model: LlamaModel, config: &LlamaConfig, base: &GgufFi
         let cols = tensor.shape.last().copied().unwrap_or(0);
         match (tensor.shape.len(), ty) {
             (1, _) => writer.tensor_f32(&info.name, &tensor.shape, &tensor.data),
-            (_, ExportType::Q8_0) if cols % 32 == 0 => writer.tensor_q8_0(&info.name, &tensor.shape, &tensor.data),
+            (_, ExportType::Q8_0) if cols % 32 == 0 => {
+                writer.tensor_q8_0(&info.name, &tensor.shape, &tensor.data)
+            }
             _ => writer.tensor_f16(&info.name, &tensor.shape, &tensor.data),
         };
     }
     if let Some(left) = checkpoint.names().next() {
-        return Err(ModelError::Config { path: base.path.clone(), message: format!("the model's tensor {left} has no place in the base file") });
+        return Err(ModelError::Config {
+            path: base.path.clone(),
+            message: format!("the model's tensor {left} has no place in the base file"),
+        });
     }
     writer.write(path)
 }
@@ -176,11 +207,26 @@ mod tests {
     /// A base GGUF of `config`'s shape with random weights, in llama.cpp's conventions (the
     /// writer's inverse: Llama q/k rows permuted, Gemma norms as `1 + w`), read back.
     fn tiny_base(config: &LlamaConfig, dir: &Path) -> GgufFile {
-        let arch = if config.model_type == "gemma3_text" { "gemma3" } else { config.model_type.as_str() };
+        let arch =
+            if config.model_type == "gemma3_text" { "gemma3" } else { config.model_type.as_str() };
         let mut checkpoint = crate::init::random_llama_checkpoint(config, 11);
         let mut names = vec!["token_embd.weight".to_owned(), "output_norm.weight".to_owned()];
         for i in 0..config.num_hidden_layers {
-            for part in ["attn_norm", "ffn_norm", "post_attention_norm", "post_ffw_norm", "attn_q_norm", "attn_k_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"] {
+            for part in [
+                "attn_norm",
+                "ffn_norm",
+                "post_attention_norm",
+                "post_ffw_norm",
+                "attn_q_norm",
+                "attn_k_norm",
+                "attn_q",
+                "attn_k",
+                "attn_v",
+                "attn_output",
+                "ffn_gate",
+                "ffn_up",
+                "ffn_down",
+            ] {
                 names.push(format!("blk.{i}.{part}.weight"));
             }
         }
@@ -191,10 +237,19 @@ mod tests {
             .metadata(&key("embedding_length"), GgufValue::U32(config.hidden_size as u32))
             .metadata(&key("feed_forward_length"), GgufValue::U32(config.intermediate_size as u32))
             .metadata(&key("block_count"), GgufValue::U32(config.num_hidden_layers as u32))
-            .metadata(&key("attention.head_count"), GgufValue::U32(config.num_attention_heads as u32))
-            .metadata(&key("attention.head_count_kv"), GgufValue::U32(config.num_key_value_heads as u32))
+            .metadata(
+                &key("attention.head_count"),
+                GgufValue::U32(config.num_attention_heads as u32),
+            )
+            .metadata(
+                &key("attention.head_count_kv"),
+                GgufValue::U32(config.num_key_value_heads as u32),
+            )
             .metadata(&key("attention.key_length"), GgufValue::U32(config.head_dim as u32))
-            .metadata(&key("attention.layer_norm_rms_epsilon"), GgufValue::F32(config.rms_norm_eps as f32))
+            .metadata(
+                &key("attention.layer_norm_rms_epsilon"),
+                GgufValue::F32(config.rms_norm_eps as f32),
+            )
             .metadata(&key("rope.freq_base"), GgufValue::F32(config.rope_theta as f32))
             .metadata(&key("vocab_size"), GgufValue::U32(config.vocab_size as u32))
             .metadata("general.file_type", GgufValue::U32(0));
@@ -213,7 +268,11 @@ mod tests {
             writer.tensor_f32(&name, &tensor.shape, &tensor.data);
         }
         if !config.rope_freq_divisors.is_empty() {
-            writer.tensor_f32("rope_freqs.weight", &[config.head_dim / 2], &config.rope_freq_divisors);
+            writer.tensor_f32(
+                "rope_freqs.weight",
+                &[config.head_dim / 2],
+                &config.rope_freq_divisors,
+            );
         }
         assert_eq!(checkpoint.names().count(), 0, "every tensor has a GGUF name");
         let path = dir.join(format!("{arch}.gguf"));
@@ -234,24 +293,45 @@ mod tests {
     fn exports_read_back_as_the_model_they_came_from() {
         let dir = tempfile::tempdir().unwrap();
         let device = Device::flex();
-        let qwen3 = LlamaConfig { model_type: "qwen3".into(), qk_norm: true, ..LlamaConfig::tiny() };
-        let gemma3 = LlamaConfig { layer_types: vec![LayerAttention::Sliding, LayerAttention::Sliding, LayerAttention::Full], ..LlamaConfig::tiny_gemma3() };
-        let llama3 = LlamaConfig { rope_freq_divisors: vec![1.0, 2.5, 8.0, 8.0], ..LlamaConfig::tiny() };
+        let qwen3 =
+            LlamaConfig { model_type: "qwen3".into(), qk_norm: true, ..LlamaConfig::tiny() };
+        let gemma3 = LlamaConfig {
+            layer_types: vec![
+                LayerAttention::Sliding,
+                LayerAttention::Sliding,
+                LayerAttention::Full,
+            ],
+            ..LlamaConfig::tiny_gemma3()
+        };
+        let llama3 =
+            LlamaConfig { rope_freq_divisors: vec![1.0, 2.5, 8.0, 8.0], ..LlamaConfig::tiny() };
         for written in [LlamaConfig::tiny(), llama3, qwen3, gemma3] {
             let base = tiny_base(&written, dir.path());
             let config = LlamaConfig::from_gguf(&base).unwrap();
             // The architecture comes back from the metadata and the tensors the file holds.
-            assert_eq!((config.model_type.as_str(), config.qk_norm, config.sliding_window), (written.model_type.as_str(), written.qk_norm, written.sliding_window));
+            assert_eq!(
+                (config.model_type.as_str(), config.qk_norm, config.sliding_window),
+                (written.model_type.as_str(), written.qk_norm, written.sliding_window)
+            );
             assert_eq!(config.rope_freq_divisors, written.rope_freq_divisors);
             let mut checkpoint = llama_checkpoint(&base, &config).unwrap();
             let model = LlamaModel::load(&config, &mut checkpoint, &device).unwrap();
-            let lora = LoraConfig { r: 4, target_modules: vec!["q_proj".into(), "v_proj".into()], dropout: 0.0, ..LoraConfig::default() };
+            let lora = LoraConfig {
+                r: 4,
+                target_modules: vec!["q_proj".into(), "v_proj".into()],
+                dropout: 0.0,
+                ..LoraConfig::default()
+            };
             let mut model = model.attach_lora(&lora).unwrap();
             for (i, (_, _, linear)) in model.lora_linears_mut().into_iter().enumerate() {
                 if let Some(adapter) = linear.lora.as_mut() {
                     let [r, out] = adapter.b.dims();
-                    let values: Vec<f32> = (0..r * out).map(|j| ((j * 5 + i) % 9) as f32 / 30.0 - 0.13).collect();
-                    adapter.b = Param::from_tensor(Tensor::from_data(TensorData::new(values, [r, out]), &device));
+                    let values: Vec<f32> =
+                        (0..r * out).map(|j| ((j * 5 + i) % 9) as f32 / 30.0 - 0.13).collect();
+                    adapter.b = Param::from_tensor(Tensor::from_data(
+                        TensorData::new(values, [r, out]),
+                        &device,
+                    ));
                 }
             }
 
@@ -262,11 +342,26 @@ mod tests {
             assert_eq!(adapter.get_f64("adapter.lora.alpha").unwrap(), lora.alpha);
             let a = adapter.tensor_info("blk.1.attn_q.weight.lora_a").unwrap();
             let b = adapter.tensor_info("blk.1.attn_q.weight.lora_b").unwrap();
-            assert_eq!((a.shape.clone(), b.shape.clone()), (vec![4, config.hidden_size], vec![config.num_attention_heads * config.head_dim, 4]));
+            assert_eq!(
+                (a.shape.clone(), b.shape.clone()),
+                (
+                    vec![4, config.hidden_size],
+                    vec![config.num_attention_heads * config.head_dim, 4]
+                )
+            );
             let stored = adapter.dequantize(b).unwrap();
-            let stored = if rotary_heads("q_proj.weight", &config).is_some() { unpermute_rows(stored, config.num_attention_heads) } else { stored };
-            let ours = to_host(model.layers[1].self_attn.q_proj.lora.as_ref().unwrap().b.val()).transposed();
-            assert_eq!(stored.data, ours.data, "{}: lora_b of q_proj in Hugging Face's row order", config.model_type);
+            let stored = if rotary_heads("q_proj.weight", &config).is_some() {
+                unpermute_rows(stored, config.num_attention_heads)
+            } else {
+                stored
+            };
+            let ours = to_host(model.layers[1].self_attn.q_proj.lora.as_ref().unwrap().b.val())
+                .transposed();
+            assert_eq!(
+                stored.data, ours.data,
+                "{}: lora_b of q_proj in Hugging Face's row order",
+                config.model_type
+            );
             assert_eq!(adapter.tensors.len(), 4 * config.num_hidden_layers);
 
             let expected = last_logits(&model.clone().merge_lora());
@@ -274,11 +369,17 @@ mod tests {
             write_merged_model(model, &config, &base, ExportType::F16, &merged_path).unwrap();
             let merged = GgufFile::read(&merged_path).unwrap();
             assert_eq!(merged.get_u64("general.file_type").unwrap(), 1);
-            let mut checkpoint = llama_checkpoint(&merged, &LlamaConfig::from_gguf(&merged).unwrap()).unwrap();
+            let mut checkpoint =
+                llama_checkpoint(&merged, &LlamaConfig::from_gguf(&merged).unwrap()).unwrap();
             let reread = LlamaModel::load(&config, &mut checkpoint, &device).unwrap();
             let found = last_logits(&reread);
-            let worst = expected.iter().zip(&found).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-            assert!(worst < 2e-2, "{}: merged GGUF logits differ by {worst} (F16 rounding)", config.model_type);
+            let worst =
+                expected.iter().zip(&found).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            assert!(
+                worst < 2e-2,
+                "{}: merged GGUF logits differ by {worst} (F16 rounding)",
+                config.model_type
+            );
         }
     }
 }

@@ -21,12 +21,12 @@ use papertune_kernels::quant::{self, QuantType};
 use crate::checkpoint::HostTensor;
 use crate::error::{ModelError, Result};
 
-mod names;
 mod export;
+mod names;
 mod writer;
 
-pub use names::{QuantizedWeights, llama_checkpoint, llama_checkpoint_quantized};
 pub use export::{ExportType, write_lora_adapter, write_merged_model};
+pub use names::{QuantizedWeights, llama_checkpoint, llama_checkpoint_quantized};
 pub use writer::GgufWriter;
 
 const MAGIC: &[u8; 4] = b"GGUF";
@@ -158,9 +158,25 @@ impl GgmlType {
     /// llama.cpp's name of the type (for messages).
     pub fn name(self) -> String {
         let others = [
-            (9, "Q8_1"), (15, "Q8_K"), (16, "IQ2_XXS"), (17, "IQ2_XS"), (18, "IQ3_XXS"), (19, "IQ1_S"), (20, "IQ4_NL"),
-            (21, "IQ3_S"), (22, "IQ2_S"), (23, "IQ4_XS"), (24, "I8"), (25, "I16"), (26, "I32"), (27, "I64"), (28, "F64"),
-            (29, "IQ1_M"), (34, "TQ1_0"), (35, "TQ2_0"), (39, "MXFP4"),
+            (9, "Q8_1"),
+            (15, "Q8_K"),
+            (16, "IQ2_XXS"),
+            (17, "IQ2_XS"),
+            (18, "IQ3_XXS"),
+            (19, "IQ1_S"),
+            (20, "IQ4_NL"),
+            (21, "IQ3_S"),
+            (22, "IQ2_S"),
+            (23, "IQ4_XS"),
+            (24, "I8"),
+            (25, "I16"),
+            (26, "I32"),
+            (27, "I64"),
+            (28, "F64"),
+            (29, "IQ1_M"),
+            (34, "TQ1_0"),
+            (35, "TQ2_0"),
+            (39, "MXFP4"),
         ];
         match self {
             Self::F32 => "F32".into(),
@@ -186,7 +202,8 @@ impl GgmlType {
 }
 
 /// The types papertune reads, for messages.
-const SUPPORTED_TYPES: &str = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
+const SUPPORTED_TYPES: &str =
+    "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
 
 /// Where one tensor lies in the file.
 #[derive(Debug, Clone, PartialEq)]
@@ -234,11 +251,15 @@ impl GgufFile {
         let mut cursor = Cursor { bytes: &bytes, at: 0, path };
         let magic: [u8; 4] = cursor.array()?;
         if &magic != MAGIC {
-            return Err(cursor.error(format!("not a GGUF file (magic {magic:02x?}, expected \"GGUF\")")));
+            return Err(
+                cursor.error(format!("not a GGUF file (magic {magic:02x?}, expected \"GGUF\")"))
+            );
         }
         let version = cursor.u32()?;
         if !(2..=3).contains(&version) {
-            return Err(cursor.error(format!("GGUF version {version} is not supported (2 and 3 are)")));
+            return Err(
+                cursor.error(format!("GGUF version {version} is not supported (2 and 3 are)"))
+            );
         }
         let tensor_count = cursor.u64()?;
         let kv_count = cursor.u64()?;
@@ -267,7 +288,11 @@ impl GgufFile {
                     all.push(d?);
                     all.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).map(|_| all)
                 })
-                .ok_or_else(|| cursor.error(format!("tensor {name:?} has dimensions {dims:?}, whose element count overflows")))?;
+                .ok_or_else(|| {
+                    cursor.error(format!(
+                        "tensor {name:?} has dimensions {dims:?}, whose element count overflows"
+                    ))
+                })?;
             let ggml_type = GgmlType::from_id(cursor.u32()?);
             let offset = cursor.u64()?;
             tensors.push(GgufTensorInfo { name, shape: dims, ggml_type, offset });
@@ -275,11 +300,20 @@ impl GgufFile {
         let alignment = match metadata.get("general.alignment") {
             None => DEFAULT_ALIGNMENT,
             Some(v) => v.as_u64().filter(|a| (1..=MAX_ALIGNMENT).contains(a)).ok_or_else(|| {
-                cursor.error(format!("general.alignment must be an integer in [1, {MAX_ALIGNMENT}], found {v:?}"))
+                cursor.error(format!(
+                    "general.alignment must be an integer in [1, {MAX_ALIGNMENT}], found {v:?}"
+                ))
             })?,
         };
         let data_start = (cursor.at as u64).div_ceil(alignment) * alignment;
-        let file = Self { path: path.to_path_buf(), version, metadata, tensors, data_start: data_start as usize, bytes };
+        let file = Self {
+            path: path.to_path_buf(),
+            version,
+            metadata,
+            tensors,
+            data_start: data_start as usize,
+            bytes,
+        };
         for info in &file.tensors {
             if let Some(range) = file.byte_range(info)? {
                 if range.end > file.bytes.len() {
@@ -320,8 +354,14 @@ impl GgufFile {
 
     /// A required array of strings.
     pub fn get_strings(&self, key: &str) -> Result<Vec<&str>> {
-        let values = self.require(key)?.as_array().ok_or_else(|| self.wrong_type(key, "an array of strings"))?;
-        values.iter().map(|v| v.as_str().ok_or_else(|| self.wrong_type(key, "an array of strings"))).collect()
+        let values = self
+            .require(key)?
+            .as_array()
+            .ok_or_else(|| self.wrong_type(key, "an array of strings"))?;
+        values
+            .iter()
+            .map(|v| v.as_str().ok_or_else(|| self.wrong_type(key, "an array of strings")))
+            .collect()
     }
 
     fn require(&self, key: &str) -> Result<&GgufValue> {
@@ -333,7 +373,10 @@ impl GgufFile {
 
     fn wrong_type(&self, key: &str, expected: &str) -> ModelError {
         let found = self.metadata.get(key).map_or("nothing", GgufValue::type_name);
-        ModelError::Config { path: self.path.clone(), message: format!("GGUF metadata {key:?} is a {found}, expected {expected}") }
+        ModelError::Config {
+            path: self.path.clone(),
+            message: format!("GGUF metadata {key:?} is a {found}, expected {expected}"),
+        }
     }
 
     /// The info of a tensor by name.
@@ -358,10 +401,15 @@ impl GgufFile {
         let end = usize::try_from(info.offset)
             .ok()
             .and_then(|offset| self.data_start.checked_add(offset))
-            .and_then(|start| Some(start..start.checked_add((n / block_elems).checked_mul(block_bytes)?)?));
+            .and_then(|start| {
+                Some(start..start.checked_add((n / block_elems).checked_mul(block_bytes)?)?)
+            });
         end.map(Some).ok_or_else(|| ModelError::Config {
             path: self.path.clone(),
-            message: format!("tensor {:?} at offset {} does not lie inside the file", info.name, info.offset),
+            message: format!(
+                "tensor {:?} at offset {} does not lie inside the file",
+                info.name, info.offset
+            ),
         })
     }
 
@@ -383,13 +431,21 @@ impl GgufFile {
     pub fn dequantize(&self, info: &GgufTensorInfo) -> Result<HostTensor> {
         let raw = self.raw(info)?;
         let data = match info.ggml_type {
-            GgmlType::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            GgmlType::F16 => raw.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            GgmlType::BF16 => raw.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            GgmlType::Quant(ty) => quant::dequantize(ty, raw).map_err(|message| ModelError::Config {
-                path: self.path.clone(),
-                message: format!("tensor {:?}: {message}", info.name),
-            })?,
+            GgmlType::F32 => {
+                raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+            }
+            GgmlType::F16 => {
+                raw.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            }
+            GgmlType::BF16 => {
+                raw.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            }
+            GgmlType::Quant(ty) => {
+                quant::dequantize(ty, raw).map_err(|message| ModelError::Config {
+                    path: self.path.clone(),
+                    message: format!("tensor {:?}: {message}", info.name),
+                })?
+            }
             GgmlType::Other(_) => return Err(self.unsupported(info)),
         };
         Ok(HostTensor::new(info.shape.clone(), data))
@@ -404,13 +460,20 @@ struct Cursor<'a> {
 
 impl Cursor<'_> {
     fn error(&self, message: String) -> ModelError {
-        ModelError::Config { path: self.path.to_path_buf(), message: format!("GGUF at byte {}: {message}", self.at) }
+        ModelError::Config {
+            path: self.path.to_path_buf(),
+            message: format!("GGUF at byte {}: {message}", self.at),
+        }
     }
 
     fn take(&mut self, n: usize) -> Result<&[u8]> {
-        let end = self.at.checked_add(n).filter(|&end| end <= self.bytes.len()).ok_or_else(|| {
-            self.error(format!("needs {n} more bytes but the file has {} (truncated?)", self.bytes.len()))
-        })?;
+        let end =
+            self.at.checked_add(n).filter(|&end| end <= self.bytes.len()).ok_or_else(|| {
+                self.error(format!(
+                    "needs {n} more bytes but the file has {} (truncated?)",
+                    self.bytes.len()
+                ))
+            })?;
         let slice = &self.bytes[self.at..end];
         self.at = end;
         Ok(slice)
@@ -431,7 +494,8 @@ impl Cursor<'_> {
     fn string(&mut self) -> Result<String> {
         let len = self.u64()? as usize;
         let raw = self.take(len)?;
-        String::from_utf8(raw.to_vec()).map_err(|_| self.error("a string is not valid UTF-8".into()))
+        String::from_utf8(raw.to_vec())
+            .map_err(|_| self.error("a string is not valid UTF-8".into()))
     }
 
     fn value(&mut self, value_type: u32, key: &str) -> Result<GgufValue> {
@@ -455,7 +519,9 @@ impl Cursor<'_> {
             8 => GgufValue::String(self.string()?),
             9 => {
                 if depth >= MAX_ARRAY_DEPTH {
-                    return Err(self.error(format!("metadata {key:?} nests arrays more than {MAX_ARRAY_DEPTH} deep")));
+                    return Err(self.error(format!(
+                        "metadata {key:?} nests arrays more than {MAX_ARRAY_DEPTH} deep"
+                    )));
                 }
                 let item_type = self.u32()?;
                 let len = self.u64()?;
@@ -467,7 +533,11 @@ impl Cursor<'_> {
                     4..=6 => 4,
                     8 | 10..=12 => 8,
                     9 => 12,
-                    other => return Err(self.error(format!("metadata {key:?} is an array of unknown value type {other}"))),
+                    other => {
+                        return Err(self.error(format!(
+                            "metadata {key:?} is an array of unknown value type {other}"
+                        )));
+                    }
                 };
                 let left = (self.bytes.len() - self.at) as u64;
                 if len > left / least || len > MAX_ARRAY_ITEMS {
@@ -485,7 +555,9 @@ impl Cursor<'_> {
             10 => GgufValue::U64(self.u64()?),
             11 => GgufValue::I64(i64::from_le_bytes(self.array()?)),
             12 => GgufValue::F64(f64::from_le_bytes(self.array()?)),
-            other => return Err(self.error(format!("metadata {key:?} has unknown value type {other}"))),
+            other => {
+                return Err(self.error(format!("metadata {key:?} has unknown value type {other}")));
+            }
         })
     }
 }

@@ -26,27 +26,46 @@ pub type QuantizedWeights = BTreeMap<String, QuantWeight>;
 /// As [`llama_checkpoint`], with the quantised weights of the linear layers (and of a tied head)
 /// kept in their blocks instead of decoded: the checkpoint holds the rest (norms, the token
 /// embedding, f32 tensors).
-pub fn llama_checkpoint_quantized(file: &GgufFile, config: &LlamaConfig) -> Result<(Checkpoint, QuantizedWeights)> {
+pub fn llama_checkpoint_quantized(
+    file: &GgufFile,
+    config: &LlamaConfig,
+) -> Result<(Checkpoint, QuantizedWeights)> {
     llama_weights(file, config, true)
 }
 
-fn llama_weights(file: &GgufFile, config: &LlamaConfig, keep_blocks: bool) -> Result<(Checkpoint, QuantizedWeights)> {
+fn llama_weights(
+    file: &GgufFile,
+    config: &LlamaConfig,
+    keep_blocks: bool,
+) -> Result<(Checkpoint, QuantizedWeights)> {
     let unpermute = config.model_type == "llama" || config.model_type == "mistral";
     let mut checkpoint = Checkpoint::from_tensors(file.path.clone(), Default::default());
     let mut quantized = QuantizedWeights::new();
     for info in &file.tensors {
         let name = hf_name(&info.name, config).ok_or_else(|| ModelError::Config {
             path: file.path.clone(),
-            message: format!("GGUF tensor {:?} has no Hugging Face counterpart papertune knows", info.name),
+            message: format!(
+                "GGUF tensor {:?} has no Hugging Face counterpart papertune knows",
+                info.name
+            ),
         })?;
         let is_linear = name.ends_with("_proj.weight") || name == "lm_head.weight";
         let tied_head = config.tie_word_embeddings && name == "model.embed_tokens.weight";
-        if let (true, GgmlType::Quant(ty), &[rows, cols]) = (keep_blocks && (is_linear || tied_head), info.ggml_type, info.shape.as_slice()) {
-            let matrix = QuantMatrix::new(ty, rows, cols, file.raw(info)?.to_vec())
-                .map_err(|message| ModelError::Config { path: file.path.clone(), message: format!("tensor {:?}: {message}", info.name) })?;
+        if let (true, GgmlType::Quant(ty), &[rows, cols]) =
+            (keep_blocks && (is_linear || tied_head), info.ggml_type, info.shape.as_slice())
+        {
+            let matrix =
+                QuantMatrix::new(ty, rows, cols, file.raw(info)?.to_vec()).map_err(|message| {
+                    ModelError::Config {
+                        path: file.path.clone(),
+                        message: format!("tensor {:?}: {message}", info.name),
+                    }
+                })?;
             let heads = query_or_key_heads(&name, config).filter(|_| unpermute);
             let matrix = match heads {
-                Some(heads) => unpermute_block_rows(matrix, heads, config.head_dim, &file.path, &info.name)?,
+                Some(heads) => {
+                    unpermute_block_rows(matrix, heads, config.head_dim, &file.path, &info.name)?
+                }
                 None => matrix,
             };
             // A tied embedding's blocks serve both the head and the lookup.
@@ -89,7 +108,13 @@ fn query_or_key_heads(name: &str, config: &LlamaConfig) -> Option<usize> {
 
 /// [`unpermute_rows`] on a matrix kept in blocks: each row is whole blocks, so rows move as
 /// byte ranges.
-fn unpermute_block_rows(matrix: QuantMatrix, heads: usize, head_dim: usize, path: &std::path::Path, name: &str) -> Result<QuantMatrix> {
+fn unpermute_block_rows(
+    matrix: QuantMatrix,
+    heads: usize,
+    head_dim: usize,
+    path: &std::path::Path,
+    name: &str,
+) -> Result<QuantMatrix> {
     if matrix.rows != heads * head_dim {
         return Err(ModelError::ShapeMismatch {
             path: path.to_path_buf(),
@@ -100,7 +125,8 @@ fn unpermute_block_rows(matrix: QuantMatrix, heads: usize, head_dim: usize, path
     }
     let order = inverse_order(&llama_cpp_row_sources(matrix.rows, heads));
     let bytes = gather_rows(&matrix.bytes, matrix.row_bytes(), &order);
-    QuantMatrix::new(matrix.ty, matrix.rows, matrix.cols, bytes).map_err(|message| ModelError::Config { path: path.to_path_buf(), message })
+    QuantMatrix::new(matrix.ty, matrix.rows, matrix.cols, bytes)
+        .map_err(|message| ModelError::Config { path: path.to_path_buf(), message })
 }
 
 /// llama.cpp's tensor name -> Hugging Face's.
@@ -150,7 +176,10 @@ pub(super) fn llama_cpp_row_sources(rows: usize, heads: usize) -> Vec<usize> {
 
 /// Rows of `row_len` values gathered: row `i` of the result is row `order[i]` of `data`.
 pub(super) fn gather_rows<T: Copy>(data: &[T], row_len: usize, order: &[usize]) -> Vec<T> {
-    order.iter().flat_map(|&from| data[from * row_len..(from + 1) * row_len].iter().copied()).collect()
+    order
+        .iter()
+        .flat_map(|&from| data[from * row_len..(from + 1) * row_len].iter().copied())
+        .collect()
 }
 
 /// The inverse of a row order.
@@ -177,17 +206,41 @@ mod tests {
     #[test]
     fn gguf_names_map_to_hugging_face() {
         let llama = LlamaConfig::tiny();
-        assert_eq!(hf_name("blk.12.attn_q.weight", &llama).unwrap(), "model.layers.12.self_attn.q_proj.weight");
-        assert_eq!(hf_name("blk.0.ffn_down.weight", &llama).unwrap(), "model.layers.0.mlp.down_proj.weight");
-        assert_eq!(hf_name("blk.0.ffn_norm.weight", &llama).unwrap(), "model.layers.0.post_attention_layernorm.weight");
+        assert_eq!(
+            hf_name("blk.12.attn_q.weight", &llama).unwrap(),
+            "model.layers.12.self_attn.q_proj.weight"
+        );
+        assert_eq!(
+            hf_name("blk.0.ffn_down.weight", &llama).unwrap(),
+            "model.layers.0.mlp.down_proj.weight"
+        );
+        assert_eq!(
+            hf_name("blk.0.ffn_norm.weight", &llama).unwrap(),
+            "model.layers.0.post_attention_layernorm.weight"
+        );
         assert_eq!(hf_name("token_embd.weight", &llama).unwrap(), "model.embed_tokens.weight");
         assert!(hf_name("blk.0.mystery.weight", &llama).is_none());
-        assert!(hf_name("blk.0.post_ffw_norm.weight", &llama).is_none(), "a Llama has no sandwich norms");
+        assert!(
+            hf_name("blk.0.post_ffw_norm.weight", &llama).is_none(),
+            "a Llama has no sandwich norms"
+        );
         let gemma = LlamaConfig::tiny_gemma3();
-        assert_eq!(hf_name("blk.1.ffn_norm.weight", &gemma).unwrap(), "model.layers.1.pre_feedforward_layernorm.weight");
-        assert_eq!(hf_name("blk.1.post_attention_norm.weight", &gemma).unwrap(), "model.layers.1.post_attention_layernorm.weight");
-        assert_eq!(hf_name("blk.1.post_ffw_norm.weight", &gemma).unwrap(), "model.layers.1.post_feedforward_layernorm.weight");
-        assert_eq!(hf_name("blk.1.attn_k_norm.weight", &gemma).unwrap(), "model.layers.1.self_attn.k_norm.weight");
+        assert_eq!(
+            hf_name("blk.1.ffn_norm.weight", &gemma).unwrap(),
+            "model.layers.1.pre_feedforward_layernorm.weight"
+        );
+        assert_eq!(
+            hf_name("blk.1.post_attention_norm.weight", &gemma).unwrap(),
+            "model.layers.1.post_attention_layernorm.weight"
+        );
+        assert_eq!(
+            hf_name("blk.1.post_ffw_norm.weight", &gemma).unwrap(),
+            "model.layers.1.post_feedforward_layernorm.weight"
+        );
+        assert_eq!(
+            hf_name("blk.1.attn_k_norm.weight", &gemma).unwrap(),
+            "model.layers.1.self_attn.k_norm.weight"
+        );
     }
 
     #[test]

@@ -39,7 +39,13 @@ impl GgufWriter {
     }
 
     /// Adds a tensor whose bytes are already encoded as `ggml_type`.
-    pub fn tensor_encoded(&mut self, name: &str, shape: &[usize], ggml_type: GgmlType, bytes: Vec<u8>) -> &mut Self {
+    pub fn tensor_encoded(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        ggml_type: GgmlType,
+        bytes: Vec<u8>,
+    ) -> &mut Self {
         self.tensors.push((name.to_owned(), shape.to_vec(), ggml_type, bytes));
         self
     }
@@ -61,7 +67,12 @@ impl GgufWriter {
             bytes.extend_from_slice(&f16::from_f32(d).to_le_bytes());
             bytes.extend(block.iter().map(|v| (v * inv).round().clamp(-127.0, 127.0) as i8 as u8));
         }
-        self.tensors.push((name.to_owned(), shape.to_vec(), GgmlType::Quant(QuantType::Q8_0), bytes));
+        self.tensors.push((
+            name.to_owned(),
+            shape.to_vec(),
+            GgmlType::Quant(QuantType::Q8_0),
+            bytes,
+        ));
         self
     }
 
@@ -79,7 +90,12 @@ impl GgufWriter {
             let q = |v: f32| ((v - min) * inv).round().clamp(0.0, 15.0) as u8;
             bytes.extend((0..16).map(|j| q(block[j]) | (q(block[j + 16]) << 4)));
         }
-        self.tensors.push((name.to_owned(), shape.to_vec(), GgmlType::Quant(QuantType::Q4_1), bytes));
+        self.tensors.push((
+            name.to_owned(),
+            shape.to_vec(),
+            GgmlType::Quant(QuantType::Q4_1),
+            bytes,
+        ));
         self
     }
 
@@ -184,7 +200,13 @@ mod tests {
         writer
             .metadata("general.architecture", GgufValue::String("llama".into()))
             .metadata("llama.block_count", GgufValue::U32(2))
-            .metadata("tokenizer.ggml.tokens", GgufValue::Array(vec![GgufValue::String("a".into()), GgufValue::String("b".into())]))
+            .metadata(
+                "tokenizer.ggml.tokens",
+                GgufValue::Array(vec![
+                    GgufValue::String("a".into()),
+                    GgufValue::String("b".into()),
+                ]),
+            )
             .tensor_f32("norm", &[3], &[1.0, 2.0, 3.0])
             .tensor_q8_0("q8", &[2, 32], &ramp(64))
             .tensor_q4_1("q4", &[2, 64], &ramp(128));
@@ -234,7 +256,9 @@ mod tests {
 
     #[test]
     fn crafted_sizes_are_refused_by_name_before_they_are_used() {
-        let refused = |bytes: Vec<u8>| GgufFile::parse(Path::new("crafted.gguf"), bytes).unwrap_err().to_string();
+        let refused = |bytes: Vec<u8>| {
+            GgufFile::parse(Path::new("crafted.gguf"), bytes).unwrap_err().to_string()
+        };
         // Arrays of arrays a million deep.
         let mut deep = string("deep");
         deep.extend(9u32.to_le_bytes());
@@ -259,7 +283,9 @@ mod tests {
         let mut alignment = string("general.alignment");
         alignment.extend(10u32.to_le_bytes());
         alignment.extend(u64::MAX.to_le_bytes());
-        assert!(refused(header(&[alignment], &[])).contains("general.alignment must be an integer"));
+        assert!(
+            refused(header(&[alignment], &[])).contains("general.alignment must be an integer")
+        );
     }
 
     #[test]
@@ -280,7 +306,8 @@ mod tests {
         bytes.truncate(bytes.len() - 10);
         let err = GgufFile::parse(Path::new("m.gguf"), bytes).unwrap_err().to_string();
         assert!(err.contains("truncated"), "{err}");
-        let err = GgufFile::parse(Path::new("m.gguf"), b"GGML....".to_vec()).unwrap_err().to_string();
+        let err =
+            GgufFile::parse(Path::new("m.gguf"), b"GGML....".to_vec()).unwrap_err().to_string();
         assert!(err.contains("not a GGUF file"), "{err}");
     }
 }

@@ -95,7 +95,11 @@ impl Llama3Rope {
     /// Reads the parameters from a `rope_scaling` / `rope_parameters` object.
     fn from_json(value: &serde_json::Value) -> std::result::Result<Self, String> {
         let number = |name: &str| {
-            value.get(name).and_then(|v| v.as_f64()).filter(|v| *v > 0.0 && v.is_finite()).ok_or_else(|| format!("llama3 RoPE scaling needs a positive {name}"))
+            value
+                .get(name)
+                .and_then(|v| v.as_f64())
+                .filter(|v| *v > 0.0 && v.is_finite())
+                .ok_or_else(|| format!("llama3 RoPE scaling needs a positive {name}"))
         };
         let rope = Self {
             factor: number("factor")?,
@@ -104,7 +108,10 @@ impl Llama3Rope {
             original_max_position_embeddings: number("original_max_position_embeddings")?,
         };
         if rope.high_freq_factor <= rope.low_freq_factor {
-            return Err(format!("llama3 RoPE scaling needs high_freq_factor ({}) above low_freq_factor ({})", rope.high_freq_factor, rope.low_freq_factor));
+            return Err(format!(
+                "llama3 RoPE scaling needs high_freq_factor ({}) above low_freq_factor ({})",
+                rope.high_freq_factor, rope.low_freq_factor
+            ));
         }
         Ok(rope)
     }
@@ -123,7 +130,9 @@ impl Llama3Rope {
                     self.factor
                 } else {
                     // The share of the kept frequency, 0 at `long` and 1 at `short`.
-                    let kept = (self.original_max_position_embeddings / wavelength - self.low_freq_factor) / (self.high_freq_factor - self.low_freq_factor);
+                    let kept = (self.original_max_position_embeddings / wavelength
+                        - self.low_freq_factor)
+                        / (self.high_freq_factor - self.low_freq_factor);
                     1.0 / ((1.0 - kept) / self.factor + kept)
                 };
                 divisor as f32
@@ -230,49 +239,84 @@ impl LlamaConfig {
     /// Parses `config.json` text; `path` names it in errors.
     pub fn from_json(path: &Path, text: &str) -> Result<Self> {
         let bad = |message: String| ModelError::Config { path: path.to_path_buf(), message };
-        let raw: HfLlamaConfig = serde_json::from_str(text).map_err(|e| bad(format!("not a Llama-family config: {e}")))?;
+        let raw: HfLlamaConfig = serde_json::from_str(text)
+            .map_err(|e| bad(format!("not a Llama-family config: {e}")))?;
         let model_type = raw.model_type.unwrap_or_else(|| "llama".into());
         if !SUPPORTED.contains(&model_type.as_str()) {
-            return Err(bad(format!("model_type {model_type:?} is not supported; supported: {}", SUPPORTED.join(", "))));
+            return Err(bad(format!(
+                "model_type {model_type:?} is not supported; supported: {}",
+                SUPPORTED.join(", ")
+            )));
         }
         let is_gemma = model_type == "gemma3_text";
         let hidden_act = match raw.hidden_activation.as_deref().or(raw.hidden_act.as_deref()) {
-            None => if is_gemma { HiddenAct::GeluTanh } else { HiddenAct::Silu },
+            None => {
+                if is_gemma {
+                    HiddenAct::GeluTanh
+                } else {
+                    HiddenAct::Silu
+                }
+            }
             Some("silu") => HiddenAct::Silu,
             Some("gelu_pytorch_tanh") => HiddenAct::GeluTanh,
-            Some(act) => return Err(bad(format!("hidden_act {act:?} is not supported (silu and gelu_pytorch_tanh are)"))),
+            Some(act) => {
+                return Err(bad(format!(
+                    "hidden_act {act:?} is not supported (silu and gelu_pytorch_tanh are)"
+                )));
+            }
         };
         if raw.mlp_bias {
             return Err(bad("mlp_bias = true is not supported".into()));
         }
-        for (name, cap) in [("final_logit_softcapping", raw.final_logit_softcapping), ("attn_logit_softcapping", raw.attn_logit_softcapping)] {
+        for (name, cap) in [
+            ("final_logit_softcapping", raw.final_logit_softcapping),
+            ("attn_logit_softcapping", raw.attn_logit_softcapping),
+        ] {
             if let Some(cap) = cap {
                 return Err(bad(format!("{name} = {cap} is not supported (logit soft-capping)")));
             }
         }
         // transformers 5 nests the RoPE options, per layer type where the types differ.
-        let rope_of = |kind: &str| raw.rope_parameters.as_ref().and_then(|p| p.get(kind)).filter(|v| v.is_object());
+        let rope_of = |kind: &str| {
+            raw.rope_parameters.as_ref().and_then(|p| p.get(kind)).filter(|v| v.is_object())
+        };
         let (global_rope, local_rope) = match rope_of("full_attention") {
             Some(full) => (Some(full), rope_of("sliding_attention")),
             None => (raw.rope_parameters.as_ref(), None),
         };
-        let rope_type = |v: &serde_json::Value| v.get("rope_type").or_else(|| v.get("type")).and_then(|t| t.as_str()).map(str::to_owned);
+        let rope_type = |v: &serde_json::Value| {
+            v.get("rope_type").or_else(|| v.get("type")).and_then(|t| t.as_str()).map(str::to_owned)
+        };
         let mut rope_llama3 = None;
         for scaling in [raw.rope_scaling.as_ref(), global_rope, local_rope].into_iter().flatten() {
             match rope_type(scaling).as_deref() {
                 None | Some("default") => {}
-                Some("llama3") if !is_gemma => rope_llama3 = Some(Llama3Rope::from_json(scaling).map_err(bad)?),
-                Some(kind) => return Err(bad(format!("RoPE scaling {kind:?} is not supported (the default RoPE and llama3's are)"))),
+                Some("llama3") if !is_gemma => {
+                    rope_llama3 = Some(Llama3Rope::from_json(scaling).map_err(bad)?)
+                }
+                Some(kind) => {
+                    return Err(bad(format!(
+                        "RoPE scaling {kind:?} is not supported (the default RoPE and llama3's are)"
+                    )));
+                }
             }
         }
-        let theta_of = |v: Option<&serde_json::Value>| v.and_then(|p| p.get("rope_theta")).and_then(|t| t.as_f64());
+        let theta_of = |v: Option<&serde_json::Value>| {
+            v.and_then(|p| p.get("rope_theta")).and_then(|t| t.as_f64())
+        };
         let rope_theta = raw.rope_theta.or_else(|| theta_of(global_rope)).unwrap_or(10_000.0);
         let rope_local_theta = theta_of(local_rope).filter(|&t| t != rope_theta);
         let eos_token_ids = match raw.eos_token_id {
             None | Some(serde_json::Value::Null) => Vec::new(),
-            Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
-            Some(serde_json::Value::Array(items)) => items.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect(),
-            Some(other) => return Err(bad(format!("eos_token_id {other} is neither a number nor a list"))),
+            Some(serde_json::Value::Number(n)) => {
+                n.as_u64().map(|v| vec![v as u32]).unwrap_or_default()
+            }
+            Some(serde_json::Value::Array(items)) => {
+                items.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect()
+            }
+            Some(other) => {
+                return Err(bad(format!("eos_token_id {other} is neither a number nor a list")));
+            }
         };
         let is_qwen2 = model_type == "qwen2";
         let layer_types = raw.layer_types.unwrap_or_default();
@@ -301,10 +345,14 @@ impl LlamaConfig {
             norm_unit_offset: is_gemma,
             scale_embeddings: is_gemma,
             query_pre_attn_scalar: raw.query_pre_attn_scalar,
-            sliding_window: raw.sliding_window.filter(|_| layer_types.contains(&LayerAttention::Sliding)),
+            sliding_window: raw
+                .sliding_window
+                .filter(|_| layer_types.contains(&LayerAttention::Sliding)),
             layer_types,
             rope_local_theta,
-            rope_freq_divisors: rope_llama3.map(|r| r.divisors(head_dim, rope_theta)).unwrap_or_default(),
+            rope_freq_divisors: rope_llama3
+                .map(|r| r.divisors(head_dim, rope_theta))
+                .unwrap_or_default(),
             rope_llama3,
             model_type,
         };
@@ -318,25 +366,35 @@ impl LlamaConfig {
         let arch = file.get_str("general.architecture")?.to_owned();
         let bad = |message: String| ModelError::Config { path: file.path.clone(), message };
         if !SUPPORTED_GGUF.contains(&arch.as_str()) {
-            return Err(bad(format!("GGUF architecture {arch:?} is not supported; supported: {}", SUPPORTED_GGUF.join(", "))));
+            return Err(bad(format!(
+                "GGUF architecture {arch:?} is not supported; supported: {}",
+                SUPPORTED_GGUF.join(", ")
+            )));
         }
         let key = |name: &str| format!("{arch}.{name}");
         let usize_of = |name: &str| file.get_u64(&key(name)).map(|v| v as usize);
-        let optional = |name: &str| file.get(&key(name)).and_then(|v| v.as_u64()).map(|v| v as usize);
+        let optional =
+            |name: &str| file.get(&key(name)).and_then(|v| v.as_u64()).map(|v| v as usize);
         let hidden_size = usize_of("embedding_length")?;
         let num_attention_heads = usize_of("attention.head_count")?;
         let num_hidden_layers = usize_of("block_count")?;
         // Every block has its tensors: a count the file cannot hold is refused before any
         // allocation follows it.
         if num_hidden_layers > file.tensors.len() {
-            return Err(bad(format!("block_count is {num_hidden_layers} but the file has {} tensors", file.tensors.len())));
+            return Err(bad(format!(
+                "block_count is {num_hidden_layers} but the file has {} tensors",
+                file.tensors.len()
+            )));
         }
         let vocab_size = match optional("vocab_size") {
             Some(v) => v,
             None => file.get_strings("tokenizer.ggml.tokens")?.len(),
         };
-        let head_dim = optional("attention.key_length").unwrap_or(hidden_size / num_attention_heads.max(1));
-        let token = |name: &str| file.get(&format!("tokenizer.ggml.{name}")).and_then(|v| v.as_u64()).map(|v| v as u32);
+        let head_dim =
+            optional("attention.key_length").unwrap_or(hidden_size / num_attention_heads.max(1));
+        let token = |name: &str| {
+            file.get(&format!("tokenizer.ggml.{name}")).and_then(|v| v.as_u64()).map(|v| v as u32)
+        };
         let has = |name: &str| file.tensor_info(name).is_some();
         let is_gemma = arch == "gemma3";
         // Llama 3.1's scaled rotary frequencies travel as a tensor of divisors.
@@ -349,7 +407,13 @@ impl LlamaConfig {
         let sliding_window = optional("attention.sliding_window").filter(|_| is_gemma);
         let layer_types = match sliding_window {
             Some(_) => (0..num_hidden_layers)
-                .map(|i| if (i + 1) % GEMMA3_SLIDING_PATTERN == 0 { LayerAttention::Full } else { LayerAttention::Sliding })
+                .map(|i| {
+                    if (i + 1) % GEMMA3_SLIDING_PATTERN == 0 {
+                        LayerAttention::Full
+                    } else {
+                        LayerAttention::Sliding
+                    }
+                })
                 .collect(),
             None => Vec::new(),
         };
@@ -361,7 +425,10 @@ impl LlamaConfig {
             num_attention_heads,
             num_key_value_heads: optional("attention.head_count_kv").unwrap_or(num_attention_heads),
             head_dim,
-            rope_theta: file.get(&key("rope.freq_base")).and_then(|v| v.as_f64()).unwrap_or(10_000.0),
+            rope_theta: file
+                .get(&key("rope.freq_base"))
+                .and_then(|v| v.as_f64())
+                .unwrap_or(10_000.0),
             rms_norm_eps: file.get_f64(&key("attention.layer_norm_rms_epsilon"))?,
             max_position_embeddings: optional("context_length").unwrap_or(2048),
             tie_word_embeddings: !has("output.weight"),
@@ -421,16 +488,28 @@ impl LlamaConfig {
         if self.head_dim % 2 != 0 {
             return Err(format!("head_dim {} must be even for rotary embeddings", self.head_dim));
         }
-        if !self.rope_freq_divisors.is_empty() && self.rope_freq_divisors.len() != self.head_dim / 2 {
-            return Err(format!("rope_freqs holds {} values; head_dim {} has {} rotary frequencies", self.rope_freq_divisors.len(), self.head_dim, self.head_dim / 2));
+        if !self.rope_freq_divisors.is_empty() && self.rope_freq_divisors.len() != self.head_dim / 2
+        {
+            return Err(format!(
+                "rope_freqs holds {} values; head_dim {} has {} rotary frequencies",
+                self.rope_freq_divisors.len(),
+                self.head_dim,
+                self.head_dim / 2
+            ));
         }
         if let Some(bad) = self.rope_freq_divisors.iter().find(|d| !(**d > 0.0 && d.is_finite())) {
             return Err(format!("rope_freqs must hold positive numbers, found {bad}"));
         }
         if !self.layer_types.is_empty() && self.layer_types.len() != self.num_hidden_layers {
-            return Err(format!("layer_types lists {} layers but num_hidden_layers is {}", self.layer_types.len(), self.num_hidden_layers));
+            return Err(format!(
+                "layer_types lists {} layers but num_hidden_layers is {}",
+                self.layer_types.len(),
+                self.num_hidden_layers
+            ));
         }
-        if self.layer_types.contains(&LayerAttention::Sliding) && !self.sliding_window.is_some_and(|w| w > 0) {
+        if self.layer_types.contains(&LayerAttention::Sliding)
+            && !self.sliding_window.is_some_and(|w| w > 0)
+        {
             return Err("sliding_attention layers need a sliding_window of at least 1".into());
         }
         if let Some(scalar) = self.query_pre_attn_scalar.filter(|s| !(*s > 0.0 && s.is_finite())) {
@@ -486,7 +565,11 @@ impl LlamaConfig {
             norm_unit_offset: true,
             scale_embeddings: true,
             query_pre_attn_scalar: Some(16.0),
-            layer_types: vec![LayerAttention::Sliding, LayerAttention::Full, LayerAttention::Sliding],
+            layer_types: vec![
+                LayerAttention::Sliding,
+                LayerAttention::Full,
+                LayerAttention::Sliding,
+            ],
             sliding_window: Some(4),
             rope_theta: 1_000_000.0,
             rope_local_theta: Some(10_000.0),
@@ -543,7 +626,8 @@ impl LlamaConfig {
             object.insert("rope_scaling".into(), rope.to_json(self.rope_theta));
         }
         if self.model_type == "gemma3_text" {
-            let rope = |theta: f64| serde_json::json!({"rope_type": "default", "rope_theta": theta});
+            let rope =
+                |theta: f64| serde_json::json!({"rope_type": "default", "rope_theta": theta});
             let extra = serde_json::json!({
                 "hidden_activation": hidden_act,
                 // transformers' config class takes an integer here.
@@ -557,7 +641,8 @@ impl LlamaConfig {
                 "final_logit_softcapping": null,
                 "attn_logit_softcapping": null,
             });
-            if let (Some(object), serde_json::Value::Object(extra)) = (json.as_object_mut(), extra) {
+            if let (Some(object), serde_json::Value::Object(extra)) = (json.as_object_mut(), extra)
+            {
                 object.remove("rope_theta");
                 object.extend(extra);
             }
@@ -590,9 +675,14 @@ mod tests {
         let c = LlamaConfig::from_json(Path::new("c.json"), json).unwrap();
         assert!(c.qkv_bias && !c.o_bias);
         assert_eq!(c.eos_token_ids, vec![3, 4]);
-        let err = LlamaConfig::from_json(Path::new("c.json"), &json.replace("qwen2", "gpt_neox")).unwrap_err();
+        let err = LlamaConfig::from_json(Path::new("c.json"), &json.replace("qwen2", "gpt_neox"))
+            .unwrap_err();
         assert!(err.to_string().contains("gpt_neox"), "{err}");
-        let err = LlamaConfig::from_json(Path::new("c.json"), &json.replace("\"num_key_value_heads\":1", "\"num_key_value_heads\":3")).unwrap_err();
+        let err = LlamaConfig::from_json(
+            Path::new("c.json"),
+            &json.replace("\"num_key_value_heads\":1", "\"num_key_value_heads\":3"),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("num_key_value_heads"), "{err}");
     }
 
@@ -612,13 +702,23 @@ mod tests {
         let kept = (64.0 / (20.0 * std::f64::consts::PI) - 1.0) / 7.0;
         assert!((f64::from(d[1]) - 1.0 / ((1.0 - kept) / 8.0 + kept)).abs() < 1e-5, "{d:?}");
         assert_eq!(c.to_hf_json()["rope_scaling"]["rope_type"], "llama3");
-        assert_eq!(LlamaConfig::from_json(Path::new("c.json"), &c.to_hf_json().to_string()).unwrap().rope_freq_divisors, c.rope_freq_divisors);
+        assert_eq!(
+            LlamaConfig::from_json(Path::new("c.json"), &c.to_hf_json().to_string())
+                .unwrap()
+                .rope_freq_divisors,
+            c.rope_freq_divisors
+        );
         assert!(c.hf_expressible().is_ok());
         let from_gguf = LlamaConfig { rope_llama3: None, ..c };
         assert!(from_gguf.hf_expressible().unwrap_err().contains("rope_freqs"));
-        let err = LlamaConfig::from_json(Path::new("c.json"), &json.replace("\"high_freq_factor\":8.0", "\"high_freq_factor\":0.5")).unwrap_err();
+        let err = LlamaConfig::from_json(
+            Path::new("c.json"),
+            &json.replace("\"high_freq_factor\":8.0", "\"high_freq_factor\":0.5"),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("high_freq_factor"), "{err}");
-        let err = LlamaConfig::from_json(Path::new("c.json"), &json.replace("llama3", "yarn")).unwrap_err();
+        let err = LlamaConfig::from_json(Path::new("c.json"), &json.replace("llama3", "yarn"))
+            .unwrap_err();
         assert!(err.to_string().contains("yarn"), "{err}");
     }
 
@@ -630,7 +730,11 @@ mod tests {
         let c = LlamaConfig::from_json(Path::new("c.json"), json).unwrap();
         assert!(c.qk_norm && !c.qkv_bias && !c.o_bias && !c.norm_unit_offset && !c.sandwich_norms);
         assert_eq!(c.head_dim, 8);
-        let c = LlamaConfig::from_json(Path::new("c.json"), &json.replace("\"head_dim\":8", "\"head_dim\":8,\"attention_bias\":true")).unwrap();
+        let c = LlamaConfig::from_json(
+            Path::new("c.json"),
+            &json.replace("\"head_dim\":8", "\"head_dim\":8,\"attention_bias\":true"),
+        )
+        .unwrap();
         assert!(c.qkv_bias && c.o_bias);
         assert_eq!(c.to_hf_json()["architectures"][0], "Qwen3ForCausalLM");
     }
@@ -659,9 +763,14 @@ mod gguf_tests {
             .metadata("tokenizer.ggml.model", GgufValue::String(tokenizer_model.into()))
             .metadata(
                 "tokenizer.ggml.tokens",
-                GgufValue::Array(["a", "b", "ab"].iter().map(|t| GgufValue::String((*t).into())).collect()),
+                GgufValue::Array(
+                    ["a", "b", "ab"].iter().map(|t| GgufValue::String((*t).into())).collect(),
+                ),
             )
-            .metadata("tokenizer.ggml.merges", GgufValue::Array(vec![GgufValue::String("a b".into())]))
+            .metadata(
+                "tokenizer.ggml.merges",
+                GgufValue::Array(vec![GgufValue::String("a b".into())]),
+            )
             .tensor_f32("token_embd.weight", &[3, 8], &[0.0; 24]);
         GgufFile::parse(Path::new("m.gguf"), w.to_bytes()).unwrap()
     }
@@ -670,7 +779,10 @@ mod gguf_tests {
     fn architecture_and_tokenizer_from_gguf_metadata() {
         let file = metadata("llama", "gpt2");
         let config = LlamaConfig::from_gguf(&file).unwrap();
-        assert_eq!((config.hidden_size, config.num_key_value_heads, config.head_dim, config.vocab_size), (8, 1, 4, 3));
+        assert_eq!(
+            (config.hidden_size, config.num_key_value_heads, config.head_dim, config.vocab_size),
+            (8, 1, 4, 3)
+        );
         assert!(config.tie_word_embeddings, "no output.weight: tied head");
         let tokenizer = LlmTokenizer::from_gguf(&file).unwrap();
         assert_eq!(tokenizer.encode("ab", false).unwrap(), vec![2]);
@@ -678,9 +790,18 @@ mod gguf_tests {
 
     #[test]
     fn a_block_count_the_file_cannot_hold_is_refused() {
-        let err = LlamaConfig::from_gguf(&with_block_count("llama", "gpt2", GgufValue::U64(1 << 40))).unwrap_err().to_string();
-        assert!(err.contains("m.gguf") && err.contains("block_count is 1099511627776 but the file has 1 tensors"), "{err}");
-        let err = LlamaConfig::from_gguf(&with_block_count("llama", "gpt2", GgufValue::U32(0))).unwrap_err().to_string();
+        let err =
+            LlamaConfig::from_gguf(&with_block_count("llama", "gpt2", GgufValue::U64(1 << 40)))
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("m.gguf")
+                && err.contains("block_count is 1099511627776 but the file has 1 tensors"),
+            "{err}"
+        );
+        let err = LlamaConfig::from_gguf(&with_block_count("llama", "gpt2", GgufValue::U32(0)))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("num_hidden_layers must be at least 1"), "{err}");
     }
 

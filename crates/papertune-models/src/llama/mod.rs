@@ -61,12 +61,20 @@ pub struct Rotary {
 impl Rotary {
     /// Angles `position * theta^(-2i / head_dim) / divisors[i]` (no divisors: plain RoPE),
     /// duplicated over both halves of the head.
-    pub fn new(positions: &[Vec<i64>], head_dim: usize, theta: f64, divisors: &[f32], device: &Device) -> Self {
+    pub fn new(
+        positions: &[Vec<i64>],
+        head_dim: usize,
+        theta: f64,
+        divisors: &[f32],
+        device: &Device,
+    ) -> Self {
         let batch = positions.len();
         let seq = positions.first().map_or(0, Vec::len);
         let half = head_dim / 2;
         let divisor = |i: usize| divisors.get(i).map_or(1.0, |&d| f64::from(d));
-        let inv_freq: Vec<f32> = (0..half).map(|i| (1.0 / theta.powf(2.0 * i as f64 / head_dim as f64) / divisor(i)) as f32).collect();
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| (1.0 / theta.powf(2.0 * i as f64 / head_dim as f64) / divisor(i)) as f32)
+            .collect();
         let mut cos = Vec::with_capacity(batch * seq * head_dim);
         let mut sin = Vec::with_capacity(batch * seq * head_dim);
         for row in positions {
@@ -108,12 +116,21 @@ impl LayerCache {
     /// Appends `key` and `value` (`[batch, kv_heads, seq, head_dim]`) and returns the keys and
     /// values of every cached position, `[batch, kv_heads, len, head_dim]` each (views of the
     /// buffers).
-    fn append(slot: &mut Option<Self>, key: Tensor<4>, value: Tensor<4>, capacity: usize) -> (Tensor<4>, Tensor<4>) {
+    fn append(
+        slot: &mut Option<Self>,
+        key: Tensor<4>,
+        value: Tensor<4>,
+        capacity: usize,
+    ) -> (Tensor<4>, Tensor<4>) {
         let [batch, kv_heads, seq, head_dim] = key.dims();
         let mut entry = slot.take().unwrap_or_else(|| {
             // Two separate buffers: a shared one would be copied by the first write.
             let shape = [batch, kv_heads, capacity.max(seq), head_dim];
-            Self { key: Tensor::zeros(shape, &key.device()), value: Tensor::zeros(shape, &key.device()), len: 0 }
+            Self {
+                key: Tensor::zeros(shape, &key.device()),
+                value: Tensor::zeros(shape, &key.device()),
+                len: 0,
+            }
         });
         let [cached_batch, cached_heads, available, cached_dim] = entry.key.dims();
         assert_eq!(
@@ -126,7 +143,8 @@ impl LayerCache {
         let end = entry.len + seq;
         if end > available {
             let grown = end.max(2 * available);
-            let extra = Tensor::zeros([batch, kv_heads, grown - available, head_dim], &key.device());
+            let extra =
+                Tensor::zeros([batch, kv_heads, grown - available, head_dim], &key.device());
             entry.key = Tensor::cat(vec![entry.key, extra.clone()], 2);
             entry.value = Tensor::cat(vec![entry.value, extra], 2);
         }
@@ -211,7 +229,8 @@ impl LlamaAttention {
         let key = self.k_proj.forward(x.clone()).reshape([batch, seq, kv_heads, head_dim]);
         let query = head_norm(&self.q_norm, query).swap_dims(1, 2);
         let key = head_norm(&self.k_norm, key).swap_dims(1, 2);
-        let value = self.v_proj.forward(x).reshape([batch, seq, kv_heads, head_dim]).swap_dims(1, 2);
+        let value =
+            self.v_proj.forward(x).reshape([batch, seq, kv_heads, head_dim]).swap_dims(1, 2);
         let query = rotary.apply(query); // [batch, heads, seq, head_dim]
         let key = rotary.apply(key); // [batch, kv_heads, seq, head_dim]
         let (mask_bias, slot, capacity) = match attend {
@@ -219,7 +238,14 @@ impl LlamaAttention {
                 // Without a cache, one causal attention on the projections' layout, the
                 // key/value heads shared in place.
                 let heads_second = |t: Tensor<4>| t.swap_dims(1, 2); // [batch, seq, heads, head_dim]
-                let context = kernels::causal_attention(heads_second(query), heads_second(key), heads_second(value), key_bias, self.scale, window);
+                let context = kernels::causal_attention(
+                    heads_second(query),
+                    heads_second(key),
+                    heads_second(value),
+                    key_bias,
+                    self.scale,
+                    window,
+                );
                 return self.o_proj.forward(context.reshape([batch, seq, heads * head_dim]));
             }
             Attend::OverCache { bias, slot, capacity } => (bias, slot, capacity),
@@ -233,10 +259,15 @@ impl LlamaAttention {
         let mask_bias = mask_bias.repeat_dim(2, group); // [batch, 1, group * seq, total]
         let scale = self.scale;
         // The scale goes on the query, smaller than the scores when total > head_dim.
-        let scores = kernels::batched_matmul(query.mul_scalar(scale), key.swap_dims(2, 3)) + mask_bias; // [batch, kv_heads, group * seq, total]
+        let scores =
+            kernels::batched_matmul(query.mul_scalar(scale), key.swap_dims(2, 3)) + mask_bias; // [batch, kv_heads, group * seq, total]
         let probs = kernels::softmax_last(scores);
         let context = kernels::batched_matmul(probs, value); // [batch, kv_heads, group * seq, head_dim]
-        let context = context.reshape([batch, heads, seq, head_dim]).swap_dims(1, 2).reshape([batch, seq, heads * head_dim]);
+        let context = context.reshape([batch, heads, seq, head_dim]).swap_dims(1, 2).reshape([
+            batch,
+            seq,
+            heads * head_dim,
+        ]);
         debug_assert!(total >= seq);
         self.o_proj.forward(context)
     }
@@ -257,7 +288,8 @@ impl LlamaMlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let gate = self.gate_proj.forward(x.clone());
         let up = self.up_proj.forward(x);
-        let gated = if self.gelu { kernels::geglu_tanh(gate, up) } else { kernels::swiglu(gate, up) };
+        let gated =
+            if self.gelu { kernels::geglu_tanh(gate, up) } else { kernels::swiglu(gate, up) };
         self.down_proj.forward(gated)
     }
 }
@@ -282,7 +314,12 @@ pub struct LlamaLayer {
 /// feed-forward layer, after it (the second and fourth only with sandwich norms).
 pub fn norm_names(config: &LlamaConfig) -> [&'static str; 4] {
     if config.sandwich_norms {
-        ["input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"]
+        [
+            "input_layernorm",
+            "post_attention_layernorm",
+            "pre_feedforward_layernorm",
+            "post_feedforward_layernorm",
+        ]
     } else {
         ["input_layernorm", "", "post_attention_layernorm", ""]
     }
@@ -354,14 +391,20 @@ impl DecoderInput {
     /// cached and new tokens (1 real, 0 padding). Positions count real tokens only, so left
     /// padding does not shift them (as Hugging Face computes them from the mask). The sliding
     /// window is counted in cache slots, as Hugging Face does.
-    pub fn new(ids: &[Vec<u32>], attention_mask: &[Vec<u8>], encoding: &PositionEncoding, device: &Device) -> Self {
+    pub fn new(
+        ids: &[Vec<u32>],
+        attention_mask: &[Vec<u8>],
+        encoding: &PositionEncoding,
+        device: &Device,
+    ) -> Self {
         let batch = ids.len();
         let seq = ids.first().map_or(0, Vec::len);
         let total = attention_mask.first().map_or(seq, Vec::len);
         let past = total - seq;
         let masked = masked_bias(device.settings().float_dtype.into());
         let mut positions = Vec::with_capacity(batch);
-        let key_bias: Vec<f32> = attention_mask.iter().flatten().map(|&m| if m == 1 { 0.0 } else { masked }).collect();
+        let key_bias: Vec<f32> =
+            attention_mask.iter().flatten().map(|&m| if m == 1 { 0.0 } else { masked }).collect();
         for mask in attention_mask {
             let mut count = 0i64;
             let mut row_positions = Vec::with_capacity(total);
@@ -372,10 +415,26 @@ impl DecoderInput {
             positions.push(row_positions[past..].to_vec());
         }
         let flat: Vec<i64> = ids.iter().flatten().map(|&i| i64::from(i)).collect();
-        let rotary = Rotary::new(&positions, encoding.head_dim, encoding.rope_theta, &encoding.rope_freq_divisors, device);
+        let rotary = Rotary::new(
+            &positions,
+            encoding.head_dim,
+            encoding.rope_theta,
+            &encoding.rope_freq_divisors,
+            device,
+        );
         let sliding = encoding.sliding.map(|(window, theta)| SlidingInput {
             window,
-            rotary: if theta == encoding.rope_theta { rotary.clone() } else { Rotary::new(&positions, encoding.head_dim, theta, &encoding.rope_freq_divisors, device) },
+            rotary: if theta == encoding.rope_theta {
+                rotary.clone()
+            } else {
+                Rotary::new(
+                    &positions,
+                    encoding.head_dim,
+                    theta,
+                    &encoding.rope_freq_divisors,
+                    device,
+                )
+            },
         });
         Self {
             input_ids: Tensor::from_data(TensorData::new(flat, [batch, seq]), device),
@@ -399,9 +458,15 @@ impl DecoderInput {
                 (0..total).map(move |k| k > q_abs || window.is_some_and(|w| q_abs - k >= w))
             })
             .collect();
-        let closed = Tensor::<4, Bool>::from_data(TensorData::new(closed, [1, 1, seq, total]), &device).expand([batch, 1, seq, total]);
+        let closed =
+            Tensor::<4, Bool>::from_data(TensorData::new(closed, [1, 1, seq, total]), &device)
+                .expand([batch, 1, seq, total]);
         let masked = masked_bias(device.settings().float_dtype.into());
-        self.key_bias.clone().reshape([batch, 1, 1, total]).expand([batch, 1, seq, total]).mask_fill(closed, masked)
+        self.key_bias
+            .clone()
+            .reshape([batch, 1, 1, total])
+            .expand([batch, 1, seq, total])
+            .mask_fill(closed, masked)
     }
 }
 
@@ -433,13 +498,22 @@ pub struct LlamaModel {
 
 impl LlamaModel {
     /// Builds the model from a checkpoint with Hugging Face tensor names, taking out what it uses.
-    pub fn load(config: &LlamaConfig, checkpoint: &mut Checkpoint, device: &Device) -> Result<Self> {
+    pub fn load(
+        config: &LlamaConfig,
+        checkpoint: &mut Checkpoint,
+        device: &Device,
+    ) -> Result<Self> {
         Self::load_with_quantized(config, checkpoint, &mut QuantizedWeights::new(), device)
     }
 
     /// As [`LlamaModel::load`], with the linear layers in `quantized` (and a tied head under
     /// `lm_head.weight`) kept in their blocks; they are taken out of the map.
-    pub fn load_with_quantized(config: &LlamaConfig, checkpoint: &mut Checkpoint, quantized: &mut QuantizedWeights, device: &Device) -> Result<Self> {
+    pub fn load_with_quantized(
+        config: &LlamaConfig,
+        checkpoint: &mut Checkpoint,
+        quantized: &mut QuantizedWeights,
+        device: &Device,
+    ) -> Result<Self> {
         let c = config;
         let path = checkpoint.path.clone();
         if c.norm_unit_offset {
@@ -449,9 +523,17 @@ impl LlamaModel {
         let mut reader = TensorReader::new(checkpoint, device);
         let r = &mut reader;
         let norm = |r: &mut TensorReader<'_>, name: &str, width: usize| -> Result<RmsNorm> {
-            Ok(RmsNorm { weight: Param::from_tensor(r.tensor(&format!("{name}.weight"), [width])?), eps: c.rms_norm_eps })
+            Ok(RmsNorm {
+                weight: Param::from_tensor(r.tensor(&format!("{name}.weight"), [width])?),
+                eps: c.rms_norm_eps,
+            })
         };
-        let mut linear = |r: &mut TensorReader<'_>, name: &str, d_in: usize, d_out: usize, bias: bool| -> Result<LoraLinear> {
+        let mut linear = |r: &mut TensorReader<'_>,
+                          name: &str,
+                          d_in: usize,
+                          d_out: usize,
+                          bias: bool|
+         -> Result<LoraLinear> {
             let Some(weight) = quantized.remove(&format!("{name}.weight")) else {
                 return Ok(LoraLinear::new(r.linear(name, d_in, d_out, bias)?));
             };
@@ -466,7 +548,8 @@ impl LlamaModel {
             let bias = if bias { Some(r.tensor(&format!("{name}.bias"), [d_out])?) } else { None };
             Ok(LoraLinear::quantized(weight, bias))
         };
-        let (q_width, kv_width) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
+        let (q_width, kv_width) =
+            (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
         let [attn_norm, attn_post_norm, ffn_norm, ffn_post_norm] = norm_names(c);
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
@@ -480,10 +563,34 @@ impl LlamaModel {
             layers.push(LlamaLayer {
                 attn_norm: norm(r, &format!("{p}.{attn_norm}"), c.hidden_size)?,
                 self_attn: LlamaAttention {
-                    q_proj: linear(r, &format!("{p}.self_attn.q_proj"), c.hidden_size, q_width, c.qkv_bias)?,
-                    k_proj: linear(r, &format!("{p}.self_attn.k_proj"), c.hidden_size, kv_width, c.qkv_bias)?,
-                    v_proj: linear(r, &format!("{p}.self_attn.v_proj"), c.hidden_size, kv_width, c.qkv_bias)?,
-                    o_proj: linear(r, &format!("{p}.self_attn.o_proj"), q_width, c.hidden_size, c.o_bias)?,
+                    q_proj: linear(
+                        r,
+                        &format!("{p}.self_attn.q_proj"),
+                        c.hidden_size,
+                        q_width,
+                        c.qkv_bias,
+                    )?,
+                    k_proj: linear(
+                        r,
+                        &format!("{p}.self_attn.k_proj"),
+                        c.hidden_size,
+                        kv_width,
+                        c.qkv_bias,
+                    )?,
+                    v_proj: linear(
+                        r,
+                        &format!("{p}.self_attn.v_proj"),
+                        c.hidden_size,
+                        kv_width,
+                        c.qkv_bias,
+                    )?,
+                    o_proj: linear(
+                        r,
+                        &format!("{p}.self_attn.o_proj"),
+                        q_width,
+                        c.hidden_size,
+                        c.o_bias,
+                    )?,
                     q_norm: head_norm(r, "q_norm")?,
                     k_norm: head_norm(r, "k_norm")?,
                     num_heads: c.num_attention_heads,
@@ -495,9 +602,27 @@ impl LlamaModel {
                 attn_post_norm: sandwich(r, attn_post_norm)?,
                 ffn_norm: norm(r, &format!("{p}.{ffn_norm}"), c.hidden_size)?,
                 mlp: LlamaMlp {
-                    gate_proj: linear(r, &format!("{p}.mlp.gate_proj"), c.hidden_size, c.intermediate_size, false)?,
-                    up_proj: linear(r, &format!("{p}.mlp.up_proj"), c.hidden_size, c.intermediate_size, false)?,
-                    down_proj: linear(r, &format!("{p}.mlp.down_proj"), c.intermediate_size, c.hidden_size, false)?,
+                    gate_proj: linear(
+                        r,
+                        &format!("{p}.mlp.gate_proj"),
+                        c.hidden_size,
+                        c.intermediate_size,
+                        false,
+                    )?,
+                    up_proj: linear(
+                        r,
+                        &format!("{p}.mlp.up_proj"),
+                        c.hidden_size,
+                        c.intermediate_size,
+                        false,
+                    )?,
+                    down_proj: linear(
+                        r,
+                        &format!("{p}.mlp.down_proj"),
+                        c.intermediate_size,
+                        c.hidden_size,
+                        false,
+                    )?,
                     gelu: c.hidden_act == HiddenAct::GeluTanh,
                 },
                 ffn_post_norm: sandwich(r, ffn_post_norm)?,
@@ -513,18 +638,19 @@ impl LlamaModel {
         } else {
             Some(linear(r, "lm_head", c.hidden_size, c.vocab_size, false)?)
         };
-        let quantized_head = match quantized.remove("lm_head.weight").filter(|_| c.tie_word_embeddings) {
-            Some(weight) if (weight.rows, weight.cols) != (c.vocab_size, c.hidden_size) => {
-                return Err(ModelError::ShapeMismatch {
-                    path,
-                    name: "model.embed_tokens.weight".into(),
-                    expected: vec![c.vocab_size, c.hidden_size],
-                    found: vec![weight.rows, weight.cols],
-                });
-            }
-            Some(weight) => Some(QuantizedLinear { weight, bias: None }),
-            None => None,
-        };
+        let quantized_head =
+            match quantized.remove("lm_head.weight").filter(|_| c.tie_word_embeddings) {
+                Some(weight) if (weight.rows, weight.cols) != (c.vocab_size, c.hidden_size) => {
+                    return Err(ModelError::ShapeMismatch {
+                        path,
+                        name: "model.embed_tokens.weight".into(),
+                        expected: vec![c.vocab_size, c.hidden_size],
+                        found: vec![weight.rows, weight.cols],
+                    });
+                }
+                Some(weight) => Some(QuantizedLinear { weight, bias: None }),
+                None => None,
+            };
         let embed_tokens = match quantized_head {
             Some(_) => None,
             None => Some(r.embedding("model.embed_tokens", c.vocab_size, c.hidden_size)?),
@@ -532,7 +658,10 @@ impl LlamaModel {
         let tied_head = match (&embed_tokens, c.tie_word_embeddings) {
             (Some(embedding), true) => {
                 let transposed = crate::weights::to_host(embedding.weight.val()).transposed();
-                Some(Param::from_tensor(crate::weights::to_device(transposed, r.device())).set_require_grad(false))
+                Some(
+                    Param::from_tensor(crate::weights::to_device(transposed, r.device()))
+                        .set_require_grad(false),
+                )
             }
             _ => None,
         };
@@ -546,7 +675,9 @@ impl LlamaModel {
             head_dim: c.head_dim,
             rope_theta: c.rope_theta,
             rope_freq_divisors: c.rope_freq_divisors.clone(),
-            sliding: c.sliding_window.map(|window| (window, c.rope_local_theta.unwrap_or(c.rope_theta))),
+            sliding: c
+                .sliding_window
+                .map(|window| (window, c.rope_local_theta.unwrap_or(c.rope_theta))),
             embedding_scale: c.scale_embeddings.then(|| (c.hidden_size as f64).sqrt()),
         })
     }
@@ -561,7 +692,10 @@ impl LlamaModel {
     pub fn export(&self, config: &LlamaConfig, writer: &mut TensorWriter) {
         let norm = |writer: &mut TensorWriter, name: &str, norm: &RmsNorm| {
             let weight = norm.weight.val();
-            writer.tensor(&format!("{name}.weight"), if config.norm_unit_offset { weight.sub_scalar(1.0) } else { weight });
+            writer.tensor(
+                &format!("{name}.weight"),
+                if config.norm_unit_offset { weight.sub_scalar(1.0) } else { weight },
+            );
         };
         let [attn_norm, attn_post_norm, ffn_norm, ffn_post_norm] = norm_names(config);
         match (&self.embed_tokens, &self.quantized_head) {
@@ -569,7 +703,10 @@ impl LlamaModel {
             (None, Some(head)) => {
                 let weight = &head.weight;
                 let values = TensorData::new(weight.dequantize(), [weight.rows, weight.cols]);
-                writer.tensor("model.embed_tokens.weight", Tensor::<2>::from_data(values, &self.device()));
+                writer.tensor(
+                    "model.embed_tokens.weight",
+                    Tensor::<2>::from_data(values, &self.device()),
+                );
             }
             (None, None) => unreachable!("a model is built with an embedding"),
         }
@@ -586,11 +723,18 @@ impl LlamaModel {
                 norm(writer, &format!("{p}.self_attn.q_norm"), q);
                 norm(writer, &format!("{p}.self_attn.k_norm"), k);
             }
-            for (name, l) in [("q_proj", &a.q_proj), ("k_proj", &a.k_proj), ("v_proj", &a.v_proj), ("o_proj", &a.o_proj)] {
+            for (name, l) in [
+                ("q_proj", &a.q_proj),
+                ("k_proj", &a.k_proj),
+                ("v_proj", &a.v_proj),
+                ("o_proj", &a.o_proj),
+            ] {
                 writer.linear(&format!("{p}.self_attn.{name}"), &l.f32_base(&self.device()));
             }
             let m = &layer.mlp;
-            for (name, l) in [("gate_proj", &m.gate_proj), ("up_proj", &m.up_proj), ("down_proj", &m.down_proj)] {
+            for (name, l) in
+                [("gate_proj", &m.gate_proj), ("up_proj", &m.up_proj), ("down_proj", &m.down_proj)]
+            {
                 writer.linear(&format!("{p}.mlp.{name}"), &l.f32_base(&self.device()));
             }
         }
@@ -625,13 +769,18 @@ impl LlamaModel {
             (None, None) => unreachable!("a model is built with an embedding"),
         };
         let [batch, seq] = ids.dims();
-        let ids: Vec<i64> = ids.into_data().convert::<i64>().try_to_vec::<i64>().unwrap_or_default();
+        let ids: Vec<i64> =
+            ids.into_data().convert::<i64>().try_to_vec::<i64>().unwrap_or_default();
         let (cols, row_bytes) = (embedding.cols, embedding.row_bytes());
         let mut values = vec![0.0f32; ids.len() * cols];
         for (&id, out) in ids.iter().zip(values.chunks_exact_mut(cols)) {
             // Ids come from a tokenizer checked against the vocabulary; any other row reads zeros.
             if let Some(row) = usize::try_from(id).ok().filter(|&r| r < embedding.rows) {
-                papertune_kernels::quant::dequantize_into(embedding.ty, &embedding.bytes[row * row_bytes..(row + 1) * row_bytes], out);
+                papertune_kernels::quant::dequantize_into(
+                    embedding.ty,
+                    &embedding.bytes[row * row_bytes..(row + 1) * row_bytes],
+                    out,
+                );
             }
         }
         Tensor::from_data(TensorData::new(values, [batch, seq, cols]), &self.device())
@@ -644,14 +793,28 @@ impl LlamaModel {
 
     /// The rotary bases and sliding window this model was built with.
     pub fn position_encoding(&self) -> PositionEncoding {
-        PositionEncoding { head_dim: self.head_dim, rope_theta: self.rope_theta, rope_freq_divisors: self.rope_freq_divisors.clone(), sliding: self.sliding }
+        PositionEncoding {
+            head_dim: self.head_dim,
+            rope_theta: self.rope_theta,
+            rope_freq_divisors: self.rope_freq_divisors.clone(),
+            sliding: self.sliding,
+        }
     }
 
     /// Final hidden states (after the last norm): `[batch, seq, hidden]`. With a cache, the
     /// new keys and values are appended to it.
-    pub fn forward_hidden(&self, input: DecoderInput, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+    pub fn forward_hidden(
+        &self,
+        input: DecoderInput,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
         // Over a cache, the masks of the global and the sliding-window layers, once a pass.
-        let over_cache = cache.is_some().then(|| (input.over_cache_bias(None), input.sliding.as_ref().map(|s| input.over_cache_bias(Some(s.window)))));
+        let over_cache = cache.is_some().then(|| {
+            (
+                input.over_cache_bias(None),
+                input.sliding.as_ref().map(|s| input.over_cache_bias(Some(s.window))),
+            )
+        });
         let mut hidden = self.embed(input.input_ids); // [batch, seq, hidden]
         if let Some(scale) = self.embedding_scale {
             // In the float type of the activations, as Gemma's reference computes it.
@@ -666,7 +829,8 @@ impl LlamaModel {
                     if c.layers.len() <= i {
                         c.layers.resize(i + 1, None);
                     }
-                    let bias = local_bias.as_ref().filter(|_| window.is_some()).unwrap_or(global).clone();
+                    let bias =
+                        local_bias.as_ref().filter(|_| window.is_some()).unwrap_or(global).clone();
                     Attend::OverCache { bias, slot: &mut c.layers[i], capacity: c.capacity }
                 }
                 _ => Attend::Causal { key_bias: input.key_bias.clone(), window },
@@ -686,7 +850,9 @@ impl LlamaModel {
             (None, Some(weight)) => kernels::linear(hidden, weight.val(), None),
             // The embedding [vocab, hidden] read as [hidden, vocab] through a transposed view.
             (None, None) => match &self.embed_tokens {
-                Some(embedding) => kernels::linear(hidden, embedding.weight.val().transpose(), None),
+                Some(embedding) => {
+                    kernels::linear(hidden, embedding.weight.val().transpose(), None)
+                }
                 None => unreachable!("a model without an f32 embedding has a quantised head"),
             },
         }
@@ -766,19 +932,27 @@ mod quantized_tests {
         let mut exact = crate::init::random_llama_checkpoint(&config, 7);
         let mut rest = crate::init::random_llama_checkpoint(&config, 7);
         let mut quantized = QuantizedWeights::new();
-        let names: Vec<String> = rest.names().filter(|n| n.ends_with("_proj.weight")).map(str::to_owned).collect();
+        let names: Vec<String> =
+            rest.names().filter(|n| n.ends_with("_proj.weight")).map(str::to_owned).collect();
         for name in names {
             let tensor = rest.remove(&name).unwrap();
             let (rows, cols) = (tensor.shape[0], tensor.shape[1]);
             let mut writer = GgufWriter::new();
             writer.tensor_q8_0("w", &[rows, cols], &tensor.data);
             let file = GgufFile::parse(Path::new("w.gguf"), writer.to_bytes()).unwrap();
-            let matrix = QuantMatrix::new(QuantType::Q8_0, rows, cols, file.raw(&file.tensors[0]).unwrap().to_vec()).unwrap();
+            let matrix = QuantMatrix::new(
+                QuantType::Q8_0,
+                rows,
+                cols,
+                file.raw(&file.tensors[0]).unwrap().to_vec(),
+            )
+            .unwrap();
             exact.insert(name.clone(), HostTensor::new(vec![rows, cols], matrix.dequantize()));
             quantized.insert(name, Arc::new(matrix));
         }
         let exact = LlamaModel::load(&config, &mut exact, device).unwrap();
-        let quantised = LlamaModel::load_with_quantized(&config, &mut rest, &mut quantized, device).unwrap();
+        let quantised =
+            LlamaModel::load_with_quantized(&config, &mut rest, &mut quantized, device).unwrap();
         assert!(quantized.is_empty() && quantised.layers[1].mlp.down_proj.quantized.is_some());
         (exact, quantised)
     }
@@ -787,19 +961,34 @@ mod quantized_tests {
     /// `seq` tokens, with `B` set away from zero so that the gradients reach earlier layers
     /// through the later ones' frozen weights.
     fn adapter_gradients(model: LlamaModel, batch: usize, seq: usize) -> Vec<f32> {
-        let config = LoraConfig { target_modules: vec!["all-linear".into()], dropout: 0.0, ..LoraConfig::default() };
+        let config = LoraConfig {
+            target_modules: vec!["all-linear".into()],
+            dropout: 0.0,
+            ..LoraConfig::default()
+        };
         let mut model = model.attach_lora(&config).unwrap();
         for (i, (_, _, linear)) in model.lora_linears_mut().into_iter().enumerate() {
             let lora = linear.lora.as_mut().unwrap();
             let [r, out] = lora.b.dims();
-            let values: Vec<f32> = (0..r * out).map(|j| ((j * 7 + i * 3) % 11) as f32 / 110.0 - 0.05).collect();
-            lora.b = Param::from_tensor(Tensor::from_data(TensorData::new(values, [r, out]), &lora.b.device()));
+            let values: Vec<f32> =
+                (0..r * out).map(|j| ((j * 7 + i * 3) % 11) as f32 / 110.0 - 0.05).collect();
+            lora.b = Param::from_tensor(Tensor::from_data(
+                TensorData::new(values, [r, out]),
+                &lora.b.device(),
+            ));
         }
-        let ids: Vec<Vec<u32>> = (0..batch).map(|b| (0..seq).map(|t| ((b * 5 + t * 3) % 60) as u32 + 3).collect()).collect();
+        let ids: Vec<Vec<u32>> = (0..batch)
+            .map(|b| (0..seq).map(|t| ((b * 5 + t * 3) % 60) as u32 + 3).collect())
+            .collect();
         let input = model.input(&ids, &vec![vec![1; seq]; batch]);
         let logits = model.forward(input, None); // [batch, seq, vocab]
         let ramp = Tensor::<3>::from_data(
-            TensorData::new((0..logits.dims().iter().product::<usize>()).map(|i| (i % 13) as f32 / 13.0).collect::<Vec<_>>(), logits.dims()),
+            TensorData::new(
+                (0..logits.dims().iter().product::<usize>())
+                    .map(|i| (i % 13) as f32 / 13.0)
+                    .collect::<Vec<_>>(),
+                logits.dims(),
+            ),
             &logits.device(),
         );
         let grads = (logits * ramp).sum().backward();
@@ -822,11 +1011,15 @@ mod quantized_tests {
         let device = Device::flex().autodiff();
         for (batch, seq, tolerance) in [(2, 12, 1e-4), (1, 4, 3e-2)] {
             let (exact, quantised) = twins(&device);
-            let (a, b) = (adapter_gradients(exact, batch, seq), adapter_gradients(quantised, batch, seq));
+            let (a, b) =
+                (adapter_gradients(exact, batch, seq), adapter_gradients(quantised, batch, seq));
             let scale = a.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             assert!(scale > 0.0);
             let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-            assert!(worst <= tolerance * scale, "{batch}x{seq} rows: largest difference {worst}, largest gradient {scale}");
+            assert!(
+                worst <= tolerance * scale,
+                "{batch}x{seq} rows: largest difference {worst}, largest gradient {scale}"
+            );
         }
     }
 }

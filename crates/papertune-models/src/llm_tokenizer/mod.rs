@@ -85,8 +85,10 @@ const CHATML: &str = "{% for message in messages %}\
 
 /// The chat templates a config can name: name, template, the token that opens a turn and the
 /// one that closes it.
-const NAMED_TEMPLATES: [(&str, &str, &str, &str); 2] =
-    [("gemma", GEMMA_TURNS, "<start_of_turn>", GEMMA_END_OF_TURN), ("chatml", CHATML, "<|im_start|>", "<|im_end|>")];
+const NAMED_TEMPLATES: [(&str, &str, &str, &str); 2] = [
+    ("gemma", GEMMA_TURNS, "<start_of_turn>", GEMMA_END_OF_TURN),
+    ("chatml", CHATML, "<|im_start|>", "<|im_end|>"),
+];
 
 /// Split patterns of the Llama 3 and Qwen2 pre-tokenizers (digits in groups of three, or alone).
 const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -99,14 +101,21 @@ impl LlmTokenizer {
     /// stops at it. Fails for another name, or when the vocabulary lacks the format's tokens.
     pub fn use_named_template(&mut self, name: &str) -> Result<()> {
         let bad = |message: String| ModelError::Tokenizer { path: self.source.clone(), message };
-        let Some(&(_, template, open, close)) = NAMED_TEMPLATES.iter().find(|(known, ..)| *known == name) else {
+        let Some(&(_, template, open, close)) =
+            NAMED_TEMPLATES.iter().find(|(known, ..)| *known == name)
+        else {
             let known: Vec<&str> = NAMED_TEMPLATES.iter().map(|(known, ..)| *known).collect();
-            return Err(bad(format!("no chat template named {name:?}; known: {}", known.join(", "))));
+            return Err(bad(format!(
+                "no chat template named {name:?}; known: {}",
+                known.join(", ")
+            )));
         };
         let id = |token: &str| {
-            self.tokenizer
-                .token_to_id(token)
-                .ok_or_else(|| bad(format!("the {name} template needs the token {token:?}, which this vocabulary lacks")))
+            self.tokenizer.token_to_id(token).ok_or_else(|| {
+                bad(format!(
+                    "the {name} template needs the token {token:?}, which this vocabulary lacks"
+                ))
+            })
         };
         id(open)?;
         let end = id(close)?;
@@ -119,9 +128,8 @@ impl LlmTokenizer {
     /// Reads `tokenizer.json`, and `tokenizer_config.json` beside it when present (chat
     /// template, BOS/EOS tokens).
     pub fn from_files(tokenizer_json: &Path, tokenizer_config: Option<&Path>) -> Result<Self> {
-        let tokenizer = Tokenizer::from_file(tokenizer_json).map_err(|e| ModelError::Tokenizer {
-            path: tokenizer_json.to_path_buf(),
-            message: e.to_string(),
+        let tokenizer = Tokenizer::from_file(tokenizer_json).map_err(|e| {
+            ModelError::Tokenizer { path: tokenizer_json.to_path_buf(), message: e.to_string() }
         })?;
         let mut out = Self {
             source: tokenizer_json.to_path_buf(),
@@ -135,11 +143,14 @@ impl LlmTokenizer {
         };
         if let Some(path) = tokenizer_config.filter(|p| p.exists()) {
             let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-            let config: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| ModelError::Tokenizer { path: path.to_path_buf(), message: e.to_string() })?;
+            let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                ModelError::Tokenizer { path: path.to_path_buf(), message: e.to_string() }
+            })?;
             let token_text = |key: &str| match config.get(key) {
                 Some(serde_json::Value::String(s)) => Some(s.clone()),
-                Some(serde_json::Value::Object(o)) => o.get("content").and_then(|c| c.as_str()).map(str::to_owned),
+                Some(serde_json::Value::Object(o)) => {
+                    o.get("content").and_then(|c| c.as_str()).map(str::to_owned)
+                }
                 _ => None,
             };
             out.bos_token = token_text("bos_token");
@@ -185,18 +196,20 @@ impl LlmTokenizer {
         }
         let tokens = file.get_strings("tokenizer.ggml.tokens")?;
         let merges = file.get_strings("tokenizer.ggml.merges")?;
-        let token_types: Vec<i64> = match file.get("tokenizer.ggml.token_type").and_then(|v| v.as_array()) {
-            Some(values) => values.iter().map(|v| v.as_f64().unwrap_or(1.0) as i64).collect(),
-            None => vec![1; tokens.len()],
-        };
-        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| ((*t).to_owned(), i as u32)).collect();
+        let token_types: Vec<i64> =
+            match file.get("tokenizer.ggml.token_type").and_then(|v| v.as_array()) {
+                Some(values) => values.iter().map(|v| v.as_f64().unwrap_or(1.0) as i64).collect(),
+                None => vec![1; tokens.len()],
+            };
+        let vocab: tokenizers::models::bpe::Vocab =
+            tokens.iter().enumerate().map(|(i, t)| ((*t).to_owned(), i as u32)).collect();
         let merges = merges
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_owned(), b.to_owned()))
-                    .ok_or_else(|| bad(format!("merge {i} ({m:?}) is not two tokens separated by a space")))
+                m.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())).ok_or_else(|| {
+                    bad(format!("merge {i} ({m:?}) is not two tokens separated by a space"))
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let bpe = BPE::builder()
@@ -207,8 +220,12 @@ impl LlmTokenizer {
         let byte_level = ByteLevel::new(false, true, true);
         let byte_level_no_regex = ByteLevel::new(false, true, false);
         let split = |pattern: &str| -> Result<PreTokenizerWrapper> {
-            let split = Split::new(SplitPattern::Regex(pattern.to_owned()), SplitDelimiterBehavior::Isolated, false)
-                .map_err(|e| bad(format!("pre-tokenizer regex: {e}")))?;
+            let split = Split::new(
+                SplitPattern::Regex(pattern.to_owned()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(|e| bad(format!("pre-tokenizer regex: {e}")))?;
             Ok(split.into())
         };
         let pre_tokenizer: PreTokenizerWrapper = match pre {
@@ -216,8 +233,12 @@ impl LlmTokenizer {
             "default" | "gpt2" | "gpt-2" => byte_level.into(),
             // SmolLM: every digit on its own, then GPT-2's regex.
             "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
-            "llama3" | "llama-bpe" => Sequence::new(vec![split(LLAMA3_PATTERN)?, byte_level_no_regex.into()]).into(),
-            "qwen2" => Sequence::new(vec![split(QWEN2_PATTERN)?, byte_level_no_regex.into()]).into(),
+            "llama3" | "llama-bpe" => {
+                Sequence::new(vec![split(LLAMA3_PATTERN)?, byte_level_no_regex.into()]).into()
+            }
+            "qwen2" => {
+                Sequence::new(vec![split(QWEN2_PATTERN)?, byte_level_no_regex.into()]).into()
+            }
             other => {
                 return Err(bad(format!(
                     "tokenizer.ggml.pre {other:?} is not known to papertune (known: default, gpt2, smollm, \
@@ -236,19 +257,28 @@ impl LlmTokenizer {
             .collect();
         tokenizer.add_special_tokens(&specials);
 
-        let id = |key: &str| file.get(&format!("tokenizer.ggml.{key}")).and_then(|v| v.as_u64()).map(|v| v as u32);
-        let text_of = |id: Option<u32>| id.and_then(|i| tokens.get(i as usize)).map(|t| (*t).to_owned());
+        let id = |key: &str| {
+            file.get(&format!("tokenizer.ggml.{key}")).and_then(|v| v.as_u64()).map(|v| v as u32)
+        };
+        let text_of =
+            |id: Option<u32>| id.and_then(|i| tokens.get(i as usize)).map(|t| (*t).to_owned());
         let bos_id = id("bos_token_id");
         let eos_id = id("eos_token_id");
         Ok(Self {
             source: file.path.clone(),
             tokenizer,
-            chat_template: file.get("tokenizer.chat_template").and_then(|v| v.as_str()).map(str::to_owned),
+            chat_template: file
+                .get("tokenizer.chat_template")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
             bos_token: text_of(bos_id),
             eos_token: text_of(eos_id),
             eos_token_ids: eos_id.into_iter().collect(),
             pad_token_id: id("padding_token_id"),
-            add_bos: file.get("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()).unwrap_or(false),
+            add_bos: file
+                .get("tokenizer.ggml.add_bos_token")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
         })
     }
 
@@ -258,31 +288,49 @@ impl LlmTokenizer {
     fn gemma_from_gguf(file: &GgufFile) -> Result<Self> {
         let bad = |message: String| ModelError::Tokenizer { path: file.path.clone(), message };
         let tokens = file.get_strings("tokenizer.ggml.tokens")?;
-        let token_types: Vec<i64> = match file.get("tokenizer.ggml.token_type").and_then(|v| v.as_array()) {
-            Some(values) => values.iter().map(|v| v.as_f64().unwrap_or(1.0) as i64).collect(),
-            None => Vec::new(),
+        let token_types: Vec<i64> =
+            match file.get("tokenizer.ggml.token_type").and_then(|v| v.as_array()) {
+                Some(values) => values.iter().map(|v| v.as_f64().unwrap_or(1.0) as i64).collect(),
+                None => Vec::new(),
+            };
+        let id = |key: &str| {
+            file.get(&format!("tokenizer.ggml.{key}")).and_then(|v| v.as_u64()).map(|v| v as u32)
         };
-        let id = |key: &str| file.get(&format!("tokenizer.ggml.{key}")).and_then(|v| v.as_u64()).map(|v| v as u32);
         let text_of = |what: &str, id: Option<u32>| -> Result<Option<String>> {
             match id {
                 None => Ok(None),
-                Some(i) => tokens
-                    .get(i as usize)
-                    .map(|t| Some((*t).to_owned()))
-                    .ok_or_else(|| bad(format!("{what} token id {i} is outside the {}-token vocabulary", tokens.len()))),
+                Some(i) => tokens.get(i as usize).map(|t| Some((*t).to_owned())).ok_or_else(|| {
+                    bad(format!(
+                        "{what} token id {i} is outside the {}-token vocabulary",
+                        tokens.len()
+                    ))
+                }),
             }
         };
-        let (bos_id, eos_id, unk_id, pad_id) = (id("bos_token_id"), id("eos_token_id"), id("unknown_token_id"), id("padding_token_id"));
+        let (bos_id, eos_id, unk_id, pad_id) = (
+            id("bos_token_id"),
+            id("eos_token_id"),
+            id("unknown_token_id"),
+            id("padding_token_id"),
+        );
         let bos_token = text_of("BOS", bos_id)?;
         let eos_token = text_of("EOS", eos_id)?;
         let unk = text_of("unknown", unk_id)?.unwrap_or_else(|| "<unk>".into());
         let pad = text_of("padding", pad_id)?;
-        let specials: Vec<&str> = [&bos_token, &eos_token, &pad].into_iter().flatten().map(String::as_str).chain([unk.as_str()]).collect();
-        let tokenizer = spm::gemma_tokenizer(&tokens, &token_types, &specials, &unk).map_err(bad)?;
-        let file_template = file.get("tokenizer.chat_template").and_then(|v| v.as_str()).map(str::to_owned);
+        let specials: Vec<&str> = [&bos_token, &eos_token, &pad]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .chain([unk.as_str()])
+            .collect();
+        let tokenizer =
+            spm::gemma_tokenizer(&tokens, &token_types, &specials, &unk).map_err(bad)?;
+        let file_template =
+            file.get("tokenizer.chat_template").and_then(|v| v.as_str()).map(str::to_owned);
         // With Gemma's turn format, a turn (an answer) ends with `<end_of_turn>`: first, so that
         // training targets end with it; EOS still stops generation.
-        let end_of_turn = tokenizer.token_to_id(GEMMA_END_OF_TURN).filter(|_| file_template.is_none());
+        let end_of_turn =
+            tokenizer.token_to_id(GEMMA_END_OF_TURN).filter(|_| file_template.is_none());
         let mut eos_token_ids: Vec<u32> = end_of_turn.into_iter().collect();
         eos_token_ids.extend(eos_id.filter(|id| !eos_token_ids.contains(id)));
         Ok(Self {
@@ -294,7 +342,10 @@ impl LlmTokenizer {
             eos_token_ids,
             pad_token_id: pad_id,
             // transformers prepends BOS to Gemma's text unless the file says otherwise.
-            add_bos: file.get("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()).unwrap_or(true),
+            add_bos: file
+                .get("tokenizer.ggml.add_bos_token")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(true),
         })
     }
 
@@ -305,9 +356,15 @@ impl LlmTokenizer {
         let bad = |message: String| ModelError::Tokenizer { path: dir.to_path_buf(), message };
         let mut tokenizer = self.tokenizer.clone();
         if let (true, Some(bos)) = (self.add_bos, self.bos_token.as_deref()) {
-            let id = tokenizer.token_to_id(bos).ok_or_else(|| bad(format!("BOS token {bos:?} is not in the vocabulary")))?;
-            let special = tokenizers::processors::template::SpecialToken::new("<bos>".into(), vec![id], vec![bos.to_owned()])
-                .map_err(|e| bad(e.to_string()))?;
+            let id = tokenizer
+                .token_to_id(bos)
+                .ok_or_else(|| bad(format!("BOS token {bos:?} is not in the vocabulary")))?;
+            let special = tokenizers::processors::template::SpecialToken::new(
+                "<bos>".into(),
+                vec![id],
+                vec![bos.to_owned()],
+            )
+            .map_err(|e| bad(e.to_string()))?;
             let template = tokenizers::processors::template::TemplateProcessing::builder()
                 .try_single("<bos> $A")
                 .and_then(|t| t.try_pair("<bos> $A <bos> $B:1"))
@@ -335,13 +392,14 @@ impl LlmTokenizer {
     /// Token ids of `text`; special tokens written in the text are recognised. With
     /// `add_special`, the BOS token is prepended when the model asks for it.
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        let encoding = self
-            .tokenizer
-            .encode(text, false)
-            .map_err(|e| ModelError::Tokenizer { path: self.source.clone(), message: e.to_string() })?;
+        let encoding = self.tokenizer.encode(text, false).map_err(|e| ModelError::Tokenizer {
+            path: self.source.clone(),
+            message: e.to_string(),
+        })?;
         let mut ids = encoding.get_ids().to_vec();
         if add_special && self.add_bos {
-            if let Some(bos) = self.bos_token.as_deref().and_then(|b| self.tokenizer.token_to_id(b)) {
+            if let Some(bos) = self.bos_token.as_deref().and_then(|b| self.tokenizer.token_to_id(b))
+            {
                 ids.insert(0, bos);
             }
         }
@@ -350,9 +408,10 @@ impl LlmTokenizer {
 
     /// Text of `ids`, with or without the special tokens.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        self.tokenizer
-            .decode(ids, skip_special)
-            .map_err(|e| ModelError::Tokenizer { path: self.source.clone(), message: e.to_string() })
+        self.tokenizer.decode(ids, skip_special).map_err(|e| ModelError::Tokenizer {
+            path: self.source.clone(),
+            message: e.to_string(),
+        })
     }
 
     /// The id of a token text (a special token, or a whole vocabulary entry).
@@ -367,7 +426,10 @@ impl LlmTokenizer {
             [id] => Ok(*id),
             _ => Err(ModelError::Tokenizer {
                 path: self.source.clone(),
-                message: format!("{text:?} is {} tokens ({ids:?}), expected exactly one", ids.len()),
+                message: format!(
+                    "{text:?} is {} tokens ({ids:?}), expected exactly one",
+                    ids.len()
+                ),
             }),
         }
     }
@@ -383,13 +445,23 @@ impl LlmTokenizer {
 
     /// Renders messages with the model's chat template (as transformers'
     /// `apply_chat_template(..., tokenize=False)` does).
-    pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+    pub fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let template = self.chat_template.as_deref().ok_or_else(|| ModelError::Tokenizer {
             path: self.source.clone(),
             message: "the model has no chat template; use a plain prompt template instead".into(),
         })?;
-        render_chat_template(template, messages, add_generation_prompt, self.bos_token.as_deref(), self.eos_token.as_deref())
-            .map_err(|message| ModelError::Tokenizer { path: self.source.clone(), message })
+        render_chat_template(
+            template,
+            messages,
+            add_generation_prompt,
+            self.bos_token.as_deref(),
+            self.eos_token.as_deref(),
+        )
+        .map_err(|message| ModelError::Tokenizer { path: self.source.clone(), message })
     }
 }
 
@@ -404,9 +476,12 @@ pub fn render_chat_template(
 ) -> std::result::Result<String, String> {
     let mut env = minijinja::Environment::new();
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_function("raise_exception", |message: String| -> std::result::Result<String, minijinja::Error> {
-        Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, message))
-    });
+    env.add_function(
+        "raise_exception",
+        |message: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, message))
+        },
+    );
     env.add_template("chat", template).map_err(|e| format!("chat template does not parse: {e}"))?;
     let context = minijinja::context! {
         messages => messages,
@@ -429,24 +504,38 @@ mod tests {
             {{ '<|im_start|>system\nBe brief.<|im_end|>\n' }}{% endif %}\
             {{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}\
             {% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
-        let text = render_chat_template(template, &[ChatMessage::user("Hi")], true, None, None).unwrap();
-        assert_eq!(text, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+        let text =
+            render_chat_template(template, &[ChatMessage::user("Hi")], true, None, None).unwrap();
+        assert_eq!(
+            text,
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
         let system = ChatMessage { role: "system".into(), content: "Be brief.".into() };
         let reply = ChatMessage { role: "assistant".into(), content: "Hello.".into() };
-        let gemma = render_chat_template(GEMMA_TURNS, &[system, ChatMessage::user("Hi"), reply], true, None, None).unwrap();
+        let gemma = render_chat_template(
+            GEMMA_TURNS,
+            &[system, ChatMessage::user("Hi"), reply],
+            true,
+            None,
+            None,
+        )
+        .unwrap();
         assert_eq!(
             gemma,
             "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n<start_of_turn>model\n"
         );
-        let err = render_chat_template("{{ raise_exception('no') }}", &[], false, None, None).unwrap_err();
+        let err = render_chat_template("{{ raise_exception('no') }}", &[], false, None, None)
+            .unwrap_err();
         assert!(err.contains("no"), "{err}");
-        let chatml = render_chat_template(CHATML, &[ChatMessage::user("Hi")], true, None, None).unwrap();
+        let chatml =
+            render_chat_template(CHATML, &[ChatMessage::user("Hi")], true, None, None).unwrap();
         assert_eq!(chatml, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
     }
 
     #[test]
     fn a_named_template_replaces_the_model_s_and_ends_answers_with_its_turn_token() {
-        let tokens = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "▁", "h", "i"];
+        let tokens =
+            ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "▁", "h", "i"];
         let types = [3, 3, 3, 2, 3, 3, 1, 1, 1];
         let mut tokenizer = LlmTokenizer {
             source: PathBuf::from("tiny.gguf"),
@@ -465,6 +554,10 @@ mod tests {
         assert!(err.contains("<|im_start|>") && err.contains("tiny.gguf"), "{err}");
         let err = tokenizer.use_named_template("alpaca").unwrap_err().to_string();
         assert!(err.contains("\"alpaca\"") && err.contains("gemma, chatml"), "{err}");
-        assert_eq!(tokenizer.chat_template.as_deref(), Some(GEMMA_TURNS), "a refused name changes nothing");
+        assert_eq!(
+            tokenizer.chat_template.as_deref(),
+            Some(GEMMA_TURNS),
+            "a refused name changes nothing"
+        );
     }
 }

@@ -34,13 +34,19 @@ const SPACE_MARKER: &str = "\u{2581}";
 /// Builds the tokenizer of a Gemma SentencePiece vocabulary: `tokens` and `token_types` indexed
 /// by id (`token_types` empty when the file has none), `specials` the named special tokens
 /// (BOS, EOS, unknown, padding) to register whatever their type.
-pub(super) fn gemma_tokenizer(tokens: &[&str], token_types: &[i64], specials: &[&str], unk: &str) -> Result<Tokenizer, String> {
+pub(super) fn gemma_tokenizer(
+    tokens: &[&str],
+    token_types: &[i64],
+    specials: &[&str],
+    unk: &str,
+) -> Result<Tokenizer, String> {
     if !token_types.is_empty() && token_types.len() != tokens.len() {
         return Err(format!("{} token types for {} tokens", token_types.len(), tokens.len()));
     }
     let pieces: Vec<Cow<'_, str>> = tokens.iter().map(|t| respell_blank(t)).collect();
     // Later duplicates win, as in the dictionary transformers builds from the list.
-    let vocab: Vocab = pieces.iter().enumerate().map(|(id, piece)| (piece.to_string(), id as u32)).collect();
+    let vocab: Vocab =
+        pieces.iter().enumerate().map(|(id, piece)| (piece.to_string(), id as u32)).collect();
     let merges = recover_merges(&pieces, &vocab);
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
@@ -56,7 +62,9 @@ pub(super) fn gemma_tokenizer(tokens: &[&str], token_types: &[i64], specials: &[
         ByteFallback::new().into(),
         Fuse::new().into(),
     ])));
-    let typed = |kind: i64| tokens.iter().zip(token_types).filter(move |(_, t)| **t == kind).map(|(token, _)| *token);
+    let typed = |kind: i64| {
+        tokens.iter().zip(token_types).filter(move |(_, t)| **t == kind).map(|(token, _)| *token)
+    };
     let mut seen = HashSet::new();
     let special: Vec<AddedToken> = typed(CONTROL)
         .chain(specials.iter().copied())
@@ -120,16 +128,32 @@ mod tests {
 
     #[test]
     fn merges_follow_positions_then_longer_left_halves() {
-        let pieces: Vec<Cow<'_, str>> = ["a", "b", "c", "ab", "abc", "bc"].into_iter().map(Cow::Borrowed).collect();
-        let vocab: Vocab = pieces.iter().enumerate().map(|(i, p)| (p.to_string(), i as u32)).collect();
+        let pieces: Vec<Cow<'_, str>> =
+            ["a", "b", "c", "ab", "abc", "bc"].into_iter().map(Cow::Borrowed).collect();
+        let vocab: Vocab =
+            pieces.iter().enumerate().map(|(i, p)| (p.to_string(), i as u32)).collect();
         let merges = recover_merges(&pieces, &vocab);
-        let pairs: Vec<(&str, &str)> = merges.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let pairs: Vec<(&str, &str)> =
+            merges.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         assert_eq!(pairs, [("a", "b"), ("ab", "c"), ("a", "bc"), ("b", "c")]);
     }
 
     #[test]
     fn control_pieces_are_special_and_text_uses_byte_fallback() {
-        let tokens = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "▁", "h", "i", "hi", "▁hi", "<0xC3>", "<0xA9>"];
+        let tokens = [
+            "<pad>",
+            "<eos>",
+            "<bos>",
+            "<unk>",
+            "<start_of_turn>",
+            "▁",
+            "h",
+            "i",
+            "hi",
+            "▁hi",
+            "<0xC3>",
+            "<0xA9>",
+        ];
         let types = [3, 3, 3, 2, 3, 1, 1, 1, 1, 1, 6, 6];
         let tokenizer = gemma_tokenizer(&tokens, &types, &["<bos>", "<eos>"], "<unk>").unwrap();
         let ids = tokenizer.encode("<start_of_turn> hi é", false).unwrap().get_ids().to_vec();

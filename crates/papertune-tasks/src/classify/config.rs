@@ -66,13 +66,22 @@ impl ClassifyConfig {
         if self.head.dropout.is_some_and(|p| !(0.0..1.0).contains(&p)) {
             return Err("head.dropout must be in [0, 1)".into());
         }
-        if self.data.valid.is_none() && !(self.data.valid_fraction > 0.0 && self.data.valid_fraction < 1.0) {
-            return Err(format!("data.valid_fraction must be in (0, 1), found {}", self.data.valid_fraction));
+        if self.data.valid.is_none()
+            && !(self.data.valid_fraction > 0.0 && self.data.valid_fraction < 1.0)
+        {
+            return Err(format!(
+                "data.valid_fraction must be in (0, 1), found {}",
+                self.data.valid_fraction
+            ));
         }
         if self.model.eval_batch_size == Some(0) {
             return Err("model.eval_batch_size must be at least 1".into());
         }
-        crate::metrics::check_metric_for_best(&self.train.metric_for_best, &BinaryMetrics::NAMES, "classification")
+        crate::metrics::check_metric_for_best(
+            &self.train.metric_for_best,
+            &BinaryMetrics::NAMES,
+            "classification",
+        )
     }
 
     /// Batch size used for evaluation and prediction.

@@ -103,7 +103,12 @@ impl SequenceClassifier {
             seed,
         );
         if let Some(width) = head.hidden_layer {
-            let pre = papertune_models::init::random_linear("pre_classifier", hidden, width, seed.wrapping_add(1));
+            let pre = papertune_models::init::random_linear(
+                "pre_classifier",
+                hidden,
+                width,
+                seed.wrapping_add(1),
+            );
             for name in ["pre_classifier.weight", "pre_classifier.bias"] {
                 let tensor = pre.get(name).expect("just initialised").clone();
                 checkpoint.insert(name, tensor);
@@ -152,7 +157,12 @@ impl SequenceClassifier {
     }
 
     /// Logits `[batch, num_outputs]`.
-    pub fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Tensor<2, Int>, attention_mask: Tensor<2>) -> Tensor<2> {
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2>,
+    ) -> Tensor<2> {
         let input = BertInput { input_ids, token_type_ids, attention_mask: attention_mask.clone() };
         let output = match self.pooling {
             // The head reads only [CLS]: the last layer need not compute the other positions.
@@ -184,7 +194,11 @@ impl SequenceClassifier {
 
     /// Probability of class 1 for each example: `[batch]`.
     pub fn positive_probability(&self, batch: &TokenBatch) -> Tensor<1> {
-        let logits = self.forward(batch.input_ids.clone(), batch.token_type_ids.clone(), batch.attention_mask.clone());
+        let logits = self.forward(
+            batch.input_ids.clone(),
+            batch.token_type_ids.clone(),
+            batch.attention_mask.clone(),
+        );
         let [n, width] = logits.dims();
         if width == 1 {
             sigmoid(logits).reshape([n])

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::tensor::Device;
-use papertune_data::{ClassificationBatcher, ClassificationItem, EmptyTextPolicy, Encoded, PaperRecord, TextTokenizer, encode_papers, load_papers};
+use papertune_data::{
+    ClassificationBatcher, ClassificationItem, EmptyTextPolicy, Encoded, PaperRecord,
+    TextTokenizer, encode_papers, load_papers,
+};
 use papertune_models::bert::{BertConfig, BertModel};
 use papertune_models::checkpoint::Checkpoint;
 use serde::{Deserialize, Serialize};
@@ -17,26 +20,48 @@ use super::head::SequenceClassifier;
 use crate::data::RowRules;
 use crate::error::TaskError;
 use crate::metrics::{BinaryMetrics, precision_recall_curve};
-use crate::run_dir::{CheckpointState, ENCODER_CONFIG_FILE, RunDir, STATE_FILE, THRESHOLD_FILE, WEIGHTS_FILE, Which, expand_runs, read_json, read_toml};
 use crate::progress::Progress;
+use crate::run_dir::{
+    CheckpointState, ENCODER_CONFIG_FILE, RunDir, STATE_FILE, THRESHOLD_FILE, WEIGHTS_FILE, Which,
+    expand_runs, read_json, read_toml,
+};
 use crate::submission::{PredictReport, SubmissionRow, write_submission};
 
 /// Model inputs for papers: the config's templates (held parsed) rendered and tokenized.
-pub(super) fn encode(config: &ClassifyConfig, tokenizer: &TextTokenizer, papers: &[PaperRecord]) -> Result<Vec<Encoded>, TaskError> {
-    Ok(encode_papers(tokenizer, &config.data.template, config.data.text_pair_template.as_ref(), papers)?)
+pub(super) fn encode(
+    config: &ClassifyConfig,
+    tokenizer: &TextTokenizer,
+    papers: &[PaperRecord],
+) -> Result<Vec<Encoded>, TaskError> {
+    Ok(encode_papers(
+        tokenizer,
+        &config.data.template,
+        config.data.text_pair_template.as_ref(),
+        papers,
+    )?)
 }
 
 /// Probability of class 1 for each encoding, batched by similar length to save padding.
-pub fn predict_probabilities(model: &SequenceClassifier, encodings: &[Encoded], pad_id: u32, batch_size: usize, device: &Device) -> Vec<f32> {
+pub fn predict_probabilities(
+    model: &SequenceClassifier,
+    encodings: &[Encoded],
+    pad_id: u32,
+    batch_size: usize,
+    device: &Device,
+) -> Vec<f32> {
     let mut order: Vec<usize> = (0..encodings.len()).collect();
     order.sort_by_key(|&i| encodings[i].ids.len());
     let batcher = ClassificationBatcher::new(pad_id);
     let mut probabilities = vec![0.0f32; encodings.len()];
     let mut progress = Progress::new(encodings.len(), "scoring");
     for chunk in order.chunks(batch_size.max(1)) {
-        let items: Vec<ClassificationItem> = chunk.iter().map(|&i| ClassificationItem { tokens: encodings[i].clone(), label: 0 }).collect();
+        let items: Vec<ClassificationItem> = chunk
+            .iter()
+            .map(|&i| ClassificationItem { tokens: encodings[i].clone(), label: 0 })
+            .collect();
         let batch = batcher.batch(items, device);
-        let values = model.positive_probability(&batch).try_into_vec_as::<f32>().expect("float output");
+        let values =
+            model.positive_probability(&batch).try_into_vec_as::<f32>().expect("float output");
         for (&i, p) in chunk.iter().zip(values) {
             probabilities[i] = p;
         }
@@ -64,7 +89,11 @@ pub fn best_f1_threshold(probabilities: &[f32], labels: &[u8]) -> (f64, f64) {
             Some(&(_, _, lower)) => (score + lower) / 2.0,
             None => score / 2.0,
         };
-        let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
+        let f1 = if precision + recall > 0.0 {
+            2.0 * precision * recall / (precision + recall)
+        } else {
+            0.0
+        };
         let closer = (threshold - 0.5).abs() < (best.0 - 0.5).abs();
         if f1 > best.1 + 1e-12 || ((f1 - best.1).abs() <= 1e-12 && closer) {
             best = (threshold, f1);
@@ -103,20 +132,42 @@ impl LoadedRun {
         let encoder_config = BertConfig::read(&checkpoint_dir.join(ENCODER_CONFIG_FILE))?;
         let mut checkpoint = Checkpoint::read(&checkpoint_dir.join(WEIGHTS_FILE))?;
         let encoder = BertModel::from_checkpoint(&encoder_config, &mut checkpoint, device)?;
-        let (num_outputs, dropout) = (config.loss.num_outputs(), encoder_config.hidden_dropout_prob);
-        let model = SequenceClassifier::load(encoder, &mut checkpoint, &config.head, num_outputs, dropout, device)?;
+        let (num_outputs, dropout) =
+            (config.loss.num_outputs(), encoder_config.hidden_dropout_prob);
+        let model = SequenceClassifier::load(
+            encoder,
+            &mut checkpoint,
+            &config.head,
+            num_outputs,
+            dropout,
+            device,
+        )?;
         let max_len = config.model.max_len.min(encoder_config.max_sequence_len());
         let tokenizer = TextTokenizer::from_file(&dir.tokenizer(), max_len)?;
         let state: CheckpointState = read_json(&checkpoint_dir.join(STATE_FILE))?;
         let tuned = checkpoint_dir.join(THRESHOLD_FILE);
-        let threshold = if tuned.exists() { read_json::<TunedThreshold>(&tuned)?.threshold } else { config.head.threshold };
+        let threshold = if tuned.exists() {
+            read_json::<TunedThreshold>(&tuned)?.threshold
+        } else {
+            config.head.threshold
+        };
         Ok(Self { dir, config, model, tokenizer, state, threshold })
     }
 
     /// Probability of class 1 for each paper.
-    pub fn probabilities(&self, papers: &[PaperRecord], device: &Device) -> Result<Vec<f32>, TaskError> {
+    pub fn probabilities(
+        &self,
+        papers: &[PaperRecord],
+        device: &Device,
+    ) -> Result<Vec<f32>, TaskError> {
         let encodings = encode(&self.config, &self.tokenizer, papers)?;
-        Ok(predict_probabilities(&self.model, &encodings, self.tokenizer.pad_id(), self.config.eval_batch_size(), device))
+        Ok(predict_probabilities(
+            &self.model,
+            &encodings,
+            self.tokenizer.pad_id(),
+            self.config.eval_batch_size(),
+            device,
+        ))
     }
 }
 
@@ -129,7 +180,10 @@ pub struct Ensemble {
 impl Ensemble {
     /// Loads the best checkpoint of each run (a k-fold parent folder stands for its folds).
     pub fn open(runs: &[PathBuf], device: &Device) -> Result<Self, TaskError> {
-        let runs = expand_runs(runs)?.iter().map(|r| LoadedRun::open(r, Which::Best, device)).collect::<Result<Vec<_>, _>>()?;
+        let runs = expand_runs(runs)?
+            .iter()
+            .map(|r| LoadedRun::open(r, Which::Best, device))
+            .collect::<Result<Vec<_>, _>>()?;
         if runs.len() > 1 {
             tracing::info!("ensemble of {} runs", runs.len());
         }
@@ -138,7 +192,12 @@ impl Ensemble {
 
     /// The first run's papers of `data` (the first `max_rows`), read with its column names and
     /// `rules`.
-    fn read_papers(&self, data: &Path, max_rows: Option<usize>, rules: RowRules) -> Result<Vec<PaperRecord>, TaskError> {
+    fn read_papers(
+        &self,
+        data: &Path,
+        max_rows: Option<usize>,
+        rules: RowRules,
+    ) -> Result<Vec<PaperRecord>, TaskError> {
         Ok(load_papers(data, &self.runs[0].config.data.source().load_options(max_rows, rules))?.0)
     }
 
@@ -147,7 +206,11 @@ impl Ensemble {
     }
 
     /// Mean probability of class 1 over the runs, for each paper.
-    pub fn probabilities(&self, papers: &[PaperRecord], device: &Device) -> Result<Vec<f32>, TaskError> {
+    pub fn probabilities(
+        &self,
+        papers: &[PaperRecord],
+        device: &Device,
+    ) -> Result<Vec<f32>, TaskError> {
         let mut total = vec![0.0f32; papers.len()];
         for run in &self.runs {
             for (sum, p) in total.iter_mut().zip(run.probabilities(papers, device)?) {
@@ -167,9 +230,15 @@ pub struct EvalOptions {
 }
 
 /// Scores the best checkpoint of a run, or the ensemble of several, on a labelled file.
-pub fn evaluate(runs: &[PathBuf], data: &Path, options: &EvalOptions, device: &Device) -> Result<BinaryMetrics, TaskError> {
+pub fn evaluate(
+    runs: &[PathBuf],
+    data: &Path,
+    options: &EvalOptions,
+    device: &Device,
+) -> Result<BinaryMetrics, TaskError> {
     let ensemble = Ensemble::open(runs, device)?;
-    let rules = RowRules { require_label: true, empty_text: ensemble.runs[0].config.data.empty_text };
+    let rules =
+        RowRules { require_label: true, empty_text: ensemble.runs[0].config.data.empty_text };
     let papers = ensemble.read_papers(data, options.max_rows, rules)?;
     let probabilities = ensemble.probabilities(&papers, device)?;
     let predicted = threshold_labels(&probabilities, ensemble.threshold());
@@ -179,17 +248,34 @@ pub fn evaluate(runs: &[PathBuf], data: &Path, options: &EvalOptions, device: &D
 
 /// Writes the submission file `uuid,Keywords,label` for every row of `data`, with the best
 /// checkpoint of a run or the ensemble of several.
-pub fn predict(runs: &[PathBuf], data: &Path, output: &Path, device: &Device) -> Result<PredictReport, TaskError> {
+pub fn predict(
+    runs: &[PathBuf],
+    data: &Path,
+    output: &Path,
+    device: &Device,
+) -> Result<PredictReport, TaskError> {
     write_submission(output, &submission_rows(runs, data, device)?)
 }
 
 /// The submission's rows for every row of `data` (labels; no keywords).
-pub fn submission_rows(runs: &[PathBuf], data: &Path, device: &Device) -> Result<Vec<SubmissionRow>, TaskError> {
+pub fn submission_rows(
+    runs: &[PathBuf],
+    data: &Path,
+    device: &Device,
+) -> Result<Vec<SubmissionRow>, TaskError> {
     let ensemble = Ensemble::open(runs, device)?;
-    let papers = ensemble.read_papers(data, None, RowRules { require_label: false, empty_text: EmptyTextPolicy::Keep })?;
+    let papers = ensemble.read_papers(
+        data,
+        None,
+        RowRules { require_label: false, empty_text: EmptyTextPolicy::Keep },
+    )?;
     let probabilities = ensemble.probabilities(&papers, device)?;
     let labels = threshold_labels(&probabilities, ensemble.threshold());
-    Ok(papers.iter().zip(&labels).map(|(p, &label)| SubmissionRow { uuid: p.uuid.clone(), keywords: Vec::new(), label }).collect())
+    Ok(papers
+        .iter()
+        .zip(&labels)
+        .map(|(p, &label)| SubmissionRow { uuid: p.uuid.clone(), keywords: Vec::new(), label })
+        .collect())
 }
 
 /// A run's weights, summarised.

@@ -13,5 +13,8 @@ mod train;
 
 pub use config::{ClassifyConfig, DataConfig, ModelConfig};
 pub use head::{HeadConfig, Pooling, SequenceClassifier};
-pub use infer::{Ensemble, EvalOptions, InspectReport, LoadedRun, TunedThreshold, best_f1_threshold, evaluate, inspect, predict, predict_probabilities, submission_rows};
+pub use infer::{
+    Ensemble, EvalOptions, InspectReport, LoadedRun, TunedThreshold, best_f1_threshold, evaluate,
+    inspect, predict, predict_probabilities, submission_rows,
+};
 pub use train::{train, train_folds};

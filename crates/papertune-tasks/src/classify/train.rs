@@ -6,22 +6,32 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::Device;
-use papertune_data::{ClassificationBatcher, ClassificationDataset, ClassificationItem, Encoded, PaperRecord, TextTokenizer};
+use papertune_data::{
+    ClassificationBatcher, ClassificationDataset, ClassificationItem, Encoded, PaperRecord,
+    TextTokenizer,
+};
 use papertune_models::PretrainedEncoder;
 use papertune_models::bert::{BertConfig, BertModel};
 use papertune_models::checkpoint::Checkpoint;
-use papertune_train::{CheckpointContext, Metrics, SaveKind, TrainError, TrainHooks, TrainProgress};
+use papertune_train::{
+    CheckpointContext, Metrics, SaveKind, TrainError, TrainHooks, TrainProgress,
+};
 
 use super::config::ClassifyConfig;
 use super::head::SequenceClassifier;
-use super::infer::{TunedThreshold, best_f1_threshold, encode, predict_probabilities, threshold_labels};
+use super::infer::{
+    TunedThreshold, best_f1_threshold, encode, predict_probabilities, threshold_labels,
+};
 use crate::data::RowRules;
 use crate::encoder::encoder_files;
 use crate::error::{TaskError, io_error};
 use crate::metrics::BinaryMetrics;
 use crate::pipeline::{RunFacts, TrainOptions, TrainReport, TrainSession};
 use crate::report::EvalPredictions;
-use crate::run_dir::{CheckpointState, ENCODER_CONFIG_FILE, FOLDS_FILE, RunDir, THRESHOLD_FILE, WEIGHTS_FILE, Which, write_json};
+use crate::run_dir::{
+    CheckpointState, ENCODER_CONFIG_FILE, FOLDS_FILE, RunDir, THRESHOLD_FILE, WEIGHTS_FILE, Which,
+    write_json,
+};
 
 /// Tokenized, labelled rows.
 struct Encodings {
@@ -30,10 +40,17 @@ struct Encodings {
 }
 
 impl Encodings {
-    fn new(config: &ClassifyConfig, tokenizer: &TextTokenizer, papers: &[PaperRecord]) -> Result<Self, TaskError> {
+    fn new(
+        config: &ClassifyConfig,
+        tokenizer: &TextTokenizer,
+        papers: &[PaperRecord],
+    ) -> Result<Self, TaskError> {
         Ok(Self {
             tokens: encode(config, tokenizer, papers)?,
-            labels: papers.iter().map(|p| p.label.expect("labels are required when loading")).collect(),
+            labels: papers
+                .iter()
+                .map(|p| p.label.expect("labels are required when loading"))
+                .collect(),
         })
     }
 
@@ -60,7 +77,13 @@ struct ClassifyHooks<'a> {
 }
 
 impl ClassifyHooks<'_> {
-    fn write_files(&self, dir: &Path, model: &SequenceClassifier, context: &CheckpointContext<'_>, tuned: Option<&TunedThreshold>) -> Result<(), TaskError> {
+    fn write_files(
+        &self,
+        dir: &Path,
+        model: &SequenceClassifier,
+        context: &CheckpointContext<'_>,
+        tuned: Option<&TunedThreshold>,
+    ) -> Result<(), TaskError> {
         let metadata = BTreeMap::from([("format".to_owned(), "pt".to_owned())]);
         model.export().write(&dir.join(WEIGHTS_FILE), Some(metadata))?;
         self.encoder_config.write(&dir.join(ENCODER_CONFIG_FILE))?;
@@ -73,8 +96,18 @@ impl ClassifyHooks<'_> {
 }
 
 impl TrainHooks<SequenceClassifier> for ClassifyHooks<'_> {
-    fn evaluate(&mut self, model: &SequenceClassifier, _progress: &TrainProgress) -> Result<Metrics, TrainError> {
-        let probabilities = predict_probabilities(model, &self.valid.tokens, self.pad_id, self.batch_size, &self.device);
+    fn evaluate(
+        &mut self,
+        model: &SequenceClassifier,
+        _progress: &TrainProgress,
+    ) -> Result<Metrics, TrainError> {
+        let probabilities = predict_probabilities(
+            model,
+            &self.valid.tokens,
+            self.pad_id,
+            self.batch_size,
+            &self.device,
+        );
         let predicted = threshold_labels(&probabilities, self.threshold);
         let mut metrics = BinaryMetrics::compute(&predicted, &self.valid.labels).as_map();
         if self.tune_threshold {
@@ -86,15 +119,25 @@ impl TrainHooks<SequenceClassifier> for ClassifyHooks<'_> {
         Ok(metrics)
     }
 
-    fn save(&mut self, model: &SequenceClassifier, kind: SaveKind, context: &CheckpointContext<'_>) -> Result<(), TrainError> {
+    fn save(
+        &mut self,
+        model: &SequenceClassifier,
+        kind: SaveKind,
+        context: &CheckpointContext<'_>,
+    ) -> Result<(), TrainError> {
         let hook = |e: TaskError| TrainError::Hook(e.to_string());
         match kind {
             SaveKind::Best => {
                 let tuned = self.tune_threshold.then(|| {
-                    let (threshold, valid_f1) = best_f1_threshold(&self.last_probabilities, &self.valid.labels);
+                    let (threshold, valid_f1) =
+                        best_f1_threshold(&self.last_probabilities, &self.valid.labels);
                     TunedThreshold { threshold, valid_f1 }
                 });
-                self.run.write_checkpoint(Which::Best, |dir| self.write_files(dir, model, context, tuned.as_ref())).map_err(hook)?;
+                self.run
+                    .write_checkpoint(Which::Best, |dir| {
+                        self.write_files(dir, model, context, tuned.as_ref())
+                    })
+                    .map_err(hook)?;
                 let predictions = EvalPredictions {
                     probabilities: self.last_probabilities.clone(),
                     labels: self.valid.labels.clone(),
@@ -105,7 +148,11 @@ impl TrainHooks<SequenceClassifier> for ClassifyHooks<'_> {
             }
             SaveKind::Last => {
                 let keep = context.state().config.save_total_limit;
-                self.run.write_checkpoint_keeping(Which::Last, keep, |dir| self.write_files(dir, model, context, None)).map_err(hook)
+                self.run
+                    .write_checkpoint_keeping(Which::Last, keep, |dir| {
+                        self.write_files(dir, model, context, None)
+                    })
+                    .map_err(hook)
             }
         }
     }
@@ -117,28 +164,48 @@ fn training_rows(config: &ClassifyConfig) -> RowRules {
 }
 
 /// Trains a classifier as `config` says, writing the run to `out`.
-pub fn train(config: &ClassifyConfig, out: &Path, device: &Device, options: &TrainOptions) -> Result<TrainReport, TaskError> {
+pub fn train(
+    config: &ClassifyConfig,
+    out: &Path,
+    device: &Device,
+    options: &TrainOptions,
+) -> Result<TrainReport, TaskError> {
     config.validate().map_err(TaskError::Config)?;
     let source = config.data.source();
     let rows = source.train_rows(training_rows(config))?;
-    let (train_papers, valid_papers) = source.split(rows, training_rows(config), config.data.max_rows, config.train.seed)?;
+    let (train_papers, valid_papers) =
+        source.split(rows, training_rows(config), config.data.max_rows, config.train.seed)?;
     train_on(config, out, &train_papers, &valid_papers, device, options)
 }
 
 /// K-fold training: the rows of `data.train` are dealt into `k` stratified folds, and run
 /// `out/fold-<i>` trains on all folds but fold `i`, which is its validation data. `out/folds.json`
 /// lists the runs, so that `eval` and `predict` can take `out` for the ensemble of all folds.
-pub fn train_folds(config: &ClassifyConfig, out: &Path, k: usize, device: &Device, options: &TrainOptions) -> Result<Vec<TrainReport>, TaskError> {
+pub fn train_folds(
+    config: &ClassifyConfig,
+    out: &Path,
+    k: usize,
+    device: &Device,
+    options: &TrainOptions,
+) -> Result<Vec<TrainReport>, TaskError> {
     config.validate().map_err(TaskError::Config)?;
     if options.resume {
-        return Err(TaskError::Config("--resume applies to one run; resume a fold with --resume <out>/fold-<i>".into()));
+        return Err(TaskError::Config(
+            "--resume applies to one run; resume a fold with --resume <out>/fold-<i>".into(),
+        ));
     }
     if config.data.valid.is_some() {
-        tracing::warn!("data.valid is not used by k-fold training: each fold validates on its held-out part of data.train");
+        tracing::warn!(
+            "data.valid is not used by k-fold training: each fold validates on its held-out part of data.train"
+        );
     }
     let papers = config.data.source().train_rows(training_rows(config))?;
     let labels: Vec<u8> = papers.iter().map(|p| p.label.unwrap_or(0)).collect();
-    let folds = papertune_data::stratified_folds(&labels, k, config.data.split_seed.unwrap_or(config.train.seed))?;
+    let folds = papertune_data::stratified_folds(
+        &labels,
+        k,
+        config.data.split_seed.unwrap_or(config.train.seed),
+    )?;
     let names: Vec<String> = (1..=k).map(|i| format!("fold-{i}")).collect();
     if options.writes_run_folder() {
         std::fs::create_dir_all(out).map_err(io_error(out))?;
@@ -150,7 +217,8 @@ pub fn train_folds(config: &ClassifyConfig, out: &Path, k: usize, device: &Devic
         let valid: Vec<PaperRecord> = valid_idx.iter().map(|&j| papers[j].clone()).collect();
         let mut in_valid = vec![false; papers.len()];
         valid_idx.iter().for_each(|&j| in_valid[j] = true);
-        let train: Vec<PaperRecord> = papers.iter().zip(&in_valid).filter(|(_, v)| !**v).map(|(p, _)| p.clone()).collect();
+        let train: Vec<PaperRecord> =
+            papers.iter().zip(&in_valid).filter(|(_, v)| !**v).map(|(p, _)| p.clone()).collect();
         reports.push(train_on(config, &out.join(&names[i]), &train, &valid, device, options)?);
     }
     Ok(reports)
@@ -164,20 +232,25 @@ fn train_on(
     device: &Device,
     options: &TrainOptions,
 ) -> Result<TrainReport, TaskError> {
-    let (files, encoder_config, tokenizer) = encoder_files(&config.model.source, config.model.max_len)?;
+    let (files, encoder_config, tokenizer) =
+        encoder_files(&config.model.source, config.model.max_len)?;
 
     let train_set = Encodings::new(config, &tokenizer, train_papers)?;
     let valid_set = Encodings::new(config, &tokenizer, valid_papers)?;
-    let ([train_0, train_1], [valid_0, valid_1]) = (train_set.label_counts(), valid_set.label_counts());
+    let ([train_0, train_1], [valid_0, valid_1]) =
+        (train_set.label_counts(), valid_set.label_counts());
     tracing::info!(
         "data: {} training rows ({train_1} label 1 / {train_0} label 0), {} validation rows ({valid_1} / {valid_0})",
         train_set.labels.len(),
         valid_set.labels.len()
     );
     if train_0 == 0 || train_1 == 0 {
-        tracing::warn!("the training data holds only one label; the classifier cannot learn the other");
+        tracing::warn!(
+            "the training data holds only one label; the classifier cannot learn the other"
+        );
     }
-    let tokens_per_example = train_set.tokens.iter().map(|e| e.ids.len()).sum::<usize>() as f64 / train_set.tokens.len().max(1) as f64;
+    let tokens_per_example = train_set.tokens.iter().map(|e| e.ids.len()).sum::<usize>() as f64
+        / train_set.tokens.len().max(1) as f64;
 
     let session = TrainSession::open(out, config, options, &["train"])?;
     if session.writes() {
@@ -187,16 +260,38 @@ fn train_on(
     let (num_outputs, dropout) = (config.loss.num_outputs(), encoder_config.hidden_dropout_prob);
     let model = match session.resume_dir() {
         None => {
-            let encoder = PretrainedEncoder::load_weights(encoder_config.clone(), &files.weights, &train_device)?;
-            SequenceClassifier::new(encoder.model, &config.head, num_outputs, dropout, config.train.seed)?
+            let encoder = PretrainedEncoder::load_weights(
+                encoder_config.clone(),
+                &files.weights,
+                &train_device,
+            )?;
+            SequenceClassifier::new(
+                encoder.model,
+                &config.head,
+                num_outputs,
+                dropout,
+                config.train.seed,
+            )?
         }
         Some(last) => {
             let mut checkpoint = Checkpoint::read(&last.join(WEIGHTS_FILE))?;
-            let encoder = BertModel::from_checkpoint(&encoder_config, &mut checkpoint, &train_device)?;
-            SequenceClassifier::load(encoder, &mut checkpoint, &config.head, num_outputs, dropout, &train_device)?
+            let encoder =
+                BertModel::from_checkpoint(&encoder_config, &mut checkpoint, &train_device)?;
+            SequenceClassifier::load(
+                encoder,
+                &mut checkpoint,
+                &config.head,
+                num_outputs,
+                dropout,
+                &train_device,
+            )?
         }
     };
-    let items = train_set.tokens.into_iter().zip(&train_set.labels).map(|(tokens, &label)| ClassificationItem { tokens, label });
+    let items = train_set
+        .tokens
+        .into_iter()
+        .zip(&train_set.labels)
+        .map(|(tokens, &label)| ClassificationItem { tokens, label });
     let dataset = ClassificationDataset::new(items.collect());
     let mut hooks = ClassifyHooks {
         run: session.run.clone(),
@@ -218,6 +313,14 @@ fn train_on(
         ..RunFacts::default()
     };
     let batcher = ClassificationBatcher::new(tokenizer.pad_id());
-    session.fit(model, &config.train, device, &config.loss.build(), &dataset, &batcher, &mut hooks, facts)
+    session.fit(
+        model,
+        &config.train,
+        device,
+        &config.loss.build(),
+        &dataset,
+        &batcher,
+        &mut hooks,
+        facts,
+    )
 }
-

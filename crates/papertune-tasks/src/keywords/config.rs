@@ -62,7 +62,9 @@ impl std::str::FromStr for MethodName {
         [Self::Tagger, Self::Tfidf, Self::Yake, Self::EmbedRank]
             .into_iter()
             .find(|m| m.as_str() == text)
-            .ok_or_else(|| format!("unknown keyword method {text:?} (tagger, tfidf, yake, embed-rank)"))
+            .ok_or_else(|| {
+                format!("unknown keyword method {text:?} (tagger, tfidf, yake, embed-rank)")
+            })
     }
 }
 
@@ -105,7 +107,13 @@ pub struct ModelConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self { source: "minilm".into(), max_len: 512, eval_batch_size: None, dropout: None, tag_weights: None }
+        Self {
+            source: "minilm".into(),
+            max_len: 512,
+            eval_batch_size: None,
+            dropout: None,
+            tag_weights: None,
+        }
     }
 }
 
@@ -142,13 +150,22 @@ impl KeywordsConfig {
         self.decode.validate("decode")?;
         self.rerank.validate()?;
         if !(1..=MAX_KEYPHRASES).contains(&self.method.top_k) {
-            return Err(format!("method.top_k must be in 1..={MAX_KEYPHRASES}, found {}", self.method.top_k));
+            return Err(format!(
+                "method.top_k must be in 1..={MAX_KEYPHRASES}, found {}",
+                self.method.top_k
+            ));
         }
         if !(1..=8).contains(&self.method.max_ngram) {
-            return Err(format!("method.max_ngram must be in 1..=8, found {}", self.method.max_ngram));
+            return Err(format!(
+                "method.max_ngram must be in 1..=8, found {}",
+                self.method.max_ngram
+            ));
         }
         if !(0.0..=1.0).contains(&self.method.diversity) {
-            return Err(format!("method.diversity must be in [0, 1], found {}", self.method.diversity));
+            return Err(format!(
+                "method.diversity must be in [0, 1], found {}",
+                self.method.diversity
+            ));
         }
         if self.model.max_len < 8 {
             return Err(format!("model.max_len must be at least 8, found {}", self.model.max_len));
@@ -157,17 +174,29 @@ impl KeywordsConfig {
             return Err("model.dropout must be in [0, 1)".into());
         }
         if let Some(weights) = self.model.tag_weights
-            && (weights.iter().any(|w| !(*w >= 0.0 && w.is_finite())) || weights.iter().all(|w| *w == 0.0))
+            && (weights.iter().any(|w| !(*w >= 0.0 && w.is_finite()))
+                || weights.iter().all(|w| *w == 0.0))
         {
-            return Err(format!("model.tag_weights must be three non-negative numbers, not all 0; found {weights:?}"));
+            return Err(format!(
+                "model.tag_weights must be three non-negative numbers, not all 0; found {weights:?}"
+            ));
         }
         if self.model.eval_batch_size == Some(0) {
             return Err("model.eval_batch_size must be at least 1".into());
         }
-        if self.data.valid.is_none() && !(self.data.valid_fraction > 0.0 && self.data.valid_fraction < 1.0) {
-            return Err(format!("data.valid_fraction must be in (0, 1), found {}", self.data.valid_fraction));
+        if self.data.valid.is_none()
+            && !(self.data.valid_fraction > 0.0 && self.data.valid_fraction < 1.0)
+        {
+            return Err(format!(
+                "data.valid_fraction must be in (0, 1), found {}",
+                self.data.valid_fraction
+            ));
         }
-        crate::metrics::check_metric_for_best(&self.train.metric_for_best, &KeywordMetrics::NAMES, "keyword")
+        crate::metrics::check_metric_for_best(
+            &self.train.metric_for_best,
+            &KeywordMetrics::NAMES,
+            "keyword",
+        )
     }
 
     /// Keyphrases per document: `[decode] top_k` for the tagger, `[method] top_k` for the

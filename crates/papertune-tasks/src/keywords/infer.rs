@@ -15,14 +15,16 @@ use super::config::{KeywordsConfig, MethodName};
 use super::extract::{EmbedRanker, IdfTable, YakeOptions, tfidf_keywords, yake_keywords};
 use super::literature::LiteratureMetrics;
 use super::rerank::{KeywordMemory, MemoryIndex, Reranker, finish, pool_size};
+use super::rows::{keyword_rows, texts, with_gold};
 use super::spans::{DecodeOptions, TaggedToken, decode_keyphrases};
 use super::tagger::{KeyphraseTagger, TaggingInput};
-use super::rows::{keyword_rows, texts, with_gold};
 use crate::data::RowRules;
 use crate::error::TaskError;
 use crate::metrics::KeywordMetrics;
+use crate::run_dir::{
+    ENCODER_CONFIG_FILE, RunDir, WEIGHTS_FILE, Which, read_json, read_toml, write_json,
+};
 use crate::submission::SubmissionRow;
-use crate::run_dir::{ENCODER_CONFIG_FILE, RunDir, WEIGHTS_FILE, Which, read_json, read_toml, write_json};
 
 /// The idf table of a tfidf run, in the run folder.
 pub const IDF_FILE: &str = "idf.json";
@@ -32,7 +34,12 @@ pub const MEMORY_FILE: &str = "keyword_memory.json";
 /// A keyword method ready to use.
 pub enum Method {
     /// The trained tagger, its tokenizer, and how its probabilities are decoded.
-    Tagger { model: Box<KeyphraseTagger>, tokenizer: TextTokenizer, decode: DecodeOptions, batch_size: usize },
+    Tagger {
+        model: Box<KeyphraseTagger>,
+        tokenizer: TextTokenizer,
+        decode: DecodeOptions,
+        batch_size: usize,
+    },
     /// TF-IDF over n-gram candidates.
     Tfidf(IdfTable),
     /// YAKE.
@@ -44,12 +51,25 @@ pub enum Method {
 impl Method {
     /// At most `count` scored phrases of each text, best first (higher is better): the tagger's
     /// span score, count × idf, and for YAKE and the embedding ranker `1 / (1 + rank)`.
-    fn scored(&self, texts: &[String], count: usize, device: &Device) -> Result<Vec<Vec<(String, f64)>>, TaskError> {
+    fn scored(
+        &self,
+        texts: &[String],
+        count: usize,
+        device: &Device,
+    ) -> Result<Vec<Vec<(String, f64)>>, TaskError> {
         Ok(match self {
             Self::Tagger { model, tokenizer, decode, batch_size } => {
-                let inputs = texts.iter().map(|t| TaggingInput::new(tokenizer, t)).collect::<Result<Vec<_>, _>>()?;
-                let tagged = model.tag_probabilities(&inputs, tokenizer.pad_id(), *batch_size, device);
-                texts.iter().zip(&tagged).map(|(text, tokens)| tagged_spans(text, tokens, decode, count)).collect()
+                let inputs = texts
+                    .iter()
+                    .map(|t| TaggingInput::new(tokenizer, t))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let tagged =
+                    model.tag_probabilities(&inputs, tokenizer.pad_id(), *batch_size, device);
+                texts
+                    .iter()
+                    .zip(&tagged)
+                    .map(|(text, tokens)| tagged_spans(text, tokens, decode, count))
+                    .collect()
             }
             Self::Tfidf(idf) => texts.iter().map(|t| tfidf_keywords(t, idf, count)).collect(),
             Self::Yake(options) => texts
@@ -70,7 +90,13 @@ impl Method {
             Self::EmbedRank(ranker) => ranker
                 .rank(texts, count, device)?
                 .into_iter()
-                .map(|ranked| ranked.into_iter().enumerate().map(|(i, k)| (k, 1.0 / (1.0 + i as f64))).collect())
+                .map(|ranked| {
+                    ranked
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, k)| (k, 1.0 / (1.0 + i as f64)))
+                        .collect()
+                })
                 .collect(),
         })
     }
@@ -89,14 +115,27 @@ impl Keyphraser {
     /// An extractor as `config` describes it; tfidf counts its document frequencies over
     /// `train_texts`. (The tagger is trained, then loaded with [`Keyphraser::open`].) Re-ranking,
     /// when configured, reads `memory`.
-    pub fn prepare(config: &KeywordsConfig, train_texts: &[String], memory: Option<&KeywordMemory>, device: &Device) -> Result<Self, TaskError> {
+    pub fn prepare(
+        config: &KeywordsConfig,
+        train_texts: &[String],
+        memory: Option<&KeywordMemory>,
+        device: &Device,
+    ) -> Result<Self, TaskError> {
         let method = &config.method;
         let chosen = match method.name {
             MethodName::Tagger => {
-                return Err(TaskError::Config("the tagger is trained: cargo xtask train with [method] name = \"tagger\"".into()));
+                return Err(TaskError::Config(
+                    "the tagger is trained: cargo xtask train with [method] name = \"tagger\""
+                        .into(),
+                ));
             }
-            MethodName::Tfidf => Method::Tfidf(IdfTable::build(train_texts.iter().map(String::as_str), method.max_ngram)),
-            MethodName::Yake => Method::Yake(YakeOptions { max_ngram: method.max_ngram, ..YakeOptions::default() }),
+            MethodName::Tfidf => Method::Tfidf(IdfTable::build(
+                train_texts.iter().map(String::as_str),
+                method.max_ngram,
+            )),
+            MethodName::Yake => {
+                Method::Yake(YakeOptions { max_ngram: method.max_ngram, ..YakeOptions::default() })
+            }
             MethodName::EmbedRank => Method::EmbedRank(Box::new(EmbedRanker::load(
                 &config.model.source,
                 method.max_ngram,
@@ -109,7 +148,11 @@ impl Keyphraser {
     }
 
     /// `method` with the config's count and re-ranking (which needs the training papers).
-    pub(super) fn with_rerank(config: &KeywordsConfig, method: Method, memory: Option<&KeywordMemory>) -> Result<Self, TaskError> {
+    pub(super) fn with_rerank(
+        config: &KeywordsConfig,
+        method: Method,
+        memory: Option<&KeywordMemory>,
+    ) -> Result<Self, TaskError> {
         Ok(Self { method, top_k: config.top_k(), rerank: reranker(config, memory)? })
     }
 
@@ -127,17 +170,28 @@ impl Keyphraser {
         let dir = RunDir::new(run);
         let config: KeywordsConfig = read_toml(&dir.config())?;
         config.validate().map_err(|message| TaskError::Run { path: dir.config(), message })?;
-        let memory: Option<KeywordMemory> = if config.rerank.enabled() { Some(read_json(&dir.root.join(MEMORY_FILE))?) } else { None };
+        let memory: Option<KeywordMemory> = if config.rerank.enabled() {
+            Some(read_json(&dir.root.join(MEMORY_FILE))?)
+        } else {
+            None
+        };
         let keyphraser = match config.method.name {
             MethodName::Tagger => {
                 let checkpoint_dir = dir.verified_checkpoint(Which::Best)?;
-                let encoder_config = papertune_models::bert::BertConfig::read(&checkpoint_dir.join(ENCODER_CONFIG_FILE))?;
+                let encoder_config = papertune_models::bert::BertConfig::read(
+                    &checkpoint_dir.join(ENCODER_CONFIG_FILE),
+                )?;
                 let max_len = config.model.max_len.min(encoder_config.max_sequence_len());
                 let tokenizer = TextTokenizer::from_file(&dir.tokenizer(), max_len)?;
                 let mut checkpoint = Checkpoint::read(&checkpoint_dir.join(WEIGHTS_FILE))?;
                 let encoder = BertModel::from_checkpoint(&encoder_config, &mut checkpoint, device)?;
                 let model = KeyphraseTagger::load(encoder, &mut checkpoint, 0.0, device)?;
-                let method = Method::Tagger { model: Box::new(model), tokenizer, decode: config.decode.clone(), batch_size: config.eval_batch_size() };
+                let method = Method::Tagger {
+                    model: Box::new(model),
+                    tokenizer,
+                    decode: config.decode.clone(),
+                    batch_size: config.eval_batch_size(),
+                };
                 Self::with_rerank(&config, method, memory.as_ref())?
             }
             MethodName::Tfidf => {
@@ -145,7 +199,10 @@ impl Keyphraser {
                 let idf: IdfTable = read_json(&path)?;
                 idf.check().map_err(|message| TaskError::Run { path: path.clone(), message })?;
                 if idf.max_ngram != config.method.max_ngram {
-                    let message = format!("counts phrases of up to {} words, the config's method.max_ngram is {}", idf.max_ngram, config.method.max_ngram);
+                    let message = format!(
+                        "counts phrases of up to {} words, the config's method.max_ngram is {}",
+                        idf.max_ngram, config.method.max_ngram
+                    );
                     return Err(TaskError::Run { path, message });
                 }
                 Self::with_rerank(&config, Method::Tfidf(idf), memory.as_ref())?
@@ -157,37 +214,71 @@ impl Keyphraser {
 
     /// Keyphrases of each text (a document's title and abstract, see [`document_text`](super::document_text)), best
     /// first, normalised as the metrics compare them.
-    pub fn keyphrases(&self, texts: &[String], device: &Device) -> Result<Vec<Vec<String>>, TaskError> {
-        Ok(self.scored_keyphrases(texts, device)?.into_iter().map(|ranked| ranked.into_iter().map(|(k, _)| k).collect()).collect())
+    pub fn keyphrases(
+        &self,
+        texts: &[String],
+        device: &Device,
+    ) -> Result<Vec<Vec<String>>, TaskError> {
+        Ok(self
+            .scored_keyphrases(texts, device)?
+            .into_iter()
+            .map(|ranked| ranked.into_iter().map(|(k, _)| k).collect())
+            .collect())
     }
 
     /// [`Keyphraser::keyphrases`] with each phrase's score, higher is better (see
     /// [`RerankConfig`] for what re-ranking adds).
-    pub fn scored_keyphrases(&self, texts: &[String], device: &Device) -> Result<Vec<Vec<(String, f64)>>, TaskError> {
+    pub fn scored_keyphrases(
+        &self,
+        texts: &[String],
+        device: &Device,
+    ) -> Result<Vec<Vec<(String, f64)>>, TaskError> {
         let rerank = self.rerank.as_ref();
         let pool = self.method.scored(texts, pool_size(rerank, self.top_k), device)?;
-        Ok(texts.iter().zip(pool).map(|(text, scored)| finish(rerank, text, scored, self.top_k)).collect())
+        Ok(texts
+            .iter()
+            .zip(pool)
+            .map(|(text, scored)| finish(rerank, text, scored, self.top_k))
+            .collect())
     }
 }
 
 /// The re-ranking `config` asks for, on the training papers (`None` when it adds nothing).
-pub(super) fn reranker(config: &KeywordsConfig, memory: Option<&KeywordMemory>) -> Result<Option<Reranker>, TaskError> {
+pub(super) fn reranker(
+    config: &KeywordsConfig,
+    memory: Option<&KeywordMemory>,
+) -> Result<Option<Reranker>, TaskError> {
     match (config.rerank.enabled(), memory) {
         (false, _) => Ok(None),
-        (true, Some(memory)) => Ok(Some(Reranker { config: config.rerank.clone(), index: MemoryIndex::new(memory, config.longest_phrase()) })),
-        (true, None) => Err(TaskError::Config("[rerank] needs the training papers (data.train)".into())),
+        (true, Some(memory)) => Ok(Some(Reranker {
+            config: config.rerank.clone(),
+            index: MemoryIndex::new(memory, config.longest_phrase()),
+        })),
+        (true, None) => {
+            Err(TaskError::Config("[rerank] needs the training papers (data.train)".into()))
+        }
     }
 }
 
 /// The tagger's scored spans of one document, at most `count`.
-fn tagged_spans(text: &str, tokens: &[TaggedToken], decode: &DecodeOptions, count: usize) -> Vec<(String, f64)> {
+fn tagged_spans(
+    text: &str,
+    tokens: &[TaggedToken],
+    decode: &DecodeOptions,
+    count: usize,
+) -> Vec<(String, f64)> {
     let decode = DecodeOptions { top_k: count, ..decode.clone() };
     decode_keyphrases(text, tokens, &decode).into_iter().map(|(k, s)| (k, f64::from(s))).collect()
 }
 
 /// The tagger's keyphrases of one document as a run returns them: `decode.top_k` spans, or a
 /// larger pool re-ranked with the training papers' evidence.
-pub(super) fn rank_tagged(text: &str, tokens: &[TaggedToken], decode: &DecodeOptions, rerank: Option<&Reranker>) -> Vec<String> {
+pub(super) fn rank_tagged(
+    text: &str,
+    tokens: &[TaggedToken],
+    decode: &DecodeOptions,
+    rerank: Option<&Reranker>,
+) -> Vec<String> {
     let scored = tagged_spans(text, tokens, decode, pool_size(rerank, decode.top_k));
     finish(rerank, text, scored, decode.top_k).into_iter().map(|(k, _)| k).collect()
 }
@@ -221,11 +312,19 @@ pub fn read_texts(config: &KeywordsConfig, path: &Path) -> Result<Vec<String>, T
 }
 
 /// Papers of `data` with gold keywords, read with the run's column names.
-fn gold_papers(config: &KeywordsConfig, data: &Path, max_rows: Option<usize>, rules: RowRules) -> Result<(Vec<PaperRecord>, Vec<Vec<String>>), TaskError> {
+fn gold_papers(
+    config: &KeywordsConfig,
+    data: &Path,
+    max_rows: Option<usize>,
+    rules: RowRules,
+) -> Result<(Vec<PaperRecord>, Vec<Vec<String>>), TaskError> {
     let (papers, _) = load_papers(data, &config.data.source().load_options(max_rows, rules))?;
     let (papers, gold) = with_gold(papers);
     if papers.is_empty() {
-        return Err(TaskError::Run { path: data.to_path_buf(), message: "no row has gold keywords (column keywords / Keywords)".into() });
+        return Err(TaskError::Run {
+            path: data.to_path_buf(),
+            message: "no row has gold keywords (column keywords / Keywords)".into(),
+        });
     }
     Ok((papers, gold))
 }
@@ -244,10 +343,13 @@ pub fn evaluate_with(
     let started = Instant::now();
     let scored = keyphraser.scored_keyphrases(&texts, device)?;
     let extract_seconds = started.elapsed().as_secs_f64();
-    let predicted: Vec<Vec<String>> = scored.iter().map(|ranked| ranked.iter().map(|(k, _)| k.clone()).collect()).collect();
+    let predicted: Vec<Vec<String>> =
+        scored.iter().map(|ranked| ranked.iter().map(|(k, _)| k.clone()).collect()).collect();
     let evaluation = KeywordEvaluation {
         metrics: KeywordMetrics::compute(&predicted, &gold),
-        literature: options.literature.then(|| LiteratureMetrics::compute(&predicted, &gold, &texts)),
+        literature: options
+            .literature
+            .then(|| LiteratureMetrics::compute(&predicted, &gold, &texts)),
         method: config.method.name.as_str().to_owned(),
         extract_seconds,
     };
@@ -266,20 +368,31 @@ pub fn evaluate(
 }
 
 /// Writes scored keyphrases as JSON lines, `{"row": 1, "keywords": [...], "scores": [...]}`.
-pub fn write_predictions(path: &Path, rows: &[(usize, Vec<(String, f64)>)]) -> Result<(), TaskError> {
+pub fn write_predictions(
+    path: &Path,
+    rows: &[(usize, Vec<(String, f64)>)],
+) -> Result<(), TaskError> {
     let mut text = String::new();
     for (row, ranked) in rows {
-        let (keywords, scores): (Vec<&str>, Vec<f64>) = ranked.iter().map(|(k, s)| (k.as_str(), *s)).unzip();
-        text.push_str(&serde_json::json!({ "row": row, "keywords": keywords, "scores": scores }).to_string());
+        let (keywords, scores): (Vec<&str>, Vec<f64>) =
+            ranked.iter().map(|(k, s)| (k.as_str(), *s)).unzip();
+        text.push_str(
+            &serde_json::json!({ "row": row, "keywords": keywords, "scores": scores }).to_string(),
+        );
         text.push('\n');
     }
     crate::run_dir::write_atomic(path, text.as_bytes())
 }
 
 /// Keyphrases for every row of `data` (rows without text get none), in row order, with the rows.
-pub fn predict_keywords(run: &Path, data: &Path, device: &Device) -> Result<Vec<(PaperRecord, Vec<String>)>, TaskError> {
+pub fn predict_keywords(
+    run: &Path,
+    data: &Path,
+    device: &Device,
+) -> Result<Vec<(PaperRecord, Vec<String>)>, TaskError> {
     let (config, keyphraser) = Keyphraser::open(run, device)?;
-    let rules = RowRules { require_label: false, empty_text: papertune_data::EmptyTextPolicy::Keep };
+    let rules =
+        RowRules { require_label: false, empty_text: papertune_data::EmptyTextPolicy::Keep };
     let (papers, _) = load_papers(data, &config.data.source().load_options(None, rules))?;
     let texts = texts(&papers);
     let keywords = keyphraser.keyphrases(&texts, device)?;
@@ -288,14 +401,21 @@ pub fn predict_keywords(run: &Path, data: &Path, device: &Device) -> Result<Vec<
 
 /// Puts each paper's keyphrases into the submission row of the same uuid, in the same order
 /// (rows that another run read from the same file); fails naming the first row that differs.
-pub fn fill_keywords(rows: &mut [SubmissionRow], predicted: Vec<(PaperRecord, Vec<String>)>, data: &Path) -> Result<(), TaskError> {
+pub fn fill_keywords(
+    rows: &mut [SubmissionRow],
+    predicted: Vec<(PaperRecord, Vec<String>)>,
+    data: &Path,
+) -> Result<(), TaskError> {
     if rows.len() != predicted.len() {
         let message = format!("the runs read {} and {} rows", rows.len(), predicted.len());
         return Err(TaskError::Run { path: data.to_path_buf(), message });
     }
     for (row, (paper, keywords)) in rows.iter_mut().zip(predicted) {
         if row.uuid != paper.uuid {
-            let message = format!("row {}: the runs read uuid {:?} and {:?}", paper.row, row.uuid, paper.uuid);
+            let message = format!(
+                "row {}: the runs read uuid {:?} and {:?}",
+                paper.row, row.uuid, paper.uuid
+            );
             return Err(TaskError::Run { path: data.to_path_buf(), message });
         }
         row.keywords = keywords;

@@ -62,11 +62,7 @@ impl LiteratureMetrics {
     /// # Panics
     /// When the three slices differ in length.
     pub fn compute(predicted: &[Vec<String>], gold: &[Vec<String>], source: &[String]) -> Self {
-        assert_eq!(
-            predicted.len(),
-            gold.len(),
-            "one prediction list per gold list"
-        );
+        assert_eq!(predicted.len(), gold.len(), "one prediction list per gold list");
         assert_eq!(source.len(), gold.len(), "one source text per gold list");
         let stemmer = Stemmer::create(Algorithm::English);
         let mut sums = [Sums::default(), Sums::default(), Sums::default()];
@@ -78,35 +74,23 @@ impl LiteratureMetrics {
             let gold_present: Vec<bool> = gold.iter().map(|g| occurs_in(g, &text)).collect();
             let pick = |phrases: &[Stemmed], flags: &[bool], want: Option<bool>| -> Vec<Stemmed> {
                 let keep = |i: usize| want.is_none_or(|w| flags[i] == w);
-                (0..phrases.len())
-                    .filter(|&i| keep(i))
-                    .map(|i| phrases[i].clone())
-                    .collect()
+                (0..phrases.len()).filter(|&i| keep(i)).map(|i| phrases[i].clone()).collect()
             };
             for (sum, want) in sums.iter_mut().zip([Some(true), Some(false), None]) {
-                sum.add(
-                    &pick(&pred, &pred_present, want),
-                    &pick(&gold, &gold_present, want),
-                );
+                sum.add(&pick(&pred, &pred_present, want), &pick(&gold, &gold_present, want));
             }
         }
         let [present, absent, all] = sums.map(Sums::mean);
-        LiteratureMetrics {
-            present,
-            absent,
-            all,
-        }
+        LiteratureMetrics { present, absent, all }
     }
 
     /// The figures as a flat map: `lit_{present,absent,all}_{f1_at_5, f1_at_m,
     /// precision_at_5, recall_at_5, precision_at_m, recall_at_m, documents}`.
     pub fn as_map(&self) -> BTreeMap<String, f64> {
         let mut map = BTreeMap::new();
-        for (category, s) in [
-            ("present", &self.present),
-            ("absent", &self.absent),
-            ("all", &self.all),
-        ] {
+        for (category, s) in
+            [("present", &self.present), ("absent", &self.absent), ("all", &self.all)]
+        {
             let fields = [
                 ("f1_at_5", s.f1_at_5),
                 ("f1_at_m", s.f1_at_m),
@@ -155,11 +139,7 @@ fn occurs_in(phrase: &[String], text: &[String]) -> bool {
 }
 
 fn f1(precision: f64, recall: f64) -> f64 {
-    if precision + recall > 0.0 {
-        2.0 * precision * recall / (precision + recall)
-    } else {
-        0.0
-    }
+    if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 }
 }
 
 /// Per-document figures of one category, summed.
@@ -179,11 +159,7 @@ impl Sums {
         let n_gold = gold.len() as f64;
         let (hits_5, hits_m) = (hits(&pred[..pred.len().min(5)]), hits(pred));
         let (p5, r5) = (hits_5 / 5.0, hits_5 / n_gold);
-        let pm = if pred.is_empty() {
-            0.0
-        } else {
-            hits_m / pred.len() as f64
-        };
+        let pm = if pred.is_empty() { 0.0 } else { hits_m / pred.len() as f64 };
         let rm = hits_m / n_gold;
         let s = &mut self.scores;
         s.precision_at_5 += p5;
@@ -323,25 +299,16 @@ mod tests {
             stem_phrase(&stemmer, "Neural Networks"),
             stem_phrase(&stemmer, "neural network")
         );
-        assert_eq!(
-            stem_phrase(&stemmer, "X-ray, 3.5"),
-            strings(&["x", "ray", "3", "5"])
-        );
+        assert_eq!(stem_phrase(&stemmer, "X-ray, 3.5"), strings(&["x", "ray", "3", "5"]));
         assert!(stem_phrase(&stemmer, " — ; ").is_empty());
         assert!(occurs_in(&strings(&["b", "c"]), &strings(&["a", "b", "c"])));
-        assert!(!occurs_in(
-            &strings(&["c", "b"]),
-            &strings(&["a", "b", "c"])
-        ));
+        assert!(!occurs_in(&strings(&["c", "b"]), &strings(&["a", "b", "c"])));
         assert!(!occurs_in(&strings(&["a", "b"]), &strings(&["a"])));
     }
 
     #[test]
     fn empty_inputs_do_not_panic() {
-        assert_eq!(
-            LiteratureMetrics::compute(&[], &[], &[]),
-            LiteratureMetrics::default()
-        );
+        assert_eq!(LiteratureMetrics::compute(&[], &[], &[]), LiteratureMetrics::default());
         let m = LiteratureMetrics::compute(
             &[vec![], strings(&["", "—"])],
             &[strings(&["", "!!"]), strings(&["word"])],

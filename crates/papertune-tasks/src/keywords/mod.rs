@@ -38,10 +38,20 @@ mod tagger;
 mod train;
 
 pub use config::{DataConfig, KeywordsConfig, MethodConfig, MethodName, ModelConfig};
-pub use extract::{Candidates, EmbedRanker, IdfTable, YakeOptions, document_text, is_stopword, mmr_order, segments, tfidf_keywords, yake_keywords};
-pub use infer::{EvalOptions, IDF_FILE, KeywordEvaluation, Keyphraser, MEMORY_FILE, Method, evaluate, evaluate_with, fill_keywords, is_keywords_run, predict_keywords, read_texts, write_predictions};
+pub use extract::{
+    Candidates, EmbedRanker, IdfTable, YakeOptions, document_text, is_stopword, mmr_order,
+    segments, tfidf_keywords, yake_keywords,
+};
+pub use infer::{
+    EvalOptions, IDF_FILE, Keyphraser, KeywordEvaluation, MEMORY_FILE, Method, evaluate,
+    evaluate_with, fill_keywords, is_keywords_run, predict_keywords, read_texts, write_predictions,
+};
 pub use literature::{LiteratureMetrics, LiteratureScores};
 pub use rerank::{KeywordMemory, MemoryIndex, MemoryPaper, RerankConfig, Reranker};
-pub use spans::{DecodeOptions, Merge, SpanScore, TaggedToken, bio_tags, decode_keyphrases, locate_keywords};
-pub use tagger::{KeyphraseTagger, TaggingBatch, TaggingBatcher, TaggingDataset, TaggingInput, TaggingItem};
+pub use spans::{
+    DecodeOptions, Merge, SpanScore, TaggedToken, bio_tags, decode_keyphrases, locate_keywords,
+};
+pub use tagger::{
+    KeyphraseTagger, TaggingBatch, TaggingBatcher, TaggingDataset, TaggingInput, TaggingItem,
+};
 pub use train::train;

@@ -47,13 +47,18 @@ impl RerankConfig {
 
     /// Checks the options; the message names the key.
     pub fn validate(&self) -> Result<(), String> {
-        for (key, value) in [("keyphraseness", self.keyphraseness), ("neighbour_weight", self.neighbour_weight)] {
+        for (key, value) in
+            [("keyphraseness", self.keyphraseness), ("neighbour_weight", self.neighbour_weight)]
+        {
             if !(value >= 0.0 && value.is_finite()) {
                 return Err(format!("rerank.{key} must be a non-negative number, found {value}"));
             }
         }
         if self.neighbours > 1000 {
-            return Err(format!("rerank.neighbours must be at most 1000, found {}", self.neighbours));
+            return Err(format!(
+                "rerank.neighbours must be at most 1000, found {}",
+                self.neighbours
+            ));
         }
         if !(1..=100).contains(&self.pool) {
             return Err(format!("rerank.pool must be in 1..=100, found {}", self.pool));
@@ -99,7 +104,10 @@ fn phrase_key(phrase: &str) -> String {
 fn terms_of(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for segment in segments(text) {
-        let content: Vec<&String> = segment.iter().filter(|w| !is_stopword(w) && w.chars().any(char::is_alphanumeric)).collect();
+        let content: Vec<&String> = segment
+            .iter()
+            .filter(|w| !is_stopword(w) && w.chars().any(char::is_alphanumeric))
+            .collect();
         out.extend(content.iter().map(|w| (*w).clone()));
         out.extend(content.windows(2).map(|pair| format!("{} {}", pair[0], pair[1])));
     }
@@ -112,7 +120,8 @@ impl MemoryIndex {
     pub fn new(memory: &KeywordMemory, longest_keyword: usize) -> Self {
         let mut counts: HashMap<String, (u32, u32)> = HashMap::new();
         for paper in &memory.papers {
-            let gold: HashSet<String> = paper.keywords.iter().map(|k| phrase_key(k)).filter(|k| !k.is_empty()).collect();
+            let gold: HashSet<String> =
+                paper.keywords.iter().map(|k| phrase_key(k)).filter(|k| !k.is_empty()).collect();
             for key in gold {
                 counts.entry(key).or_default().0 += 1;
             }
@@ -150,13 +159,20 @@ impl MemoryIndex {
         let n = memory.papers.len() as f32;
         let mut terms: HashMap<String, u32> = HashMap::new();
         let mut idf = Vec::new();
-        let mut kept: Vec<(&str, u32)> = document_frequency.into_iter().filter(|(_, df)| *df >= 2).collect();
+        let mut kept: Vec<(&str, u32)> =
+            document_frequency.into_iter().filter(|(_, df)| *df >= 2).collect();
         kept.sort();
         for (term, df) in kept {
             terms.insert(term.to_owned(), idf.len() as u32);
             idf.push(((1.0 + n) / (1.0 + df as f32)).ln() + 1.0);
         }
-        let mut index = Self { counts, terms, idf, vectors: Vec::new(), keywords: memory.papers.iter().map(|p| p.keywords.clone()).collect() };
+        let mut index = Self {
+            counts,
+            terms,
+            idf,
+            vectors: Vec::new(),
+            keywords: memory.papers.iter().map(|p| p.keywords.clone()).collect(),
+        };
         index.vectors = documents.iter().map(|terms| index.vector(terms)).collect();
         index
     }
@@ -168,7 +184,10 @@ impl MemoryIndex {
                 *counts.entry(id).or_default() += 1.0;
             }
         }
-        let mut vector: SparseVector = counts.into_iter().map(|(id, tf)| (id, (1.0 + tf.ln()) * self.idf[id as usize])).collect();
+        let mut vector: SparseVector = counts
+            .into_iter()
+            .map(|(id, tf)| (id, (1.0 + tf.ln()) * self.idf[id as usize]))
+            .collect();
         vector.sort_by_key(|&(id, _)| id);
         let norm = vector.iter().map(|(_, w)| w * w).sum::<f32>().sqrt();
         if norm > 0.0 {
@@ -179,7 +198,9 @@ impl MemoryIndex {
 
     /// Keyphraseness of a phrase: `g / (t + 1)`, 0 for a phrase never gold in training.
     pub fn keyphraseness(&self, phrase: &str) -> f64 {
-        self.counts.get(&phrase_key(phrase)).map_or(0.0, |&(gold, text)| f64::from(gold) / (f64::from(text) + 1.0))
+        self.counts
+            .get(&phrase_key(phrase))
+            .map_or(0.0, |&(gold, text)| f64::from(gold) / (f64::from(text) + 1.0))
     }
 
     /// The `k` training papers most similar to `text`, with their cosine, best first.
@@ -199,11 +220,22 @@ impl MemoryIndex {
 
     /// A method's scored phrases for `text` with the training papers' evidence added, best
     /// first, at most `top_k`.
-    pub fn rerank(&self, text: &str, scored: &[(String, f64)], config: &RerankConfig, top_k: usize) -> Vec<(String, f64)> {
+    pub fn rerank(
+        &self,
+        text: &str,
+        scored: &[(String, f64)],
+        config: &RerankConfig,
+        top_k: usize,
+    ) -> Vec<(String, f64)> {
         let mut order: Vec<String> = Vec::new();
         let mut total: HashMap<String, f64> = HashMap::new();
         for (phrase, score) in scored {
-            add_score(&mut order, &mut total, phrase, *score + config.keyphraseness * self.keyphraseness(phrase));
+            add_score(
+                &mut order,
+                &mut total,
+                phrase,
+                *score + config.keyphraseness * self.keyphraseness(phrase),
+            );
         }
         if config.neighbours > 0 && config.neighbour_weight > 0.0 {
             let neighbours = self.neighbours(text, config.neighbours);
@@ -212,15 +244,27 @@ impl MemoryIndex {
                 for keyword in &self.keywords[i] {
                     let keyword = normalize_keyword(keyword);
                     // A phrase the method did not propose gets its keyphraseness here, once.
-                    let prior = if total.contains_key(&keyword) { 0.0 } else { config.keyphraseness * self.keyphraseness(&keyword) };
-                    add_score(&mut order, &mut total, &keyword, config.neighbour_weight * similarity / sum + prior);
+                    let prior = if total.contains_key(&keyword) {
+                        0.0
+                    } else {
+                        config.keyphraseness * self.keyphraseness(&keyword)
+                    };
+                    add_score(
+                        &mut order,
+                        &mut total,
+                        &keyword,
+                        config.neighbour_weight * similarity / sum + prior,
+                    );
                 }
             }
         }
-        let mut ranked: Vec<(String, f64)> = order.into_iter().map(|p| {
-            let score = total[&p];
-            (p, score)
-        }).collect();
+        let mut ranked: Vec<(String, f64)> = order
+            .into_iter()
+            .map(|p| {
+                let score = total[&p];
+                (p, score)
+            })
+            .collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
         ranked.truncate(top_k);
         ranked
@@ -251,7 +295,12 @@ pub fn pool_size(reranker: Option<&Reranker>, top_k: usize) -> usize {
 
 /// A method's candidates for `text` made final: re-ranked when there is a reranker, cut at
 /// `top_k` either way.
-pub fn finish(reranker: Option<&Reranker>, text: &str, mut scored: Vec<(String, f64)>, top_k: usize) -> Vec<(String, f64)> {
+pub fn finish(
+    reranker: Option<&Reranker>,
+    text: &str,
+    mut scored: Vec<(String, f64)>,
+    top_k: usize,
+) -> Vec<(String, f64)> {
     match reranker {
         Some(r) => r.index.rerank(text, &scored, &r.config, top_k),
         None => {
@@ -282,10 +331,16 @@ mod tests {
     use super::*;
 
     fn memory() -> KeywordMemory {
-        let paper = |text: &str, keywords: &[&str]| MemoryPaper { text: text.into(), keywords: keywords.iter().map(|k| (*k).to_owned()).collect() };
+        let paper = |text: &str, keywords: &[&str]| MemoryPaper {
+            text: text.into(),
+            keywords: keywords.iter().map(|k| (*k).to_owned()).collect(),
+        };
         KeywordMemory {
             papers: vec![
-                paper("Graph kernels for molecules. Graph kernels compare molecules.", &["graph kernels", "chemistry"]),
+                paper(
+                    "Graph kernels for molecules. Graph kernels compare molecules.",
+                    &["graph kernels", "chemistry"],
+                ),
                 paper("Graph kernels on social networks.", &["social networks"]),
                 paper("Tumour growth in mice under a new dose.", &["tumour growth", "dose"]),
             ],
@@ -308,14 +363,19 @@ mod tests {
         let near = index.neighbours("kernels on graph data", 2);
         assert_eq!(near.len(), 2);
         assert!(near.iter().all(|(i, _)| *i < 2), "{near:?}");
-        let config = RerankConfig { keyphraseness: 0.0, neighbours: 2, neighbour_weight: 1.0, pool: 4 };
-        let ranked = index.rerank("kernels on graph data", &[("graph data".into(), 0.2)], &config, 5);
+        let config =
+            RerankConfig { keyphraseness: 0.0, neighbours: 2, neighbour_weight: 1.0, pool: 4 };
+        let ranked =
+            index.rerank("kernels on graph data", &[("graph data".into(), 0.2)], &config, 5);
         let names: Vec<&str> = ranked.iter().map(|(k, _)| k.as_str()).collect();
         assert!(names.contains(&"graph kernels") && names.contains(&"graph data"), "{names:?}");
         assert!(!names.contains(&"dose"));
         // Off: the method's order, cut.
         let off = RerankConfig::default();
         assert!(!off.enabled());
-        assert_eq!(index.rerank("x", &[("a".into(), 0.5), ("b".into(), 0.2)], &off, 1), vec![("a".to_owned(), 0.5)]);
+        assert_eq!(
+            index.rerank("x", &[("a".into(), 0.5), ("b".into(), 0.2)], &off, 1),
+            vec![("a".to_owned(), 0.5)]
+        );
     }
 }

@@ -33,7 +33,10 @@ struct Folded {
 }
 
 fn fold(text: &str) -> Folded {
-    let mut folded = Folded { text: String::with_capacity(text.len()), origin: Vec::with_capacity(text.len() + 1) };
+    let mut folded = Folded {
+        text: String::with_capacity(text.len()),
+        origin: Vec::with_capacity(text.len() + 1),
+    };
     let mut in_space = false;
     for (at, ch) in text.char_indices() {
         if ch.is_whitespace() {
@@ -166,7 +169,14 @@ pub enum Merge {
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        Self { top_k: 10, max_words: 8, min_score: 0.0, min_keywords: 5, merge: Merge::Max, span_score: SpanScore::Exact }
+        Self {
+            top_k: 10,
+            max_words: 8,
+            min_score: 0.0,
+            min_keywords: 5,
+            merge: Merge::Max,
+            span_score: SpanScore::Exact,
+        }
     }
 }
 
@@ -174,7 +184,10 @@ impl DecodeOptions {
     /// Checks the options; the message names the key under `section`.
     pub fn validate(&self, section: &str) -> Result<(), String> {
         if !(1..=MAX_KEYPHRASES).contains(&self.top_k) {
-            return Err(format!("{section}.top_k must be in 1..={}, found {}", MAX_KEYPHRASES, self.top_k));
+            return Err(format!(
+                "{section}.top_k must be in 1..={}, found {}",
+                MAX_KEYPHRASES, self.top_k
+            ));
         }
         if !(1..=64).contains(&self.max_words) {
             return Err(format!("{section}.max_words must be in 1..=64, found {}", self.max_words));
@@ -199,9 +212,14 @@ pub struct TaggedToken {
 /// and holds no bracket, no clause punctuation and no sentence end (a full stop followed by a
 /// space). Hyphens, slashes, apostrophes and inner dots ("3.5") may stay.
 fn plausible_phrase(surface: &str) -> bool {
-    let edges_ok = surface.chars().next().is_some_and(char::is_alphanumeric) && surface.chars().next_back().is_some_and(char::is_alphanumeric);
-    let sentence_end = surface.char_indices().any(|(at, c)| c == '.' && surface[at + 1..].starts_with(char::is_whitespace));
-    edges_ok && !sentence_end && !surface.contains(|c: char| ",;:()[]{}<>!?\"".contains(c) || c.is_control())
+    let edges_ok = surface.chars().next().is_some_and(char::is_alphanumeric)
+        && surface.chars().next_back().is_some_and(char::is_alphanumeric);
+    let sentence_end = surface
+        .char_indices()
+        .any(|(at, c)| c == '.' && surface[at + 1..].starts_with(char::is_whitespace));
+    edges_ok
+        && !sentence_end
+        && !surface.contains(|c: char| ",;:()[]{}<>!?\"".contains(c) || c.is_control())
 }
 
 /// Keyphrases of `text` from its tagged tokens, best first, with their scores.
@@ -212,7 +230,11 @@ fn plausible_phrase(surface: &str) -> bool {
 /// decisions, that the tagger marks exactly that span (`span_score = "exact"`), or the geometric
 /// mean of those factors (`"per-word"`). A phrase found several times keeps its best score or
 /// the sum of them (`merge`). Phrases are normalised as the metrics normalise keywords.
-pub fn decode_keyphrases(text: &str, tokens: &[TaggedToken], options: &DecodeOptions) -> Vec<(String, f32)> {
+pub fn decode_keyphrases(
+    text: &str,
+    tokens: &[TaggedToken],
+    options: &DecodeOptions,
+) -> Vec<(String, f32)> {
     // Words: (start byte, end byte, probabilities of the first token).
     let mut words: Vec<(usize, usize, [f32; NUM_TAGS])> = Vec::new();
     let mut current: Option<u32> = None;
@@ -278,13 +300,20 @@ pub fn decode_keyphrases(text: &str, tokens: &[TaggedToken], options: &DecodeOpt
             }
         }
     }
-    let mut ranked: Vec<(String, f32)> = order.into_iter().map(|p| {
-        let score = best[&p];
-        (p, score)
-    }).collect();
+    let mut ranked: Vec<(String, f32)> = order
+        .into_iter()
+        .map(|p| {
+            let score = best[&p];
+            (p, score)
+        })
+        .collect();
     // Stable: equal scores keep the order of first occurrence.
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let keep = ranked.iter().take_while(|(_, s)| *s >= options.min_score).count().max(options.min_keywords);
+    let keep = ranked
+        .iter()
+        .take_while(|(_, s)| *s >= options.min_score)
+        .count()
+        .max(options.min_keywords);
     ranked.truncate(keep.min(options.top_k));
     ranked
 }
@@ -300,7 +329,8 @@ mod tests {
     #[test]
     fn keywords_are_found_word_bounded_ignoring_case_and_spaces() {
         let text = "Graph Neural\n  Networks for graph neural networks; not graphs.";
-        let spans = locate_keywords(text, &words(&["graph neural networks", "graph", "neural networks"]));
+        let spans =
+            locate_keywords(text, &words(&["graph neural networks", "graph", "neural networks"]));
         let found: Vec<&str> = spans.iter().map(|s| &text[s.clone()]).collect();
         // The longer keyword keeps its tokens; "graphs" is not "graph".
         assert_eq!(found, vec!["Graph Neural\n  Networks", "graph neural networks"]);
@@ -327,7 +357,17 @@ mod tests {
         for good in ["x-ray imaging", "3.5 GHz", "Alzheimer's disease", "TiO2/graphene"] {
             assert!(plausible_phrase(good), "{good}");
         }
-        for bad in ["clustering (", "sketch-", "data. Su", "data.\tSu", "(sc)", "a, b", "end.", "", "two\nlines"] {
+        for bad in [
+            "clustering (",
+            "sketch-",
+            "data. Su",
+            "data.\tSu",
+            "(sc)",
+            "a, b",
+            "end.",
+            "",
+            "two\nlines",
+        ] {
             assert!(!plausible_phrase(bad), "{bad}");
         }
     }
@@ -335,7 +375,11 @@ mod tests {
     #[test]
     fn spans_decode_by_probability_and_merge_repeats() {
         let text = "deep learning helps deep learning";
-        let token = |start: usize, end: usize, word: u32, probs: [f32; 3]| TaggedToken { offsets: (start, end), word: Some(word), probs };
+        let token = |start: usize, end: usize, word: u32, probs: [f32; 3]| TaggedToken {
+            offsets: (start, end),
+            word: Some(word),
+            probs,
+        };
         let tokens = [
             TaggedToken { offsets: (0, 0), word: None, probs: [1.0, 0.0, 0.0] },
             token(0, 4, 0, [0.1, 0.8, 0.1]),
@@ -345,7 +389,14 @@ mod tests {
             token(20, 24, 3, [0.5, 0.4, 0.1]),
             token(25, 33, 4, [0.5, 0.1, 0.4]),
         ];
-        let options = DecodeOptions { top_k: 3, max_words: 3, min_score: 0.0, min_keywords: 0, merge: Merge::Max, span_score: SpanScore::Exact };
+        let options = DecodeOptions {
+            top_k: 3,
+            max_words: 3,
+            min_score: 0.0,
+            min_keywords: 0,
+            merge: Merge::Max,
+            span_score: SpanScore::Exact,
+        };
         let ranked = decode_keyphrases(text, &tokens, &options);
         // "deep learning": 0.8 * 0.8 * (1 - 0.05) = 0.608 at the first occurrence (0.16 * 1.0 at
         // the second); "deep": 0.4 * (1 - 0.4) = 0.24 at the second (0.8 * (1 - 0.8) at the first).
@@ -361,7 +412,11 @@ mod tests {
         assert_eq!(decode_keyphrases(text, &tokens, &strict).len(), 1);
         assert!(decode_keyphrases("", &[], &options).is_empty());
         // Summed over occurrences: "deep learning" 0.608 + 0.16, "deep" 0.16 + 0.24.
-        let summed = decode_keyphrases(text, &tokens, &DecodeOptions { merge: Merge::Sum, ..options });
-        assert!((summed[0].1 - 0.768).abs() < 1e-6 && (summed[1].1 - 0.4).abs() < 1e-6, "{summed:?}");
+        let summed =
+            decode_keyphrases(text, &tokens, &DecodeOptions { merge: Merge::Sum, ..options });
+        assert!(
+            (summed[0].1 - 0.768).abs() < 1e-6 && (summed[1].1 - 0.4).abs() < 1e-6,
+            "{summed:?}"
+        );
     }
 }

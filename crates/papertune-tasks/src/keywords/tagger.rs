@@ -35,7 +35,10 @@ impl TaggingInput {
     pub fn new(tokenizer: &TextTokenizer, text: &str) -> Result<Self, TaskError> {
         let encoding = tokenizer.encoding(text)?;
         Ok(Self {
-            tokens: Encoded { ids: encoding.get_ids().to_vec(), type_ids: encoding.get_type_ids().to_vec() },
+            tokens: Encoded {
+                ids: encoding.get_ids().to_vec(),
+                type_ids: encoding.get_type_ids().to_vec(),
+            },
             offsets: encoding.get_offsets().to_vec(),
             words: encoding.get_word_ids().to_vec(),
             special: encoding.get_special_tokens_mask().iter().map(|&m| m == 1).collect(),
@@ -138,12 +141,22 @@ impl KeyphraseTagger {
     /// Wraps an encoder with a new head drawn from N(0, 0.02), bias 0.
     pub fn new(encoder: BertModel, dropout: f64, seed: u64) -> Result<Self, ModelError> {
         let device = encoder.device();
-        let mut checkpoint = papertune_models::init::random_linear("classifier", encoder.hidden_size(), NUM_TAGS, seed);
+        let mut checkpoint = papertune_models::init::random_linear(
+            "classifier",
+            encoder.hidden_size(),
+            NUM_TAGS,
+            seed,
+        );
         Self::load(encoder, &mut checkpoint, dropout, &device)
     }
 
     /// Rebuilds a trained tagger: the encoder, then `classifier.*`, from one checkpoint.
-    pub fn load(encoder: BertModel, checkpoint: &mut Checkpoint, dropout: f64, device: &Device) -> Result<Self, ModelError> {
+    pub fn load(
+        encoder: BertModel,
+        checkpoint: &mut Checkpoint,
+        dropout: f64,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
         let mut reader = TensorReader::new(checkpoint, device);
         let classifier = reader.linear("classifier", encoder.hidden_size(), NUM_TAGS, true)?;
         checkpoint.ensure_consumed(&["position_ids"])?;
@@ -159,14 +172,25 @@ impl KeyphraseTagger {
     }
 
     /// Tag logits `[batch, seq, 3]`.
-    pub fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Tensor<2, Int>, attention_mask: Tensor<2>) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2>,
+    ) -> Tensor<3> {
         let input = BertInput { input_ids, token_type_ids, attention_mask };
         let hidden = self.encoder.forward(input).last_hidden_state; // [batch, seq, hidden]
         kernels::linear_layer(&self.classifier, self.dropout.forward(hidden)) // [batch, seq, 3]
     }
 
     /// Tag probabilities of each document's tokens, batched by similar length.
-    pub fn tag_probabilities(&self, inputs: &[TaggingInput], pad_id: u32, batch_size: usize, device: &Device) -> Vec<Vec<TaggedToken>> {
+    pub fn tag_probabilities(
+        &self,
+        inputs: &[TaggingInput],
+        pad_id: u32,
+        batch_size: usize,
+        device: &Device,
+    ) -> Vec<Vec<TaggedToken>> {
         let mut order: Vec<usize> = (0..inputs.len()).collect();
         order.sort_by_key(|&i| inputs[i].tokens.ids.len());
         let mut out = vec![Vec::new(); inputs.len()];
@@ -220,10 +244,16 @@ mod tests {
 
     #[test]
     fn batches_list_the_tagged_positions() {
-        let item = |ids: &[u32], tags: &[u8]| TaggingItem { tokens: Encoded { ids: ids.to_vec(), type_ids: vec![0; ids.len()] }, tags: tags.to_vec() };
+        let item = |ids: &[u32], tags: &[u8]| TaggingItem {
+            tokens: Encoded { ids: ids.to_vec(), type_ids: vec![0; ids.len()] },
+            tags: tags.to_vec(),
+        };
         let device = Device::flex();
         let batch = TaggingBatcher { pad_id: 0 }.batch(
-            vec![item(&[101, 7, 8, 102], &[TAG_IGNORE, TAG_B, TAG_I, TAG_IGNORE]), item(&[101, 9, 102], &[TAG_IGNORE, TAG_O, TAG_IGNORE])],
+            vec![
+                item(&[101, 7, 8, 102], &[TAG_IGNORE, TAG_B, TAG_I, TAG_IGNORE]),
+                item(&[101, 9, 102], &[TAG_IGNORE, TAG_O, TAG_IGNORE]),
+            ],
             &device,
         );
         assert_eq!(batch.input_ids.dims(), [2, 4]);

@@ -1,7 +1,10 @@
 //! The configuration of a LoRA instruction-tuning run: `[data] [model] [lora] [generation]
 //! [train]`, read from TOML; every field has a default; unknown keys are rejected.
 
-use papertune_data::{DEFAULT_INPUT_TEMPLATE, EmptyTextPolicy, InstructionRecord, InstructionTask, PaperRecord, TextTemplate, records_from_papers};
+use papertune_data::{
+    DEFAULT_INPUT_TEMPLATE, EmptyTextPolicy, InstructionRecord, InstructionTask, PaperRecord,
+    TextTemplate, records_from_papers,
+};
 use papertune_models::WeightPrecision;
 use papertune_models::generate::GenerationConfig;
 use papertune_models::lora::LoraConfig;
@@ -133,7 +136,9 @@ impl LlmConfig {
         if self.model.eval_batch_size == 0 {
             return Err("model.eval_batch_size must be at least 1".into());
         }
-        if self.generation.max_new_tokens == 0 || self.generation.max_new_tokens >= self.model.max_len {
+        if self.generation.max_new_tokens == 0
+            || self.generation.max_new_tokens >= self.model.max_len
+        {
             return Err(format!(
                 "generation.max_new_tokens must be in [1, model.max_len), found {}",
                 self.generation.max_new_tokens
@@ -149,10 +154,15 @@ impl LlmConfig {
             ));
         }
         if !(0.0..1.0).contains(&self.data.valid_fraction) {
-            return Err(format!("data.valid_fraction must be in [0, 1), found {}", self.data.valid_fraction));
+            return Err(format!(
+                "data.valid_fraction must be in [0, 1), found {}",
+                self.data.valid_fraction
+            ));
         }
         if self.data.format == LlmDataFormat::Alpaca && self.data.valid.is_none() {
-            return Err("data.format = \"alpaca\" needs data.valid (papers-layout validation rows)".into());
+            return Err(
+                "data.format = \"alpaca\" needs data.valid (papers-layout validation rows)".into(),
+            );
         }
         Ok(())
     }
@@ -176,6 +186,9 @@ impl LlmConfig {
     /// How rows are read: labels required for the classify task, empty rows as
     /// `data.empty_text` says.
     pub(super) fn row_rules(&self) -> RowRules {
-        RowRules { require_label: self.data.task == InstructionTask::Classify, empty_text: self.data.empty_text }
+        RowRules {
+            require_label: self.data.task == InstructionTask::Classify,
+            empty_text: self.data.empty_text,
+        }
     }
 }

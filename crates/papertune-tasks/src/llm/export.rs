@@ -26,9 +26,18 @@ pub enum ExportFormat {
 
 /// Writes the run's chosen checkpoint as `format` to `out` (a file, or a folder for `Hf`).
 /// `out` must not exist yet; nothing is written when a step fails.
-pub fn export(run: &Path, which: Which, format: ExportFormat, out: &Path, device: &Device) -> Result<(), TaskError> {
+pub fn export(
+    run: &Path,
+    which: Which,
+    format: ExportFormat,
+    out: &Path,
+    device: &Device,
+) -> Result<(), TaskError> {
     if out.exists() {
-        return Err(TaskError::Config(format!("{} already exists; export writes a new file or folder", out.display())));
+        return Err(TaskError::Config(format!(
+            "{} already exists; export writes a new file or folder",
+            out.display()
+        )));
     }
     let dir = RunDir::new(run);
     if dir.config().exists() && !super::is_llm_run(run) {
@@ -58,7 +67,9 @@ pub fn export(run: &Path, which: Which, format: ExportFormat, out: &Path, device
         Ok(GgufFile::read(&path)?)
     };
     match format {
-        ExportFormat::GgufLora => write_lora_adapter(&model, &lm.config, &lora, &gguf_base()?, out)?,
+        ExportFormat::GgufLora => {
+            write_lora_adapter(&model, &lm.config, &lora, &gguf_base()?, out)?
+        }
         ExportFormat::Gguf(ty) => write_merged_model(model, &lm.config, &gguf_base()?, ty, out)?,
         ExportFormat::Hf => write_hf_folder(model, &lm.config, &lm.tokenizer, out)?,
     }

@@ -6,7 +6,10 @@ use std::path::Path;
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use papertune_data::{EmptyTextPolicy, InstructionTask, PaperRecord, load_papers, parse_generated_keywords, parse_gold_keywords};
+use papertune_data::{
+    EmptyTextPolicy, InstructionTask, PaperRecord, load_papers, parse_generated_keywords,
+    parse_gold_keywords,
+};
 use papertune_models::generate::{GenerationConfig, Generator};
 use papertune_models::llama::LlamaModel;
 use papertune_models::llm_tokenizer::LlmTokenizer;
@@ -20,8 +23,8 @@ use crate::data::RowRules;
 use crate::error::TaskError;
 use crate::keywords::LiteratureMetrics;
 use crate::metrics::{BinaryMetrics, KeywordMetrics};
-use crate::run_dir::{CheckpointState, RunDir, STATE_FILE, Which, read_json, read_toml};
 use crate::progress::Progress;
+use crate::run_dir::{CheckpointState, RunDir, STATE_FILE, Which, read_json, read_toml};
 use crate::submission::{PredictReport, SubmissionRow, write_submission};
 
 /// Sorts indices by prompt length (longest first) so that batches pad little.
@@ -41,7 +44,10 @@ pub fn classify_probabilities(
 ) -> Result<Vec<f32>, TaskError> {
     let answer_ids = [tokenizer.single_token("0")?, tokenizer.single_token("1")?];
     let device = model.device();
-    let answer_index = Tensor::<1, Int>::from_data(TensorData::new(answer_ids.map(i64::from).to_vec(), [2]), &device);
+    let answer_index = Tensor::<1, Int>::from_data(
+        TensorData::new(answer_ids.map(i64::from).to_vec(), [2]),
+        &device,
+    );
     let mut out = vec![0.0f32; prompts.len()];
     let pad = tokenizer.pad_id();
     let mut progress = Progress::new(prompts.len(), "scoring");
@@ -51,14 +57,23 @@ pub fn classify_probabilities(
         let mut mask = Vec::with_capacity(chunk.len());
         for &i in chunk {
             let padding = longest - prompts[i].len();
-            ids.push(std::iter::repeat_n(pad, padding).chain(prompts[i].iter().copied()).collect::<Vec<u32>>());
-            mask.push(std::iter::repeat_n(0u8, padding).chain(std::iter::repeat_n(1u8, prompts[i].len())).collect::<Vec<u8>>());
+            ids.push(
+                std::iter::repeat_n(pad, padding)
+                    .chain(prompts[i].iter().copied())
+                    .collect::<Vec<u32>>(),
+            );
+            mask.push(
+                std::iter::repeat_n(0u8, padding)
+                    .chain(std::iter::repeat_n(1u8, prompts[i].len()))
+                    .collect::<Vec<u8>>(),
+            );
         }
         let hidden = model.forward_hidden(model.input(&ids, &mask), None);
         let [rows, seq, width] = hidden.dims();
         let last = hidden.narrow(1, seq - 1, 1).reshape([rows, width]);
         let logits = model.logits(last).select(1, answer_index.clone()); // [rows, 2]
-        let probs: Vec<f32> = softmax(logits, 1).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32");
+        let probs: Vec<f32> =
+            softmax(logits, 1).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32");
         for (row, &i) in chunk.iter().enumerate() {
             out[i] = probs[row * 2 + 1];
         }
@@ -99,16 +114,30 @@ pub(super) struct ValidSet {
 
 impl ValidSet {
     /// Prompts cut to leave room for the answer (the generated keywords, or one token).
-    pub fn new(config: &LlmConfig, encoder: &PromptEncoder<'_>, papers: &[PaperRecord]) -> Result<Self, TaskError> {
+    pub fn new(
+        config: &LlmConfig,
+        encoder: &PromptEncoder<'_>,
+        papers: &[PaperRecord],
+    ) -> Result<Self, TaskError> {
         let budget = match config.data.task {
             InstructionTask::Classify => config.model.max_len,
             InstructionTask::Keywords => config.model.max_len - config.generation.max_new_tokens,
         };
         Ok(Self {
-            prompts: config.records(papers).iter().map(|r| encoder.prompt_ids(r, budget)).collect::<Result<_, _>>()?,
+            prompts: config
+                .records(papers)
+                .iter()
+                .map(|r| encoder.prompt_ids(r, budget))
+                .collect::<Result<_, _>>()?,
             labels: papers.iter().map(|p| p.label.unwrap_or(0)).collect(),
-            gold_keywords: papers.iter().map(|p| p.keywords.as_deref().map(parse_gold_keywords).unwrap_or_default()).collect(),
-            texts: papers.iter().map(|p| crate::keywords::document_text(&p.title, &p.abstract_text)).collect(),
+            gold_keywords: papers
+                .iter()
+                .map(|p| p.keywords.as_deref().map(parse_gold_keywords).unwrap_or_default())
+                .collect(),
+            texts: papers
+                .iter()
+                .map(|p| crate::keywords::document_text(&p.title, &p.abstract_text))
+                .collect(),
         })
     }
 }
@@ -124,18 +153,29 @@ pub(super) fn evaluate_model(
 ) -> Result<(Metrics, serde_json::Value), TaskError> {
     match config.data.task {
         InstructionTask::Keywords => {
-            let predicted =
-                generate_keywords(model, tokenizer, &valid.prompts, &config.generation, config.model.eval_batch_size)?;
+            let predicted = generate_keywords(
+                model,
+                tokenizer,
+                &valid.prompts,
+                &config.generation,
+                config.model.eval_batch_size,
+            )?;
             let metrics = KeywordMetrics::compute(&predicted, &valid.gold_keywords);
             let mut json = serde_json::to_value(metrics).expect("serialisable");
             if literature {
-                let scores = LiteratureMetrics::compute(&predicted, &valid.gold_keywords, &valid.texts);
+                let scores =
+                    LiteratureMetrics::compute(&predicted, &valid.gold_keywords, &valid.texts);
                 json["literature"] = serde_json::to_value(scores).expect("serialisable");
             }
             Ok((metrics.as_map(), json))
         }
         InstructionTask::Classify => {
-            let probabilities = classify_probabilities(model, tokenizer, &valid.prompts, config.model.eval_batch_size)?;
+            let probabilities = classify_probabilities(
+                model,
+                tokenizer,
+                &valid.prompts,
+                config.model.eval_batch_size,
+            )?;
             let predicted: Vec<u8> = probabilities.iter().map(|&p| u8::from(p >= 0.5)).collect();
             let metrics = BinaryMetrics::compute(&predicted, &valid.labels);
             Ok((metrics.as_map(), serde_json::to_value(metrics).expect("serialisable")))
@@ -156,7 +196,12 @@ pub struct LoadedRun {
 impl LoadedRun {
     /// Loads the run's config and base model, and (unless `with_adapter` is false) the chosen
     /// checkpoint's adapter, merged into the weights.
-    pub fn open(run: &Path, which: Which, with_adapter: bool, device: &Device) -> Result<Self, TaskError> {
+    pub fn open(
+        run: &Path,
+        which: Which,
+        with_adapter: bool,
+        device: &Device,
+    ) -> Result<Self, TaskError> {
         let dir = RunDir::new(run);
         let config: LlmConfig = read_toml(&dir.config())?;
         let files = source::resolve_llm(&config.model.source)?;
@@ -210,18 +255,30 @@ impl Default for EvalOptions {
 
 /// Evaluates a run's best checkpoint on a file in the papers layout; the metrics as JSON (with
 /// `n` and whether the adapter was used).
-pub fn evaluate(run: &Path, data: &Path, options: &EvalOptions, device: &Device) -> Result<serde_json::Value, TaskError> {
+pub fn evaluate(
+    run: &Path,
+    data: &Path,
+    options: &EvalOptions,
+    device: &Device,
+) -> Result<serde_json::Value, TaskError> {
     let loaded = LoadedRun::open(run, Which::Best, options.with_adapter, device)?;
     let config = &loaded.config;
-    let (mut papers, _) = load_papers(data, &config.data.source().load_options(options.max_rows, config.row_rules()))?;
+    let (mut papers, _) = load_papers(
+        data,
+        &config.data.source().load_options(options.max_rows, config.row_rules()),
+    )?;
     if config.data.task == InstructionTask::Keywords {
         papers.retain(|p| p.keywords.as_deref().is_some_and(|k| !k.trim().is_empty()));
         if papers.is_empty() {
-            return Err(TaskError::Run { path: data.to_path_buf(), message: "no row has gold keywords".into() });
+            return Err(TaskError::Run {
+                path: data.to_path_buf(),
+                message: "no row has gold keywords".into(),
+            });
         }
     }
     let valid = ValidSet::new(config, &loaded.encoder(), &papers)?;
-    let (_, mut json) = evaluate_model(config, &loaded.model, &loaded.tokenizer, &valid, options.literature)?;
+    let (_, mut json) =
+        evaluate_model(config, &loaded.model, &loaded.tokenizer, &valid, options.literature)?;
     json["adapter"] = serde_json::json!(options.with_adapter);
     json["task"] = serde_json::json!(config.data.task);
     if config.data.task == InstructionTask::Classify {
@@ -232,12 +289,21 @@ pub fn evaluate(run: &Path, data: &Path, options: &EvalOptions, device: &Device)
 
 /// Predicts for every row of `data` with a run's best checkpoint and writes the submission CSV:
 /// the keywords (keywords runs) or the label (classify runs); the other column is left empty / 0.
-pub fn predict(run: &Path, data: &Path, output: &Path, device: &Device) -> Result<PredictReport, TaskError> {
+pub fn predict(
+    run: &Path,
+    data: &Path,
+    output: &Path,
+    device: &Device,
+) -> Result<PredictReport, TaskError> {
     write_submission(output, &submission_rows(run, data, device)?)
 }
 
 /// The submission's rows for every row of `data`: keywords or labels, as the run's task is.
-pub fn submission_rows(run: &Path, data: &Path, device: &Device) -> Result<Vec<SubmissionRow>, TaskError> {
+pub fn submission_rows(
+    run: &Path,
+    data: &Path,
+    device: &Device,
+) -> Result<Vec<SubmissionRow>, TaskError> {
     let loaded = LoadedRun::open(run, Which::Best, true, device)?;
     let config = &loaded.config;
     // Every row gets a prediction, as the classifier's predict does: a submission has all ids.
@@ -247,13 +313,36 @@ pub fn submission_rows(run: &Path, data: &Path, device: &Device) -> Result<Vec<S
     let batch_size = config.model.eval_batch_size;
     Ok(match config.data.task {
         InstructionTask::Keywords => {
-            let keywords = generate_keywords(&loaded.model, &loaded.tokenizer, &valid.prompts, &config.generation, batch_size)?;
-            papers.iter().zip(keywords).map(|(p, k)| SubmissionRow { uuid: p.uuid.clone(), keywords: k, label: 0 }).collect()
+            let keywords = generate_keywords(
+                &loaded.model,
+                &loaded.tokenizer,
+                &valid.prompts,
+                &config.generation,
+                batch_size,
+            )?;
+            papers
+                .iter()
+                .zip(keywords)
+                .map(|(p, k)| SubmissionRow { uuid: p.uuid.clone(), keywords: k, label: 0 })
+                .collect()
         }
         InstructionTask::Classify => {
-            let probabilities = classify_probabilities(&loaded.model, &loaded.tokenizer, &valid.prompts, batch_size)?;
+            let probabilities = classify_probabilities(
+                &loaded.model,
+                &loaded.tokenizer,
+                &valid.prompts,
+                batch_size,
+            )?;
             let label = |prob: f32| u8::from(prob >= 0.5);
-            papers.iter().zip(probabilities).map(|(p, prob)| SubmissionRow { uuid: p.uuid.clone(), keywords: Vec::new(), label: label(prob) }).collect()
+            papers
+                .iter()
+                .zip(probabilities)
+                .map(|(p, prob)| SubmissionRow {
+                    uuid: p.uuid.clone(),
+                    keywords: Vec::new(),
+                    label: label(prob),
+                })
+                .collect()
         }
     })
 }

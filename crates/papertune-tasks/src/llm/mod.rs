@@ -21,7 +21,10 @@ mod train;
 
 pub use config::{LlmConfig, LlmDataConfig, LlmDataFormat, LlmModelConfig};
 pub use export::{ExportFormat, export};
-pub use infer::{EvalOptions, LoadedRun, classify_probabilities, evaluate, generate_keywords, is_llm_run, llm_run_task, predict, submission_rows};
+pub use infer::{
+    EvalOptions, LoadedRun, classify_probabilities, evaluate, generate_keywords, is_llm_run,
+    llm_run_task, predict, submission_rows,
+};
 pub use prompt::PromptEncoder;
 pub use train::{CausalLmTrainer, train};
 
@@ -33,7 +36,12 @@ use crate::error::TaskError;
 
 /// The base model of a config, its weights as `weights` says, with the config's named chat
 /// template in place of the model's own (training, evaluation and export all load it so).
-fn load_base(model: &LlmModelConfig, files: &LlmFiles, weights: WeightPrecision, device: &Device) -> Result<PretrainedCausalLm, TaskError> {
+fn load_base(
+    model: &LlmModelConfig,
+    files: &LlmFiles,
+    weights: WeightPrecision,
+    device: &Device,
+) -> Result<PretrainedCausalLm, TaskError> {
     let mut lm = PretrainedCausalLm::load_with(files, weights, device)?;
     if let Some(name) = &model.template {
         lm.tokenizer.use_named_template(name)?;

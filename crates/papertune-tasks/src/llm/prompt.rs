@@ -19,7 +19,10 @@ const PLAIN_TAIL: &str = "\nanswer: ";
 impl PromptEncoder<'_> {
     /// The prompt's ids in two parts: `head` (everything up to the end of the user text, which
     /// may be cut) and `tail` (the template's closing text, always kept).
-    pub fn prompt_parts(&self, record: &InstructionRecord) -> Result<(Vec<u32>, Vec<u32>), TaskError> {
+    pub fn prompt_parts(
+        &self,
+        record: &InstructionRecord,
+    ) -> Result<(Vec<u32>, Vec<u32>), TaskError> {
         let content = record.user_content();
         let (head, tail) = if self.chat_template {
             let mut messages = Vec::new();
@@ -46,21 +49,33 @@ impl PromptEncoder<'_> {
     pub fn answer_ids(&self, output: &str) -> Result<Vec<u32>, TaskError> {
         let mut ids = self.tokenizer.encode(output, false)?;
         let eos = self.tokenizer.eos_token_ids.first().copied().ok_or_else(|| {
-            TaskError::Config(format!("the tokenizer of {} names no end-of-sequence token", self.tokenizer.source.display()))
+            TaskError::Config(format!(
+                "the tokenizer of {} names no end-of-sequence token",
+                self.tokenizer.source.display()
+            ))
         })?;
         ids.push(eos);
         Ok(ids)
     }
 
     /// A training example: prompt + answer, prompt masked out of the loss.
-    pub fn training_example(&self, record: &InstructionRecord, max_len: usize, max_answer: usize) -> Result<CausalLmExample, TaskError> {
+    pub fn training_example(
+        &self,
+        record: &InstructionRecord,
+        max_len: usize,
+        max_answer: usize,
+    ) -> Result<CausalLmExample, TaskError> {
         let (head, tail) = self.prompt_parts(record)?;
         let answer = self.answer_ids(&record.output)?;
         Ok(CausalLmExample::new(&head, &tail, &answer, max_len, max_answer))
     }
 
     /// A prompt of at most `budget` tokens (the head is cut, the tail kept).
-    pub fn prompt_ids(&self, record: &InstructionRecord, budget: usize) -> Result<Vec<u32>, TaskError> {
+    pub fn prompt_ids(
+        &self,
+        record: &InstructionRecord,
+        budget: usize,
+    ) -> Result<Vec<u32>, TaskError> {
         let (mut head, tail) = self.prompt_parts(record)?;
         head.truncate(budget.saturating_sub(tail.len()));
         head.extend(tail);

@@ -7,12 +7,18 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor};
-use papertune_data::{CausalLmBatch, CausalLmBatcher, CausalLmDataset, CausalLmExample, InstructionTask, PaperRecord, load_papers, read_alpaca};
+use papertune_data::{
+    CausalLmBatch, CausalLmBatcher, CausalLmDataset, CausalLmExample, InstructionTask, PaperRecord,
+    load_papers, read_alpaca,
+};
 use papertune_models::llama::LlamaModel;
 use papertune_models::llm_tokenizer::LlmTokenizer;
 use papertune_models::lora::{LoraModel, load_peft_adapter, save_peft_adapter};
 use papertune_models::source;
-use papertune_train::{CausalLmLoss, CheckpointContext, Metrics, SaveKind, TrainError, TrainHooks, TrainModel, TrainProgress};
+use papertune_train::{
+    CausalLmLoss, CheckpointContext, Metrics, SaveKind, TrainError, TrainHooks, TrainModel,
+    TrainProgress,
+};
 
 use super::config::{LlmConfig, LlmDataFormat};
 use super::infer::{ValidSet, evaluate_model};
@@ -51,15 +57,26 @@ struct LlmHooks<'a> {
 }
 
 impl TrainHooks<CausalLmTrainer> for LlmHooks<'_> {
-    fn evaluate(&mut self, model: &CausalLmTrainer, _progress: &TrainProgress) -> Result<Metrics, TrainError> {
+    fn evaluate(
+        &mut self,
+        model: &CausalLmTrainer,
+        _progress: &TrainProgress,
+    ) -> Result<Metrics, TrainError> {
         if self.valid.prompts.is_empty() {
             return Ok(Metrics::new());
         }
-        let (metrics, _) = evaluate_model(self.config, &model.lm, self.tokenizer, self.valid, false).map_err(|e| TrainError::Hook(e.to_string()))?;
+        let (metrics, _) =
+            evaluate_model(self.config, &model.lm, self.tokenizer, self.valid, false)
+                .map_err(|e| TrainError::Hook(e.to_string()))?;
         Ok(metrics)
     }
 
-    fn save(&mut self, model: &CausalLmTrainer, kind: SaveKind, context: &CheckpointContext<'_>) -> Result<(), TrainError> {
+    fn save(
+        &mut self,
+        model: &CausalLmTrainer,
+        kind: SaveKind,
+        context: &CheckpointContext<'_>,
+    ) -> Result<(), TrainError> {
         let (which, keep) = match kind {
             SaveKind::Best => (Which::Best, 1),
             SaveKind::Last => (Which::Last, context.state().config.save_total_limit),
@@ -76,17 +93,23 @@ impl TrainHooks<CausalLmTrainer> for LlmHooks<'_> {
 
 /// The name written as the adapter's base model: the hub id for a preset, else the spec.
 fn base_model_name(spec: &str) -> String {
-    source::LLM_PRESETS.iter().find(|p| p.name == spec).map_or_else(|| spec.to_owned(), |p| p.hub_id.to_owned())
+    source::LLM_PRESETS
+        .iter()
+        .find(|p| p.name == spec)
+        .map_or_else(|| spec.to_owned(), |p| p.hub_id.to_owned())
 }
 
 /// The records to train on and the validation rows.
-fn training_data(config: &LlmConfig) -> Result<(Vec<papertune_data::InstructionRecord>, Vec<PaperRecord>), TaskError> {
+fn training_data(
+    config: &LlmConfig,
+) -> Result<(Vec<papertune_data::InstructionRecord>, Vec<PaperRecord>), TaskError> {
     let (source, rules) = (config.data.source(), config.row_rules());
     let train_path = source.train_path()?;
     if config.data.format == LlmDataFormat::Alpaca {
         let records = read_alpaca(train_path, config.data.max_rows)?;
         let valid_path = source.valid.expect("validated: alpaca data needs data.valid");
-        let (valid, _) = load_papers(valid_path, &source.load_options(config.data.max_valid_rows, rules))?;
+        let (valid, _) =
+            load_papers(valid_path, &source.load_options(config.data.max_valid_rows, rules))?;
         return Ok((records, valid));
     }
     let mut papers = source.train_rows(rules)?;
@@ -94,20 +117,31 @@ fn training_data(config: &LlmConfig) -> Result<(Vec<papertune_data::InstructionR
         let before = papers.len();
         papers.retain(|p| p.keywords.as_deref().is_some_and(|k| !k.trim().is_empty()));
         if papers.len() < before {
-            tracing::warn!("{} training rows have no keywords and are left out", before - papers.len());
+            tracing::warn!(
+                "{} training rows have no keywords and are left out",
+                before - papers.len()
+            );
         }
     }
-    let (train_papers, valid_papers) = source.split(papers, rules, config.data.max_valid_rows, config.train.seed)?;
+    let (train_papers, valid_papers) =
+        source.split(papers, rules, config.data.max_valid_rows, config.train.seed)?;
     Ok((config.records(&train_papers), valid_papers))
 }
 
 /// Trains LoRA adapters as `config` says, writing the run to `out`.
-pub fn train(config: &LlmConfig, out: &Path, device: &Device, options: &TrainOptions) -> Result<TrainReport, TaskError> {
+pub fn train(
+    config: &LlmConfig,
+    out: &Path,
+    device: &Device,
+    options: &TrainOptions,
+) -> Result<TrainReport, TaskError> {
     config.validate().map_err(TaskError::Config)?;
     let (train_records, valid_papers) = training_data(config)?;
     let files = source::resolve_llm(&config.model.source)?;
-    let lm = super::load_base(&config.model, &files, config.model.weights, &device.clone().autodiff())?;
-    let encoder = PromptEncoder { tokenizer: &lm.tokenizer, chat_template: config.model.chat_template };
+    let lm =
+        super::load_base(&config.model, &files, config.model.weights, &device.clone().autodiff())?;
+    let encoder =
+        PromptEncoder { tokenizer: &lm.tokenizer, chat_template: config.model.chat_template };
     let examples = train_records
         .iter()
         .map(|r| encoder.training_example(r, config.model.max_len, config.model.max_answer_len))
@@ -151,5 +185,14 @@ pub fn train(config: &LlmConfig, out: &Path, device: &Device, options: &TrainOpt
     };
     let batcher = CausalLmBatcher { pad_id: lm.tokenizer.pad_id() };
     let model = CausalLmTrainer { lm: model };
-    session.fit(model, &config.train, device, &CausalLmLoss::default(), &dataset, &batcher, &mut hooks, facts)
+    session.fit(
+        model,
+        &config.train,
+        device,
+        &CausalLmLoss::default(),
+        &dataset,
+        &batcher,
+        &mut hooks,
+        facts,
+    )
 }

@@ -50,8 +50,12 @@ impl ReportInput {
         let events = text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
         let read_optional = |path: PathBuf| std::fs::read_to_string(path).ok();
         let summary = read_optional(dir.summary()).and_then(|t| serde_json::from_str(&t).ok());
-        let predictions = read_optional(dir.eval_predictions()).and_then(|t| serde_json::from_str(&t).ok());
-        let title = run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+        let predictions =
+            read_optional(dir.eval_predictions()).and_then(|t| serde_json::from_str(&t).ok());
+        let title = run
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run".into());
         Ok(Self { title, events, config_toml: read_optional(dir.config()), summary, predictions })
     }
 }
@@ -76,8 +80,10 @@ fn number(event: &Value, key: &str) -> Option<f64> {
 pub fn render(input: &ReportInput) -> String {
     let train: Vec<&Value> = events(input, "train").collect();
     let evals: Vec<&Value> = events(input, "eval").collect();
-    let loss: Vec<(f64, f64)> = train.iter().filter_map(|e| Some((number(e, "step")?, number(e, "loss")?))).collect();
-    let lr: Vec<(f64, f64)> = train.iter().filter_map(|e| Some((number(e, "step")?, number(e, "lr")?))).collect();
+    let loss: Vec<(f64, f64)> =
+        train.iter().filter_map(|e| Some((number(e, "step")?, number(e, "loss")?))).collect();
+    let lr: Vec<(f64, f64)> =
+        train.iter().filter_map(|e| Some((number(e, "step")?, number(e, "lr")?))).collect();
     let mut metric_names: Vec<String> = evals
         .iter()
         .filter_map(|e| e.get("metrics").and_then(Value::as_object))
@@ -95,7 +101,9 @@ pub fn render(input: &ReportInput) -> String {
             (name, points)
         })
         // Counts such as `n` or `tp` would flatten the scale of the rates.
-        .filter(|(_, points): &(String, Vec<(f64, f64)>)| points.iter().all(|(_, v)| (0.0..=1.0).contains(v)))
+        .filter(|(_, points): &(String, Vec<(f64, f64)>)| {
+            points.iter().all(|(_, v)| (0.0..=1.0).contains(v))
+        })
         .collect();
 
     let mut html = String::new();
@@ -107,10 +115,24 @@ pub fn render(input: &ReportInput) -> String {
     html.push_str(&overview(input));
     html.push_str("<section class=\"plots\">\n");
     if !loss.is_empty() {
-        figure(&mut html, "Training loss per step", &plots::line_chart("loss", &[("loss".into(), loss)], "step", "loss", None));
+        figure(
+            &mut html,
+            "Training loss per step",
+            &plots::line_chart("loss", &[("loss".into(), loss)], "step", "loss", None),
+        );
     }
     if !lr.is_empty() {
-        figure(&mut html, "Learning rate per step", &plots::line_chart("lr", &[("learning rate".into(), lr)], "step", "learning rate", None));
+        figure(
+            &mut html,
+            "Learning rate per step",
+            &plots::line_chart(
+                "lr",
+                &[("learning rate".into(), lr)],
+                "step",
+                "learning rate",
+                None,
+            ),
+        );
     }
     if !metric_series.is_empty() {
         figure(
@@ -122,9 +144,14 @@ pub fn render(input: &ReportInput) -> String {
     if let Some(p) = &input.predictions {
         if let Some(curve) = precision_recall_curve(&p.probabilities, &p.labels) {
             let (tp, fp, _, fn_) = counts(p);
-            let operating = (tp + fp > 0 && tp + fn_ > 0)
-                .then(|| ((tp as f64 / (tp + fn_) as f64, tp as f64 / (tp + fp) as f64), p.threshold));
-            figure(&mut html, "Precision-recall curve (validation, best checkpoint)", &plots::pr_chart(&curve, operating));
+            let operating = (tp + fp > 0 && tp + fn_ > 0).then(|| {
+                ((tp as f64 / (tp + fn_) as f64, tp as f64 / (tp + fp) as f64), p.threshold)
+            });
+            figure(
+                &mut html,
+                "Precision-recall curve (validation, best checkpoint)",
+                &plots::pr_chart(&curve, operating),
+            );
         }
         html.push_str(&confusion_matrix(p));
     }
@@ -150,7 +177,10 @@ pub fn render(input: &ReportInput) -> String {
                 html,
                 "<li>at step {}{}</li>",
                 number(r, "step").unwrap_or(0.0),
-                changes.filter(|c| !c.is_empty()).map(|c| format!(", changed: {c}")).unwrap_or_default()
+                changes
+                    .filter(|c| !c.is_empty())
+                    .map(|c| format!(", changed: {c}"))
+                    .unwrap_or_default()
             );
         }
         html.push_str("</ul>\n");
@@ -158,7 +188,9 @@ pub fn render(input: &ReportInput) -> String {
     if let Some(config) = &input.config_toml {
         let _ = write!(html, "<h2>Resolved config</h2>\n<pre>{}</pre>\n", escape(config));
     }
-    html.push_str("<footer>Written by papertune from the run folder's files.</footer>\n</body></html>\n");
+    html.push_str(
+        "<footer>Written by papertune from the run folder's files.</footer>\n</body></html>\n",
+    );
     html
 }
 
@@ -171,14 +203,18 @@ th{background:#f4f4f4}td.k{text-align:left}td{max-width:640px;overflow-wrap:anyw
 footer{margin-top:2em;font-size:.8em;color:#777}";
 
 fn figure(html: &mut String, caption: &str, svg: &str) {
-    let _ = write!(html, "<figure><figcaption>{}</figcaption>\n{svg}\n</figure>\n", escape(caption));
+    let _ =
+        write!(html, "<figure><figcaption>{}</figcaption>\n{svg}\n</figure>\n", escape(caption));
 }
 
 fn overview(input: &ReportInput) -> String {
     let train_events = events(input, "train").count();
     let last_step = input.events.iter().filter_map(|e| number(e, "step")).fold(0.0f64, f64::max);
     let end = events(input, "end").last();
-    let mut rows = vec![("written".to_owned(), utc_now()), ("steps logged".to_owned(), format!("{last_step}"))];
+    let mut rows = vec![
+        ("written".to_owned(), utc_now()),
+        ("steps logged".to_owned(), format!("{last_step}")),
+    ];
     if let Some(data) = config_value(input, "data", "train") {
         rows.push(("training data".into(), data));
     }
@@ -192,10 +228,20 @@ fn overview(input: &ReportInput) -> String {
     }
     let count = |key: &str| input.summary.as_ref().and_then(|s| s.get(key)).and_then(Value::as_u64);
     if let (Some(all), Some(trainable)) = (count("parameters"), count("trainable_parameters")) {
-        rows.push(("parameters".into(), format!("{} ({} trained)", thousands(all), thousands(trainable))));
+        rows.push((
+            "parameters".into(),
+            format!("{} ({} trained)", thousands(all), thousands(trainable)),
+        ));
     }
     if let Some(end) = end {
-        for key in ["stop_reason", "train_seconds", "examples_per_second", "best_metric", "best_step", "device"] {
+        for key in [
+            "stop_reason",
+            "train_seconds",
+            "examples_per_second",
+            "best_metric",
+            "best_step",
+            "device",
+        ] {
             // burn's device description only where the summary does not name the backend.
             if key == "device" && backend.is_some() {
                 continue;
@@ -203,7 +249,10 @@ fn overview(input: &ReportInput) -> String {
             if let Some(v) = end.get(key).filter(|v| !v.is_null()) {
                 // The best metric under its own name (e.g. "best f1").
                 let name = match key {
-                    "best_metric" => format!("best {}", metric_for_best(input).unwrap_or_else(|| "metric".into())),
+                    "best_metric" => format!(
+                        "best {}",
+                        metric_for_best(input).unwrap_or_else(|| "metric".into())
+                    ),
                     _ => key.replace('_', " "),
                 };
                 rows.push((name, display_value(v)));
@@ -214,7 +263,8 @@ fn overview(input: &ReportInput) -> String {
     }
     let mut html = String::from("<table class=\"overview\">\n");
     for (k, v) in rows {
-        let _ = writeln!(html, "<tr><td class=\"k\">{}</td><td>{}</td></tr>", escape(&k), escape(&v));
+        let _ =
+            writeln!(html, "<tr><td class=\"k\">{}</td><td>{}</td></tr>", escape(&k), escape(&v));
     }
     html.push_str("</table>\n");
     html
@@ -246,7 +296,9 @@ fn config_value(input: &ReportInput, section: &str, key: &str) -> Option<String>
 
 /// The current time as `YYYY-MM-DD HH:MM UTC`.
 fn utc_now() -> String {
-    utc(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+    utc(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()))
 }
 
 /// `seconds` since 1970 as `YYYY-MM-DD HH:MM UTC`.
@@ -273,7 +325,11 @@ fn display_value(v: &Value) -> String {
         },
         Value::String(s) => s.clone(),
         // Nested figures (timings, metrics) as "name value" pairs, numbers rounded as above.
-        Value::Object(fields) => fields.iter().map(|(k, v)| format!("{} {}", k.replace('_', " "), display_value(v))).collect::<Vec<_>>().join(", "),
+        Value::Object(fields) => fields
+            .iter()
+            .map(|(k, v)| format!("{} {}", k.replace('_', " "), display_value(v)))
+            .collect::<Vec<_>>()
+            .join(", "),
         Value::Array(items) => items.iter().map(display_value).collect::<Vec<_>>().join(", "),
         other => other.to_string(),
     }
@@ -284,7 +340,12 @@ fn key_value_table(value: &Value) -> String {
     if let Some(object) = value.as_object() {
         for (k, v) in object {
             let shown = display_value(v);
-            let _ = writeln!(html, "<tr><td class=\"k\">{}</td><td>{}</td></tr>", escape(k), escape(&shown));
+            let _ = writeln!(
+                html,
+                "<tr><td class=\"k\">{}</td><td>{}</td></tr>",
+                escape(k),
+                escape(&shown)
+            );
         }
     }
     html.push_str("</table>\n");
@@ -362,7 +423,12 @@ mod tests {
             events,
             config_toml: Some("[train]\nlr = 1e-4\n".into()),
             summary: Some(json!({"backend": "flex", "examples_per_second": 10.0})),
-            predictions: Some(EvalPredictions { probabilities: vec![0.9, 0.8, 0.3, 0.1], labels: vec![1, 0, 1, 0], threshold: 0.5, step: Some(20) }),
+            predictions: Some(EvalPredictions {
+                probabilities: vec![0.9, 0.8, 0.3, 0.1],
+                labels: vec![1, 0, 1, 0],
+                threshold: 0.5,
+                step: Some(20),
+            }),
         };
         let html = render(&input);
         assert_eq!(html.matches("<svg").count(), 4, "loss, lr, metrics, PR");
@@ -371,7 +437,10 @@ mod tests {
         assert!(html.contains("<td>1</td><td>1</td>"), "confusion row of label 0: tn 1, fp 1");
         // Self-contained: the only URL-like text allowed is the SVG namespace.
         let without_namespace = html.replace("http://www.w3.org/2000/svg", "");
-        assert!(!without_namespace.contains("http://") && !without_namespace.contains("https://"), "external URL in report");
+        assert!(
+            !without_namespace.contains("http://") && !without_namespace.contains("https://"),
+            "external URL in report"
+        );
         assert!(!html.contains("<script"), "no script");
     }
 }

@@ -27,7 +27,13 @@ fn range(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
 }
 
 /// A line chart of one or more series as an SVG string.
-pub(super) fn line_chart(id: &str, series: &[(String, Vec<(f64, f64)>)], x_label: &str, y_label: &str, y_range: Option<(f64, f64)>) -> String {
+pub(super) fn line_chart(
+    id: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    x_label: &str,
+    y_label: &str,
+    y_range: Option<(f64, f64)>,
+) -> String {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (500, 300)).into_drawing_area();
@@ -55,16 +61,25 @@ pub(super) fn line_chart(id: &str, series: &[(String, Vec<(f64, f64)>)], x_label
             .draw();
         for (i, (name, points)) in series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
-            if let Ok(drawn) = chart.draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2))) {
-                drawn.label(name.clone()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+            if let Ok(drawn) =
+                chart.draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
+            {
+                drawn.label(name.clone()).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                });
             }
             if points.len() <= 60 {
-                let _ = chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())));
+                let _ =
+                    chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())));
             }
             // A lone point (one evaluation) says its value, which a line would have shown.
             if let [(x, y)] = points.as_slice() {
                 let text = format!("{} at step {x:.0}", format_tick(*y));
-                let _ = chart.draw_series(std::iter::once(Text::new(text, (*x, *y), ("sans-serif", 13).into_font().color(&color))));
+                let _ = chart.draw_series(std::iter::once(Text::new(
+                    text,
+                    (*x, *y),
+                    ("sans-serif", 13).into_font().color(&color),
+                )));
             }
         }
         if series.len() > 1 || id == "metrics" {
@@ -93,7 +108,9 @@ fn format_tick(v: f64) -> String {
 /// The precision-recall curve `(recall, precision, _)` from the highest score down, with the
 /// operating point `((recall, precision), threshold)` marked when there is one.
 pub(super) fn pr_chart(curve: &[(f64, f64, f64)], operating: Option<((f64, f64), f64)>) -> String {
-    let points: Vec<(f64, f64)> = std::iter::once((0.0, curve.first().map_or(1.0, |c| c.1))).chain(curve.iter().map(|&(r, p, _)| (r, p))).collect();
+    let points: Vec<(f64, f64)> = std::iter::once((0.0, curve.first().map_or(1.0, |c| c.1)))
+        .chain(curve.iter().map(|&(r, p, _)| (r, p)))
+        .collect();
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (500, 300)).into_drawing_area();
@@ -106,10 +123,17 @@ pub(super) fn pr_chart(curve: &[(f64, f64, f64)], operating: Option<((f64, f64),
         else {
             return String::new();
         };
-        let _ = chart.configure_mesh().x_desc("recall").y_desc("precision").light_line_style(RGBColor(235, 235, 235)).draw();
+        let _ = chart
+            .configure_mesh()
+            .x_desc("recall")
+            .y_desc("precision")
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw();
         let _ = chart.draw_series(LineSeries::new(points, PALETTE[0].stroke_width(2)));
         if let Some((point, threshold)) = operating {
-            if let Ok(drawn) = chart.draw_series(std::iter::once(Circle::new(point, 5, PALETTE[3].filled()))) {
+            if let Ok(drawn) =
+                chart.draw_series(std::iter::once(Circle::new(point, 5, PALETTE[3].filled())))
+            {
                 drawn
                     .label(format!("threshold {threshold:.3}"))
                     .legend(|(x, y)| Circle::new((x + 8, y), 4, PALETTE[3].filled()));

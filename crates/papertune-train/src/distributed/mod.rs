@@ -174,10 +174,18 @@ pub(crate) fn weights_digest<M: Module>(model: &M) -> u64 {
 
 /// Checks that every rank holds the same trainable weights after step `step`; an error names
 /// the ranks that differ from rank 0.
-pub(crate) fn check_replicas<M: Module>(collective: &dyn Collective, model: &M, step: usize) -> Result<(), TrainError> {
+pub(crate) fn check_replicas<M: Module>(
+    collective: &dyn Collective,
+    model: &M,
+    step: usize,
+) -> Result<(), TrainError> {
     let digests = collective.gather(weights_digest(model), "weights digest")?;
-    let differing: Vec<String> =
-        digests.iter().enumerate().filter(|(_, d)| **d != digests[0]).map(|(rank, d)| format!("rank {rank} {d:016x}")).collect();
+    let differing: Vec<String> = digests
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| **d != digests[0])
+        .map(|(rank, d)| format!("rank {rank} {d:016x}"))
+        .collect();
     if differing.is_empty() {
         return Ok(());
     }
@@ -196,12 +204,20 @@ pub(crate) fn shared_evaluation(
     evaluate: impl FnOnce() -> Result<Metrics, TrainError>,
 ) -> Result<Metrics, TrainError> {
     // The values travel as their bits: JSON has no NaN.
-    let mine = if collective.rank() == 0 { evaluate().map_err(|e| e.to_string()) } else { Ok(Metrics::new()) };
-    let mine: Result<Vec<(String, u64)>, String> = mine.map(|m| m.into_iter().map(|(k, v)| (k, v.to_bits())).collect());
+    let mine = if collective.rank() == 0 {
+        evaluate().map_err(|e| e.to_string())
+    } else {
+        Ok(Metrics::new())
+    };
+    let mine: Result<Vec<(String, u64)>, String> =
+        mine.map(|m| m.into_iter().map(|(k, v)| (k, v.to_bits())).collect());
     let bytes = serde_json::to_vec(&mine).expect("metrics serialise");
-    let shared: Result<Vec<(String, u64)>, String> = serde_json::from_slice(&collective.broadcast(bytes, "evaluation results")?)
-        .map_err(|e| TrainError::Distributed(format!("rank 0's evaluation results are unreadable: {e}")))?;
-    let shared = shared.map(|m| m.into_iter().map(|(k, bits)| (k, f64::from_bits(bits))).collect::<Metrics>());
+    let shared: Result<Vec<(String, u64)>, String> =
+        serde_json::from_slice(&collective.broadcast(bytes, "evaluation results")?).map_err(
+            |e| TrainError::Distributed(format!("rank 0's evaluation results are unreadable: {e}")),
+        )?;
+    let shared = shared
+        .map(|m| m.into_iter().map(|(k, bits)| (k, f64::from_bits(bits))).collect::<Metrics>());
     shared.map_err(|message| {
         if collective.rank() == 0 {
             TrainError::Hook(message)
@@ -213,12 +229,18 @@ pub(crate) fn shared_evaluation(
 
 /// Rank 0's checkpoint outcome on every rank, so that a checkpoint counts as written only once
 /// all ranks know it is, and a failed one ends every rank.
-pub(crate) fn agree_on_checkpoint(collective: &dyn Collective, saved: Result<(), TrainError>, step: usize) -> Result<(), TrainError> {
+pub(crate) fn agree_on_checkpoint(
+    collective: &dyn Collective,
+    saved: Result<(), TrainError>,
+    step: usize,
+) -> Result<(), TrainError> {
     let mut failed = [if saved.is_err() { 1.0 } else { 0.0 }];
     collective.sum(&mut failed, "checkpoint barrier")?;
     saved?;
     if failed[0] > 0.0 {
-        return Err(TrainError::Distributed(format!("rank 0 could not write the checkpoint of step {step}; see its error")));
+        return Err(TrainError::Distributed(format!(
+            "rank 0 could not write the checkpoint of step {step}; see its error"
+        )));
     }
     Ok(())
 }
@@ -276,14 +298,17 @@ mod tests {
         let model: Linear = LinearConfig::new(3, 2).init(&device);
         let input = Tensor::<2>::from_data([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]], &device);
         let grads = GradientsParams::from_grads(model.forward(input).sum().backward(), &model);
-        let weight = |g: &GradientsParams| g.get::<2>(model.weight.id).unwrap().into_data().try_to_vec::<f32>().unwrap();
+        let weight = |g: &GradientsParams| {
+            g.get::<2>(model.weight.id).unwrap().into_data().try_to_vec::<f32>().unwrap()
+        };
         let before = weight(&grads);
         // The bias gets no gradient on this rank (as on a rank without micro-batches).
         let mut grads = grads;
         let bias = model.bias.as_ref().unwrap().id;
         grads.remove::<1>(bias);
         let mut extra = [0.25f32];
-        sum_gradients(&Uniform { rank: 0, size: 2 }, &model, &mut grads, &mut extra, &device).unwrap();
+        sum_gradients(&Uniform { rank: 0, size: 2 }, &model, &mut grads, &mut extra, &device)
+            .unwrap();
         let after = weight(&grads);
         assert_eq!(after, before.iter().map(|g| g * 2.0).collect::<Vec<_>>());
         assert!(grads.get::<1>(bias).is_none(), "a gradient absent on every rank appeared");
@@ -293,10 +318,13 @@ mod tests {
     #[test]
     fn evaluation_results_reach_every_rank_bit_for_bit() {
         let metrics = Metrics::from([("f1".to_owned(), 0.1 + 0.2), ("loss".to_owned(), f64::NAN)]);
-        let shared = shared_evaluation(&Uniform { rank: 0, size: 2 }, || Ok(metrics.clone())).unwrap();
+        let shared =
+            shared_evaluation(&Uniform { rank: 0, size: 2 }, || Ok(metrics.clone())).unwrap();
         assert_eq!(shared["f1"].to_bits(), metrics["f1"].to_bits());
         assert!(shared["loss"].is_nan());
-        let failed = shared_evaluation(&Uniform { rank: 0, size: 2 }, || Err(TrainError::Hook("no valid rows".into())));
+        let failed = shared_evaluation(&Uniform { rank: 0, size: 2 }, || {
+            Err(TrainError::Hook("no valid rows".into()))
+        });
         assert_eq!(failed.unwrap_err().to_string(), "no valid rows");
     }
 

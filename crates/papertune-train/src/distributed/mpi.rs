@@ -20,7 +20,8 @@ use crate::error::TrainError;
 const LAUNCHER_VARIABLES: [&str; 4] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK"];
 
 /// Environment variables that give the rank among the processes of one node.
-const LOCAL_RANK_VARIABLES: [&str; 3] = ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"];
+const LOCAL_RANK_VARIABLES: [&str; 3] =
+    ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"];
 
 /// The MPI job this process belongs to. MPI stays initialised while it lives and is finalised
 /// when it is dropped.
@@ -44,9 +45,13 @@ impl MpiWorld {
             return Ok(None);
         }
         let (universe, threading) = mpi::initialize_with_threading(Threading::Serialized)
-            .ok_or_else(|| TrainError::Distributed("MPI was already initialised in this process".into()))?;
+            .ok_or_else(|| {
+                TrainError::Distributed("MPI was already initialised in this process".into())
+            })?;
         if threading < Threading::Serialized {
-            tracing::warn!("the MPI library offers {threading:?} threading only; papertune calls it from one thread at a time");
+            tracing::warn!(
+                "the MPI library offers {threading:?} threading only; papertune calls it from one thread at a time"
+            );
         }
         let world = universe.world();
         Ok(Some(Self { world, timeout, _universe: universe }))
@@ -107,7 +112,12 @@ impl Collective for MpiWorld {
     fn sum(&self, values: &mut [f32], what: &str) -> Result<(), TrainError> {
         let send = values.to_vec();
         mpi::request::scope(|scope| {
-            let request = self.world.immediate_all_reduce_into(scope, &send[..], values, SystemOperation::sum());
+            let request = self.world.immediate_all_reduce_into(
+                scope,
+                &send[..],
+                values,
+                SystemOperation::sum(),
+            );
             self.wait(request, what);
         });
         Ok(())
@@ -116,17 +126,24 @@ impl Collective for MpiWorld {
     fn broadcast(&self, mut bytes: Vec<u8>, what: &str) -> Result<Vec<u8>, TrainError> {
         let root = self.world.process_at_rank(0);
         let mut length = [bytes.len() as u64];
-        mpi::request::scope(|scope| self.wait(root.immediate_broadcast_into(scope, &mut length[..]), what));
-        let length = usize::try_from(length[0])
-            .map_err(|_| TrainError::Distributed(format!("rank 0 sent {} bytes for the {what}", length[0])))?;
+        mpi::request::scope(|scope| {
+            self.wait(root.immediate_broadcast_into(scope, &mut length[..]), what)
+        });
+        let length = usize::try_from(length[0]).map_err(|_| {
+            TrainError::Distributed(format!("rank 0 sent {} bytes for the {what}", length[0]))
+        })?;
         bytes.resize(length, 0);
-        mpi::request::scope(|scope| self.wait(root.immediate_broadcast_into(scope, &mut bytes[..]), what));
+        mpi::request::scope(|scope| {
+            self.wait(root.immediate_broadcast_into(scope, &mut bytes[..]), what)
+        });
         Ok(bytes)
     }
 
     fn gather(&self, value: u64, what: &str) -> Result<Vec<u64>, TrainError> {
         let mut all = vec![0u64; self.size()];
-        mpi::request::scope(|scope| self.wait(self.world.immediate_all_gather_into(scope, &value, &mut all[..]), what));
+        mpi::request::scope(|scope| {
+            self.wait(self.world.immediate_all_gather_into(scope, &value, &mut all[..]), what)
+        });
         Ok(all)
     }
 }

@@ -23,7 +23,14 @@ pub enum TrainEvent<'a> {
     Resume { step: usize, from: &'a Path, changes: &'a [String] },
     /// Training figures every `train.log_every_steps` steps and at the last: the mean loss
     /// and examples per second since the previous one.
-    Train { step: usize, epoch: usize, loss: f64, lr: f64, grad_norm: Option<f64>, examples_per_second: f64 },
+    Train {
+        step: usize,
+        epoch: usize,
+        loss: f64,
+        lr: f64,
+        grad_norm: Option<f64>,
+        examples_per_second: f64,
+    },
     /// An evaluation; `best` when it improved `train.metric_for_best`.
     Eval { step: usize, epoch: usize, metrics: &'a Metrics, best: bool, seconds: f64 },
     /// Training stopped on an error at `step`, before its update.
@@ -50,7 +57,11 @@ pub(super) struct EventSink {
 
 impl EventSink {
     /// Writes `event` to the metrics log, if there is one, then hands it to the hooks.
-    pub fn emit<M, H: TrainHooks<M>>(&mut self, hooks: &mut H, event: TrainEvent<'_>) -> Result<(), TrainError> {
+    pub fn emit<M, H: TrainHooks<M>>(
+        &mut self,
+        hooks: &mut H,
+        event: TrainEvent<'_>,
+    ) -> Result<(), TrainError> {
         if !self.to_hooks {
             return Ok(());
         }
@@ -91,14 +102,18 @@ impl MetricsLog {
             }
             write_atomic(path, kept.as_bytes())?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path).map_err(io_error(path))?;
+        let file =
+            OpenOptions::new().create(true).append(true).open(path).map_err(io_error(path))?;
         Ok(Self { path: path.to_path_buf(), file })
     }
 
     pub fn write(&mut self, event: &TrainEvent<'_>) -> Result<(), TrainError> {
         let mut line = serde_json::to_value(event).expect("events serialise").to_string();
         line.push('\n');
-        self.file.write_all(line.as_bytes()).and_then(|_| self.file.flush()).map_err(io_error(&self.path))
+        self.file
+            .write_all(line.as_bytes())
+            .and_then(|_| self.file.flush())
+            .map_err(io_error(&self.path))
     }
 }
 
@@ -115,8 +130,10 @@ impl Progress {
         }
         let bar = ProgressBar::new(total_steps as u64);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise} < {eta_precise}] {bar:30} {pos}/{len} {msg}")
-                .expect("the progress template is valid"),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise} < {eta_precise}] {bar:30} {pos}/{len} {msg}",
+            )
+            .expect("the progress template is valid"),
         );
         bar.set_position(done as u64);
         bar.reset_eta();
@@ -124,7 +141,14 @@ impl Progress {
     }
 
     /// The figures of a training log event, beside the bar (or as a log line).
-    pub fn train_figures(&self, step: usize, total_steps: usize, loss: f64, lr: f64, throughput: f64) {
+    pub fn train_figures(
+        &self,
+        step: usize,
+        total_steps: usize,
+        loss: f64,
+        lr: f64,
+        throughput: f64,
+    ) {
         let message = format!("loss {loss:.4} lr {lr:.2e} {throughput:.1} ex/s");
         if self.bar.is_hidden() {
             // No terminal (a log file, CI): the same figures as log lines.
@@ -149,7 +173,9 @@ impl Progress {
     /// Leaves the bar where it stopped, with a message, or clears it after a complete run.
     pub fn finish(&self, stop_reason: StopReason, step: usize) {
         match stop_reason {
-            StopReason::Interrupted => self.bar.abandon_with_message(format!("interrupted at step {step}; the last checkpoint holds it")),
+            StopReason::Interrupted => self.bar.abandon_with_message(format!(
+                "interrupted at step {step}; the last checkpoint holds it"
+            )),
             _ => self.bar.finish_and_clear(),
         }
     }

@@ -66,7 +66,12 @@ pub trait TrainHooks<M> {
     fn evaluate(&mut self, model: &M, progress: &TrainProgress) -> Result<Metrics, TrainError>;
     /// Saves `model` as the best or the last checkpoint. A resumable checkpoint also needs
     /// [`CheckpointContext::write_resume_files`] called on its folder.
-    fn save(&mut self, model: &M, kind: SaveKind, checkpoint: &CheckpointContext<'_>) -> Result<(), TrainError>;
+    fn save(
+        &mut self,
+        model: &M,
+        kind: SaveKind,
+        checkpoint: &CheckpointContext<'_>,
+    ) -> Result<(), TrainError>;
     /// Hears each event after it is written to the metrics log (a report to refresh, a line
     /// to print). Does nothing by default; a failure here is the hook's to report, it does not
     /// stop training.
@@ -197,7 +202,8 @@ impl Trainer {
     /// dropout masks included), so `train.gradient_accumulation_steps` must be at least the
     /// number of devices (a multiple keeps them all busy).
     pub fn with_devices(mut self, devices: Vec<Device>) -> Self {
-        self.workers = devices.into_iter().map(|d| if d.is_autodiff() { d } else { d.autodiff() }).collect();
+        self.workers =
+            devices.into_iter().map(|d| if d.is_autodiff() { d } else { d.autodiff() }).collect();
         self
     }
 
@@ -252,15 +258,37 @@ impl Trainer {
         let (leader, mut log) = self.event_sink(resume.as_ref().map(|r| r.state.step))?;
         let resumed_from = resume.as_ref().map(|r| r.state.step);
         let (mut model, mut run, mut optimizer) = match resume {
-            Some(resume) => self.resume_from(resume, changes.unwrap_or_default(), model, total_steps, &mut log, hooks)?,
+            Some(resume) => self.resume_from(
+                resume,
+                changes.unwrap_or_default(),
+                model,
+                total_steps,
+                &mut log,
+                hooks,
+            )?,
             None => (model, RunState::fresh(n, total_steps), self.optimizer()),
         };
         let progress = Progress::new(self.show_progress && leader, total_steps, run.progress.step);
-        tracing::info!(examples = n, steps_per_epoch, total_steps, warmup_steps = schedule.warmup_steps, "training");
+        tracing::info!(
+            examples = n,
+            steps_per_epoch,
+            total_steps,
+            warmup_steps = schedule.warmup_steps,
+            "training"
+        );
         let collective = self.collective.as_deref();
-        let stepper = Stepper { config: &c, device: &self.device, workers: &self.workers, collective, data, batcher, loss_fn };
+        let stepper = Stepper {
+            config: &c,
+            device: &self.device,
+            workers: &self.workers,
+            collective,
+            data,
+            batcher,
+            loss_fn,
+        };
         let (mut window, mut final_loss, mut best_model) = (LossWindow::new(), f64::NAN, None);
-        let (mut stop_reason, mut saved_at, first_step) = (StopReason::Completed, None, run.progress.step);
+        let (mut stop_reason, mut saved_at, first_step) =
+            (StopReason::Completed, None, run.progress.step);
         run.start_session();
 
         for step in first_step..total_steps {
@@ -269,23 +297,36 @@ impl Trainer {
                 break;
             }
             let position = run.enter_step(step, steps_per_epoch, c.seed);
-            let gradients = stepper.gradients(&model, step, position, &run.order, &mut run.timings)?;
+            let gradients =
+                stepper.gradients(&model, step, position, &run.order, &mut run.timings)?;
             let (loss, examples) = (gradients.loss, gradients.examples);
             if !loss.is_finite() {
                 progress.abandon();
-                log.emit(hooks, TrainEvent::Error { step: step + 1, message: format!("loss is {loss}") })?;
+                log.emit(
+                    hooks,
+                    TrainEvent::Error { step: step + 1, message: format!("loss is {loss}") },
+                )?;
                 return Err(TrainError::NonFiniteLoss { step: step + 1, value: loss });
             }
             let lr = schedule.lr(step);
             let grad_norm;
-            (model, grad_norm) = stepper.apply(model, &mut optimizer, gradients, lr, &mut run.timings);
+            (model, grad_norm) =
+                stepper.apply(model, &mut optimizer, gradients, lr, &mut run.timings);
             run.progress.step = step + 1;
             run.examples_seen += examples;
             window.add(f64::from(loss), examples);
-            let (end_of_epoch, last_step) = ((step + 1) % steps_per_epoch == 0, step + 1 == total_steps);
+            let (end_of_epoch, last_step) =
+                ((step + 1) % steps_per_epoch == 0, step + 1 == total_steps);
             // At multiples of the interval, so that a resumed run logs at the same steps as one run.
             if run.progress.step % c.log_every_steps == 0 || last_step {
-                final_loss = log_train(&run.progress, &mut window, (lr, grad_norm), &progress, &mut log, hooks)?;
+                final_loss = log_train(
+                    &run.progress,
+                    &mut window,
+                    (lr, grad_norm),
+                    &progress,
+                    &mut log,
+                    hooks,
+                )?;
             }
             progress.step_done();
             if c.eval_due(run.progress.step, end_of_epoch, last_step) {
@@ -298,7 +339,10 @@ impl Trainer {
                 }
                 window.restart_clock();
             }
-            if last_step || stop_reason != StopReason::Completed || c.save_due(run.progress.step, end_of_epoch) {
+            if last_step
+                || stop_reason != StopReason::Completed
+                || c.save_due(run.progress.step, end_of_epoch)
+            {
                 self.save_last(&model, &mut run, &optimizer, hooks)?;
                 saved_at = Some(run.progress.step);
             }
@@ -306,7 +350,10 @@ impl Trainer {
                 break;
             }
         }
-        if stop_reason == StopReason::Interrupted && saved_at != Some(run.progress.step) && run.progress.step > first_step {
+        if stop_reason == StopReason::Interrupted
+            && saved_at != Some(run.progress.step)
+            && run.progress.step > first_step
+        {
             self.save_last(&model, &mut run, &optimizer, hooks)?;
         }
         progress.finish(stop_reason, run.progress.step);
@@ -332,7 +379,8 @@ impl Trainer {
     /// Whether the stop signal was raised or `step` is the one to stop at; over several
     /// processes, whether that is so on any rank, so that all stop after the same step.
     fn stop_requested(&self, step: usize) -> Result<bool, TrainError> {
-        let here = self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) || self.stop_at_step.is_some_and(|s| step >= s);
+        let here = self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
+            || self.stop_at_step.is_some_and(|s| step >= s);
         match self.collective.as_deref() {
             Some(collective) => distributed::any_rank_stops(collective, here),
             None => Ok(here),
@@ -383,8 +431,9 @@ impl Trainer {
             epsilon: c.adam_epsilon as f32,
             weight_decay: weight_decay as f32,
         };
-        let no_decay = ParamGroup::from_any_regexes(vec![r"(^|\.)bias$", r"(^|\.)gamma$", r"(^|\.)beta$"])
-            .expect("the no-decay patterns are valid regexes");
+        let no_decay =
+            ParamGroup::from_any_regexes(vec![r"(^|\.)bias$", r"(^|\.)gamma$", r"(^|\.)beta$"])
+                .expect("the no-decay patterns are valid regexes");
         ModuleOptimizer::from(adamw(c.weight_decay)).with_group(no_decay, adamw(0.0), None)
     }
 
@@ -401,20 +450,34 @@ impl Trainer {
     ) -> Result<(M, RunState, ModuleOptimizer), TrainError> {
         let model = resume.restore_param_ids(model)?;
         let run = RunState::resumed(&resume.state, total_steps);
-        tracing::info!("resuming from {} at step {}/{total_steps}", resume.dir.display(), run.progress.step);
+        tracing::info!(
+            "resuming from {} at step {}/{total_steps}",
+            resume.dir.display(),
+            run.progress.step
+        );
         for change in &changes {
             tracing::warn!("changed on resume: {change}");
         }
-        log.emit(hooks, TrainEvent::Resume { step: run.progress.step, from: &resume.dir, changes: &changes })?;
+        log.emit(
+            hooks,
+            TrainEvent::Resume { step: run.progress.step, from: &resume.dir, changes: &changes },
+        )?;
         let optimizer = self.optimizer().load_record(resume.into_optimizer_record());
         Ok((model, run, optimizer))
     }
 
     /// Checks a resume point against this run; returns the option keys that changed.
-    fn check_resume(&self, resume: &ResumePoint, n: usize, total_steps: usize) -> Result<Vec<String>, TrainError> {
+    fn check_resume(
+        &self,
+        resume: &ResumePoint,
+        n: usize,
+        total_steps: usize,
+    ) -> Result<Vec<String>, TrainError> {
         let before = &resume.state.config;
         let c = &self.config;
-        let refuse = |message: String| Err(TrainError::Resume(format!("{}: {message}", resume.dir.display())));
+        let refuse = |message: String| {
+            Err(TrainError::Resume(format!("{}: {message}", resume.dir.display())))
+        };
         if resume.state.step >= total_steps {
             return refuse(format!(
                 "the checkpoint is at step {} and the run has {total_steps} steps; raise train.max_steps or train.epochs to train further",
@@ -429,21 +492,35 @@ impl Trainer {
         }
         for (key, was, now) in [
             ("train.batch_size", before.batch_size, c.batch_size),
-            ("train.gradient_accumulation_steps", before.gradient_accumulation_steps, c.gradient_accumulation_steps),
+            (
+                "train.gradient_accumulation_steps",
+                before.gradient_accumulation_steps,
+                c.gradient_accumulation_steps,
+            ),
         ] {
             if was != now {
-                return refuse(format!("{key} was {was}, now {now}; it fixes the data order, so it cannot change on resume"));
+                return refuse(format!(
+                    "{key} was {was}, now {now}; it fixes the data order, so it cannot change on resume"
+                ));
             }
         }
         if before.seed != c.seed {
-            return refuse(format!("train.seed was {}, now {}; it fixes the data order and dropout", before.seed, c.seed));
+            return refuse(format!(
+                "train.seed was {}, now {}; it fixes the data order and dropout",
+                before.seed, c.seed
+            ));
         }
-        let (Value::Object(was), Value::Object(now)) =
-            (serde_json::to_value(before).expect("config"), serde_json::to_value(c).expect("config"))
-        else {
+        let (Value::Object(was), Value::Object(now)) = (
+            serde_json::to_value(before).expect("config"),
+            serde_json::to_value(c).expect("config"),
+        ) else {
             unreachable!("a config serialises as an object")
         };
-        Ok(now.iter().filter(|(k, v)| was.get(*k) != Some(*v)).map(|(k, v)| format!("train.{k}: {} -> {v}", was.get(k).unwrap_or(&Value::Null))).collect())
+        Ok(now
+            .iter()
+            .filter(|(k, v)| was.get(*k) != Some(*v))
+            .map(|(k, v)| format!("train.{k}: {} -> {v}", was.get(k).unwrap_or(&Value::Null)))
+            .collect())
     }
 
     /// Evaluates the model, records the result, saves `best/` when it improved, and tells.
@@ -476,15 +553,26 @@ impl Trainer {
         if outcome.improved {
             let started = Instant::now();
             let _span = tracing::info_span!("checkpoint", kind = "best").entered();
-            let context = CheckpointContext { progress: &run.progress, state: run.snapshot(c), optimizer: None };
+            let context = CheckpointContext {
+                progress: &run.progress,
+                state: run.snapshot(c),
+                optimizer: None,
+            };
             self.save(model, SaveKind::Best, &context, hooks)?;
             run.timings.checkpoint += started.elapsed().as_secs_f64();
         }
         let figures: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
         let (step, epoch) = (run.progress.step, run.progress.epoch);
         let best = if outcome.improved { "  [best]" } else { "" };
-        progress.line(format!("eval at step {step}/{} (epoch {epoch}): {}{best}", run.progress.total_steps, figures.join(", ")));
-        log.emit(hooks, TrainEvent::Eval { step, epoch, metrics: &metrics, best: outcome.improved, seconds })?;
+        progress.line(format!(
+            "eval at step {step}/{} (epoch {epoch}): {}{best}",
+            run.progress.total_steps,
+            figures.join(", ")
+        ));
+        log.emit(
+            hooks,
+            TrainEvent::Eval { step, epoch, metrics: &metrics, best: outcome.improved, seconds },
+        )?;
         if outcome.stop {
             tracing::info!(
                 "early stopping at step {step}: {} evaluations without an improvement of {} above {}",
@@ -506,7 +594,11 @@ impl Trainer {
     ) -> Result<(), TrainError> {
         let started = Instant::now();
         let _span = tracing::info_span!("checkpoint", kind = "last").entered();
-        let context = CheckpointContext { progress: &run.progress, state: run.snapshot(&self.config), optimizer: Some(optimizer) };
+        let context = CheckpointContext {
+            progress: &run.progress,
+            state: run.snapshot(&self.config),
+            optimizer: Some(optimizer),
+        };
         self.save(model, SaveKind::Last, &context, hooks)?;
         run.timings.checkpoint += started.elapsed().as_secs_f64();
         Ok(())
@@ -514,7 +606,13 @@ impl Trainer {
 
     /// Saves through the hooks; over several processes, rank 0 saves, every rank learns whether
     /// it could, and the ranks' weights are compared.
-    fn save<M: Module, H: TrainHooks<M>>(&self, model: &M, kind: SaveKind, context: &CheckpointContext<'_>, hooks: &mut H) -> Result<(), TrainError> {
+    fn save<M: Module, H: TrainHooks<M>>(
+        &self,
+        model: &M,
+        kind: SaveKind,
+        context: &CheckpointContext<'_>,
+        hooks: &mut H,
+    ) -> Result<(), TrainError> {
         let Some(collective) = self.collective.as_deref() else {
             return hooks.save(model, kind, context);
         };
@@ -523,7 +621,13 @@ impl Trainer {
         distributed::check_replicas(collective, model, context.progress.step)
     }
 
-    fn summary(&self, run: &RunState, final_loss: f64, stop_reason: StopReason, resumed_from: Option<usize>) -> TrainSummary {
+    fn summary(
+        &self,
+        run: &RunState,
+        final_loss: f64,
+        stop_reason: StopReason,
+        resumed_from: Option<usize>,
+    ) -> TrainSummary {
         let state = run.snapshot(&self.config);
         let (best_metrics, last_metrics) = run.best_and_last_metrics();
         TrainSummary {

@@ -44,8 +44,9 @@ mod tests {
 
     #[test]
     fn step_and_micro_batch_seeds_differ() {
-        let seeds: std::collections::BTreeSet<u64> =
-            (0..20).flat_map(|step| (0..4).map(move |b| micro_batch_seed(step_seed(42, step), b))).collect();
+        let seeds: std::collections::BTreeSet<u64> = (0..20)
+            .flat_map(|step| (0..4).map(move |b| micro_batch_seed(step_seed(42, step), b)))
+            .collect();
         assert_eq!(seeds.len(), 80);
     }
 }

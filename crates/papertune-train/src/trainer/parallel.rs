@@ -72,11 +72,22 @@ where
             .map(|(micro, device)| {
                 let worker = model.clone().fork(device);
                 scope.spawn(move || {
-                    let (grads, loss) = micro_batch_gradients(&worker, loss_fn, batcher, micro, device, seed_of_step, accumulation);
+                    let (grads, loss) = micro_batch_gradients(
+                        &worker,
+                        loss_fn,
+                        batcher,
+                        micro,
+                        device,
+                        seed_of_step,
+                        accumulation,
+                    );
                     (grads.to_device(main_device, &worker), loss)
                 })
             })
             .collect();
-        handles.into_iter().map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
     })
 }

@@ -57,7 +57,12 @@ impl RunState {
     /// A run continuing from a checkpoint's state.
     pub fn resumed(state: &TrainerState, total_steps: usize) -> Self {
         Self {
-            progress: TrainProgress { step: state.step, epoch: state.epoch, total_steps, best: state.best },
+            progress: TrainProgress {
+                step: state.step,
+                epoch: state.epoch,
+                total_steps,
+                best: state.best,
+            },
             examples: state.examples,
             examples_seen: state.examples_seen,
             train_seconds_before: state.train_seconds,
@@ -85,7 +90,11 @@ impl RunState {
     }
 
     /// Records an evaluation: best checkpoint and early-stopping bookkeeping.
-    pub fn record_eval(&mut self, c: &TrainConfig, metrics: Metrics) -> Result<EvalOutcome, TrainError> {
+    pub fn record_eval(
+        &mut self,
+        c: &TrainConfig,
+        metrics: Metrics,
+    ) -> Result<EvalOutcome, TrainError> {
         let value = *metrics.get(&c.metric_for_best).ok_or_else(|| TrainError::MissingMetric {
             metric: c.metric_for_best.clone(),
             found: metrics.keys().cloned().collect(),
@@ -96,23 +105,30 @@ impl RunState {
             self.progress.best = Some((value, self.progress.step));
         }
         // Early stopping counts evaluations that do not beat the best by more than the threshold.
-        let significant = self
-            .early_stopping_best
-            .is_none_or(|best| better(value, best) && (value - best).abs() > c.early_stopping_threshold);
+        let significant = self.early_stopping_best.is_none_or(|best| {
+            better(value, best) && (value - best).abs() > c.early_stopping_threshold
+        });
         if significant {
             self.evals_without_improvement = 0;
             self.early_stopping_best = Some(value);
         } else {
             self.evals_without_improvement += 1;
         }
-        self.eval_history.push(EvalRecord { step: self.progress.step, epoch: self.progress.epoch, metrics });
+        self.eval_history.push(EvalRecord {
+            step: self.progress.step,
+            epoch: self.progress.epoch,
+            metrics,
+        });
         let stop = c.early_stopping_patience.is_some_and(|p| self.evals_without_improvement >= p);
         Ok(EvalOutcome { improved, stop })
     }
 
     /// The metrics of the best evaluation, and of the last one.
     pub fn best_and_last_metrics(&self) -> (Option<Metrics>, Option<Metrics>) {
-        let best = self.progress.best.and_then(|(_, step)| self.eval_history.iter().find(|e| e.step == step));
+        let best = self
+            .progress
+            .best
+            .and_then(|(_, step)| self.eval_history.iter().find(|e| e.step == step));
         (best.map(|e| e.metrics.clone()), self.eval_history.last().map(|e| e.metrics.clone()))
     }
 

@@ -45,7 +45,14 @@ impl<I: Send, Bt, L> Stepper<'_, I, Bt, L> {
     /// Forward and backward over the micro-batches of step `step`, which sits at `position` in
     /// its epoch whose order is `order`: `accumulation` batches of `batch_size`, the last step
     /// of an epoch taking what is left.
-    pub fn gradients<M, Batch>(&self, model: &M, step: usize, position: usize, order: &[usize], timings: &mut PhaseTimings) -> Result<StepGradients, TrainError>
+    pub fn gradients<M, Batch>(
+        &self,
+        model: &M,
+        step: usize,
+        position: usize,
+        order: &[usize],
+        timings: &mut PhaseTimings,
+    ) -> Result<StepGradients, TrainError>
     where
         M: TrainModel<Batch>,
         Bt: Batcher<I, Batch>,
@@ -64,9 +71,12 @@ impl<I: Send, Bt, L> Stepper<'_, I, Bt, L> {
             let start = index * c.batch_size;
             &order[start..(start + c.batch_size).min(n)]
         };
-        examples += (first_batch..last_batch).map(|index| batch_indices(index).len()).sum::<usize>();
+        examples +=
+            (first_batch..last_batch).map(|index| batch_indices(index).len()).sum::<usize>();
         // Over several processes, this rank's micro-batches; else all of them.
-        let mine: Vec<usize> = (first_batch..last_batch).filter(|&index| distributed::owns(self.collective, first_batch, index)).collect();
+        let mine: Vec<usize> = (first_batch..last_batch)
+            .filter(|&index| distributed::owns(self.collective, first_batch, index))
+            .collect();
         for group in mine.chunks(devices) {
             let started = Instant::now();
             let group = {
@@ -77,7 +87,12 @@ impl<I: Send, Bt, L> Stepper<'_, I, Bt, L> {
                         let indices = batch_indices(index);
                         let items = indices
                             .iter()
-                            .map(|&i| self.data.get(i).map_err(|e| TrainError::Data { index: i, message: e.to_string() }))
+                            .map(|&i| {
+                                self.data.get(i).map_err(|e| TrainError::Data {
+                                    index: i,
+                                    message: e.to_string(),
+                                })
+                            })
                             .collect::<Result<Vec<I>, _>>()?;
                         Ok(MicroBatch { index, items })
                     })
@@ -110,7 +125,12 @@ impl<I: Send, Bt, L> Stepper<'_, I, Bt, L> {
 
     /// The gradients of one group of micro-batches: on the trainer's device when it is one,
     /// else on the worker devices at once (see [`super::parallel`]).
-    fn group_gradients<M, Batch>(&self, model: &M, mut group: Vec<MicroBatch<I>>, seed_of_step: u64) -> Vec<(GradientsParams, f32)>
+    fn group_gradients<M, Batch>(
+        &self,
+        model: &M,
+        mut group: Vec<MicroBatch<I>>,
+        seed_of_step: u64,
+    ) -> Vec<(GradientsParams, f32)>
     where
         M: TrainModel<Batch>,
         Bt: Batcher<I, Batch>,
@@ -119,9 +139,26 @@ impl<I: Send, Bt, L> Stepper<'_, I, Bt, L> {
         let scale = self.config.gradient_accumulation_steps as f64;
         if group.len() == 1 {
             let micro = group.pop().expect("one micro-batch");
-            vec![micro_batch_gradients(model, self.loss_fn, self.batcher, micro, self.device, seed_of_step, scale)]
+            vec![micro_batch_gradients(
+                model,
+                self.loss_fn,
+                self.batcher,
+                micro,
+                self.device,
+                seed_of_step,
+                scale,
+            )]
         } else {
-            super::parallel::gradients_on_workers(model, self.loss_fn, self.batcher, group, self.workers, self.device, seed_of_step, scale)
+            super::parallel::gradients_on_workers(
+                model,
+                self.loss_fn,
+                self.batcher,
+                group,
+                self.workers,
+                self.device,
+                seed_of_step,
+                scale,
+            )
         }
     }
 

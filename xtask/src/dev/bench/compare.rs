@@ -48,7 +48,9 @@ fn minilm_dir() -> Result<PathBuf> {
 fn gguf_file(preset: &str) -> Result<PathBuf> {
     match source::resolve_llm(preset)? {
         source::LlmFiles::Gguf(path) => Ok(path),
-        source::LlmFiles::Folder { .. } => bail!("the {preset} preset is expected to be a GGUF file"),
+        source::LlmFiles::Folder { .. } => {
+            bail!("the {preset} preset is expected to be a GGUF file")
+        }
     }
 }
 
@@ -58,7 +60,9 @@ fn llama_bench() -> Option<PathBuf> {
         return Some(PathBuf::from(path));
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join("llama-bench")).find(|candidate| candidate.is_file())
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("llama-bench"))
+        .find(|candidate| candidate.is_file())
 }
 
 /// One side's result for the workload.
@@ -83,7 +87,9 @@ pub(super) fn compare(options: &BenchOptions) -> Result<Value> {
     let llama_bench = llama_bench();
     match &llama_bench {
         Some(path) => tracing::info!("llama.cpp: {}", path.display()),
-        None => tracing::info!("llama.cpp: no llama-bench on PATH nor in PAPERTUNE_LLAMA_BENCH; its side is left out"),
+        None => tracing::info!(
+            "llama.cpp: no llama-bench on PATH nor in PAPERTUNE_LLAMA_BENCH; its side is left out"
+        ),
     }
     let number = |v: &Value, key: &str| v[key].as_f64().unwrap_or(f64::NAN);
     let mut out = serde_json::Map::new();
@@ -102,7 +108,15 @@ pub(super) fn compare(options: &BenchOptions) -> Result<Value> {
             tracing::info!("{name}: papertune ({})", options.backend);
             let path = json_path("papertune");
             let status = Command::new(&exe)
-                .args(["bench", "--only", name, "--repeats", &repeats, "--backend", &options.backend])
+                .args([
+                    "bench",
+                    "--only",
+                    name,
+                    "--repeats",
+                    &repeats,
+                    "--backend",
+                    &options.backend,
+                ])
                 .arg("--json")
                 .arg(&path)
                 .stdout(Stdio::null())
@@ -123,7 +137,10 @@ pub(super) fn compare(options: &BenchOptions) -> Result<Value> {
                 .stdout(Stdio::null())
                 .status()
                 .map_err(|e| anyhow::anyhow!("cannot run python3 bench/torch_reference.py: {e}"))?;
-            anyhow::ensure!(status.success(), "bench/torch_reference.py {name} failed ({status}); it needs torch, transformers, peft and gguf");
+            anyhow::ensure!(
+                status.success(),
+                "bench/torch_reference.py {name} failed ({status}); it needs torch, transformers, peft and gguf"
+            );
             Ok(read_json_file(&path)?[reference.torch].clone())
         });
         let mut sides = vec![ours, torch];
@@ -144,17 +161,30 @@ pub(super) fn compare(options: &BenchOptions) -> Result<Value> {
             tracing::info!(
                 "{name} round {}: {}",
                 round + 1,
-                results.iter().map(|r| format!("{:.2}", number(r, "throughput"))).collect::<Vec<_>>().join(" / ")
+                results
+                    .iter()
+                    .map(|r| format!("{:.2}", number(r, "throughput")))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
             );
             rounds.push(results);
         }
-        let column = |side: usize, key: &str| rounds.iter().map(|r| number(&r[side], key)).collect::<Vec<f64>>();
-        let ratios = |side: usize| rounds.iter().map(|r| number(&r[0], "throughput") / number(&r[side], "throughput")).collect::<Vec<f64>>();
+        let column = |side: usize, key: &str| {
+            rounds.iter().map(|r| number(&r[side], key)).collect::<Vec<f64>>()
+        };
+        let ratios = |side: usize| {
+            rounds
+                .iter()
+                .map(|r| number(&r[0], "throughput") / number(&r[side], "throughput"))
+                .collect::<Vec<f64>>()
+        };
         let peak = |values: Vec<f64>| values.into_iter().fold(f64::NAN, f64::max);
         let by_round = ratios(1);
         let ratio = median(&mut by_round.clone());
-        let (ours_tp, theirs_tp) = (median(&mut column(0, "throughput")), median(&mut column(1, "throughput")));
-        let (ours_rss, theirs_rss) = (peak(column(0, "peak_rss_mib")), peak(column(1, "peak_rss_mib")));
+        let (ours_tp, theirs_tp) =
+            (median(&mut column(0, "throughput")), median(&mut column(1, "throughput")));
+        let (ours_rss, theirs_rss) =
+            (peak(column(0, "peak_rss_mib")), peak(column(1, "peak_rss_mib")));
         let last = rounds.last().cloned().expect("at least one round");
         let (mut ours, mut theirs) = (last[0].clone(), last[1].clone());
         let (llama_cell, llama_ratio_cell) = match last.get(2) {
@@ -199,14 +229,22 @@ fn llama_cpp_w4(bench: &Path, gguf: &Path, repeats: usize, threads: usize) -> Re
         .output()
         .with_context(|| format!("running {}", bench.display()))?;
     anyhow::ensure!(output.status.success(), "{} failed ({})", bench.display(), output.status);
-    let runs: Value = serde_json::from_slice(&output.stdout).with_context(|| format!("{}: output is not JSON", bench.display()))?;
-    let runs = runs.as_array().with_context(|| format!("{}: expected a JSON array of tests", bench.display()))?;
+    let runs: Value = serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("{}: output is not JSON", bench.display()))?;
+    let runs = runs
+        .as_array()
+        .with_context(|| format!("{}: expected a JSON array of tests", bench.display()))?;
     let seconds = |prompt: usize, generated: usize| -> Result<f64> {
         runs.iter()
-            .find(|t| t["n_prompt"].as_u64() == Some(prompt as u64) && t["n_gen"].as_u64() == Some(generated as u64))
+            .find(|t| {
+                t["n_prompt"].as_u64() == Some(prompt as u64)
+                    && t["n_gen"].as_u64() == Some(generated as u64)
+            })
             .and_then(|t| t["avg_ns"].as_f64())
             .map(|ns| ns / 1e9)
-            .with_context(|| format!("{}: no test with n_prompt {prompt} and n_gen {generated}", bench.display()))
+            .with_context(|| {
+                format!("{}: no test with n_prompt {prompt} and n_gen {generated}", bench.display())
+            })
     };
     let (prefill, decode) = (seconds(W4_PROMPT, 0)?, seconds(0, W4_NEW_TOKENS)?);
     let commit = runs.first().and_then(|t| t["build_commit"].as_str()).unwrap_or("unknown");

@@ -70,7 +70,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let precision = args.precision.precision;
     let name = args.backend.unwrap_or_else(|| backend::default_name().to_owned());
     // Half precision defaults to the inference workloads.
-    let only = args.only.unwrap_or_else(|| if precision.is_half() { "W2,W4" } else { "W1,W2,W3,W4" }.to_owned());
+    let only = args
+        .only
+        .unwrap_or_else(|| if precision.is_half() { "W2,W4" } else { "W1,W2,W3,W4" }.to_owned());
     let options = BenchOptions {
         only: only.split(',').map(|w| w.trim().to_owned()).filter(|w| !w.is_empty()).collect(),
         repeats: args.repeats.max(1),
@@ -107,6 +109,7 @@ fn peak_rss_mib() -> f64 {
 
 /// A JSON file written by a bench run in another process.
 pub fn read_json_file(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))
 }

@@ -8,14 +8,17 @@ use anyhow::{Result, bail};
 use burn::data::dataloader::batcher::Batcher;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
-use papertune_data::{CausalLmBatcher, CausalLmExample, ClassificationBatcher, ClassificationItem, Encoded, TokenBatch};
+use papertune_data::{
+    CausalLmBatcher, CausalLmExample, ClassificationBatcher, ClassificationItem, Encoded,
+    TokenBatch,
+};
 use papertune_models::generate::{GenerationConfig, Generator};
 use papertune_models::lora::{LoraConfig, LoraModel};
 use papertune_models::{PretrainedCausalLm, PretrainedEncoder, WeightPrecision, source};
 
 use super::{BenchOptions, median, peak_rss_mib};
-use papertune_tasks::llm::CausalLmTrainer;
 use papertune_tasks::classify::{HeadConfig, SequenceClassifier};
+use papertune_tasks::llm::CausalLmTrainer;
 use papertune_train::{CausalLmLoss, CrossEntropyLoss, FusedAdamW, Loss, TrainModel};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -47,7 +50,14 @@ impl StepTimes {
 
 /// A workload's result: `units` (examples or tokens) in `seconds`, as throughput with the
 /// fields every workload has, and the workload's own `detail` (seconds, phases).
-fn result(units: f64, seconds: f64, unit: &str, shape: [usize; 2], options: &BenchOptions, detail: Value) -> Value {
+fn result(
+    units: f64,
+    seconds: f64,
+    unit: &str,
+    shape: [usize; 2],
+    options: &BenchOptions,
+    detail: Value,
+) -> Value {
     let mut value = json!({
         "throughput": units / seconds,
         "unit": unit,
@@ -61,8 +71,13 @@ fn result(units: f64, seconds: f64, unit: &str, shape: [usize; 2], options: &Ben
     value
 }
 
-fn time_train_steps(name: &str, repeats: usize, mut step: impl FnMut() -> (Instant, Instant)) -> StepTimes {
-    let (mut forward, mut backward, mut optimizer, mut total) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+fn time_train_steps(
+    name: &str,
+    repeats: usize,
+    mut step: impl FnMut() -> (Instant, Instant),
+) -> StepTimes {
+    let (mut forward, mut backward, mut optimizer, mut total) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..repeats + 1 {
         let start = Instant::now();
         let (forward_done, backward_done) = step();
@@ -75,19 +90,33 @@ fn time_train_steps(name: &str, repeats: usize, mut step: impl FnMut() -> (Insta
         }
         tracing::info!("{name} repeat {i}: {:.2} s", (end - start).as_secs_f64());
     }
-    StepTimes { forward: median(&mut forward), backward: median(&mut backward), optimizer: median(&mut optimizer), total: median(&mut total) }
+    StepTimes {
+        forward: median(&mut forward),
+        backward: median(&mut backward),
+        optimizer: median(&mut optimizer),
+        total: median(&mut total),
+    }
 }
 
 /// A batch of `batch` rows of `seq` random word-piece ids between `[CLS]` and `[SEP]`, no
 /// padding, labels alternating.
-fn encoder_batch(rng: &mut StdRng, batch: usize, seq: usize, vocab: usize, device: &Device) -> TokenBatch {
+fn encoder_batch(
+    rng: &mut StdRng,
+    batch: usize,
+    seq: usize,
+    vocab: usize,
+    device: &Device,
+) -> TokenBatch {
     let items = (0..batch)
         .map(|i| {
             // 999..: past BERT's [unused] and special tokens.
             let mut ids = vec![101u32];
             ids.extend((0..seq - 2).map(|_| rng.random_range(999..vocab as u32)));
             ids.push(102);
-            ClassificationItem { tokens: Encoded { type_ids: vec![0; seq], ids }, label: (i % 2) as u8 }
+            ClassificationItem {
+                tokens: Encoded { type_ids: vec![0; seq], ids },
+                label: (i % 2) as u8,
+            }
         })
         .collect();
     ClassificationBatcher::new(0).batch(items, device)
@@ -105,7 +134,8 @@ fn w1(device: &Device, options: &BenchOptions) -> Result<Value> {
     let mut model = minilm_classifier(&train_device)?;
     let vocab = model.encoder.vocab_size();
     let data = encoder_batch(&mut StdRng::seed_from_u64(2), batch, seq, vocab, &train_device);
-    let mut optimizer = ModuleOptimizer::from(FusedAdamW { weight_decay: 0.01, ..FusedAdamW::default() });
+    let mut optimizer =
+        ModuleOptimizer::from(FusedAdamW { weight_decay: 0.01, ..FusedAdamW::default() });
     let loss_fn = CrossEntropyLoss::new();
     let times = time_train_steps("W1", options.repeats, || {
         let (output, target) = model.forward_train(data.clone());
@@ -124,7 +154,13 @@ fn w1(device: &Device, options: &BenchOptions) -> Result<Value> {
 fn w2(device: &Device, options: &BenchOptions) -> Result<Value> {
     let (batch, seq) = (32usize, 256usize);
     let model = minilm_classifier(device)?;
-    let data = encoder_batch(&mut StdRng::seed_from_u64(3), batch, seq, model.encoder.vocab_size(), device);
+    let data = encoder_batch(
+        &mut StdRng::seed_from_u64(3),
+        batch,
+        seq,
+        model.encoder.vocab_size(),
+        device,
+    );
     let mut total = Vec::new();
     for i in 0..options.repeats + 1 {
         let start = Instant::now();
@@ -139,16 +175,30 @@ fn w2(device: &Device, options: &BenchOptions) -> Result<Value> {
         tracing::info!("W2 repeat {i}: {seconds:.2} s");
     }
     let seconds = median(&mut total);
-    Ok(result(batch as f64, seconds, "examples/s", [batch, seq], options, json!({"seconds_per_batch": seconds})))
+    Ok(result(
+        batch as f64,
+        seconds,
+        "examples/s",
+        [batch, seq],
+        options,
+        json!({"seconds_per_batch": seconds}),
+    ))
 }
 
 /// A LoRA train step on `preset`'s GGUF, its frozen base held as `precision` says: W3
 /// (SmolLM2 decoded to f32), W5 (Gemma 3 kept in its Q4_K_M blocks, the adapters trained through
 /// them) and W5F (Gemma 3 decoded to f32).
-fn w3(device: &Device, options: &BenchOptions, name: &str, preset: &str, precision: WeightPrecision) -> Result<Value> {
+fn w3(
+    device: &Device,
+    options: &BenchOptions,
+    name: &str,
+    preset: &str,
+    precision: WeightPrecision,
+) -> Result<Value> {
     let (batch, seq) = (4usize, 256usize);
     let train_device = device.clone().autodiff();
-    let lm = PretrainedCausalLm::load_with(&source::resolve_llm(preset)?, precision, &train_device)?;
+    let lm =
+        PretrainedCausalLm::load_with(&source::resolve_llm(preset)?, precision, &train_device)?;
     let lora = LoraConfig { r: 8, alpha: 16.0, dropout: 0.0, ..LoraConfig::default() };
     let mut model = CausalLmTrainer { lm: lm.model.attach_lora(&lora)? };
     let vocab = model.lm.vocab_size();
@@ -162,7 +212,8 @@ fn w3(device: &Device, options: &BenchOptions, name: &str, preset: &str, precisi
         })
         .collect();
     let batcher = CausalLmBatcher { pad_id: 0 };
-    let mut optimizer = ModuleOptimizer::from(FusedAdamW { weight_decay: 0.0, ..FusedAdamW::default() });
+    let mut optimizer =
+        ModuleOptimizer::from(FusedAdamW { weight_decay: 0.0, ..FusedAdamW::default() });
     let times = time_train_steps(name, options.repeats, || {
         let batch_data = batcher.batch(examples.clone(), &train_device);
         let (output, target) = model.forward_train(batch_data);
@@ -181,7 +232,12 @@ fn w3(device: &Device, options: &BenchOptions, name: &str, preset: &str, precisi
 /// Greedy generation with the KV cache from `preset`'s GGUF, its weights held as `precision`
 /// says: W4 (SmolLM2, decoded to f32), W4Q (SmolLM2 Q4_1 computed from its blocks), W4G (Gemma 3
 /// Q4_K_M from its blocks) and W4GF (Gemma 3 decoded to f32).
-fn w4(device: &Device, options: &BenchOptions, preset: &str, precision: WeightPrecision) -> Result<Value> {
+fn w4(
+    device: &Device,
+    options: &BenchOptions,
+    preset: &str,
+    precision: WeightPrecision,
+) -> Result<Value> {
     let (prompt_len, new_tokens) = (128usize, 32usize);
     let lm = PretrainedCausalLm::load_with(&source::resolve_llm(preset)?, precision, device)?;
     let mut tokenizer = lm.tokenizer.clone();
@@ -219,7 +275,10 @@ pub fn run(device: &Device, options: &BenchOptions) -> Result<Value> {
     let mut out = serde_json::Map::new();
     for name in &options.only {
         if options.precision.is_half() && matches!(name.as_str(), "W1" | "W3" | "W5" | "W5F") {
-            bail!("{name} is a training workload and training runs in f32; with --precision {} run --only W2,W4", options.precision);
+            bail!(
+                "{name} is a training workload and training runs in f32; with --precision {} run --only W2,W4",
+                options.precision
+            );
         }
         let mut value = match name.as_str() {
             "W1" => w1(device, options)?,
@@ -231,7 +290,9 @@ pub fn run(device: &Device, options: &BenchOptions) -> Result<Value> {
             "W4Q" => w4(device, options, "smollm2-135m", WeightPrecision::Quantized)?,
             "W4G" => w4(device, options, "gemma3-270m", WeightPrecision::Quantized)?,
             "W4GF" => w4(device, options, "gemma3-270m", WeightPrecision::Dequantized)?,
-            other => bail!("unknown workload {other:?}; known: W1, W2, W3, W4, W4Q, W4G, W4GF, W5, W5F"),
+            other => {
+                bail!("unknown workload {other:?}; known: W1, W2, W3, W4, W4Q, W4G, W4GF, W5, W5F")
+            }
         };
         value["precision"] = json!(options.precision.name());
         tracing::info!("{name}: {value}");
@@ -239,4 +300,3 @@ pub fn run(device: &Device, options: &BenchOptions) -> Result<Value> {
     }
     Ok(Value::Object(out))
 }
-

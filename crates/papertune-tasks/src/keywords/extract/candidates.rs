@@ -14,11 +14,7 @@ pub fn document_text(title: &str, abstract_text: &str) -> String {
     if title.is_empty() {
         return abstract_text.to_owned();
     }
-    let stop = if title.ends_with(['.', '!', '?']) {
-        ""
-    } else {
-        "."
-    };
+    let stop = if title.ends_with(['.', '!', '?']) { "" } else { "." };
     format!("{title}{stop}\n{abstract_text}")
 }
 
@@ -250,10 +246,7 @@ mod tests {
 
     #[test]
     fn document_text_closes_the_title() {
-        assert_eq!(
-            document_text(" Deep Nets ", "Body text. "),
-            "Deep Nets.\nBody text."
-        );
+        assert_eq!(document_text(" Deep Nets ", "Body text. "), "Deep Nets.\nBody text.");
         assert_eq!(document_text("Why nets?", "Body"), "Why nets?\nBody");
         assert_eq!(document_text("", "Only body"), "Only body");
         assert_eq!(document_text("   ", ""), "");
@@ -302,13 +295,8 @@ mod tests {
     #[test]
     fn stopwords_and_content_words() {
         assert_eq!(STOPWORDS.len(), 324);
-        assert!(
-            STOPWORDS.windows(2).all(|w| w[0] < w[1]),
-            "sorted and distinct"
-        );
-        for w in [
-            "the", "of", "e.g", "i.e", "et", "al", "etc", "vs", "viz", "however",
-        ] {
+        assert!(STOPWORDS.windows(2).all(|w| w[0] < w[1]), "sorted and distinct");
+        for w in ["the", "of", "e.g", "i.e", "et", "al", "etc", "vs", "viz", "however"] {
             assert!(is_stopword(w), "{w}");
         }
         assert!(!is_stopword("network"));
@@ -318,10 +306,7 @@ mod tests {
         assert!(!is_content_word("x"), "one char");
         assert!(is_content_word("αβ"));
         assert!(!is_content_word("ⅱⅲ"), "Roman numerals are numbers");
-        assert_eq!(
-            seg("NPSfinderⓡ results"),
-            vec![vec!["npsfinder"], vec!["results"]]
-        );
+        assert_eq!(seg("NPSfinderⓡ results"), vec![vec!["npsfinder"], vec!["results"]]);
         assert!(!is_content_word("the"));
     }
 
@@ -363,10 +348,7 @@ mod tests {
         assert_eq!(clean.len(), 8);
         // "again" is a stopword; max_ngram limits the length
         let short = Candidates::clean(text, 1);
-        assert_eq!(
-            short.phrases,
-            vec!["quality", "life", "deep", "neural", "networks"]
-        );
+        assert_eq!(short.phrases, vec!["quality", "life", "deep", "neural", "networks"]);
         assert!(Candidates::edge("", 3).is_empty());
         assert!(Candidates::clean("of the and", 3).is_empty());
         assert!(Candidates::clean("deep nets", 0).is_empty());

@@ -12,8 +12,8 @@ use papertune_models::bert::BertConfig;
 use papertune_models::source;
 
 use super::candidates::Candidates;
-use crate::encoder::encoder_files;
 use crate::embed::sentence_embeddings;
+use crate::encoder::encoder_files;
 use crate::error::TaskError;
 use crate::progress::Progress;
 
@@ -33,15 +33,27 @@ pub struct EmbedRanker {
 impl EmbedRanker {
     /// Loads encoder `source` (a preset, hub id or folder); texts are cut at 256 tokens, or at
     /// the encoder's positions when it has fewer.
-    pub fn load(source: &str, max_ngram: usize, diversity: f64, batch_size: usize, device: &Device) -> Result<Self, TaskError> {
+    pub fn load(
+        source: &str,
+        max_ngram: usize,
+        diversity: f64,
+        batch_size: usize,
+        device: &Device,
+    ) -> Result<Self, TaskError> {
         let positions = BertConfig::read(&source::resolve(source)?.config)?.max_sequence_len();
-        let (files, encoder_config, tokenizer) = encoder_files(source, EMBED_MAX_LEN.min(positions))?;
+        let (files, encoder_config, tokenizer) =
+            encoder_files(source, EMBED_MAX_LEN.min(positions))?;
         let encoder = PretrainedEncoder::load_weights(encoder_config, &files.weights, device)?;
         Ok(Self { encoder, tokenizer, max_ngram, diversity, batch_size: batch_size.max(1) })
     }
 
     /// Unit-length embeddings of `texts`, batched by length (in bytes, a proxy for tokens).
-    fn embed(&self, texts: &[&str], device: &Device, what: &'static str) -> Result<Vec<Vec<f32>>, TaskError> {
+    fn embed(
+        &self,
+        texts: &[&str],
+        device: &Device,
+        what: &'static str,
+    ) -> Result<Vec<Vec<f32>>, TaskError> {
         let lengths: Vec<usize> = texts.iter().map(|t| t.len()).collect();
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| lengths[i]);
@@ -49,7 +61,10 @@ impl EmbedRanker {
         let mut progress = Progress::new(texts.len(), what);
         for chunk in order.chunks(self.batch_size) {
             let batch: Vec<String> = chunk.iter().map(|&i| texts[i].to_owned()).collect();
-            for (vector, &i) in sentence_embeddings(&self.encoder, &self.tokenizer, &batch, device)?.into_iter().zip(chunk) {
+            for (vector, &i) in sentence_embeddings(&self.encoder, &self.tokenizer, &batch, device)?
+                .into_iter()
+                .zip(chunk)
+            {
                 out[i] = vector;
             }
             progress.advance(chunk.len());
@@ -58,8 +73,14 @@ impl EmbedRanker {
     }
 
     /// Keyphrases of each text, best first, normalised and de-duplicated, at most `top_k`.
-    pub fn rank(&self, texts: &[String], top_k: usize, device: &Device) -> Result<Vec<Vec<String>>, TaskError> {
-        let candidates: Vec<Vec<String>> = texts.iter().map(|t| Candidates::edge(t, self.max_ngram).phrases).collect();
+    pub fn rank(
+        &self,
+        texts: &[String],
+        top_k: usize,
+        device: &Device,
+    ) -> Result<Vec<Vec<String>>, TaskError> {
+        let candidates: Vec<Vec<String>> =
+            texts.iter().map(|t| Candidates::edge(t, self.max_ngram).phrases).collect();
         // Every distinct candidate of the collection is embedded once.
         let mut index: HashMap<&str, usize> = HashMap::new();
         let mut distinct: Vec<&str> = Vec::new();
@@ -75,7 +96,8 @@ impl EmbedRanker {
         let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
         let mut out = Vec::with_capacity(texts.len());
         for (phrases, document) in candidates.iter().zip(&document_vectors) {
-            let vectors: Vec<&[f32]> = phrases.iter().map(|p| phrase_vectors[index[p.as_str()]].as_slice()).collect();
+            let vectors: Vec<&[f32]> =
+                phrases.iter().map(|p| phrase_vectors[index[p.as_str()]].as_slice()).collect();
             let similarity: Vec<f32> = vectors.iter().map(|v| dot(v, document)).collect();
             let order = if self.diversity > 0.0 {
                 mmr_order(&similarity, &vectors, top_k, self.diversity as f32)
@@ -102,14 +124,23 @@ impl EmbedRanker {
 /// Maximal marginal relevance, greedily: first the candidate most similar to the document, then
 /// each time the one maximising `(1 - diversity) · sim(doc) - diversity · max sim(picked)`; ties
 /// go to the earlier candidate. Returns at most `top_k` indices in pick order.
-pub fn mmr_order(similarity: &[f32], vectors: &[&[f32]], top_k: usize, diversity: f32) -> Vec<usize> {
+pub fn mmr_order(
+    similarity: &[f32],
+    vectors: &[&[f32]],
+    top_k: usize,
+    diversity: f32,
+) -> Vec<usize> {
     let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
     let mut picked: Vec<usize> = Vec::new();
     let mut closest_picked = vec![f32::NEG_INFINITY; similarity.len()];
     let mut left: Vec<usize> = (0..similarity.len()).collect();
     while picked.len() < top_k && !left.is_empty() {
         let score = |i: usize| {
-            if picked.is_empty() { similarity[i] } else { (1.0 - diversity) * similarity[i] - diversity * closest_picked[i] }
+            if picked.is_empty() {
+                similarity[i]
+            } else {
+                (1.0 - diversity) * similarity[i] - diversity * closest_picked[i]
+            }
         };
         let mut best = 0;
         for at in 1..left.len() {

@@ -32,11 +32,7 @@ impl IdfTable {
                 *df.entry(phrase).or_insert(0) += 1;
             }
         }
-        IdfTable {
-            documents,
-            max_ngram,
-            df,
-        }
+        IdfTable { documents, max_ngram, df }
     }
 
     /// scikit-learn's smoothed idf, `ln((1 + n) / (1 + df)) + 1`, with `n` the number of
@@ -95,11 +91,7 @@ mod tests {
     use super::*;
 
     fn corpus() -> IdfTable {
-        let docs = [
-            "Graph neural networks",
-            "Neural networks for images",
-            "Image graph",
-        ];
+        let docs = ["Graph neural networks", "Neural networks for images", "Image graph"];
         IdfTable::build(docs.iter().copied(), 3)
     }
 
@@ -112,10 +104,7 @@ mod tests {
         assert_eq!(idf.df["graph neural networks"], 1);
         assert_eq!(idf.df["images"], 1);
         assert!(!idf.df.contains_key("for"), "stopword");
-        assert!(
-            !idf.df.contains_key("networks for images"),
-            "stopword inside"
-        );
+        assert!(!idf.df.contains_key("networks for images"), "stopword inside");
         assert_eq!(idf.df.len(), 9);
         let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
         assert!(close(idf.idf("graph"), (4.0f64 / 3.0).ln() + 1.0));
@@ -145,10 +134,7 @@ mod tests {
             assert_eq!(phrase, want_phrase);
             assert!((score - want_score).abs() < 1e-12, "{phrase}");
         }
-        let top2: Vec<String> = tfidf_keywords(text, &idf, 2)
-            .into_iter()
-            .map(|p| p.0)
-            .collect();
+        let top2: Vec<String> = tfidf_keywords(text, &idf, 2).into_iter().map(|p| p.0).collect();
         assert_eq!(top2, ["graph networks", "networks"]);
         assert!(tfidf_keywords(text, &idf, 0).is_empty());
         assert!(tfidf_keywords("", &idf, 5).is_empty());

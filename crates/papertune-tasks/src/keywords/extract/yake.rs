@@ -74,7 +74,8 @@ wonder would wouldn't x y yes yet you you'd you'll you're you've your yours your
 
 /// Sentence terminals, word-joining hyphens (as a regex class body) and non-ASCII apostrophes of segtok.
 const TERMINALS: &str = ".!?\u{203C}\u{203D}\u{2047}\u{2048}\u{2049}\u{3002}\u{FE52}\u{FE57}\u{FF01}\u{FF0E}\u{FF1F}\u{FF61}";
-const HYPH: &str = r"\x{AD}\x{58A}\x{5BE}\x{F0C}\x{1400}\x{1806}\x{2010}-\x{2012}\x{2E17}\x{30A0}\-";
+const HYPH: &str =
+    r"\x{AD}\x{58A}\x{5BE}\x{F0C}\x{1400}\x{1806}\x{2010}-\x{2012}\x{2E17}\x{30A0}\-";
 const APOS: &str = "\u{B4}\u{2B9}\u{2BC}\u{2019}\u{2032}";
 /// segtok's abbreviations, after which a full stop ends no sentence (with its capitalised variants).
 const ABBREVIATIONS: &str = r"approx Capt cf Col Dr f\.?e figs? Gen e\.?g i\.?e i\.?v Mag med Mr Mrs Mt nat No nr p\.e phil
@@ -89,12 +90,35 @@ fn stopwords() -> &'static HashSet<&'static str> {
 
 /// Compiled patterns; all are constants, so compiling them cannot fail at run time.
 struct Rx {
-    marker: Regex, abbr: Regex, title_initial: Regex, bracket_initial: Regex, comma_initial: Regex,
-    and_initial: Regex, lone_cap: Regex, lone_cap_or_comma: Regex, lone_word: Regex, date_end: Regex,
-    month: Regex, middle_initial: Regex, upper_word: Regex, before_lower: Regex, lower_word: Regex,
-    continuation: Regex, upper_end: Regex, upper_start: Regex, web: Regex, hyphen_break: Regex,
-    contraction: Regex, entity: Regex, leading_capital: Regex,
-    alnum: Regex, letter: Regex, number: Regex, word: Regex, alpha: Regex, digit: Regex,
+    marker: Regex,
+    abbr: Regex,
+    title_initial: Regex,
+    bracket_initial: Regex,
+    comma_initial: Regex,
+    and_initial: Regex,
+    lone_cap: Regex,
+    lone_cap_or_comma: Regex,
+    lone_word: Regex,
+    date_end: Regex,
+    month: Regex,
+    middle_initial: Regex,
+    upper_word: Regex,
+    before_lower: Regex,
+    lower_word: Regex,
+    continuation: Regex,
+    upper_end: Regex,
+    upper_start: Regex,
+    web: Regex,
+    hyphen_break: Regex,
+    contraction: Regex,
+    entity: Regex,
+    leading_capital: Regex,
+    alnum: Regex,
+    letter: Regex,
+    number: Regex,
+    word: Regex,
+    alpha: Regex,
+    digit: Regex,
 }
 
 fn rx() -> &'static Rx {
@@ -145,19 +169,44 @@ fn rx() -> &'static Rx {
 fn class(c: char, ascii: fn(&char) -> bool, re: &Regex) -> bool {
     if c.is_ascii() { ascii(&c) } else { re.is_match(c.encode_utf8(&mut [0u8; 4])) }
 }
-fn is_alnum(c: char) -> bool { class(c, char::is_ascii_alphanumeric, &rx().alnum) }
-fn is_letter(c: char) -> bool { class(c, char::is_ascii_alphabetic, &rx().letter) }
-fn is_number(c: char) -> bool { class(c, char::is_ascii_digit, &rx().number) }
-fn is_word(c: char) -> bool { c == '_' || class(c, char::is_ascii_alphanumeric, &rx().word) }
+fn is_alnum(c: char) -> bool {
+    class(c, char::is_ascii_alphanumeric, &rx().alnum)
+}
+fn is_letter(c: char) -> bool {
+    class(c, char::is_ascii_alphabetic, &rx().letter)
+}
+fn is_number(c: char) -> bool {
+    class(c, char::is_ascii_digit, &rx().number)
+}
+fn is_word(c: char) -> bool {
+    c == '_' || class(c, char::is_ascii_alphanumeric, &rx().word)
+}
 /// Python's `str.isalpha` and `str.isdigit` on one character.
-fn py_alpha(c: char) -> bool { class(c, char::is_ascii_alphabetic, &rx().alpha) }
-fn py_digit(c: char) -> bool { class(c, char::is_ascii_digit, &rx().digit) }
-fn is_titlecase(c: char) -> bool { !c.is_uppercase() && !c.is_lowercase() && c.to_lowercase().ne([c]) }
-fn is_hyphen(c: char) -> bool { "\u{AD}\u{58A}\u{5BE}\u{F0C}\u{1400}\u{1806}\u{2010}\u{2011}\u{2012}\u{2E17}\u{30A0}-".contains(c) }
-fn is_apo(c: char) -> bool { APOS.contains(c) }
-fn is_terminal(c: char) -> bool { TERMINALS.contains(c) }
-fn is_subscript(c: &char) -> bool { ('\u{2080}'..='\u{2089}').contains(c) }
-fn char_len(s: &str) -> usize { s.chars().count() }
+fn py_alpha(c: char) -> bool {
+    class(c, char::is_ascii_alphabetic, &rx().alpha)
+}
+fn py_digit(c: char) -> bool {
+    class(c, char::is_ascii_digit, &rx().digit)
+}
+fn is_titlecase(c: char) -> bool {
+    !c.is_uppercase() && !c.is_lowercase() && c.to_lowercase().ne([c])
+}
+fn is_hyphen(c: char) -> bool {
+    "\u{AD}\u{58A}\u{5BE}\u{F0C}\u{1400}\u{1806}\u{2010}\u{2011}\u{2012}\u{2E17}\u{30A0}-"
+        .contains(c)
+}
+fn is_apo(c: char) -> bool {
+    APOS.contains(c)
+}
+fn is_terminal(c: char) -> bool {
+    TERMINALS.contains(c)
+}
+fn is_subscript(c: &char) -> bool {
+    ('\u{2080}'..='\u{2089}').contains(c)
+}
+fn char_len(s: &str) -> usize {
+    s.chars().count()
+}
 
 // -------------------------------------------------------------------------------------------- sentences
 
@@ -178,12 +227,18 @@ fn split_sentences(text: &str) -> Vec<String> {
             start.get_or_insert(pos);
             continue;
         }
-        let (prev, next, dot) = (spans[pos - 1], spans.get(pos + 1).copied().unwrap_or(""), spans[pos].starts_with('.'));
+        let (prev, next, dot) = (
+            spans[pos - 1],
+            spans.get(pos + 1).copied().unwrap_or(""),
+            spans[pos].starts_with('.'),
+        );
         let join = prev.ends_with(char::is_whitespace)
             || (dot && is_abbreviation(prev))
-            || (dot && !next.is_empty() && (rx.lone_word.is_match(next)
-                || (rx.date_end.is_match(prev) && rx.month.is_match(next))
-                || (rx.middle_initial.is_match(prev) && rx.upper_word.is_match(next))));
+            || (dot
+                && !next.is_empty()
+                && (rx.lone_word.is_match(next)
+                    || (rx.date_end.is_match(prev) && rx.month.is_match(next))
+                    || (rx.middle_initial.is_match(prev) && rx.upper_word.is_match(next))));
         if let Some(s) = start.filter(|_| !join) {
             pieces.push(spans[s..=pos].concat());
             start = None;
@@ -209,10 +264,15 @@ fn is_abbreviation(prev: &str) -> bool {
     let rx = rx();
     // author-list initials (", A." or " and A.") count unless a lone capital precedes the comma / "and"
     let initial = |re: &Regex, not_after: &Regex| {
-        re.captures(prev).and_then(|c| c.get(1)).is_some_and(|g| !not_after.is_match(&prev[..g.start()]))
+        re.captures(prev)
+            .and_then(|c| c.get(1))
+            .is_some_and(|g| !not_after.is_match(&prev[..g.start()]))
     };
-    rx.abbr.is_match(prev) || rx.title_initial.is_match(prev) || rx.bracket_initial.is_match(prev)
-        || initial(&rx.comma_initial, &rx.lone_cap) || initial(&rx.and_initial, &rx.lone_cap_or_comma)
+    rx.abbr.is_match(prev)
+        || rx.title_initial.is_match(prev)
+        || rx.bracket_initial.is_match(prev)
+        || initial(&rx.comma_initial, &rx.lone_cap)
+        || initial(&rx.and_initial, &rx.lone_cap_or_comma)
 }
 
 /// segtok's reasons to glue the next piece to the sentence so far.
@@ -220,12 +280,16 @@ fn joins_previous(last: &str, cur: &str) -> bool {
     let rx = rx();
     let short = char_len(cur) < 55 || char_len(last) < 55;
     let bracketed = |open: char, close: char| {
-        short && is_open(last, open, close)
-            && (is_not_opened(cur, open, close) || last.ends_with(" et al. ")
+        short
+            && is_open(last, open, close)
+            && (is_not_opened(cur, open, close)
+                || last.ends_with(" et al. ")
                 || (rx.upper_end.is_match(last) && rx.upper_start.is_match(cur)))
     };
     (rx.before_lower.is_match(last) && rx.lower_word.is_match(cur))
-        || bracketed('(', ')') || bracketed('[', ']') || rx.continuation.is_match(cur)
+        || bracketed('(', ')')
+        || bracketed('[', ']')
+        || rx.continuation.is_match(cur)
 }
 
 /// Does `s` end inside a bracket it opened?
@@ -246,7 +310,11 @@ fn tokenize(sentence: &str) -> Vec<String> {
     let (mut tokens, mut done, mut from) = (Vec::new(), 0, 0);
     // URLs and e-mail addresses, when they follow a space, a quote or an opening bracket, stay whole
     while let Some(c) = rx.web.captures_at(sentence, from).and_then(|c| c.get(1)) {
-        if sentence[..c.start()].chars().next_back().is_none_or(|p| p.is_whitespace() || "<\"'([{".contains(p)) {
+        if sentence[..c.start()]
+            .chars()
+            .next_back()
+            .is_none_or(|p| p.is_whitespace() || "<\"'([{".contains(p))
+        {
             tokens.extend(word_tokenize(&unescape(&sentence[done..c.start()])));
             tokens.push(c.as_str().to_string());
             (done, from) = (c.end(), c.end());
@@ -264,7 +332,8 @@ fn tokenize(sentence: &str) -> Vec<String> {
         // like segtok, cut before every apostrophe-like mark, the last one taking an "n't" along
         let (cs, mut cut) = (t.chars().collect::<Vec<_>>(), t.chars().count());
         for p in (0..cs.len()).rev().filter(|&p| cs[p] == '\'' || is_apo(cs[p])) {
-            cut = p - usize::from(p + 2 == cs.len() && cs[p + 1] == 't' && p > 0 && cs[p - 1] == 'n');
+            cut =
+                p - usize::from(p + 2 == cs.len() && cs[p + 1] == 't' && p > 0 && cs[p - 1] == 'n');
             out.push(cs[..cut].iter().collect());
         }
         out.push(cs[cut..].iter().collect());
@@ -276,21 +345,34 @@ fn tokenize(sentence: &str) -> Vec<String> {
 /// The character references of Python's `html.unescape` that can matter here (numeric ones and
 /// `&amp;`, `&lt;`, `&gt;`, `&quot;`, `&nbsp;`, `&apos;`).
 fn unescape(s: &str) -> String {
-    let named = |n: &str| match n { "amp" | "AMP" => 38, "lt" | "LT" => 60, "gt" | "GT" => 62, "quot" | "QUOT" => 34, _ => 160 };
-    rx().entity.replace_all(s, |c: &regex::Captures| {
-        let code = match (c.get(1), c.get(2), c.get(3)) {
-            (Some(h), _, _) => u32::from_str_radix(h.as_str(), 16).ok(),
-            (_, Some(d), _) => d.as_str().parse().ok(),
-            (_, _, n) => Some(n.map_or(39, |n| named(n.as_str()))),
-        };
-        code.and_then(char::from_u32).unwrap_or('\u{FFFD}').to_string()
-    }).into_owned()
+    let named = |n: &str| match n {
+        "amp" | "AMP" => 38,
+        "lt" | "LT" => 60,
+        "gt" | "GT" => 62,
+        "quot" | "QUOT" => 34,
+        _ => 160,
+    };
+    rx().entity
+        .replace_all(s, |c: &regex::Captures| {
+            let code = match (c.get(1), c.get(2), c.get(3)) {
+                (Some(h), _, _) => u32::from_str_radix(h.as_str(), 16).ok(),
+                (_, Some(d), _) => d.as_str().parse().ok(),
+                (_, _, n) => Some(n.map_or(39, |n| named(n.as_str()))),
+            };
+            code.and_then(char::from_u32).unwrap_or('\u{FFFD}').to_string()
+        })
+        .into_owned()
 }
 
 /// segtok's `word_tokenizer` on a text without URLs.
 fn word_tokenize(text: &str) -> Vec<String> {
     let mut tokens: Vec<String> = Vec::new();
-    for span in rx().hyphen_break.replace_all(text, "${1}${2}").split(char::is_whitespace).filter(|s| !s.is_empty()) {
+    for span in rx()
+        .hyphen_break
+        .replace_all(text, "${1}${2}")
+        .split(char::is_whitespace)
+        .filter(|s| !s.is_empty())
+    {
         // maximal runs of word pieces are tokens, and so is whatever lies between them
         let (cs, mut done, mut p) = (span.chars().collect::<Vec<_>>(), 0, 0);
         let runs = formula_runs(&cs);
@@ -303,7 +385,12 @@ fn word_tokenize(text: &str) -> Vec<String> {
                 p += 1;
                 continue;
             }
-            tokens.extend([&cs[done..p], &cs[p..q]].iter().filter(|s| !s.is_empty()).map(|s| s.iter().collect()));
+            tokens.extend(
+                [&cs[done..p], &cs[p..q]]
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.iter().collect()),
+            );
             (done, p) = (q, q);
         }
         tokens.extend((done < cs.len()).then(|| cs[done..].iter().collect()));
@@ -358,19 +445,37 @@ fn piece_at(cs: &[char], i: usize, runs: &[usize]) -> Option<usize> {
     let at = |k: usize| cs.get(k).copied().unwrap_or('\0');
     let c = *cs.get(i)?;
     let alnum = is_alnum(c);
-    if alnum && at(i + 1) == '.' && !(at(i + 2) == '.' && at(i + 3) == '.') { return Some(2) }
-    if alnum && at(i + 1) == ',' && is_alnum(at(i + 2)) { return Some(2) }
-    if is_number(c) && at(i + 1) == ':' && is_number(at(i + 2)) { return Some(2) }
-    if alnum && is_apo(at(i + 1)) && is_hyphen(at(i + 2)) && is_alnum(at(i + 3)) { return Some(3) }
-    if alnum && is_hyphen(at(i + 1)) && is_alnum(at(i + 2)) { return Some(2) }
-    if is_apo(c) && !is_apo(at(i + 1)) { return Some(1) }
-    if alnum && at(i + 1) == '\'' && is_alnum(at(i + 2)) { return Some(2) }
-    if c == 's' && at(i + 1) == '\'' && i + 2 == cs.len() { return Some(2) }
+    if alnum && at(i + 1) == '.' && !(at(i + 2) == '.' && at(i + 3) == '.') {
+        return Some(2);
+    }
+    if alnum && at(i + 1) == ',' && is_alnum(at(i + 2)) {
+        return Some(2);
+    }
+    if is_number(c) && at(i + 1) == ':' && is_number(at(i + 2)) {
+        return Some(2);
+    }
+    if alnum && is_apo(at(i + 1)) && is_hyphen(at(i + 2)) && is_alnum(at(i + 3)) {
+        return Some(3);
+    }
+    if alnum && is_hyphen(at(i + 1)) && is_alnum(at(i + 2)) {
+        return Some(2);
+    }
+    if is_apo(c) && !is_apo(at(i + 1)) {
+        return Some(1);
+    }
+    if alnum && at(i + 1) == '\'' && is_alnum(at(i + 2)) {
+        return Some(2);
+    }
+    if c == 's' && at(i + 1) == '\'' && i + 2 == cs.len() {
+        return Some(2);
+    }
     if is_word(c) != (i > 0 && is_word(cs[i - 1])) {
         let rest = &cs[i..];
         if rest.last().is_some_and(|p| "\u{B9}\u{B2}\u{B3}".contains(*p)) {
-            let m = rest.len() - 1 - usize::from(rest.len() > 1 && rest[rest.len() - 2] == '\u{207B}');
-            if (1..=4).contains(&m) && (m < 4 || "yzafpn\u{B5}mcdhkMGTPEZY".contains(rest[0]))
+            let m =
+                rest.len() - 1 - usize::from(rest.len() > 1 && rest[rest.len() - 2] == '\u{207B}');
+            if (1..=4).contains(&m)
+                && (m < 4 || "yzafpn\u{B5}mcdhkMGTPEZY".contains(rest[0]))
                 && rest[..m].iter().all(|&l| is_letter(l))
             {
                 return Some(rest.len());
@@ -379,7 +484,11 @@ fn piece_at(cs: &[char], i: usize, runs: &[usize]) -> Option<usize> {
         if let Some(&j) = runs.get(i).filter(|&&j| j > i) {
             let k = j + cs[j..].iter().take_while(|d| is_subscript(d)).count();
             let ion = |x: char| x == '\u{207A}' || x == '\u{207B}';
-            let charge = if "\u{B2}\u{B3}".contains(at(k)) && ion(at(k + 1)) { 2 } else { usize::from(ion(at(k))) };
+            let charge = if "\u{B2}\u{B3}".contains(at(k)) && ion(at(k + 1)) {
+                2
+            } else {
+                usize::from(ion(at(k)))
+            };
             if k > j {
                 return Some(k - i + charge);
             }
@@ -394,7 +503,8 @@ fn tag(word: &str, pos: usize) -> char {
     let all_digits = |s: &str| !s.is_empty() && s.chars().all(py_digit);
     let no_commas = word.replace(',', "");
     let count = |f: &dyn Fn(char) -> bool| word.chars().filter(|&c| f(c)).count();
-    let (digits, alphas, marks) = (count(&py_digit), count(&py_alpha), count(&|c: char| c.is_ascii_punctuation()));
+    let (digits, alphas, marks) =
+        (count(&py_digit), count(&py_alpha), count(&|c: char| c.is_ascii_punctuation()));
     let uppers = count(&char::is_uppercase);
     if all_digits(&no_commas) || all_digits(&no_commas.replacen('.', "", 1)) {
         'd'
@@ -402,7 +512,11 @@ fn tag(word: &str, pos: usize) -> char {
         'u'
     } else if uppers > 0 && count(&|c: char| c.is_lowercase() || is_titlecase(c)) == 0 {
         'a'
-    } else if pos > 0 && char_len(word) > 1 && word.chars().next().is_some_and(char::is_uppercase) && uppers == 1 {
+    } else if pos > 0
+        && char_len(word) > 1
+        && word.chars().next().is_some_and(char::is_uppercase)
+        && uppers == 1
+    {
         'n'
     } else {
         'p'
@@ -416,14 +530,26 @@ fn tag(word: &str, pos: usize) -> char {
 /// hold it (ascending); its (distinct neighbours, co-occurrences) on the left and on the right; its score.
 #[derive(Default)]
 struct Term {
-    tf: f64, tf_acronym: f64, tf_proper: f64, stop: bool,
-    sentences: Vec<usize>, left: (f64, f64), right: (f64, f64), score: f64,
+    tf: f64,
+    tf_acronym: f64,
+    tf_proper: f64,
+    stop: bool,
+    sentences: Vec<usize>,
+    left: (f64, f64),
+    right: (f64, f64),
+    score: f64,
 }
 
 /// A candidate (1..=n consecutive words of one sentence, not crossing punctuation): its surface form at
 /// first sight, the lower-cased form that identifies it, its terms, its frequency, and whether some
 /// occurrence has no number and no unusual token.
-struct Candidate { kw: String, key: String, terms: Vec<usize>, tf: f64, clean: bool }
+struct Candidate {
+    kw: String,
+    key: String,
+    terms: Vec<usize>,
+    tf: f64,
+    clean: bool,
+}
 
 /// Keyphrases of `text`, best first (lowest YAKE score first), with their scores; at most `top`.
 pub fn yake_keywords(text: &str, options: &YakeOptions, top: usize) -> Vec<(String, f64)> {
@@ -433,7 +559,10 @@ pub fn yake_keywords(text: &str, options: &YakeOptions, top: usize) -> Vec<(Stri
     let flat = text.replace('\n', " ");
     let sep = if rx().leading_capital.is_match(&flat) { "\n\n" } else { " " };
     let sentences: Vec<Vec<String>> = split_sentences(&format!("{sep}{}", flat.replace('\t', " ")))
-        .iter().filter(|s| !s.is_empty()).map(|s| tokenize(s)).collect();
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| tokenize(s))
+        .collect();
     let (mut terms, mut term_ids) = (Vec::<Term>::new(), HashMap::<String, usize>::new());
     let (mut cands, mut cand_ids) = (Vec::<Candidate>::new(), HashMap::<String, usize>::new());
     let mut edges: HashMap<(usize, usize), f64> = HashMap::new();
@@ -473,7 +602,13 @@ pub fn yake_keywords(text: &str, options: &YakeOptions, top: usize) -> Vec<(Stri
                     cands[c].clean |= clean;
                 } else {
                     cand_ids.insert(key.clone(), cands.len());
-                    cands.push(Candidate { kw, key, terms: gram.iter().map(|g| g.1).collect(), tf: 1.0, clean });
+                    cands.push(Candidate {
+                        kw,
+                        key,
+                        terms: gram.iter().map(|g| g.1).collect(),
+                        tf: 1.0,
+                        clean,
+                    });
                 }
             }
         }
@@ -485,12 +620,16 @@ pub fn yake_keywords(text: &str, options: &YakeOptions, top: usize) -> Vec<(Stri
         return Vec::new();
     }
     let mean = pairwise_sum(&tfs) / tfs.len() as f64;
-    let std = (pairwise_sum(&tfs.iter().map(|x| (x - mean) * (x - mean)).collect::<Vec<_>>()) / tfs.len() as f64).sqrt();
+    let std = (pairwise_sum(&tfs.iter().map(|x| (x - mean) * (x - mean)).collect::<Vec<_>>())
+        / tfs.len() as f64)
+        .sqrt();
     let max_tf = terms.iter().map(|t| t.tf).fold(0.0, f64::max);
     for t in &mut terms {
-        let spread = |(distinct, total): (f64, f64)| if total == 0.0 { 0.0 } else { distinct / total };
+        let spread =
+            |(distinct, total): (f64, f64)| if total == 0.0 { 0.0 } else { distinct / total };
         // T_Rel, relatedness to context: a term next to many different words behaves like a stopword
-        let rel = (0.5 + spread(t.left) * (t.tf / max_tf)) + (0.5 + spread(t.right) * (t.tf / max_tf));
+        let rel =
+            (0.5 + spread(t.left) * (t.tf / max_tf)) + (0.5 + spread(t.right) * (t.tf / max_tf));
         // T_FNorm, frequency over the mean plus one standard deviation of the non-stopword frequencies
         let freq = t.tf / (mean + std);
         // T_Sentence, the share of sentences holding the term
@@ -499,7 +638,8 @@ pub fn yake_keywords(text: &str, options: &YakeOptions, top: usize) -> Vec<(Stri
         let case = t.tf_acronym.max(t.tf_proper) / (1.0 + t.tf.ln());
         // T_Position, growing with the median index of the sentences holding the term
         let (s, m) = (&t.sentences, t.sentences.len() / 2);
-        let median = if s.len() % 2 == 1 { s[m] as f64 } else { (s[m - 1] as f64 + s[m] as f64) / 2.0 };
+        let median =
+            if s.len() % 2 == 1 { s[m] as f64 } else { (s[m - 1] as f64 + s[m] as f64) / 2.0 };
         let position = (3.0 + median).ln().ln();
         t.score = (position * rel) / (case + freq / rel + sentence / rel);
     }
@@ -518,7 +658,9 @@ pub fn yake_keywords(text: &str, options: &YakeOptions, top: usize) -> Vec<(Stri
                 (sum, prod) = (sum + terms[t].score, prod * terms[t].score);
                 continue;
             }
-            let bind = |a: usize, b: usize, by: usize| edges.get(&(a, b)).map_or(0.0, |w| w / terms[by].tf);
+            let bind = |a: usize, b: usize, by: usize| {
+                edges.get(&(a, b)).map_or(0.0, |w| w / terms[by].tf)
+            };
             let before = if k > 0 { bind(c.terms[k - 1], t, c.terms[k - 1]) } else { 0.0 };
             let p = before * c.terms.get(k + 1).map_or(0.0, |&next| bind(t, next, next));
             (sum, prod) = (sum - (1.0 - p), prod * (1.0 + (1.0 - p)));
@@ -531,7 +673,10 @@ pub fn yake_keywords(text: &str, options: &YakeOptions, top: usize) -> Vec<(Stri
     }
     let mut kept: Vec<(f64, usize)> = Vec::new();
     for &(h, i) in &ranked {
-        if kept.iter().all(|&(_, j)| similarity(&cands[i].key, &cands[j].key) <= options.dedup_threshold) {
+        if kept
+            .iter()
+            .all(|&(_, j)| similarity(&cands[i].key, &cands[j].key) <= options.dedup_threshold)
+        {
             kept.push((h, i));
             if kept.len() == top {
                 break;
@@ -552,7 +697,9 @@ fn term_id(word: &str, terms: &mut Vec<Term>, ids: &mut HashMap<String, usize>) 
     if let Some(&t) = ids.get(&key) {
         return t;
     }
-    let stop = listed || stopwords().contains(key.as_str()) || key.chars().filter(|c| !c.is_ascii_punctuation()).count() < 3;
+    let stop = listed
+        || stopwords().contains(key.as_str())
+        || key.chars().filter(|c| !c.is_ascii_punctuation()).count() < 3;
     ids.insert(key, terms.len());
     terms.push(Term { stop, ..Term::default() });
     terms.len() - 1
@@ -587,7 +734,10 @@ fn similarity(a: &str, b: &str) -> f64 {
     let (long, short) = (ac.len().max(bc.len()), ac.len().min(bc.len()));
     let prefix = |cs: &[char]| cs.iter().take(2).collect::<String>().to_lowercase();
     if (long - short) as f64 > long as f64 * 0.6
-        || (long > 3 && (ac.first() != bc.first() || ac.last() != bc.last() || (short >= 3 && prefix(&ac) != prefix(&bc))))
+        || (long > 3
+            && (ac.first() != bc.first()
+                || ac.last() != bc.last()
+                || (short >= 3 && prefix(&ac) != prefix(&bc))))
         || a.matches(' ').count().abs_diff(b.matches(' ').count()) > 1
         || (short as f64 / long as f64) < 0.3
     {
@@ -601,7 +751,9 @@ fn similarity(a: &str, b: &str) -> f64 {
     };
     let chars = |s: &str| s.chars().map(String::from).collect::<HashSet<_>>();
     let words = |s: &str| s.split_whitespace().map(String::from).collect::<HashSet<_>>();
-    let trigrams = |s: &str| s.chars().collect::<Vec<_>>().windows(3).map(String::from_iter).collect::<HashSet<_>>();
+    let trigrams = |s: &str| {
+        s.chars().collect::<Vec<_>>().windows(3).map(String::from_iter).collect::<HashSet<_>>()
+    };
     let char_overlap = jaccard(chars(&a), chars(&b));
     if char_overlap < 0.2 {
         return 0.0;
@@ -609,7 +761,8 @@ fn similarity(a: &str, b: &str) -> f64 {
         return char_overlap * len_ratio;
     }
     let word_overlap = jaccard(words(&a), words(&b));
-    if (a.split_whitespace().count() > 1 || b.split_whitespace().count() > 1) && word_overlap > 0.4 {
+    if (a.split_whitespace().count() > 1 || b.split_whitespace().count() > 1) && word_overlap > 0.4
+    {
         return word_overlap;
     }
     (0.3 * len_ratio + 0.2 * char_overlap + 0.5 * jaccard(trigrams(&a), trigrams(&b))).min(1.0)
@@ -629,7 +782,10 @@ mod tests {
                     the scheduling of trains. Quantum Annealing Machines are fast, and scheduling with Quantum \
                     Annealing Machines is cheap.";
         let out = yake_keywords(text, &YakeOptions::default(), 10);
-        assert_eq!((out.len(), out[0].0.as_str(), out[0].1), (10, "Quantum Annealing Machines", 0.005447331786919258));
+        assert_eq!(
+            (out.len(), out[0].0.as_str(), out[0].1),
+            (10, "Quantum Annealing Machines", 0.005447331786919258)
+        );
         assert_eq!(out[1].0, "Quantum annealing"); // the surface form of the first occurrence
         assert!(out.windows(2).all(|w| w[0].1 <= w[1].1));
     }
@@ -655,50 +811,100 @@ mod tests {
         let deduped = keywords(text, &YakeOptions::default(), 20);
         assert_eq!(deduped[..3], ["deep deep learning", "Deep", "learning"]);
         assert!(!deduped.iter().any(|k| k.eq_ignore_ascii_case("deep learning")));
-        let all = keywords(text, &YakeOptions { dedup_threshold: 1.0, ..YakeOptions::default() }, 20);
+        let all =
+            keywords(text, &YakeOptions { dedup_threshold: 1.0, ..YakeOptions::default() }, 20);
         assert_eq!(all[..3], ["deep deep learning", "deep learning", "deep"]);
         assert_eq!(similarity("deep deep learning", "deep learning"), 1.0);
         assert_eq!(similarity("graph", "graphs"), 0.0); // a different last character rules a pair out
-        assert!((similarity("multi-layer perceptron", "multilayer perceptron") - 0.8593939393939394).abs() < 1e-15);
+        assert!(
+            (similarity("multi-layer perceptron", "multilayer perceptron") - 0.8593939393939394)
+                .abs()
+                < 1e-15
+        );
     }
 
     #[test]
     fn sentences_and_tokens_follow_segtok() {
         let text = "See Fig. 3 for the set-up, e.g. the x-ray source. It wasn't cheap (approx. 5 km²) at \
                     http://example.org/a. and so on! Dr. No left.";
-        let got: Vec<String> = split_sentences(text).iter().map(|s| tokenize(s).join(" ")).collect();
-        assert_eq!(got, [
-            "See Fig. 3 for the set-up , e.g. the x-ray source .",
-            "It was n't cheap ( approx. 5 km ²) at http://example.org/a. and so on !",
-            "Dr. No left .",
-        ]);
+        let got: Vec<String> =
+            split_sentences(text).iter().map(|s| tokenize(s).join(" ")).collect();
+        assert_eq!(
+            got,
+            [
+                "See Fig. 3 for the set-up , e.g. the x-ray source .",
+                "It was n't cheap ( approx. 5 km ²) at http://example.org/a. and so on !",
+                "Dr. No left .",
+            ]
+        );
         let got = tokenize("H₂O and CO₂ mix; 3.5% of U.S. samples, i.e. most.").join(" ");
         assert_eq!(got, "H₂O and CO₂ mix ; 3.5 % of U.S. samples , i.e. most .");
-        let words = [("1,000.5", 3), ("CO2", 1), ("a-b-c", 1), ("NASA", 0), ("Paris", 2), ("Paris", 0), ("iPhone", 2)];
+        let words = [
+            ("1,000.5", 3),
+            ("CO2", 1),
+            ("a-b-c", 1),
+            ("NASA", 0),
+            ("Paris", 2),
+            ("Paris", 0),
+            ("iPhone", 2),
+        ];
         assert_eq!(words.iter().map(|&(w, i)| tag(w, i)).collect::<String>(), "duuanpp");
     }
 
     #[test]
     fn odd_input_gives_nothing_and_never_panics() {
         let o = YakeOptions::default();
-        for text in ["", " ", "\n\n\t\r", "!!!...???", "((([[", "&&&;", "1 2 3. 4,5", "a b c", "'s 't", "\u{0}\u{1}\u{7f}"] {
+        for text in [
+            "",
+            " ",
+            "\n\n\t\r",
+            "!!!...???",
+            "((([[",
+            "&&&;",
+            "1 2 3. 4,5",
+            "a b c",
+            "'s 't",
+            "\u{0}\u{1}\u{7f}",
+        ] {
             assert!(yake_keywords(text, &o, 10).is_empty(), "{text:?}");
         }
         assert!(yake_keywords("Graph models of graph models.", &o, 0).is_empty());
         let huge = "x".repeat(200_000);
         assert_eq!(keywords(&huge, &o, 5), std::slice::from_ref(&huge));
-        let odd = ["中文文本，中文。", "αβγ δεζ. ", ")A1\u{2082} H\u{2082}O km\u{b2} ", "ǅemal İstanbul ΣΟΦΟΣ. ", "’’ ʼit's ‐ \u{2028}"];
-        for text in [odd.concat().repeat(50), "&#xFFFFFF; &#0; &amp".into(), "a.".repeat(5_000), ")A".repeat(9_000) + "1₂"] {
+        let odd = [
+            "中文文本，中文。",
+            "αβγ δεζ. ",
+            ")A1\u{2082} H\u{2082}O km\u{b2} ",
+            "ǅemal İstanbul ΣΟΦΟΣ. ",
+            "’’ ʼit's ‐ \u{2028}",
+        ];
+        for text in [
+            odd.concat().repeat(50),
+            "&#xFFFFFF; &#0; &amp".into(),
+            "a.".repeat(5_000),
+            ")A".repeat(9_000) + "1₂",
+        ] {
             let _ = yake_keywords(&text, &o, 50);
-            let _ = yake_keywords(&text, &YakeOptions { max_ngram: 0, window: 0, dedup_threshold: -1.0 }, 50);
+            let _ = yake_keywords(
+                &text,
+                &YakeOptions { max_ngram: 0, window: 0, dedup_threshold: -1.0 },
+                50,
+            );
         }
-        assert_eq!(keywords("Σ Ω. 東京 大学 東京 大学. Привет мир, привет мир!", &o, 10), ["Привет мир", "Привет", "мир"]);
+        assert_eq!(
+            keywords("Σ Ω. 東京 大学 東京 大学. Привет мир, привет мир!", &o, 10),
+            ["Привет мир", "Привет", "мир"]
+        );
     }
 
     #[test]
     fn options_and_sums() {
-        assert_eq!(YakeOptions::default(), YakeOptions { max_ngram: 3, window: 1, dedup_threshold: 0.9 });
-        let text = "Graph neural networks learn graph structure. Graph neural networks are popular.";
+        assert_eq!(
+            YakeOptions::default(),
+            YakeOptions { max_ngram: 3, window: 1, dedup_threshold: 0.9 }
+        );
+        let text =
+            "Graph neural networks learn graph structure. Graph neural networks are popular.";
         let unigrams = keywords(text, &YakeOptions { max_ngram: 1, ..YakeOptions::default() }, 10);
         assert!(!unigrams.is_empty() && unigrams.iter().all(|k| !k.contains(' ')));
         assert_eq!(keywords(text, &YakeOptions::default(), 2).len(), 2);
