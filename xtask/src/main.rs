@@ -8,6 +8,8 @@
 mod backend;
 mod commands;
 mod config;
+#[cfg(test)]
+mod config_doc;
 mod dev;
 mod output;
 mod ranks;
