@@ -197,3 +197,103 @@ fn a_max_len_or_a_tokenizer_the_encoder_cannot_take_is_refused_before_the_run_fo
     );
     assert!(!run.exists());
 }
+
+/// Whether python3 has torch and transformers (the transformers check runs only then).
+fn python_has_transformers() -> bool {
+    std::process::Command::new("python3")
+        .args(["-c", "import torch, transformers"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn a_classifier_run_leaves_as_a_transformers_folder_with_its_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::flex();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts/check_classifier_export.py");
+    for loss in [papertune_train::LossName::CrossEntropy, papertune_train::LossName::Bce] {
+        let work = dir.path().join(format!("{loss:?}"));
+        let (mut config, data) = tiny_classify_setup(&work, 11, 32);
+        config.loss.name = loss;
+        config.train.max_steps = Some(3);
+        config.train.batch_size = 8;
+        config.train.lr = 5e-3;
+        config.train.warmup_ratio = 0.0;
+        let run = work.join("run");
+        papertune_tasks::classify::train(
+            &config,
+            &run,
+            &device,
+            &papertune_tasks::TrainOptions::default(),
+        )
+        .unwrap();
+
+        // Scores by uuid: the submission's probabilities and logits, eval's rows.
+        let mut rows =
+            papertune_tasks::classify::submission_rows(std::slice::from_ref(&run), &data, &device)
+                .unwrap();
+        for row in &rows {
+            let [p0, p1] = row.probabilities.unwrap();
+            let [l0, l1] = row.logits.unwrap();
+            assert!((p0 + p1 - 1.0).abs() < 1e-6, "{row:?}");
+            let softmax = 1.0 / (1.0 + (l0 - l1).exp());
+            assert!((softmax - p1).abs() < 1e-5, "{row:?}");
+            assert_eq!(row.label, Some(u8::from(p1 > 0.5)));
+        }
+        let (metrics, scored) = papertune_tasks::classify::evaluate_rows(
+            std::slice::from_ref(&run),
+            &data,
+            &Default::default(),
+            &device,
+        )
+        .unwrap();
+        assert_eq!((metrics.n, scored.len(), scored[1].uuid.as_str()), (32, 32, "id1"));
+        assert_eq!(scored[1].probability, rows[1].probabilities.unwrap()[1]);
+
+        let out = work.join("hf");
+        papertune_tasks::classify::export_hf(&run, Which::Best, &out).unwrap();
+        for file in [
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+        ] {
+            assert!(out.join(file).exists(), "{file} missing from the export");
+        }
+        let hf_config = papertune_integration::read_json(&out.join("config.json"));
+        assert_eq!(hf_config["architectures"][0], "BertForSequenceClassification");
+        assert_eq!(hf_config["id2label"]["1"], "1");
+        // A second export onto the folder is refused.
+        let err = papertune_tasks::classify::export_hf(&run, Which::Best, &out).unwrap_err();
+        assert!(err.to_string().contains("already exists"), "{err}");
+
+        if !python_has_transformers() {
+            println!(
+                "note: python3 lacks torch or transformers; the transformers check is skipped"
+            );
+            continue;
+        }
+        papertune_tasks::submission::keep_scores(&mut rows, false, true);
+        let scores = work.join("scores.csv");
+        std::fs::write(&scores, papertune_tasks::submission::submission_csv(&rows)).unwrap();
+        let output = std::process::Command::new("python3")
+            .arg(&script)
+            .args(["--model".as_ref(), out.as_os_str()])
+            .args(["--data".as_ref(), data.as_os_str()])
+            .args(["--scores".as_ref(), scores.as_os_str()])
+            .args(["--rows", "32"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        println!("{loss:?}: {stdout}");
+        assert!(
+            output.status.success(),
+            "{loss:?}: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

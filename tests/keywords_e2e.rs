@@ -60,7 +60,7 @@ fn tiny_tagger_learns_32_documents_and_its_run_serves_eval_and_predict() {
     let options = keywords::EvalOptions { max_rows: None, literature: true };
     let (scored, rows) = keywords::evaluate(&out, &data, &options, &device).unwrap();
     assert!(
-        rows.iter().all(|(_, ranked)| ranked.windows(2).all(|w| w[0].1 >= w[1].1)),
+        rows.iter().all(|r| r.scores.windows(2).all(|w| w[0] >= w[1])),
         "scores fall along each list"
     );
     assert_eq!(scored.metrics.n, 32);
@@ -125,8 +125,11 @@ fn extractor_runs_need_no_training_and_store_what_they_read() {
     let (scored, rows) =
         keywords::evaluate_with(&config, &yake, &data, &keywords::EvalOptions::default(), &device)
             .unwrap();
-    assert_eq!((scored.metrics.n, rows.len(), rows[0].0), (32, 32, 1));
-    assert!(rows.iter().all(|(_, k)| !k.is_empty() && k.len() <= 3));
+    assert_eq!(
+        (scored.metrics.n, rows.len(), rows[0].row, rows[0].uuid.as_str()),
+        (32, 32, 1, "id0")
+    );
+    assert!(rows.iter().all(|r| !r.keywords.is_empty() && r.keywords.len() <= 3));
 
     // embed-rank on the tiny encoder (fewer positions than the 256 it asks for: it takes them).
     config.method.name = MethodName::EmbedRank;
@@ -141,7 +144,7 @@ fn extractor_runs_need_no_training_and_store_what_they_read() {
     )
     .unwrap();
     assert_eq!(scored.metrics.n, 32);
-    assert!(rows.iter().all(|(_, k)| !k.is_empty() && k.len() <= 3), "{rows:?}");
+    assert!(rows.iter().all(|r| !r.keywords.is_empty() && r.keywords.len() <= 3), "{rows:?}");
 
     // The tagger is trained, not prepared.
     config.method.name = MethodName::Tagger;
@@ -168,4 +171,28 @@ fn keyword_lists_in_json_lines_are_gold_keywords() {
             .unwrap();
     assert_eq!(scored.metrics.n, 2);
     assert!(scored.metrics.kw_recall > 0.0, "{scored:?}");
+}
+
+#[test]
+fn a_file_without_gold_keywords_gets_keyphrases_by_uuid() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut config, _) = setup(dir.path());
+    let data = dir.path().join("papers.csv");
+    std::fs::write(
+        &data,
+        "uuid,title,abstract,label\nq1,graph kernels,cache parser study of graph kernels,0\nq2,,,1\nq3,cardiac surgery,dose and cardiac surgery,1\n",
+    )
+    .unwrap();
+    config.method.name = MethodName::Yake;
+    let device = Device::flex();
+    assert!(!keywords::has_gold_keywords(&config, &data, None).unwrap());
+    let yake = keywords::Keyphraser::prepare(&config, &[], None, &device).unwrap();
+    let rows = keywords::extract_with(&config, &yake, &data, None, &device).unwrap();
+    // The row without text has nothing to extract from: it is left out.
+    let ids: Vec<(&str, usize)> = rows.iter().map(|r| (r.uuid.as_str(), r.row)).collect();
+    assert_eq!(ids, vec![("q1", 1), ("q3", 3)]);
+    assert!(rows.iter().all(|r| !r.keywords.is_empty() && r.keywords.len() == r.scores.len()));
+    let text = keywords::predictions_text(&rows);
+    assert!(text.starts_with("{\"uuid\":\"q1\",\"row\":1,\"keywords\":[\""), "{text}");
+    assert_eq!(text.lines().count(), 2);
 }

@@ -69,7 +69,8 @@ enum Command {
     #[command(after_help = "Examples:
   cargo xtask eval --run runs/minilm --data valid.csv
   cargo xtask eval --run runs/folds --data valid.csv        (a k-fold folder: the ensemble)
-  cargo xtask eval --run runs/kw --data valid.csv --max-rows 50 --no-adapter")]
+  cargo xtask eval --run runs/kw --data valid.csv --max-rows 50 --no-adapter
+  cargo xtask eval --run runs/minilm --data valid.csv --predictions scored.csv   (uuid,label,probability,gold)")]
     Eval(commands::eval::EvalArgs),
     /// Continue a prompt with a causal LM; prints the new text.
     #[command(after_help = "Examples:
@@ -78,8 +79,9 @@ enum Command {
   cargo xtask generate --model gemma3-270m --prompt \"Keywords: heart failure,\" --top-logits 3")]
     Generate(commands::generate::GenerateArgs),
     /// Write a LoRA run's adapter (llama.cpp's LoRA GGUF) or merged model (GGUF, Hugging Face
-    /// folder) for other tools.
+    /// folder), or a classifier run as a transformers folder, for other tools.
     #[command(after_help = "Examples:
+  cargo xtask export --run runs/minilm --format hf --out minilm-hf   (AutoModelForSequenceClassification)
   cargo xtask export --run runs/kw-gemma3 --format gguf-lora --out kw.lora.gguf
   cargo xtask export --run runs/kw-gemma3 --format gguf --type q8_0 --out kw-merged.gguf
   cargo xtask export --run runs/kw-gemma3 --format hf --out kw-hf")]
@@ -87,12 +89,16 @@ enum Command {
     /// Write the submission CSV (uuid,Keywords,label) for a file.
     #[command(after_help = "Examples:
   cargo xtask predict --run runs/minilm --data testB.csv --output submission.csv
-  cargo xtask predict --run runs/minilm --data testB.csv --output - | head")]
+  cargo xtask predict --run runs/minilm --data testB.csv --output - | head
+  cargo xtask predict --run runs/minilm --run runs/kw-best --data testB.csv --output submission.csv
+  cargo xtask predict --run runs/minilm --run runs/lora-keywords --data testB.csv --output submission.csv
+  cargo xtask predict --run runs/minilm --data testB.csv --output scored.csv --scores --threshold 0.3")]
     Predict(commands::predict::PredictArgs),
-    /// Run a keyword extractor that needs no training on a file with gold keywords; prints one
-    /// line of JSON with the metrics.
+    /// Run a keyword extractor that needs no training on a file: with gold keywords, prints one
+    /// line of JSON with the metrics; without, each row's keyphrases as JSON lines.
     #[command(after_help = "Examples:
   cargo xtask keywords --method yake --data keywords_valid.csv
+  cargo xtask keywords --method yake --data testB.csv --top-k 8   (no gold keywords: {\"uuid\",\"row\",\"keywords\",\"scores\"} per row)
   cargo xtask keywords --method tfidf --idf-from keywords_train.csv --data keywords_valid.csv --keyword-metric literature
   cargo xtask keywords --method embed-rank --diversity 0.5 --data inspec.jsonl --top-k 10")]
     Keywords(commands::keywords::KeywordsArgs),

@@ -1,5 +1,6 @@
 //! `eval`: score a run (or an ensemble of classifier runs) on a labelled file; one line of JSON
-//! with the metrics, `seconds` (wall time, loading included) and `examples_per_second`.
+//! with the metrics, `seconds` (wall time, loading included) and `examples_per_second`;
+//! `--predictions FILE` keeps each row's prediction (classifier and keyword runs).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -49,9 +50,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
             keywords::write_predictions(path, &predicted)?;
         }
         serde_json::to_value(evaluation)?
-    } else if args.report.predictions.is_some() {
-        anyhow::bail!("--predictions applies to keyword runs ([method] configs)");
     } else if let Some(run) = single_llm_run(&args.run)? {
+        anyhow::ensure!(
+            args.report.predictions.is_none(),
+            "--predictions applies to classifier and keyword runs ([method] configs), not LoRA runs"
+        );
         let options = llm::EvalOptions {
             with_adapter: !args.no_adapter,
             max_rows: args.max_rows,
@@ -65,7 +68,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
             "--keyword-metric literature applies to keyword runs (a [method] or LoRA keywords config)"
         );
         let options = classify::EvalOptions { max_rows: args.max_rows };
-        serde_json::to_value(classify::evaluate(&args.run, &args.data, &options, &device)?)?
+        let (metrics, rows) = classify::evaluate_rows(&args.run, &args.data, &options, &device)?;
+        if let Some(path) = &args.report.predictions {
+            classify::write_scored_rows(path, &rows)?;
+        }
+        serde_json::to_value(metrics)?
     };
     println!("{}", serde_json::to_string(&with_timing(metrics, started.elapsed().as_secs_f64()))?);
     Ok(())

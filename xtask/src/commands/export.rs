@@ -1,4 +1,5 @@
-//! `export`: a LoRA run's adapter or merged model written for llama.cpp or transformers.
+//! `export`: a LoRA run's adapter or merged model written for llama.cpp or transformers, or a
+//! classifier run written as a transformers folder (`AutoModelForSequenceClassification`).
 
 use std::path::PathBuf;
 
@@ -6,7 +7,7 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use papertune_models::gguf::ExportType;
 use papertune_tasks::llm::ExportFormat;
-use papertune_tasks::run_dir::Which;
+use papertune_tasks::run_dir::{RunDir, Which};
 
 use super::device_for;
 
@@ -16,7 +17,9 @@ enum Format {
     GgufLora,
     /// The merged model as a GGUF (--type q8_0 or f16) with the base file's metadata.
     Gguf,
-    /// The merged model as a Hugging Face folder (safetensors, config.json, tokenizer files).
+    /// A Hugging Face folder (safetensors, config.json, tokenizer files): a LoRA run's merged
+    /// model, or a classifier run for AutoModelForSequenceClassification (pooling "pooler"
+    /// without head.hidden_layer; a one-logit BCE head z becomes the two logits [0, z]).
     Hf,
 }
 
@@ -29,7 +32,7 @@ enum GgufType {
 
 #[derive(Args)]
 pub struct ExportArgs {
-    /// A LoRA run folder.
+    /// A LoRA run folder (every format), or a classifier run folder (--format hf).
     #[arg(long)]
     run: PathBuf,
     #[arg(long, value_enum)]
@@ -57,9 +60,26 @@ pub fn run(args: ExportArgs) -> Result<()> {
         (Format::Gguf, GgufType::F16) => ExportFormat::Gguf(ExportType::F16),
         (Format::Hf, _) => ExportFormat::Hf,
     };
-    let device = device_for(Some("flex"), Default::default())?;
-    papertune_tasks::llm::export(&args.run, which, format, &args.out, &device)?;
+    if is_classifier_run(&args.run) {
+        anyhow::ensure!(
+            matches!(format, ExportFormat::Hf),
+            "{}: a classifier run is exported with --format hf (a transformers folder); gguf and gguf-lora write LoRA runs",
+            args.run.display()
+        );
+        papertune_tasks::classify::export_hf(&args.run, which, &args.out)?;
+    } else {
+        let device = device_for(Some("flex"), Default::default())?;
+        papertune_tasks::llm::export(&args.run, which, format, &args.out, &device)?;
+    }
     tracing::info!("wrote {}", args.out.display());
     println!("{}", args.out.display());
     Ok(())
+}
+
+/// Whether `run` holds a classifier run: a config that is neither a LoRA (`[lora]`) nor a
+/// keyword (`[method]`) run's.
+fn is_classifier_run(run: &std::path::Path) -> bool {
+    RunDir::new(run).config().is_file()
+        && !papertune_tasks::llm::is_llm_run(run)
+        && !papertune_tasks::keywords::is_keywords_run(run)
 }

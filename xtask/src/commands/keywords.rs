@@ -1,6 +1,6 @@
 //! `keywords`: a keyword extractor that needs no training (tfidf, yake, embed-rank) run on a
-//! file with gold keywords; prints one line of JSON with the metrics and times, and can write
-//! each document's keyphrases.
+//! file. With gold keywords it prints one line of JSON with the metrics and times (and can write
+//! each document's keyphrases); without, it prints each document's keyphrases as JSON lines.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -16,8 +16,10 @@ pub struct KeywordsArgs {
     /// tfidf, yake or embed-rank.
     #[arg(long)]
     method: MethodName,
-    /// The file to extract from and score (title, abstract, and a keywords column with gold
-    /// keywords: `;`-separated text or a JSON list).
+    /// The file to extract from (title, abstract). With a keywords column of gold keywords
+    /// (`;`-separated text or a JSON list) on some row, the keyphrases are scored against it;
+    /// without, each row's keyphrases are printed, one JSON line per row with a title or an
+    /// abstract: `{"uuid", "row", "keywords", "scores"}`.
     #[arg(long)]
     data: PathBuf,
     /// tfidf: the file whose titles and abstracts give the document frequencies.
@@ -76,6 +78,25 @@ pub fn run(args: KeywordsArgs) -> Result<()> {
     };
     let keyphraser = keywords::Keyphraser::prepare(&config, &idf_texts, None, &device)?;
     let prepare_seconds = started.elapsed().as_secs_f64();
+    if !keywords::has_gold_keywords(&config, &args.data, args.max_rows)? {
+        anyhow::ensure!(
+            !args.report.literature(),
+            "--keyword-metric literature scores gold keywords, and no row of {} has any",
+            args.data.display()
+        );
+        tracing::info!(
+            "{}: no row has gold keywords: printing each row's keyphrases",
+            args.data.display()
+        );
+        let rows =
+            keywords::extract_with(&config, &keyphraser, &args.data, args.max_rows, &device)?;
+        if let Some(path) = &args.report.predictions {
+            keywords::write_predictions(path, &rows)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        print!("{}", keywords::predictions_text(&rows));
+        return Ok(());
+    }
     let options =
         keywords::EvalOptions { max_rows: args.max_rows, literature: args.report.literature() };
     let (evaluation, predicted) =

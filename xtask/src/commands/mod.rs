@@ -36,7 +36,9 @@ pub struct KeywordReportArgs {
     /// F1@M as `literature.{present,absent,all}`).
     #[arg(long, default_value = "ours", value_parser = ["ours", "literature"])]
     pub keyword_metric: String,
-    /// Write each scored document's keyphrases as JSON lines (`{"row", "keywords", "scores"}`).
+    /// Write each scored row's prediction. Keyword runs: JSON lines `{"uuid", "row",
+    /// "keywords", "scores"}`; classifier runs: `uuid`, predicted `label`, `probability` of
+    /// class 1 and `gold` label, as CSV when FILE ends in `.csv`, else JSON lines.
     #[arg(long, value_name = "FILE")]
     pub predictions: Option<PathBuf>,
 }

@@ -194,11 +194,21 @@ impl SequenceClassifier {
 
     /// Probability of class 1 for each example: `[batch]`.
     pub fn positive_probability(&self, batch: &TokenBatch) -> Tensor<1> {
-        let logits = self.forward(
+        Self::probability_from_logits(self.logits(batch))
+    }
+
+    /// Logits `[batch, num_outputs]` of a batch.
+    pub fn logits(&self, batch: &TokenBatch) -> Tensor<2> {
+        self.forward(
             batch.input_ids.clone(),
             batch.token_type_ids.clone(),
             batch.attention_mask.clone(),
-        );
+        )
+    }
+
+    /// Probability of class 1 from logits `[batch, 1 or 2]`: the sigmoid of one logit, the
+    /// softmax of two.
+    pub fn probability_from_logits(logits: Tensor<2>) -> Tensor<1> {
         let [n, width] = logits.dims();
         if width == 1 {
             sigmoid(logits).reshape([n])

@@ -25,7 +25,7 @@ use crate::run_dir::{
     CheckpointState, ENCODER_CONFIG_FILE, RunDir, STATE_FILE, THRESHOLD_FILE, WEIGHTS_FILE, Which,
     expand_runs, read_json, read_toml,
 };
-use crate::submission::{PredictReport, SubmissionRow, write_submission};
+use crate::submission::{PredictReport, SubmissionRow, keep_scores, write_submission};
 
 /// Model inputs for papers: the config's templates (held parsed) rendered and tokenized.
 pub(super) fn encode(
@@ -49,10 +49,23 @@ pub fn predict_probabilities(
     batch_size: usize,
     device: &Device,
 ) -> Vec<f32> {
+    predict_scores(model, encodings, pad_id, batch_size, device).0
+}
+
+/// Probability of class 1 and the logits `[class 0, class 1]` for each encoding (a one-logit
+/// head's `z` as `[0, z]`, whose softmax is the sigmoid of `z`), batched by similar length.
+pub fn predict_scores(
+    model: &SequenceClassifier,
+    encodings: &[Encoded],
+    pad_id: u32,
+    batch_size: usize,
+    device: &Device,
+) -> (Vec<f32>, Vec<[f32; 2]>) {
     let mut order: Vec<usize> = (0..encodings.len()).collect();
     order.sort_by_key(|&i| encodings[i].ids.len());
     let batcher = ClassificationBatcher::new(pad_id);
     let mut probabilities = vec![0.0f32; encodings.len()];
+    let mut logits = vec![[0.0f32; 2]; encodings.len()];
     let mut progress = Progress::new(encodings.len(), "scoring");
     for chunk in order.chunks(batch_size.max(1)) {
         let items: Vec<ClassificationItem> = chunk
@@ -60,14 +73,22 @@ pub fn predict_probabilities(
             .map(|&i| ClassificationItem { tokens: encodings[i].clone(), label: 0 })
             .collect();
         let batch = batcher.batch(items, device);
-        let values =
-            model.positive_probability(&batch).try_into_vec_as::<f32>().expect("float output");
-        for (&i, p) in chunk.iter().zip(values) {
+        let batch_logits = model.logits(&batch);
+        let width = batch_logits.dims()[1];
+        let values = SequenceClassifier::probability_from_logits(batch_logits.clone())
+            .try_into_vec_as::<f32>()
+            .expect("float output");
+        let raw = batch_logits.try_into_vec_as::<f32>().expect("float output");
+        for (k, (&i, p)) in chunk.iter().zip(values).enumerate() {
             probabilities[i] = p;
+            logits[i] = match width {
+                1 => [0.0, raw[k]],
+                _ => [raw[k * width], raw[k * width + 1]],
+            };
         }
         progress.advance(chunk.len());
     }
-    probabilities
+    (probabilities, logits)
 }
 
 /// Label 1 where the probability is above `threshold`.
@@ -160,8 +181,18 @@ impl LoadedRun {
         papers: &[PaperRecord],
         device: &Device,
     ) -> Result<Vec<f32>, TaskError> {
+        Ok(self.scores(papers, device)?.0)
+    }
+
+    /// Probability of class 1 and the logits `[class 0, class 1]` for each paper (see
+    /// [`predict_scores`]).
+    pub fn scores(
+        &self,
+        papers: &[PaperRecord],
+        device: &Device,
+    ) -> Result<(Vec<f32>, Vec<[f32; 2]>), TaskError> {
         let encodings = encode(&self.config, &self.tokenizer, papers)?;
-        Ok(predict_probabilities(
+        Ok(predict_scores(
             &self.model,
             &encodings,
             self.tokenizer.pad_id(),
@@ -229,6 +260,16 @@ pub struct EvalOptions {
     pub max_rows: Option<usize>,
 }
 
+/// One scored row of an evaluation: the predicted label, the probability of class 1 and the
+/// gold label.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoredRow {
+    pub uuid: String,
+    pub label: u8,
+    pub probability: f32,
+    pub gold: u8,
+}
+
 /// Scores the best checkpoint of a run, or the ensemble of several, on a labelled file.
 pub fn evaluate(
     runs: &[PathBuf],
@@ -236,6 +277,16 @@ pub fn evaluate(
     options: &EvalOptions,
     device: &Device,
 ) -> Result<BinaryMetrics, TaskError> {
+    Ok(evaluate_rows(runs, data, options, device)?.0)
+}
+
+/// [`evaluate`], with each scored row's prediction, in the file's order.
+pub fn evaluate_rows(
+    runs: &[PathBuf],
+    data: &Path,
+    options: &EvalOptions,
+    device: &Device,
+) -> Result<(BinaryMetrics, Vec<ScoredRow>), TaskError> {
     let ensemble = Ensemble::open(runs, device)?;
     let rules =
         RowRules { require_label: true, empty_text: ensemble.runs[0].config.data.empty_text };
@@ -243,7 +294,48 @@ pub fn evaluate(
     let probabilities = ensemble.probabilities(&papers, device)?;
     let predicted = threshold_labels(&probabilities, ensemble.threshold());
     let gold: Vec<u8> = papers.iter().map(|p| p.label.expect("required")).collect();
-    Ok(BinaryMetrics::compute(&predicted, &gold))
+    let rows = papers
+        .iter()
+        .zip(&predicted)
+        .zip(&probabilities)
+        .zip(&gold)
+        .map(|(((paper, &label), &probability), &gold)| ScoredRow {
+            uuid: paper.uuid.clone(),
+            label,
+            probability,
+            gold,
+        })
+        .collect();
+    Ok((BinaryMetrics::compute(&predicted, &gold), rows))
+}
+
+/// Scored rows as text: CSV (`uuid,label,probability,gold`) or JSON lines
+/// (`{"uuid", "label", "probability", "gold"}`).
+pub fn scored_rows_text(rows: &[ScoredRow], csv: bool) -> String {
+    if !csv {
+        return rows
+            .iter()
+            .map(|row| serde_json::to_string(row).expect("serialisable") + "\n")
+            .collect();
+    }
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(["uuid", "label", "probability", "gold"]).expect("writes to memory");
+    for row in rows {
+        let fields = [
+            row.uuid.clone(),
+            row.label.to_string(),
+            row.probability.to_string(),
+            row.gold.to_string(),
+        ];
+        writer.write_record(&fields).expect("writes to memory");
+    }
+    String::from_utf8(writer.into_inner().expect("writes to memory")).expect("UTF-8 fields")
+}
+
+/// Writes scored rows to `path`: CSV when its name ends in `.csv`, else JSON lines.
+pub fn write_scored_rows(path: &Path, rows: &[ScoredRow]) -> Result<(), TaskError> {
+    let csv = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    crate::run_dir::write_atomic(path, scored_rows_text(rows, csv).as_bytes())
 }
 
 /// Writes the submission file `uuid,Keywords,label` for every row of `data`, with the best
@@ -254,10 +346,13 @@ pub fn predict(
     output: &Path,
     device: &Device,
 ) -> Result<PredictReport, TaskError> {
-    write_submission(output, &submission_rows(runs, data, device)?)
+    let mut rows = submission_rows(runs, data, device)?;
+    keep_scores(&mut rows, false, false);
+    write_submission(output, &rows)
 }
 
-/// The submission's rows for every row of `data` (labels; no keywords).
+/// The submission's rows for every row of `data` (labels and both classes' probabilities, the
+/// ensemble's mean; the logits too when there is one run; no keywords).
 pub fn submission_rows(
     runs: &[PathBuf],
     data: &Path,
@@ -269,12 +364,23 @@ pub fn submission_rows(
         None,
         RowRules { require_label: false, empty_text: EmptyTextPolicy::Keep },
     )?;
-    let probabilities = ensemble.probabilities(&papers, device)?;
+    let (probabilities, logits) = match ensemble.runs.as_slice() {
+        [run] => {
+            let (probabilities, logits) = run.scores(&papers, device)?;
+            (probabilities, logits.into_iter().map(Some).collect())
+        }
+        _ => (ensemble.probabilities(&papers, device)?, vec![None; papers.len()]),
+    };
     let labels = threshold_labels(&probabilities, ensemble.threshold());
     Ok(papers
         .iter()
-        .zip(&labels)
-        .map(|(p, &label)| SubmissionRow { uuid: p.uuid.clone(), keywords: Vec::new(), label })
+        .zip(labels)
+        .zip(probabilities.iter().zip(logits))
+        .map(|((paper, label), (&p, logits))| SubmissionRow {
+            probabilities: Some([1.0 - p, p]),
+            logits,
+            ..SubmissionRow::labelled(paper.uuid.clone(), Vec::new(), Some(label))
+        })
         .collect())
 }
 
@@ -329,6 +435,19 @@ pub fn inspect(run: &Path, which: Which) -> Result<InspectReport, TaskError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scored_rows_as_json_lines_and_csv() {
+        let rows = [ScoredRow { uuid: "a,b".into(), label: 1, probability: 0.75, gold: 0 }];
+        assert_eq!(
+            scored_rows_text(&rows, false),
+            "{\"uuid\":\"a,b\",\"label\":1,\"probability\":0.75,\"gold\":0}\n"
+        );
+        assert_eq!(
+            scored_rows_text(&rows, true),
+            "uuid,label,probability,gold\n\"a,b\",1,0.75,0\n"
+        );
+    }
 
     #[test]
     fn tuned_threshold_maximises_f1() {

@@ -4,17 +4,20 @@
 //!
 //! The rooms: `config.rs` (the `[data] [model] [head] [loss] [train]` sections), `head.rs` (the
 //! classification head on the encoder), `train.rs` (the task's side of the shared training
-//! pipeline), `infer.rs` (loaded runs and what they do).
+//! pipeline), `infer.rs` (loaded runs and what they do), `export.rs` (a run as a transformers folder).
 
 mod config;
+mod export;
 mod head;
 mod infer;
 mod train;
 
 pub use config::{ClassifyConfig, DataConfig, ModelConfig};
+pub use export::export_hf;
 pub use head::{HeadConfig, Pooling, SequenceClassifier};
 pub use infer::{
-    Ensemble, EvalOptions, InspectReport, LoadedRun, TunedThreshold, best_f1_threshold, evaluate,
-    inspect, predict, predict_probabilities, submission_rows,
+    Ensemble, EvalOptions, InspectReport, LoadedRun, ScoredRow, TunedThreshold, best_f1_threshold,
+    evaluate, evaluate_rows, inspect, predict, predict_probabilities, predict_scores,
+    scored_rows_text, submission_rows, write_scored_rows,
 };
 pub use train::{train, train_folds};

@@ -337,7 +337,7 @@ pub fn evaluate_with(
     data: &Path,
     options: &EvalOptions,
     device: &Device,
-) -> Result<(KeywordEvaluation, Vec<(usize, Vec<(String, f64)>)>), TaskError> {
+) -> Result<(KeywordEvaluation, Vec<DocumentKeyphrases>), TaskError> {
     let (papers, gold) = gold_papers(config, data, options.max_rows, keyword_rows())?;
     let texts = texts(&papers);
     let started = Instant::now();
@@ -353,7 +353,57 @@ pub fn evaluate_with(
         method: config.method.name.as_str().to_owned(),
         extract_seconds,
     };
-    Ok((evaluation, papers.iter().map(|p| p.row).zip(scored).collect()))
+    Ok((evaluation, DocumentKeyphrases::of(&papers, scored)))
+}
+
+/// One document's keyphrases, best first, with their scores: a line of `--predictions` (and of
+/// `keywords` on a file without gold keywords), `{"uuid", "row", "keywords", "scores"}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DocumentKeyphrases {
+    pub uuid: String,
+    /// The paper's 1-based row in its file.
+    pub row: usize,
+    pub keywords: Vec<String>,
+    pub scores: Vec<f64>,
+}
+
+impl DocumentKeyphrases {
+    fn of(papers: &[PaperRecord], scored: Vec<Vec<(String, f64)>>) -> Vec<Self> {
+        papers
+            .iter()
+            .zip(scored)
+            .map(|(paper, ranked)| {
+                let (keywords, scores) = ranked.into_iter().unzip();
+                Self { uuid: paper.uuid.clone(), row: paper.row, keywords, scores }
+            })
+            .collect()
+    }
+}
+
+/// Whether some row of `data` (of its first `max_rows`) has gold keywords.
+pub fn has_gold_keywords(
+    config: &KeywordsConfig,
+    data: &Path,
+    max_rows: Option<usize>,
+) -> Result<bool, TaskError> {
+    let (papers, _) =
+        load_papers(data, &config.data.source().load_options(max_rows, keyword_rows()))?;
+    Ok(!with_gold(papers).0.is_empty())
+}
+
+/// `keyphraser`'s keyphrases for every row of `data` that has a title or an abstract (the first
+/// `max_rows`), gold keywords or not.
+pub fn extract_with(
+    config: &KeywordsConfig,
+    keyphraser: &Keyphraser,
+    data: &Path,
+    max_rows: Option<usize>,
+    device: &Device,
+) -> Result<Vec<DocumentKeyphrases>, TaskError> {
+    let (papers, _) =
+        load_papers(data, &config.data.source().load_options(max_rows, keyword_rows()))?;
+    let scored = keyphraser.scored_keyphrases(&texts(&papers), device)?;
+    Ok(DocumentKeyphrases::of(&papers, scored))
 }
 
 /// Scores a keyword run on `data`; with each scored row's keyphrases (see [`evaluate_with`]).
@@ -362,26 +412,20 @@ pub fn evaluate(
     data: &Path,
     options: &EvalOptions,
     device: &Device,
-) -> Result<(KeywordEvaluation, Vec<(usize, Vec<(String, f64)>)>), TaskError> {
+) -> Result<(KeywordEvaluation, Vec<DocumentKeyphrases>), TaskError> {
     let (config, keyphraser) = Keyphraser::open(run, device)?;
     evaluate_with(&config, &keyphraser, data, options, device)
 }
 
-/// Writes scored keyphrases as JSON lines, `{"row": 1, "keywords": [...], "scores": [...]}`.
-pub fn write_predictions(
-    path: &Path,
-    rows: &[(usize, Vec<(String, f64)>)],
-) -> Result<(), TaskError> {
-    let mut text = String::new();
-    for (row, ranked) in rows {
-        let (keywords, scores): (Vec<&str>, Vec<f64>) =
-            ranked.iter().map(|(k, s)| (k.as_str(), *s)).unzip();
-        text.push_str(
-            &serde_json::json!({ "row": row, "keywords": keywords, "scores": scores }).to_string(),
-        );
-        text.push('\n');
-    }
-    crate::run_dir::write_atomic(path, text.as_bytes())
+/// Writes scored keyphrases as JSON lines, `{"uuid": "a", "row": 1, "keywords": [...],
+/// "scores": [...]}`.
+pub fn write_predictions(path: &Path, rows: &[DocumentKeyphrases]) -> Result<(), TaskError> {
+    crate::run_dir::write_atomic(path, predictions_text(rows).as_bytes())
+}
+
+/// Scored keyphrases as JSON lines (see [`write_predictions`]).
+pub fn predictions_text(rows: &[DocumentKeyphrases]) -> String {
+    rows.iter().map(|row| serde_json::to_string(row).expect("serialisable") + "\n").collect()
 }
 
 /// Keyphrases for every row of `data` (rows without text get none), in row order, with the rows.

@@ -43,8 +43,9 @@ pub use extract::{
     segments, tfidf_keywords, yake_keywords,
 };
 pub use infer::{
-    EvalOptions, IDF_FILE, Keyphraser, KeywordEvaluation, MEMORY_FILE, Method, evaluate,
-    evaluate_with, fill_keywords, is_keywords_run, predict_keywords, read_texts, write_predictions,
+    DocumentKeyphrases, EvalOptions, IDF_FILE, Keyphraser, KeywordEvaluation, MEMORY_FILE, Method,
+    evaluate, evaluate_with, extract_with, fill_keywords, has_gold_keywords, is_keywords_run,
+    predict_keywords, predictions_text, read_texts, write_predictions,
 };
 pub use literature::{LiteratureMetrics, LiteratureScores};
 pub use rerank::{KeywordMemory, MemoryIndex, MemoryPaper, RerankConfig, Reranker};

@@ -25,7 +25,7 @@ use crate::keywords::LiteratureMetrics;
 use crate::metrics::{BinaryMetrics, KeywordMetrics};
 use crate::progress::Progress;
 use crate::run_dir::{CheckpointState, RunDir, STATE_FILE, Which, read_json, read_toml};
-use crate::submission::{PredictReport, SubmissionRow, write_submission};
+use crate::submission::{PredictReport, SubmissionRow, keep_scores, write_submission};
 
 /// Sorts indices by prompt length (longest first) so that batches pad little.
 fn by_length(prompts: &[Vec<u32>]) -> Vec<usize> {
@@ -288,17 +288,20 @@ pub fn evaluate(
 }
 
 /// Predicts for every row of `data` with a run's best checkpoint and writes the submission CSV:
-/// the keywords (keywords runs) or the label (classify runs); the other column is left empty / 0.
+/// the keywords (keywords runs) or the label (classify runs); the other column is left empty.
 pub fn predict(
     run: &Path,
     data: &Path,
     output: &Path,
     device: &Device,
 ) -> Result<PredictReport, TaskError> {
-    write_submission(output, &submission_rows(run, data, device)?)
+    let mut rows = submission_rows(run, data, device)?;
+    keep_scores(&mut rows, false, false);
+    write_submission(output, &rows)
 }
 
-/// The submission's rows for every row of `data`: keywords or labels, as the run's task is.
+/// The submission's rows for every row of `data`: keywords or labels (with the probabilities),
+/// as the run's task is.
 pub fn submission_rows(
     run: &Path,
     data: &Path,
@@ -323,7 +326,7 @@ pub fn submission_rows(
             papers
                 .iter()
                 .zip(keywords)
-                .map(|(p, k)| SubmissionRow { uuid: p.uuid.clone(), keywords: k, label: 0 })
+                .map(|(p, k)| SubmissionRow::labelled(p.uuid.clone(), k, None))
                 .collect()
         }
         InstructionTask::Classify => {
@@ -338,9 +341,8 @@ pub fn submission_rows(
                 .iter()
                 .zip(probabilities)
                 .map(|(p, prob)| SubmissionRow {
-                    uuid: p.uuid.clone(),
-                    keywords: Vec::new(),
-                    label: label(prob),
+                    probabilities: Some([1.0 - prob, prob]),
+                    ..SubmissionRow::labelled(p.uuid.clone(), Vec::new(), Some(label(prob)))
                 })
                 .collect()
         }
