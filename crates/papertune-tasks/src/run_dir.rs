@@ -19,6 +19,15 @@ pub const ENCODER_CONFIG_FILE: &str = "config.json";
 pub const THRESHOLD_FILE: &str = "threshold.json";
 /// In the parent folder of a k-fold training: the names of the fold runs.
 pub const FOLDS_FILE: &str = "folds.json";
+/// In every run folder: the file whose advisory lock the command writing the folder holds.
+pub const LOCK_FILE: &str = ".lock";
+
+/// A run folder held for writing by this process (see [`RunDir::lock`]); the lock is released
+/// when this is dropped, or when the process ends, however it ends.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+}
 
 /// What a checkpoint folder records about training when it was written.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -148,6 +157,37 @@ impl RunDir {
     /// The fold runs' names, in the parent folder of a k-fold training.
     pub fn folds(&self) -> PathBuf {
         self.root.join(FOLDS_FILE)
+    }
+
+    /// Takes the run folder for writing, with an advisory lock on its [`LOCK_FILE`]: every
+    /// command that writes a run folder (train, a resume, k-fold training, report) holds it,
+    /// and a second one is refused at once, naming the folder. The lock file stays in the
+    /// folder (removing it would let two commands lock two different files).
+    pub fn lock(&self) -> Result<RunLock, TaskError> {
+        if !self.root.is_dir() {
+            return Err(TaskError::Run {
+                path: self.root.clone(),
+                message: "no such run folder".into(),
+            });
+        }
+        let path = self.root.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(RunLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(TaskError::Run {
+                path: self.root.clone(),
+                message: format!(
+                    "another papertune command (train, a resume, report) is writing this run \
+                     folder (it holds {LOCK_FILE}); wait for it to end"
+                ),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(io_error(&path)(e)),
+        }
     }
 
     /// Folder of a checkpoint, falling back to the previous copy if a swap was interrupted.
@@ -314,10 +354,123 @@ pub fn expand_runs(runs: &[PathBuf]) -> Result<Vec<PathBuf>, TaskError> {
 
 /// Writes `bytes` to `path` so that readers see the old file or the whole new one, never a
 /// part (atomic-write-file: a temporary file beside it, fsync, rename, fsync of the folder).
+/// Only a regular file is replaced: a symbolic link, a folder, a FIFO or a device at `path` is
+/// refused (a new file has the mode `0666` less the umask; a replaced one keeps its mode).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TaskError> {
+    if !matches!(output_target(path)?, Target::New | Target::File) {
+        return Err(TaskError::Run {
+            path: path.to_path_buf(),
+            message: "is not a regular file; papertune writes this file itself: remove what is \
+                      there"
+                .into(),
+        });
+    }
     let mut file = atomic_write_file::AtomicWriteFile::open(path).map_err(io_error(path))?;
     std::io::Write::write_all(&mut file, bytes).map_err(io_error(path))?;
     file.commit().map_err(io_error(path))
+}
+
+/// What is at a path a command was asked to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// `-`: standard output.
+    Stdout,
+    /// Nothing yet: a new file.
+    New,
+    /// A regular file.
+    File,
+    /// A FIFO, a character or block device or a socket (or a symbolic link to one, such as
+    /// `/dev/stdout`): written to in place, as a shell's `>` does.
+    Stream,
+}
+
+/// What `path` is, refusing a folder and a symbolic link to a file (or to nothing): replacing
+/// the link would turn it into a file, and writing through it would write somewhere the
+/// command line does not name.
+fn output_target(path: &Path) -> Result<Target, TaskError> {
+    if path == Path::new("-") {
+        return Ok(Target::Stdout);
+    }
+    let refuse = |message: String| Err(TaskError::Run { path: path.to_path_buf(), message });
+    let kind = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta.file_type(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Target::New),
+        Err(e) => return Err(io_error(path)(e)),
+    };
+    if kind.is_symlink() {
+        return match std::fs::metadata(path) {
+            Ok(target) if is_stream(target.file_type()) => Ok(Target::Stream),
+            _ => {
+                let to = std::fs::read_link(path)
+                    .map(|t| format!(" (to {})", t.display()))
+                    .unwrap_or_default();
+                refuse(format!(
+                    "is a symbolic link{to}; papertune writes no file through a link: name the \
+                     file itself"
+                ))
+            }
+        };
+    }
+    if is_stream(kind) {
+        Ok(Target::Stream)
+    } else if kind.is_dir() {
+        refuse("is a folder; expected the name of a file to write".into())
+    } else {
+        Ok(Target::File)
+    }
+}
+
+/// A FIFO, a device or a socket: what is written to in place, never replaced.
+#[cfg(unix)]
+fn is_stream(kind: std::fs::FileType) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    kind.is_fifo() || kind.is_char_device() || kind.is_block_device() || kind.is_socket()
+}
+
+#[cfg(not(unix))]
+fn is_stream(_kind: std::fs::FileType) -> bool {
+    false
+}
+
+/// Checks, before any work, that a command may write the file `path` it was given (`--output`,
+/// `--predictions`): a new file, `-`, a FIFO or a device may be written; an existing file only
+/// with `force` (the command's `--force`); a folder or a symbolic link to a file never.
+pub fn check_output(path: &Path, force: bool) -> Result<(), TaskError> {
+    match output_target(path)? {
+        Target::File if !force => Err(TaskError::Run {
+            path: path.to_path_buf(),
+            message: "already exists; pass --force to replace it".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Writes a file the user named: `-` is standard output; a FIFO or a device (or a link to one)
+/// is written to in place, and a failed write (a full disk, `/dev/full`) is an error; otherwise
+/// the file is written atomically ([`write_atomic`]), its folder created if needed. Whether an
+/// existing file may be replaced is [`check_output`]'s question, asked before the work.
+pub fn write_output(path: &Path, bytes: &[u8]) -> Result<(), TaskError> {
+    use std::io::Write;
+    match output_target(path)? {
+        Target::Stdout => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(bytes)
+                .and_then(|()| stdout.flush())
+                .map_err(io_error(Path::new("standard output")))
+        }
+        Target::Stream => {
+            let mut file =
+                std::fs::OpenOptions::new().write(true).open(path).map_err(io_error(path))?;
+            file.write_all(bytes).and_then(|()| file.flush()).map_err(io_error(path))
+        }
+        Target::New | Target::File => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+            }
+            write_atomic(path, bytes)
+        }
+    }
 }
 
 /// Serialises `value` as pretty JSON and writes it atomically.
@@ -391,6 +544,87 @@ mod tests {
         write(&run, 2, 1);
         assert_eq!(run.checkpoint_state(Which::Last).unwrap().step, 2);
         assert!(!dir.path().join("last.old").exists() && !dir.path().join("last.tmp").exists());
+    }
+
+    /// A FIFO made with `mkfifo`, and a thread reading it whole.
+    #[cfg(unix)]
+    fn fifo_with_reader(path: &Path) -> std::thread::JoinHandle<String> {
+        let made = std::process::Command::new("mkfifo").arg(path).status().unwrap();
+        assert!(made.success(), "mkfifo failed");
+        let path = path.to_path_buf();
+        std::thread::spawn(move || std::fs::read_to_string(path).unwrap())
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn named_outputs_write_through_fifos_and_devices_and_never_replace_links() {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        // A new file: the mode a shell's `>` gives (0666 less the umask), not 0600 or 0777.
+        let reference = dir.path().join("reference");
+        std::fs::File::create(&reference).unwrap();
+        let new = dir.path().join("sub/new.csv");
+        check_output(&new, false).unwrap();
+        write_output(&new, b"a\n").unwrap();
+        assert_eq!(std::fs::read(&new).unwrap(), b"a\n");
+        assert_eq!(mode(&new), mode(&reference));
+        // An existing file: only with force.
+        let error = check_output(&new, false).unwrap_err().to_string();
+        assert!(error.contains("new.csv") && error.contains("--force"), "{error}");
+        check_output(&new, true).unwrap();
+        check_output(Path::new("-"), false).unwrap();
+        let error = check_output(dir.path(), true).unwrap_err().to_string();
+        assert!(error.contains("is a folder"), "{error}");
+        // A symbolic link, to a file or to nothing, is refused, with or without force.
+        for (name, target) in [("link.csv", new.clone()), ("dangling.csv", dir.path().join("no"))] {
+            let link = dir.path().join(name);
+            std::os::unix::fs::symlink(&target, &link).unwrap();
+            for error in [
+                check_output(&link, true).unwrap_err(),
+                write_output(&link, b"b\n").unwrap_err(),
+                write_atomic(&link, b"b\n").unwrap_err(),
+            ] {
+                let error = error.to_string();
+                assert!(error.contains(name) && error.contains("symbolic link"), "{error}");
+            }
+            assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        }
+        assert_eq!(std::fs::read(&new).unwrap(), b"a\n");
+        // A FIFO is written to, and stays a FIFO.
+        let fifo = dir.path().join("fifo.csv");
+        let reader = fifo_with_reader(&fifo);
+        check_output(&fifo, false).unwrap();
+        write_output(&fifo, b"through\n").unwrap();
+        assert_eq!(reader.join().unwrap(), "through\n");
+        assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+        // A run folder's own files are never FIFOs.
+        let error = write_atomic(&fifo, b"x").unwrap_err().to_string();
+        assert!(error.contains("not a regular file"), "{error}");
+        // A device that fails the write (ENOSPC) fails the command, and stays a device.
+        let full = Path::new("/dev/full");
+        if std::fs::metadata(full).is_ok_and(|m| m.file_type().is_char_device()) {
+            let error = write_output(full, b"x").unwrap_err().to_string();
+            assert!(error.contains("/dev/full"), "{error}");
+            assert!(std::fs::metadata(full).unwrap().file_type().is_char_device());
+        }
+    }
+
+    #[test]
+    fn a_second_lock_on_a_run_folder_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        let held = run.lock().unwrap();
+        let error = run.lock().unwrap_err().to_string();
+        assert!(
+            error.contains(&dir.path().display().to_string())
+                && error.contains("another papertune command"),
+            "{error}"
+        );
+        drop(held);
+        let _again = run.lock().unwrap();
+        let error = RunDir::new(dir.path().join("none")).lock().unwrap_err().to_string();
+        assert!(error.contains("no such run folder"), "{error}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::TaskError;
-use crate::run_dir::write_atomic;
+use crate::run_dir::write_output;
 
 /// One row of a submission.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -82,20 +82,12 @@ pub fn submission_csv(rows: &[SubmissionRow]) -> String {
     String::from_utf8(writer.into_inner().expect("writes to memory")).expect("UTF-8 fields")
 }
 
-/// Writes the submission atomically, creating its folder if needed; `-` is standard output.
+/// Writes the submission: `-` is standard output, a FIFO or a device is written to in place,
+/// a file atomically, its folder created if needed ([`write_output`]; the command checks first
+/// that it may replace an existing file, see [`crate::run_dir::check_output`]).
 pub fn write_submission(path: &Path, rows: &[SubmissionRow]) -> Result<PredictReport, TaskError> {
     let label_1 = rows.iter().filter(|r| r.label == Some(1)).count();
-    if path == Path::new("-") {
-        let mut stdout = std::io::stdout().lock();
-        std::io::Write::write_all(&mut stdout, submission_csv(rows).as_bytes())
-            .and_then(|()| std::io::Write::flush(&mut stdout))
-            .map_err(crate::error::io_error(Path::new("standard output")))?;
-        return Ok(PredictReport { output: path.to_path_buf(), rows: rows.len(), label_1 });
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(crate::error::io_error(dir))?;
-    }
-    write_atomic(path, submission_csv(rows).as_bytes())?;
+    write_output(path, submission_csv(rows).as_bytes())?;
     Ok(PredictReport { output: path.to_path_buf(), rows: rows.len(), label_1 })
 }
 
@@ -129,5 +121,27 @@ mod tests {
             submission_csv(&scored),
             "uuid,Keywords,label,prob_0,prob_1,logit_0,logit_1\na,,1,0.25,0.75,0,1.5\n"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_submission_goes_through_a_fifo_and_never_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = [SubmissionRow::labelled("a".into(), vec![], Some(1))];
+        let file = dir.path().join("kept.csv");
+        std::fs::write(&file, "kept").unwrap();
+        let link = dir.path().join("link.csv");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let error = write_submission(&link, &rows).unwrap_err().to_string();
+        assert!(error.contains("link.csv") && error.contains("symbolic link"), "{error}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "kept");
+        let fifo = dir.path().join("fifo.csv");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+        };
+        assert_eq!(write_submission(&fifo, &rows).unwrap().rows, 1);
+        assert_eq!(reader.join().unwrap(), "uuid,Keywords,label\na,,1\n");
     }
 }

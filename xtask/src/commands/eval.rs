@@ -37,6 +37,7 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
+    args.report.check_predictions()?;
     let device = device_for(args.backend.as_deref(), args.precision.precision)?;
     let started = Instant::now();
     let literature = args.report.literature();

@@ -50,6 +50,7 @@ pub struct KeywordsArgs {
 }
 
 pub fn run(args: KeywordsArgs) -> Result<()> {
+    args.report.check_predictions()?;
     anyhow::ensure!(
         !args.method.trains(),
         "the tagger is trained: cargo xtask train --config configs/keywords-best.toml"

@@ -41,9 +41,21 @@ pub struct KeywordReportArgs {
     /// class 1 and `gold` label, as CSV when FILE ends in `.csv`, else JSON lines.
     #[arg(long, value_name = "FILE")]
     pub predictions: Option<PathBuf>,
+    /// Replace the --predictions file if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 impl KeywordReportArgs {
+    /// Refuses, before any work, a --predictions file that may not be written: an existing
+    /// file without --force, a folder, a symbolic link to a file.
+    pub fn check_predictions(&self) -> Result<()> {
+        if let Some(path) = &self.predictions {
+            papertune_tasks::run_dir::check_output(path, self.force)?;
+        }
+        Ok(())
+    }
+
     /// Whether the literature's figures were asked for.
     pub fn literature(&self) -> bool {
         self.keyword_metric == "literature"

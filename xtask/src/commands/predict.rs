@@ -24,9 +24,13 @@ pub struct PredictArgs {
     /// The table to predict for (CSV, TSV, Parquet, JSON lines or JSON); labels not needed.
     #[arg(long)]
     data: PathBuf,
-    /// The submission CSV to write; `-` writes it to standard output.
+    /// The submission CSV to write; `-` writes it to standard output, a FIFO or a device is
+    /// written to in place; an existing file only with --force.
     #[arg(long)]
     output: PathBuf,
+    /// Replace the --output file if it exists.
+    #[arg(long)]
+    force: bool,
     /// Add the probability of each class after the label: columns `prob_0,prob_1` (an
     /// ensemble's mean; a one-logit BCE head gets both too).
     #[arg(long)]
@@ -101,6 +105,7 @@ fn sort_runs(runs: &[PathBuf]) -> Result<Sources> {
 }
 
 pub fn run(args: PredictArgs) -> Result<()> {
+    papertune_tasks::run_dir::check_output(&args.output, args.force)?;
     let sources = sort_runs(&args.run)?;
     check_flags(&args, &sources)?;
     let device = device_for(args.backend.as_deref(), args.precision.precision)?;

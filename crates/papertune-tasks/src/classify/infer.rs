@@ -335,7 +335,7 @@ pub fn scored_rows_text(rows: &[ScoredRow], csv: bool) -> String {
 /// Writes scored rows to `path`: CSV when its name ends in `.csv`, else JSON lines.
 pub fn write_scored_rows(path: &Path, rows: &[ScoredRow]) -> Result<(), TaskError> {
     let csv = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-    crate::run_dir::write_atomic(path, scored_rows_text(rows, csv).as_bytes())
+    crate::run_dir::write_output(path, scored_rows_text(rows, csv).as_bytes())
 }
 
 /// Writes the submission file `uuid,Keywords,label` for every row of `data`, with the best

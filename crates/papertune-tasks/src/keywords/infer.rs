@@ -420,7 +420,7 @@ pub fn evaluate(
 /// Writes scored keyphrases as JSON lines, `{"uuid": "a", "row": 1, "keywords": [...],
 /// "scores": [...]}`.
 pub fn write_predictions(path: &Path, rows: &[DocumentKeyphrases]) -> Result<(), TaskError> {
-    crate::run_dir::write_atomic(path, predictions_text(rows).as_bytes())
+    crate::run_dir::write_output(path, predictions_text(rows).as_bytes())
 }
 
 /// Scored keyphrases as JSON lines (see [`write_predictions`]).
