@@ -235,6 +235,39 @@ fn stop_signal_saves_a_last_checkpoint_and_returns() {
     assert_eq!(hooks.saves, vec![(SaveKind::Last, 3)]);
 }
 
+/// A run stopped before its first log point (every 10 steps, stopped after 3) logs its last
+/// steps: its final loss is a real figure, not NaN, and the log says it at the stop step.
+#[test]
+fn a_run_stopped_between_log_points_logs_its_last_steps() {
+    let device = device();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("metrics.jsonl");
+    let config = TrainConfig { log_every_steps: 10, ..config() };
+    let (_, summary) = Trainer::new(config, &device)
+        .unwrap()
+        .with_progress(false)
+        .with_stop_at_step(3)
+        .with_metrics_log(&log)
+        .fit(
+            toy(&device),
+            &CrossEntropyLoss::new(),
+            &InMemDataset::new(points()),
+            &ToyBatcher,
+            &mut Script::default(),
+        )
+        .unwrap();
+    assert_eq!((summary.steps, summary.stop_reason), (3, StopReason::Interrupted));
+    assert!(summary.final_loss.is_finite() && summary.final_loss > 0.0, "{}", summary.final_loss);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let train: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|event| event["event"] == "train")
+        .collect();
+    assert_eq!(train.len(), 1, "{text}");
+    assert_eq!(train[0]["step"], 3, "{text}");
+}
+
 #[test]
 fn contradictions_are_refused_before_training_naming_the_keys() {
     let device = device();
