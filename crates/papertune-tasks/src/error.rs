@@ -17,6 +17,9 @@ pub enum TaskError {
     /// A run folder that is not what it should be.
     #[error("{path}: {message}")]
     Run { path: PathBuf, message: String },
+    /// A path given as a run folder that holds no run.
+    #[error("no run folder at {path} (expected config.toml inside){hint}")]
+    NoRunFolder { path: PathBuf, hint: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -28,4 +31,20 @@ pub enum TaskError {
 /// Maps an I/O error to [`TaskError::Io`] naming `path`.
 pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> TaskError + '_ {
     move |source| TaskError::Io { path: path.to_path_buf(), source }
+}
+
+/// [`TaskError::NoRunFolder`] for `root`, pointing to the run when `root` is one of its
+/// checkpoint folders (`runs/x/best` given for `runs/x`).
+pub(crate) fn no_run_folder(root: &Path) -> TaskError {
+    let parent = root.parent().filter(|p| p.join("config.toml").is_file());
+    let hint = match parent {
+        Some(run) if root.join("trainer_state.json").is_file() => format!(
+            "; {} is a checkpoint of the run folder {}: pass that folder",
+            root.display(),
+            run.display()
+        ),
+        _ if !root.exists() => "; the folder does not exist".into(),
+        _ => String::new(),
+    };
+    TaskError::NoRunFolder { path: root.to_path_buf(), hint }
 }

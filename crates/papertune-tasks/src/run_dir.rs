@@ -481,7 +481,11 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Tas
 
 /// Reads a TOML file (a run's `config.toml`), naming it in any error.
 pub(crate) fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TaskError> {
-    let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+    let text = std::fs::read_to_string(path).map_err(|e| match path.parent() {
+        // No config: no run folder (said so, rather than the system's "No such file").
+        Some(root) if e.kind() == std::io::ErrorKind::NotFound => crate::error::no_run_folder(root),
+        _ => io_error(path)(e),
+    })?;
     toml::from_str(&text)
         .map_err(|e| TaskError::Run { path: path.to_path_buf(), message: e.to_string() })
 }

@@ -12,6 +12,7 @@ use papertune_data::{
 };
 use papertune_models::bert::{BertConfig, BertModel};
 use papertune_models::checkpoint::Checkpoint;
+use papertune_models::lora::ADAPTER_WEIGHTS;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -389,7 +390,15 @@ pub fn submission_rows(
 pub struct InspectReport {
     pub run: PathBuf,
     pub checkpoint: PathBuf,
+    /// `full` (a classifier or tagger: every weight saved) or `lora` (the adapter only).
+    pub kind: &'static str,
+    /// The weight file described, inside `checkpoint`.
+    pub weights_file: &'static str,
+    /// A LoRA run's base model (`model.source` of its config); its weights are not in the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_model: Option<String>,
     pub step: usize,
+    /// Parameters in the weight file (a LoRA run: the adapter's).
     pub params: usize,
     pub trainable_params: usize,
     pub tensors: usize,
@@ -399,12 +408,29 @@ pub struct InspectReport {
     pub metric_for_best: String,
 }
 
-/// Describes a run's best checkpoint (or `last`).
+/// Describes a run's best checkpoint (or `last`): a classifier's or tagger's weights, or a LoRA
+/// run's adapter.
 pub fn inspect(run: &Path, which: Which) -> Result<InspectReport, TaskError> {
     let dir = RunDir::new(run);
-    let checkpoint_dir = dir.checkpoint(which)?;
-    let checkpoint = Checkpoint::read(&checkpoint_dir.join(WEIGHTS_FILE))?;
+    if !dir.config().is_file() {
+        return Err(crate::error::no_run_folder(run));
+    }
+    let checkpoint_dir = dir.checkpoint(which).map_err(|e| match extractor_name(&dir) {
+        Some(method) => TaskError::Run {
+            path: run.to_path_buf(),
+            message: format!(
+                "is a {method} keyword run: an extractor keeps no weights, so there is nothing to inspect"
+            ),
+        },
+        None => e,
+    })?;
+    let lora = checkpoint_dir.join(ADAPTER_WEIGHTS).exists()
+        && !checkpoint_dir.join(WEIGHTS_FILE).exists();
+    let (kind, weights_file) =
+        if lora { ("lora", ADAPTER_WEIGHTS) } else { ("full", WEIGHTS_FILE) };
+    let checkpoint = Checkpoint::read(&checkpoint_dir.join(weights_file))?;
     let state = dir.checkpoint_state(which)?;
+    let base_model = lora.then(|| run_model_source(&dir)).flatten();
     let mut hasher = Sha256::new();
     let mut params = 0usize;
     for name in checkpoint.names() {
@@ -421,15 +447,31 @@ pub fn inspect(run: &Path, which: Which) -> Result<InspectReport, TaskError> {
     Ok(InspectReport {
         run: run.to_path_buf(),
         checkpoint: checkpoint_dir,
+        kind,
+        weights_file,
+        base_model,
         step: state.step,
         params,
-        // Full fine-tuning trains every parameter.
+        // Full fine-tuning trains every parameter; a LoRA run saves only what it trains.
         trainable_params: params,
         tensors: checkpoint.len(),
         weights_digest: format!("{:x}", hasher.finalize()),
         best_metric: state.best_metric,
         metric_for_best: state.metric_for_best,
     })
+}
+
+/// `method.name` of a keyword run's `config.toml` when that method is an extractor (no model).
+fn extractor_name(dir: &RunDir) -> Option<String> {
+    let config: toml::Table = std::fs::read_to_string(dir.config()).ok()?.parse().ok()?;
+    let name = config.get("method")?.get("name")?.as_str()?.to_owned();
+    (name != "tagger").then_some(name)
+}
+
+/// `model.source` of a run's `config.toml`, if it reads.
+fn run_model_source(dir: &RunDir) -> Option<String> {
+    let config: toml::Table = std::fs::read_to_string(dir.config()).ok()?.parse().ok()?;
+    Some(config.get("model")?.get("source")?.as_str()?.to_owned())
 }
 
 #[cfg(test)]
@@ -464,5 +506,55 @@ mod tests {
         // Separable scores: the cut lies halfway between the classes.
         let (threshold, f1) = best_f1_threshold(&[0.8, 0.2], &[1, 0]);
         assert!((threshold - 0.5).abs() < 1e-6 && f1 == 1.0, "{threshold} {f1}");
+    }
+
+    /// A LoRA run keeps `adapter_model.safetensors`, not `model.safetensors`: inspect describes
+    /// the adapter (its parameters, step and digest) and names the base model.
+    #[test]
+    fn inspect_describes_a_lora_run_by_its_adapter() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "[model]\nsource = \"smollm2-135m\"\n[lora]\nr = 2\n",
+        )
+        .unwrap();
+        let run = RunDir::new(dir.path());
+        run.write_checkpoint(Which::Last, |last| {
+            let tensors = std::collections::BTreeMap::from([
+                (
+                    "base_model.model.q_proj.lora_A.weight".to_owned(),
+                    papertune_models::checkpoint::HostTensor::new(vec![2, 3], vec![0.5; 6]),
+                ),
+                (
+                    "base_model.model.q_proj.lora_B.weight".to_owned(),
+                    papertune_models::checkpoint::HostTensor::new(vec![3, 2], vec![0.0; 6]),
+                ),
+            ]);
+            let path = last.join(ADAPTER_WEIGHTS);
+            Checkpoint::from_tensors(&path, tensors).write(&path, None)?;
+            CheckpointState { step: 7, ..CheckpointState::default() }.seal(last)
+        })
+        .unwrap();
+        let report = inspect(dir.path(), Which::Best).unwrap();
+        assert_eq!((report.kind, report.weights_file), ("lora", ADAPTER_WEIGHTS));
+        assert_eq!(
+            (report.step, report.params, report.trainable_params, report.tensors),
+            (7, 12, 12, 2)
+        );
+        assert_eq!(report.base_model.as_deref(), Some("smollm2-135m"));
+        assert_eq!(report.weights_digest.len(), 64);
+
+        // Not a run folder: said so, naming the run a checkpoint folder belongs to.
+        let error = inspect(&dir.path().join("nowhere"), Which::Best).unwrap_err().to_string();
+        assert!(error.starts_with("no run folder at") && error.contains("config.toml"), "{error}");
+        let error = inspect(&dir.path().join("last"), Which::Best).unwrap_err().to_string();
+        let parent = dir.path().display().to_string();
+        assert!(error.contains(&format!("run folder {parent}")), "{error}");
+        // An extractor's run keeps no weights.
+        let extractor = tempfile::tempdir().unwrap();
+        std::fs::write(extractor.path().join("config.toml"), "[method]\nname = \"yake\"\n")
+            .unwrap();
+        let error = inspect(extractor.path(), Which::Best).unwrap_err().to_string();
+        assert!(error.contains("yake keyword run") && error.contains("no weights"), "{error}");
     }
 }
