@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::error::{TaskError, io_error};
 use crate::report::write_report;
-use crate::run_dir::{RunDir, Which, write_atomic, write_json};
+use crate::run_dir::{RunDir, RunLock, Which, write_atomic, write_json};
 
 /// How a training call runs, besides its config.
 #[derive(Debug, Clone, Default)]
@@ -112,6 +112,8 @@ pub(crate) struct TrainSession<'a> {
     /// What this session made of the folder: nothing (a resumed run, a rank other than 0), the
     /// files in a folder that was there empty, or the folder.
     created: Created,
+    /// The folder's lock, held while this process writes it (see [`RunDir::lock`]).
+    _lock: Option<RunLock>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,15 +142,19 @@ impl<'a> TrainSession<'a> {
                 resume: None,
                 options,
                 created: Created::Nothing,
+                _lock: None,
             });
         }
         if !options.resume {
             let (run, created) = create_run_dir(out, true)?;
-            let session = Self { run, resume: None, options, created };
+            // Taken before the session exists: a folder another command holds is not removed.
+            let lock = Some(run.lock()?);
+            let session = Self { run, resume: None, options, created, _lock: lock };
             write_atomic(&session.run.config(), config_toml.as_bytes())?;
             return Ok(session);
         }
         let run = RunDir::new(out);
+        let lock = if writes { Some(run.lock()?) } else { None };
         check_unchanged(&run, &config_toml, free_sections)?;
         let last = run.verified_checkpoint(Which::Last)?;
         let point = ResumePoint::read(&last)?;
@@ -160,6 +166,7 @@ impl<'a> TrainSession<'a> {
             resume: Some((last, point, config_toml)),
             options,
             created: Created::Nothing,
+            _lock: lock,
         })
     }
 
@@ -258,8 +265,20 @@ impl TrainReport {
 struct Reporting<'a, H> {
     task: &'a mut H,
     run: &'a RunDir,
-    /// The config of a resumed run, written when the trainer accepts the resume.
+    /// The config of a resumed run, written once the session has saved its first checkpoint
+    /// (or ended without one): a resume that fails before leaves the folder as it was.
     resumed_config: Option<String>,
+}
+
+impl<H> Reporting<'_, H> {
+    /// Writes a resumed run's config, once.
+    fn commit_config(&mut self) {
+        if let Some(config) = self.resumed_config.take()
+            && let Err(e) = write_atomic(&self.run.config(), config.as_bytes())
+        {
+            tracing::warn!("the resumed run's config.toml keeps the earlier options: {e}");
+        }
+    }
 }
 
 impl<M, H: TrainHooks<M>> TrainHooks<M> for Reporting<'_, H> {
@@ -273,18 +292,20 @@ impl<M, H: TrainHooks<M>> TrainHooks<M> for Reporting<'_, H> {
         kind: SaveKind,
         checkpoint: &CheckpointContext<'_>,
     ) -> Result<(), TrainError> {
-        self.task.save(model, kind, checkpoint)
+        self.task.save(model, kind, checkpoint)?;
+        self.commit_config();
+        Ok(())
     }
 
     fn on_event(&mut self, event: &TrainEvent<'_>) {
-        if matches!(event, TrainEvent::Resume { .. })
-            && let Some(config) = self.resumed_config.take()
-            && let Err(e) = write_atomic(&self.run.config(), config.as_bytes())
-        {
-            tracing::warn!("the resumed run's config.toml keeps the earlier options: {e}");
+        if matches!(event, TrainEvent::End { .. }) {
+            self.commit_config();
         }
         self.task.on_event(event);
-        if matches!(event, TrainEvent::Eval { .. } | TrainEvent::End { .. }) {
+        // Until a resumed session's first checkpoint, its folder stays as it was.
+        if matches!(event, TrainEvent::Eval { .. } | TrainEvent::End { .. })
+            && self.resumed_config.is_none()
+        {
             refresh_report(self.run);
         }
     }

@@ -13,6 +13,8 @@ pub struct ReportArgs {
 }
 
 pub fn run(args: ReportArgs) -> Result<()> {
+    // Refused at once while another command (a training) writes the folder.
+    let _lock = papertune_tasks::run_dir::RunDir::new(&args.run).lock()?;
     let path = papertune_tasks::report::write_report(&args.run)?;
     println!("{}", path.display());
     Ok(())

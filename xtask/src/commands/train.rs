@@ -71,6 +71,12 @@ fn train(args: TrainArgs, globals: &Globals, ranks: Option<&Ranks>) -> Result<()
     // mixed precision is not implemented (`--precision` belongs to the inference commands).
     let precision = Precision::F32;
     let resuming = args.resume.is_some();
+    // A run stops after a step it has taken: at 0 it would save nothing, and the resume hint
+    // would name a folder that was never written.
+    anyhow::ensure!(
+        args.stop_at_step != Some(0),
+        "--stop-at-step 0: a run stops after one of its steps; give 1 or more"
+    );
     let (config, out) = match args.resume {
         Some(dir) => (dir.join("config.toml"), dir),
         None => {

@@ -207,10 +207,15 @@ pub fn train_folds(
         config.data.split_seed.unwrap_or(config.train.seed),
     )?;
     let names: Vec<String> = (1..=k).map(|i| format!("fold-{i}")).collect();
-    if options.writes_run_folder() {
+    // The k-fold folder is held while its folds train, each of which holds its own.
+    let _lock = if options.writes_run_folder() {
         std::fs::create_dir_all(out).map_err(io_error(out))?;
+        let lock = RunDir::new(out).lock()?;
         write_json(&out.join(FOLDS_FILE), &names)?;
-    }
+        Some(lock)
+    } else {
+        None
+    };
     let mut reports = Vec::new();
     for (i, valid_idx) in folds.iter().enumerate() {
         tracing::info!("fold {}/{k}: {} validation rows", i + 1, valid_idx.len());

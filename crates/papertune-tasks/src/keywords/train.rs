@@ -288,6 +288,7 @@ fn prepare_extractor(
     // Refused before any work if the folder is taken; removed again if a later step fails.
     let created =
         if options.writes_run_folder() { Some(create_run_dir(out, false)?) } else { None };
+    let _lock = created.as_ref().map(|(run, _)| run.lock()).transpose()?;
     let written = extract_and_write(
         config,
         created.as_ref().map(|(run, _)| run),

@@ -56,6 +56,14 @@ pub(super) struct EventSink {
 }
 
 impl EventSink {
+    /// Writes a resumed run's log (see [`MetricsLog::commit`]), if there is one.
+    pub fn commit(&mut self) -> Result<(), TrainError> {
+        match &mut self.file {
+            Some(file) => file.commit(),
+            None => Ok(()),
+        }
+    }
+
     /// Writes `event` to the metrics log, if there is one, then hands it to the hooks.
     pub fn emit<M, H: TrainHooks<M>>(
         &mut self,
@@ -74,23 +82,33 @@ impl EventSink {
 }
 
 /// `metrics.jsonl`: one JSON object per line, flushed as it goes, so that a crash loses nothing
-/// already written.
+/// already written. A resumed run's log is kept in memory until the session's first checkpoint
+/// is saved ([`MetricsLog::commit`]): a resume that fails before leaves the log as it was.
 pub(super) struct MetricsLog {
     path: PathBuf,
-    file: File,
+    to: LogTo,
+}
+
+/// Where the metrics log's lines go.
+enum LogTo {
+    /// The file, opened to append.
+    File(File),
+    /// Memory: a resumed run's log up to its checkpoint, with this session's events.
+    Pending(String),
 }
 
 impl MetricsLog {
     /// Opens the log to append to it; for a run resumed at step `resumed_at`, events after
-    /// that step (written by the interrupted session after its checkpoint) are dropped first,
-    /// so that the log reads as one run.
+    /// that step (written by the interrupted session after its checkpoint) are dropped, so that
+    /// the log reads as one run, and the log stays in memory until [`MetricsLog::commit`].
     pub fn open(path: &Path, resumed_at: Option<usize>) -> Result<Self, TrainError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-        }
-        if let Some(step) = resumed_at.filter(|_| path.exists()) {
-            let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+        if let Some(step) = resumed_at {
             let mut kept = String::new();
+            let text = if path.exists() {
+                std::fs::read_to_string(path).map_err(io_error(path))?
+            } else {
+                String::new()
+            };
             for line in text.lines() {
                 // A torn last line (a crash mid-write) is dropped too.
                 let Ok(event) = serde_json::from_str::<Value>(line) else { continue };
@@ -100,20 +118,40 @@ impl MetricsLog {
                     kept.push('\n');
                 }
             }
-            write_atomic(path, kept.as_bytes())?;
+            return Ok(Self { path: path.to_path_buf(), to: LogTo::Pending(kept) });
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io_error(dir))?;
         }
         let file =
             OpenOptions::new().create(true).append(true).open(path).map_err(io_error(path))?;
-        Ok(Self { path: path.to_path_buf(), file })
+        Ok(Self { path: path.to_path_buf(), to: LogTo::File(file) })
+    }
+
+    /// Writes a resumed run's log held in memory (atomically) and goes on appending to it; a
+    /// log already on disk is left alone.
+    pub fn commit(&mut self) -> Result<(), TrainError> {
+        let LogTo::Pending(text) = &self.to else { return Ok(()) };
+        write_atomic(&self.path, text.as_bytes())?;
+        let file =
+            OpenOptions::new().append(true).open(&self.path).map_err(io_error(&self.path))?;
+        self.to = LogTo::File(file);
+        Ok(())
     }
 
     pub fn write(&mut self, event: &TrainEvent<'_>) -> Result<(), TrainError> {
         let mut line = serde_json::to_value(event).expect("events serialise").to_string();
         line.push('\n');
-        self.file
-            .write_all(line.as_bytes())
-            .and_then(|_| self.file.flush())
-            .map_err(io_error(&self.path))
+        match &mut self.to {
+            LogTo::Pending(text) => {
+                text.push_str(&line);
+                Ok(())
+            }
+            LogTo::File(file) => file
+                .write_all(line.as_bytes())
+                .and_then(|_| file.flush())
+                .map_err(io_error(&self.path)),
+        }
     }
 }
 
@@ -212,13 +250,50 @@ impl LossWindow {
         result
     }
 
-    /// Whether steps were added since the last [`LossWindow::take`].
-    pub fn is_pending(&self) -> bool {
-        self.steps > 0
-    }
-
     /// Evaluation time does not count towards training throughput.
     pub fn restart_clock(&mut self) {
         self.start = Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resumed_log_is_left_as_it_was_until_the_first_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        let before = concat!(
+            r#"{"event":"train","step":1}"#,
+            "\n",
+            r#"{"event":"train","step":2}"#,
+            "\n",
+            r#"{"event":"end","step":2}"#,
+            "\n"
+        );
+        std::fs::write(&path, before).unwrap();
+        let mut log = MetricsLog::open(&path, Some(1)).unwrap();
+        let error = TrainEvent::Error { step: 2, message: "disk full".into() };
+        log.write(&error).unwrap();
+        // A resume that fails here (no checkpoint saved) leaves the log, end event included.
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+        drop(log);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+        // Once a checkpoint is saved: the log up to the resumed step, then this session's.
+        let mut log = MetricsLog::open(&path, Some(1)).unwrap();
+        log.write(&error).unwrap();
+        log.commit().unwrap();
+        log.write(&error).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let events: Vec<(String, u64)> = text
+            .lines()
+            .map(|line| {
+                let event: Value = serde_json::from_str(line).unwrap();
+                (event["event"].as_str().unwrap().to_owned(), event["step"].as_u64().unwrap())
+            })
+            .collect();
+        let expected = [("train", 1), ("error", 2), ("error", 2)];
+        assert_eq!(events, expected.map(|(e, s)| (e.to_owned(), s)));
     }
 }
