@@ -326,3 +326,35 @@ fn a_tokenizer_larger_than_the_embedding_table_is_refused_at_load() {
         "{error}"
     );
 }
+
+/// The run's summary counts a tied head once (it is the embedding, transposed), and a run
+/// stopped before its first log point still ends with a real loss, logged at its last step.
+#[test]
+fn a_short_run_counts_a_tied_head_once_and_logs_its_last_step() {
+    let device = Device::flex();
+    let work = tempfile::tempdir().unwrap();
+    let model_dir = work.path().join("model");
+    tiny_lm(&model_dir, &device);
+    let papers = work.path().join("papers.csv");
+    write_synthetic_rows(&papers);
+    let mut config = tiny_config(&model_dir, &papers, InstructionTask::Classify);
+    config.train.log_every_steps = 10;
+    let run = work.path().join("short");
+    let options = TrainOptions { stop_at_step: Some(2), ..Default::default() };
+    let report = llm::train(&config, &run, &device, &options).unwrap();
+    let weights =
+        papertune_models::checkpoint::Checkpoint::read(&model_dir.join("model.safetensors"))
+            .unwrap();
+    let base: usize =
+        weights.names().map(|name| weights.get(name).unwrap().data.len()).sum::<usize>();
+    assert!(weights.get("lm_head.weight").is_none(), "the tiny model's head is tied");
+    assert_eq!(report.parameters, base + report.trainable_parameters, "{report:?}");
+    assert_eq!(report.steps, 2);
+    assert!(report.final_loss.is_finite(), "final loss {}", report.final_loss);
+    let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let logged_at_step_2 = log.lines().any(|line| {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        event["event"] == "train" && event["step"] == 2
+    });
+    assert!(logged_at_step_2, "{log}");
+}

@@ -181,6 +181,11 @@ pub fn train(
         train_examples: dataset.examples().len(),
         valid_examples: valid.prompts.len(),
         tokens_per_example: dataset.total_tokens() as f64 / dataset.examples().len().max(1) as f64,
+        // The tied head is the embedding again (transposed), not parameters of its own.
+        copied_parameters: model
+            .tied_head
+            .as_ref()
+            .map_or(0, |head| head.val().shape().num_elements()),
         ..RunFacts::default()
     };
     let batcher = CausalLmBatcher { pad_id: lm.tokenizer.pad_id() };
