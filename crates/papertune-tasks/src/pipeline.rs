@@ -97,6 +97,9 @@ pub(crate) struct RunFacts {
     /// Filled in by [`TrainSession::fit`] from the model.
     pub parameters: usize,
     pub trainable_parameters: usize,
+    /// Elements of the model's parameters that copy another one (a tied head's transposed
+    /// embedding), counted once in `parameters`.
+    pub copied_parameters: usize,
 }
 
 /// A run folder opened for training, with the checkpoint to continue from when resuming.
@@ -223,8 +226,10 @@ impl<'a> TrainSession<'a> {
         if let Some(collective) = &options.collective {
             trainer = trainer.with_collective(Arc::clone(collective));
         }
-        let (parameters, trainable_parameters) =
-            (model.num_params(), papertune_train::trainable_parameters(&model));
+        let (parameters, trainable_parameters) = (
+            model.num_params().saturating_sub(facts.copied_parameters),
+            papertune_train::trainable_parameters(&model),
+        );
         let mut reporting = Reporting { task: hooks, run: &self.run, resumed_config };
         let (_, summary) = trainer.fit(model, loss, data, batcher, &mut reporting)?;
         let facts = RunFacts { parameters, trainable_parameters, ..facts };
