@@ -250,6 +250,11 @@ impl LossWindow {
         result
     }
 
+    /// Whether steps were added since the last [`LossWindow::take`].
+    pub fn is_pending(&self) -> bool {
+        self.steps > 0
+    }
+
     /// Evaluation time does not count towards training throughput.
     pub fn restart_clock(&mut self) {
         self.start = Instant::now();

@@ -287,6 +287,8 @@ impl Trainer {
             loss_fn,
         };
         let (mut window, mut final_loss, mut best_model) = (LossWindow::new(), f64::NAN, None);
+        // The learning rate and gradient norm of the last step, for a log at the stop.
+        let mut last_figures = (0.0, None);
         let (mut stop_reason, mut saved_at, first_step) =
             (StopReason::Completed, None, run.progress.step);
         run.start_session();
@@ -315,6 +317,7 @@ impl Trainer {
             run.progress.step = step + 1;
             run.examples_seen += examples;
             window.add(f64::from(loss), examples);
+            last_figures = (lr, grad_norm);
             let (end_of_epoch, last_step) =
                 ((step + 1) % steps_per_epoch == 0, step + 1 == total_steps);
             // At multiples of the interval, so that a resumed run logs at the same steps as one run.
@@ -350,6 +353,12 @@ impl Trainer {
             if stop_reason != StopReason::Completed {
                 break;
             }
+        }
+        // A run stopped (or stopped early) between log points logs its last steps, so that its
+        // final loss is the loss of its last steps, not that of an earlier window (or none).
+        if window.is_pending() {
+            final_loss =
+                log_train(&run.progress, &mut window, last_figures, &progress, &mut log, hooks)?;
         }
         if stop_reason == StopReason::Interrupted
             && saved_at != Some(run.progress.step)
