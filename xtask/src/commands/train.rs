@@ -78,7 +78,14 @@ fn train(args: TrainArgs, globals: &Globals, ranks: Option<&Ranks>) -> Result<()
         "--stop-at-step 0: a run stops after one of its steps; give 1 or more"
     );
     let (config, out) = match args.resume {
-        Some(dir) => (dir.join("config.toml"), dir),
+        Some(dir) => {
+            anyhow::ensure!(
+                dir.join("config.toml").is_file(),
+                "no run folder at {} (expected config.toml inside); --resume continues a run that train wrote",
+                dir.display()
+            );
+            (dir.join("config.toml"), dir)
+        }
         None => {
             let config = args.config.unwrap_or_else(|| PathBuf::from("configs/default.toml"));
             let out = args.out.unwrap_or_else(|| default_run_dir(&config));
@@ -157,8 +164,9 @@ fn train(args: TrainArgs, globals: &Globals, ranks: Option<&Ranks>) -> Result<()
         && reports.iter().any(|r| r.stop_reason == StopReason::Interrupted);
     if ranks.is_none_or(|r| r.rank() == 0) {
         // Rank 0 tells.
+        let extractor = matches!(&resolved, RunConfig::Keywords(c) if !c.method.name.trains());
         for report in &reports {
-            print_train_report(report, &resume_flags);
+            print_train_report(report, &resume_flags, extractor);
         }
         if !interrupted {
             let shown = if args.folds.is_some() { out.clone() } else { reports[0].run.clone() };
@@ -185,10 +193,41 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-fn print_train_report(report: &TrainReport, resume_flags: &str) {
-    println!("run: {}", report.run.display());
-    println!(
-        "trained {} on {} examples ({} validation): {} steps in {:.0} s ({:.2} examples/s, {:.0} tokens/s), final loss {:.4}{}",
+fn print_train_report(report: &TrainReport, resume_flags: &str, extractor: bool) {
+    for line in train_report_lines(report, resume_flags, extractor) {
+        println!("{line}");
+    }
+}
+
+/// What `train` tells of a finished (or stopped) run. An extractor's run (tfidf, yake,
+/// embed-rank) trains nothing: no loss, no steps, no report, only the files it wrote.
+fn train_report_lines(report: &TrainReport, resume_flags: &str, extractor: bool) -> Vec<String> {
+    let mut lines = vec![format!("run: {}", report.run.display())];
+    let best = match (report.best_step, &report.best_metrics) {
+        (Some(step), Some(metrics)) => {
+            let figures: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+            Some((step, figures.join(", ")))
+        }
+        _ => None,
+    };
+    if extractor {
+        lines.push(format!(
+            "prepared the {} extractor on {} examples ({} validation) in {:.1} s; it trains nothing",
+            report.model, report.train_examples, report.valid_examples, report.train_seconds,
+        ));
+        if let Some((_, figures)) = best {
+            lines.push(format!("validation: {figures}"));
+        }
+        lines.push(format!("wrote: {}", written_files(&report.run).join(", ")));
+        return lines;
+    }
+    let final_loss = if report.final_loss.is_finite() {
+        format!(", final loss {:.4}", report.final_loss)
+    } else {
+        String::new()
+    };
+    lines.push(format!(
+        "trained {} on {} examples ({} validation): {} steps in {:.0} s ({:.2} examples/s, {:.0} tokens/s){final_loss}{}",
         report.model,
         report.train_examples,
         report.valid_examples,
@@ -196,7 +235,6 @@ fn print_train_report(report: &TrainReport, resume_flags: &str) {
         report.train_seconds,
         report.examples_per_second,
         report.tokens_per_second,
-        report.final_loss,
         match report.stop_reason {
             StopReason::Completed => String::new(),
             StopReason::EarlyStopping => ", stopped early".into(),
@@ -205,12 +243,31 @@ fn print_train_report(report: &TrainReport, resume_flags: &str) {
                 report.run.display()
             ),
         }
-    );
-    if let (Some(step), Some(metrics)) = (report.best_step, &report.best_metrics) {
-        let line: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-        println!("best checkpoint at step {step}: valid {}", line.join(", "));
+    ));
+    if let Some((step, figures)) = best {
+        lines.push(format!("best checkpoint at step {step}: valid {figures}"));
     }
-    println!("report: {}", report.run.join("report.html").display());
+    let html = report.run.join("report.html");
+    if html.is_file() {
+        lines.push(format!("report: {}", html.display()));
+    }
+    lines
+}
+
+/// The files and folders at the top of a run folder, sorted (folders with a trailing `/`).
+fn written_files(run: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(run)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let folder = entry.file_type().ok()?.is_dir();
+            (!name.starts_with('.')).then(|| if folder { format!("{name}/") } else { name })
+        })
+        .collect();
+    names.sort();
+    names
 }
 
 /// `runs/<config stem>`, or `runs/<stem>-2`, `-3`, ... when taken.
@@ -230,4 +287,53 @@ fn default_run_dir(config: &Path) -> PathBuf {
         .map(|i| Path::new("runs").join(format!("{stem}-{i}")))
         .find(|p| !taken(p))
         .expect("some numbered folder is free")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(run: &Path) -> TrainReport {
+        TrainReport {
+            run: run.to_path_buf(),
+            model: "yake".into(),
+            train_examples: 10,
+            valid_examples: 2,
+            parameters: 0,
+            trainable_parameters: 0,
+            steps: 0,
+            train_seconds: 0.25,
+            examples_per_second: 48.0,
+            final_loss: 0.0,
+            best_step: Some(0),
+            best_metrics: Some(papertune_train::Metrics::from([("kw_f1".to_owned(), 0.5)])),
+            tokens_per_second: 0.0,
+            stop_reason: StopReason::Completed,
+            resumed_from: None,
+            timings: Default::default(),
+            backend: None,
+        }
+    }
+
+    /// An extractor's run writes no report and no loss: the summary says what it did write.
+    #[test]
+    fn an_extractor_run_tells_what_it_wrote_and_no_loss_or_report() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["config.toml", "summary.json", "idf.json"] {
+            std::fs::write(dir.path().join(name), "{}").unwrap();
+        }
+        let text = train_report_lines(&report(dir.path()), "", true).join("\n");
+        assert!(!text.contains("report:") && !text.contains("loss"), "{text}");
+        assert!(text.contains("wrote: config.toml, idf.json, summary.json"), "{text}");
+        assert!(text.contains("kw_f1 0.5000"), "{text}");
+        // A trained run stopped before any loss was logged shows no "final loss NaN".
+        let mut stopped = report(dir.path());
+        (stopped.steps, stopped.final_loss) = (1, f64::NAN);
+        let text = train_report_lines(&stopped, "", false).join("\n");
+        assert!(!text.contains("NaN") && !text.contains("report:"), "{text}");
+        std::fs::write(dir.path().join("report.html"), "").unwrap();
+        stopped.final_loss = 0.25;
+        let text = train_report_lines(&stopped, "", false).join("\n");
+        assert!(text.contains("final loss 0.2500") && text.contains("report: "), "{text}");
+    }
 }
