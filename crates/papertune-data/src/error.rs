@@ -34,6 +34,10 @@ pub enum DataError {
     #[error("{path}: line {line} is {bytes} bytes; papertune reads lines of at most {limit} bytes")]
     LineTooLong { path: PathBuf, line: usize, bytes: usize, limit: usize },
 
+    /// A pipe or device read as a table gives more than papertune reads from one.
+    #[error("{path}: {message}")]
+    Stream { path: PathBuf, message: String },
+
     /// The table reader rejected the file.
     #[error("{path}: cannot parse as {format}: {message}")]
     Parse { path: PathBuf, format: &'static str, message: String },

@@ -2,7 +2,9 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
+use polars::io::mmap::MmapBytesReader;
 use polars::prelude::*;
 
 use crate::error::{DataError, Result};
@@ -60,45 +62,25 @@ impl Table {
             return Err(DataError::NotFound { path: path.to_path_buf() });
         }
         let format = TableFormat::from_path(path)?;
-        if matches!(
+        let text = matches!(
             format,
             TableFormat::Csv | TableFormat::Tsv | TableFormat::JsonLines | TableFormat::Json
-        ) {
-            // One JSON document may be a single long line; rows of the other formats may not.
-            let line_limit = (format != TableFormat::Json).then_some(MAX_LINE_BYTES);
-            check_text(path, line_limit)?;
+        );
+        // One JSON document may be a single long line; rows of the other formats may not.
+        let line_limit = (text && format != TableFormat::Json).then_some(MAX_LINE_BYTES);
+        // A text table is read once, checked, and parsed from memory (a pipe cannot be read
+        // twice, and a file could change between the check and the parse); a Parquet file is
+        // read by polars itself, unless it is a pipe.
+        let bytes = if text || is_stream(path) { Some(read_once(path, line_limit)?) } else { None };
+        if text && let Some(bytes) = &bytes {
+            check_text(path, bytes, line_limit)?;
         }
-        let parse_error = |e: PolarsError| DataError::Parse {
-            path: path.to_path_buf(),
-            format: format.name(),
-            message: e.to_string(),
-        };
-        let open = || {
-            File::open(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })
-        };
-        let frame = match format {
-            TableFormat::Csv | TableFormat::Tsv => {
-                let separator = if format == TableFormat::Tsv { b'\t' } else { b',' };
-                CsvReadOptions::default()
-                    .with_has_header(true)
-                    .with_infer_schema_length(Some(0))
-                    .with_n_rows(max_rows)
-                    .map_parse_options(|o| o.with_separator(separator))
-                    .into_reader_with_file_handle(open()?)
-                    .finish()
-                    .map_err(parse_error)?
-            }
-            TableFormat::Parquet => ParquetReader::new(open()?).finish().map_err(parse_error)?,
-            TableFormat::JsonLines | TableFormat::Json => {
-                let json_format = if format == TableFormat::Json {
-                    JsonFormat::Json
-                } else {
-                    JsonFormat::JsonLines
-                };
-                JsonReader::new(open()?)
-                    .with_json_format(json_format)
-                    .finish()
-                    .map_err(parse_error)?
+        let frame = match &bytes {
+            Some(bytes) => parse(path, format, std::io::Cursor::new(bytes.as_slice()), max_rows)?,
+            None => {
+                let file = File::open(path)
+                    .map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
+                parse(path, format, file, max_rows)?
             }
         };
         let frame = match max_rows {
@@ -158,16 +140,113 @@ impl Table {
     }
 }
 
+/// Parses a table of `format` from `reader`, keeping at most `max_rows` rows of a CSV or TSV.
+fn parse<R: MmapBytesReader>(
+    path: &Path,
+    format: TableFormat,
+    reader: R,
+    max_rows: Option<usize>,
+) -> Result<DataFrame> {
+    let parse_error = |e: PolarsError| crate::table_errors::polars_error(path, format, &e);
+    match format {
+        TableFormat::Csv | TableFormat::Tsv => {
+            let separator = if format == TableFormat::Tsv { b'\t' } else { b',' };
+            CsvReadOptions::default()
+                .with_has_header(true)
+                .with_infer_schema_length(Some(0))
+                .with_n_rows(max_rows)
+                .map_parse_options(|o| o.with_separator(separator))
+                .into_reader_with_file_handle(reader)
+                .finish()
+                .map_err(parse_error)
+        }
+        TableFormat::Parquet => ParquetReader::new(reader).finish().map_err(parse_error),
+        TableFormat::JsonLines | TableFormat::Json => {
+            let json_format =
+                if format == TableFormat::Json { JsonFormat::Json } else { JsonFormat::JsonLines };
+            JsonReader::new(reader).with_json_format(json_format).finish().map_err(parse_error)
+        }
+    }
+}
+
+/// The most papertune reads from a pipe or a device given as a table (a file has no limit but
+/// its lines'): a stream that never ends must not fill the memory.
+const MAX_STREAM_BYTES: usize = 1 << 30;
+
+/// Whether `path` is something other than a file or a folder: a FIFO (`<(...)`, `mkfifo`), a
+/// device or a socket, which can be read only once and may never end.
+fn is_stream(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
+}
+
+/// Pipes and devices read so far, with their bytes: a second read of the same path (a command
+/// that reads its data twice) gets the same bytes instead of waiting for a writer that is gone.
+static STREAMS: std::sync::Mutex<Vec<(std::path::PathBuf, Arc<Vec<u8>>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The bytes of `path`, read once: a file whole; a pipe or device at most once per process, up
+/// to [`MAX_STREAM_BYTES`], refusing a line over `line_limit` as soon as it has arrived.
+fn read_once(path: &Path, line_limit: Option<usize>) -> Result<Arc<Vec<u8>>> {
+    let io = |source| DataError::Io { path: path.to_path_buf(), source };
+    if !is_stream(path) {
+        return Ok(Arc::new(std::fs::read(path).map_err(io)?));
+    }
+    let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut streams = STREAMS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, bytes)) = streams.iter().find(|(p, _)| *p == key) {
+        return Ok(Arc::clone(bytes));
+    }
+    let bytes = Arc::new(read_stream(path, line_limit)?);
+    streams.push((key, Arc::clone(&bytes)));
+    Ok(bytes)
+}
+
+/// Reads a pipe or device to its end, within [`MAX_STREAM_BYTES`] and `line_limit`.
+fn read_stream(path: &Path, line_limit: Option<usize>) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let refuse = |message: String| Err(DataError::Stream { path: path.to_path_buf(), message });
+    let mut file =
+        File::open(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
+    let (mut bytes, mut chunk) = (Vec::new(), vec![0u8; 1 << 16]);
+    let (mut line, mut line_start) = (1, 0);
+    loop {
+        let n = match file.read(&mut chunk) {
+            Ok(0) => return Ok(bytes),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(source) => return Err(DataError::Io { path: path.to_path_buf(), source }),
+        };
+        let start = bytes.len();
+        bytes.extend_from_slice(&chunk[..n]);
+        for (i, _) in bytes[start..].iter().enumerate().filter(|(_, b)| **b == b'\n') {
+            line += 1;
+            line_start = start + i + 1;
+        }
+        if let Some(limit) = line_limit
+            && bytes.len() - line_start > limit
+        {
+            return refuse(format!(
+                "line {line} is longer than {limit} bytes (read from a pipe or device; papertune \
+                 reads lines of at most {limit} bytes)"
+            ));
+        }
+        if bytes.len() > MAX_STREAM_BYTES {
+            return refuse(format!(
+                "gives more than {MAX_STREAM_BYTES} bytes; papertune reads at most that from a \
+                 pipe or device: save the table to a file"
+            ));
+        }
+    }
+}
+
 /// The longest line of a CSV, TSV or JSON-lines table papertune reads: a whole paper (title,
 /// authors, abstract, keywords) takes a few kilobytes.
 const MAX_LINE_BYTES: usize = 1 << 20;
 
 /// Fails with the line and byte offset of the first byte sequence that is not UTF-8, or with
 /// the first line longer than `line_limit` bytes.
-fn check_text(path: &Path, line_limit: Option<usize>) -> Result<()> {
-    let bytes =
-        std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
-    if let Err(e) = std::str::from_utf8(&bytes) {
+fn check_text(path: &Path, bytes: &[u8], line_limit: Option<usize>) -> Result<()> {
+    if let Err(e) = std::str::from_utf8(bytes) {
         let offset = e.valid_up_to();
         let line = bytes[..offset].iter().filter(|&&b| b == b'\n').count() + 1;
         return Err(DataError::NotUtf8 { path: path.to_path_buf(), line, offset });
@@ -184,4 +263,54 @@ fn check_text(path: &Path, line_limit: Option<usize>) -> Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A FIFO made with `mkfifo`, fed `bytes` by a thread (once: the writer then goes away).
+    fn fifo_with(dir: &Path, name: &str, bytes: Vec<u8>) -> PathBuf {
+        let fifo = dir.join(name);
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success(), "mkfifo failed");
+        let path = fifo.clone();
+        // The reader may refuse before the end: the write then fails, which is expected.
+        std::thread::spawn(move || std::fs::write(path, bytes));
+        fifo
+    }
+
+    /// `Table::read` in a thread, failing the test if it has not answered within a minute.
+    fn read_within_a_minute(path: &Path) -> Result<Table> {
+        let (send, receive) = mpsc::channel();
+        let path = path.to_path_buf();
+        std::thread::spawn(move || send.send(Table::read(&path, None)));
+        receive.recv_timeout(Duration::from_secs(60)).expect("reading the table hung")
+    }
+
+    #[test]
+    fn a_fifo_is_read_once_and_read_again_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = fifo_with(dir.path(), "papers.csv", b"uuid,title\na,one\nb,two\n".to_vec());
+        let table = read_within_a_minute(&fifo).unwrap();
+        assert_eq!(table.len(), 2);
+        // Nobody writes to it any more: opening it again would wait for a writer for ever.
+        let again = read_within_a_minute(&fifo).unwrap();
+        assert_eq!(again.text_column("title"), Some(vec![Some("one".into()), Some("two".into())]));
+    }
+
+    #[test]
+    fn a_fifo_with_an_endless_line_is_refused_at_the_line_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = fifo_with(dir.path(), "long.jsonl", vec![b'x'; 3 * MAX_LINE_BYTES]);
+        let error = read_within_a_minute(&fifo).unwrap_err().to_string();
+        assert!(
+            error.contains("long.jsonl") && error.contains("line 1 is longer than 1048576 bytes"),
+            "{error}"
+        );
+    }
 }
