@@ -83,14 +83,116 @@ pub fn load_run_config(path: &Path, overrides: &[String]) -> Result<RunConfig> {
 }
 
 fn typed<T: serde::de::DeserializeOwned>(path: &Path, table: Table) -> Result<T> {
-    Value::Table(table).try_into().with_context(|| {
-        format!("{}: invalid configuration (after --set overrides)", path.display())
+    let hint_table = table.clone();
+    Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+        let message = e.to_string();
+        let message = message.trim_end();
+        let told = match unknown_key_hint(message, &hint_table) {
+            Some(lead) => format!("{lead} ({message})"),
+            None => message.to_owned(),
+        };
+        anyhow::anyhow!("{}: invalid configuration (after --set overrides): {told}", path.display())
     })
 }
 
+/// Names other tools (and habit) give to papertune's config keys.
+const KEY_ALIASES: &[(&str, &str)] = &[
+    ("learning_rate", "lr"),
+    ("num_epochs", "epochs"),
+    ("num_train_epochs", "epochs"),
+    ("n_epochs", "epochs"),
+    ("epoch", "epochs"),
+    ("per_device_train_batch_size", "batch_size"),
+    ("train_batch_size", "batch_size"),
+    ("bs", "batch_size"),
+    ("per_device_eval_batch_size", "eval_batch_size"),
+    ("max_length", "max_len"),
+    ("max_seq_length", "max_len"),
+    ("max_seq_len", "max_len"),
+    ("model_name", "source"),
+    ("model_name_or_path", "source"),
+    ("grad_accum", "gradient_accumulation_steps"),
+    ("gradient_accumulation", "gradient_accumulation_steps"),
+    ("warmup", "warmup_steps"),
+    ("lr_scheduler_type", "schedule"),
+    ("scheduler", "schedule"),
+    ("weight_decay_rate", "weight_decay"),
+    ("lora_r", "r"),
+    ("rank", "r"),
+    ("lora_alpha", "alpha"),
+    ("lora_dropout", "dropout"),
+];
+
+/// For serde's "unknown field `x`, expected one of `a`, `b`": the key with its section
+/// (`train.x`) and the key meant, from [`KEY_ALIASES`] or the nearest expected name by edit
+/// distance, as the lead of the message.
+fn unknown_key_hint(message: &str, table: &Table) -> Option<String> {
+    let rest = message.split("unknown field `").nth(1)?;
+    let (key, rest) = rest.split_once('`')?;
+    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let section = sections_holding(table, key, "");
+    let (place, prefix) = match section.as_slice() {
+        [one] if !one.is_empty() => (format!("unknown key {one}.{key}"), format!("{one}.")),
+        _ => (format!("unknown key {key}"), String::new()),
+    };
+    let alias = KEY_ALIASES
+        .iter()
+        .find(|(from, to)| from.eq_ignore_ascii_case(key) && expected.contains(to))
+        .map(|(_, to)| *to);
+    let near = || {
+        let lower = key.to_ascii_lowercase();
+        expected
+            .iter()
+            .map(|name| (edit_distance(&lower, name), *name))
+            .filter(|(d, name)| *d <= (name.len().max(key.len()) / 3).max(1))
+            .min()
+            .map(|(_, name)| name)
+    };
+    Some(match alias.or_else(near) {
+        Some(meant) => format!("{place}: did you mean {prefix}{meant}?"),
+        None => place,
+    })
+}
+
+/// The dotted names of the sections of `table` that hold `key` (`""` for the top level).
+fn sections_holding(table: &Table, key: &str, prefix: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (name, value) in table {
+        if name == key {
+            found.push(prefix.to_owned());
+        }
+        if let Value::Table(inner) = value {
+            let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+            found.extend(sections_holding(inner, key, &path));
+        }
+    }
+    found
+}
+
+/// Levenshtein distance between two short names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 fn read_table(path: &Path, overrides: &[String]) -> Result<Table> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading config {}", path.display()))?;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("{}: no such config file", path.display())
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading config {}", path.display())),
+    };
     let mut table: Table =
         toml::from_str(&text).with_context(|| format!("{}: not valid TOML", path.display()))?;
     for assignment in overrides {
@@ -214,6 +316,35 @@ mod tests {
         let err = Value::Table(table).try_into::<ClassifyConfig>().unwrap_err().to_string();
         assert!(err.contains("epoch"), "{err}");
         assert!(apply_override(&mut Table::new(), "novalue").is_err());
+    }
+
+    /// An unknown key names its section and the key meant: an alias of another tool's name,
+    /// or the nearest field by edit distance; nothing when no field is near.
+    #[test]
+    fn unknown_keys_suggest_the_key_meant() {
+        let error = |text: &str| {
+            let table: Table = toml::from_str(text).unwrap();
+            format!("{:#}", typed::<ClassifyConfig>(Path::new("c.toml"), table).err().unwrap())
+        };
+        let message = error("[train]\nlearning_rate = 1e-4\n");
+        assert!(
+            message
+                .contains("unknown key train.learning_rate: did you mean train.lr? (unknown field"),
+            "{message}"
+        );
+        let message = error("[train]\nnum_epochs = 2\n");
+        assert!(message.contains("did you mean train.epochs?"), "{message}");
+        let message = error("[train]\nbatch_sise = 2\n");
+        assert!(message.contains("did you mean train.batch_size?"), "{message}");
+        let message = error("[model]\nmax_length = 64\n");
+        assert!(message.contains("did you mean model.max_len?"), "{message}");
+        let message = error("[train]\nzzzzzz = 2\n");
+        assert!(
+            message.contains("unknown key train.zzzzzz (") && !message.contains("did you mean"),
+            "{message}"
+        );
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "lr"), 2);
     }
 
     #[test]
