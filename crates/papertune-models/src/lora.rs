@@ -403,11 +403,34 @@ pub fn save_peft_adapter<M: LoraModel>(
         .write(&dir.join(ADAPTER_WEIGHTS), Some(metadata))
 }
 
+/// Why `dir` is not an adapter folder, pointing to the checkpoint of a run folder that holds one
+/// (`runs/x` for `runs/x/best`).
+fn no_adapter_here(dir: &Path) -> String {
+    let what = if dir.is_dir() { "is not a PEFT adapter folder" } else { "no such folder" };
+    let mut message = format!("{what} (expected {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS} inside)");
+    let held: Vec<String> = ["best", "last"]
+        .iter()
+        .map(|name| dir.join(name))
+        .filter(|sub| sub.join(ADAPTER_CONFIG).is_file())
+        .map(|sub| sub.display().to_string())
+        .collect();
+    if !held.is_empty() {
+        message.push_str(&format!(
+            "; it is a run folder: its adapter is in {} (pass that folder)",
+            held.join(" or ")
+        ));
+    }
+    message
+}
+
 /// Reads a PEFT adapter folder and attaches its adapters to the model (replacing any), checking
 /// that every tensor names a layer of the model with matching shapes. Returns the adapter's
 /// settings as a [`LoraConfig`].
 pub fn load_peft_adapter<M: LoraModel>(model: M, dir: &Path) -> Result<(M, LoraConfig)> {
     let config_path = dir.join(ADAPTER_CONFIG);
+    if !config_path.is_file() {
+        return Err(ModelError::Config { path: dir.to_path_buf(), message: no_adapter_here(dir) });
+    }
     let text =
         std::fs::read_to_string(&config_path).map_err(|e| ModelError::io(&config_path, e))?;
     let bad = |message: String| ModelError::Config { path: config_path.clone(), message };
@@ -469,4 +492,28 @@ pub fn load_peft_adapter<M: LoraModel>(model: M, dir: &Path) -> Result<(M, LoraC
         });
     }
     Ok((model, config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run folder given where its adapter is expected names the checkpoint that holds it,
+    /// and a path that does not exist says so (not the OS's bare "No such file").
+    #[test]
+    fn an_adapter_path_missing_its_checkpoint_folder_names_it() {
+        let device = Device::flex();
+        let config = crate::llama::LlamaConfig::tiny();
+        let model = crate::init::random_llama(&config, 1, &device).unwrap();
+        let run = tempfile::tempdir().unwrap();
+        std::fs::create_dir(run.path().join("last")).unwrap();
+        std::fs::write(run.path().join("last").join(ADAPTER_CONFIG), "{}").unwrap();
+        let error = load_peft_adapter(model.clone(), run.path()).unwrap_err().to_string();
+        let last = run.path().join("last").display().to_string();
+        assert!(error.contains("not a PEFT adapter folder") && error.contains(&last), "{error}");
+        let nowhere = run.path().join("nowhere");
+        let error = load_peft_adapter(model, &nowhere).unwrap_err().to_string();
+        assert!(error.contains("no such folder") && error.contains(ADAPTER_CONFIG), "{error}");
+        assert!(!error.contains("os error"), "{error}");
+    }
 }

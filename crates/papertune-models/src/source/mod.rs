@@ -248,6 +248,17 @@ pub fn resolve_llm(spec: &str) -> Result<LlmFiles> {
             });
         }
     }
+    if PRESETS.iter().any(|p| p.name == spec) {
+        return Err(ModelError::Source {
+            source_spec: spec.to_owned(),
+            message: format!(
+                "is an encoder preset: it goes in a classifier or keyword-tagger config (one \
+                 without a [lora] section, e.g. configs/classify-minilm.toml) or `embed --model`; \
+                 LoRA configs and `generate` take a causal-LM preset ({})",
+                preset_names(LLM_PRESETS.iter().map(|p| p.name))
+            ),
+        });
+    }
     if !as_path.exists() && HubModel::parse(spec).is_some() {
         let files = resolve(spec)?;
         let tokenizer_config = Some(files.dir.join("tokenizer_config.json")).filter(|p| p.exists());
@@ -260,6 +271,11 @@ pub fn resolve_llm(spec: &str) -> Result<LlmFiles> {
             LLM_PRESETS.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
         ),
     })
+}
+
+/// Preset names as a list for messages: `a, b, c`.
+fn preset_names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names.collect::<Vec<_>>().join(", ")
 }
 
 /// Whether `spec` has the form of a Hugging Face model id, `org/name` with letters, digits,
@@ -387,6 +403,17 @@ pub fn resolve(spec: &str) -> Result<ModelFiles> {
         return ModelFiles::from_dir(as_path);
     }
     let preset = PRESETS.iter().find(|p| p.name == spec || p.hub_id == spec);
+    if preset.is_none() && LLM_PRESETS.iter().any(|p| p.name == spec) {
+        return Err(ModelError::Source {
+            source_spec: spec.to_owned(),
+            message: format!(
+                "is a causal-LM preset: it goes in a LoRA config (one with a [lora] section, e.g. \
+                 configs/lora-classify-smollm2.toml) or `generate --model`; classifier and \
+                 keyword-tagger configs take an encoder preset ({})",
+                preset_names(PRESETS.iter().map(|p| p.name))
+            ),
+        });
+    }
     let Some(hub) = preset.map(HubModel::of_preset).or_else(|| HubModel::parse(spec)) else {
         return Err(ModelError::Source {
             source_spec: spec.to_owned(),
@@ -524,5 +551,16 @@ mod tests {
     fn unknown_names_list_the_presets() {
         let err = resolve("no-such-model").unwrap_err().to_string();
         assert!(err.contains("minilm"), "{err}");
+    }
+
+    /// A preset of the other kind is named as such, with the config kind that takes it, before
+    /// any cache or download is tried.
+    #[test]
+    fn a_preset_of_the_other_model_kind_says_where_it_belongs() {
+        let error = resolve("smollm2-135m").unwrap_err().to_string();
+        assert!(error.contains("causal-LM preset") && error.contains("[lora]"), "{error}");
+        assert!(error.contains("minilm") && !error.contains("not a preset"), "{error}");
+        let error = resolve_llm("minilm").unwrap_err().to_string();
+        assert!(error.contains("encoder preset") && error.contains("smollm2-135m"), "{error}");
     }
 }
