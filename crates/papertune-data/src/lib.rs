@@ -23,6 +23,7 @@ mod instruct;
 mod papers;
 mod split;
 mod table;
+mod table_errors;
 mod template;
 mod tokenize;
 

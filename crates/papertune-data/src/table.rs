@@ -37,7 +37,7 @@ impl TableFormat {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Csv => "CSV",
             Self::Tsv => "TSV",
