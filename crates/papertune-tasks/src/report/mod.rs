@@ -84,10 +84,19 @@ pub fn render(input: &ReportInput) -> String {
         train.iter().filter_map(|e| Some((number(e, "step")?, number(e, "loss")?))).collect();
     let lr: Vec<(f64, f64)> =
         train.iter().filter_map(|e| Some((number(e, "step")?, number(e, "lr")?))).collect();
+    let eval_loss: Vec<(f64, f64)> = evals
+        .iter()
+        .filter_map(|e| {
+            let metrics = e.get("metrics")?;
+            let loss = EVAL_LOSS_KEYS.iter().find_map(|k| metrics.get(*k)?.as_f64())?;
+            Some((number(e, "step")?, loss))
+        })
+        .collect();
     let mut metric_names: Vec<String> = evals
         .iter()
         .filter_map(|e| e.get("metrics").and_then(Value::as_object))
         .flat_map(|m| m.keys().cloned())
+        .filter(|name| !EVAL_LOSS_KEYS.contains(&name.as_str()))
         .collect();
     metric_names.sort();
     metric_names.dedup();
@@ -114,12 +123,20 @@ pub fn render(input: &ReportInput) -> String {
     );
     html.push_str(&overview(input));
     html.push_str("<section class=\"plots\">\n");
-    if !loss.is_empty() {
-        figure(
-            &mut html,
-            "Training loss per step",
-            &plots::line_chart("loss", &[("loss".into(), loss)], "step", "loss", None),
-        );
+    if !loss.is_empty() || !eval_loss.is_empty() {
+        let caption = if eval_loss.is_empty() {
+            "Training loss per step"
+        } else {
+            "Training and validation loss per step"
+        };
+        let mut series = Vec::new();
+        if !loss.is_empty() {
+            series.push(("training loss".to_owned(), loss));
+        }
+        if !eval_loss.is_empty() {
+            series.push(("validation loss".to_owned(), eval_loss));
+        }
+        figure(&mut html, caption, &plots::line_chart("loss", &series, "step", "loss", None));
     }
     if !lr.is_empty() {
         figure(
@@ -138,7 +155,13 @@ pub fn render(input: &ReportInput) -> String {
         figure(
             &mut html,
             "Validation metrics per evaluation",
-            &plots::line_chart("metrics", &metric_series, "step", "value", Some((0.0, 1.0))),
+            &plots::line_chart(
+                "metrics",
+                &metric_series,
+                "step",
+                "value",
+                Some(rate_range(&metric_series)),
+            ),
         );
     }
     if let Some(p) = &input.predictions {
@@ -156,13 +179,27 @@ pub fn render(input: &ReportInput) -> String {
         html.push_str(&confusion_matrix(p));
     }
     html.push_str("</section>\n");
+    let timings = events(input, "end").last().and_then(|end| end.get("timings"));
     if let Some(summary) = &input.summary {
-        html.push_str("<h2>Summary</h2>\n");
-        html.push_str(&key_value_table(summary));
+        // What the overview above shows already is not repeated (nor the timings, which have
+        // their own table when the run has ended).
+        let mut shown: Vec<&str> = SHOWN_IN_OVERVIEW.to_vec();
+        if timings.is_some() {
+            shown.push("timings");
+        }
+        let rest = summary.as_object().map(|fields| {
+            fields
+                .iter()
+                .filter(|(k, v)| !shown.contains(&k.as_str()) && !v.is_null())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<serde_json::Map<_, _>>()
+        });
+        if let Some(rest) = rest.filter(|r| !r.is_empty()) {
+            html.push_str("<h2>Summary</h2>\n");
+            html.push_str(&key_value_table(&Value::Object(rest)));
+        }
     }
-    if let Some(end) = events(input, "end").last()
-        && let Some(timings) = end.get("timings")
-    {
+    if let Some(timings) = timings {
         html.push_str("<h2>Time per phase (last session, seconds)</h2>\n");
         html.push_str(&key_value_table(timings));
     }
@@ -192,6 +229,36 @@ pub fn render(input: &ReportInput) -> String {
         "<footer>Written by papertune from the run folder's files.</footer>\n</body></html>\n",
     );
     html
+}
+
+/// Names under which an evaluation reports its loss (plotted with the training loss, not with
+/// the rates).
+const EVAL_LOSS_KEYS: &[&str] = &["loss", "eval_loss", "valid_loss"];
+
+/// Fields of `summary.json` that the overview table shows already.
+const SHOWN_IN_OVERVIEW: &[&str] = &[
+    "run",
+    "model",
+    "backend",
+    "parameters",
+    "trainable_parameters",
+    "train_seconds",
+    "examples_per_second",
+    "stop_reason",
+    "best_step",
+];
+
+/// The validation plot's value range: the rates' own, with a margin, within [0, 1] padded a
+/// little so that a point at 0 or 1 is not cut by the frame.
+fn rate_range(series: &[(String, Vec<(f64, f64)>)]) -> (f64, f64) {
+    let values = series.iter().flat_map(|(_, points)| points.iter().map(|&(_, v)| v));
+    let lo = values.clone().fold(f64::INFINITY, f64::min);
+    let hi = values.fold(f64::NEG_INFINITY, f64::max);
+    if !lo.is_finite() || !hi.is_finite() {
+        return (0.0, 1.0);
+    }
+    let margin = ((hi - lo) * 0.1).max(0.02);
+    ((lo - margin).max(-0.02), (hi + margin).min(1.02))
 }
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}\
@@ -335,16 +402,20 @@ fn display_value(v: &Value) -> String {
     }
 }
 
+/// A table of an object's fields, one row each; a nested object (metrics, timings) is a small
+/// table in its cell rather than a run-on line.
 fn key_value_table(value: &Value) -> String {
     let mut html = String::from("<table>\n");
     if let Some(object) = value.as_object() {
         for (k, v) in object {
-            let shown = display_value(v);
+            let shown = match v {
+                Value::Object(fields) if !fields.is_empty() => key_value_table(v),
+                _ => escape(&display_value(v)),
+            };
             let _ = writeln!(
                 html,
-                "<tr><td class=\"k\">{}</td><td>{}</td></tr>",
-                escape(k),
-                escape(&shown)
+                "<tr><td class=\"k\">{}</td><td>{shown}</td></tr>",
+                escape(&k.replace('_', " "))
             );
         }
     }
@@ -442,5 +513,45 @@ mod tests {
             "external URL in report"
         );
         assert!(!html.contains("<script"), "no script");
+    }
+
+    /// The validation plot fits its rates (not 0-1), the evaluation loss is drawn with the
+    /// training loss, the summary repeats nothing of the overview, and nested figures are small
+    /// tables rather than run-on lines.
+    #[test]
+    fn report_fits_its_plots_and_repeats_nothing() {
+        let events = vec![
+            json!({"event": "train", "step": 3, "loss": 0.7, "lr": 1e-4}),
+            json!({"event": "eval", "step": 3, "metrics": {"f1": 0.81, "accuracy": 0.84, "loss": 2.5}}),
+            json!({"event": "eval", "step": 6, "metrics": {"f1": 0.86, "accuracy": 0.88, "loss": 1.5}}),
+            json!({"event": "end", "step": 6, "train_seconds": 3.5, "stop_reason": "completed", "timings": {"data": 0.1, "forward_backward": 3.0}}),
+        ];
+        let summary = json!({
+            "model": "minilm", "backend": "flex", "train_seconds": 3.5, "steps": 6,
+            "final_loss": 0.7, "best_metrics": {"f1": 0.86, "accuracy": 0.88},
+            "timings": {"data": 0.1}, "resumed_from": null,
+        });
+        let input = ReportInput {
+            title: "r".into(),
+            events,
+            config_toml: None,
+            summary: Some(summary),
+            predictions: None,
+        };
+        let html = render(&input);
+        assert!(html.contains("Training and validation loss per step"), "no eval loss plot");
+        assert!(html.contains("validation loss"), "eval loss series unnamed");
+        let (lo, hi) = rate_range(&[("f1".into(), vec![(3.0, 0.81), (6.0, 0.86)])]);
+        assert!(lo > 0.7 && lo < 0.81 && hi > 0.88 - 0.03 && hi < 0.95, "{lo} {hi}");
+        let (lo, hi) = rate_range(&[("f1".into(), vec![(1.0, 1.0)])]);
+        assert!((lo - 0.98).abs() < 1e-9 && (hi - 1.02).abs() < 1e-9, "{lo} {hi}");
+        let summary_part = &html[html.find("<h2>Summary</h2>").unwrap()..];
+        let summary_part = &summary_part[..summary_part.find("<h2>Time").unwrap()];
+        for repeated in ["minilm", "flex", "train seconds", "timings", "resumed from"] {
+            assert!(!summary_part.contains(repeated), "summary repeats {repeated}: {summary_part}");
+        }
+        assert!(summary_part.contains("best metrics</td><td><table>"), "{summary_part}");
+        assert!(!html.contains("data 0.1000, forward"), "timings as a run-on line");
+        assert_eq!(html.matches("<h2>Summary</h2>").count(), 1);
     }
 }

@@ -72,14 +72,14 @@ pub(super) fn line_chart(
                 let _ =
                     chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())));
             }
-            // A lone point (one evaluation) says its value, which a line would have shown.
+            // A lone point (one evaluation, the one log point of a short run) says its value,
+            // which a line would have shown, beside the dot rather than on it.
             if let [(x, y)] = points.as_slice() {
                 let text = format!("{} at step {x:.0}", format_tick(*y));
-                let _ = chart.draw_series(std::iter::once(Text::new(
-                    text,
-                    (*x, *y),
-                    ("sans-serif", 13).into_font().color(&color),
-                )));
+                let style = ("sans-serif", 13).into_font().color(&color);
+                let _ = chart.draw_series(std::iter::once(
+                    EmptyElement::at((*x, *y)) + Text::new(text, (7, -15), style),
+                ));
             }
         }
         if series.len() > 1 || id == "metrics" {
