@@ -43,23 +43,6 @@ case_() {
   echo "| $name | \`xtask ${shown//$crafted/…}\` | $status | ${message//$work/…} | $verdict |"
 }
 
-# Messages in papertune's words: case_, and the command's output (stdout and stderr) must match
-# WANTED and must not match UNWANTED (grep -E patterns; "-" for none). A miss is a failed case
-# of its own row.
-says() {
-  local name="$1" expected="$2" watched="$3" wanted="$4" unwanted="$5"
-  shift 6
-  case_ "$name" "$expected" "$watched" -- "$@"
-  local said problem=""
-  said="$(cat "$work/out" "$work/err")"
-  if [ "$wanted" != "-" ] && ! grep -qE -- "$wanted" <<< "$said"; then problem="the output lacks /$wanted/"; fi
-  if [ "$unwanted" != "-" ] && grep -qE -- "$unwanted" <<< "$said"; then problem="the output holds /$unwanted/"; fi
-  if [ -n "$problem" ]; then
-    failures=$((failures + 1))
-    echo "| $name (message) | | | | FAILED: ${problem//|/\\|} |"
-  fi
-}
-
 echo "| case | command | exit | error (first line) or output | verdict |"
 echo "|---|---|---|---|---|"
 
@@ -77,17 +60,10 @@ case_ "warmup longer than training" 1 "$work/warmup" -- train --config configs/c
 case_ "more devices than micro-batches" 1 "$work/devices" -- train --config configs/classify-minilm.toml --set data.max_rows=64 --devices 2 --out "$work/devices"
 case_ "model.max_len above the encoder's" 1 "$work/long" -- train --config configs/classify-minilm.toml --set data.max_rows=64 --set model.max_len=100000 --out "$work/long"
 case_ "max_grad_norm = nan" 1 "$work/nan" -- train --config "$crafted/config-nan-clip.toml" --out "$work/nan"
-says "unknown config key" 1 "$work/unknown" 'unknown key train.learning_rate: did you mean train.lr\?' - -- train --config "$crafted/config-unknown-key.toml" --out "$work/unknown"
+case_ "unknown config key" 1 "$work/unknown" -- train --config "$crafted/config-unknown-key.toml" --out "$work/unknown"
 case_ "--set of a wrong type" 1 "$work/lr" -- train --config configs/classify-minilm.toml --set train.lr=abc --out "$work/lr"
-# Absurd numbers and nonsense values in a run config, refused before any work.
-case_ "train.epochs near i64::MAX" 1 "$work/epochs" -- train --config configs/classify-minilm.toml --set data.max_rows=64 --set train.epochs=9223372036854775807 --out "$work/epochs"
-case_ "head.hidden_layer = 2^40" 1 "$work/hidden" -- train --config configs/classify-minilm.toml --set data.max_rows=64 --set head.hidden_layer=1099511627776 --out "$work/hidden"
-case_ "lora.r = 2^40" 1 "$work/rank" -- train --config configs/lora-classify-smollm2.toml --set data.max_rows=64 --set lora.r=1099511627776 --out "$work/rank"
-case_ "lora.alpha = 1e308" 1 "$work/alpha" -- train --config configs/lora-classify-smollm2.toml --set data.max_rows=64 --set lora.alpha=1e308 --out "$work/alpha"
-case_ "generation.temperature = nan" 1 "$work/temperature" -- train --config configs/lora-classify-smollm2.toml --set data.max_rows=64 --set generation.temperature=nan --out "$work/temperature"
-says "missing run folder" 1 - "no run folder at .*/none \(expected config.toml inside\)" 'os error' -- eval --run "$work/none" --data "$crafted/papers-bad-label.csv"
+case_ "missing run folder" 1 - -- eval --run "$work/none" --data "$crafted/papers-bad-label.csv"
 case_ "folds.json naming a folder outside" 1 - -- eval --run "$crafted/folds-escape" --data "$crafted/papers-bad-label.csv"
-case_ "classifier run: head.threshold = nan" 1 - -- eval --run "$crafted/cls-threshold-nan" --data "$crafted/papers-bad-label.csv"
 
 # Tables.
 case_ "predict with labels other than 0/1" 0 "$run" -- predict --run "$run" --data "$crafted/papers-bad-label.csv" --output -
@@ -123,50 +99,10 @@ case_ "--max-new-tokens 1e9" 1 - -- generate --model smollm2-135m --prompt x --m
 case_ "--max-new-tokens u64::MAX" 1 - -- generate --model smollm2-135m --prompt x --max-new-tokens 18446744073709551615
 
 # Encoder folders: configs, safetensors headers, an index that points outside.
-for folder in config-zero-heads config-dropout-one config-layers-2e40 config-hidden-2e40 tokenizer-sparse-id safetensors-header-length safetensors-offsets-outside safetensors-index-escape; do
+for folder in config-zero-heads config-dropout-one safetensors-header-length safetensors-offsets-outside safetensors-index-escape; do
   case_ "$folder" 1 - -- embed --model "$crafted/$folder" --text x
 done
-# Llama folders (a sound one of one layer, then one broken way each), PEFT adapters on it, and
-# generation options that make no sense.
-case_ "llama-tiny (sound)" 0 - -- generate --model "$crafted/llama-tiny" --prompt a --max-new-tokens 2
-for folder in llama-layers-2e40 llama-vocab-2e40 llama-rope-llama3-head-dim llama-eos-past-u32 llama-pad-outside llama-rope-theta-zero llama-tokenizer-sparse-id; do
-  case_ "$folder" 1 - -- generate --model "$crafted/$folder" --prompt a --max-new-tokens 2
-done
-for adapter in adapter-dropout-one adapter-rank-2e40 adapter-alpha-1e308 adapter-nan-weights; do
-  case_ "$adapter" 1 - -- generate --model "$crafted/llama-tiny" --adapter "$crafted/$adapter" --prompt a --max-new-tokens 2
-done
-case_ "--temperature nan" 1 - -- generate --model "$crafted/llama-tiny" --prompt a --temperature nan
-case_ "--temperature=-1" 1 - -- generate --model "$crafted/llama-tiny" --prompt a --temperature=-1
-case_ "--top-p nan" 1 - -- generate --model "$crafted/llama-tiny" --prompt a --temperature 1 --top-p nan
 case_ "a path that does not exist" 1 - -- embed --model "$work/no/such/model" --text x
-
-# Ctrl-C at the command line: the run finishes its step, saves last/ and exits with 130.
-interrupted="$work/interrupted"
-NO_COLOR=1 "$bin" --quiet train --config configs/classify-minilm.toml --set data.max_rows=64 --set train.max_steps=400 --set train.save_strategy=steps --set train.save_every_steps=1 --out "$interrupted" > /dev/null 2> "$work/err" &
-pid=$!
-for _ in $(seq 600); do
-  [ -e "$interrupted/last/trainer_state.json" ] && break
-  kill -0 "$pid" 2> /dev/null || break
-  sleep 0.5
-done
-kill -INT "$pid" 2> /dev/null
-wait "$pid"
-status=$?
-verdict=ok
-if [ "$status" != 130 ]; then verdict="FAILED: exit $status, expected 130"; fi
-if [ ! -e "$interrupted/last/trainer_state.json" ]; then verdict="FAILED: no last/ checkpoint"; fi
-[ "$verdict" = ok ] || failures=$((failures + 1))
-echo "| Ctrl-C during training | \`xtask train ... --out …/interrupted\` then SIGINT | $status | $(grep -m1 -i 'resume' "$work/err" | cut -c1-160 | sed 's/|/\\|/g;s#'"$work"'#…#g') | $verdict |"
-
-# Messages that speak papertune's words: no polars advice for Python, no bare system errors, and
-# a summary that says what a run wrote.
-polars_advice='infer_schema_length|ignore_errors|truncate_ragged_lines|=True'
-says "CSV row with more fields than its header" 1 "$run" 'papers-ragged.csv: .*row 2 \(line 3\) has 5 fields but the header has 4' "$polars_advice" -- eval --run "$run" --data "$crafted/papers-ragged.csv"
-says "a checkpoint folder given as the run" 1 "$run" "is a checkpoint of the run folder .*/run: pass that folder" 'os error' -- eval --run "$run/last" --data "$crafted/papers-bad-label.csv"
-says "resume of a missing run folder" 1 - "no run folder at .*/none \(expected config.toml inside\)" 'os error' -- train --resume "$work/none"
-says "a causal-LM preset in a classifier config" 1 "$work/llm-preset" 'smollm2-135m.*is a causal-LM preset: it goes in a LoRA config' 'not a preset' -- train --config configs/classify-minilm.toml --set data.max_rows=64 --set model.source=smollm2-135m --out "$work/llm-preset"
-says "a run folder given as the adapter" 1 - "lora-run/last \(pass that folder\)" 'os error' -- generate --model smollm2-135m --adapter "$crafted/lora-run" --prompt x --max-new-tokens 1
-says "keyword extractor run" 0 - 'wrote: config.toml, summary.json' 'report:|final loss' -- train --config "$crafted/config-kw-yake.toml" --out "$work/kw-yake"
 
 # Where papertune writes: a named output is a new file, an existing one only with --force, a
 # FIFO or a device written to in place (a failed write is an error), never a symbolic link; a
