@@ -20,6 +20,7 @@ fn floats(value: &serde_json::Value) -> Vec<f32> {
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "embedding lengths");
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
     dot / (norm(a) * norm(b))
@@ -107,6 +108,11 @@ pub fn minilm_stays_close_to_f32(precision: Precision) {
             let hidden = output.last_hidden_state.try_into_vec_as::<f32>().unwrap();
             let expected: Vec<f32> =
                 r["last_hidden_state"].as_array().unwrap().iter().flat_map(floats).collect();
+            assert_eq!(
+                hidden.len(),
+                expected.len(),
+                "{name} {precision}: hidden state length against the reference's"
+            );
             let worst =
                 hidden.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
             assert!(
@@ -123,6 +129,7 @@ pub fn minilm_stays_close_to_f32(precision: Precision) {
         let texts: Vec<String> =
             records.iter().map(|r| r["text"].as_str().unwrap().to_owned()).collect();
         let embeddings = sentence_embeddings(&encoder, &tokenizer, &texts, &device).unwrap();
+        assert_eq!(embeddings.len(), records.len(), "{name} {precision}: one embedding a text");
         for (embedding, r) in embeddings.iter().zip(records) {
             let similarity = cosine(embedding, &floats(&r["sentence_embedding"]));
             assert!(

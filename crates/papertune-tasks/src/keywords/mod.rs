@@ -36,6 +36,8 @@ mod rows;
 mod spans;
 mod tagger;
 mod train;
+#[cfg(test)]
+mod reference_tests;
 
 pub use config::{DataConfig, KeywordsConfig, MethodConfig, MethodName, ModelConfig};
 pub use extract::{
