@@ -138,12 +138,28 @@ def write_tables(out: Path) -> None:
     (run / "config.toml").write_text('[method]\nname = "yake"\ntop_k = 18446744073709551615\n')
 
 
+def write_message_cases(out: Path) -> None:
+    """Inputs whose errors (or summaries) must speak papertune's words: a CSV row with more
+    fields than its header, a keyword extractor's run config, and a run folder whose adapter
+    sits in `last/`."""
+    (out / "papers-ragged.csv").write_text("uuid,title,abstract,label\nq,T,A,1\nr,T,A, B,1\n")
+    (out / "config-kw-yake.toml").write_text(
+        f'[data]\ntrain = "{out / "keywords.csv"}"\nvalid = "{out / "keywords.csv"}"\n[method]\nname = "yake"\n')
+    run = out / "lora-run"
+    (run / "last").mkdir(parents=True, exist_ok=True)
+    (run / "config.toml").write_text('[model]\nsource = "smollm2-135m"\n[lora]\nr = 2\n')
+    adapter = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 2, "lora_alpha": 4.0, "lora_dropout": 0.0,
+               "target_modules": ["q_proj"], "bias": "none"}
+    (run / "last" / "adapter_config.json").write_text(json.dumps(adapter))
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
     write_ggufs(out)
     write_encoder_folders(out)
     write_tables(out)
+    write_message_cases(out)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,23 @@ case_() {
   echo "| $name | \`xtask ${shown//$crafted/…}\` | $status | ${message//$work/…} | $verdict |"
 }
 
+# Messages in papertune's words: case_, and the command's output (stdout and stderr) must match
+# WANTED and must not match UNWANTED (grep -E patterns; "-" for none). A miss is a failed case
+# of its own row.
+says() {
+  local name="$1" expected="$2" watched="$3" wanted="$4" unwanted="$5"
+  shift 6
+  case_ "$name" "$expected" "$watched" -- "$@"
+  local said problem=""
+  said="$(cat "$work/out" "$work/err")"
+  if [ "$wanted" != "-" ] && ! grep -qE -- "$wanted" <<< "$said"; then problem="the output lacks /$wanted/"; fi
+  if [ "$unwanted" != "-" ] && grep -qE -- "$unwanted" <<< "$said"; then problem="the output holds /$unwanted/"; fi
+  if [ -n "$problem" ]; then
+    failures=$((failures + 1))
+    echo "| $name (message) | | | | FAILED: ${problem//|/\\|} |"
+  fi
+}
+
 echo "| case | command | exit | error (first line) or output | verdict |"
 echo "|---|---|---|---|---|"
 
@@ -60,9 +77,9 @@ case_ "warmup longer than training" 1 "$work/warmup" -- train --config configs/c
 case_ "more devices than micro-batches" 1 "$work/devices" -- train --config configs/classify-minilm.toml --set data.max_rows=64 --devices 2 --out "$work/devices"
 case_ "model.max_len above the encoder's" 1 "$work/long" -- train --config configs/classify-minilm.toml --set data.max_rows=64 --set model.max_len=100000 --out "$work/long"
 case_ "max_grad_norm = nan" 1 "$work/nan" -- train --config "$crafted/config-nan-clip.toml" --out "$work/nan"
-case_ "unknown config key" 1 "$work/unknown" -- train --config "$crafted/config-unknown-key.toml" --out "$work/unknown"
+says "unknown config key" 1 "$work/unknown" 'unknown key train.learning_rate: did you mean train.lr\?' - -- train --config "$crafted/config-unknown-key.toml" --out "$work/unknown"
 case_ "--set of a wrong type" 1 "$work/lr" -- train --config configs/classify-minilm.toml --set train.lr=abc --out "$work/lr"
-case_ "missing run folder" 1 - -- eval --run "$work/none" --data "$crafted/papers-bad-label.csv"
+says "missing run folder" 1 - "no run folder at .*/none \(expected config.toml inside\)" 'os error' -- eval --run "$work/none" --data "$crafted/papers-bad-label.csv"
 case_ "folds.json naming a folder outside" 1 - -- eval --run "$crafted/folds-escape" --data "$crafted/papers-bad-label.csv"
 
 # Tables.
@@ -144,6 +161,16 @@ wait "$holder" 2> /dev/null
 touch "$run/best.tmp" "$run/last.tmp"
 case_ "resume that cannot save its checkpoint" 1 "$run" -- train --resume "$run"
 rm -f "$run/best.tmp" "$run/last.tmp"
+
+# Messages that speak papertune's words: no polars advice for Python, no bare system errors, and
+# a summary that says what a run wrote.
+polars_advice='infer_schema_length|ignore_errors|truncate_ragged_lines|=True'
+says "CSV row with more fields than its header" 1 "$run" 'papers-ragged.csv: .*row 2 \(line 3\) has 5 fields but the header has 4' "$polars_advice" -- eval --run "$run" --data "$crafted/papers-ragged.csv"
+says "a checkpoint folder given as the run" 1 "$run" "is a checkpoint of the run folder .*/run: pass that folder" 'os error' -- eval --run "$run/last" --data "$crafted/papers-bad-label.csv"
+says "resume of a missing run folder" 1 - "no run folder at .*/none \(expected config.toml inside\)" 'os error' -- train --resume "$work/none"
+says "a causal-LM preset in a classifier config" 1 "$work/llm-preset" 'smollm2-135m.*is a causal-LM preset: it goes in a LoRA config' 'not a preset' -- train --config configs/classify-minilm.toml --set data.max_rows=64 --set model.source=smollm2-135m --out "$work/llm-preset"
+says "a run folder given as the adapter" 1 - "lora-run/last \(pass that folder\)" 'os error' -- generate --model smollm2-135m --adapter "$crafted/lora-run" --prompt x --max-new-tokens 1
+says "keyword extractor run" 0 - 'wrote: config.toml, summary.json' 'report:|final loss' -- train --config "$crafted/config-kw-yake.toml" --out "$work/kw-yake"
 
 if [ "$failures" -gt 0 ]; then
   echo "replay: $failures case(s) broke their promise" >&2
