@@ -138,6 +138,25 @@ fn k_fold_training_and_ensembles_average_the_runs() {
         out.join("fold-1/eval_predictions.json").exists()
             && out.join("fold-1/report.html").exists()
     );
+    // folds_summary.json: each validation metric of the best checkpoints, mean and sample
+    // standard deviation over the folds.
+    let summary = papertune_integration::read_json(&out.join("folds_summary.json"));
+    assert_eq!(summary["folds"], serde_json::json!(["fold-1", "fold-2", "fold-3"]));
+    assert_eq!(summary["metric_for_best"], "f1");
+    let best: Vec<&papertune_train::Metrics> =
+        reports.iter().map(|r| r.best_metrics.as_ref().unwrap()).collect();
+    for metric in ["f1", "precision", "recall", "accuracy", "tuned_f1", "tuned_threshold"] {
+        let values: Vec<f64> = best.iter().map(|m| m[metric]).collect();
+        let mean = values.iter().sum::<f64>() / 3.0;
+        let std = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
+        let spread = &summary["metrics"][metric];
+        let written: Vec<f64> =
+            spread["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(written.len(), 3, "{metric}: {spread}");
+        assert!(written.iter().zip(&values).all(|(a, b)| (a - b).abs() < 1e-12), "{spread}");
+        assert!((spread["mean"].as_f64().unwrap() - mean).abs() < 1e-12, "{metric}: {spread}");
+        assert!((spread["std"].as_f64().unwrap() - std).abs() < 1e-12, "{metric}: {spread}");
+    }
 
     // The parent folder is the ensemble of its folds: the mean of their probabilities.
     let runs = papertune_tasks::run_dir::expand_runs(&[out.clone()]).unwrap();

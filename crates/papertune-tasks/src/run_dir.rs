@@ -19,6 +19,9 @@ pub const ENCODER_CONFIG_FILE: &str = "config.json";
 pub const THRESHOLD_FILE: &str = "threshold.json";
 /// In the parent folder of a k-fold training: the names of the fold runs.
 pub const FOLDS_FILE: &str = "folds.json";
+/// In the parent folder of a k-fold training: the folds' validation metrics summarised.
+pub const FOLDS_SUMMARY_FILE: &str = "folds_summary.json";
+
 /// In every run folder: the file whose advisory lock the command writing the folder holds.
 pub const LOCK_FILE: &str = ".lock";
 

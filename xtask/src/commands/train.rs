@@ -168,6 +168,16 @@ fn train(args: TrainArgs, globals: &Globals, ranks: Option<&Ranks>) -> Result<()
         for report in &reports {
             print_train_report(report, &resume_flags, extractor);
         }
+        if args.folds.is_some() && !interrupted {
+            let metric = &resolved.train().metric_for_best;
+            if let Some(summary) = classify::FoldsSummary::new(&reports, metric) {
+                summary.lines().iter().for_each(|line| println!("{line}"));
+                let file = out.join(papertune_tasks::run_dir::FOLDS_SUMMARY_FILE);
+                if file.is_file() {
+                    println!("summary: {}", file.display());
+                }
+            }
+        }
         if !interrupted {
             let shown = if args.folds.is_some() { out.clone() } else { reports[0].run.clone() };
             println!("next: cargo xtask eval --run {} --data FILE", shown.display());

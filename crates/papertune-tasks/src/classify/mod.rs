@@ -8,12 +8,14 @@
 
 mod config;
 mod export;
+mod folds;
 mod head;
 mod infer;
 mod train;
 
 pub use config::{ClassifyConfig, DataConfig, ModelConfig};
 pub use export::export_hf;
+pub use folds::{FoldsSummary, MetricSpread};
 pub use head::{HeadConfig, Pooling, SequenceClassifier};
 pub use infer::{
     Ensemble, EvalOptions, InspectReport, LoadedRun, ScoredRow, TunedThreshold, best_f1_threshold,

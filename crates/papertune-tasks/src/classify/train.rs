@@ -14,10 +14,11 @@ use papertune_models::PretrainedEncoder;
 use papertune_models::bert::{BertConfig, BertModel};
 use papertune_models::checkpoint::Checkpoint;
 use papertune_train::{
-    CheckpointContext, Metrics, SaveKind, TrainError, TrainHooks, TrainProgress,
+    CheckpointContext, Metrics, SaveKind, StopReason, TrainError, TrainHooks, TrainProgress,
 };
 
 use super::config::ClassifyConfig;
+use super::folds::FoldsSummary;
 use super::head::SequenceClassifier;
 use super::infer::{
     TunedThreshold, best_f1_threshold, encode, predict_probabilities, threshold_labels,
@@ -180,7 +181,9 @@ pub fn train(
 
 /// K-fold training: the rows of `data.train` are dealt into `k` stratified folds, and run
 /// `out/fold-<i>` trains on all folds but fold `i`, which is its validation data. `out/folds.json`
-/// lists the runs, so that `eval` and `predict` can take `out` for the ensemble of all folds.
+/// lists the runs, so that `eval` and `predict` can take `out` for the ensemble of all folds;
+/// `out/folds_summary.json` holds the mean and standard deviation of the folds' best validation
+/// metrics ([`FoldsSummary`]) once every fold has finished.
 pub fn train_folds(
     config: &ClassifyConfig,
     out: &Path,
@@ -225,6 +228,13 @@ pub fn train_folds(
         let train: Vec<PaperRecord> =
             papers.iter().zip(&in_valid).filter(|(_, v)| !**v).map(|(p, _)| p.clone()).collect();
         reports.push(train_on(config, &out.join(&names[i]), &train, &valid, device, options)?);
+    }
+    let finished = reports.iter().all(|r| r.stop_reason != StopReason::Interrupted);
+    if finished
+        && options.writes_run_folder()
+        && let Some(summary) = FoldsSummary::new(&reports, &config.train.metric_for_best)
+    {
+        summary.write(out)?;
     }
     Ok(reports)
 }
