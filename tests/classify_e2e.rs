@@ -316,3 +316,89 @@ fn a_classifier_run_leaves_as_a_transformers_folder_with_its_logits() {
         );
     }
 }
+
+/// Whether python3 has TensorBoard (its reader checks the event files only then).
+fn python_has_tensorboard() -> bool {
+    std::process::Command::new("python3")
+        .args(["-c", "import tensorboard"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn train_log_to_tensorboard_writes_event_files_tensorboard_reads_at_the_logged_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut config, _) = tiny_classify_setup(dir.path(), 13, 16);
+    config.train.max_steps = Some(8);
+    config.train.batch_size = 8;
+    config.train.lr = 5e-3;
+    config.train.warmup_ratio = 0.25;
+    config.train.log_every_steps = 2;
+    config.train.eval_every_steps = Some(3);
+    config.train.log_to = vec![papertune_train::LogTarget::Tensorboard];
+    let device = Device::flex();
+    let out = dir.path().join("run");
+    // Two sessions: stopped after step 4, then resumed; each writes an event file of its own.
+    let options = papertune_tasks::TrainOptions { stop_at_step: Some(4), ..Default::default() };
+    papertune_tasks::classify::train(&config, &out, &device, &options).unwrap();
+    let options = papertune_tasks::TrainOptions { resume: true, ..Default::default() };
+    let report = papertune_tasks::classify::train(&config, &out, &device, &options).unwrap();
+    assert_eq!((report.steps, report.resumed_from), (8, Some(4)));
+    let files: Vec<String> = std::fs::read_dir(out.join("tensorboard"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files.iter().all(|f| f.starts_with("events.out.tfevents.")), "{files:?}");
+
+    // What metrics.jsonl says: the steps of the training figures and of the evaluations.
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |kind: &str| -> Vec<&serde_json::Value> {
+        events.iter().filter(|e| e["event"] == kind).collect()
+    };
+    let train_steps: Vec<u64> = of("train").iter().map(|e| e["step"].as_u64().unwrap()).collect();
+    let eval_steps: Vec<u64> = of("eval").iter().map(|e| e["step"].as_u64().unwrap()).collect();
+    assert_eq!(train_steps, [2, 4, 6, 8]);
+    assert!(eval_steps.len() >= 3, "{eval_steps:?}");
+
+    if !python_has_tensorboard() {
+        println!("note: python3 lacks tensorboard; TensorBoard's reading of the files is skipped");
+        return;
+    }
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/read_tensorboard.py");
+    let output = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(out.join("tensorboard"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    println!("tensorboard read: {stdout}");
+    let scalars: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let steps = |tag: &str| -> Vec<u64> {
+        let series = scalars[tag].as_array().unwrap_or_else(|| panic!("no {tag}: {scalars}"));
+        series.iter().map(|p| p[0].as_u64().unwrap()).collect()
+    };
+    for tag in ["train/loss", "train/lr", "train/grad_norm", "train/examples_per_second"] {
+        assert_eq!(steps(tag), train_steps, "{tag}");
+    }
+    for metric in ["f1", "precision", "recall", "accuracy"] {
+        assert_eq!(steps(&format!("eval/{metric}")), eval_steps, "eval/{metric}");
+    }
+    // The values are metrics.jsonl's, as f32.
+    for (point, event) in scalars["train/loss"].as_array().unwrap().iter().zip(of("train")) {
+        let (read, logged) = (point[1].as_f64().unwrap(), event["loss"].as_f64().unwrap());
+        assert!((read - logged).abs() <= 1e-6 * logged.abs().max(1.0), "{read} vs {logged}");
+    }
+    for (point, event) in scalars["eval/f1"].as_array().unwrap().iter().zip(of("eval")) {
+        let logged = event["metrics"]["f1"].as_f64().unwrap();
+        assert!((point[1].as_f64().unwrap() - logged).abs() < 1e-6, "{point} vs {logged}");
+    }
+}

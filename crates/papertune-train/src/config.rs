@@ -17,6 +17,14 @@ pub enum Strategy {
     No,
 }
 
+/// A place the trainer's events are written to besides `metrics.jsonl` (`train.log_to`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    /// TensorBoard event files in the run folder's `tensorboard/`.
+    Tensorboard,
+}
+
 /// Options of [`crate::Trainer`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -79,6 +87,9 @@ pub struct TrainConfig {
     pub early_stopping_threshold: f64,
     /// Log the running loss every N steps.
     pub log_every_steps: usize,
+    /// Where the events go besides `metrics.jsonl`: `tensorboard` writes TensorBoard event files
+    /// to `tensorboard/` beside it (the folder of [`crate::Trainer::with_metrics_log`]).
+    pub log_to: Vec<LogTarget>,
     /// Seed of the data order and of dropout.
     pub seed: u64,
     /// Metric that picks the best checkpoint.
@@ -116,6 +127,7 @@ impl Default for TrainConfig {
             early_stopping_patience: None,
             early_stopping_threshold: 0.0,
             log_every_steps: 10,
+            log_to: Vec::new(),
             seed: 42,
             metric_for_best: "f1".into(),
             greater_is_better: true,

@@ -28,7 +28,7 @@ mod trainer;
 
 pub use adamw::FusedAdamW;
 pub use clip::{clip_grad_norm, clip_grad_value};
-pub use config::{Strategy, TrainConfig};
+pub use config::{LogTarget, Strategy, TrainConfig};
 pub use distributed::Collective;
 #[cfg(feature = "mpi")]
 pub use distributed::MpiWorld;

@@ -47,6 +47,10 @@ pub struct TrainArgs {
     /// train.gradient_accumulation_steps must be at least N.
     #[arg(long, value_name = "N", default_value_t = 1)]
     devices: usize,
+    /// Where the trainer's events go besides metrics.jsonl: `tensorboard` (event files in
+    /// RUN/tensorboard/ for `tensorboard --logdir`), or `none`; overrides train.log_to.
+    #[arg(long = "log-to", value_name = "TARGET", value_delimiter = ',', value_parser = ["tensorboard", "none"])]
+    log_to: Vec<String>,
     /// Print the resolved config (the file, defaults and --set overrides) as TOML and exit
     /// without training, e.g. `cargo xtask train --config configs/classify-minilm.toml --print-config`.
     #[arg(long)]
@@ -92,7 +96,8 @@ fn train(args: TrainArgs, globals: &Globals, ranks: Option<&Ranks>) -> Result<()
             (config, out)
         }
     };
-    let resolved = load_run_config(&config, &args.overrides)?;
+    let overrides = with_log_to(args.overrides.clone(), &args.log_to)?;
+    let resolved = load_run_config(&config, &overrides)?;
     if args.print_config {
         print!(
             "{}",
@@ -188,6 +193,21 @@ fn train(args: TrainArgs, globals: &Globals, ranks: Option<&Ranks>) -> Result<()
         return Err(Interrupted.into());
     }
     Ok(())
+}
+
+/// `--log-to` as the last `--set` override of `train.log_to`, so that it wins.
+fn with_log_to(mut overrides: Vec<String>, log_to: &[String]) -> Result<Vec<String>> {
+    if log_to.is_empty() {
+        return Ok(overrides);
+    }
+    let targets: Vec<&String> = log_to.iter().filter(|t| *t != "none").collect();
+    anyhow::ensure!(
+        targets.len() == log_to.len() || targets.is_empty(),
+        "--log-to none cannot go with other targets"
+    );
+    let list: Vec<String> = targets.iter().map(|t| format!("{t:?}")).collect();
+    overrides.push(format!("train.log_to=[{}]", list.join(", ")));
+    Ok(overrides)
 }
 
 /// A run stopped by a signal after saving its last checkpoint: the process exits with status

@@ -1,5 +1,6 @@
-//! What the trainer tells: events (to `metrics.jsonl`, and to the task's hooks, which render
-//! them as they like), the progress bar, and log lines where there is no terminal.
+//! What the trainer tells: events (to `metrics.jsonl`, to TensorBoard event files when asked
+//! for, and to the task's hooks, which render them as they like), the progress bar, and log
+//! lines where there is no terminal.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -10,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::tensorboard::TensorBoardLog;
 use super::{PhaseTimings, StopReason, TrainHooks};
 use crate::error::{TrainError, io_error, write_atomic};
 use crate::metrics::Metrics;
@@ -48,16 +50,21 @@ pub enum TrainEvent<'a> {
     },
 }
 
-/// Where the run's events go: to the metrics log, if there is one, and to the hooks; nowhere on
-/// a rank other than 0 of a job over several processes, which writes nothing.
+/// Where the run's events go: to the metrics log, if there is one, to TensorBoard event files
+/// when asked for, and to the hooks; nowhere on a rank other than 0 of a job over several
+/// processes, which writes nothing.
 pub(super) struct EventSink {
     pub file: Option<MetricsLog>,
+    pub tensorboard: Option<TensorBoardLog>,
     pub to_hooks: bool,
 }
 
 impl EventSink {
-    /// Writes a resumed run's log (see [`MetricsLog::commit`]), if there is one.
+    /// Writes a resumed run's log (see [`MetricsLog::commit`]) and event file, if there are.
     pub fn commit(&mut self) -> Result<(), TrainError> {
+        if let Some(tensorboard) = &mut self.tensorboard {
+            tensorboard.commit()?;
+        }
         match &mut self.file {
             Some(file) => file.commit(),
             None => Ok(()),
@@ -75,6 +82,9 @@ impl EventSink {
         }
         if let Some(file) = &mut self.file {
             file.write(&event)?;
+        }
+        if let Some(tensorboard) = &mut self.tensorboard {
+            tensorboard.write(&event)?;
         }
         hooks.on_event(&event);
         Ok(())

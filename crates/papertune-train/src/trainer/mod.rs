@@ -1,13 +1,14 @@
 //! The training loop. [`Trainer::fit`] is its outline; the rooms hold the parts: `step.rs` (one
 //! optimizer step), `parallel.rs` (micro-batches, on several devices at once), `policy.rs`
-//! (counters, best checkpoint, early stopping), `log.rs` (events, `metrics.jsonl`, progress)
-//! and `order.rs` (data order and seeds).
+//! (counters, best checkpoint, early stopping), `log.rs` (events, `metrics.jsonl`, progress),
+//! `tensorboard.rs` (TensorBoard event files) and `order.rs` (data order and seeds).
 
 mod log;
 mod order;
 mod parallel;
 mod policy;
 mod step;
+mod tensorboard;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,7 +27,7 @@ pub use log::TrainEvent;
 pub use order::epoch_order;
 
 use crate::adamw::FusedAdamW;
-use crate::config::TrainConfig;
+use crate::config::{LogTarget, TrainConfig};
 use crate::distributed::{self, Collective};
 use crate::error::TrainError;
 use crate::loss::Loss;
@@ -35,6 +36,7 @@ use crate::state::{CheckpointContext, ResumePoint, TrainProgress};
 use log::{EventSink, LossWindow, MetricsLog, Progress};
 use policy::RunState;
 use step::Stepper;
+use tensorboard::TensorBoardLog;
 
 /// A model the trainer can train on batches of type `Batch`.
 ///
@@ -160,7 +162,9 @@ impl Trainer {
         })
     }
 
-    /// Appends one JSON object per event ([`TrainEvent`]) to `path`.
+    /// Appends one JSON object per event ([`TrainEvent`]) to `path`. With `train.log_to =
+    /// ["tensorboard"]`, the figures also go to a new TensorBoard event file in `tensorboard/`
+    /// beside it.
     pub fn with_metrics_log(mut self, path: &Path) -> Self {
         self.metrics_log = Some(path.to_path_buf());
         self
@@ -385,7 +389,20 @@ impl Trainer {
             Some(path) if leader => Some(MetricsLog::open(path, resumed_at)?),
             _ => None,
         };
-        Ok((leader, EventSink { file, to_hooks: leader }))
+        let tensorboard = match &self.metrics_log {
+            _ if !leader || !self.config.log_to.contains(&LogTarget::Tensorboard) => None,
+            Some(path) => {
+                let dir = path.parent().unwrap_or(Path::new("")).join("tensorboard");
+                Some(TensorBoardLog::create(&dir, resumed_at)?)
+            }
+            None => {
+                tracing::warn!(
+                    "train.log_to asks for TensorBoard, but the trainer has no metrics log to write beside: no event file is written"
+                );
+                None
+            }
+        };
+        Ok((leader, EventSink { file, tensorboard, to_hooks: leader }))
     }
 
     /// Whether the stop signal was raised or `step` is the one to stop at; over several
