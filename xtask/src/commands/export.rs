@@ -61,6 +61,12 @@ pub fn run(args: ExportArgs) -> Result<()> {
         (Format::Hf, _) => ExportFormat::Hf,
     };
     if is_classifier_run(&args.run) {
+        // An existing output is refused first, whatever the format, as for LoRA runs.
+        anyhow::ensure!(
+            !args.out.exists(),
+            "invalid configuration: {} already exists; export writes a new file or folder",
+            args.out.display()
+        );
         anyhow::ensure!(
             matches!(format, ExportFormat::Hf),
             "{}: a classifier run is exported with --format hf (a transformers folder); gguf and gguf-lora write LoRA runs",
