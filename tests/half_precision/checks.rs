@@ -69,11 +69,12 @@ fn skip_unless_required(name: &str, precision: Precision, error: &str) {
 }
 
 /// Largest difference allowed on hidden states (magnitudes up to about 1, six layers) and on a
-/// logit (magnitude about 20). Measured on flex: bf16 0.046 and 0.13.
+/// logit (magnitude about 20): about twice the largest error measured on flex (bf16: 0.046 and
+/// 0.126; f16: 0.0054 and 0.017), so that a kernel that loses a few more bits fails.
 fn tolerances(precision: Precision) -> (f32, f32) {
     match precision {
-        Precision::Bf16 => (0.08, 0.5),
-        Precision::F16 => (0.02, 0.2),
+        Precision::Bf16 => (0.08, 0.25),
+        Precision::F16 => (0.01, 0.035),
         Precision::F32 => (1e-4, 1e-3),
     }
 }
