@@ -37,7 +37,7 @@ fn tiny_training_run_on_every_backend() {
             backend.name
         );
         let metrics = papertune_tasks::classify::evaluate(
-            &[out.clone()],
+            std::slice::from_ref(&out),
             &data,
             &Default::default(),
             &backend.device,
@@ -65,8 +65,8 @@ fn cached_decoding_matches_the_full_pass_on_every_backend() {
     for (backend, config) in
         test_backends().iter().flat_map(|b| configs.iter().map(move |c| (b, c)))
     {
-        let model = papertune_models::init::random_llama(&config, 7, &backend.device)
-            .expect("tiny decoder");
+        let model =
+            papertune_models::init::random_llama(config, 7, &backend.device).expect("tiny decoder");
         let full = model.forward(model.input(&ids, &mask), None).narrow(1, 2, 6); // [2, 6, vocab]
         for capacity in [0, 8] {
             let mut cache =

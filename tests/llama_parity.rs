@@ -127,7 +127,7 @@ fn smollm2_gguf_matches_transformers() {
     // Greedy decoding with the KV cache: the chat answer (stops at EOS) ...
     let generator = Generator::new(model, &lm.tokenizer);
     let greedy = GenerationConfig { max_new_tokens: 20, ..Default::default() };
-    let out = generator.generate(&[prompt_ids.clone()], &greedy).unwrap().remove(0);
+    let out = generator.generate(std::slice::from_ref(&prompt_ids), &greedy).unwrap().remove(0);
     let mut expected = ids(&chat["greedy_ids"]);
     assert_eq!(expected.pop(), Some(2), "the reference answer ends with <|im_end|>");
     assert_eq!(out.ids, expected);
@@ -376,7 +376,7 @@ fn quantised_weights_follow_the_dequantised_model(preset: &str, reference: &str)
     let greedy = GenerationConfig { max_new_tokens: 20, ..Default::default() };
     let prompt = ids(&continuation["prompt_ids"]);
     let generated = Generator::new(&quantised.model, &no_eos)
-        .generate(&[prompt.clone()], &greedy)
+        .generate(std::slice::from_ref(&prompt), &greedy)
         .unwrap()
         .remove(0)
         .ids;

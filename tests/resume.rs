@@ -146,7 +146,7 @@ fn stopped_and_resumed_run_equals_one_run_bit_for_bit() {
     .unwrap();
     assert_eq!(extended.steps, 15);
     let log = std::fs::read_to_string(split.join("metrics.jsonl")).unwrap();
-    let last_resume = log.lines().filter(|l| l.contains("\"resume\"")).last().unwrap().to_owned();
+    let last_resume = log.lines().rfind(|l| l.contains("\"resume\"")).unwrap().to_owned();
     assert!(
         last_resume.contains("train.lr: 0.002 -> 0.001")
             && last_resume.contains("train.epochs: 4 -> 5"),

@@ -153,7 +153,7 @@ pub fn smollm2_predicts_the_f32_tokens(precision: Precision) {
         let lm = PretrainedCausalLm::load(&files, &device).unwrap();
         for case in reference["logits"].as_array().unwrap() {
             let prompt = ids(&case["ids"]);
-            let input = lm.model.input(&[prompt.clone()], &[vec![1; prompt.len()]]);
+            let input = lm.model.input(std::slice::from_ref(&prompt), &[vec![1; prompt.len()]]);
             let logits = lm.model.forward(input, None); // [1, seq, vocab]
             let [_, seq, vocab] = logits.dims();
             let last =

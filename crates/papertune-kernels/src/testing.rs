@@ -14,11 +14,12 @@ pub(crate) fn close(a: Tensor<3>, b: Tensor<3>, tol: f32, what: &str) {
 
 /// The CPU backends compiled in, whose operations run papertune's kernels.
 pub(crate) fn cpu_devices() -> Vec<Device> {
-    let mut devices = Vec::new();
-    #[cfg(feature = "flex")]
-    devices.push(Device::flex());
-    #[cfg(feature = "ndarray")]
-    devices.push(Device::ndarray());
+    let devices = vec![
+        #[cfg(feature = "flex")]
+        Device::flex(),
+        #[cfg(feature = "ndarray")]
+        Device::ndarray(),
+    ];
     assert!(!devices.is_empty(), "the tests need the flex or ndarray feature");
     devices
 }

@@ -46,7 +46,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "trained {} steps in {:.1} s; best valid {:?}",
         report.steps, report.train_seconds, report.best_metrics
     );
-    let metrics = classify::evaluate(&[run.clone()], &data, &Default::default(), &device)?;
+    let metrics =
+        classify::evaluate(std::slice::from_ref(&run), &data, &Default::default(), &device)?;
     println!("f1 on all rows: {:.3}", metrics.f1);
     let submission = dir.join("submission.csv");
     classify::predict(&[run], &data, &submission, &device)?;

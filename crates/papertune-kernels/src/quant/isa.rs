@@ -27,10 +27,10 @@ impl Isa {
 /// The row kernel for weights of type `ty`; `Avx2` falls back to scalar when the CPU lacks it.
 pub(crate) fn row_dot_fn(ty: QuantType, isa: Isa) -> RowDot {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
-        if let Some(f) = super::simd::row_dot_fn(ty) {
-            return f;
-        }
+    if isa == Isa::Avx2
+        && let Some(f) = super::simd::row_dot_fn(ty)
+    {
+        return f;
     }
     let _ = isa;
     dot::scalar_row_dot(ty)

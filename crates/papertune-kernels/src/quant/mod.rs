@@ -126,7 +126,7 @@ impl QuantType {
     /// The bytes of a row of `cols` values, or `None` when they are not a whole number of
     /// blocks (or the count overflows).
     pub fn row_bytes(self, cols: usize) -> Option<usize> {
-        (cols % self.block_elements() == 0)
+        cols.is_multiple_of(self.block_elements())
             .then(|| (cols / self.block_elements()).checked_mul(self.block_bytes()))?
     }
 }
@@ -134,7 +134,7 @@ impl QuantType {
 /// Decodes `raw`, a run of whole blocks of `ty`, to f32 in element order. A trailing partial
 /// block is refused with a message naming the format and the lengths.
 pub fn dequantize(ty: QuantType, raw: &[u8]) -> Result<Vec<f32>, String> {
-    if raw.len() % ty.block_bytes() != 0 {
+    if !raw.len().is_multiple_of(ty.block_bytes()) {
         return Err(format!(
             "{} bytes are not a whole number of {}-byte {} blocks",
             raw.len(),

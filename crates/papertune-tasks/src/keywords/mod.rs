@@ -31,13 +31,13 @@ mod config;
 mod extract;
 mod infer;
 mod literature;
+#[cfg(test)]
+mod reference_tests;
 mod rerank;
 mod rows;
 mod spans;
 mod tagger;
 mod train;
-#[cfg(test)]
-mod reference_tests;
 
 pub use config::{DataConfig, KeywordsConfig, MethodConfig, MethodName, ModelConfig};
 pub use extract::{

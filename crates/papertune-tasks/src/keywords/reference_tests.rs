@@ -41,7 +41,7 @@ fn check(shared: &Path, method: MethodName, reference_method: &str, dataset: &st
     let options = EvalOptions { max_rows: None, literature: false };
     let (evaluation, _) =
         evaluate_with(&config, &keyphraser, &shared.join(file), &options, &device).unwrap();
-    let got = serde_json::to_value(&evaluation.metrics).unwrap();
+    let got = serde_json::to_value(evaluation.metrics).unwrap();
     assert_eq!(got["n"], want["n"], "{reference_method} on {dataset}: documents scored");
     for key in ["kw_precision", "kw_recall", "kw_f1", "kw_f1_at_5", "kw_f1_at_m"] {
         let (got, want) = (got[key].as_f64().unwrap(), want[key].as_f64().unwrap());
