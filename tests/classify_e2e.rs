@@ -53,9 +53,13 @@ fn tiny_encoder_learns_32_examples_and_the_run_folder_serves_eval_predict_inspec
         assert!(out.join(file).exists(), "{file} missing from the run folder");
     }
 
-    let metrics =
-        papertune_tasks::classify::evaluate(&[out.clone()], &data, &Default::default(), &device)
-            .unwrap();
+    let metrics = papertune_tasks::classify::evaluate(
+        std::slice::from_ref(&out),
+        &data,
+        &Default::default(),
+        &device,
+    )
+    .unwrap();
     let first = papertune_tasks::classify::EvalOptions { max_rows: Some(5) };
     assert_eq!(
         papertune_tasks::classify::evaluate(std::slice::from_ref(&out), &data, &first, &device)
@@ -67,7 +71,8 @@ fn tiny_encoder_learns_32_examples_and_the_run_folder_serves_eval_predict_inspec
 
     let submission = dir.path().join("submission.csv");
     let predicted =
-        papertune_tasks::classify::predict(&[out.clone()], &data, &submission, &device).unwrap();
+        papertune_tasks::classify::predict(std::slice::from_ref(&out), &data, &submission, &device)
+            .unwrap();
     assert_eq!((predicted.rows, predicted.label_1), (32, 16));
     let text = std::fs::read_to_string(&submission).unwrap();
     let mut lines = text.lines();
@@ -159,9 +164,10 @@ fn k_fold_training_and_ensembles_average_the_runs() {
     }
 
     // The parent folder is the ensemble of its folds: the mean of their probabilities.
-    let runs = papertune_tasks::run_dir::expand_runs(&[out.clone()]).unwrap();
+    let runs = papertune_tasks::run_dir::expand_runs(std::slice::from_ref(&out)).unwrap();
     assert_eq!(runs, (1..=3).map(|i| out.join(format!("fold-{i}"))).collect::<Vec<_>>());
-    let ensemble = papertune_tasks::classify::Ensemble::open(&[out.clone()], &device).unwrap();
+    let ensemble =
+        papertune_tasks::classify::Ensemble::open(std::slice::from_ref(&out), &device).unwrap();
     let options = papertune_data::LoadOptions {
         columns: &config.data.columns,
         max_rows: None,
@@ -178,9 +184,13 @@ fn k_fold_training_and_ensembles_average_the_runs() {
     }
     let thresholds: Vec<f64> = ensemble.runs.iter().map(|r| r.threshold).collect();
     assert!((ensemble.threshold() - thresholds.iter().sum::<f64>() / 3.0).abs() < 1e-12);
-    let metrics =
-        papertune_tasks::classify::evaluate(&[out.clone()], &data, &Default::default(), &device)
-            .unwrap();
+    let metrics = papertune_tasks::classify::evaluate(
+        std::slice::from_ref(&out),
+        &data,
+        &Default::default(),
+        &device,
+    )
+    .unwrap();
     assert_eq!(metrics.n, 32);
     let submission = dir.path().join("submission.csv");
     let predicted = papertune_tasks::classify::predict(&runs, &data, &submission, &device).unwrap();

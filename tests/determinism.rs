@@ -57,8 +57,5 @@ fn same_seed_gives_bit_identical_weights() {
         }
     }
     assert!(shared > 0, "the trained checkpoint shares no tensor name with the pretrained one");
-    assert!(
-        moved * 2 > shared,
-        "training moved only {moved} of the {shared} pretrained tensors"
-    );
+    assert!(moved * 2 > shared, "training moved only {moved} of the {shared} pretrained tensors");
 }

@@ -36,7 +36,7 @@ pub enum Method {
     /// The trained tagger, its tokenizer, and how its probabilities are decoded.
     Tagger {
         model: Box<KeyphraseTagger>,
-        tokenizer: TextTokenizer,
+        tokenizer: Box<TextTokenizer>,
         decode: DecodeOptions,
         batch_size: usize,
     },
@@ -188,7 +188,7 @@ impl Keyphraser {
                 let model = KeyphraseTagger::load(encoder, &mut checkpoint, 0.0, device)?;
                 let method = Method::Tagger {
                     model: Box::new(model),
-                    tokenizer,
+                    tokenizer: Box::new(tokenizer),
                     decode: config.decode.clone(),
                     batch_size: config.eval_batch_size(),
                 };

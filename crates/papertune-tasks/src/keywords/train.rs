@@ -327,7 +327,7 @@ fn extract_and_write(
     let config_toml =
         toml::to_string_pretty(config).map_err(|e| TaskError::Config(e.to_string()))?;
     let report = TrainReport {
-        run: run.map_or_else(|| std::path::PathBuf::new(), |r| r.root.clone()),
+        run: run.map_or_else(std::path::PathBuf::new, |r| r.root.clone()),
         model: config.method.name.as_str().to_owned(),
         train_examples: train_papers.len(),
         valid_examples: valid_papers.len(),

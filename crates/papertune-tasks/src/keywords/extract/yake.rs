@@ -801,7 +801,10 @@ mod tests {
         assert_eq!(out.len(), expected.len());
         for ((keyword, score), (want, want_score)) in out.iter().zip(expected) {
             assert_eq!(keyword, want);
-            assert!((score - want_score).abs() <= 1e-12 * want_score, "{keyword}: {score} vs {want_score}");
+            assert!(
+                (score - want_score).abs() <= 1e-12 * want_score,
+                "{keyword}: {score} vs {want_score}"
+            );
         }
     }
 
