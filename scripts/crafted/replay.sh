@@ -172,6 +172,24 @@ says "a causal-LM preset in a classifier config" 1 "$work/llm-preset" 'smollm2-1
 says "a run folder given as the adapter" 1 - "lora-run/last \(pass that folder\)" 'os error' -- generate --model smollm2-135m --adapter "$crafted/lora-run" --prompt x --max-new-tokens 1
 says "keyword extractor run" 0 - 'wrote: config.toml, summary.json' 'report:|final loss' -- train --config "$crafted/config-kw-yake.toml" --out "$work/kw-yake"
 
+# Ctrl-C at the command line: the run finishes its step, saves last/ and exits with 130.
+interrupted="$work/interrupted"
+NO_COLOR=1 "$bin" --quiet train --config configs/classify-minilm.toml --set data.max_rows=64 --set train.max_steps=400 --set train.save_strategy=steps --set train.save_every_steps=1 --out "$interrupted" > /dev/null 2> "$work/err" &
+pid=$!
+for _ in $(seq 600); do
+  [ -e "$interrupted/last/trainer_state.json" ] && break
+  kill -0 "$pid" 2> /dev/null || break
+  sleep 0.5
+done
+kill -INT "$pid" 2> /dev/null
+wait "$pid"
+status=$?
+verdict=ok
+if [ "$status" != 130 ]; then verdict="FAILED: exit $status, expected 130"; fi
+if [ ! -e "$interrupted/last/trainer_state.json" ]; then verdict="FAILED: no last/ checkpoint"; fi
+[ "$verdict" = ok ] || failures=$((failures + 1))
+echo "| Ctrl-C during training | \`xtask train ... --out …/interrupted\` then SIGINT | $status | $(grep -m1 -i 'resume' "$work/err" | cut -c1-160 | sed 's/|/\\|/g;s#'"$work"'#…#g') | $verdict |"
+
 if [ "$failures" -gt 0 ]; then
   echo "replay: $failures case(s) broke their promise" >&2
   exit 1
