@@ -189,15 +189,14 @@ impl<'a> Generator<'a> {
                 match finished {
                     Some(reason) => {
                         let mut text = self.tokenizer.decode(&generated[seq_index], true)?;
-                        if reason == FinishReason::StopString {
-                            if let Some(cut) = config
+                        if reason == FinishReason::StopString
+                            && let Some(cut) = config
                                 .stop_strings
                                 .iter()
                                 .filter_map(|s| text.find(s.as_str()))
                                 .min()
-                            {
-                                text.truncate(cut);
-                            }
+                        {
+                            text.truncate(cut);
                         }
                         results[seq_index] = Some(Generation {
                             ids: std::mem::take(&mut generated[seq_index]),

@@ -265,16 +265,20 @@ impl TrainConfig {
     pub fn eval_due(&self, step: usize, end_of_epoch: bool, last_step: bool) -> bool {
         match self.eval_strategy {
             Strategy::No => false,
-            Strategy::Steps => last_step || self.eval_every_steps.is_some_and(|k| step % k == 0),
+            Strategy::Steps => {
+                last_step || self.eval_every_steps.is_some_and(|k| step.is_multiple_of(k))
+            }
             Strategy::Epoch => {
-                last_step || end_of_epoch || self.eval_every_steps.is_some_and(|k| step % k == 0)
+                last_step
+                    || end_of_epoch
+                    || self.eval_every_steps.is_some_and(|k| step.is_multiple_of(k))
             }
         }
     }
 
     /// Whether the `last/` checkpoint is due after step `step` (besides the end of training).
     pub fn save_due(&self, step: usize, end_of_epoch: bool) -> bool {
-        let every = self.save_every_steps.is_some_and(|k| step % k == 0);
+        let every = self.save_every_steps.is_some_and(|k| step.is_multiple_of(k));
         match self.save_strategy {
             Strategy::No => false,
             Strategy::Steps => every,

@@ -315,18 +315,18 @@ impl GgufFile {
             bytes,
         };
         for info in &file.tensors {
-            if let Some(range) = file.byte_range(info)? {
-                if range.end > file.bytes.len() {
-                    return Err(ModelError::Config {
-                        path: path.to_path_buf(),
-                        message: format!(
-                            "tensor {:?} ends at byte {} but the file has {} bytes (truncated download?)",
-                            info.name,
-                            range.end,
-                            file.bytes.len()
-                        ),
-                    });
-                }
+            if let Some(range) = file.byte_range(info)?
+                && range.end > file.bytes.len()
+            {
+                return Err(ModelError::Config {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "tensor {:?} ends at byte {} but the file has {} bytes (truncated download?)",
+                        info.name,
+                        range.end,
+                        file.bytes.len()
+                    ),
+                });
             }
         }
         Ok(file)
@@ -387,7 +387,7 @@ impl GgufFile {
     fn byte_range(&self, info: &GgufTensorInfo) -> Result<Option<std::ops::Range<usize>>> {
         let Some((block_elems, block_bytes)) = info.ggml_type.block() else { return Ok(None) };
         let n = info.element_count();
-        if n % block_elems != 0 {
+        if !n.is_multiple_of(block_elems) {
             return Err(ModelError::Config {
                 path: self.path.clone(),
                 message: format!(

@@ -479,13 +479,13 @@ impl LlamaConfig {
         if !(self.rms_norm_eps > 0.0 && self.rms_norm_eps.is_finite()) {
             return Err(format!("rms_norm_eps must be positive, found {}", self.rms_norm_eps));
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return Err(format!(
                 "num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",
                 self.num_attention_heads, self.num_key_value_heads
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(format!("head_dim {} must be even for rotary embeddings", self.head_dim));
         }
         if !self.rope_freq_divisors.is_empty() && self.rope_freq_divisors.len() != self.head_dim / 2
@@ -508,7 +508,7 @@ impl LlamaConfig {
             ));
         }
         if self.layer_types.contains(&LayerAttention::Sliding)
-            && !self.sliding_window.is_some_and(|w| w > 0)
+            && self.sliding_window.is_none_or(|w| w == 0)
         {
             return Err("sliding_attention layers need a sliding_window of at least 1".into());
         }

@@ -397,11 +397,11 @@ impl LlmTokenizer {
             message: e.to_string(),
         })?;
         let mut ids = encoding.get_ids().to_vec();
-        if add_special && self.add_bos {
-            if let Some(bos) = self.bos_token.as_deref().and_then(|b| self.tokenizer.token_to_id(b))
-            {
-                ids.insert(0, bos);
-            }
+        if add_special
+            && self.add_bos
+            && let Some(bos) = self.bos_token.as_deref().and_then(|b| self.tokenizer.token_to_id(b))
+        {
+            ids.insert(0, bos);
         }
         Ok(ids)
     }
