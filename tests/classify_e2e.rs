@@ -227,10 +227,11 @@ fn a_max_len_or_a_tokenizer_the_encoder_cannot_take_is_refused_before_the_run_fo
     assert!(!run.exists());
 }
 
-/// Whether python3 has torch and transformers (the transformers check runs only then).
-fn python_has_transformers() -> bool {
+/// Whether python3 imports `modules` (e.g. "torch, transformers"): the checks against Python's
+/// readers run only then.
+fn python_has(modules: &str) -> bool {
     std::process::Command::new("python3")
-        .args(["-c", "import torch, transformers"])
+        .args(["-c", &format!("import {modules}")])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
@@ -300,7 +301,7 @@ fn a_classifier_run_leaves_as_a_transformers_folder_with_its_logits() {
         let err = papertune_tasks::classify::export_hf(&run, Which::Best, &out).unwrap_err();
         assert!(err.to_string().contains("already exists"), "{err}");
 
-        if !python_has_transformers() {
+        if !python_has("torch, transformers") {
             println!(
                 "note: python3 lacks torch or transformers; the transformers check is skipped"
             );
@@ -325,16 +326,6 @@ fn a_classifier_run_leaves_as_a_transformers_folder_with_its_logits() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-}
-
-/// Whether python3 has TensorBoard (its reader checks the event files only then).
-fn python_has_tensorboard() -> bool {
-    std::process::Command::new("python3")
-        .args(["-c", "import tensorboard"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 #[test]
@@ -377,7 +368,7 @@ fn train_log_to_tensorboard_writes_event_files_tensorboard_reads_at_the_logged_s
     assert_eq!(train_steps, [2, 4, 6, 8]);
     assert!(eval_steps.len() >= 3, "{eval_steps:?}");
 
-    if !python_has_tensorboard() {
+    if !python_has("tensorboard") {
         println!("note: python3 lacks tensorboard; TensorBoard's reading of the files is skipped");
         return;
     }
